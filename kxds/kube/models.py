@@ -1,0 +1,363 @@
+"""Typed models of the Kubernetes objects kxds reads, and :class:`ClusterState`.
+
+Only the fields kxds uses are kept. Models are frozen, keyword-only, slotted
+dataclasses; they are parsed and validated once (:mod:`kxds.kube.parse`) and
+never mutated. Kubernetes shapes stop here: translators read these models, and
+nothing after the translators sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from kxds.diagnostics import Diagnostic, ObjectRef
+
+Protocol = Literal["TCP", "UDP", "SCTP"]
+Key = tuple[str, str]
+"""``(namespace, name)``; namespace is ``""`` for cluster-scoped objects."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meta:
+    """The part of ``metadata`` kxds uses."""
+
+    kind: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    uid: str = ""
+    resource_version: str = ""
+    creation_timestamp: str = ""
+    """RFC 3339 as the API writes it; sorts chronologically as a string."""
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.kind, self.namespace, self.name)
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+
+# --- label selectors -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requirement:
+    """One ``matchExpressions`` entry; operator is In, NotIn, Exists or DoesNotExist."""
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        return not present or labels[self.key] not in self.values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelSelector:
+    """A ``metav1.LabelSelector``. The empty selector matches everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+# --- core/v1 ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str
+    port: int
+    protocol: Protocol = "TCP"
+    target_port: int | str | None = None
+    node_port: int | None = None
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    meta: Meta
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] | None = None
+    cluster_ip: str | None = None
+    external_name: str | None = None
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ip: str | None = None
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    load_balancer_ingress: tuple[str, ...] = ()
+    """``status.loadBalancer.ingress[].ip`` (hostnames are not addresses we can bind)."""
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    health_check_node_port: int | None = None
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    session_affinity_timeout: int | None = None
+    traffic_distribution: str | None = None
+
+    def port_by_number(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+    def port_by_name(self, name: str) -> ServicePort | None:
+        return next((p for p in self.ports if p.name == name), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    meta: Meta
+    type: str = "Opaque"
+    data: Mapping[str, bytes] = field(default_factory=dict)
+    """``data`` base64-decoded, with ``stringData`` merged over it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    meta: Meta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerPort:
+    name: str
+    port: int
+    protocol: Protocol = "TCP"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pod:
+    """Only what NetworkPolicy needs: labels (in meta), addresses, node, named ports."""
+
+    meta: Meta
+    node_name: str | None = None
+    pod_ips: tuple[str, ...] = ()
+    phase: str = "Running"
+    container_ports: tuple[ContainerPort, ...] = ()
+
+
+# --- discovery.k8s.io/v1 ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointPort:
+    name: str = ""
+    port: int | None = None
+    protocol: Protocol = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetRef:
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceEndpoint:
+    addresses: tuple[str, ...]
+    ready: bool = True
+    """``conditions.ready``; an unset condition means ready (API docs)."""
+    serving: bool = True
+    terminating: bool = False
+    node_name: str | None = None
+    zone: str | None = None
+    hostname: str | None = None
+    target_ref: TargetRef | None = None
+    hints_for_zones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSlice:
+    meta: Meta
+    service_name: str
+    """From the ``kubernetes.io/service-name`` label."""
+    address_type: Literal["IPv4", "IPv6", "FQDN"] = "IPv4"
+    ports: tuple[EndpointPort, ...] = ()
+    endpoints: tuple[SliceEndpoint, ...] = ()
+
+
+# --- networking.k8s.io/v1 --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressBackend:
+    """A Service backend; exactly one of ``port_number`` / ``port_name`` is set."""
+
+    service: str
+    port_number: int | None = None
+    port_name: str | None = None
+
+
+PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressPath:
+    path: str
+    path_type: PathType
+    backend: IngressBackend
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressRule:
+    host: str = ""
+    """Lower-cased; ``""`` means every host."""
+    paths: tuple[IngressPath, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressTLS:
+    hosts: tuple[str, ...] = ()
+    secret_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ingress:
+    meta: Meta
+    ingress_class_name: str | None = None
+    default_backend: IngressBackend | None = None
+    rules: tuple[IngressRule, ...] = ()
+    tls: tuple[IngressTLS, ...] = ()
+    load_balancer_ingress: tuple[str, ...] = ()
+    """Current ``status.loadBalancer.ingress`` (IP or hostname), for the status writer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressClass:
+    meta: Meta
+    controller: str
+    is_default: bool = False
+    """The ``ingressclass.kubernetes.io/is-default-class: "true"`` annotation."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPBlock:
+    cidr: str
+    except_: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyPeer:
+    """One ``from`` entry: an ipBlock, or pod/namespace selectors (either may be None)."""
+
+    ip_block: IPBlock | None = None
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyPort:
+    protocol: Protocol = "TCP"
+    port: int | str | None = None
+    """None means every port of the protocol."""
+    end_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRule:
+    """One ingress rule. ``None`` means the field was absent (all sources / all ports)."""
+
+    from_: tuple[PolicyPeer, ...] | None = None
+    ports: tuple[PolicyPort, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkPolicy:
+    meta: Meta
+    pod_selector: LabelSelector
+    policy_types: tuple[Literal["Ingress", "Egress"], ...]
+    """As given, or defaulted as the API does: Ingress, plus Egress when egress rules exist."""
+    ingress: tuple[PolicyRule, ...] = ()
+
+
+Model = Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
+
+
+def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
+    return {m.meta.key: m for m in items}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterState:
+    """An immutable snapshot of every object kxds reads, plus the parse problems.
+
+    Build it with :meth:`from_objects`; mappings are read-only views keyed by
+    ``(namespace, name)``.
+    """
+
+    services: Mapping[Key, Service] = field(default_factory=dict)
+    endpoint_slices: Mapping[Key, EndpointSlice] = field(default_factory=dict)
+    ingresses: Mapping[Key, Ingress] = field(default_factory=dict)
+    ingress_classes: Mapping[Key, IngressClass] = field(default_factory=dict)
+    network_policies: Mapping[Key, NetworkPolicy] = field(default_factory=dict)
+    secrets: Mapping[Key, Secret] = field(default_factory=dict)
+    namespaces: Mapping[Key, Namespace] = field(default_factory=dict)
+    pods: Mapping[Key, Pod] = field(default_factory=dict)
+    slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
+    """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
+    problems: tuple[Diagnostic, ...] = ()
+    """Objects that could not be parsed, with why; they are absent from the maps."""
+
+    @classmethod
+    def from_objects(
+        cls, objects: Iterable[Model], problems: Iterable[Diagnostic] = ()
+    ) -> ClusterState:
+        """Index ``objects`` by kind and key. A later object with the same key wins."""
+        by_type: dict[type, list[Model]] = {}
+        for obj in objects:
+            by_type.setdefault(type(obj), []).append(obj)
+        slices: dict[Key, list[EndpointSlice]] = {}
+        for s in by_type.get(EndpointSlice, ()):
+            assert isinstance(s, EndpointSlice)
+            slices.setdefault((s.meta.namespace, s.service_name), []).append(s)
+
+        def view(kind: type) -> Mapping[Key, Model]:
+            return MappingProxyType(dict(_index(by_type.get(kind, ()))))
+
+        return cls(
+            services=view(Service),  # type: ignore[arg-type]
+            endpoint_slices=view(EndpointSlice),  # type: ignore[arg-type]
+            ingresses=view(Ingress),  # type: ignore[arg-type]
+            ingress_classes=view(IngressClass),  # type: ignore[arg-type]
+            network_policies=view(NetworkPolicy),  # type: ignore[arg-type]
+            secrets=view(Secret),  # type: ignore[arg-type]
+            namespaces=view(Namespace),  # type: ignore[arg-type]
+            pods=view(Pod),  # type: ignore[arg-type]
+            slices_by_service=MappingProxyType(
+                {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
+            ),
+            problems=tuple(sorted(set(problems))),
+        )
+
+    def objects(self) -> Iterable[Model]:
+        """Every object, in no particular order."""
+        for mapping in (
+            self.services,
+            self.endpoint_slices,
+            self.ingresses,
+            self.ingress_classes,
+            self.network_policies,
+            self.secrets,
+            self.namespaces,
+            self.pods,
+        ):
+            yield from mapping.values()

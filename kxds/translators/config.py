@@ -1,0 +1,34 @@
+"""Settings that shape translation (from command-line flags), as one value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kxds.ir import ClientIPConfig
+
+CONTROLLER_NAME = "kxds.io/ingress-controller"
+"""``spec.controller`` of the IngressClasses kxds serves."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranslateConfig:
+    ingress_class: str = "kxds"
+    http_port: int = 8080
+    https_port: int = 8443
+    listen_address: str = "0.0.0.0"
+    client_ip: ClientIPConfig = field(default_factory=ClientIPConfig)
+    default_certificate: tuple[str, str] | None = None
+    """``(namespace, name)`` of the Secret served to clients without SNI."""
+    min_tls_version: str = "1.2"
+    external_ip_cidrs: tuple[str, ...] = ()
+    """externalIPs are served only inside these (none by default)."""
+    node_bind_address: str = "0.0.0.0"
+    node_port_range: tuple[int, int] = (30000, 32767)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    """The per-node proxy a node-role view is built for."""
+
+    name: str
+    zone: str | None = None
