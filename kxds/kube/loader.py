@@ -18,7 +18,7 @@ from kxds.kube.models import ClusterState, Model
 from kxds.kube.parse import parse_object
 
 try:  # libyaml's C loader is about 8x faster (see DESIGN.md).
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
+    _Loader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - only without libyaml
     _Loader = yaml.SafeLoader
 
@@ -37,7 +37,8 @@ def manifest_files(path: Path) -> list[Path]:
 
 
 def _flatten(doc: Any) -> Iterator[Any]:
-    if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+    is_list = isinstance(doc, Mapping) and doc.get("kind") == "List"
+    if is_list and isinstance(doc.get("items"), list):
         for item in doc["items"]:
             yield from _flatten(item)
     elif doc is not None:

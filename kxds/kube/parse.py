@@ -131,7 +131,9 @@ def str_map(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
     return out
 
 
-def items(obj: Mapping[str, Any], key: str, path: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+def items(
+    obj: Mapping[str, Any], key: str, path: str, parse: Callable[[Any, str], T]
+) -> tuple[T, ...]:
     """Parse every element of a list field, each with its own indexed path."""
     out = []
     for i, raw in enumerate(get_list(obj, key, path)):
@@ -333,7 +335,7 @@ def parse_host(value: str | None, field: str) -> str:
     host = value.lower()
     labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
     if not all(lbl and len(lbl) <= 63 and all(c.isalnum() or c == "-" for c in lbl)
-               for lbl in labels) or host.startswith("*.") and "*" in host[2:]:
+               for lbl in labels) or (host.startswith("*.") and "*" in host[2:]):
         fail(field, f"{value!r} is not a valid host name (a DNS name, optionally '*.' first)")
     return host
 
@@ -419,7 +421,8 @@ def parse_peer(raw: Mapping[str, Any], path: str) -> m.PolicyPeer:
 def parse_policy_rule(raw: Mapping[str, Any], path: str) -> m.PolicyRule:
     return m.PolicyRule(
         from_=items(raw, "from", path, parse_peer) if raw.get("from") is not None else None,
-        ports=items(raw, "ports", path, parse_policy_port) if raw.get("ports") is not None else None,
+        ports=(items(raw, "ports", path, parse_policy_port)
+               if raw.get("ports") is not None else None),
     )
 
 
@@ -477,7 +480,7 @@ def parse_container_ports(spec: Mapping[str, Any]) -> tuple[m.ContainerPort, ...
             if isinstance(p, Mapping) and p.get("name") and isinstance(p.get("containerPort"), int):
                 proto = p.get("protocol") if p.get("protocol") in _PROTOCOLS else "TCP"
                 out.append(m.ContainerPort(name=str(p["name"]), port=p["containerPort"],
-                                           protocol=proto))
+                                           protocol=cast(m.Protocol, proto)))
     return tuple(out)
 
 
