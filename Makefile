@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sandbox: $(STAMP)
-	$(BIN)/kxds sandbox
+	$(BIN)/kxds sandbox $(SANDBOX_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check kxds tests e2e bench

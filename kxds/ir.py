@@ -193,13 +193,18 @@ class Route:
     match: PathMatch
     action: RouteAction
     access: AccessPolicy | None = None
+    wildcard_host: str | None = None
+    """For a rule of a ``*.`` host: the route also requires the request host to be
+    exactly one DNS label before the suffix, as Kubernetes defines ``*.foo.com``
+    (Envoy's ``*.foo.com`` domain matches any number of labels)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualHost:
     name: str
     domains: tuple[str, ...]
-    """Host names, each also with ``:*`` so a port in the Host header is ignored."""
+    """Host names (lower case, ``*.`` wildcards, or ``*``); the route table ignores
+    a port in the Host header (``ignore_port_in_host_matching``)."""
     routes: tuple[Route, ...]
     """In Envoy match order: first match wins."""
     refs: tuple[ObjectRef, ...] = ()
@@ -261,6 +266,19 @@ class TlsListener:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InternalRoute:
+    """Clients from inside the cluster (``sources``) go to ``cluster`` instead.
+
+    Per-node listeners apply a Service's ``internalTrafficPolicy`` to in-cluster
+    clients and its ``externalTrafficPolicy`` to everyone else.
+    """
+
+    sources: tuple[str, ...]
+    """CIDRs of in-cluster clients."""
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TcpListener:
     """Layer-4 TCP proxy to one cluster (per-node NodePort, LB IP, externalIP)."""
 
@@ -272,6 +290,7 @@ class TcpListener:
     access: AccessPolicy | None = None
     hash_source_ip: bool = False
     client_ip: ClientIPConfig = ClientIPConfig()
+    internal: InternalRoute | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +301,7 @@ class UdpListener:
     port: int
     cluster: str
     hash_source_ip: bool = False
+    internal: InternalRoute | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,6 +392,8 @@ def consistency_problems(ir: IR) -> list[str]:
                     wanted_clusters.append(ch.cluster)
         elif isinstance(lis, (TcpListener, UdpListener)):
             wanted_clusters.append(lis.cluster)
+            if lis.internal is not None:
+                wanted_clusters.append(lis.internal.cluster)
         problems += [f"listener {lis.name} names missing route table {t}"
                      for t in wanted_tables if t not in tables]
         problems += [f"listener {lis.name} names missing cluster {c}"

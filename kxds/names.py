@@ -45,3 +45,75 @@ def virtual_host(host: str) -> str:
 def secret(namespace: str, name: str) -> str:
     """The SDS secret made from a Kubernetes TLS Secret."""
     return cap(f"{namespace}/{name}")
+
+
+def node_cluster(namespace: str, service: str, port: int, protocol: str, *, local: bool) -> str:
+    """A per-node proxy's cluster for one Service port.
+
+    TCP keeps the edge's ``ns/svc/port`` name; UDP adds ``/udp`` (a Service may
+    use one port number for both). ``externalTrafficPolicy: Local`` clusters,
+    which hold only this node's endpoints, add ``/local``.
+    """
+    name = f"{namespace}/{service}/{port}"
+    if protocol != "TCP":
+        name += f"/{protocol.lower()}"
+    return cap(name + "/local" if local else name)
+
+
+def node_listener(namespace: str, service: str, port: int, protocol: str,
+                  entry: str, address: str | None = None) -> str:
+    """A per-node listener: ``ns/svc/port/<entry>[/address]/<protocol>``.
+
+    ``entry`` is ``nodeport``, ``lb`` (a LoadBalancer ingress IP) or ``external``
+    (an externalIP); the address is named for the latter two.
+    """
+    where = f"{entry}/{address}" if address else entry
+    return cap(f"{namespace}/{service}/{port}/{where}/{protocol.lower()}")
+
+
+def health_check_listener(namespace: str, service: str) -> str:
+    """The ``healthCheckNodePort`` listener of a ``externalTrafficPolicy: Local`` Service."""
+    return cap(f"{namespace}/{service}/healthcheck")
+
+
+def https_listener(port: int) -> str:
+    """The TLS listener on ``port``; its terminated chains share the route table of this name."""
+    return f"https/{port}"
+
+
+def tls_chain(listener: str, kind: str, key: str) -> str:
+    """A filter chain of a TLS listener: ``<listener>/<kind>/<key>``.
+
+    ``kind`` is ``cert`` (terminated, ``key`` the secret), ``default`` or
+    ``passthrough`` (``key`` the SNI host).
+    """
+    return cap(f"{listener}/{kind}/{key}")
+
+
+def upstream_tls_cluster(base: str, *, http2: bool, sni: str | None,
+                         ca_secret: str | None) -> str:
+    """The TLS-speaking twin of the Service cluster ``base``: ``<base>/tls[/h2][/sni=H][/ca=S]``.
+
+    An Ingress (not the Service) asks for TLS to the backend, so the twin is a
+    cluster of its own and the plain one stays usable (TLS passthrough, other
+    Ingresses); HTTP/2 (gRPC over TLS), a non-default SNI or a CA to verify
+    against make it distinct again, since Ingresses sharing the Service may
+    disagree on them.
+    """
+    name = f"{base}/tls"
+    if http2:
+        name += "/h2"
+    if sni:
+        name += f"/sni={sni}"
+    if ca_secret:
+        name += f"/ca={ca_secret}"
+    return cap(name)
+
+
+def ca_secret(namespace: str, name: str) -> str:
+    """The SDS validation context made from the ``ca.crt`` of a Secret: ``ns/name/ca``.
+
+    Distinct from :func:`secret` because one Secret may hold both a serving
+    certificate and a CA bundle.
+    """
+    return cap(f"{namespace}/{name}/ca")

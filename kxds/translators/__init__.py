@@ -8,13 +8,64 @@ ingress, network_policy, tls, node) lives in its own module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kxds.diagnostics import Diagnostic
-from kxds.ir import IR
+from kxds.errors import KxdsError
+from kxds.ir import IR, consistency_problems
+from kxds.kube.models import ClusterState
+from kxds.translators.config import NodeInfo, TranslateConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Translation:
+    """An IR and every problem found in the input (sorted, without duplicates)."""
+
     ir: IR
     diagnostics: tuple[Diagnostic, ...] = ()
+
+
+class TranslationBug(KxdsError):
+    """The translators built an IR that names something it lacks: a bug, not bad input."""
+
+
+def sorted_diagnostics(*groups: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """All diagnostics of ``groups``, each once, in a stable order."""
+    return tuple(sorted({d for g in groups for d in g}))
+
+
+def translate(state: ClusterState, config: TranslateConfig | None = None) -> Translation:
+    """The edge gateway's IR: a cluster per Service port, the Ingress routes and listeners."""
+    from kxds.translators import ingress, services, tls
+
+    config = config or TranslateConfig()
+    svc = services.translate_services(state)
+    cluster_names = {c.name for c in svc.clusters}
+    listener, table, ingress_problems = ingress.translate_ingresses(state, config, cluster_names)
+    result = IR(
+        clusters=tuple(svc.clusters),
+        load_assignments=tuple(svc.load_assignments),
+        listeners=(listener,),
+        route_tables=(table,),
+    )
+    # TLS: the HTTPS listener, its route table, secrets, redirects and backend TLS.
+    result, tls_problems = tls.apply_tls(result, state, config,
+                                         ingress.our_ingresses(state, config),
+                                         config.tls_now or datetime.now(UTC))
+    problems = consistency_problems(result)
+    if problems:
+        raise TranslationBug("; ".join(problems))
+    return Translation(
+        ir=result,
+        diagnostics=sorted_diagnostics(state.problems, svc.diagnostics, ingress_problems,
+                                       tls_problems),
+    )
+
+
+def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo) -> Translation:
+    """The IR of the per-node proxy on ``node``."""
+    from kxds.translators.node import translate_node as _translate_node
+
+    return _translate_node(state, config, node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kxds.ir import ClientIPConfig
 
@@ -20,10 +21,17 @@ class TranslateConfig:
     default_certificate: tuple[str, str] | None = None
     """``(namespace, name)`` of the Secret served to clients without SNI."""
     min_tls_version: str = "1.2"
+    """Oldest TLS version the HTTPS listener accepts: 1.0, 1.1, 1.2 or 1.3."""
+    tls_now: datetime | None = None
+    """The instant certificate validity is checked against; None means the time of
+    translation (the only clock input of translation; tests pin it)."""
     external_ip_cidrs: tuple[str, ...] = ()
     """externalIPs are served only inside these (none by default)."""
     node_bind_address: str = "0.0.0.0"
     node_port_range: tuple[int, int] = (30000, 32767)
+    cluster_cidrs: tuple[str, ...] = ()
+    """Pod (and node) CIDRs: clients from these reaching a per-node listener are
+    in-cluster clients, subject to ``internalTrafficPolicy`` (none by default)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,3 +40,7 @@ class NodeInfo:
 
     name: str
     zone: str | None = None
+    """From ``--node-zone`` or Envoy node metadata ``zone``: enables same-zone-first priorities."""
+    bind_address: str | None = None
+    """Where this node's proxy binds nodePorts (node metadata ``bind_address``);
+    None means ``TranslateConfig.node_bind_address``."""

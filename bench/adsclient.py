@@ -1,0 +1,128 @@
+"""Light ADS clients: K gRPC streams that subscribe to endpoint resources and ACK.
+
+Run as ``python -m bench.adsclient --port P --streams K --protocol sotw|delta
+--names a,b,...``. Each stream is its own node (``<prefix>-<i>``, role edge,
+gateway group ``default``), subscribes to the named ClusterLoadAssignments and
+ACKs every response at once. One JSON line per response goes to stdout:
+``{"s": stream, "t": wall time after the ACK was queued, "n": resources,
+"v": {name: version}}``; ``{"ready": true}`` once every stream has its first
+response. Versions are those kxds uses: the SHA-256 prefix of the resource
+bytes (SotW) or the resource's version field (delta).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+STREAMS_PER_CHANNEL = 100
+
+
+def node(node_id: str) -> base_pb2.Node:
+    meta = struct_pb2.Struct()
+    meta.update({"role": "edge"})
+    return base_pb2.Node(id=node_id, cluster="default", metadata=meta)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+class Stream:
+    def __init__(self, index: int, prefix: str, names: list[str], delta: bool,
+                 first: asyncio.Event, started: list[int], total: int) -> None:
+        self.index, self.prefix, self.names, self.delta = index, prefix, names, delta
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.first, self.started, self.total = first, started, total
+        self.got_first = False
+
+    async def requests(self) -> AsyncIterator[Any]:
+        while True:
+            yield await self.queue.get()
+
+    def initial(self) -> Any:
+        if self.delta:
+            return discovery_pb2.DeltaDiscoveryRequest(
+                node=node(f"{self.prefix}-{self.index}"), type_url=EDS,
+                resource_names_subscribe=self.names)
+        return discovery_pb2.DiscoveryRequest(
+            node=node(f"{self.prefix}-{self.index}"), type_url=EDS, resource_names=self.names)
+
+    def on_response(self, resp: Any) -> None:
+        if self.delta:
+            versions = {r.name: r.version for r in resp.resources}
+            self.queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(
+                type_url=resp.type_url, response_nonce=resp.nonce))
+        else:
+            versions = {}
+            for any_ in resp.resources:
+                name = any_.value[2:2 + any_.value[1]].decode() if any_.value[:1] == b"\n" \
+                    else "?"
+                versions[name] = hashlib.sha256(any_.value).hexdigest()[:16]
+            self.queue.put_nowait(discovery_pb2.DiscoveryRequest(
+                type_url=resp.type_url, version_info=resp.version_info,
+                response_nonce=resp.nonce, resource_names=self.names))
+        now = time.time()
+        if not self.got_first:
+            self.got_first = True
+            self.started[0] += 1
+            if self.started[0] == self.total:
+                self.first.set()
+            return
+        emit({"s": self.index, "t": now, "n": len(versions), "type": resp.type_url,
+              "v": versions})
+
+    async def run(self, stub: Any) -> None:
+        self.queue.put_nowait(self.initial())
+        call = (stub.DeltaAggregatedResources if self.delta
+                else stub.StreamAggregatedResources)(self.requests())
+        async for resp in call:
+            self.on_response(resp)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    names = [n for n in args.names.split(",") if n]
+    first = asyncio.Event()
+    started = [0]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}")
+                for _ in range(-(-args.streams // STREAMS_PER_CHANNEL))]
+    stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
+    streams = [Stream(i, args.prefix, names, args.protocol == "delta", first, started,
+                      args.streams) for i in range(args.streams)]
+    tasks = [asyncio.create_task(s.run(stubs[i // STREAMS_PER_CHANNEL]))
+             for i, s in enumerate(streams)]
+    await first.wait()
+    emit({"ready": True, "t": time.time()})
+    # Runs until the parent closes stdin (or kills the process).
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for t in tasks:
+        t.cancel()
+    for c in channels:
+        await c.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--streams", type=int, required=True)
+    p.add_argument("--protocol", choices=("sotw", "delta"), default="sotw")
+    p.add_argument("--names", required=True)
+    p.add_argument("--prefix", default="light")
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""M8: control-plane time vs Envoy apply time.
+
+For CDS with 1,000 and 5,000 clusters (Services without Ingresses) and for a
+route table of 1,000 virtual hosts (1,000 Ingresses with one host each), a
+fresh Envoy connects to kxds holding that snapshot. The control-plane time is
+the controller's rebuild (translate, check, build and serialize) of the
+snapshot; the Envoy time is Envoy's own ``update_duration`` histogram for the
+CDS or RDS update (the time it spent applying it). Ratio = kxds / Envoy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench import scenario
+from bench.live import ControlPlane
+from bench.procs import Envoy
+from bench.report import Metric
+from bench.scenario import Spec
+from bench.timing import Summary
+
+TARGET = "kxds time / Envoy apply time <= 1"
+P50 = 2
+"""Index of P50 in Envoy's default supported quantiles (0, 25, 50, ...)."""
+
+
+async def envoy_apply_ms(envoy: Envoy, pattern: str, timeout: float = 180.0) -> float:
+    """The P50 of the first histogram matching ``pattern`` once it has a sample."""
+    found: dict[str, float] = {}
+
+    async def ready() -> bool:
+        hists = await envoy.histograms("update_duration")
+        for name, values in hists.items():
+            cum = values[P50].get("cumulative") if len(values) > P50 else None
+            if re.search(pattern, name) and cum:
+                found[name] = float(cum)
+        return bool(found)
+
+    await envoy.wait_until(ready, timeout, interval=0.1)
+    return max(found.values())
+
+
+async def one_case(label: str, spec: Spec, pattern: str, repeats: int) -> dict[str, Any]:
+    state = scenario.build_state(spec)
+    cp_s: list[float] = []
+    envoy_s: list[float] = []
+    for r in range(repeats):
+        cp = ControlPlane(holdoff=0.0, max_holdoff=0.0)
+        envoy: Envoy | None = None
+        try:
+            await cp.start(state)
+            rebuild = cp.last_rebuild_seconds()
+            assert rebuild is not None
+            envoy = Envoy(f"m8-{label}-{r}", cp.port)
+            envoy_ms = await envoy_apply_ms(envoy, pattern)
+            cp_s.append(rebuild)
+            envoy_s.append(envoy_ms / 1e3)
+        finally:
+            if envoy is not None:
+                envoy.stop()
+            await cp.stop()
+    cp_sum, envoy_sum = Summary.of(cp_s), Summary.of(envoy_s)
+    return {"case": label, "kxds_s": cp_sum, "envoy_s": envoy_sum,
+            "ratio": cp_sum.median / envoy_sum.median}
+
+
+async def run_m8(unit: float, repeats: int = 3) -> list[Metric]:
+    cases = [
+        ("cds-1k", Spec(services=1000, with_ingresses=False, policy_every=0),
+         r"^cluster_manager\.cds\.update_duration$"),
+        ("cds-5k", Spec(services=5000, with_ingresses=False, policy_every=0),
+         r"^cluster_manager\.cds\.update_duration$"),
+        ("rds-1k-hosts", Spec(services=1000, paths_per_ingress=1, policy_every=0),
+         r"\.rds\..*update_duration$"),
+    ]
+    results = [await one_case(label, spec, pat, max(1, min(repeats, 3)))
+               for label, spec, pat in cases]
+    worst = max(r["ratio"] for r in results)
+    details = {r["case"]: {"kxds_rebuild_p50_s": r["kxds_s"].median,
+                           "envoy_apply_p50_s": r["envoy_s"].median,
+                           "kxds_cal": r["kxds_s"].median / unit,
+                           "ratio": r["ratio"], "repeats": r["kxds_s"].n} for r in results}
+    details["note"] = ("kxds time is the whole rebuild of the snapshot (every resource), "
+                       "Envoy time only the CDS or RDS update it applied")
+    return [Metric(id="M8", title="kxds time / Envoy apply time (worst case)", value=worst,
+                   unit="ratio", target=TARGET, met=worst <= 1.0, details=details)]

@@ -1,0 +1,1 @@
+"""End-to-end tests: kxds, the real Envoy and echo backends on loopback."""

@@ -1,0 +1,128 @@
+"""Fake Kubernetes API -> ``kxds serve --kubeconfig`` -> real Envoy -> echo backends."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.harness import EchoBackend, Envoy, Kxds, free_port, http_get, wait_for
+
+# The in-test API server lives with the unit tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fakeapi import FakeApi, kubeconfig
+
+pytestmark = pytest.mark.e2e
+
+HOST = "web.example"
+
+
+def objects() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+         "metadata": {"name": "kxds"}, "spec": {"controller": "kxds.io/ingress-controller"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+         "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"ingressClassName": "kxds", "rules": [{"host": HOST, "http": {"paths": [
+             {"path": "/", "pathType": "Prefix",
+              "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}},
+    ]
+
+
+def endpoint_slice(suffix: str, backend: EchoBackend) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"web-{suffix}", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": backend.port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [backend.host], "conditions": {"ready": True}}]}
+
+
+class Traffic:
+    """Requests in a loop on a thread, recording (status, backend) of each."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.results: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, headers, _ = http_get(self.url, host=HOST, timeout=3.0)
+                self.results.append((status, headers.get("x-echo-backend")))
+            except OSError as e:
+                self.results.append((0, type(e).__name__))
+            time.sleep(0.01)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def since(self, n: int) -> list[tuple[int, str | None]]:
+        return self.results[n:]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi().start()
+    yield fake
+    fake.stop()
+
+
+def test_endpoint_changes_from_the_api_reach_envoy_while_traffic_flows(
+        api: FakeApi, tmp_path: Path, echo: Any, started: list[Any]) -> None:
+    a, b = echo("a"), echo("b")
+    for obj in [*objects(), endpoint_slice("a", a)]:
+        api.apply(obj)
+    http_port = free_port()
+    kxds = Kxds(tmp_path, ["--kubeconfig", kubeconfig(api.url, str(tmp_path / "kubeconfig")),
+                           "--http-port", str(http_port), "--https-port", str(free_port()),
+                           "--listen-address", "127.0.0.1", "--publish-address", "203.0.113.7"])
+    started.append(kxds)
+    kxds.wait_ready()
+    envoy = Envoy(tmp_path, kxds.xds_address)
+    started.append(envoy)
+    envoy.wait_listening(http_port)
+    url = f"http://127.0.0.1:{http_port}/"
+    wait_for(lambda: http_get(url, host=HOST)[1].get("x-echo-backend") == "a", what="a serves")
+
+    with Traffic(url) as traffic:
+        wait_for(lambda: len(traffic.results) >= 5, what="traffic")
+        # Scale out to b, then drain a: the EndpointSlice changes travel
+        # API watch -> kxds -> EDS -> Envoy while requests keep flowing.
+        mark = len(traffic.results)
+        started_at = time.monotonic()
+        api.apply(endpoint_slice("b", b))
+        wait_for(lambda: ("b" in {n for _, n in traffic.since(mark)}), what="b receives traffic")
+        print(f"EndpointSlice added -> traffic at b: {time.monotonic() - started_at:.3f}s")
+        api.delete("discovery.k8s.io/v1", "EndpointSlice", "default", "web-a")
+        drained = len(traffic.results)
+        wait_for(lambda: traffic.since(drained)[-20:].count((200, "b")) == 20, timeout=15,
+                 what="only b after a's slice is deleted")
+
+        # The API goes away: Envoy keeps its configuration and traffic keeps flowing.
+        api.go_offline("refuse")
+        outage = len(traffic.results)
+        wait_for(lambda: len(traffic.results) >= outage + 30, what="traffic during the outage")
+        api.apply(endpoint_slice("a", a))  # made while kxds cannot see it
+        api.go_online()
+        back = len(traffic.results)
+        wait_for(lambda: "a" in {n for _, n in traffic.since(back)}, timeout=20,
+                 what="a back after the outage")
+    assert all(status == 200 for status, _ in traffic.results), sorted(set(traffic.results))
+    ingress = api.get("networking.k8s.io/v1", "Ingress", "default", "web") or {}
+    assert ingress["status"]["loadBalancer"]["ingress"] == [{"ip": "203.0.113.7"}]
+

@@ -1,0 +1,201 @@
+"""X.509 certificates: checking the ones users give us, making ones for tests and the sandbox.
+
+Checking is pure (bytes and an instant in, a verdict out) so translators can
+use it: :func:`check_key_pair` is what turns a ``kubernetes.io/tls`` Secret
+into either the names its certificate covers or the reason it is unusable.
+Making certificates (:func:`make_ca`, :func:`make_leaf`) serves the sandbox's
+HTTPS host, the end-to-end tests and the golden test data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.x509.oid import NameOID
+
+_SIGNED = b"kxds key pair check"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertInfo:
+    """What kxds needs to know about a usable certificate."""
+
+    dns_names: tuple[str, ...]
+    """Lower-cased DNS subject alternative names (the common name when there are none)."""
+    not_after: dt.datetime
+
+
+class CertError(ValueError):
+    """Why a certificate, key or CA bundle is unusable; the message is for humans."""
+
+
+def _load_chain(cert_pem: bytes) -> list[x509.Certificate]:
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        # The parser's own message names library internals; keep ours stable.
+        raise CertError("tls.crt is not a PEM certificate") from None
+    return chain
+
+
+def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        # RFC 6125 6.4.4: the CN is consulted only when there is no DNS SAN.
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(sorted({n.lower().rstrip(".") for n in names}))
+
+
+def _key_matches(cert: x509.Certificate, key: object) -> bool:
+    """Whether ``key`` signs what ``cert``'s public key verifies (works for every key type)."""
+    public = cert.public_key()
+    try:
+        if isinstance(key, rsa.RSAPrivateKey) and isinstance(public, rsa.RSAPublicKey):
+            public.verify(key.sign(_SIGNED, padding.PKCS1v15(), hashes.SHA256()),
+                          _SIGNED, padding.PKCS1v15(), hashes.SHA256())
+        elif (isinstance(key, ec.EllipticCurvePrivateKey)
+              and isinstance(public, ec.EllipticCurvePublicKey)):
+            public.verify(key.sign(_SIGNED, ec.ECDSA(hashes.SHA256())),
+                          _SIGNED, ec.ECDSA(hashes.SHA256()))
+        elif (isinstance(key, ed25519.Ed25519PrivateKey)
+              and isinstance(public, ed25519.Ed25519PublicKey)) or (
+              isinstance(key, ed448.Ed448PrivateKey) and isinstance(public, ed448.Ed448PublicKey)):
+            public.verify(key.sign(_SIGNED), _SIGNED)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime) -> CertInfo:
+    """Check a serving certificate chain and its key; raise :class:`CertError` saying why not.
+
+    The first certificate of the chain is the leaf; it must be valid at ``now``
+    and its public key must match ``key_pem``.
+    """
+    leaf = _load_chain(cert_pem)[0]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise CertError("tls.key is not an unencrypted PEM private key") from None
+    if not _key_matches(leaf, key):
+        raise CertError("tls.key does not match the certificate in tls.crt")
+    if now < leaf.not_valid_before_utc:
+        raise CertError(f"certificate is not valid before {leaf.not_valid_before_utc.isoformat()}")
+    if now > leaf.not_valid_after_utc:
+        raise CertError(f"certificate expired at {leaf.not_valid_after_utc.isoformat()}")
+    names = _dns_names(leaf)
+    if not names:
+        raise CertError("certificate names no DNS host (no DNS SAN, no common name)")
+    return CertInfo(dns_names=names, not_after=leaf.not_valid_after_utc)
+
+
+def check_ca_bundle(ca_pem: bytes) -> int:
+    """Check a CA bundle (``ca.crt``); return how many certificates it holds."""
+    return len(_load_chain(ca_pem))
+
+
+def covers(dns_names: tuple[str, ...], host: str) -> bool:
+    """Whether a certificate naming ``dns_names`` is valid for ``host`` (RFC 6125 6.4.3).
+
+    A ``*.`` wildcard matches exactly one left-most label. A wildcard ``host``
+    (an Ingress may list ``*.example.com``) is covered only by the same wildcard.
+    """
+    host = host.lower().rstrip(".")
+    if host in dns_names:
+        return True
+    head, _, rest = host.partition(".")
+    return bool(rest) and head != "*" and f"*.{rest}" in dns_names
+
+
+# --- making certificates (sandbox, tests, golden data) ---------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyPair:
+    """A PEM certificate (chain) and its PEM private key."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    def load(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return x509.load_pem_x509_certificates(self.cert_pem)[0], key
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _validity(not_before: dt.datetime | None, days: int) -> tuple[dt.datetime, dt.datetime]:
+    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    return start, start + dt.timedelta(days=days)
+
+
+def make_ca(common_name: str = "kxds test CA", *, not_before: dt.datetime | None = None,
+            days: int = 3650) -> KeyPair:
+    """A self-signed CA (ECDSA P-256)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    start, end = _validity(not_before, days)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_pem_key(key))
+
+
+def make_leaf(ca: KeyPair, hosts: list[str] | tuple[str, ...], *,
+              not_before: dt.datetime | None = None, days: int = 825) -> KeyPair:
+    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``.
+
+    ``cert_pem`` holds the leaf followed by the CA, as a Secret's ``tls.crt`` would.
+    """
+    ca_cert, ca_key = ca.load()
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    start, end = _validity(not_before, days)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem
+    return KeyPair(cert_pem=chain, key_pem=_pem_key(key))
+
+
+def tls_secret_yaml(namespace: str, name: str, pair: KeyPair) -> str:
+    """A ``kubernetes.io/tls`` Secret manifest holding ``pair`` (``stringData``, readable PEM)."""
+    def block(pem: bytes) -> str:
+        return "".join(f"    {line}\n" for line in pem.decode().splitlines())
+
+    return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n"
+            f"  namespace: {namespace}\ntype: kubernetes.io/tls\nstringData:\n"
+            f"  tls.crt: |\n{block(pair.cert_pem)}  tls.key: |\n{block(pair.key_pem)}")

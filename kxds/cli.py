@@ -1,0 +1,414 @@
+"""The ``kxds`` command: serve | translate | validate | bootstrap | sandbox.
+
+- ``kxds serve --manifests DIR``: watch a manifest directory (or the Kubernetes
+  API), translate, and serve Envoy over ADS; admin/metrics on ``--admin-address``.
+- ``kxds translate -f PATH``: the Envoy resources for PATH, as YAML, like a config dump.
+- ``kxds validate -f PATH``: every problem in PATH, one per line; exit 1 when any.
+- ``kxds bootstrap --role edge|node ...``: an Envoy bootstrap that connects to kxds.
+- ``kxds sandbox``: kxds, a real Envoy and echo backends on loopback.
+
+Every flag that shapes translation is turned into a :class:`TranslateConfig` in
+one place, :func:`config_from_args`, shared by serve, translate and validate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from kxds.diagnostics import Diagnostic
+from kxds.envoy.bootstrap import BootstrapOptions, bootstrap_yaml, parse_address
+from kxds.ir import ClientIPConfig
+from kxds.kube.lbpool import Pool, parse_pool
+from kxds.kube.models import ClusterState
+from kxds.translators import Translation
+from kxds.translators.config import TranslateConfig
+
+log = logging.getLogger("kxds")
+
+
+class Source(Protocol):
+    """A source of ClusterStates (manifest directory, Kubernetes API)."""
+
+    async def run(self, publish: Callable[[ClusterState], None]) -> None: ...
+
+
+# --- flags -------------------------------------------------------------------
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def _millis(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"not a duration in milliseconds (0-60000): {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a CIDR: {part!r}") from None
+    return tuple(out)
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    lo, hi = _port(first.strip()), _port(last.strip() or first.strip())
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"empty port range: {text!r}")
+    return lo, hi
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _lb_pool(text: str) -> Pool:
+    try:
+        return parse_pool(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_lb_pool_flag(p: argparse.ArgumentParser) -> None:
+    """``--lb-pool``: allocate LoadBalancer addresses (with the Kubernetes API source)."""
+    p.add_argument("--lb-pool", type=_lb_pool, action="append", default=[],
+                   metavar="NAME=RANGE[,RANGE][;namespaces=NS,..][;avoid-buggy-ips]",
+                   help="hand LoadBalancer Services addresses from this pool and write "
+                        "them to their status (repeatable; first pool first; needs the "
+                        "Kubernetes API source and its leader lease)")
+
+
+def _hops(text: str) -> int:
+    """A trusted-hop count: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hops (0 or more)")
+    return value
+
+
+def _namespaced_name(text: str) -> tuple[str, str]:
+    """``NS/NAME`` -> ``(ns, name)``."""
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
+    return ns, name
+
+
+def add_translate_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that shape translation (read by :func:`config_from_args`)."""
+    g = p.add_argument_group("translation")
+    g.add_argument("--ingress-class", default="kxds",
+                   help="serve Ingresses of this class (default: %(default)s)")
+    g.add_argument("--http-port", type=_port, default=8080,
+                   help="the edge HTTP listener's port (default: %(default)s)")
+    g.add_argument("--https-port", type=_port, default=8443,
+                   help="the edge HTTPS listener's port (default: %(default)s)")
+    g.add_argument("--listen-address", default="0.0.0.0",
+                   help="address the edge listeners bind (default: %(default)s)")
+    g.add_argument("--default-certificate", type=_namespaced_name, default=None,
+                   metavar="NS/NAME",
+                   help="TLS Secret served to HTTPS clients without SNI or with an unknown "
+                        "one (default: none; such clients are refused)")
+    g.add_argument("--min-tls-version", choices=("1.0", "1.1", "1.2", "1.3"), default="1.2",
+                   help="oldest TLS version the HTTPS listener accepts (default: %(default)s)")
+    g.add_argument("--node-bind-address", default="0.0.0.0",
+                   help="address per-node proxies bind nodePorts to, unless a proxy's "
+                        "bootstrap names its own (default: %(default)s)")
+    g.add_argument("--external-ip-cidrs", type=_cidrs, default=(), metavar="CIDR,...",
+                   help="serve Service externalIPs only inside these (default: none)")
+    g.add_argument("--node-port-range", type=_port_range, default=(30000, 32767),
+                   metavar="FIRST-LAST", help="valid nodePorts (default: 30000-32767)")
+    g.add_argument("--client-ip-source", choices=("peer", "xff", "proxy-protocol"),
+                   default="peer",
+                   help="where edge listeners take the client address that access rules "
+                        "match: the socket peer, X-Forwarded-For behind --xff-trusted-hops "
+                        "proxies, or a PROXY protocol header (default: %(default)s)")
+    g.add_argument("--xff-trusted-hops", type=_hops, default=0, metavar="N",
+                   help="with --client-ip-source xff: how many proxies in front of the "
+                        "gateway append to X-Forwarded-For; 0 never trusts the header "
+                        "(default: %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> TranslateConfig:
+    """The one place command-line flags become a :class:`TranslateConfig`."""
+    return TranslateConfig(
+        ingress_class=args.ingress_class,
+        http_port=args.http_port,
+        https_port=args.https_port,
+        listen_address=args.listen_address,
+        default_certificate=args.default_certificate,
+        min_tls_version=args.min_tls_version,
+        node_bind_address=args.node_bind_address,
+        external_ip_cidrs=args.external_ip_cidrs,
+        node_port_range=args.node_port_range,
+        client_ip=ClientIPConfig(source=args.client_ip_source,
+                                 xff_trusted_hops=args.xff_trusted_hops),
+    )
+
+
+def add_source_flags(p: argparse.ArgumentParser) -> None:
+    """Where ``kxds serve`` reads Kubernetes objects from."""
+    g = p.add_argument_group("source")
+    g.add_argument("--manifests", type=Path, metavar="DIR",
+                   help="watch this directory of Kubernetes YAML manifests")
+    from kxds.kube.api import add_api_arguments
+
+    add_api_arguments(p)
+
+
+def make_source(args: argparse.Namespace) -> Source:
+    """The source named by the flags; raises SystemExit with a message when none is."""
+    if args.manifests is not None:
+        from kxds.kube.manifests import ManifestSource
+
+        if not args.manifests.is_dir():
+            raise SystemExit(f"kxds serve: --manifests {args.manifests}: not a directory")
+        return ManifestSource(args.manifests)
+    from kxds.kube.api import api_enabled, make_api_source
+
+    if api_enabled(args):
+        return make_api_source(args, config_from_args(args))
+    raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kxds", description="An Envoy xDS control plane "
+                                "for Kubernetes traffic entering a cluster.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="watch the source and serve Envoy over xDS")
+    add_source_flags(s)
+    s.add_argument("--xds-address", type=_address, default="127.0.0.1:18000",
+                   help="gRPC xDS address (default: %(default)s)")
+    s.add_argument("--admin-address", type=_address, default="127.0.0.1:19100",
+                   help="metrics, health and debug endpoints (default: %(default)s)")
+    s.add_argument("--holdoff-ms", type=_millis, default=50.0,
+                   help="rebuild this long after the last change (default: %(default)s)")
+    s.add_argument("--max-holdoff-ms", type=_millis, default=250.0,
+                   help="...but at most this long after the first (default: %(default)s)")
+    add_translate_flags(s)
+    add_lb_pool_flag(s)
+    _log_flag(s)
+
+    for name, what in (("translate", "print the Envoy resources for PATH as YAML"),
+                       ("validate", "report every problem in PATH; exit 1 when any")):
+        t = sub.add_parser(name, help=what)
+        t.add_argument("-f", "--filename", type=Path, required=True, metavar="PATH",
+                       help="a manifest file or a directory of them")
+        t.add_argument("--node", metavar="NAME",
+                       help="the view of the per-node proxy on node NAME instead of the edge")
+        t.add_argument("--node-zone", metavar="ZONE",
+                       help="with --node: the node's topology zone (same-zone endpoints first)")
+        add_translate_flags(t)
+
+    b = sub.add_parser("bootstrap", help="print an Envoy bootstrap that connects to kxds")
+    b.add_argument("--role", choices=("edge", "node"), default="edge")
+    b.add_argument("--node-id", required=True, help="Envoy's node.id (unique per proxy)")
+    b.add_argument("--node-name", help="Kubernetes node name (required for --role node)")
+    b.add_argument("--zone", help="topology zone of the proxy")
+    b.add_argument("--bind-address", metavar="IP",
+                   help="--role node: the address this proxy binds nodePorts to "
+                        "(node metadata bind_address; default: kxds's --node-bind-address)")
+    b.add_argument("--cluster", metavar="GROUP", help="gateway group (node.cluster)")
+    b.add_argument("--xds-address", type=_address, required=True, help="kxds's HOST:PORT")
+    b.add_argument("--admin-port", type=int, default=9901)
+    b.add_argument("--admin-host", default="127.0.0.1")
+    b.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC)")
+    b.add_argument("--initial-fetch-timeout", default="0s",
+                   help="how long Envoy waits for kxds before starting anyway "
+                        "(default %(default)s: wait)")
+    b.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+    from kxds.sandbox import add_sandbox_flags
+
+    x = sub.add_parser("sandbox", help="kxds + a real Envoy + echo backends on loopback")
+    add_sandbox_flags(x)
+    _log_flag(x, default="warning")
+    return p
+
+
+def _log_flag(p: argparse.ArgumentParser, default: str = "info") -> None:
+    p.add_argument("--log-level", default=default,
+                   choices=("debug", "info", "warning", "error"))
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> ClusterState:
+    from kxds.kube.loader import load_path
+
+    if not args.filename.exists():
+        raise SystemExit(f"kxds {args.command}: {args.filename}: no such file or directory")
+    return load_path(args.filename)
+
+
+def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
+    from kxds.translators import translate, translate_node
+    from kxds.translators.config import NodeInfo
+
+    config = config_from_args(args)
+    if args.node:
+        return translate_node(state, config, NodeInfo(name=args.node, zone=args.node_zone))
+    return translate(state, config)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Print the Envoy resources as YAML; diagnostics go to stderr."""
+    from kxds.envoy import build_resources
+    from kxds.envoy.dump import resources_to_yaml
+
+    translation = _translation(args, _load(args))
+    for d in translation.diagnostics:
+        print(d, file=sys.stderr)
+    sys.stdout.write(resources_to_yaml(build_resources(translation.ir)))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """One line per problem (``Kind ns/name: field: reason: message``); exit 1 when any."""
+    state = _load(args)
+    diagnostics: tuple[Diagnostic, ...] = _translation(args, state).diagnostics
+    for d in sorted(set(diagnostics) | set(state.problems)):
+        print(d)
+    if diagnostics or state.problems:
+        return 1
+    count = sum(1 for _ in state.objects())
+    print(f"OK: {count} objects in {args.filename}, no problems")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Print (or write) an Envoy bootstrap."""
+    host, port = parse_address(args.xds_address)
+    if args.role == "node" and not args.node_name:
+        raise SystemExit("kxds bootstrap: --role node needs --node-name")
+    if args.bind_address is not None and (args.role != "node" or not _is_ip(args.bind_address)):
+        raise SystemExit("kxds bootstrap: --bind-address needs --role node and an IP address")
+    text = bootstrap_yaml(BootstrapOptions(
+        role=args.role, node_id=args.node_id, node_name=args.node_name, zone=args.zone,
+        group=args.cluster, xds_host=host, xds_port=port, admin_host=args.admin_host,
+        admin_port=args.admin_port, delta=args.delta,
+        initial_fetch_timeout=args.initial_fetch_timeout, bind_address=args.bind_address))
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the source, the controller, the xDS server and the admin server until signalled."""
+    from kxds.controller import Controller
+    from kxds.xds.admin import AdminServer
+    from kxds.xds.cache import SnapshotCache
+    from kxds.xds.metrics import XdsMetrics
+    from kxds.xds.server import XdsServer
+
+    source = make_source(args)
+    cache = SnapshotCache()
+    metrics = XdsMetrics()
+    metrics.attach(cache)
+    controller = Controller(cache, config_from_args(args), holdoff=args.holdoff_ms / 1000,
+                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
+    server = XdsServer(cache, metrics=metrics)
+    admin = AdminServer(cache, metrics=metrics)
+    from kxds.kube.api import ApiSource, start_status_and_leader
+
+    # With the API source: leader election, Ingress status and Events beside it.
+    kube = (start_status_and_leader(args, source, controller.config)
+            if isinstance(source, ApiSource) else None)
+    await server.start(args.xds_address)
+    await admin.start(args.admin_address)
+    log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[object]] = [
+        asyncio.create_task(source.run(controller.publish), name="source"),
+        asyncio.create_task(controller.run(), name="controller"),
+        asyncio.create_task(stop.wait(), name="signal"),
+    ]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    # Only the signal waiter may finish: a source or controller that returns or
+    # raises is a bug, logged, and makes kxds exit non-zero after a clean stop.
+    failed = [t for t in tasks[:2] if t in done]
+    for t in failed:
+        log.error("event=task_failed task=%s", t.get_name(), exc_info=t.exception())
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("event=stopping")
+    if kube is not None:
+        await kube.stop()
+    await server.stop(1.0)
+    await admin.stop()
+    return 1 if failed else 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Libraries' debug chatter (a line per gRPC call) would drown kxds's own.
+    for noisy in ("grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kxds`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        _setup_logging(args.log_level)
+        return asyncio.run(serve(args))
+    if args.command == "translate":
+        _setup_logging("warning")
+        return cmd_translate(args)
+    if args.command == "validate":
+        _setup_logging("warning")
+        return cmd_validate(args)
+    if args.command == "bootstrap":
+        return cmd_bootstrap(args)
+    from kxds.sandbox import run_sandbox
+
+    _setup_logging(args.log_level)
+    return run_sandbox(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The controller: source states in, per-group views into the snapshot cache out.
+
+A source calls :meth:`Controller.publish` with each new :class:`ClusterState`.
+Events are coalesced (a holdoff after the last one, capped since the first
+pending one; STYLE.md "Debounce events"), then one rebuild translates the
+latest state, checks it with :func:`kxds.ir.consistency_problems`, builds the
+Envoy resources and sets the view of every group:
+
+- every ``edge/<cluster>`` group shares one built view;
+- each ``node/<name>`` group gets its own view, built for that node (also
+  as soon as a proxy of a new group connects, through ``cache.on_new_group``).
+
+A snapshot that fails the consistency check, or whose translation raises (a
+bug), is not published: the last good one keeps being served, and the failure
+is logged and counted.
+
+Translation and building run in a worker thread, and the views are set from
+the event loop (the cache is not thread-safe). Measured on a 2-core machine
+with 1,000 Services, EndpointSlices and Ingresses: a rebuild takes about
+0.35 s either way, but on the loop it stalls every xDS stream and the admin
+server for all of it, while from a thread the loop's longest pause was 88 ms
+(312 ms with 3,000: the GIL is held through long C calls such as serializing
+a large route table).
+
+``rebuild_seq`` counts finished rebuilds; it is exported as the
+``kxds_rebuild_sequence`` gauge so tests wait for a number instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from kxds.diagnostics import Diagnostic
+from kxds.envoy import build_resources
+from kxds.envoy.resource import Resources
+from kxds.errors import InconsistentSnapshotError
+from kxds.ir import IR, consistency_problems
+from kxds.kube.models import ClusterState
+from kxds.translators import Translation, translate, translate_node
+from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.xds.cache import NodeIdentity, SnapshotCache
+
+log = logging.getLogger("kxds.controller")
+
+EDGE_DEFAULT = "edge/default"
+
+
+class RebuildObserver(Protocol):
+    """What the controller reports each rebuild to (the xDS server's metrics)."""
+
+    registry: CollectorRegistry
+
+    def observe_rebuild(self, seconds: float, seq: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """The outcome of building one group's view."""
+
+    resources: Resources | None
+    """None when the snapshot was rejected."""
+    diagnostics: tuple[Diagnostic, ...] = ()
+    rejected: str | None = None
+    """Why the snapshot was not published (consistency problems or a bug)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    state: ClusterState | None = None
+    first: float | None = None
+    last: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _checked(ir: IR) -> Resources:
+    problems = consistency_problems(ir)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InconsistentSnapshotError("; ".join(problems[:5]) + more)
+    return build_resources(ir)
+
+
+def build_edge(state: ClusterState, config: TranslateConfig) -> Built:
+    """Translate and build the edge view (pure; runs in a worker thread)."""
+    return _build(lambda: translate(state, config), state)
+
+
+def build_node(state: ClusterState, config: TranslateConfig, node: NodeInfo) -> Built:
+    """Translate and build one per-node view (pure; runs in a worker thread)."""
+    return _build(lambda: translate_node(state, config, node), state)
+
+
+def _build(run: Callable[[], Translation], state: ClusterState) -> Built:
+    try:
+        translation = run()
+        return Built(_checked(translation.ir), translation.diagnostics)
+    except InconsistentSnapshotError as e:
+        return Built(None, state.problems, rejected=f"inconsistent: {e}")
+    except Exception as e:  # a translator bug: keep serving the last good view
+        log.exception("event=translation_failed")
+        return Built(None, state.problems, rejected=f"{type(e).__name__}: {e}")
+
+
+class Controller:
+    """Debounces source states and publishes consistent views into the cache."""
+
+    def __init__(self, cache: SnapshotCache, config: TranslateConfig, *,
+                 holdoff: float = 0.05, max_holdoff: float = 0.25,
+                 metrics: RebuildObserver | None = None, in_thread: bool = True) -> None:
+        self.cache = cache
+        self.config = config
+        self.holdoff = holdoff
+        self.max_holdoff = max_holdoff
+        self.in_thread = in_thread
+        self.metrics = metrics
+        self.rebuild_seq = 0
+        """Number of finished rebuilds (published or rejected)."""
+        self.state: ClusterState | None = None
+        """The state of the last rebuild."""
+        self._pending = _Pending()
+        self._edge: Resources | None = None
+        self._nodes: dict[str, NodeInfo] = {}
+        self._logged: set[Diagnostic] = set()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        registry = metrics.registry if metrics is not None else CollectorRegistry()
+        self._rejected = Counter("kxds_snapshots_rejected", "Snapshots not published "
+                                 "(inconsistent, or translation failed)", ["group"],
+                                 registry=registry)
+        self._diagnostics = Gauge("kxds_diagnostics", "Problems found in the input, by reason",
+                                  ["reason"], registry=registry)
+        cache.on_new_group = self._on_new_group
+
+    # -- the source's side ----------------------------------------------------
+
+    def publish(self, state: ClusterState) -> None:
+        """Accept a new complete state (the source interface's ``publish``)."""
+        now = time.monotonic()
+        p = self._pending
+        p.state = state
+        p.last = now
+        if p.first is None:
+            p.first = now
+        p.wake.set()
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Rebuild after each burst of states; runs until cancelled."""
+        p = self._pending
+        while True:
+            await p.wake.wait()
+            await self._holdoff()
+            state, p.state, p.first = p.state, None, None
+            p.wake.clear()
+            if state is not None:
+                await self.rebuild(state)
+
+    async def _holdoff(self) -> None:
+        """Wait until ``holdoff`` passed since the last state or ``max_holdoff`` since the first."""
+        p = self._pending
+        while True:
+            assert p.first is not None
+            deadline = min(p.last + self.holdoff, p.first + self.max_holdoff)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            p.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(p.wake.wait(), remaining)
+
+    async def _call(self, fn: Callable[..., Built], *args: object) -> Built:
+        if self.in_thread:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def rebuild(self, state: ClusterState) -> None:
+        """Translate ``state``, and set every group's view if it is consistent."""
+        async with self._lock:
+            started = time.monotonic()
+            edge = await self._call(build_edge, state, self.config)
+            diagnostics = set(edge.diagnostics)
+            if edge.resources is not None:
+                self._edge = edge.resources
+                for group in self._edge_groups():
+                    self.cache.set_view(group, edge.resources)
+            else:
+                self._reject(EDGE_DEFAULT, edge)
+            for group, node in sorted(self._node_groups().items()):
+                built = await self._call(build_node, state, self.config, node)
+                diagnostics |= set(built.diagnostics)
+                if built.resources is not None:
+                    self.cache.set_view(group, built.resources)
+                else:
+                    self._reject(group, built)
+            self.state = state
+            published = edge.resources is not None
+            if published and not self.cache.synced:
+                self.cache.mark_synced()
+            self._log_diagnostics(diagnostics)
+            self.rebuild_seq += 1
+            seconds = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.observe_rebuild(seconds, self.rebuild_seq)
+            log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
+                     self.rebuild_seq, published, seconds, len(diagnostics),
+                     len(self.cache.groups()))
+
+    def _edge_groups(self) -> set[str]:
+        return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}
+
+    def _node_groups(self) -> Mapping[str, NodeInfo]:
+        for group in self.cache.groups():
+            if group.startswith("node/") and group not in self._nodes:
+                ids = self.cache.identities(group)
+                if ids:
+                    self._remember(ids[0])
+        return dict(self._nodes)
+
+    def _remember(self, identity: NodeIdentity) -> NodeInfo:
+        node = NodeInfo(name=identity.node_name or identity.node_id, zone=identity.zone,
+                        bind_address=identity.bind_address)
+        self._nodes[identity.group] = node
+        return node
+
+    def _reject(self, group: str, built: Built) -> None:
+        self._rejected.labels(group).inc()
+        log.error("event=snapshot_rejected group=%s reason=%r keeping=last_good",
+                  group, built.rejected)
+
+    def _log_diagnostics(self, diagnostics: set[Diagnostic]) -> None:
+        """Log each problem once, when it first appears; count the current ones."""
+        for d in sorted(diagnostics - self._logged):
+            log.warning("event=diagnostic %s", d)
+        for d in sorted(self._logged - diagnostics):
+            log.info("event=diagnostic_resolved %s", d)
+        self._logged = diagnostics
+        self._diagnostics.clear()
+        for d in diagnostics:
+            self._diagnostics.labels(d.reason.value).inc()
+
+    # -- the cache's side -------------------------------------------------------
+
+    def _on_new_group(self, identity: NodeIdentity) -> None:
+        """A proxy of a group without a view connected: give that group its view."""
+        if identity.role == "edge":
+            if self._edge is not None:
+                self.cache.set_view(identity.group, self._edge)
+            return
+        node = self._remember(identity)
+        if self.state is None:
+            return  # the first rebuild will include this group
+        task = asyncio.get_running_loop().create_task(self._build_group(identity.group, node))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build_group(self, group: str, node: NodeInfo) -> None:
+        async with self._lock:
+            state = self.state
+            assert state is not None
+            built = await self._call(build_node, state, self.config, node)
+            if built.resources is not None:
+                self.cache.set_view(group, built.resources)
+            else:
+                self._reject(group, built)

@@ -1,0 +1,57 @@
+"""IR load assignments -> Envoy ``ClusterLoadAssignment`` (the EDS resource).
+
+Endpoints are grouped into one locality per (priority, zone): Envoy fails
+over between priorities and can prefer the local zone within one. A
+serving-but-terminating endpoint is sent with health status DRAINING, which
+Envoy counts as unhealthy; the translator sends such endpoints only when no
+ready one remains, so every host of the cluster is then unhealthy and Envoy's
+panic mode (healthy share below ``healthy_panic_threshold``, 50% by default)
+balances over them anyway, as Kubernetes intends for terminating endpoints.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from kxds import ir
+
+
+def fill_lb_endpoint(lb: ec_pb2.LbEndpoint, endpoint: ir.Endpoint) -> None:
+    """Set ``lb`` to one upstream host (an IP, or a DNS name for STRICT_DNS) and port.
+
+    Filled in place: with upb, setting fields of a message already in its parent
+    is several times faster than building sub-messages and copying them in.
+    """
+    address = lb.endpoint.address.socket_address
+    address.address = endpoint.address
+    address.port_value = endpoint.port
+    if endpoint.draining:
+        lb.health_status = health_check_pb2.DRAINING
+
+
+def _locality_key(endpoint: ir.Endpoint) -> tuple[int, str]:
+    return (endpoint.priority, endpoint.zone or "")
+
+
+def fill_localities(cla: endpoint_pb2.ClusterLoadAssignment,
+                    endpoints: tuple[ir.Endpoint, ...]) -> None:
+    """Add ``endpoints`` to ``cla`` grouped by (priority, zone), in that order."""
+    ordered = sorted(endpoints, key=lambda e: (*_locality_key(e), e.address, e.port))
+    for (priority, zone), group in groupby(ordered, key=_locality_key):
+        locality = cla.endpoints.add()
+        if zone:
+            locality.locality.zone = zone
+        locality.priority = priority
+        for e in group:
+            fill_lb_endpoint(locality.lb_endpoints.add(), e)
+
+
+def build_load_assignment(assignment: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:
+    """The ``ClusterLoadAssignment`` of one cluster; empty when it has no endpoints."""
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=assignment.cluster)
+    fill_localities(cla, assignment.endpoints)
+    return cla

@@ -1,0 +1,224 @@
+"""Layer-4 listeners of the per-node proxy: TCP, UDP and the health-check port.
+
+One builder per IR listener kind; each returns an Envoy ``Listener`` message.
+TCP goes through ``tcp_proxy`` (behind the network RBAC filter when the
+listener has an access policy), UDP through the ``udp_proxy`` listener filter,
+and the ``healthCheckNodePort`` answers a fixed HTTP response from the
+listener itself (``direct_response``), so it needs neither RDS nor a cluster.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import (
+    listener_components_pb2,
+    listener_pb2,
+    udp_listener_config_pb2,
+)
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.filters.udp.udp_proxy.v3 import route_pb2 as udp_route_pb2
+from envoy.extensions.filters.udp.udp_proxy.v3 import udp_proxy_pb2
+from envoy.extensions.matching.common_inputs.network.v3 import network_inputs_pb2
+from envoy.type.v3 import hash_policy_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
+from xds.core.v3 import cidr_pb2, extension_pb2
+from xds.type.matcher.v3 import ip_pb2, matcher_pb2
+
+from kxds import ir
+from kxds.envoy import rbac
+
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+UDP_PROXY = "envoy.filters.udp_listener.udp_proxy"
+HCM = "envoy.filters.network.http_connection_manager"
+ROUTER = "envoy.filters.http.router"
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _address(host: str, port: int, protocol: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(
+        address=host, port_value=port, protocol=protocol))
+
+
+def _listener(name: str, host: str, port: int, protocol: int) -> listener_pb2.Listener:
+    """A listener shell; a specific address binds even when it is not (yet) on the node.
+
+    LoadBalancer IPs and externalIPs are routed to the node (by the network, or
+    announced by an L2/BGP speaker) without being assigned to an interface, so
+    the socket needs ``IP_FREEBIND`` (Envoy's ``freebind``), as kube-proxy's
+    kernel rules need no local address at all.
+    """
+    msg = listener_pb2.Listener(name=name, address=_address(host, port, protocol),
+                                traffic_direction=base_pb2.INBOUND)
+    if not ipaddress.ip_address(host).is_unspecified:
+        msg.freebind.value = True
+    return msg
+
+
+def _stat_prefix(name: str) -> str:
+    # Envoy splits stat names on '.'; keep a name's dots (IP addresses) from
+    # turning into extra stat tree levels.
+    return name.replace(".", "_")
+
+
+def _rbac_filter(access: ir.AccessPolicy) -> listener_components_pb2.Filter:
+    filter_: listener_components_pb2.Filter = rbac.build_network_rbac(access)
+    return filter_
+
+
+def build_tcp_proxy(stat_prefix: str, cluster: str,
+                    hash_source_ip: bool) -> listener_components_pb2.Filter:
+    """The ``tcp_proxy`` filter; ClientIP affinity hashes the source IP.
+
+    ``hash_policy`` only takes effect with a hash-based load balancer (the
+    cluster is RING_HASH or MAGLEV for such Services). With no endpoint in
+    the cluster, tcp_proxy closes each accepted connection at once
+    (``upstream_cx_none_healthy``): that is how a ``Local`` node without
+    local endpoints refuses clients.
+    """
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(stat_prefix), cluster=cluster)
+    if hash_source_ip:
+        proxy.hash_policy.append(hash_policy_pb2.HashPolicy(
+            source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=_any(proxy))
+
+
+def _cidr(cidr: str) -> tuple[str, int]:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return str(net.network_address), net.prefixlen
+
+
+def build_tcp_listener(listener: ir.TcpListener) -> listener_pb2.Listener:
+    """A TCP listener proxying every connection to ``listener.cluster``.
+
+    Access rules run first, as the network RBAC filter on the connection's
+    peer address: the per-node proxy is the client's first hop, so the peer
+    is the real client (no X-Forwarded-For to trust). With an internal route,
+    connections from in-cluster sources take a filter chain of their own
+    (``source_prefix_ranges``; the chain without a match is the default).
+    """
+    rbac = [] if listener.access is None else [_rbac_filter(listener.access)]
+    msg = _listener(listener.name, listener.address, listener.port,
+                    address_pb2.SocketAddress.TCP)
+    internal = listener.internal
+    if internal is not None:
+        match = listener_components_pb2.FilterChainMatch(source_prefix_ranges=[
+            address_pb2.CidrRange(address_prefix=a, prefix_len=wrappers_pb2.UInt32Value(value=n))
+            for a, n in map(_cidr, internal.sources)])
+        msg.filter_chains.append(listener_components_pb2.FilterChain(
+            name="internal", filter_chain_match=match, filters=[*rbac, build_tcp_proxy(
+                listener.name + "/internal", internal.cluster, listener.hash_source_ip)]))
+    msg.filter_chains.append(listener_components_pb2.FilterChain(filters=[
+        *rbac, build_tcp_proxy(listener.name, listener.cluster, listener.hash_source_ip)]))
+    return msg
+
+
+def _udp_route(cluster: str) -> matcher_pb2.Matcher.OnMatch:
+    return matcher_pb2.Matcher.OnMatch(action=extension_pb2.TypedExtensionConfig(
+        name="route", typed_config=_any(udp_route_pb2.Route(cluster=cluster))))
+
+
+def _udp_matcher(listener: ir.UdpListener) -> matcher_pb2.Matcher:
+    """Every datagram to ``listener.cluster``; in-cluster sources to the internal one."""
+    matcher = matcher_pb2.Matcher(on_no_match=_udp_route(listener.cluster))
+    if listener.internal is None:
+        return matcher
+    ranges = ip_pb2.IPMatcher.IPRangeMatcher(
+        ranges=[cidr_pb2.CidrRange(address_prefix=a, prefix_len=wrappers_pb2.UInt32Value(value=n))
+                for a, n in map(_cidr, listener.internal.sources)],
+        on_match=_udp_route(listener.internal.cluster))
+    matcher.matcher_tree.input.CopyFrom(extension_pb2.TypedExtensionConfig(
+        name="source_ip", typed_config=_any(network_inputs_pb2.SourceIPInput())))
+    matcher.matcher_tree.custom_match.CopyFrom(extension_pb2.TypedExtensionConfig(
+        name="ip_range_matcher",
+        typed_config=_any(ip_pb2.IPMatcher(range_matchers=[ranges]))))
+    return matcher
+
+
+def build_udp_proxy(listener: ir.UdpListener) -> udp_proxy_pb2.UdpProxyConfig:
+    """The ``udp_proxy`` config: routes to clusters through the matcher API.
+
+    Envoy 1.40 deprecates ``UdpProxyConfig.cluster``; ``matcher`` with only
+    ``on_no_match`` sends every datagram to one cluster, and a source-IP range
+    matcher picks the internal cluster for in-cluster clients. ``hash_policies``
+    ``source_ip`` pins a client to one endpoint for ClientIP affinity.
+    """
+    config = udp_proxy_pb2.UdpProxyConfig(stat_prefix=_stat_prefix(listener.name),
+                                          matcher=_udp_matcher(listener))
+    if listener.hash_source_ip:
+        config.hash_policies.append(udp_proxy_pb2.UdpProxyConfig.HashPolicy(source_ip=True))
+    return config
+
+
+def build_udp_listener(listener: ir.UdpListener) -> listener_pb2.Listener:
+    """A UDP listener: ``udp_listener_config`` plus the ``udp_proxy`` listener filter.
+
+    UDP listeners take no filter chains; the proxy is a listener filter
+    (Envoy docs, "UDP proxy"). Sessions are keyed by the client's 4-tuple, so a
+    client keeps its endpoint for as long as it keeps sending.
+    """
+    msg = _listener(listener.name, listener.address, listener.port,
+                    address_pb2.SocketAddress.UDP)
+    msg.udp_listener_config.CopyFrom(udp_listener_config_pb2.UdpListenerConfig())
+    msg.listener_filters.append(listener_components_pb2.ListenerFilter(
+        name=UDP_PROXY, typed_config=_any(build_udp_proxy(listener))))
+    return msg
+
+
+def health_check_body(listener: ir.HealthCheckListener) -> str:
+    """The JSON body kube-proxy's health check server answers with."""
+    return json.dumps({
+        "service": {"namespace": listener.ref.namespace, "name": listener.ref.name},
+        "localEndpoints": listener.local_endpoints,
+        "serviceProxyHealthy": True,
+    }, sort_keys=True)
+
+
+def _health_check_routes(listener: ir.HealthCheckListener) -> route_pb2.RouteConfiguration:
+    status = 200 if listener.local_endpoints > 0 else 503
+    route = route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix="/"),
+        direct_response=route_components_pb2.DirectResponseAction(
+            status=status,
+            body=base_pb2.DataSource(inline_string=health_check_body(listener))),
+    )
+    return route_pb2.RouteConfiguration(
+        name=listener.name,
+        virtual_hosts=[route_components_pb2.VirtualHost(
+            name="healthcheck", domains=["*"], routes=[route])],
+        response_headers_to_add=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)],
+    )
+
+
+def build_health_check_listener(listener: ir.HealthCheckListener) -> listener_pb2.Listener:
+    """kube-proxy's ``healthCheckNodePort``: 200 with local endpoints, 503 without.
+
+    External load balancers probe it to skip nodes that have no local endpoint
+    of an ``externalTrafficPolicy: Local`` Service. The routes are inline, so
+    the answer changes with the listener (only when the local count changes).
+    """
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=_stat_prefix(listener.name),
+        route_config=_health_check_routes(listener),
+        http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=_any(router_pb2.Router()))],
+    )
+    msg = _listener(listener.name, listener.address, listener.port,
+                    address_pb2.SocketAddress.TCP)
+    msg.filter_chains.append(listener_components_pb2.FilterChain(filters=[
+        listener_components_pb2.Filter(name=HCM, typed_config=_any(manager))]))
+    return msg

@@ -1,0 +1,135 @@
+"""IR route tables -> Envoy ``RouteConfiguration`` (the RDS resource).
+
+Path matches map one to one: EXACT -> ``path``, PATH_PREFIX ->
+``path_separated_prefix`` (whole path elements, what Kubernetes ``Prefix``
+means), PREFIX -> ``prefix`` (only ``/``). Envoy picks the virtual host by
+domain (exact, then longest ``*.`` suffix, then ``*``), case-insensitively,
+and, with ``ignore_port_in_host_matching``, whatever port the Host header
+names; within a virtual host the first matching route wins, so the IR gives
+routes in precedence order. A request no virtual host or route matches is
+answered 404 by Envoy.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from kxds import ir
+
+HTTP_RBAC = "envoy.filters.http.rbac"
+
+_REDIRECT_CODES = {
+    301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
+    302: rc_pb2.RedirectAction.FOUND,
+    303: rc_pb2.RedirectAction.SEE_OTHER,
+    307: rc_pb2.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc_pb2.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def wildcard_host_regex(host: str) -> str:
+    """An RE2 pattern for the ``:authority`` of a one-label ``*.`` host, any port, any case."""
+    suffix = host[1:].replace(".", r"\.")
+    return rf"(?i)^[^.:]+{suffix}(:[0-9]+)?$"
+
+
+def build_match(route: ir.Route) -> rc_pb2.RouteMatch:
+    """The path (and, for ``*.`` hosts, authority) match of ``route``."""
+    path = route.match.path
+    if route.match.kind is ir.MatchKind.EXACT:
+        match = rc_pb2.RouteMatch(path=path)
+    elif route.match.kind is ir.MatchKind.PATH_PREFIX:
+        match = rc_pb2.RouteMatch(path_separated_prefix=path)
+    else:
+        match = rc_pb2.RouteMatch(prefix=path)
+    if route.wildcard_host is not None:
+        regex = regex_pb2.RegexMatcher(regex=wildcard_host_regex(route.wildcard_host))
+        match.headers.append(rc_pb2.HeaderMatcher(
+            name=":authority", string_match=string_pb2.StringMatcher(safe_regex=regex)))
+    return match
+
+
+def build_forward(action: ir.Forward) -> rc_pb2.RouteAction:
+    """Forward to one cluster, or split by weight between several."""
+    out = rc_pb2.RouteAction()
+    if len(action.backends) == 1:
+        out.cluster = action.backends[0].cluster
+    else:
+        out.weighted_clusters.clusters.extend(
+            rc_pb2.WeightedCluster.ClusterWeight(
+                name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight))
+            for b in action.backends)
+    if action.timeout_ms is not None:
+        out.timeout.CopyFrom(duration_pb2.Duration(
+            seconds=action.timeout_ms // 1000, nanos=(action.timeout_ms % 1000) * 1_000_000))
+    return out
+
+
+def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
+    """A redirect, to HTTPS when asked, with the IR's status code."""
+    out = rc_pb2.RedirectAction(response_code=_REDIRECT_CODES[action.status])
+    if action.https:
+        out.https_redirect = True
+    if action.port is not None:
+        out.port_redirect = action.port
+    return out
+
+
+def build_route(route: ir.Route) -> rc_pb2.Route:
+    """One Envoy route: match plus forward, direct response or redirect."""
+    msg = rc_pb2.Route(name=route.name, match=build_match(route))
+    action = route.action
+    if isinstance(action, ir.Forward):
+        msg.route.CopyFrom(build_forward(action))
+    elif isinstance(action, ir.DirectResponse):
+        msg.direct_response.status = action.status
+        if action.body:
+            msg.direct_response.body.inline_string = action.body
+    else:
+        msg.redirect.CopyFrom(build_redirect(action))
+    if route.access is not None:
+        _set_access(msg, route.access)
+    return msg
+
+
+def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:
+    """Hook for access control: the route's policy as per-route RBAC filter config."""
+    from kxds.envoy import rbac
+
+    # Deterministic: the RBAC policies are a map, and the resource version hashes these bytes.
+    msg.typed_per_filter_config[HTTP_RBAC].Pack(rbac.build_route_rbac(policy), deterministic=True)
+
+
+def build_virtual_host(vhost: ir.VirtualHost) -> rc_pb2.VirtualHost:
+    """A virtual host: its domains and its routes in match order."""
+    return rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains),
+                              routes=[build_route(r) for r in vhost.routes])
+
+
+def build_route_table(table: ir.RouteTable) -> route_pb2.RouteConfiguration:
+    """The ``RouteConfiguration`` of ``table``."""
+    return route_pb2.RouteConfiguration(
+        name=table.name,
+        virtual_hosts=[build_virtual_host(v) for v in table.virtual_hosts],
+        # A Host header's port (``foo.com:8080``) must not stop it matching ``foo.com``.
+        ignore_port_in_host_matching=True,
+        request_headers_to_add=[_real_ip_header()],
+    )
+
+
+def _real_ip_header() -> base_pb2.HeaderValueOption:
+    """X-Real-IP to the backend: the client address as the listener derived it."""
+    from kxds.envoy import rbac
+
+    return rbac.real_ip_header()

@@ -1,0 +1,127 @@
+"""TLS listeners (SNI-selected filter chains, terminated or passed through) and upstream TLS.
+
+One listener serves every TLS host of the edge. The ``tls_inspector`` listener
+filter reads the ClientHello so that ``filter_chain_match.server_names`` can
+pick a chain by SNI; Envoy prefers an exact name over a ``*.`` wildcard and a
+wildcard over a chain without names (the default certificate). With no chain
+matching — no SNI, an unknown SNI, or not TLS at all — Envoy closes the
+connection (https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/listener/v3/listener_components.proto#config-listener-v3-filterchainmatch).
+
+Certificates are only named here (SDS); :mod:`kxds.envoy.secrets` builds them.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from kxds import ir
+from kxds.envoy.secrets import sds_config
+
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+_TLS_VERSIONS = {
+    "1.0": common_pb2.TlsParameters.TLSv1_0,
+    "1.1": common_pb2.TlsParameters.TLSv1_1,
+    "1.2": common_pb2.TlsParameters.TLSv1_2,
+    "1.3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _stat_prefix(name: str) -> str:
+    # Envoy splits stat names on '.': keep host names from adding stat levels.
+    return name.replace(".", "_")
+
+
+def _downstream_tls(chain: ir.TerminatedChain) -> base_pb2.TransportSocket:
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
+        tls_params=common_pb2.TlsParameters(
+            tls_minimum_protocol_version=_TLS_VERSIONS[chain.min_tls_version]),
+        tls_certificate_sds_secret_configs=[sds_config(chain.secret)],
+        alpn_protocols=list(chain.alpn)))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_any(context))
+
+
+def _match(server_names: tuple[str, ...]) -> listener_components_pb2.FilterChainMatch:
+    # transport_protocol "tls" keeps plain-text clients off every chain.
+    return listener_components_pb2.FilterChainMatch(
+        server_names=list(server_names), transport_protocol="tls")
+
+
+def build_terminated_chain(chain: ir.TerminatedChain,
+                           client_ip: ir.ClientIPConfig) -> listener_components_pb2.FilterChain:
+    """A chain terminating TLS with ``chain.secret`` and routing HTTP over RDS."""
+    from kxds.envoy.listeners import build_http_connection_manager
+
+    hcm = build_http_connection_manager(chain.name, chain.route_table, client_ip)
+    return listener_components_pb2.FilterChain(
+        name=chain.name, filter_chain_match=_match(chain.server_names),
+        filters=[hcm], transport_socket=_downstream_tls(chain))
+
+
+def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_pb2.FilterChain:
+    """A chain proxying the still-encrypted TCP stream to ``chain.cluster``."""
+    filters: list[listener_components_pb2.Filter] = []
+    if chain.access is not None:
+        from kxds.envoy import rbac
+
+        filters.append(rbac.build_network_rbac(chain.access))
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(chain.name), cluster=chain.cluster)
+    filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=_any(proxy)))
+    return listener_components_pb2.FilterChain(
+        name=chain.name, filter_chain_match=_match(chain.server_names), filters=filters)
+
+
+def build_tls_listener(listener: ir.TlsListener) -> listener_pb2.Listener:
+    """The Envoy ``Listener`` for ``listener``: one filter chain per IR chain, in IR order."""
+    from kxds.envoy.listeners import listener_filters
+
+    chains = [build_terminated_chain(c, listener.client_ip)
+              if isinstance(c, ir.TerminatedChain) else build_passthrough_chain(c)
+              for c in listener.chains]
+    inspector = listener_components_pb2.ListenerFilter(
+        name=TLS_INSPECTOR, typed_config=_any(tls_inspector_pb2.TlsInspector()))
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
+            address=listener.address, port_value=listener.port)),
+        # PROXY protocol (when clients come through an L4 balancer) goes first:
+        # the TLS inspector must see the ClientHello, not the PROXY header.
+        listener_filters=[*listener_filters(listener.client_ip), inspector],
+        filter_chains=chains)
+
+
+def build_upstream_tls(tls: ir.UpstreamTLS) -> base_pb2.TransportSocket:
+    """A cluster's ``transport_socket`` speaking TLS to the backend.
+
+    With a validation secret, the backend's chain must lead to that CA and its
+    certificate must name the SNI (Envoy checks no host name by itself:
+    ``match_typed_subject_alt_names`` does it).
+    """
+    common = tls_pb2.CommonTlsContext(alpn_protocols=list(tls.alpn))
+    if tls.validation_secret is not None:
+        default = common_pb2.CertificateValidationContext()
+        if tls.sni:
+            default.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                matcher=string_pb2.StringMatcher(exact=tls.sni)))
+        common.combined_validation_context.CopyFrom(
+            tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                default_validation_context=default,
+                validation_context_sds_secret_config=sds_config(tls.validation_secret)))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni or "")
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_any(context))

@@ -1,0 +1,386 @@
+"""The Kubernetes API source: list + watch every kind kxds reads, into ClusterStates.
+
+One reflector thread per kind runs the loop client-go's reflector runs
+(https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes):
+a paginated list gives the state and a ``resourceVersion``; a watch from that
+version streams changes; ``BOOKMARK`` events advance the version without an
+object; a watch that ends cleanly resumes from the last version seen; a broken
+watch (cut connection, read timeout, server error) resumes after an exponential
+backoff with jitter; ``410 Gone`` (as an HTTP status or as an ``ERROR`` event
+with code 410) means the version is too old, so the kind is listed again and
+the store replaced by the new list. Known objects are never dropped because a
+watch broke: only a successful list replaces them.
+
+Objects are parsed with :func:`kxds.kube.parse.parse_object`, exactly as the
+manifest loader parses them, so the same objects give the same ClusterState.
+Pods are stripped before parsing to what NetworkPolicy needs (labels, IPs,
+node, container ports); TLS Secrets are watched with a field selector and only
+those referenced (by Ingress ``tls``, by annotations naming secrets, or by
+configuration) enter the ClusterState.
+
+:meth:`ApiSource.run` publishes nothing until every kind has completed its
+first list; later changes publish new states. While the API is unreachable
+nothing is published, so proxies keep their last configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kxds.diagnostics import Diagnostic
+from kxds.kube.client import KubeClient, describe, is_gone
+from kxds.kube.events import EventRecorder
+from kxds.kube.leader import LeaderElector, default_identity
+from kxds.kube.models import ClusterState, Key
+from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.kube.store import KINDS, Kind, Store
+from kxds.translators.config import TranslateConfig
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[ClusterState], None]
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiOptions:
+    """Tuning of the API source; the defaults suit a real cluster, tests shorten them."""
+
+    namespace: str | None = None
+    """Watch namespaced kinds only in this namespace (cluster-scoped kinds stay cluster-wide)."""
+    page_size: int = 500
+    watch_timeout: float = 300.0
+    """Server-side watch timeout; each watch picks a random value in [t, 2t) like client-go."""
+    read_timeout: float = 120.0
+    """No byte (event or bookmark) for this long means a dead connection: watch again."""
+    connect_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    extra_secrets: tuple[Key, ...] = ()
+    """Secrets referenced by configuration (the default certificate)."""
+    kinds: tuple[Kind, ...] = field(default_factory=lambda: KINDS)
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": half fixed, half random."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.current = initial
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.maximum, self.current * 2)
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class Gone(Exception):
+    """The resourceVersion we hold is too old: list again."""
+
+
+class Reflector:
+    """Keeps one kind in the store current: list, then watch, forever."""
+
+    def __init__(self, kind: Kind, client: KubeClient, store: Store, options: ApiOptions) -> None:
+        self.kind = kind
+        self.client = client
+        self.store = store
+        self.options = options
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"watch-{kind.plural}", daemon=True)
+        self._stream: Any = None
+        self._lock = threading.Lock()
+        self.rv: str | None = None
+        """The resourceVersion to resume from; None: list first."""
+        self.failing = False
+        self.backoff = Backoff(options.backoff_initial, options.backoff_max)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            stream.stop()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if self.rv is None:
+                    self.rv = self._list()
+                    self._recovered()
+                started = time.monotonic()
+                if self._watch() or time.monotonic() - started > 1.0:
+                    continue  # a clean end (server timeout): watch again from rv at once
+                # A watch that ends at once without a single event: do not spin on it.
+            except Gone:
+                log.info("event=relist kind=%s reason=gone rv=%s", self.kind.plural, self.rv)
+                self.rv = None
+                continue
+            except Exception as e:  # any failure: keep the state and rv, retry later
+                if self.stopping.is_set():
+                    break
+                # One warning per outage; the retries after it are debug noise.
+                level = logging.DEBUG if self.failing else logging.WARNING
+                log.log(level, "event=watch_failed kind=%s error=%s", self.kind.plural, describe(e))
+                self.failing = True
+            self.stopping.wait(self.backoff.next())
+
+    def _recovered(self) -> None:
+        self.backoff.reset()
+        if self.failing:
+            self.failing = False
+            log.info("event=watch_recovered kind=%s rv=%s", self.kind.plural, self.rv)
+
+    def _list(self) -> str:
+        """List every page (one consistent snapshot), then replace the store's objects."""
+        docs: list[Mapping[str, Any]] = []
+        cont = ""
+        while True:
+            query = {"limit": str(self.options.page_size)}
+            if cont:
+                query["continue"] = cont
+            if self.kind.field_selector:
+                query["fieldSelector"] = self.kind.field_selector
+            page = self.client.request(
+                "GET", self.kind.path(self.options.namespace), query=query,
+                timeout=(self.options.connect_timeout, self.options.read_timeout),
+            )
+            docs.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            if not cont:
+                rv = str(meta.get("resourceVersion") or "")
+                break
+        self.store.replace(self.kind, docs)
+        log.debug("%s: listed %d at resourceVersion %s", self.kind.plural, len(docs), rv)
+        return rv
+
+    def _watch(self) -> bool:
+        """Stream events from ``self.rv``, advancing it; whether any event came."""
+        assert self.rv is not None
+        progressed = False
+        timeout = int(self.options.watch_timeout * (1 + random.random()))
+        stream = self.client.watch(
+            self.kind.path(self.options.namespace), self.rv,
+            field_selector=self.kind.field_selector, timeout_seconds=timeout,
+            request_timeout=(self.options.connect_timeout, self.options.read_timeout),
+        )
+        with self._lock:
+            self._stream = stream
+        try:
+            for etype, obj in stream:
+                if self.stopping.is_set():
+                    break
+                if etype == "ERROR":
+                    if is_gone(obj):
+                        raise Gone()
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                if etype == "ADDED" or etype == "MODIFIED":
+                    self.store.upsert(self.kind, obj)
+                elif etype == "DELETED":
+                    self.store.delete(self.kind, obj)
+                # Kept on self, so a broken stream resumes from the last event or
+                # BOOKMARK seen rather than replaying (or 410ing) from an older one.
+                self.rv = str((obj.get("metadata") or {}).get("resourceVersion") or self.rv)
+                if not progressed:  # the connection works: the next failure starts afresh
+                    progressed = True
+                    self._recovered()
+        finally:
+            with self._lock:
+                self._stream = None
+        return progressed
+
+
+class ApiSource:
+    """A source (``async run(publish)``) fed by the Kubernetes API."""
+
+    def __init__(self, client: KubeClient, options: ApiOptions | None = None) -> None:
+        self.client = client
+        self.options = options or ApiOptions()
+        self.store = Store(self.options.kinds, extra_secrets=self.options.extra_secrets)
+        self._subscribers: list[Publish] = []
+        self.last: ClusterState | None = None
+        """The last published state (None before the first complete sync)."""
+
+    def subscribe(self, callback: Publish) -> None:
+        """Also call ``callback`` with every published state (the status writer)."""
+        self._subscribers.append(callback)
+
+    async def run(self, publish: Publish) -> None:
+        """Watch until cancelled; publish after the first complete sync and on changes."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def notify() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(changed.set)
+
+        self.store.on_change = notify
+        reflectors = [Reflector(k, self.client, self.store, self.options)
+                      for k in self.options.kinds]
+        for r in reflectors:
+            r.start()
+        published = -1
+        try:
+            while True:
+                await changed.wait()
+                changed.clear()
+                # Off the loop: indexing tens of thousands of objects takes a
+                # noticeable time, and the xDS streams share this loop.
+                state, generation = await asyncio.to_thread(self.store.snapshot)
+                if state is None or generation == published:
+                    continue
+                published = generation
+                self.last = state
+                publish(state)
+                for callback in self._subscribers:
+                    callback(state)
+        finally:
+            for r in reflectors:
+                r.stop()
+            await asyncio.to_thread(_join, reflectors, 5.0)
+
+
+def _join(reflectors: list[Reflector], timeout: float) -> None:
+    for r in reflectors:
+        r.thread.join(timeout)
+
+
+def iter_kinds(names: str) -> Iterator[Kind]:
+    """Kinds by plural name, for tests that watch a subset."""
+    wanted = set(names.split(","))
+    yield from (k for k in KINDS if k.plural in wanted)
+
+
+# --- command-line wiring (``kxds serve``) --------------------------------------------------
+
+
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the API source, the status writer, leader election and Events."""
+    g = parser.add_argument_group("Kubernetes API")
+    g.add_argument("--kubeconfig", metavar="FILE", help="watch the API of this kubeconfig")
+    g.add_argument("--in-cluster", action="store_true",
+                   help="watch the API with the pod's service account")
+    g.add_argument("--namespace", metavar="NS", help="watch namespaced objects only in NS")
+    g.add_argument("--publish-service", metavar="NS/NAME",
+                   help="copy this Service's load-balancer status into Ingress status")
+    g.add_argument("--publish-address", metavar="IP|HOST",
+                   help="write this address into Ingress status")
+    g.add_argument("--leader-elect", action="store_true",
+                   help="write status and Events only while holding the Lease")
+    g.add_argument("--lease-name", default="kxds", metavar="NAME")
+    g.add_argument("--lease-namespace", metavar="NS",
+                   help="default: the pod's namespace, else 'default'")
+    g.add_argument("--leader-identity", metavar="ID", help="default: host name + random suffix")
+    g.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    g.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    g.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
+    g.add_argument("--no-events", dest="events", action="store_false",
+                   help="do not record diagnostics as Kubernetes Events")
+
+
+def api_enabled(args: argparse.Namespace) -> bool:
+    """Whether the flags ask for the API source (instead of manifests)."""
+    return bool(getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False))
+
+
+def make_api_source(args: argparse.Namespace, config: TranslateConfig | None = None) -> ApiSource:
+    """The API source the flags describe."""
+    client = KubeClient.from_config(args.kubeconfig, in_cluster=args.in_cluster)
+    extra = (config.default_certificate,) if config and config.default_certificate else ()
+    return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra))
+
+
+def _pod_namespace() -> str:
+    """The namespace kxds runs in (downward API variable, or the service account's)."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class KubeRuntime:
+    """The API source's companions: leader election, Ingress status and Events."""
+
+    def __init__(self, source: ApiSource, status: StatusWriter | None,
+                 elector: LeaderElector | None, events: EventRecorder | None) -> None:
+        self.source = source
+        self.status = status
+        self.elector = elector
+        self.events = events
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def record_diagnostics(self, diagnostics: Iterable[Diagnostic]) -> None:
+        """Give the complete current diagnostics after each rebuild (for Events)."""
+        if self.events is not None:
+            self.events.record(diagnostics, self.source.last)
+
+    async def stop(self) -> None:
+        """Cancel the tasks; the elector releases its Lease on the way out."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_status_and_leader(args: argparse.Namespace, source: ApiSource,
+                            config: TranslateConfig) -> KubeRuntime:
+    """Start leader election, the status writer and the Event recorder (in the running loop)."""
+    client = source.client
+    runtime = KubeRuntime(source, None, None, None)
+    is_leader = lambda: runtime.is_leader  # noqa: E731 - late-bound: elector set below
+    publish = None
+    if args.publish_service:
+        ns, _, name = args.publish_service.partition("/")
+        publish = (ns, name) if name else ("default", ns)
+    if publish or args.publish_address:
+        runtime.status = StatusWriter(
+            client, StatusConfig(publish_service=publish, publish_address=args.publish_address),
+            config, is_leader=is_leader)
+        source.subscribe(runtime.status.update)
+    if args.events:
+        runtime.events = EventRecorder(client, instance=socket.gethostname(), is_leader=is_leader)
+    if args.leader_elect:
+        status = runtime.status
+        runtime.elector = LeaderElector(
+            client, args.lease_namespace or _pod_namespace(), args.lease_name,
+            args.leader_identity or default_identity(),
+            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            on_started=status.poke if status is not None else lambda: None)
+    for job in (runtime.elector, runtime.status, runtime.events):
+        if job is not None:
+            runtime.tasks.append(asyncio.create_task(job.run()))
+    if getattr(args, "lb_pool", None):
+        # LoadBalancer address allocation (--lb-pool): writes Service status, leader only.
+        from kxds.kube.lbpool import ApiStatusWriter, PoolAllocator
+
+        allocator = PoolAllocator(args.lb_pool, ApiStatusWriter(client), is_leader=is_leader)
+        source.subscribe(allocator.update)
+        runtime.tasks.append(asyncio.create_task(allocator.run()))
+    return runtime

@@ -1,0 +1,186 @@
+"""The API source's object store: parsed objects per kind, snapshotted into ClusterStates.
+
+Reflector threads write (:meth:`Store.replace` after a list, :meth:`Store.upsert`
+and :meth:`Store.delete` for watch events); the asyncio side reads
+:meth:`Store.snapshot`. Objects are kept parsed (models, or the diagnostic of
+why they could not be), never as raw JSON, to keep memory small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kxds.diagnostics import Diagnostic
+from kxds.kube import models as m
+from kxds.kube.parse import parse_object
+
+Entry = tuple[m.Model | None, Diagnostic | None]
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+def strip_pod(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Only what NetworkPolicy needs from a Pod: labels, IPs, node, container ports.
+
+    Annotations, managed fields, volumes, env, conditions and the rest are
+    dropped before parsing; they can be most of a Pod's size.
+    """
+    meta = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    status = doc.get("status") or {}
+    containers = [{"name": c.get("name"), "ports": c.get("ports")}
+                  for c in spec.get("containers") or [] if isinstance(c, Mapping)]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
+                                          "resourceVersion", "creationTimestamp") if k in meta},
+        "spec": {"nodeName": spec.get("nodeName"), "containers": containers},
+        "status": {k: status[k] for k in ("phase", "podIP", "podIPs") if k in status},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One watched resource."""
+
+    plural: str
+    api_version: str
+    kind: str
+    namespaced: bool
+    field_selector: str = ""
+    strip: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def path(self, namespace: str | None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if namespace and self.namespaced:
+            return f"{prefix}/namespaces/{namespace}/{self.plural}"
+        return f"{prefix}/{self.plural}"
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("services", "v1", "Service", True),
+    Kind("endpointslices", "discovery.k8s.io/v1", "EndpointSlice", True),
+    Kind("ingresses", "networking.k8s.io/v1", "Ingress", True),
+    Kind("ingressclasses", "networking.k8s.io/v1", "IngressClass", False),
+    Kind("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy", True),
+    Kind("namespaces", "v1", "Namespace", False),
+    Kind("pods", "v1", "Pod", True, strip=strip_pod),
+    # Only TLS secrets are ever read; the server filters the rest out.
+    Kind("secrets", "v1", "Secret", True, field_selector=f"type={TLS_SECRET_TYPE}"),
+)
+
+
+def parse_doc(kind: Kind, doc: Mapping[str, Any]) -> tuple[m.Key, Entry]:
+    """Parse one object from the API; list items lack apiVersion and kind, so add them."""
+    body = dict(kind.strip(doc) if kind.strip else doc)
+    body["apiVersion"] = kind.api_version
+    body["kind"] = kind.kind
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace") or "") if kind.namespaced else "", str(meta.get("name")))
+    model, problem = parse_object(body, f"{kind.kind} {'/'.join(filter(None, key))}")
+    return key, (model, problem)
+
+
+def _same(old: Entry | None, new: Entry) -> bool:
+    """Equal apart from resourceVersion: a status-only change of a Pod is no change to us."""
+    if old is None:
+        return False
+    if old[0] is None or new[0] is None:
+        return old == new
+    rv = old[0].meta.resource_version
+    meta = dataclasses.replace(new[0].meta, resource_version=rv)
+    return old[0] == dataclasses.replace(new[0], meta=meta) and old[1] == new[1]
+
+
+def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
+    """Secrets named by annotations such as ``kxds.io/client-ca-secret: [ns/]name``."""
+    for key, value in ing.meta.annotations.items():
+        if "secret" in key.rsplit("/", 1)[-1].lower():
+            for ref in value.split(","):
+                ns, _, name = ref.strip().rpartition("/")
+                if name:
+                    yield (ns or ing.meta.namespace, name)
+
+
+def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key]) -> set[m.Key]:
+    """Secrets an Ingress (of any class) or the configuration refers to."""
+    out = set(extra)
+    for ing in ingresses:
+        out.update((ing.meta.namespace, t.secret_name) for t in ing.tls if t.secret_name)
+        out.update(_names_in_annotations(ing))
+    return out
+
+
+class Store:
+    """Thread-safe per-kind maps of parsed objects, with a change generation."""
+
+    def __init__(self, kinds: Iterable[Kind], extra_secrets: Iterable[m.Key] = ()) -> None:
+        self.lock = threading.Lock()
+        self.kinds = tuple(kinds)
+        self.entries: dict[str, dict[m.Key, Entry]] = {k.plural: {} for k in self.kinds}
+        self.synced: set[str] = set()
+        self.generation = 0
+        self.extra_secrets = tuple(extra_secrets)
+        self.on_change: Callable[[], None] = lambda: None
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.on_change()
+
+    def replace(self, kind: Kind, docs: Iterable[Mapping[str, Any]]) -> None:
+        """The result of a complete list: the kind's objects are exactly these."""
+        new = dict(parse_doc(kind, d) for d in docs)
+        with self.lock:
+            old = self.entries[kind.plural]
+            same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
+            self.entries[kind.plural] = new
+            first = kind.plural not in self.synced
+            self.synced.add(kind.plural)
+            if first or not same:
+                self._changed()
+
+    def upsert(self, kind: Kind, doc: Mapping[str, Any]) -> None:
+        key, entry = parse_doc(kind, doc)
+        with self.lock:
+            table = self.entries[kind.plural]
+            unchanged = _same(table.get(key), entry)
+            table[key] = entry
+            if not unchanged:
+                self._changed()
+
+    def delete(self, kind: Kind, doc: Mapping[str, Any]) -> None:
+        key, _ = parse_doc(kind, doc)
+        with self.lock:
+            if self.entries[kind.plural].pop(key, None) is not None:
+                self._changed()
+
+    def snapshot(self) -> tuple[m.ClusterState | None, int]:
+        """``(state, generation)``; the state is None until every kind has been listed."""
+        with self.lock:
+            if len(self.synced) < len(self.kinds):
+                return None, self.generation
+            tables = {k: list(v.values()) for k, v in self.entries.items()}
+            generation = self.generation
+        ingresses = [e[0] for e in tables.get("ingresses", ()) if isinstance(e[0], m.Ingress)]
+        wanted = referenced_secrets(ingresses, self.extra_secrets)
+        objects: list[m.Model] = []
+        problems: list[Diagnostic] = []
+        for plural, entries in tables.items():
+            for model, problem in entries:
+                if plural == "secrets" and not _wanted(model, problem, wanted):
+                    continue
+                if model is not None:
+                    objects.append(model)
+                if problem is not None:
+                    problems.append(problem)
+        return m.ClusterState.from_objects(objects, problems), generation
+
+
+def _wanted(model: m.Model | None, problem: Diagnostic | None, wanted: set[m.Key]) -> bool:
+    if model is not None:
+        return model.meta.key in wanted
+    return problem is not None and (problem.ref.namespace, problem.ref.name) in wanted

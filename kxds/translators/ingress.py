@@ -1,0 +1,287 @@
+"""Ingresses of our class -> one HTTP listener and its route table.
+
+Semantics follow the Kubernetes Ingress documentation
+(https://kubernetes.io/docs/concepts/services-networking/ingress/):
+
+* Rules of every Ingress are merged per host; a host is case-insensitive and a
+  port in the ``Host`` header is ignored. ``*.foo.com`` matches exactly one
+  label (``bar.foo.com``, not ``foo.com`` nor ``baz.bar.foo.com``).
+* ``Prefix`` matches whole path elements (``/foo`` matches ``/foo`` and
+  ``/foo/bar``, not ``/foobar``); a trailing slash in the rule is ignored.
+  ``ImplementationSpecific`` is treated as ``Prefix``.
+* When several paths match, the longest wins, and an ``Exact`` path wins over
+  a ``Prefix`` path of the same length ("Multiple matches" in the docs).
+* A request that matches no rule goes to the ``defaultBackend``; without one,
+  Envoy answers 404 (no virtual host or no route matched). The gateway has one
+  default backend: the oldest Ingress's (the others get a ``Conflict``). It
+  ends every virtual host, so a host whose paths do not match falls to it.
+* Rules without a host serve the hosts that no rule names (virtual host
+  ``*``); a host with rules of its own is served by those (as ingress-nginx
+  and Contour do).
+* The same host, path and path type in two Ingresses: the oldest Ingress
+  (``creationTimestamp``, then namespace/name) keeps it; the other gets a
+  ``Conflict`` diagnostic.
+* A backend that cannot be resolved keeps its route as a direct 503, so its
+  traffic never falls through to a shorter prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
+
+from kxds import names
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.ir import (
+    AccessPolicy,
+    DirectResponse,
+    Forward,
+    HttpListener,
+    MatchKind,
+    PathMatch,
+    Route,
+    RouteAction,
+    RouteTable,
+    VirtualHost,
+    WeightedBackend,
+)
+from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath
+from kxds.translators.access import route_access
+from kxds.translators.config import CONTROLLER_NAME, TranslateConfig
+
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+"""The legacy (pre-``ingressClassName``) way to pick an Ingress controller."""
+
+CATCH_ALL = ""
+"""The host of rules without ``host``: their virtual host has domain ``*``."""
+
+UNAVAILABLE = DirectResponse(status=503, body="backend not found")
+
+# Sequences the API server rejects in Exact and Prefix paths (Ingress
+# validation); after Envoy's path normalization such a rule could never match.
+_BAD_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "?", "#")
+
+
+def is_ours(ingress: Ingress, state: ClusterState, config: TranslateConfig) -> bool:
+    """Whether ``ingress`` belongs to this controller.
+
+    ``spec.ingressClassName`` naming our class (or an IngressClass whose
+    controller is ours); else the legacy ``kubernetes.io/ingress.class``
+    annotation; else, for an Ingress with neither, a default IngressClass of ours.
+    """
+    return _is_ours(ingress, state, config, _default_class_is_ours(state))
+
+
+def _default_class_is_ours(state: ClusterState) -> bool:
+    return any(c.is_default and c.controller == CONTROLLER_NAME
+               for c in state.ingress_classes.values())
+
+
+def _is_ours(ingress: Ingress, state: ClusterState, config: TranslateConfig,
+             default_is_ours: bool) -> bool:
+    name = ingress.ingress_class_name
+    if name is not None:
+        cls = state.ingress_classes.get(("", name))
+        return name == config.ingress_class or (
+            cls is not None and cls.controller == CONTROLLER_NAME)
+    annotated = ingress.meta.annotations.get(CLASS_ANNOTATION)
+    if annotated is not None:
+        return annotated == config.ingress_class
+    return default_is_ours
+
+
+def age_order(ingress: Ingress) -> tuple[str, str, str]:
+    """Sort key putting the oldest Ingress first (it wins conflicts)."""
+    return (ingress.meta.creation_timestamp, ingress.meta.namespace, ingress.meta.name)
+
+
+def our_ingresses(state: ClusterState, config: TranslateConfig) -> list[Ingress]:
+    """The Ingresses this controller serves, oldest first."""
+    default_is_ours = _default_class_is_ours(state)
+    return sorted((i for i in state.ingresses.values()
+                   if _is_ours(i, state, config, default_is_ours)), key=age_order)
+
+
+def http_listener(config: TranslateConfig) -> HttpListener:
+    """The plain-HTTP listener; its route table has the same name."""
+    name = f"http/{config.http_port}"
+    return HttpListener(name=name, address=config.listen_address, port=config.http_port,
+                        route_table=name, client_ip=config.client_ip)
+
+
+def translate_ingresses(
+    state: ClusterState, config: TranslateConfig, clusters: Set[str]
+) -> tuple[HttpListener, RouteTable, list[Diagnostic]]:
+    """The HTTP listener and route table of every Ingress of our class.
+
+    ``clusters`` are the names of the clusters that exist: a backend without one
+    is unresolvable.
+    """
+    listener = http_listener(config)
+    hosts, diagnostics = virtual_hosts(state, our_ingresses(state, config), clusters)
+    return listener, RouteTable(name=listener.route_table, virtual_hosts=hosts), diagnostics
+
+
+# --- building the routes ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Routes:
+    """Routes collected per host, with the first claimant of each match."""
+
+    by_host: dict[str, list[Route]] = field(default_factory=dict)
+    owners: dict[tuple[str, PathMatch], ObjectRef] = field(default_factory=dict)
+    refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
+    default: Route | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def virtual_hosts(
+    state: ClusterState, ingresses: Iterable[Ingress], clusters: Set[str]
+) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
+    """The virtual hosts serving ``ingresses`` (oldest first), sorted by name."""
+    acc = _Routes()
+    for ing in ingresses:
+        _add_ingress(state, ing, clusters, acc)
+    hosts = [_virtual_host(host, acc) for host in sorted(acc.by_host)]
+    if CATCH_ALL not in acc.by_host and acc.default is not None:
+        hosts.append(_virtual_host(CATCH_ALL, acc))
+    hosts.sort(key=lambda vh: vh.name)
+    return tuple(hosts), acc.diagnostics
+
+
+def _add_ingress(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Routes) -> None:
+    ref = ing.meta.ref
+    for i, rule in enumerate(ing.rules):
+        for j, path in enumerate(rule.paths):
+            field_path = f"spec.rules[{i}].http.paths[{j}]"
+            match = path_match(path, ref, field_path, acc.diagnostics)
+            if match is None:
+                continue
+            owner = acc.owners.get((rule.host, match))
+            if owner is not None:
+                acc.diagnostics.append(Diagnostic(
+                    ref, field_path, Reason.CONFLICT,
+                    f"host {rule.host or '*'!r} {path.path_type} {path.path!r} is already "
+                    f"served by {owner}; this path is ignored"))
+                continue
+            action, access = _backend_action(state, ing, path.backend,
+                                             f"{field_path}.backend", clusters, acc.diagnostics)
+            route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
+                          match=match, action=action, access=access,
+                          wildcard_host=rule.host if rule.host.startswith("*.") else None)
+            acc.owners[(rule.host, match)] = ref
+            acc.by_host.setdefault(rule.host, []).append(route)
+            acc.refs.setdefault(rule.host, set()).add(ref)
+    if ing.default_backend is not None:
+        _add_default(state, ing, clusters, acc)
+
+
+def _add_default(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Routes) -> None:
+    assert ing.default_backend is not None
+    ref = ing.meta.ref
+    if acc.default is not None:
+        acc.diagnostics.append(Diagnostic(
+            ref, "spec.defaultBackend", Reason.CONFLICT,
+            f"the default backend is already set by {acc.default.ref}; this one is ignored"))
+        return
+    action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
+                                     clusters, acc.diagnostics)
+    acc.default = Route(name=names.ingress_default_route(ref.namespace, ref.name), ref=ref,
+                        match=PathMatch(kind=MatchKind.PREFIX, path="/"), action=action,
+                        access=access)
+
+
+def path_match(
+    path: IngressPath, ref: ObjectRef, field_path: str, diagnostics: list[Diagnostic]
+) -> PathMatch | None:
+    """The Envoy match for an Ingress path, or None (with a diagnostic) when it is unusable."""
+    value = path.path
+    bad = next((f"contain {s!r}" for s in _BAD_SEQUENCES if s in value), None)
+    if bad is None and (value.endswith("/..") or value.endswith("/.")):
+        bad = f"end with {value[value.rindex('/'):]!r}"
+    if bad is not None:
+        diagnostics.append(Diagnostic(ref, f"{field_path}.path", Reason.INVALID_VALUE,
+                                      f"{value!r} must not {bad}"))
+        return None
+    if path.path_type == "Exact":
+        return PathMatch(kind=MatchKind.EXACT, path=value)
+    # Prefix and ImplementationSpecific: a trailing slash is ignored ("/foo/" is
+    # "/foo"); "/" matches everything, so it is a plain prefix.
+    trimmed = value.rstrip("/")
+    if not trimmed:
+        return PathMatch(kind=MatchKind.PREFIX, path="/")
+    return PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed)
+
+
+def _backend_action(
+    state: ClusterState, ing: Ingress, backend: IngressBackend, field_path: str,
+    clusters: Set[str], diagnostics: list[Diagnostic],
+) -> tuple[RouteAction, AccessPolicy | None]:
+    """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when unresolvable."""
+    ref = ing.meta.ref
+    ns = ref.namespace
+    service = state.services.get((ns, backend.service))
+    svc_field = f"{field_path}.service"
+    if service is None:
+        diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
+                                      f"Service {ns}/{backend.service} not found"))
+        return UNAVAILABLE, None
+    if backend.port_number is not None:
+        sp = service.port_by_number(backend.port_number)
+        port_field, wanted = f"{svc_field}.port.number", str(backend.port_number)
+    else:
+        sp = service.port_by_name(backend.port_name or "")
+        port_field, wanted = f"{svc_field}.port.name", repr(backend.port_name)
+    if sp is None:
+        diagnostics.append(Diagnostic(
+            ref, port_field, Reason.PORT_NOT_FOUND,
+            f"port {wanted} not found on Service {ns}/{service.meta.name}"))
+        return UNAVAILABLE, None
+    if sp.protocol != "TCP":
+        diagnostics.append(Diagnostic(
+            ref, port_field, Reason.INVALID_VALUE,
+            f"port {wanted} of Service {ns}/{service.meta.name} is {sp.protocol}, not TCP"))
+        return UNAVAILABLE, None
+    cluster = names.service_cluster(ns, service.meta.name, sp.port)
+    if cluster not in clusters:
+        diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
+                                      f"Service {ns}/{service.meta.name} cannot be a backend "
+                                      "(see its own diagnostics)"))
+        return UNAVAILABLE, None
+    access, problems = route_access(state, ing, service, sp)
+    diagnostics.extend(problems)
+    return Forward(backends=(WeightedBackend(cluster=cluster),)), access
+
+
+# --- ordering --------------------------------------------------------------
+
+
+def precedence(route: Route) -> tuple[int, int, str]:
+    """Envoy match order (first match wins): every Exact path, then prefixes longest first.
+
+    Kubernetes: "precedence will be given first to the longest matching path.
+    If two paths are still equally matched, precedence will be given to paths
+    with an exact path type over prefix path type." An Exact path can only tie
+    with or beat the prefixes that also match it, so Exact first is equivalent.
+    """
+    if route.match.kind is MatchKind.EXACT:
+        return (0, 0, route.match.path)
+    return (1, -len(route.match.path), route.match.path)
+
+
+def _virtual_host(host: str, acc: _Routes) -> VirtualHost:
+    routes = sorted(acc.by_host.get(host, ()), key=precedence)
+    if host.startswith("*."):
+        # A deeper subdomain reaches this virtual host only because Envoy's
+        # wildcard matches several labels; it must be served as if the wildcard
+        # had not matched: by the rules without a host, then the default backend.
+        routes += sorted(acc.by_host.get(CATCH_ALL, ()), key=precedence)
+    catch_all = any(r.match.kind is MatchKind.PREFIX and r.wildcard_host is None
+                    for r in routes)
+    if acc.default is not None and not catch_all:
+        routes.append(acc.default)
+    refs = set(acc.refs.get(host, ()))
+    refs.update(r.ref for r in routes)
+    return VirtualHost(name=names.virtual_host(host), domains=(host or "*",),
+                       routes=tuple(routes), refs=tuple(sorted(refs)))

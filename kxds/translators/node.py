@@ -1,0 +1,314 @@
+"""The per-node proxy's IR: NodePort, LoadBalancer and externalIP listeners.
+
+A per-node Envoy runs on every node (hostNetwork) and takes kube-proxy's place
+for traffic entering the cluster from outside. For each Service port it gets:
+
+- a listener on the ``nodePort`` at the node's bind address (NodePort and
+  LoadBalancer Services);
+- a listener on each ``status.loadBalancer.ingress[].ip`` at the Service port
+  (LoadBalancer);
+- a listener on each ``spec.externalIPs`` entry inside the allowed CIDRs (any type).
+
+TCP ports become ``tcp_proxy`` listeners, UDP ports ``udp_proxy`` listeners,
+both on one port number when a Service mixes them; SCTP is reported.
+
+``externalTrafficPolicy: Local`` sends to this node's endpoints only (a cluster
+of its own, ``ns/svc/port/local``, so the all-endpoints cluster keeps its
+meaning everywhere else) and answers the ``healthCheckNodePort`` with 200 or
+503 as kube-proxy does. ``internalTrafficPolicy`` governs ClusterIP traffic,
+which never passes a per-node proxy (Service API docs, "Traffic policies"),
+so it has no effect here; see docs/exposing-services.md.
+
+Client-IP rules (the Service's NetworkPolicy-derived access policy and
+``loadBalancerSourceRanges``, :func:`kxds.translators.access.service_access`)
+guard every TCP listener of the Service, matched on the real peer address;
+a UDP port with such rules is refused, since Envoy has no RBAC for UDP.
+
+Two Services claiming one address and port: the older one (by
+``creationTimestamp``, then namespace/name) keeps it; the other gets CONFLICT.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kxds import ir, names
+from kxds.diagnostics import Diagnostic, Reason
+from kxds.kube.models import ClusterState, Key, Service, ServicePort
+from kxds.translators import Translation, TranslationBug
+from kxds.translators.access import service_access
+from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.guards import parse_ip
+from kxds.translators.node_endpoints import local_endpoint_count, port_endpoints
+
+ProxyVersion = Literal["v1", "v2"]
+
+PROXY_PROTOCOL_ANNOTATION = "kxds.io/upstream-proxy-protocol"
+"""``"v1"`` or ``"v2"``: send a PROXY protocol header to the Service's backends."""
+
+_EXPOSED_TYPES = ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One place a Service port is exposed: which address and port, and how."""
+
+    kind: str  # "nodeport", "lb" or "external"
+    address: str
+    port: int
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    owner: Key
+    address: str
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The addresses taken on one (port, protocol), indexed for overlap checks.
+
+    A wildcard address (0.0.0.0, ::) overlaps every address of its IP family.
+    """
+
+    by_address: dict[str, _Claim] = field(default_factory=dict)
+    first: dict[int, _Claim] = field(default_factory=dict)
+    """IP version -> the first claim of that family."""
+    wildcard: dict[int, _Claim] = field(default_factory=dict)
+
+    def holder(self, address: str) -> _Claim | None:
+        """The claim that ``address`` would overlap, if any."""
+        ip = ipaddress.ip_address(address)
+        held = self.by_address.get(address) or self.wildcard.get(ip.version)
+        if held is None and ip.is_unspecified:
+            held = self.first.get(ip.version)
+        return held
+
+    def take(self, claim: _Claim) -> None:
+        ip = ipaddress.ip_address(claim.address)
+        self.by_address[claim.address] = claim
+        self.first.setdefault(ip.version, claim)
+        if ip.is_unspecified:
+            self.wildcard[ip.version] = claim
+
+
+@dataclass(slots=True)
+class _Builder:
+    state: ClusterState
+    config: TranslateConfig
+    node: NodeInfo
+    clusters: dict[str, ir.Cluster] = field(default_factory=dict)
+    assignments: dict[str, ir.LoadAssignment] = field(default_factory=dict)
+    listeners: dict[str, ir.Listener] = field(default_factory=dict)
+    claims: dict[tuple[int, str], _Slot] = field(default_factory=dict)
+    """(port, protocol) -> the addresses taken on it, first come first served."""
+    diagnostics: set[Diagnostic] = field(default_factory=set)
+
+    @property
+    def bind_address(self) -> str:
+        return self.node.bind_address or self.config.node_bind_address
+
+    def problem(self, svc: Service, field_: str, reason: Reason, message: str) -> None:
+        self.diagnostics.add(Diagnostic(svc.meta.ref, field_, reason, message))
+
+    def claim(self, svc: Service, entry: _Entry, protocol: str) -> bool:
+        """Take ``entry`` for ``svc``, unless an older Service holds an overlapping one."""
+        mine = _Claim(svc.meta.key, entry.address)
+        slot = self.claims.setdefault((entry.port, protocol), _Slot())
+        held = slot.holder(entry.address)
+        if held is None:
+            slot.take(mine)
+            return True
+        if held.owner == mine.owner and held.address == mine.address:
+            return False  # the same Service names one address twice: serve it once
+        other = "this Service" if held.owner == mine.owner else \
+            f"Service {held.owner[0]}/{held.owner[1]}"
+        self.problem(svc, entry.field, Reason.CONFLICT,
+                     f"{entry.address}:{entry.port}/{protocol} is already served "
+                     f"for {other} (at {held.address})")
+        return False
+
+
+def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo) -> Translation:
+    """The IR of the proxy on ``node`` and the problems found on the way."""
+    b = _Builder(state, config, node)
+    for svc in sorted(state.services.values(), key=_age):
+        if svc.type == "ExternalName" or not (svc.type in _EXPOSED_TYPES or svc.external_ips):
+            continue
+        _add_service(b, svc)
+    result = ir.IR(
+        clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
+        load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
+        listeners=tuple(b.listeners[k] for k in sorted(b.listeners)),
+    )
+    problems = ir.consistency_problems(result)
+    if problems:
+        raise TranslationBug("; ".join(problems))
+    return Translation(ir=result, diagnostics=tuple(sorted(b.diagnostics)))
+
+
+def _age(svc: Service) -> tuple[bool, str, str, str]:
+    # Oldest first; objects without a timestamp (hand-written manifests) after the rest.
+    ts = svc.meta.creation_timestamp
+    return (ts == "", ts, svc.meta.namespace, svc.meta.name)
+
+
+def _add_service(b: _Builder, svc: Service) -> None:
+    proxy_protocol = _proxy_protocol(b, svc)
+    lb_ips = _addresses(b, svc, svc.load_balancer_ingress, "status.loadBalancer.ingress")
+    external_ips = [ip for ip in _addresses(b, svc, svc.external_ips, "spec.externalIPs")
+                    if _external_ip_allowed(b, svc, ip)]
+    if svc.type != "LoadBalancer":
+        lb_ips = []
+    for i, sp in enumerate(svc.ports):
+        if sp.protocol == "SCTP":
+            b.problem(svc, f"spec.ports[{i}].protocol", Reason.UNSUPPORTED,
+                      f"port {sp.port}/SCTP is not served: Envoy does not proxy SCTP")
+            continue
+        entries = _entries(b, svc, i, sp, lb_ips, external_ips)
+        _add_port(b, svc, sp, entries, proxy_protocol)
+    _add_health_check(b, svc)
+
+
+def _entries(b: _Builder, svc: Service, i: int, sp: ServicePort,
+             lb_ips: list[str], external_ips: list[str]) -> list[_Entry]:
+    out: list[_Entry] = []
+    if svc.type in _EXPOSED_TYPES:
+        field_ = f"spec.ports[{i}].nodePort"
+        lo, hi = b.config.node_port_range
+        if sp.node_port is None:
+            b.problem(svc, field_, Reason.MISSING_FIELD,
+                      f"port {sp.port}/{sp.protocol} of a {svc.type} Service has no nodePort")
+        elif not lo <= sp.node_port <= hi:
+            b.problem(svc, field_, Reason.INVALID_VALUE,
+                      f"nodePort {sp.node_port} is outside the node port range {lo}-{hi}")
+        else:
+            out.append(_Entry("nodeport", b.bind_address, sp.node_port, field_))
+    out += [_Entry("lb", ip, sp.port, "status.loadBalancer.ingress") for ip in lb_ips]
+    out += [_Entry("external", ip, sp.port, "spec.externalIPs") for ip in external_ips]
+    return out
+
+
+def _addresses(b: _Builder, svc: Service, values: tuple[str, ...], field_: str) -> list[str]:
+    """The valid IP literals of ``values`` (normalized), reporting the rest."""
+    out: list[str] = []
+    for i, value in enumerate(values):
+        ip = parse_ip(value)
+        if ip is None or value != value.strip("[]"):
+            b.problem(svc, f"{field_}[{i}]", Reason.INVALID_VALUE,
+                      f"{value!r} is not an IP address")
+        elif str(ip) not in out:
+            out.append(str(ip))
+    return out
+
+
+def _external_ip_allowed(b: _Builder, svc: Service, address: str) -> bool:
+    """externalIPs capture traffic to any address, so only allowed CIDRs are served."""
+    ip = ipaddress.ip_address(address)
+    for cidr in b.config.external_ip_cidrs:
+        net = ipaddress.ip_network(cidr, strict=False)
+        if ip.version == net.version and ip in net:
+            return True
+    allowed = ", ".join(b.config.external_ip_cidrs) or "none (--external-ip-cidrs is unset)"
+    b.problem(svc, "spec.externalIPs", Reason.NOT_ALLOWED,
+              f"externalIP {address} is outside the allowed CIDRs: {allowed}")
+    return False
+
+
+def _proxy_protocol(b: _Builder, svc: Service) -> ProxyVersion | None:
+    value = svc.meta.annotations.get(PROXY_PROTOCOL_ANNOTATION)
+    if value is None:
+        return None
+    if value in ("v1", "v2"):
+        return value  # type: ignore[return-value]
+    b.problem(svc, f"metadata.annotations[{PROXY_PROTOCOL_ANNOTATION}]", Reason.INVALID_VALUE,
+              f"{value!r} is not one of v1, v2; no PROXY header is sent")
+    return None
+
+
+def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
+              proxy_protocol: ProxyVersion | None) -> None:
+    access, problems = service_access(b.state, svc, sp)
+    b.diagnostics.update(problems)
+    if sp.protocol == "UDP" and access is not None and entries:
+        # No RBAC filter exists for UDP listeners: refuse rather than serve open.
+        b.problem(svc, f"spec.ports[{svc.ports.index(sp)}]", Reason.UNSUPPORTED,
+                  f"port {sp.port}/UDP is not served: its client-IP rules (NetworkPolicy, "
+                  "loadBalancerSourceRanges) cannot be enforced on UDP")
+        return
+    entries = [e for e in entries if b.claim(svc, e, sp.protocol)]
+    if not entries:
+        return
+    external_local = svc.external_traffic_policy == "Local"
+    cluster = _cluster(b, svc, sp, proxy_protocol, local=external_local)
+    internal = _internal_route(b, svc, sp, proxy_protocol, external_local)
+    ns, name = svc.meta.namespace, svc.meta.name
+    affinity = svc.session_affinity == "ClientIP"
+    for e in entries:
+        lname = names.node_listener(ns, name, sp.port, sp.protocol, e.kind,
+                                    None if e.kind == "nodeport" else e.address)
+        if sp.protocol == "UDP":
+            b.listeners[lname] = ir.UdpListener(
+                name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
+                cluster=cluster, hash_source_ip=affinity, internal=internal)
+        else:
+            b.listeners[lname] = ir.TcpListener(
+                name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
+                cluster=cluster, access=access, hash_source_ip=affinity, internal=internal)
+
+
+def _internal_route(b: _Builder, svc: Service, sp: ServicePort,
+                    proxy_protocol: ProxyVersion | None,
+                    external_local: bool) -> ir.InternalRoute | None:
+    """In-cluster clients follow ``internalTrafficPolicy``, as kube-proxy treats a pod's
+    traffic to a LoadBalancer IP or externalIP like ClusterIP traffic.
+
+    Only when ``--cluster-cidrs`` says who is in the cluster, and only when the
+    two policies differ (otherwise one cluster serves both).
+    """
+    internal_local = svc.internal_traffic_policy == "Local"
+    if not b.config.cluster_cidrs or internal_local == external_local:
+        return None
+    cluster = _cluster(b, svc, sp, proxy_protocol, local=internal_local)
+    return ir.InternalRoute(sources=b.config.cluster_cidrs, cluster=cluster)
+
+
+def _cluster(b: _Builder, svc: Service, sp: ServicePort,
+             proxy_protocol: ProxyVersion | None, *, local: bool) -> str:
+    """A cluster of ``sp``: all endpoints, or (``local``) this node's; created once."""
+    name = names.node_cluster(svc.meta.namespace, svc.meta.name, sp.port, sp.protocol,
+                              local=local)
+    if name in b.clusters:
+        return name
+    udp = sp.protocol == "UDP"
+    if udp and proxy_protocol is not None:
+        b.problem(svc, f"metadata.annotations[{PROXY_PROTOCOL_ANNOTATION}]",
+                  Reason.UNSUPPORTED, f"port {sp.port}/UDP gets no PROXY header (TCP only)")
+    b.clusters[name] = ir.Cluster(
+        name=name, ref=svc.meta.ref,
+        protocol=ir.UpstreamProtocol.UDP if udp else ir.UpstreamProtocol.TCP,
+        lb_policy=ir.LbPolicy.MAGLEV if svc.session_affinity == "ClientIP"
+        else ir.LbPolicy.ROUND_ROBIN,
+        proxy_protocol=None if udp else proxy_protocol,
+    )
+    endpoints, problems = port_endpoints(b.state, svc, sp, b.node, local=local)
+    b.diagnostics.update(problems)
+    b.assignments[name] = ir.LoadAssignment(cluster=name, ref=svc.meta.ref, endpoints=endpoints)
+    return name
+
+
+def _add_health_check(b: _Builder, svc: Service) -> None:
+    """kube-proxy's health check server for ``externalTrafficPolicy: Local`` Services."""
+    port = svc.health_check_node_port
+    if svc.external_traffic_policy != "Local" or port is None:
+        return
+    entry = _Entry("healthcheck", b.bind_address, port, "spec.healthCheckNodePort")
+    if not b.claim(svc, entry, "TCP"):
+        return
+    name = names.health_check_listener(svc.meta.namespace, svc.meta.name)
+    b.listeners[name] = ir.HealthCheckListener(
+        name=name, ref=svc.meta.ref, address=b.bind_address, port=port,
+        local_endpoints=local_endpoint_count(b.state, svc, b.node))

@@ -1,0 +1,183 @@
+"""Services and EndpointSlices -> clusters and load assignments.
+
+Every TCP or UDP port of every Service becomes one cluster named
+``namespace/service/port`` (:func:`kxds.names.service_cluster`; UDP ports add
+``/udp``, as :func:`kxds.names.node_cluster` names them). Its endpoints
+come from the Service's EndpointSlices: a slice port belongs to a Service port
+when their names are equal (the slice port's ``port`` is the target port
+number), as kube-proxy matches them.
+
+Readiness follows the EndpointSlice API (KEP-1672): endpoints with
+``conditions.ready`` take traffic; endpoints that are ``serving`` but
+``terminating`` are used only when no ready endpoint remains, and are marked
+draining. ``addressType: FQDN`` slices and ``type: ExternalName`` Services
+become STRICT_DNS clusters: Envoy resolves the names itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from kxds import names
+from kxds.diagnostics import Diagnostic, Reason
+from kxds.ir import Cluster, ClusterKind, Endpoint, LoadAssignment, UpstreamProtocol
+from kxds.kube.models import ClusterState, EndpointSlice, Service, ServicePort
+from kxds.translators.guards import check_external_name
+
+HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
+"""``appProtocol`` values that mean cleartext HTTP/2 to the backend.
+
+``kubernetes.io/h2c`` is the standard name (Service API docs, "Application
+protocol"); ``h2c`` and ``grpc`` are the unprefixed names users write.
+"""
+
+
+@dataclass(slots=True)
+class ServiceClusters:
+    """What :func:`translate_services` produces."""
+
+    clusters: list[Cluster] = field(default_factory=list)
+    load_assignments: list[LoadAssignment] = field(default_factory=list)
+    diagnostics: set[Diagnostic] = field(default_factory=set)
+
+
+def upstream_protocol(service_port: ServicePort) -> UpstreamProtocol | None:
+    """The protocol Envoy speaks to this port's backends; None when Envoy cannot (SCTP)."""
+    if service_port.protocol == "UDP":
+        return UpstreamProtocol.UDP
+    if service_port.protocol != "TCP":
+        return None
+    if (service_port.app_protocol or "").lower() in HTTP2_APP_PROTOCOLS:
+        return UpstreamProtocol.HTTP2
+    return UpstreamProtocol.HTTP1
+
+
+def translate_services(state: ClusterState) -> ServiceClusters:
+    """One cluster (and, for EDS, one load assignment) per Service port, sorted by name."""
+    out = ServiceClusters()
+    for key in sorted(state.services):
+        service = state.services[key]
+        refused = check_external_name(service)
+        if refused is not None:
+            out.diagnostics.add(refused)
+            continue
+        slices = state.slices_by_service.get(key, ())
+        for sp in service.ports:
+            _translate_port(service, sp, slices, out)
+    out.clusters.sort(key=lambda c: c.name)
+    out.load_assignments.sort(key=lambda a: a.cluster)
+    return out
+
+
+def _translate_port(
+    service: Service, sp: ServicePort, slices: tuple[EndpointSlice, ...], out: ServiceClusters
+) -> None:
+    protocol = upstream_protocol(sp)
+    ref = service.meta.ref
+    if protocol is None:
+        out.diagnostics.add(Diagnostic(
+            ref, f"spec.ports[{service.ports.index(sp)}].protocol", Reason.UNSUPPORTED,
+            f"protocol {sp.protocol} of port {sp.port} is not supported; the port is skipped"))
+        return
+    # A port number may serve both TCP and UDP (DNS): UDP clusters get a ``/udp`` suffix.
+    name = names.node_cluster(service.meta.namespace, service.meta.name, sp.port, sp.protocol,
+                              local=False)
+    if service.type == "ExternalName":
+        # The Service port is the port on the external name (targetPort does not apply).
+        out.clusters.append(Cluster(name=name, ref=ref, kind=ClusterKind.STRICT_DNS,
+                                    protocol=protocol, dns_host=service.external_name,
+                                    dns_port=sp.port))
+        return
+    endpoints = select_endpoints(_candidates(sp, slices, out.diagnostics))
+    fqdn = any(s.address_type == "FQDN" for s in slices)
+    kind = ClusterKind.STRICT_DNS if fqdn else ClusterKind.EDS
+    out.clusters.append(Cluster(name=name, ref=ref, kind=kind, protocol=protocol))
+    out.load_assignments.append(LoadAssignment(cluster=name, ref=ref, endpoints=endpoints))
+
+
+def _candidates(
+    sp: ServicePort, slices: Iterable[EndpointSlice], diagnostics: set[Diagnostic]
+) -> list[tuple[Endpoint, bool, bool]]:
+    """Every endpoint of ``sp`` in ``slices`` as (endpoint, ready, serving-while-terminating)."""
+    out: list[tuple[Endpoint, bool, bool]] = []
+    for sl in slices:
+        ports = [p.port for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol
+                 and p.port is not None]
+        if not ports:
+            continue
+        for i, ep in enumerate(sl.endpoints):
+            # "Consumers may choose to only use the first element" (EndpointSlice API):
+            # the addresses of one endpoint are fungible.
+            address, problem = check_address(ep.addresses[0], sl.address_type)
+            if address is None:
+                diagnostics.add(Diagnostic(sl.meta.ref, f"endpoints[{i}].addresses[0]",
+                                           Reason.INVALID_VALUE, problem))
+                continue
+            for port in ports:
+                endpoint = Endpoint(address=address, port=port, zone=ep.zone, node=ep.node_name)
+                out.append((endpoint, ep.ready, ep.serving and ep.terminating))
+    return out
+
+
+def select_endpoints(candidates: list[tuple[Endpoint, bool, bool]]) -> tuple[Endpoint, ...]:
+    """Ready endpoints; or, when none is ready, the serving-but-terminating ones as draining.
+
+    The same address and port may appear in two slices while a slice is being
+    replaced; it is kept once.
+    """
+    ready = {e for e, is_ready, _ in candidates if is_ready}
+    if not ready:
+        ready = {_draining(e) for e, is_ready, terminating in candidates
+                 if terminating and not is_ready}
+    return tuple(sorted(ready, key=_endpoint_order))
+
+
+def _draining(e: Endpoint) -> Endpoint:
+    return Endpoint(address=e.address, port=e.port, zone=e.zone, node=e.node,
+                    priority=e.priority, draining=True)
+
+
+def _endpoint_order(e: Endpoint) -> tuple[int, str, str, int, str]:
+    return (e.priority, e.zone or "", e.address, e.port, e.node or "")
+
+
+def _canonical_ipv4(address: str) -> bool:
+    """Whether ``address`` is a dotted quad already in canonical form (no leading zeros).
+
+    A fast path: parsing with :mod:`ipaddress` dominated translation time for
+    large clusters on a cold start, and nearly every EndpointSlice
+    address is such a quad. Anything else takes the full parse below.
+    """
+    return _CANONICAL_IPV4.fullmatch(address) is not None
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+@lru_cache(maxsize=1 << 16)
+def check_address(address: str, address_type: str) -> tuple[str | None, str]:
+    """``(normalized address, "")``, or ``(None, why)`` when it is not of ``address_type``.
+
+    Memoized: the same addresses come back on every rebuild, and parsing them
+    is a large part of translating endpoints.
+    """
+    if address_type == "IPv4" and _canonical_ipv4(address):
+        return address, ""
+    if address_type == "FQDN":
+        labels = address.rstrip(".").split(".")
+        if all(lbl and len(lbl) <= 63 and all(c.isalnum() or c == "-" for c in lbl)
+               for lbl in labels):
+            return address.rstrip(".").lower(), ""
+        return None, f"{address!r} is not a valid DNS name"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None, f"{address!r} is not a valid {address_type} address"
+    if ip.version != (4 if address_type == "IPv4" else 6):
+        return None, f"{address!r} is not an {address_type} address"
+    return str(ip), ""

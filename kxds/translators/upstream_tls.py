@@ -1,0 +1,208 @@
+"""TLS from the gateway to backends.
+
+Asked for by an Ingress (``nginx.ingress.kubernetes.io/backend-protocol: HTTPS``
+or ``GRPCS``, also spelled ``kxds.io/backend-protocol``) or by the Service port
+(``appProtocol: https``). The plain ``ns/svc/port`` cluster is shared by every
+Ingress and by TLS passthrough, so TLS goes to a twin cluster named
+``ns/svc/port/tls[/h2][/sni=H][/ca=S]`` (:func:`kxds.names.upstream_tls_cluster`)
+with the same endpoints, and the routes of the asking Ingress are pointed at it.
+
+SNI is ``kxds.io/backend-sni`` when given, else the Service's cluster DNS name
+``<svc>.<ns>.svc`` (the ExternalName for ExternalName Services): it is the name
+a certificate issued inside a cluster most commonly carries. Verification only
+happens with ``kxds.io/backend-ca-secret: NAME`` (a Secret in the Ingress's
+namespace with a ``ca.crt`` key): the backend's chain must lead to that CA and
+its certificate must name the SNI. A CA Secret that is missing or unusable
+makes the routes answer 503 instead of connecting unverified (fail closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from kxds import ir, names
+from kxds.certs import CertError, check_ca_bundle
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.kube.models import ClusterState, Ingress, Service
+
+BACKEND_PROTOCOL = ("kxds.io/backend-protocol", "nginx.ingress.kubernetes.io/backend-protocol")
+BACKEND_SNI = "kxds.io/backend-sni"
+BACKEND_CA = "kxds.io/backend-ca-secret"
+_T = TypeVar("_T", ir.Cluster, ir.Secret)
+_TLS_PROTOCOLS = {"HTTPS": False, "GRPCS": True}
+"""backend-protocol values meaning TLS, and whether they also mean HTTP/2."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """What one Ingress asks of its backends' TLS."""
+
+    http2: bool
+    sni: str | None
+    ca: str | None
+    """The CA Secret's name in the Ingress's namespace."""
+
+
+def _ingress_want(ing: Ingress) -> _Want | None:
+    ann = ing.meta.annotations
+    proto = next((ann[k].strip().upper() for k in BACKEND_PROTOCOL if k in ann), "")
+    if proto not in _TLS_PROTOCOLS:
+        return None
+    return _Want(http2=_TLS_PROTOCOLS[proto], sni=ann.get(BACKEND_SNI) or None,
+                 ca=ann.get(BACKEND_CA) or None)
+
+
+def _ports_by_cluster(state: ClusterState) -> dict[str, tuple[Service, str | None]]:
+    """Every Service-port cluster name -> (Service, the port's appProtocol)."""
+    out: dict[str, tuple[Service, str | None]] = {}
+    for svc in state.services.values():
+        for p in svc.ports:
+            out[names.service_cluster(svc.meta.namespace, svc.meta.name, p.port)] = (
+                svc, p.app_protocol)
+    return out
+
+
+def _default_sni(svc: Service) -> str:
+    if svc.type == "ExternalName" and svc.external_name:
+        return svc.external_name.rstrip(".")
+    return f"{svc.meta.name}.{svc.meta.namespace}.svc"
+
+
+class _Builder:
+    """Collects the twin clusters, CA secrets and diagnostics while routes are rewritten."""
+
+    def __init__(self, state: ClusterState, base: ir.IR) -> None:
+        self.state = state
+        self.ports = _ports_by_cluster(state)
+        self.clusters = {c.name: c for c in base.clusters}
+        self.assignments = {a.cluster: a for a in base.load_assignments}
+        self.new_clusters: dict[str, ir.Cluster] = {}
+        self.new_assignments: dict[str, ir.LoadAssignment] = {}
+        self.secrets: dict[str, ir.Secret] = {}
+        self.bad_ca: set[tuple[tuple[str, str], str]] = set()
+        self.diagnostics: list[Diagnostic] = []
+
+    def ca_ok(self, ing: Ingress, name: str) -> bool:
+        """Load the CA Secret ``name`` for ``ing``; report once per Ingress when unusable."""
+        key = (ing.meta.namespace, name)
+        if (ing.meta.key, name) in self.bad_ca:
+            return False
+        secret = self.state.secrets.get(key)
+        ref = ObjectRef("Secret", *key)
+        problem: tuple[Reason, str] | None = None
+        if secret is None:
+            problem = (Reason.SECRET_NOT_FOUND, f"{ref} not found")
+        elif "ca.crt" not in secret.data:
+            problem = (Reason.INVALID_SECRET, f"{ref} has no ca.crt key")
+        else:
+            try:
+                check_ca_bundle(secret.data["ca.crt"])
+                pem = secret.data["ca.crt"].decode("ascii")
+            except (CertError, UnicodeDecodeError) as e:
+                problem = (Reason.INVALID_SECRET, f"{ref}: ca.crt: {e}")
+        if problem is not None:
+            self.bad_ca.add((ing.meta.key, name))
+            self.diagnostics.append(Diagnostic(
+                ing.meta.ref, f"metadata.annotations[{BACKEND_CA}]", problem[0],
+                f"{problem[1]}; its routes answer 503 rather than connect unverified"))
+            return False
+        sds = names.ca_secret(*key)
+        self.secrets[sds] = ir.ValidationContext(name=sds, ref=ref, trusted_ca=pem)
+        return True
+
+    def twin(self, base_name: str, want: _Want, svc: Service) -> str | None:
+        """The TLS twin of ``base_name`` for ``want``; None when the cluster is unknown."""
+        base = self.clusters.get(base_name)
+        if base is None:
+            return None
+        name = names.upstream_tls_cluster(base_name, http2=want.http2, sni=want.sni,
+                                          ca_secret=want.ca)
+        if name in self.new_clusters:
+            return name
+        validation = names.ca_secret(svc.meta.namespace, want.ca) if want.ca else None
+        protocol = ir.UpstreamProtocol.HTTP2 if want.http2 else base.protocol
+        self.new_clusters[name] = dataclasses.replace(
+            base, name=name, protocol=protocol, upstream_tls=ir.UpstreamTLS(
+                sni=want.sni or _default_sni(svc), validation_secret=validation,
+                alpn=("h2",) if want.http2 else ()))
+        if base_name in self.assignments:
+            self.new_assignments[name] = dataclasses.replace(
+                self.assignments[base_name], cluster=name)
+        return name
+
+    def route(self, route: ir.Route, want: _Want | None) -> ir.Route:
+        """``route`` with its backends moved to TLS twins where TLS is wanted."""
+        if not isinstance(route.action, ir.Forward):
+            return route
+        backends: list[ir.WeightedBackend] = []
+        for b in route.action.backends:
+            svc, app_protocol = self.ports.get(b.cluster, (None, None))
+            w = want
+            if w is None and app_protocol is not None and app_protocol.lower() == "https":
+                w = _Want(http2=False, sni=None, ca=None)
+            if svc is None or w is None:
+                backends.append(b)
+                continue
+            ing = self.state.ingresses.get((route.ref.namespace, route.ref.name))
+            if w.ca is not None and (ing is None or not self.ca_ok(ing, w.ca)):
+                return dataclasses.replace(route, action=ir.DirectResponse(status=503))
+            twin = self.twin(b.cluster, w, svc)
+            backends.append(dataclasses.replace(b, cluster=twin) if twin else b)
+        return dataclasses.replace(route, action=dataclasses.replace(
+            route.action, backends=tuple(backends)))
+
+
+def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
+    if ref.kind != "Ingress":
+        return None
+    ing = state.ingresses.get((ref.namespace, ref.name))
+    return _ingress_want(ing) if ing is not None else None
+
+
+def apply_upstream_tls(base: ir.IR, state: ClusterState,
+                       tables: Iterable[str]) -> tuple[ir.IR, list[Diagnostic]]:
+    """Point the routes of ``tables`` that want backend TLS at TLS twin clusters.
+
+    Returns the new IR (twin clusters, their endpoints and CA secrets added)
+    and the diagnostics for unusable CA Secrets.
+    """
+    wanted = set(tables)
+    b = _Builder(state, base)
+    asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
+    tls_ports = {name for name, (_, proto) in b.ports.items()
+                 if proto is not None and proto.lower() == "https"}
+    if not asking and not tls_ports:
+        return base, []  # the common case: no backend speaks TLS
+
+    def concerned(r: ir.Route) -> bool:
+        return (r.ref.namespace, r.ref.name) in asking or (
+            isinstance(r.action, ir.Forward)
+            and any(w.cluster in tls_ports for w in r.action.backends))
+
+    new_tables: list[ir.RouteTable] = []
+    for table in base.route_tables:
+        if table.name not in wanted:
+            new_tables.append(table)
+            continue
+        vhosts = tuple(
+            dataclasses.replace(vh, routes=tuple(
+                b.route(r, _want_of(state, r.ref)) if concerned(r) else r for r in vh.routes))
+            if any(concerned(r) for r in vh.routes) else vh
+            for vh in table.virtual_hosts)
+        new_tables.append(dataclasses.replace(table, virtual_hosts=vhosts))
+    return dataclasses.replace(
+        base,
+        clusters=_sorted_by_name(base.clusters, b.new_clusters),
+        load_assignments=tuple(sorted(
+            (*base.load_assignments, *b.new_assignments.values()), key=lambda a: a.cluster)),
+        route_tables=tuple(new_tables),
+        secrets=_sorted_by_name(base.secrets, b.secrets),
+    ), b.diagnostics
+
+
+def _sorted_by_name(old: tuple[_T, ...], new: Mapping[str, _T]) -> tuple[_T, ...]:
+    merged = {x.name: x for x in old} | dict(new)
+    return tuple(merged[k] for k in sorted(merged))

@@ -1,0 +1,283 @@
+"""The snapshot cache: one versioned view of Envoy resources per group of proxies.
+
+The controller calls :meth:`SnapshotCache.set_view` with a complete
+:data:`~kxds.envoy.resource.Resources` mapping for a group (``edge/<cluster>``
+or ``node/<node name>``). Streams of the xDS server watch their group and are
+woken through an :class:`asyncio.Event`; the decision of *what* to send lives
+in :mod:`kxds.xds.sotw` and :mod:`kxds.xds.delta`. Nothing here knows gRPC.
+
+Resources are shared, never copied: the same :class:`Resource` object (and so
+the same serialized bytes) may appear in many groups' views, and versions are
+``Resource.version``, a content hash, so a restarted kxds computes the same
+versions and a reconnecting Envoy is not re-sent what it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from kxds.envoy.resource import Resource, Resources
+from kxds.errors import KxdsError
+from kxds.xds.tracker import NodeTracker
+
+log = logging.getLogger("kxds.xds.cache")
+
+ROLES = ("edge", "node")
+
+
+class InvalidNodeError(KxdsError):
+    """The Envoy node does not say who it is in a way kxds understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """Who a connected Envoy is, derived once from the first request's ``Node``."""
+
+    node_id: str
+    role: str
+    """``edge`` or ``node``."""
+    group: str
+    """The cache view this proxy is served: ``edge/<cluster>`` or ``node/<node name>``."""
+    node_name: str | None
+    zone: str | None
+    cluster: str
+    bind_address: str | None = None
+    """Node metadata ``bind_address`` (per-node proxies only), if given."""
+
+
+def _metadata_str(node: Any, key: str) -> str | None:
+    fields = node.metadata.fields
+    if key not in fields:
+        return None
+    value = fields[key]
+    if value.WhichOneof("kind") != "string_value":
+        raise InvalidNodeError(f"node metadata {key!r} must be a string")
+    return str(value.string_value) or None
+
+
+def node_identity(node: Any) -> NodeIdentity:
+    """Derive the :class:`NodeIdentity` of an ``envoy.config.core.v3.Node``.
+
+    Raises :class:`InvalidNodeError` with a message meant for the Envoy
+    operator when metadata ``role`` is missing or unknown.
+    """
+    node_id = str(node.id)
+    role = _metadata_str(node, "role")
+    if role is None:
+        raise InvalidNodeError(
+            f"node {node_id!r}: metadata 'role' is missing; set it to one of {', '.join(ROLES)}")
+    if role not in ROLES:
+        raise InvalidNodeError(
+            f"node {node_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    cluster = str(node.cluster) or "default"
+    zone = _metadata_str(node, "zone") or (str(node.locality.zone) or None)
+    if role == "edge":
+        return NodeIdentity(node_id, role, f"edge/{cluster}", None, zone, cluster)
+    node_name = _metadata_str(node, "node_name") or node_id
+    if not node_name:
+        raise InvalidNodeError("per-node proxy without node id or metadata 'node_name'")
+    return NodeIdentity(node_id, role, f"node/{node_name}", node_name, zone, cluster,
+                        _metadata_str(node, "bind_address"))
+
+
+def type_version(resources: Iterable[Resource]) -> str:
+    """The version of a set of resources: a hash of their names and versions."""
+    digest = hashlib.sha256()
+    for res in sorted(resources, key=lambda r: r.name):
+        digest.update(res.name.encode())
+        digest.update(b"\0")
+        digest.update(res.version.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One complete, immutable set of resources for a group, and when it was set."""
+
+    resources: Mapping[str, Mapping[str, Resource]]
+    seq: int
+    """Increases with every ``set_view`` on the cache (any group)."""
+    set_at: float
+    """``time.monotonic()`` when it was set: the start of push latency."""
+    versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Memo of :meth:`type_version` (shared by every stream of the group)."""
+
+    def type_version(self, type_url: str) -> str:
+        """The version of all resources of one type (computed once per view)."""
+        version = self.versions.get(type_url)
+        if version is None:
+            version = self.versions[type_url] = type_version(self.of_type(type_url).values())
+        return version
+
+    def of_type(self, type_url: str) -> Mapping[str, Resource]:
+        """The resources of one type (empty when the view has none)."""
+        return self.resources.get(type_url, _EMPTY)
+
+    def byte_size(self) -> int:
+        """Total serialized size of the view's resources."""
+        return sum(len(r.body) for by_name in self.resources.values() for r in by_name.values())
+
+    def count(self) -> int:
+        """Number of resources in the view."""
+        return sum(len(by_name) for by_name in self.resources.values())
+
+
+_EMPTY: Mapping[str, Resource] = MappingProxyType({})
+
+
+def _same(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> bool:
+    if len(old) != len(new):
+        return False
+    for name, res in new.items():
+        prev = old.get(name)
+        if prev is None or (prev is not res and prev.version != res.version):
+            return False
+    return True
+
+
+@dataclass(eq=False)
+class Watch:
+    """A stream's subscription to its group's view: an event set on every change."""
+
+    identity: NodeIdentity
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        """Wake the stream (safe from another thread than the stream's loop)."""
+        loop = self.loop
+        if loop is None:
+            self.event.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.event.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self.event.set)
+
+
+ViewListener = Callable[[str, View], None]
+
+
+class SnapshotCache:
+    """Per-group views of Envoy resources, watched by xDS streams.
+
+    Until :meth:`mark_synced` is called no stream is answered: an Envoy that
+    connects before the source has synced waits instead of receiving an empty
+    configuration that would tear down its listeners.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[str, View] = {}
+        self._watches: dict[str, set[Watch]] = {}
+        self._synced = False
+        self._seq = 0
+        self.on_new_group: Callable[[NodeIdentity], None] | None = None
+        """Called when a stream appears for a group without a view; the
+        controller builds that group's view and calls :meth:`set_view`."""
+        self.view_listeners: list[ViewListener] = []
+        """Called after every ``set_view`` (metrics use this)."""
+        self.nodes = NodeTracker()
+        """What each node was sent, ACKed and NACKed (for the config dump)."""
+
+    # -- the controller's side -------------------------------------------------
+
+    def set_view(self, group: str, resources: Resources) -> None:
+        """Replace the whole view of ``group`` and wake its streams."""
+        previous = self._views.get(group)
+        types: dict[str, Mapping[str, Resource]] = {}
+        memo: dict[str, str] = {}
+        for type_url, by_name in resources.items():
+            old = previous.resources.get(type_url) if previous is not None else None
+            if old is not None and _same(old, by_name):
+                # Unchanged type: keep the old mapping object, so streams can tell
+                # by identity that nothing changed for them (and reuse its version).
+                types[type_url] = old
+                if previous is not None and type_url in previous.versions:
+                    memo[type_url] = previous.versions[type_url]
+            else:
+                types[type_url] = MappingProxyType(dict(by_name))
+        self._seq += 1
+        view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
+        self._views[group] = view
+        for listener in self.view_listeners:
+            listener(group, view)
+        for watch in self._watches.get(group, ()):
+            watch.notify()
+
+    def remove_view(self, group: str) -> None:
+        """Forget a group's view (its streams keep their last state)."""
+        self._views.pop(group, None)
+
+    def mark_synced(self) -> None:
+        """The source has delivered its first complete state: start answering."""
+        if self._synced:
+            return
+        self._synced = True
+        log.info("event=synced groups=%d", len(self._views))
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.notify()
+
+    @property
+    def synced(self) -> bool:
+        """Whether :meth:`mark_synced` has been called."""
+        return self._synced
+
+    def groups(self) -> set[str]:
+        """Groups that have a view or a connected stream."""
+        return set(self._views) | {g for g, w in self._watches.items() if w}
+
+    def watched_groups(self) -> set[str]:
+        """Groups with at least one connected stream."""
+        return {g for g, w in self._watches.items() if w}
+
+    def identities(self, group: str) -> list[NodeIdentity]:
+        """Identities of the streams watching ``group``."""
+        return [w.identity for w in self._watches.get(group, ())]
+
+    # -- the server's side -----------------------------------------------------
+
+    def view(self, group: str) -> View | None:
+        """The current view of ``group``, or None before it has one or before sync."""
+        if not self._synced:
+            return None
+        return self._views.get(group)
+
+    def watch(self, identity: NodeIdentity) -> Watch:
+        """Register a stream for its group; asks the controller for a new group's view."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        watch = Watch(identity, loop=loop)
+        self._watches.setdefault(identity.group, set()).add(watch)
+        if identity.group not in self._views and self.on_new_group is not None:
+            try:
+                self.on_new_group(identity)
+            except Exception:  # a controller bug must not kill the stream
+                log.exception("event=on_new_group_failed group=%s node=%s",
+                              identity.group, identity.node_id)
+        return watch
+
+    def cancel(self, watch: Watch) -> None:
+        """Unregister a stream."""
+        watches = self._watches.get(watch.identity.group)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[watch.identity.group]
+
+    def __iter__(self) -> Iterator[tuple[str, View]]:
+        return iter(list(self._views.items()))

@@ -1,0 +1,118 @@
+"""Incremental (delta) xDS: the stream state machine (no gRPC here).
+
+Rules (Envoy xds_protocol, "Incremental xDS"):
+
+* subscriptions are changed by ``resource_names_subscribe`` /
+  ``resource_names_unsubscribe`` on any request, whatever its nonce: delta
+  requests are not idempotent, so none may be dropped;
+* clusters and listeners are wildcard when the first request of the type
+  subscribes to nothing, or whenever ``*`` is subscribed (until unsubscribed);
+* ``initial_resource_versions`` on the first request of a type says what the
+  client already holds (it reconnected): only what differs is sent, and what
+  the client holds but the server no longer has goes out in
+  ``removed_resources``;
+* the first wildcard reply goes out even when empty: a starting Envoy waits for
+  it before it finishes initializing;
+* a changed resource is sent alone to each subscriber; an unsubscribed one is
+  forgotten without a removal;
+* ACK/NACK is by ``response_nonce`` (+ ``error_detail``); a NACK rolls back only
+  the resources Envoy names, which keep their last ACKed version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kxds.xds.cache import View
+from kxds.xds.protocol import (
+    WILDCARD_TYPES,
+    BadRequest,
+    Plan,
+    ProtocolStream,
+    TypeState,
+    changed,
+    log,
+)
+
+
+class DeltaStream(ProtocolStream):
+    """One delta stream (ADS or a single-type service)."""
+
+    protocol = "delta"
+
+    def on_request(self, req: Any) -> BadRequest | None:
+        """Take one ``DeltaDiscoveryRequest``; returns what was wrong with it, if anything."""
+        type_url = str(req.type_url)
+        bad = self.check_type(type_url)
+        if bad is not None:
+            return self.bad(bad)
+        st = self.states[type_url]
+        st.seen = None
+        nonce = str(req.response_nonce)
+        if nonce:
+            if st.pending is not None and nonce == st.pending.nonce:
+                if req.HasField("error_detail"):
+                    self.nack(st, st.pending, str(req.error_detail.message))
+                else:
+                    self.ack(st, st.pending)
+            else:
+                log.debug("event=stale_nonce node=%s type=%s nonce=%s",
+                          self.identity.node_id, type_url, nonce)
+        if not st.subscribed:
+            st.subscribed = True
+            st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
+            st.held = {str(k): str(v) for k, v in req.initial_resource_versions.items()}
+            st.answered = bool(st.held)
+        self._subscribe(st, [str(n) for n in req.resource_names_subscribe],
+                        [str(n) for n in req.resource_names_unsubscribe])
+        return None
+
+    @staticmethod
+    def _subscribe(st: TypeState, subscribe: list[str], unsubscribe: list[str]) -> None:
+        if "*" in subscribe:
+            st.wildcard = True
+        if "*" in unsubscribe:
+            st.wildcard = False
+        st.names |= set(subscribe) - {"*"}
+        st.names -= set(unsubscribe)
+        for name in unsubscribe:
+            if not st.wildcard:
+                st.held.pop(name, None)
+            st.force.discard(name)
+        for name in subscribe:
+            # A (re)subscription asks for the resource even if the client held it
+            # before, unless it says so in initial_resource_versions.
+            if name in st.objs:
+                st.held.pop(name, None)
+                st.objs.pop(name, None)
+        if not st.wildcard:
+            for name in [n for n in st.held if n not in st.names]:
+                del st.held[name]
+
+    def plan(self, st: TypeState, view: View) -> Plan | None:
+        """Changed or new resources, and removals of what the client holds but we lack."""
+        desired, version = st.desired(view)
+        resources = changed(desired, st)
+        removed = sorted(n for n in st.held if n not in desired)
+        if not resources and not removed:
+            if st.wildcard and not st.answered:
+                # A fresh client waits for its first wildcard reply to finish
+                # initializing, even when there is nothing to send yet.
+                return Plan([], [], version, {})
+            return None
+        return Plan(resources, removed, version, {})
+
+    def without_removals(self, st: TypeState, plan: Plan) -> Plan | None:
+        """Send the additions now; the removals once later types settle."""
+        if not plan.resources:
+            return None
+        return Plan(plan.resources, [], plan.version, {})
+
+    def commit(self, st: TypeState, plan: Plan) -> None:
+        """The client will hold these versions and none of the removed names."""
+        for res in plan.resources:
+            st.held[res.name] = res.version
+            st.objs[res.name] = res
+        for name in plan.removed:
+            st.held.pop(name, None)
+            st.objs.pop(name, None)

@@ -1,0 +1,303 @@
+"""What both xDS protocol variants share: per-type state, ACK/NACK, ordering.
+
+A stream state machine (:class:`kxds.xds.sotw.SotwStream`,
+:class:`kxds.xds.delta.DeltaStream`) is fed requests and, given the group's
+current :class:`~kxds.xds.cache.View`, says which :class:`Reply` values to
+send next, in order. It knows no gRPC and is unit-tested directly.
+
+Rules ported from Envoy's xDS protocol documentation
+(https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol):
+
+* one response in flight per type: the next one waits for the ACK/NACK of the
+  previous (go-control-plane keeps one watch per request for the same reason),
+  so a rejected version is known before anything is built on top of it;
+* additions go clusters -> endpoints -> listeners -> routes -> secrets, and a
+  type's removals wait until every later type has nothing left to send or to
+  be ACKed ("make before break", see "eventual consistency considerations");
+* a cluster sent again is followed by its endpoints: Envoy warms a changed
+  cluster and needs its ClusterLoadAssignment again ("resource warming");
+* a NACK names the resources Envoy rejected in its error text; only those are
+  rolled back to their last ACKed version, their rejected version is never sent
+  again, and the record keeps Envoy's words and the objects they came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, TYPE_ORDER, Resource
+from kxds.xds.cache import NodeIdentity, View, type_version
+from kxds.xds.metrics import XdsMetrics, short
+from kxds.xds.tracker import NodeRecord, NodeTracker
+
+log = logging.getLogger("kxds.xds")
+
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+"""Types Envoy subscribes to as a whole (empty or ``*`` names)."""
+KNOWN_TYPES = frozenset(TYPE_ORDER)
+
+
+_NAME_CHARS = r"[\w./-]"
+
+
+def blamed_names(error: str, names: Iterable[str]) -> set[str]:
+    """The resource names that Envoy's error text mentions as whole words.
+
+    Envoy names what it rejects ("Error adding/updating cluster(s) default/web/80:
+    ..."), so ``default/web/80`` must not match inside ``default/web/8080``.
+    """
+    found = set()
+    for name in names:
+        pattern = rf"(?<!{_NAME_CHARS}){re.escape(name)}(?!{_NAME_CHARS})"
+        if name and re.search(pattern, error):
+            found.add(name)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A request the stream refuses (``fatal``: end it) or ignores."""
+
+    reason: str
+    message: str
+    fatal: bool = False
+
+
+@dataclass(slots=True)
+class Reply:
+    """One response to write: resources in order, removals (delta), versions."""
+
+    type_url: str
+    resources: list[Resource]
+    removed: list[str]
+    version: str
+    nonce: str
+    set_at: float
+    full: Mapping[str, Resource] = field(default_factory=dict)
+    """SotW: everything Envoy holds of this type once it accepts the reply."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a type would send now (before a nonce is assigned)."""
+
+    resources: list[Resource]
+    removed: list[str]
+    version: str
+    full: Mapping[str, Resource]
+
+
+@dataclass(slots=True)
+class TypeState:
+    """Per-stream, per-type subscription and delivery state."""
+
+    type_url: str
+    subscribed: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    held: dict[str, str] = field(default_factory=dict)
+    """name -> version Envoy holds, assuming the in-flight reply is accepted."""
+    objs: dict[str, Resource] = field(default_factory=dict)
+    """name -> the Resource last sent (SotW needs bodies to keep a removed cluster)."""
+    acked: dict[str, Resource] = field(default_factory=dict)
+    version_held: str = ""
+    pending: Reply | None = None
+    rejected: dict[str, set[str]] = field(default_factory=dict)
+    force: set[str] = field(default_factory=set)
+    answered: bool = False
+    """Whether a reply of this type went out (or the client said what it holds)."""
+
+    seen: Mapping[str, Resource] | None = None
+    """The view mapping last planned from with nothing to send; reset on any change."""
+
+    def desired(self, view: View) -> tuple[Mapping[str, Resource], str]:
+        """What this subscription should hold now (rejected versions rolled back),
+        and its type version."""
+        by_name = view.of_type(self.type_url)
+        if self.wildcard and not self.rejected:
+            return by_name, view.type_version(self.type_url)
+        if self.wildcard:
+            base = dict(by_name)
+        else:
+            base = {n: by_name[n] for n in self.names if n in by_name}
+        for name in [n for n, r in base.items() if r.version in self.rejected.get(n, ())]:
+            previous = self.acked.get(name)
+            if previous is not None:
+                base[name] = previous
+            else:
+                del base[name]
+        return base, type_version(base.values())
+
+
+class ProtocolStream:
+    """Base of the SotW and delta stream state machines."""
+
+    protocol = "?"
+
+    def __init__(self, identity: NodeIdentity, tracker: NodeTracker,
+                 metrics: XdsMetrics | None = None,
+                 types: Iterable[str] = TYPE_ORDER) -> None:
+        self.identity = identity
+        self.metrics = metrics
+        self.tracker = tracker
+        self.record: NodeRecord = tracker.connect(identity, self.protocol)
+        self.types = tuple(types)
+        self.states = {t: TypeState(t) for t in self.types}
+        self._nonce = 0
+
+    def close(self) -> None:
+        """The stream ended."""
+        self.tracker.disconnect(self.identity)
+
+    # -- requests ----------------------------------------------------------
+
+    def on_request(self, req: Any) -> BadRequest | None:
+        """Take one request message; returns what was wrong with it, if anything."""
+        raise NotImplementedError
+
+    def check_type(self, type_url: str) -> BadRequest | None:
+        """Refuse requests without a type; ignore types this stream does not serve."""
+        if not type_url:
+            return BadRequest("no_type_url", "request without type_url", fatal=True)
+        if type_url not in self.states:
+            return BadRequest("unknown_type", f"type {type_url!r} is not served here")
+        return None
+
+    def bad(self, bad: BadRequest) -> BadRequest:
+        """Log and count a refused or ignored request."""
+        log.warning("event=bad_request node=%s protocol=%s reason=%s message=%r",
+                    self.identity.node_id, self.protocol, bad.reason, bad.message)
+        if self.metrics is not None:
+            self.metrics.bad_requests.labels(bad.reason).inc()
+        return bad
+
+    def ack(self, st: TypeState, reply: Reply) -> None:
+        """Envoy accepted ``reply``."""
+        st.pending = None
+        st.seen = None
+        if reply.full:
+            st.acked = dict(reply.full)
+        else:
+            for res in reply.resources:
+                st.acked[res.name] = res
+            for name in reply.removed:
+                st.acked.pop(name, None)
+        NodeTracker.acked(self.record, st.type_url, reply.resources, reply.version or None)
+        if self.metrics is not None:
+            self.metrics.acks.labels(short(st.type_url)).inc()
+            self.metrics.convergence.labels(short(st.type_url)).observe(
+                max(0.0, time.monotonic() - reply.set_at))
+
+    def nack(self, st: TypeState, reply: Reply, error: str) -> None:
+        """Envoy rejected (part of) ``reply``: roll back only what it names."""
+        st.pending = None
+        st.seen = None
+        sent = {r.name: r for r in reply.resources}
+        names = blamed_names(error, sent) or set(sent)
+        for name, res in sent.items():
+            if name not in names:
+                st.acked[name] = res  # Envoy applies the resources it did not reject
+                continue
+            st.rejected.setdefault(name, set()).add(res.version)
+            previous = st.acked.get(name)
+            if previous is None:
+                st.held.pop(name, None)
+                st.objs.pop(name, None)
+            else:
+                st.held[name] = previous.version
+                st.objs[name] = previous
+        rejected = [sent[n] for n in sorted(names)]
+        NodeTracker.acked(self.record, st.type_url,
+                          [r for n, r in sent.items() if n not in names])
+        NodeTracker.nacked(self.record, st.type_url, rejected, error)
+        if self.metrics is not None:
+            self.metrics.nacks.labels(short(st.type_url)).inc()
+        log.warning(
+            "event=nack node=%s group=%s protocol=%s type=%s nonce=%s resources=%s "
+            "versions=%s refs=%s error=%r", self.identity.node_id, self.identity.group,
+            self.protocol, short(st.type_url), reply.nonce,
+            ",".join(r.name for r in rejected), ",".join(r.version for r in rejected),
+            ";".join(str(ref) for r in rejected for ref in r.refs), error)
+
+    # -- responses ---------------------------------------------------------
+
+    def plan(self, st: TypeState, view: View) -> Plan | None:
+        """What ``st`` would send now; None when Envoy is up to date."""
+        raise NotImplementedError
+
+    def without_removals(self, st: TypeState, plan: Plan) -> Plan | None:
+        """The same plan with its removals postponed (make before break)."""
+        raise NotImplementedError
+
+    def commit(self, st: TypeState, plan: Plan) -> None:
+        """Record that ``plan`` is being sent (Envoy will hold it once accepted)."""
+        raise NotImplementedError
+
+    def next_replies(self, view: View) -> list[Reply]:
+        """The replies to send now, in make-before-break order."""
+        ready = [t for t in self.types
+                 if self.states[t].subscribed and self.states[t].pending is None]
+        busy = {t for t in self.types if self.states[t].pending is not None}
+        busy |= {t for t in ready if self._plan(self.states[t], view) is not None}
+        replies = []
+        for index, type_url in enumerate(self.types):
+            st = self.states[type_url]
+            if st.pending is not None:
+                if self._plan(st, view) is not None:
+                    # An earlier type waits for its ACK with more to send: what
+                    # follows it in the order waits too (clusters before routes).
+                    break
+                continue
+            if type_url not in ready:
+                continue
+            plan = self._plan(st, view)  # again: an earlier reply may have forced some
+            if plan is None:
+                continue
+            if plan.removed and any(t in busy for t in self.types[index + 1:]):
+                plan = self.without_removals(st, plan)
+                if plan is None:
+                    continue
+            replies.append(self._emit(st, plan, view))
+        return replies
+
+    def _plan(self, st: TypeState, view: View) -> Plan | None:
+        # Most views change one type (endpoints): the others are recognized by
+        # mapping identity and cost nothing, however many resources they hold.
+        source = view.of_type(st.type_url)
+        if st.seen is source:
+            return None
+        plan = self.plan(st, view)
+        if plan is None:
+            st.seen = source
+        return plan
+
+    def _emit(self, st: TypeState, plan: Plan, view: View) -> Reply:
+        self._nonce += 1
+        reply = Reply(st.type_url, plan.resources, plan.removed, plan.version,
+                      str(self._nonce), view.set_at, plan.full)
+        self.commit(st, plan)
+        st.answered = True
+        st.seen = None
+        st.force -= {r.name for r in plan.resources}
+        st.pending = reply
+        if st.type_url == CLUSTER and ENDPOINT in self.states:
+            eds = self.states[ENDPOINT]
+            # A changed cluster is warmed again by Envoy and needs its endpoints.
+            resend = {r.name for r in plan.resources if r.name in eds.held}
+            if resend:
+                eds.force |= resend
+                eds.seen = None
+        NodeTracker.sent(self.record, st.type_url, plan.resources, plan.removed,
+                         plan.version if self.protocol == "sotw" else None)
+        return reply
+
+
+def changed(desired: Mapping[str, Resource], st: TypeState) -> list[Resource]:
+    """Resources whose version differs from what Envoy holds, or that must be resent."""
+    return [r for n, r in sorted(desired.items())
+            if st.held.get(n) != r.version or n in st.force]

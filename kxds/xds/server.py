@@ -1,0 +1,222 @@
+"""The gRPC xDS server: ADS and the per-type services, SotW and delta.
+
+One asyncio task pair per stream (a reader taking requests, a writer sending
+what the stream's state machine decides), so a slow client only ever blocks
+its own writer. The writer computes replies from the *latest* view when it is
+ready to write: nothing queues up behind a client that does not read.
+
+Resources go out as ``Any(type_url, value=resource.body)``: the bytes the
+builders serialized once are reused for every stream and every group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from envoy.service.cluster.v3 import cds_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.endpoint.v3 import eds_pb2_grpc
+from envoy.service.listener.v3 import lds_pb2_grpc
+from envoy.service.route.v3 import rds_pb2_grpc
+from envoy.service.secret.v3 import sds_pb2_grpc
+from google.protobuf import any_pb2
+
+from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER
+from kxds.xds.cache import InvalidNodeError, NodeIdentity, SnapshotCache, Watch, node_identity
+from kxds.xds.delta import DeltaStream
+from kxds.xds.metrics import XdsMetrics
+from kxds.xds.protocol import BadRequest, ProtocolStream, Reply
+from kxds.xds.sotw import SotwStream
+
+log = logging.getLogger("kxds.xds.server")
+
+StreamFactory = Callable[[NodeIdentity, tuple[str, ...]], ProtocolStream]
+
+
+def sotw_response(reply: Reply) -> Any:
+    """A ``DiscoveryResponse`` for ``reply`` (resource bytes reused, not re-serialized)."""
+    return discovery_pb2.DiscoveryResponse(
+        version_info=reply.version, type_url=reply.type_url, nonce=reply.nonce,
+        resources=[any_pb2.Any(type_url=r.type_url, value=r.body) for r in reply.resources])
+
+
+def delta_response(reply: Reply) -> Any:
+    """A ``DeltaDiscoveryResponse`` for ``reply``."""
+    return discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=reply.version, type_url=reply.type_url, nonce=reply.nonce,
+        removed_resources=reply.removed,
+        resources=[discovery_pb2.Resource(
+            name=r.name, version=r.version,
+            resource=any_pb2.Any(type_url=r.type_url, value=r.body)) for r in reply.resources])
+
+
+class _Stream:
+    """The async shell around one protocol state machine."""
+
+    def __init__(self, server: XdsServer, machine: ProtocolStream, watch: Watch,
+                 context: Any, fixed_type: str | None) -> None:
+        self.server = server
+        self.machine = machine
+        self.watch = watch
+        self.context = context
+        self.fixed_type = fixed_type
+        self.done = False
+        self.fatal: BadRequest | None = None
+
+    def take(self, req: Any) -> bool:
+        """Feed one request; False when the stream must end."""
+        if self.fixed_type is not None:
+            if not req.type_url:
+                req.type_url = self.fixed_type
+            elif req.type_url != self.fixed_type:
+                self.fatal = self.machine.bad(BadRequest(
+                    "wrong_type", f"type {req.type_url!r} on the {self.fixed_type!r} service",
+                    fatal=True))
+                return False
+        bad = self.machine.on_request(req)
+        if bad is not None and bad.fatal:
+            self.fatal = bad
+            return False
+        self.watch.notify()
+        return True
+
+    async def read(self, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for req in requests:
+                if not self.take(req):
+                    break
+        finally:
+            self.done = True
+            self.watch.event.set()
+
+    async def write(self) -> None:
+        encode = sotw_response if self.machine.protocol == "sotw" else delta_response
+        metrics = self.server.metrics
+        while True:
+            await self.watch.event.wait()
+            self.watch.event.clear()
+            if self.done:
+                return
+            view = self.server.cache.view(self.machine.identity.group)
+            if view is None:
+                continue  # not synced yet, or the group's view is still being built
+            for reply in self.machine.next_replies(view):
+                message = encode(reply)
+                await self.context.write(message)
+                metrics.observe_response(reply.type_url, self.machine.protocol,
+                                         message.ByteSize(), len(reply.resources))
+                log.debug("event=response node=%s type=%s nonce=%s resources=%d removed=%d",
+                          self.machine.identity.node_id, reply.type_url, reply.nonce,
+                          len(reply.resources), len(reply.removed))
+
+
+class XdsServer:
+    """Serves the cache's views over ADS and the per-type xDS services."""
+
+    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics | None = None) -> None:
+        self.cache = cache
+        self.metrics = metrics if metrics is not None else XdsMetrics()
+        self._server: Any = None
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    async def start(self, address: str) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one); returns the bound port."""
+        server = grpc.aio.server(options=[
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ])
+        _register(server, self)
+        port = int(server.add_insecure_port(address))
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        self._server = server
+        log.info("event=xds_listening address=%s port=%d", address, port)
+        return port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting streams; end the open ones after ``grace`` seconds."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def serve(self, requests: AsyncIterator[Any], context: Any, protocol: str,
+                    types: tuple[str, ...], fixed_type: str | None = None) -> None:
+        """Run one stream to its end."""
+        iterator = aiter(requests)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        identity = await self._identify(first, context)
+        factory = SotwStream if protocol == "sotw" else DeltaStream
+        machine = factory(identity, self.cache.nodes, self.metrics, types)
+        watch = self.cache.watch(identity)
+        stream = _Stream(self, machine, watch, context, fixed_type)
+        gauge = self.metrics.connected.labels(identity.group, protocol)
+        gauge.inc()
+        log.info("event=stream_open node=%s group=%s protocol=%s service=%s",
+                 identity.node_id, identity.group, protocol, fixed_type or "ads")
+        try:
+            if stream.take(first):
+                async with asyncio.TaskGroup() as tasks:
+                    writer = tasks.create_task(stream.write())
+                    await stream.read(iterator)
+                    writer.cancel()
+        finally:
+            gauge.dec()
+            self.cache.cancel(watch)
+            machine.close()
+            log.info("event=stream_closed node=%s group=%s protocol=%s",
+                     identity.node_id, identity.group, protocol)
+        if stream.fatal is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, stream.fatal.message)
+
+    async def _identify(self, first: Any, context: Any) -> NodeIdentity:
+        try:
+            if not first.HasField("node"):
+                raise InvalidNodeError("the first request of a stream must carry the node")
+            return node_identity(first.node)
+        except InvalidNodeError as err:
+            log.warning("event=bad_node node=%s message=%r", first.node.id, str(err))
+            self.metrics.bad_requests.labels("bad_node").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise  # abort raises; this keeps type checkers content
+
+
+def _handler(server: XdsServer, protocol: str, types: tuple[str, ...],
+             fixed: str | None) -> Callable[..., Any]:
+    async def handle(self: object, requests: AsyncIterator[Any], context: Any) -> None:
+        await server.serve(requests, context, protocol, types, fixed)
+    return handle
+
+
+_PER_TYPE = (
+    (CLUSTER, cds_pb2_grpc, "ClusterDiscoveryService", "Clusters"),
+    (ENDPOINT, eds_pb2_grpc, "EndpointDiscoveryService", "Endpoints"),
+    (LISTENER, lds_pb2_grpc, "ListenerDiscoveryService", "Listeners"),
+    (ROUTE, rds_pb2_grpc, "RouteDiscoveryService", "Routes"),
+    (SECRET, sds_pb2_grpc, "SecretDiscoveryService", "Secrets"),
+)
+
+
+def _register(grpc_server: Any, server: XdsServer) -> None:
+    """Add ADS and the five per-type services, built on xds-protos' servicers."""
+    ads = type("Ads", (ads_pb2_grpc.AggregatedDiscoveryServiceServicer,), {
+        "StreamAggregatedResources": _handler(server, "sotw", TYPE_ORDER, None),
+        "DeltaAggregatedResources": _handler(server, "delta", TYPE_ORDER, None),
+    })
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads(), grpc_server)
+    for type_url, module, service, suffix in _PER_TYPE:
+        base = getattr(module, f"{service}Servicer")
+        servicer = type(service, (base,), {
+            f"Stream{suffix}": _handler(server, "sotw", (type_url,), type_url),
+            f"Delta{suffix}": _handler(server, "delta", (type_url,), type_url),
+        })
+        getattr(module, f"add_{service}Servicer_to_server")(servicer(), grpc_server)

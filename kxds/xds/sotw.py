@@ -1,0 +1,121 @@
+"""State-of-the-world xDS: the stream state machine (no gRPC here).
+
+Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
+"When to send an update", "Grouping resources into responses"):
+
+* the node comes from the first request; later requests may omit it;
+* a request whose ``response_nonce`` is not the last nonce sent for its type
+  is stale and ignored; SotW requests carry the full subscription, so the next
+  fresh one loses nothing;
+* ACK = fresh nonce and no ``error_detail``; NACK = ``error_detail`` set, and
+  Envoy's ``version_info`` is then the last version it accepted;
+* clusters and listeners are wildcard: every response carries the full set and
+  an absent resource is removed. Endpoints, routes and secrets are named: a
+  response carries only requested resources and only those that changed (an
+  absent one is simply not updated; an unknown name is never answered);
+* no response when the type version equals the one Envoy holds: a reconnecting
+  Envoy whose ``version_info`` matches gets nothing (versions are content
+  hashes, so this holds across a kxds restart too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kxds.xds.cache import View, type_version
+from kxds.xds.protocol import (
+    WILDCARD_TYPES,
+    BadRequest,
+    Plan,
+    ProtocolStream,
+    TypeState,
+    changed,
+    log,
+)
+
+
+class SotwStream(ProtocolStream):
+    """One state-of-the-world stream (ADS or a single-type service)."""
+
+    protocol = "sotw"
+
+    def on_request(self, req: Any) -> BadRequest | None:
+        """Take one ``DiscoveryRequest``; returns what was wrong with it, if anything."""
+        type_url = str(req.type_url)
+        bad = self.check_type(type_url)
+        if bad is not None:
+            return self.bad(bad)
+        st = self.states[type_url]
+        st.seen = None
+        nonce = str(req.response_nonce)
+        if nonce:
+            if st.pending is None or nonce != st.pending.nonce:
+                # Stale (an older response) or never sent by us: ignore it.
+                log.debug("event=stale_nonce node=%s type=%s nonce=%s",
+                          self.identity.node_id, type_url, nonce)
+                return None
+            reply = st.pending
+            if req.HasField("error_detail"):
+                self.nack(st, reply, str(req.error_detail.message))
+            else:
+                self.ack(st, reply)
+            st.version_held = str(req.version_info)
+        elif not st.subscribed and req.version_info:
+            # First request on a new stream from an Envoy that already holds a
+            # version (it reconnected, or kxds restarted): trust the content hash.
+            st.version_held = str(req.version_info)
+        self._subscribe(st, [str(n) for n in req.resource_names])
+        return None
+
+    def _subscribe(self, st: TypeState, names: list[str]) -> None:
+        first = not st.subscribed
+        st.subscribed = True
+        st.wildcard = st.type_url in WILDCARD_TYPES and (not names or "*" in names)
+        new = set(names) - {"*"}
+        if not st.wildcard:
+            for gone in st.names - new:
+                # Envoy drops what it unsubscribes; a later subscribe resends it.
+                st.held.pop(gone, None)
+                st.objs.pop(gone, None)
+        st.names = new
+        if first and st.version_held:
+            st.held = {}
+            st.objs = {}
+
+    def plan(self, st: TypeState, view: View) -> Plan | None:
+        """Full state for wildcard types, changed named resources otherwise."""
+        desired, version = st.desired(view)
+        if not st.held and st.version_held and version == st.version_held:
+            # Reconnected with the current version: adopt it, send nothing.
+            st.held = {n: r.version for n, r in desired.items()}
+            st.objs = dict(desired)
+            st.acked = dict(desired)
+            return None
+        if st.wildcard:
+            if version == st.version_held and not (st.force & desired.keys()):
+                return None
+            removed = sorted(n for n in st.held if n not in desired)
+            return Plan([desired[n] for n in sorted(desired)], removed, version, desired)
+        resources = changed(desired, st)
+        if not resources:
+            return None
+        return Plan(resources, [], version, {})
+
+    def without_removals(self, st: TypeState, plan: Plan) -> Plan | None:
+        """Keep the removed resources one more round (they go once later types settle)."""
+        kept = dict(plan.full)
+        kept.update({n: st.objs[n] for n in plan.removed if n in st.objs})
+        if {n: r.version for n, r in kept.items()} == st.held:
+            return None
+        return Plan([kept[n] for n in sorted(kept)], [], type_version(kept.values()), kept)
+
+    def commit(self, st: TypeState, plan: Plan) -> None:
+        """Envoy will hold ``plan`` (all of it for wildcard types)."""
+        if st.wildcard:
+            st.held = {n: r.version for n, r in plan.full.items()}
+            st.objs = dict(plan.full)
+        else:
+            for res in plan.resources:
+                st.held[res.name] = res.version
+                st.objs[res.name] = res
+        st.version_held = plan.version

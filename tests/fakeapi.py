@@ -1,0 +1,662 @@
+"""An in-test Kubernetes API server that speaks the real list/watch protocol.
+
+It follows the documented behaviour of the API server
+(https://kubernetes.io/docs/reference/using-api/api-concepts/), not what is
+convenient for kxds:
+
+- one global, monotonically increasing ``resourceVersion`` shared by every
+  kind (etcd's revision); a list's ``metadata.resourceVersion`` is that global
+  value at list time, not the largest item version; list items carry no
+  ``kind``/``apiVersion`` (the list does), watch event objects do;
+- ``limit``/``continue`` pagination from a consistent snapshot; a continue
+  token older than the event history is ``410 Expired``;
+- ``watch=1`` answers ``200`` with a chunked stream of JSON lines
+  ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}``; without
+  ``resourceVersion`` (or ``"0"``) it starts with synthetic ADDED events of the
+  current state; a ``resourceVersion`` older than the retained event history
+  gets an ``ERROR`` event carrying a ``Status`` with code 410 (reason
+  ``Expired``, "too old resource version"), then the stream ends, as the
+  watch cache does (or, with ``gone_as_http``, an HTTP ``410 Gone`` reply, as
+  a watch served from etcd gets); BOOKMARK events (only with ``allowWatchBookmarks=true``)
+  carry only ``kind``, ``apiVersion`` and ``metadata.resourceVersion``;
+  ``timeoutSeconds`` ends the stream cleanly;
+- a field selector turns an object moving out of (into) the selection into a
+  DELETED (ADDED) event, as the watch cache does;
+- PUT with a stale ``metadata.resourceVersion`` is ``409 Conflict``; PUT to
+  ``/status`` changes only ``status``; POST of an existing name is ``409
+  AlreadyExists``; PATCH applies a JSON merge patch (strategic merge patches
+  are treated alike: the same for the maps and scalars kxds patches);
+- errors are ``Status`` objects with ``code``, ``reason`` and ``message``.
+
+Test controls: :meth:`FakeApi.cut_watches` (close every watch stream without
+the terminating chunk), :meth:`FakeApi.freeze_watches` (streams go silent but
+stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact` (forget event history, so
+older versions get 410), :meth:`FakeApi.go_offline` (connection refused, or
+``503``) and :meth:`FakeApi.go_online`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+Obj = dict[str, Any]
+
+# (group/version path prefix, plural) -> (apiVersion, kind, namespaced)
+RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
+    ("/api/v1", "services"): ("v1", "Service", True),
+    ("/api/v1", "secrets"): ("v1", "Secret", True),
+    ("/api/v1", "pods"): ("v1", "Pod", True),
+    ("/api/v1", "namespaces"): ("v1", "Namespace", False),
+    ("/api/v1", "events"): ("v1", "Event", True),
+    ("/apis/discovery.k8s.io/v1", "endpointslices"): ("discovery.k8s.io/v1", "EndpointSlice", True),
+    ("/apis/networking.k8s.io/v1", "ingresses"): ("networking.k8s.io/v1", "Ingress", True),
+    ("/apis/networking.k8s.io/v1", "ingressclasses"):
+        ("networking.k8s.io/v1", "IngressClass", False),
+    ("/apis/networking.k8s.io/v1", "networkpolicies"):
+        ("networking.k8s.io/v1", "NetworkPolicy", True),
+    ("/apis/coordination.k8s.io/v1", "leases"): ("coordination.k8s.io/v1", "Lease", True),
+}
+BY_KIND = {(v[0], v[1]): k for k, v in RESOURCES.items()}
+
+Resource = tuple[str, str]
+Key = tuple[Resource, str, str]
+
+
+def status(code: int, reason: str, message: str) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+@dataclass
+class Change:
+    rv: int
+    key: Key
+    obj: Obj | None
+    """The object after the change; None for a deletion."""
+    prev: Obj | None
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.body = status(code, reason, message)
+
+
+def _field_match(obj: Obj, selector: str) -> bool:
+    for term in filter(None, selector.split(",")):
+        name, _, want = term.partition("=")
+        value: Any = obj
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value or "") != want:
+            return False
+    return True
+
+
+def _label_match(obj: Obj, selector: str) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        name, _, want = term.partition("=")
+        if labels.get(name) != want:
+            return False
+    return True
+
+
+@dataclass
+class Query:
+    resource: Resource
+    namespace: str | None
+    field_selector: str = ""
+    label_selector: str = ""
+
+    def matches(self, key: Key, obj: Obj | None) -> bool:
+        return (obj is not None and key[0] == self.resource
+                and (self.namespace is None or key[1] == self.namespace)
+                and _field_match(obj, self.field_selector)
+                and _label_match(obj, self.label_selector))
+
+
+class FakeApi:
+    """The in-memory API server; see the module docstring for its behaviour."""
+
+    def __init__(self, *, history: int = 10_000, bookmark_interval: float = 0.2,
+                 default_watch_timeout: float = 30.0) -> None:
+        self.lock = threading.Condition()
+        self.rv = 100
+        self.objects: dict[Key, Obj] = {}
+        self.history: deque[Change] = deque(maxlen=history)
+        self.oldest = self.rv
+        """Watches and continue tokens from versions below this get 410."""
+        self.bookmark_interval = bookmark_interval
+        self.default_watch_timeout = default_watch_timeout
+        self.offline: str | None = None
+        self.requests: list[tuple[str, str]] = []
+        self.on_request: Callable[[str, str], None] | None = None
+        """Called with (method, path) before a request is handled (to inject races)."""
+        self._epoch = 0
+        self._streams = 0
+        self._frozen_below = 0
+        self.gone_as_http = False
+        """Answer a too-old watch with HTTP 410 instead of an ERROR event (both happen)."""
+        self._server: ThreadingHTTPServer | None = None
+        self._port = 0
+        self._open: set[socket.socket] = set()
+        """Connections streaming a watch."""
+        self._conns: set[socket.socket] = set()
+        """Every open connection."""
+
+    # --- lifecycle ------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> FakeApi:
+        api = self
+
+        class Handler(_Handler):
+            fake = api
+
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        server.daemon_threads = True
+        self._port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.cut_watches()
+
+    def go_offline(self, mode: str = "refuse") -> None:
+        """``refuse``: close the listening socket (connection refused); ``503``: answer 503."""
+        self.cut_watches()
+        if mode == "refuse":
+            self.stop()
+            with self.lock:
+                conns = list(self._conns)
+            for conn in conns:  # kept-alive connections must not outlive the listener
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        else:
+            self.offline = mode
+
+    def go_online(self) -> None:
+        self.offline = None
+        if self._server is None:
+            self.start()
+
+    def cut_watches(self) -> None:
+        """Drop every open watch connection mid-stream (no terminating chunk)."""
+        with self.lock:
+            self._epoch += 1
+            conns = list(self._open)
+            self._open.clear()
+            self.lock.notify_all()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def freeze_watches(self) -> None:
+        """Make every open watch go silent without closing (a peer that vanished)."""
+        with self.lock:
+            self._frozen_below = self._streams
+
+    def too_old(self, rv: str) -> str:
+        """Why a watch from ``rv`` cannot be served ("" when it can)."""
+        with self.lock:
+            if rv in ("", "0") or int(rv) >= self.oldest - 1:
+                return ""
+            return f"too old resource version: {rv} ({self.oldest - 1})"
+
+    def compact(self) -> None:
+        """Forget the event history, as etcd compaction does."""
+        with self.lock:
+            self.history.clear()
+            self.oldest = self.rv + 1
+
+    def count(self, method: str, path_prefix: str, query: str = "") -> int:
+        with self.lock:
+            return sum(1 for m, p in self.requests
+                       if m == method and p.startswith(path_prefix) and query in p)
+
+    # --- object store --------------------------------------------------------------
+
+    def _key(self, obj: Obj) -> Key:
+        res = BY_KIND[(obj["apiVersion"], obj["kind"])]
+        meta = obj["metadata"]
+        ns = meta.get("namespace", "default") if RESOURCES[res][2] else ""
+        return (res, ns, meta["name"])
+
+    def _record(self, key: Key, obj: Obj | None) -> None:
+        """Store ``obj`` (None deletes) at the next version; called with the lock held."""
+        self.rv += 1
+        prev = self.objects.get(key)
+        if obj is None:
+            self.objects.pop(key, None)
+        else:
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            self.objects[key] = obj
+        if len(self.history) == self.history.maxlen:
+            self.oldest = self.history[0].rv + 1
+        # Stored objects are replaced, never mutated, so sharing them here is safe.
+        self.history.append(Change(self.rv, key, obj, prev))
+        self.lock.notify_all()
+
+    def apply(self, obj: Obj) -> Obj:
+        """Create or replace ``obj`` (test helper, no concurrency check)."""
+        obj = copy.deepcopy(obj)
+        with self.lock:
+            key = self._key(obj)
+            meta = obj["metadata"]
+            if RESOURCES[key[0]][2]:
+                meta["namespace"] = key[1]
+            old = self.objects.get(key)
+            meta.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", old["metadata"]["creationTimestamp"] if old
+                            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            self._record(key, obj)
+            return copy.deepcopy(obj)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        with self.lock:
+            key = (BY_KIND[(api_version, kind)], namespace, name)
+            if key in self.objects:
+                self._record(key, None)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self.objects.get((BY_KIND[(api_version, kind)], namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def _state_at(self, rv: int) -> dict[Key, Obj]:
+        """Every object as of ``rv``, by undoing newer changes (needs the history)."""
+        if rv < self.oldest - 1:
+            raise ApiError(410, "Expired", "The provided continue parameter is too old "
+                           "to display a consistent list result.")
+        state = dict(self.objects)
+        for change in reversed(self.history):
+            if change.rv <= rv:
+                break
+            if change.prev is None:
+                state.pop(change.key, None)
+            else:
+                state[change.key] = change.prev
+        return state
+
+    # --- list and watch -----------------------------------------------------------
+
+    def list(self, q: Query, limit: int, cont: str) -> Obj:
+        with self.lock:
+            if cont:
+                token = json.loads(base64.b64decode(cont))
+                rv, after = int(token["rv"]), tuple(token["after"])
+            else:
+                rv, after = self.rv, ()
+            state = self._state_at(rv)
+            keys = sorted(k for k, o in state.items() if q.matches(k, o) and k[1:] > after)
+            page = keys[:limit] if limit else keys
+            items = []
+            for k in page:
+                item = copy.deepcopy(state[k])
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
+                items.append(item)
+            meta: Obj = {"resourceVersion": str(rv)}
+            if limit and len(keys) > limit:
+                last = page[-1][1:]
+                meta["continue"] = base64.b64encode(
+                    json.dumps({"rv": rv, "after": last}).encode()).decode()
+                meta["remainingItemCount"] = len(keys) - limit
+        api_version, kind, _ = RESOURCES[q.resource]
+        return {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta,
+                "items": items}
+
+    def watch(self, q: Query, rv: str, bookmarks: bool, timeout: float) -> Iterator[Obj]:
+        """Yield watch events until the timeout, a cut, or the caller stops."""
+        deadline = time.monotonic() + timeout
+        api_version, kind, _ = RESOURCES[q.resource]
+        with self.lock:
+            epoch = self._epoch
+            stream = self._streams
+            self._streams += 1
+            too_old = ""
+            pending: list[Obj] = []
+            if rv in ("", "0"):
+                pending = [{"type": "ADDED", "object": copy.deepcopy(o)}
+                           for k, o in sorted(self.objects.items()) if q.matches(k, o)]
+                since = self.rv
+            else:
+                since = int(rv)
+                if since < self.oldest - 1:
+                    too_old = f"too old resource version: {since} ({self.oldest - 1})"
+        if too_old:
+            yield {"type": "ERROR", "object": status(410, "Expired", too_old)}
+            return
+        yield from pending
+        next_bookmark = time.monotonic() + self.bookmark_interval
+        while True:
+            with self.lock:
+                while stream < self._frozen_below and self._epoch == epoch:
+                    self.lock.wait(0.1)  # a dead peer: nothing more, ever, until cut
+                if self._epoch != epoch:
+                    return
+                events = self._events_since(q, since)
+                if not events:
+                    wait = min(deadline, next_bookmark) - time.monotonic()
+                    if wait > 0:
+                        self.lock.wait(wait)
+                    if stream < self._frozen_below or self._epoch != epoch:
+                        continue  # frozen or cut while waiting
+                    events = self._events_since(q, since)
+                since = self.rv
+                current = self.rv
+            yield from events
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if bookmarks and now >= next_bookmark:
+                next_bookmark = now + self.bookmark_interval
+                yield {"type": "BOOKMARK", "object": {
+                    "kind": kind, "apiVersion": api_version,
+                    "metadata": {"resourceVersion": str(current)}}}
+
+    def _events_since(self, q: Query, since: int) -> list[Obj]:
+        out = []
+        for change in self.history:
+            if change.rv <= since:
+                continue
+            was, now = q.matches(change.key, change.prev), q.matches(change.key, change.obj)
+            if now:
+                out.append({"type": "MODIFIED" if was else "ADDED",
+                            "object": copy.deepcopy(change.obj)})
+            elif was:
+                gone = copy.deepcopy(change.obj or change.prev)
+                assert gone is not None
+                # A deletion is reported with the object's last state at the deletion's
+                # version; an object leaving the selection, with its new state.
+                gone["metadata"]["resourceVersion"] = str(change.rv)
+                out.append({"type": "DELETED", "object": gone})
+        return out
+
+    # --- writes ------------------------------------------------------------------------
+
+    def create(self, res: Resource, ns: str, body: Obj) -> Obj:
+        with self.lock:
+            name = body.get("metadata", {}).get("name")
+            if not name:
+                raise ApiError(422, "Invalid", "metadata.name: Required value")
+            api_version, kind, namespaced = RESOURCES[res]
+            key = (res, ns if namespaced else "", name)
+            if key in self.objects:
+                raise ApiError(409, "AlreadyExists", f'{res[1]} "{name}" already exists')
+            obj = copy.deepcopy(body)
+            obj.update(apiVersion=api_version, kind=kind)
+            meta = obj["metadata"]
+            if namespaced:
+                meta["namespace"] = ns
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._record(key, obj)
+            return copy.deepcopy(obj)
+
+    def replace(self, key: Key, body: Obj, subresource: str) -> Obj:
+        with self.lock:
+            current = self.objects.get(key)
+            if current is None:
+                raise ApiError(404, "NotFound", f'{key[0][1]} "{key[2]}" not found')
+            want = str(body.get("metadata", {}).get("resourceVersion") or "")
+            if want and want != current["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {key[0][1]} '
+                               f'"{key[2]}": the object has been modified; please apply your '
+                               "changes to the latest version and try again")
+            if subresource == "status":
+                obj = copy.deepcopy(current)
+                obj["status"] = copy.deepcopy(body.get("status") or {})
+            else:
+                obj = copy.deepcopy(body)
+                obj["metadata"].update({k: current["metadata"][k]
+                                        for k in ("uid", "creationTimestamp", "namespace")
+                                        if k in current["metadata"]})
+                obj.update(apiVersion=current["apiVersion"], kind=current["kind"])
+                obj.setdefault("status", current.get("status"))
+                if obj["status"] is None:
+                    del obj["status"]
+            self._record(key, obj)
+            return copy.deepcopy(obj)
+
+    def patch(self, key: Key, body: Obj) -> Obj:
+        with self.lock:
+            current = self.objects.get(key)
+            if current is None:
+                raise ApiError(404, "NotFound", f'{key[0][1]} "{key[2]}" not found')
+            obj = merge_patch(current, body)
+            obj["metadata"]["name"] = key[2]
+            self._record(key, obj)
+            return copy.deepcopy(obj)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeApi
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake.lock:
+            self.fake._conns.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def _route(self) -> tuple[Resource, str | None, str, str, dict[str, str]]:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        parts = [p for p in url.path.split("/") if p]
+        prefix_len = 2 if parts[:1] == ["api"] else 3
+        prefix, rest = "/" + "/".join(parts[:prefix_len]), parts[prefix_len:]
+        ns = None
+        if rest[:1] == ["namespaces"] and len(rest) >= 3:
+            ns, rest = rest[1], rest[2:]
+        res = (prefix, rest[0])
+        if res not in RESOURCES:
+            raise ApiError(404, "NotFound", f"the server could not find {url.path}")
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        return res, ns, name, sub, query
+
+    def _send_json(self, code: int, body: Obj) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Obj:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")  # type: ignore[no-any-return]
+
+    def _handle(self, method: str) -> None:
+        with self.fake.lock:
+            self.fake.requests.append((method, self.path))
+        if self.fake.on_request is not None:
+            self.fake.on_request(method, self.path)
+        if self.fake.offline == "503":
+            self._send_json(503, status(503, "ServiceUnavailable", "apiserver is shutting down"))
+            return
+        try:
+            res, ns, name, sub, query = self._route()
+            key = (res, ns or "", name)
+            if method == "GET" and not name:
+                self._list_or_watch(res, ns, query)
+            elif method == "GET":
+                obj = self.fake.get(*RESOURCES[res][:2], ns or "", name)
+                if obj is None:
+                    raise ApiError(404, "NotFound", f'{res[1]} "{name}" not found')
+                self._send_json(200, obj)
+            elif method == "POST":
+                self._send_json(201, self.fake.create(res, ns or "", self._body()))
+            elif method == "PUT":
+                self._send_json(200, self.fake.replace(key, self._body(), sub))
+            elif method == "PATCH":
+                self._send_json(200, self.fake.patch(key, self._body()))
+            else:
+                raise ApiError(405, "MethodNotAllowed", method)
+        except ApiError as e:
+            self._send_json(e.body["code"], e.body)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def _list_or_watch(self, res: Resource, ns: str | None, query: dict[str, str]) -> None:
+        q = Query(res, ns, query.get("fieldSelector", ""), query.get("labelSelector", ""))
+        if query.get("watch") not in ("true", "1", "True"):
+            self._send_json(200, self.fake.list(q, int(query.get("limit") or 0),
+                                                query.get("continue", "")))
+            return
+        timeout = float(query.get("timeoutSeconds") or self.fake.default_watch_timeout)
+        gone = self.fake.too_old(query.get("resourceVersion", ""))
+        if gone and self.fake.gone_as_http:
+            self._send_json(410, status(410, "Gone", gone))
+            return
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "True", "1")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        with self.fake.lock:
+            self.fake._open.add(self.connection)
+        try:
+            for event in self.fake.watch(q, query.get("resourceVersion", ""), bookmarks, timeout):
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            with self.fake.lock:
+                cut = self.connection not in self.fake._open
+            if not cut:  # a clean end: the terminating chunk
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            with self.fake.lock:
+                self.fake._open.discard(self.connection)
+            self.close_connection = True
+
+
+# --- driving a source against it ------------------------------------------------------
+
+
+def kubeconfig(url: str, path: str) -> str:
+    """Write a kubeconfig for ``url`` (bearer token auth, which the fake ignores)."""
+    text = f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{url}"}}}}]
+users: [{{name: fake, user: {{token: test-token}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]
+current-context: fake
+"""
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class SourceRunner:
+    """Runs an ``async run(publish)`` source on its own event loop thread; records states."""
+
+    def __init__(self, source: Any) -> None:
+        import asyncio
+
+        self.source = source
+        self.states: list[Any] = []
+        self.cond = threading.Condition()
+        self.loop = asyncio.new_event_loop()
+        self._task: Any = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _publish(self, state: Any) -> None:
+        with self.cond:
+            self.states.append(state)
+            self.cond.notify_all()
+
+    def _main(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        self._task = self.loop.create_task(self.source.run(self._publish))
+        with contextlib.suppress(BaseException):
+            self.loop.run_until_complete(self._task)
+
+    def __enter__(self) -> SourceRunner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(lambda: self._task.cancel())
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "source did not stop"
+        self.loop.close()
+
+    def wait(self, pred: Any, timeout: float = 10.0, what: str = "state") -> Any:
+        """The first published state (latest first) satisfying ``pred``, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                if self.states and pred(self.states[-1]):
+                    return self.states[-1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last = self.states[-1] if self.states else None
+                    raise AssertionError(f"timed out waiting for {what}; "
+                                         f"{len(self.states)} states, last: {last!r:.2000}")
+                self.cond.wait(left)
+
+    @property
+    def count(self) -> int:
+        with self.cond:
+            return len(self.states)

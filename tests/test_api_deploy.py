@@ -1,0 +1,203 @@
+"""deploy/: the manifests parse into the ``kubernetes`` client's models, and RBAC covers kxds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+from fakeapi import RESOURCES, FakeApi
+from test_api_source import FAST, OTHERS, ingress, secret, svc
+
+from kxds.cli import _parser, cmd_bootstrap
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.kube.api import ApiOptions, ApiSource
+from kxds.kube.client import KubeClient
+from kxds.kube.events import EventRecorder
+from kxds.kube.leader import LeaderElector
+from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.translators.config import TranslateConfig
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+FILES = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def documents() -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{p.name}:{d['kind']}/{d['metadata']['name']}", d)
+            for p in FILES for d in yaml.safe_load_all(p.read_text()) if d]
+
+
+DOCS = documents()
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for _, d in DOCS if d["kind"] == kind]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for d in by_kind(kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+@pytest.mark.parametrize("doc", [d for _, d in DOCS], ids=[i for i, _ in DOCS])
+def test_manifest_parses_into_the_client_model_without_losing_fields(doc: dict[str, Any]) -> None:
+    from kubernetes import client
+
+    api = client.ApiClient()
+    model = f"V1{doc['kind']}"  # every kind here is at version v1 of its group
+    assert doc["apiVersion"].endswith("/v1") or doc["apiVersion"] == "v1"
+    # Typed validation (required fields, types) happens in deserialize; a field
+    # the model does not know (a typo) is dropped, so the round trip shows it.
+    parsed = api.deserialize(json.dumps(doc), model, "application/json")
+    assert api.sanitize_for_serialization(parsed) == doc
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == [p.name for p in FILES]
+
+
+@pytest.mark.parametrize("name", ["kxds-edge-bootstrap", "kxds-node-bootstrap"])
+def test_bootstrap_configmaps_are_what_kxds_bootstrap_renders(name: str, tmp_path: Path) -> None:
+    text = one("ConfigMap", name)["data"]["bootstrap.yaml"]
+    [command] = [line.split("Rendered by: ", 1)[1] for line in text.splitlines()
+                 if "Rendered by: " in line]
+    out = tmp_path / "bootstrap.yaml"
+    args = _parser().parse_args([*shlex.split(command)[1:], "-o", str(out)])
+    assert cmd_bootstrap(args) == 0
+    assert out.read_text() == text
+
+
+def test_workloads_are_wired_as_documented() -> None:
+    kxds = one("Deployment", "kxds")
+    assert kxds["spec"]["replicas"] == 2
+    [c] = kxds["spec"]["template"]["spec"]["containers"]
+    args = _parser().parse_args(c["args"])  # every flag exists in kxds serve
+    assert args.in_cluster and args.leader_elect and args.publish_service == "kxds/kxds-edge"
+    admin_port = int(args.admin_address.rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["admin"] == admin_port
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert kxds["spec"]["template"]["spec"]["serviceAccountName"] == "kxds"
+
+    edge_svc = one("Service", "kxds-edge")
+    assert edge_svc["spec"]["type"] == "LoadBalancer"
+    assert edge_svc["spec"]["externalTrafficPolicy"] == "Local"
+    xds = {p["name"]: p["port"] for p in one("Service", "kxds")["spec"]["ports"]}["xds"]
+    for name in ("kxds-edge-bootstrap", "kxds-node-bootstrap"):
+        assert "kxds.kxds.svc.cluster.local\n" in one("ConfigMap", name)["data"]["bootstrap.yaml"]
+        assert f"port_value: {xds}\n" in one("ConfigMap", name)["data"]["bootstrap.yaml"]
+
+    node = one("DaemonSet", "kxds-node")["spec"]["template"]["spec"]
+    assert node["hostNetwork"] is True
+    [envoy] = node["containers"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in envoy["env"]}
+    assert env == {"NODE_NAME": "spec.nodeName"}
+    merged = json.loads(envoy["args"][envoy["args"].index("--config-yaml") + 1])
+    assert merged == {"node": {"metadata": {"node_name": "$(NODE_NAME)"}}}
+
+    [cls] = by_kind("IngressClass")
+    assert cls["metadata"]["name"] == "kxds"
+    assert cls["spec"]["controller"] == "kxds.io/ingress-controller"
+
+
+# --- RBAC: every request kxds makes is allowed -----------------------------------------
+
+
+def requests_made(api: FakeApi) -> list[tuple[str, str]]:
+    """Run every API client kxds has (source, status, events, leader) against the fake."""
+    for obj in [svc("web"), ingress("shop", tls_secret="tls"), secret("tls"), *OTHERS,
+                {"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "kxds-edge", "namespace": "kxds"},
+                 "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}]:
+        api.apply(obj)
+    client = KubeClient.for_url(api.url)
+
+    async def main() -> None:
+        source = ApiSource(client, ApiOptions(**FAST))
+        writer = StatusWriter(client, StatusConfig(publish_service=("kxds", "kxds-edge")),
+                              TranslateConfig())
+        elector = LeaderElector(client, "kxds", "kxds", "me", lease_duration=2,
+                                renew_deadline=1.5, retry_period=0.2)
+        ready = asyncio.Event()
+        source.subscribe(lambda s: ready.set())
+        source.subscribe(writer.update)
+        tasks = [asyncio.create_task(source.run(lambda s: None)),
+                 asyncio.create_task(writer.run()), asyncio.create_task(elector.run())]
+        await asyncio.wait_for(ready.wait(), 10)
+        while api.count("PUT", "/apis/networking.k8s.io/v1/namespaces/default/ingresses") < 1:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # a few renewals
+        recorder = EventRecorder(client)
+        diag = Diagnostic(ObjectRef("Ingress", "default", "shop"), "", Reason.CONFLICT, "x")
+        await asyncio.to_thread(recorder.emit, diag)
+        await asyncio.to_thread(recorder.emit, diag)  # the PATCH
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # the release PUT
+
+    asyncio.run(main())
+    with api.lock:
+        return list(api.requests)
+
+
+def to_attributes(method: str, path: str) -> tuple[str, str, str, str]:
+    """(apiGroup, resource[/subresource], verb, namespace) as the authorizer sees them."""
+    url = urlsplit(path)
+    parts = [p for p in url.path.split("/") if p]
+    n = 2 if parts[0] == "api" else 3
+    group = "" if parts[0] == "api" else parts[1]
+    rest, ns = parts[n:], ""
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        ns, rest = rest[1], rest[2:]
+    assert any(rest[0] == r[1] for r in RESOURCES), path
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    query = parse_qs(url.query)
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method, "get" if named else "watch" if query.get("watch") else "list")
+    return group, resource, verb, ns
+
+
+def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+               for r in rules)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi(bookmark_interval=0.1).start()
+    yield fake
+    fake.stop()
+
+
+def test_rbac_allows_every_request_kxds_makes(api: FakeApi) -> None:
+    cluster_rules = one("ClusterRole", "kxds")["rules"]
+    role = one("Role", "kxds-leader-election")
+    seen = {to_attributes(m, p) for m, p in requests_made(api)}
+    assert {v for _, _, v, _ in seen} >= {"get", "list", "watch", "create", "update", "patch"}
+    for group, resource, verb, ns in sorted(seen):
+        ok = allowed(cluster_rules, group, resource, verb) or (
+            ns == role["metadata"]["namespace"] and allowed(role["rules"], group, resource, verb))
+        assert ok, f"RBAC does not allow {verb} {group or 'core'}/{resource} in {ns or '-'}"
+    # Least privilege: nothing granted that kxds never uses.
+    used = {(g, r, v) for g, r, v, _ in seen}
+    for rule in [*cluster_rules, *role["rules"]]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert (g, r, v) in used or v in ("get", "list", "watch"), (g, r, v)
+
+
+def test_bindings_name_the_service_account() -> None:
+    sa = one("ServiceAccount", "kxds")
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        [binding] = by_kind(kind)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": sa["metadata"]["namespace"]}]

@@ -1,0 +1,294 @@
+"""The API source against the in-test API server, through the real ``kubernetes`` client."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from fakeapi import FakeApi, SourceRunner
+
+from kxds.kube.api import ApiOptions, ApiSource
+from kxds.kube.client import KubeClient
+from kxds.kube.loader import load_text
+from kxds.kube.models import ClusterState
+
+FAST = dict(watch_timeout=2.0, read_timeout=5.0, connect_timeout=1.0,
+            backoff_initial=0.05, backoff_max=0.2)
+
+B64 = base64.b64encode(b"not checked here").decode()
+
+
+def svc(name: str, ns: str = "default", port: int = 80) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port}]}}
+
+
+def eps(name: str, addresses: list[str], ns: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-abc", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses]}
+
+
+def secret(name: str, type_: str = "kubernetes.io/tls", ns: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+            "type": type_, "data": {"tls.crt": B64, "tls.key": B64}}
+
+
+def ingress(name: str, tls_secret: str | None = None, ns: str = "default") -> dict[str, Any]:
+    spec: dict[str, Any] = {"ingressClassName": "kxds", "rules": [{"host": "a.example", "http": {
+        "paths": [{"path": "/", "pathType": "Prefix",
+                   "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+    if tls_secret:
+        spec["tls"] = [{"hosts": ["a.example"], "secretName": tls_secret}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+OTHERS: list[dict[str, Any]] = [
+    {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "kxds"},
+     "spec": {"controller": "kxds.io/ingress-controller"}},
+    {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+     "metadata": {"name": "only-office", "namespace": "default"},
+     "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+              "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}},
+    {"apiVersion": "v1", "kind": "Namespace",
+     "metadata": {"name": "default", "labels": {"team": "a"}}},
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+     "spec": {"nodeName": "n1", "containers": [
+         {"name": "c", "image": "x", "ports": [{"name": "http", "containerPort": 8080}]}]},
+     "status": {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}]}},
+    # Bad input: becomes a problem in the state, like the manifest loader's.
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "broken", "namespace": "default"},
+     "spec": {"ports": [{"port": "eighty"}]}},
+]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi(bookmark_interval=0.1).start()
+    yield fake
+    fake.stop()
+
+
+def source(api: FakeApi, **options: Any) -> ApiSource:
+    return ApiSource(KubeClient.for_url(api.url), ApiOptions(**{**FAST, **options}))
+
+
+def services(state: ClusterState) -> set[str]:
+    return {name for _, name in state.services}
+
+
+def populate(api: FakeApi) -> None:
+    for obj in [svc("web"), eps("web", ["10.1.0.5"]), ingress("shop", tls_secret="shop-tls"),
+                secret("shop-tls"), secret("unreferenced"), *OTHERS]:
+        api.apply(obj)
+
+
+def test_first_sync_equals_the_manifest_loader(api: FakeApi) -> None:
+    populate(api)
+    # Not TLS: the server filters it out of the watch (field selector).
+    api.apply({**secret("opaque", "Opaque")})
+    with SourceRunner(source(api, page_size=1)) as run:
+        state = run.wait(lambda s: True)
+    # The same objects, as the API stores them, through the manifest loader:
+    stored = [o for k, o in sorted(api.objects.items()) if k[0][1] not in ("secrets",)]
+    stored.append(api.objects[(("/api/v1", "secrets"), "default", "shop-tls")])
+    expected = load_text(yaml.safe_dump_all(stored))
+    assert state == expected
+    assert {k for k in state.secrets} == {("default", "shop-tls")}
+    assert [str(p.ref) for p in state.problems] == ["Service default/broken"]
+    # Pagination was used (limit 1), one consistent snapshot per kind.
+    assert api.count("GET", "/api/v1/services", "continue=") >= 1
+
+
+def test_nothing_before_every_kind_listed_then_one_state(api: FakeApi) -> None:
+    populate(api)
+    api.go_offline("503")
+    with SourceRunner(source(api)) as run:
+        time.sleep(0.5)
+        assert run.count == 0, "published before the first complete sync"
+        api.go_online()
+        state = run.wait(lambda s: True)
+        assert services(state) == {"web"}
+        assert len(state.pods) == 1
+
+
+def test_api_unreachable_at_start(api: FakeApi) -> None:
+    populate(api)
+    api.go_offline("refuse")
+    with SourceRunner(source(api)) as run:
+        time.sleep(0.5)
+        assert run.count == 0
+        api.go_online()
+        run.wait(lambda s: services(s) == {"web"})
+
+
+def test_churn_converges_to_the_servers_state(api: FakeApi) -> None:
+    populate(api)
+    with SourceRunner(source(api)) as run:
+        run.wait(lambda s: True)
+        for i in range(40):
+            api.apply(eps("web", [f"10.1.1.{j}" for j in range(i % 7 + 1)]))
+            api.apply(svc(f"s{i}"))
+            if i % 3 == 0:
+                api.delete("v1", "Service", "default", f"s{i}")
+        want = {"web"} | {f"s{i}" for i in range(40) if i % 3}
+
+        def addresses(s: ClusterState) -> int:
+            slice_ = s.endpoint_slices[("default", "web-abc")]
+            return sum(len(e.addresses) for e in slice_.endpoints)
+
+        # Kinds are watched independently: converge on both.
+        run.wait(lambda s: services(s) == want and addresses(s) == 39 % 7 + 1)
+    assert api.count("GET", "/api/v1/services", "watch=") >= 1
+
+
+def test_cut_watch_keeps_state_and_resumes_without_relisting(api: FakeApi) -> None:
+    populate(api)
+    with SourceRunner(source(api)) as run:
+        run.wait(lambda s: True)
+        lists = api.count("GET", "/api/v1/services", "limit=")
+        api.cut_watches()
+        api.apply(svc("after-cut"))
+        state = run.wait(lambda s: "after-cut" in services(s))
+        # Nothing was lost in between: no state lacked the known objects.
+        assert all("web" in services(s) and s.problems for s in run.states)
+        assert state.pods
+        # Resumed from its resourceVersion: no new list.
+        assert api.count("GET", "/api/v1/services", "limit=") == lists
+
+
+@pytest.mark.parametrize("as_http", [False, True], ids=["error-event", "http-410"])
+def test_410_gone_relists_and_sees_what_happened_meanwhile(api: FakeApi, as_http: bool) -> None:
+    populate(api)
+    api.gone_as_http = as_http
+    with SourceRunner(source(api)) as run:
+        run.wait(lambda s: True)
+        lists = api.count("GET", "/api/v1/services", "limit=")
+        api.go_offline("503")
+        api.delete("v1", "Service", "default", "web")
+        api.apply(svc("new"))
+        api.compact()  # the versions the watches hold are now too old
+        api.go_online()
+        state = run.wait(lambda s: services(s) == {"new"})
+        assert api.count("GET", "/api/v1/services", "limit=") > lists
+        assert state.pods, "other kinds kept"
+
+
+def test_outage_midway_publishes_nothing_then_catches_up(api: FakeApi) -> None:
+    populate(api)
+    with SourceRunner(source(api)) as run:
+        run.wait(lambda s: True)
+        before = run.count
+        api.go_offline("refuse")
+        api.apply(svc("during-outage"))
+        time.sleep(0.6)
+        assert run.count == before, "published while the API was unreachable"
+        api.go_online()
+        run.wait(lambda s: "during-outage" in services(s))
+
+
+def test_bookmarks_keep_quiet_watches_fresh(api: FakeApi) -> None:
+    populate(api)
+    with SourceRunner(source(api)) as run:
+        run.wait(lambda s: True)
+        secret_lists = api.count("GET", "/api/v1/secrets", "limit=")
+        for i in range(20):  # changes secrets never see: only bookmarks advance them
+            api.apply(svc(f"busy{i}"))
+        run.wait(lambda s: "busy19" in services(s))
+        time.sleep(0.4)  # a few bookmark intervals
+        api.compact()
+        api.cut_watches()
+        api.apply(svc("later"))
+        run.wait(lambda s: "later" in services(s))
+        time.sleep(0.3)
+        assert api.count("GET", "/api/v1/secrets", "limit=") == secret_lists
+
+
+def test_secret_referenced_later_appears_without_a_secret_event(api: FakeApi) -> None:
+    populate(api)
+    api.apply(secret("later-tls"))
+    with SourceRunner(source(api)) as run:
+        state = run.wait(lambda s: True)
+        assert ("default", "later-tls") not in state.secrets
+        api.apply(ingress("other", tls_secret="later-tls"))
+        run.wait(lambda s: ("default", "later-tls") in s.secrets)
+        api.delete("networking.k8s.io/v1", "Ingress", "default", "other")
+        run.wait(lambda s: ("default", "later-tls") not in s.secrets)
+
+
+def test_pods_are_stripped_to_what_policies_need(api: FakeApi) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "default", "labels": {"app": "x"},
+                        "annotations": {"big": "x" * 10_000},
+                        "managedFields": [{"manager": "kubelet"}]},
+           "spec": {"nodeName": "n2", "volumes": [{"name": "v"}], "containers": [
+               {"name": "c", "image": "i", "env": [{"name": "A", "value": "1"}],
+                "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]},
+           "status": {"phase": "Running", "podIPs": [{"ip": "10.1.0.9"}, {"ip": "fd00::9"}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}}
+    api.apply(pod)
+    with SourceRunner(source(api)) as run:
+        state = run.wait(lambda s: ("default", "p") in s.pods)
+        p = state.pods[("default", "p")]
+        assert p.meta.labels == {"app": "x"}
+        assert p.meta.annotations == {}
+        assert p.node_name == "n2"
+        assert p.pod_ips == ("10.1.0.9", "fd00::9")
+        assert [(c.name, c.port, c.protocol) for c in p.container_ports] == [("dns", 53, "UDP")]
+        # A status-only change (conditions) is not a change to kxds: no new state.
+        before = run.count
+        pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+        api.apply(pod)
+        api.apply(svc("marker"))
+        run.wait(lambda s: "marker" in services(s))
+        assert run.count == before + 1
+
+
+def test_namespace_limit_watches_one_namespace(api: FakeApi) -> None:
+    populate(api)
+    api.apply(svc("elsewhere", ns="other"))
+    with SourceRunner(source(api, namespace="default")) as run:
+        state = run.wait(lambda s: True)
+        assert ("other", "elsewhere") not in state.services
+        assert ("default", "web") in state.services
+        assert state.namespaces, "cluster-scoped kinds are still watched"
+    assert api.count("GET", "/api/v1/namespaces/default/services")
+
+
+def test_expired_continue_token_restarts_the_list(api: FakeApi) -> None:
+    populate(api)
+    for i in range(5):
+        api.apply(svc(f"page{i}"))
+    compacted: list[str] = []
+
+    def compact_mid_list(method: str, path: str) -> None:
+        # History is compacted between two pages of the services list: the
+        # continue token is now too old (410 Expired) and the list must restart.
+        if "/services?" in path and "continue=" in path and not compacted:
+            compacted.append(path)
+            api.apply(svc("between-pages"))
+            api.compact()
+
+    api.on_request = compact_mid_list
+    with SourceRunner(source(api, page_size=2)) as run:
+        state = run.wait(lambda s: "between-pages" in services(s))
+    assert compacted
+    assert services(state) == {"web", "between-pages"} | {f"page{i}" for i in range(5)}
+
+
+def test_silent_dead_watch_is_detected_by_the_read_timeout(api: FakeApi) -> None:
+    populate(api)
+    with SourceRunner(source(api, read_timeout=0.5)) as run:
+        run.wait(lambda s: True)
+        api.bookmark_interval = 60.0  # nothing else would arrive to keep it alive
+        api.freeze_watches()
+        api.apply(svc("after-freeze"))
+        run.wait(lambda s: "after-freeze" in services(s), timeout=3)

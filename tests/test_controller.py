@@ -1,0 +1,239 @@
+"""The controller: debounce, consistency gate, views per group, rebuild sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from kxds import controller as controller_module
+from kxds.controller import EDGE_DEFAULT, Controller
+from kxds.diagnostics import ObjectRef
+from kxds.envoy.resource import CLUSTER, ROUTE
+from kxds.ir import (
+    IR,
+    Forward,
+    MatchKind,
+    PathMatch,
+    Route,
+    RouteTable,
+    VirtualHost,
+    WeightedBackend,
+)
+from kxds.kube.loader import load_text
+from kxds.kube.models import ClusterState
+from kxds.translators import Translation
+from kxds.translators.config import TranslateConfig
+from kxds.xds.cache import NodeIdentity, SnapshotCache
+from kxds.xds.metrics import XdsMetrics
+
+
+def state(*services: str, bad_ingress: bool = False) -> ClusterState:
+    docs = [f"apiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: default}}\n"
+            "spec:\n  ports: [{name: http, port: 80}]\n" for s in services]
+    if bad_ingress:
+        docs.append("apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+                    "metadata: {name: i, namespace: default}\nspec:\n  ingressClassName: kxds\n"
+                    "  defaultBackend: {service: {name: missing, port: {number: 80}}}\n")
+    return load_text("---\n".join(docs))
+
+
+def clusters(cache: SnapshotCache, group: str = EDGE_DEFAULT) -> set[str]:
+    view = cache.view(group)
+    assert view is not None
+    return set(view.of_type(CLUSTER))
+
+
+def run(scenario: Callable[[Controller, SnapshotCache], Awaitable[None]],
+        **kwargs: Any) -> Controller:
+    """Run ``scenario`` with a running controller; returns the controller afterwards."""
+    cache = SnapshotCache()
+    ctl = Controller(cache, TranslateConfig(), metrics=XdsMetrics(), **kwargs)
+
+    async def main() -> None:
+        task = asyncio.create_task(ctl.run())
+        try:
+            await scenario(ctl, cache)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    return ctl
+
+
+async def wait_seq(ctl: Controller, seq: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ctl.rebuild_seq < seq:
+        assert time.monotonic() < deadline, f"rebuild {seq} not reached ({ctl.rebuild_seq})"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("in_thread", [True, False], ids=["thread", "loop"])
+def test_first_state_publishes_and_syncs(in_thread: bool) -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        assert not cache.synced
+        ctl.publish(state("web"))
+        await wait_seq(ctl, 1)
+        assert cache.synced
+        assert clusters(cache) == {"default/web/80"}
+
+    run(scenario, in_thread=in_thread)
+
+
+def test_a_burst_of_states_is_one_rebuild_of_the_last() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        for i in range(10):
+            ctl.publish(state(f"s{i}"))
+            await asyncio.sleep(0.002)
+        await wait_seq(ctl, 1)
+        await asyncio.sleep(0.15)  # a second rebuild would have happened by now
+        assert ctl.rebuild_seq == 1
+        assert clusters(cache) == {"default/s9/80"}
+
+    run(scenario, holdoff=0.05, max_holdoff=0.25)
+
+
+def test_holdoff_is_capped_under_continuous_changes() -> None:
+    times: list[float] = []
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < 0.5:  # an event every 10 ms, never 50 ms of calm
+            ctl.publish(state(f"s{i}"))
+            i += 1
+            if ctl.rebuild_seq and not times:
+                times.append(time.monotonic() - start)
+            await asyncio.sleep(0.01)
+        assert ctl.rebuild_seq >= 2
+
+    run(scenario, holdoff=0.05, max_holdoff=0.1)
+    assert times and times[0] < 0.3
+
+
+def test_holdoff_waits_for_calm() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        start = time.monotonic()
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        elapsed = time.monotonic() - start
+        assert 0.1 <= elapsed < 1.0, elapsed
+
+    run(scenario, holdoff=0.1, max_holdoff=0.5)
+
+
+def test_rebuild_sequence_is_exported() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        ctl.publish(state("b"))
+        await wait_seq(ctl, 2)
+        assert ctl.metrics is not None
+        text = ctl.metrics.registry.get_sample_value("kxds_rebuild_sequence")
+        assert text == 2.0
+
+    run(scenario)
+
+
+def _inconsistent(*args: object) -> Translation:
+    route = Route(name="r", ref=ObjectRef("Ingress", "default", "i"),
+                  match=PathMatch(kind=MatchKind.PREFIX, path="/"),
+                  action=Forward(backends=(WeightedBackend(cluster="nowhere", weight=1),)))
+    table = RouteTable(name="t", virtual_hosts=(
+        VirtualHost(name="vh", domains=("*",), routes=(route,)),))
+    return Translation(ir=IR(route_tables=(table,)))
+
+
+def _raises(*args: object) -> Translation:
+    raise RuntimeError("translator bug")
+
+
+@pytest.mark.parametrize("bad", [_inconsistent, _raises], ids=["inconsistent", "raises"])
+def test_a_bad_snapshot_keeps_the_last_good(bad: Callable[..., Translation],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(state("good"))
+        await wait_seq(ctl, 1)
+        good = cache.view(EDGE_DEFAULT)
+        monkeypatch.setattr(controller_module, "translate", bad)
+        ctl.publish(state("other"))
+        await wait_seq(ctl, 2)
+        assert cache.view(EDGE_DEFAULT) is good
+        assert ctl.metrics is not None
+        rejected = ctl.metrics.registry.get_sample_value(
+            "kxds_snapshots_rejected_total", {"group": EDGE_DEFAULT})
+        assert rejected == 1.0
+
+    run(scenario)
+
+
+def test_nothing_is_served_until_a_good_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        monkeypatch.setattr(controller_module, "translate", _inconsistent)
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        assert not cache.synced and cache.view(EDGE_DEFAULT) is None
+
+    run(scenario)
+
+
+def test_edge_groups_share_one_view() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        gw2 = NodeIdentity("e2", "edge", "edge/internal", None, None, "internal")
+        cache.watch(gw2)  # a proxy of a new group connects
+        internal = cache.view("edge/internal")
+        default = cache.view(EDGE_DEFAULT)
+        assert internal is not None and default is not None
+        assert internal.resources[CLUSTER] == default.resources[CLUSTER]
+        ctl.publish(state("a", "b"))
+        await wait_seq(ctl, 2)
+        assert clusters(cache, "edge/internal") == {"default/a/80", "default/b/80"}
+
+    run(scenario)
+
+
+def test_node_groups_get_their_own_view() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        node = NodeIdentity("n1", "node", "node/n1", "n1", "z1", "default")
+        cache.watch(node)
+        deadline = time.monotonic() + 5
+        while cache.view("node/n1") is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        # ClusterIP Services expose nothing on a node: no listeners, and no routes.
+        view = cache.view("node/n1")
+        assert view is not None and not view.of_type(ROUTE)
+        seq = view.seq
+        ctl.publish(state("a", "b"))
+        await wait_seq(ctl, 2)
+        again = cache.view("node/n1")
+        assert again is not None and again.seq > seq  # rebuilt with every rebuild
+
+    run(scenario)
+
+
+def test_diagnostics_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kxds.controller")
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(state("a", bad_ingress=True))
+        await wait_seq(ctl, 1)
+        ctl.publish(state("a", "b", bad_ingress=True))
+        await wait_seq(ctl, 2)
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 3)
+
+    run(scenario)
+    new = [r.getMessage() for r in caplog.records if "event=diagnostic " in r.getMessage()]
+    resolved = [r.getMessage() for r in caplog.records if "diagnostic_resolved" in r.getMessage()]
+    assert len(new) == 1 and "Ingress default/i" in new[0]
+    assert len(resolved) == 1

@@ -1,0 +1,202 @@
+"""The snapshot cache, node identity and protocol state machines, without gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from kxds.xds import testing as t
+from kxds.xds.cache import (
+    InvalidNodeError,
+    NodeIdentity,
+    SnapshotCache,
+    node_identity,
+    type_version,
+)
+from kxds.xds.delta import DeltaStream
+from kxds.xds.protocol import blamed_names
+from kxds.xds.sotw import SotwStream
+from kxds.xds.tracker import NodeTracker
+
+EDGE = NodeIdentity("envoy-1", "edge", "edge/default", None, None, "default")
+
+
+# -- node identity ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("node", "expected"), [
+    (t.make_node("e1"), NodeIdentity("e1", "edge", "edge/default", None, None, "default")),
+    (t.make_node("e1", cluster="public"),
+     NodeIdentity("e1", "edge", "edge/public", None, None, "public")),
+    (t.make_node("p1", role="node", node_name="worker-1", zone="z1"),
+     NodeIdentity("p1", "node", "node/worker-1", "worker-1", "z1", "default")),
+    (t.make_node("worker-2", role="node"),
+     NodeIdentity("worker-2", "node", "node/worker-2", "worker-2", None, "default")),
+    (t.make_node("p3", role="node", node_name="w3", bind_address="10.0.0.3"),
+     NodeIdentity("p3", "node", "node/w3", "w3", None, "default", "10.0.0.3")),
+], ids=["edge-default", "edge-cluster", "node-metadata", "node-from-id", "node-bind-address"])
+def test_node_identity(node: object, expected: NodeIdentity) -> None:
+    assert node_identity(node) == expected
+
+
+def test_zone_from_locality_when_metadata_has_none() -> None:
+    node = t.make_node("p1", role="node")
+    node.locality.zone = "eu-1a"
+    assert node_identity(node).zone == "eu-1a"
+
+
+@pytest.mark.parametrize(("node", "fragment"), [
+    (t.make_node("x", role=None), "metadata 'role' is missing"),
+    (t.make_node("x", role="mesh"), "unknown role 'mesh'"),
+], ids=["missing-role", "unknown-role"])
+def test_bad_role_is_refused(node: object, fragment: str) -> None:
+    with pytest.raises(InvalidNodeError, match=fragment):
+        node_identity(node)
+
+
+def test_non_string_role_is_refused() -> None:
+    node = t.make_node("x", role=None)
+    node.metadata.fields["role"].number_value = 3
+    with pytest.raises(InvalidNodeError, match="must be a string"):
+        node_identity(node)
+
+
+# -- cache -------------------------------------------------------------------------
+
+def test_view_is_hidden_until_synced() -> None:
+    cache = SnapshotCache()
+    cache.set_view("edge/default", t.resources(t.cluster("a/b/80")))
+    assert cache.view("edge/default") is None
+    cache.mark_synced()
+    view = cache.view("edge/default")
+    assert view is not None
+    assert list(view.of_type(CLUSTER)) == ["a/b/80"]
+
+
+def test_set_view_wakes_only_the_groups_watches() -> None:
+    async def scenario() -> None:
+        cache = SnapshotCache()
+        edge = cache.watch(EDGE)
+        other = cache.watch(NodeIdentity("n", "node", "node/w1", "w1", None, "default"))
+        cache.set_view("edge/default", t.resources(t.cluster("a/b/80")))
+        assert edge.event.is_set()
+        assert not other.event.is_set()
+        cache.cancel(edge)
+        assert cache.watched_groups() == {"node/w1"}
+    asyncio.run(scenario())
+
+
+def test_mark_synced_wakes_every_watch() -> None:
+    async def scenario() -> None:
+        cache = SnapshotCache()
+        watch = cache.watch(EDGE)
+        assert not watch.event.is_set()
+        cache.mark_synced()
+        assert watch.event.is_set()
+    asyncio.run(scenario())
+
+
+def test_on_new_group_called_once_for_a_group_without_view() -> None:
+    cache = SnapshotCache()
+    seen: list[NodeIdentity] = []
+    cache.on_new_group = seen.append
+    cache.watch(EDGE)
+    cache.set_view("edge/default", t.resources())
+    cache.watch(EDGE)
+    assert seen == [EDGE]
+    assert cache.groups() == {"edge/default"}
+
+
+def test_on_new_group_failure_does_not_break_the_watch() -> None:
+    cache = SnapshotCache()
+
+    def boom(identity: NodeIdentity) -> None:
+        raise RuntimeError("controller bug")
+    cache.on_new_group = boom
+    watch = cache.watch(EDGE)
+    assert watch.identity == EDGE
+
+
+def test_shared_resource_object_is_not_copied() -> None:
+    cache = SnapshotCache()
+    shared = t.cluster("a/b/80")
+    cache.set_view("edge/default", t.resources(shared))
+    cache.set_view("edge/public", t.resources(shared))
+    cache.mark_synced()
+    one, two = cache.view("edge/default"), cache.view("edge/public")
+    assert one is not None and two is not None
+    assert one.of_type(CLUSTER)["a/b/80"] is two.of_type(CLUSTER)["a/b/80"] is shared
+
+
+# -- versions and blame --------------------------------------------------------------
+
+@given(st.permutations(["a", "b", "c", "d"]))
+def test_type_version_ignores_order(names: list[str]) -> None:
+    items = [t.cluster(n) for n in names]
+    assert type_version(items) == type_version(sorted(items, key=lambda r: r.name))
+
+
+def test_type_version_changes_with_content() -> None:
+    assert type_version([t.cluster("a", 1000)]) != type_version([t.cluster("a", 2000)])
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    ("Error adding/updating cluster(s) default/web/80: bad", {"default/web/80"}),
+    ("Error adding/updating cluster(s) default/web/8080: bad", set()),
+    ("cluster(s) default/web/80, default/api/80: x", {"default/web/80", "default/api/80"}),
+    ("something unrelated", set()),
+], ids=["one", "no-prefix-match", "two", "none"])
+def test_blamed_names(error: str, expected: set[str]) -> None:
+    names = ["default/web/80", "default/api/80", "default/db/5432"]
+    assert blamed_names(error, names) == expected
+
+
+# -- state machines without a server --------------------------------------------------
+
+def _view(*items: object) -> object:
+    cache = SnapshotCache()
+    cache.set_view("edge/default", t.resources(*items))  # type: ignore[arg-type]
+    cache.mark_synced()
+    return cache.view("edge/default")
+
+
+def test_sotw_machine_orders_and_waits_for_acks() -> None:
+    machine = SotwStream(EDGE, NodeTracker())
+    view = _view(t.cluster("c"), t.endpoints("c", [1]), t.listener("l", 1, "r"), t.route("r", "c"))
+    for type_url, names in ((CLUSTER, []), (ENDPOINT, ["c"]), (LISTENER, []), (ROUTE, ["r"])):
+        machine.on_request(discovery_pb2.DiscoveryRequest(type_url=type_url,
+                                                          resource_names=names))
+    replies = machine.next_replies(view)  # type: ignore[arg-type]
+    assert [r.type_url for r in replies] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    assert machine.next_replies(view) == []  # type: ignore[arg-type]  # all in flight
+
+
+def test_delta_machine_initial_versions_send_only_the_difference() -> None:
+    machine = DeltaStream(EDGE, NodeTracker())
+    a, b = t.cluster("a"), t.cluster("b")
+    view = _view(a, b)
+    machine.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=CLUSTER, initial_resource_versions={"a": a.version, "b": "old", "gone": "v"}))
+    (reply,) = machine.next_replies(view)  # type: ignore[arg-type]
+    assert [r.name for r in reply.resources] == ["b"]
+    assert reply.removed == ["gone"]
+
+
+def test_unchanged_type_keeps_its_mapping_and_version() -> None:
+    cache = SnapshotCache()
+    cache.mark_synced()
+    cache.set_view("edge/default", t.resources(t.cluster("a"), t.endpoints("a", [1])))
+    first = cache.view("edge/default")
+    assert first is not None
+    version = first.type_version(CLUSTER)
+    # Equal content in new objects (as a rebuild produces) still counts as unchanged.
+    cache.set_view("edge/default", t.resources(t.cluster("a"), t.endpoints("a", [2])))
+    second = cache.view("edge/default")
+    assert second is not None
+    assert second.of_type(CLUSTER) is first.of_type(CLUSTER)
+    assert second.versions[CLUSTER] == version
+    assert second.of_type(ENDPOINT) is not first.of_type(ENDPOINT)
