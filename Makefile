@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SYSTEM := $(VENV)/.system
 
 .PHONY: sandbox test lint typecheck bench clean
 
@@ -13,10 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Debian's docker-compose (1.29) validates docker-compose.yml without a Docker
+# engine; there is no PyPI package for it that fits beside our dependencies.
+# Best effort: where apt-get is missing the compose test checks structure only.
+$(SYSTEM): $(STAMP)
+	command -v docker-compose >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } || \
+	  echo "note: docker-compose not installed; docker-compose.yml gets the structural check only"
+	touch $(SYSTEM)
+
 sandbox: $(STAMP)
 	$(BIN)/kxds sandbox $(SANDBOX_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM)
 	$(BIN)/ruff check kxds tests e2e bench
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from bench.report import Metric
 from bench.scenario import Spec, build_state
-from bench.timing import Summary
+from bench.timing import Summary, clear_memos
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 
 TARGET = "<= 1 s; <= 5x serialize-alone; t(5000)/t(500) <= 11"
@@ -78,7 +78,8 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
     res: Resources = {}
     diags = 0
     for r in range(repeats + 1):
-        state = build_state(Spec(services=n))  # fresh objects: nothing memoized across runs
+        state = build_state(Spec(services=n))
+        clear_memos()  # cold: nothing memoized from an earlier run
         a, b, res, diags = run(state)
         if r:  # the first run warms imports and code paths
             tr_s.append(a)
@@ -98,6 +99,7 @@ def profile(n: int, out: Path, top: int = 30) -> list[str]:
     """cProfile one cold run at size ``n``; writes the listing; returns the top self-time rows."""
     run = pipeline()
     state = build_state(Spec(services=n))
+    clear_memos()
     prof = cProfile.Profile()
     prof.enable()
     run(state)

@@ -18,7 +18,7 @@ from bench.live import ControlPlane
 from bench.procs import Envoy
 from bench.report import Metric
 from bench.scenario import Spec
-from bench.timing import Summary
+from bench.timing import Summary, clear_memos
 
 TARGET = "kxds time / Envoy apply time <= 1"
 P50 = 2
@@ -46,6 +46,7 @@ async def one_case(label: str, spec: Spec, pattern: str, repeats: int) -> dict[s
     cp_s: list[float] = []
     envoy_s: list[float] = []
     for r in range(repeats):
+        clear_memos()  # a cold rebuild, as at start-up
         cp = ControlPlane(holdoff=0.0, max_holdoff=0.0)
         envoy: Envoy | None = None
         try:

@@ -77,3 +77,22 @@ def calibration_unit(repeats: int = 21) -> Summary:
             c.SerializeToString()
 
     return repeat(serialize_all, repeats=repeats, warmup=3)
+
+
+def clear_memos() -> int:
+    """Empty every memo cache (``functools.lru_cache``) in kxds's modules, for cold timings.
+
+    Returns how many caches were cleared.
+    """
+    import sys
+
+    cleared = 0
+    for name, module in list(sys.modules.items()):
+        if not (name == "kxds" or name.startswith("kxds.")) or module is None:
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == name:
+                clear()
+                cleared += 1
+    return cleared

@@ -126,3 +126,29 @@ def test_endpoint_changes_from_the_api_reach_envoy_while_traffic_flows(
     ingress = api.get("networking.k8s.io/v1", "Ingress", "default", "web") or {}
     assert ingress["status"]["loadBalancer"]["ingress"] == [{"ip": "203.0.113.7"}]
 
+
+
+def test_nothing_is_served_until_the_first_complete_sync(
+        api: FakeApi, tmp_path: Path, echo: Any, started: list[Any]) -> None:
+    a = echo("a")
+    for obj in [*objects(), endpoint_slice("a", a)]:
+        api.apply(obj)
+    api.go_offline("refuse")
+    http_port = free_port()
+    kxds = Kxds(tmp_path, ["--kubeconfig", kubeconfig(api.url, str(tmp_path / "kubeconfig")),
+                           "--http-port", str(http_port), "--https-port", str(free_port()),
+                           "--listen-address", "127.0.0.1"])
+    started.append(kxds)
+    wait_for(lambda: kxds.get("/healthz")[0] == 200, what="kxds admin up")
+    envoy = Envoy(tmp_path, kxds.xds_address)
+    started.append(envoy)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the API is unreachable: no config, not ready
+        assert kxds.get("/readyz")[0] != 200
+        assert not envoy.listener_names()
+        time.sleep(0.1)
+    api.go_online()
+    kxds.wait_ready()
+    envoy.wait_listening(http_port)
+    wait_for(lambda: http_get(f"http://127.0.0.1:{http_port}/", host=HOST)[1]
+             .get("x-echo-backend") == "a", what="a serves")

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.e2e
 
 N1, N2 = "127.0.1.1", "127.0.2.1"
 ALLOWED_EXTERNAL, REFUSED_EXTERNAL = "127.0.5.1", "127.0.6.1"
+IN_CLUSTER = "127.0.0.130"
+"""A client address inside ``--cluster-cidrs`` (127.0.0.128/26): an in-cluster client."""
 
 
 def free_both(*hosts: str) -> int:
@@ -120,6 +122,11 @@ def manifests(p: dict[str, int], b: dict[str, EchoBackend]) -> str:
         endpoint_slice("pp2", b["pp"], "n1", "tcp"),
         service("pp1", f"[{tcp('pp1')}]", annotations="kxds.io/upstream-proxy-protocol: v1"),
         endpoint_slice("pp1", b["pp"], "n1", "tcp"),
+        # internalTrafficPolicy Local for in-cluster clients (--cluster-cidrs), endpoints on n1.
+        service("inner", f"[{tcp('inner')}, {{name: udp, port: {p['inner']}, protocol: UDP, "
+                         f"nodePort: {p['inner']}}}]", extra="internalTrafficPolicy: Local\n"),
+        endpoint_slice("inner", b["a"], "n1", "tcp"),
+        endpoint_slice("inner", b["ua"], "n1", "udp", "UDP"),
     ]
     return "".join(docs)
 
@@ -137,10 +144,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mine += backends.values()
         hosts = (N1, N2, ALLOWED_EXTERNAL, REFUSED_EXTERNAL)
         ports = {k: free_both(*hosts) for k in (
-            "spread", "mixed", "local", "health", "sticky", "sticky_udp", "ext", "pp1", "pp2")}
+            "spread", "mixed", "local", "health", "sticky", "sticky_udp", "ext", "pp1", "pp2",
+            "inner")}
         directory = tmp / "manifests"
         write_manifests(directory, "node.yaml", manifests(ports, backends))
-        kxds = Kxds(tmp, ["--node-port-range", "1024-65535",
+        kxds = Kxds(tmp, ["--node-port-range", "1024-65535", "--cluster-cidrs", "127.0.0.128/26",
                           "--external-ip-cidrs", "127.0.5.0/24"], manifests=directory)
         mine.append(kxds)
         kxds.wait_ready()
@@ -149,7 +157,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         n2 = Envoy(tmp, kxds.xds_address, role="node", node_name="n2", bind_address=N2)
         mine.append(n2)
         for envoy, host in ((n1, N1), (n2, N2)):
-            for name in ("spread", "mixed", "local", "health", "sticky", "pp1", "pp2"):
+            for name in ("spread", "mixed", "local", "health", "sticky", "pp1", "pp2", "inner"):
                 envoy.wait_listening(ports[name], host)
     except BaseException:
         for proc in mine:
@@ -178,19 +186,23 @@ def tcp_echo(host: str, port: int, *, source: str | None = None,
         return reply
 
 
+def udp_once(host: str, port: int, source: str, payload: bytes = b"ping") -> bytes | None:
+    """One datagram; its reply, or None when none comes within half a second."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(0.5)
+        s.sendto(payload, (host, port))
+        try:
+            return s.recvfrom(4096)[0]
+        except TimeoutError:
+            return None
+
+
 def udp_echo(host: str, port: int, *, source: str = "127.0.0.1",
              payload: bytes = b"ping") -> bytes:
     """One datagram and its reply (retried: the first may race listener start-up)."""
-    def attempt() -> bytes | None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((source, 0))
-            s.settimeout(0.5)
-            s.sendto(payload, (host, port))
-            try:
-                return s.recvfrom(4096)[0]
-            except TimeoutError:
-                return None
-    return wait_for(attempt, 10, what=f"UDP reply from {host}:{port}")
+    return wait_for(lambda: udp_once(host, port, source, payload), 10,
+                    what=f"UDP reply from {host}:{port}")
 
 
 def backend_of(reply: bytes) -> str:
@@ -267,3 +279,15 @@ def test_views_are_per_node(cluster: Cluster) -> None:
     assert "default/local/" in dump
     assert f'"{N1}"' in json.dumps(cluster.n1.config_dump("dynamic_listeners"))
     assert f'"{N2}"' not in json.dumps(cluster.n1.config_dump("dynamic_listeners"))
+
+
+def test_in_cluster_clients_follow_internal_traffic_policy(cluster: Cluster) -> None:
+    port = cluster.ports["inner"]
+    # Outside clients: externalTrafficPolicy Cluster, served from either node.
+    assert backend_of(tcp_echo(N2, port)) == "a"
+    assert backend_of(udp_echo(N2, port)) == "ua"
+    # In-cluster clients: internalTrafficPolicy Local, served only where the endpoint is.
+    assert backend_of(tcp_echo(N1, port, source=IN_CLUSTER)) == "a"
+    assert backend_of(udp_echo(N1, port, source=IN_CLUSTER)) == "ua"
+    assert tcp_echo(N2, port, source=IN_CLUSTER) == b""
+    assert udp_once(N2, port, IN_CLUSTER) is None

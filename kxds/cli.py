@@ -152,6 +152,9 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                    help="serve Service externalIPs only inside these (default: none)")
     g.add_argument("--node-port-range", type=_port_range, default=(30000, 32767),
                    metavar="FIRST-LAST", help="valid nodePorts (default: 30000-32767)")
+    g.add_argument("--cluster-cidrs", type=_cidrs, default=(), metavar="CIDR,...",
+                   help="pod and node CIDRs: their clients at per-node listeners follow "
+                        "internalTrafficPolicy (default: none)")
     g.add_argument("--client-ip-source", choices=("peer", "xff", "proxy-protocol"),
                    default="peer",
                    help="where edge listeners take the client address that access rules "
@@ -175,6 +178,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         node_bind_address=args.node_bind_address,
         external_ip_cidrs=args.external_ip_cidrs,
         node_port_range=args.node_port_range,
+        cluster_cidrs=args.cluster_cidrs,
         client_ip=ClientIPConfig(source=args.client_ip_source,
                                  xff_trusted_hops=args.xff_trusted_hops),
     )
@@ -352,6 +356,8 @@ async def serve(args: argparse.Namespace) -> int:
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, controller.config)
             if isinstance(source, ApiSource) else None)
+    if kube is not None:
+        controller.on_diagnostics = kube.record_diagnostics
     await server.start(args.xds_address)
     await admin.start(args.admin_address)
     log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)

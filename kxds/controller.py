@@ -125,6 +125,8 @@ class Controller:
         """Number of finished rebuilds (published or rejected)."""
         self.state: ClusterState | None = None
         """The state of the last rebuild."""
+        self.on_diagnostics: Callable[[set[Diagnostic]], None] | None = None
+        """Told the current problems after each rebuild (the API source records Events)."""
         self._pending = _Pending()
         self._edge: Resources | None = None
         self._nodes: dict[str, NodeInfo] = {}
@@ -246,6 +248,8 @@ class Controller:
         self._diagnostics.clear()
         for d in diagnostics:
             self._diagnostics.labels(d.reason.value).inc()
+        if self.on_diagnostics is not None:
+            self.on_diagnostics(diagnostics)
 
     # -- the cache's side -------------------------------------------------------
 

@@ -30,9 +30,16 @@ convenient for kxds:
 
 Test controls: :meth:`FakeApi.cut_watches` (close every watch stream without
 the terminating chunk), :meth:`FakeApi.freeze_watches` (streams go silent but
-stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact` (forget event history, so
-older versions get 410), :meth:`FakeApi.go_offline` (connection refused, or
-``503``) and :meth:`FakeApi.go_online`.
+stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact`
+(forget event history, so older versions get 410), :meth:`FakeApi.go_offline`
+(connection refused, or ``503``), :meth:`FakeApi.go_online`, and
+``on_request`` (a hook run before each request, to inject races).
+
+Not reproduced: authentication and authorization (the token is ignored),
+set-based label selectors, strategic-merge list semantics, server-side apply,
+admission and validation (beyond a required name), ``resourceVersionMatch``
+and streaming lists (``sendInitialEvents``), 429 throttling, protobuf and
+HTTP/2.
 """
 
 from __future__ import annotations
@@ -273,7 +280,7 @@ class FakeApi:
         self.lock.notify_all()
 
     def apply(self, obj: Obj) -> Obj:
-        """Create or replace ``obj`` (test helper, no concurrency check)."""
+        """Create or replace ``obj`` directly (no concurrency check), as a test sets up state."""
         obj = copy.deepcopy(obj)
         with self.lock:
             key = self._key(obj)

@@ -348,3 +348,24 @@ def test_ip_block_matches_reference(cidr: tuple[int, int], hole: int, probe: int
     expected = ip in net and (sub == net or ip not in sub)
     assert allowed(policy, str(ip)) is expected
 
+
+
+@settings(max_examples=80, deadline=None)
+@given(value=st.text(alphabet="0123456789abcdef.:/, -x", max_size=40))
+def test_untrusted_annotation_text_never_raises_and_fails_closed(value: str) -> None:
+    """Any deny-list text: no exception; a list with any bad entry admits nobody."""
+    s = state(extra=_ingress(f"{{kxds.io/denylist-source-range: '{value}'}}"))
+    web = s.services[("default", "web")]
+    policy, problems = route_access(s, s.ingresses[("default", "shop")], web, web.ports[0])
+    if problems:
+        assert policy is not None and policy.all_of[-1].ranges == ()
+
+
+@settings(max_examples=80, deadline=None)
+@given(cidr=st.text(alphabet="0123456789abcdef.:/x", max_size=30),
+       hole=st.text(alphabet="0123456789abcdef.:/x", max_size=30))
+def test_untrusted_ip_block_never_raises_and_never_opens(cidr: str, hole: str) -> None:
+    spec = f"podSelector: {{}}\ningress: [{{from: [{{ipBlock: {{cidr: '{cidr}', " \
+           f"except: ['{hole}']}}}}]}}]"
+    policy, _ = access(state(np("p", spec)))
+    assert policy is not None  # the pods stay selected whatever the block says

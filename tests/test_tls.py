@@ -24,6 +24,8 @@ from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from kxds.kube.loader import load_text
 from kxds.translators import Translation, translate
 from kxds.translators.config import TranslateConfig
+from kxds.xds import testing as xds_testing
+from kxds.xds.cache import SnapshotCache
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 LONG_AGO = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -52,6 +54,32 @@ def certs(ca: KeyPair) -> dict[str, KeyPair]:
 def test_key_pair_ok(certs: dict[str, KeyPair]) -> None:
     info = check_key_pair(certs["a"].cert_pem, certs["a"].key_pem, NOW)
     assert info.dns_names == ("a.example.com",)
+
+
+def test_rsa_key_pair(ca: KeyPair) -> None:
+    """RSA certificates are checked as well as ECDSA ones (signature round trip)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ca_cert, ca_key = ca.load()
+    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([]))
+            .issuer_name(ca_cert.subject).public_key(keys[0].public_key())
+            .serial_number(1).not_valid_before(LONG_AGO).not_valid_after(NOW.replace(year=2040))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("rsa.example.com")]), False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(k: rsa.RSAPrivateKey) -> bytes:
+        return k.private_bytes(serialization.Encoding.PEM,
+                               serialization.PrivateFormat.TraditionalOpenSSL,
+                               serialization.NoEncryption())
+    assert check_key_pair(pem, key_pem(keys[0]), NOW).dns_names == ("rsa.example.com",)
+    with pytest.raises(CertError, match="does not match"):
+        check_key_pair(pem, key_pem(keys[1]), NOW)
+    with pytest.raises(CertError, match="does not match"):  # an ECDSA key for an RSA cert
+        check_key_pair(pem, ca.key_pem, NOW)
 
 
 @pytest.mark.parametrize(("case", "message"), [
@@ -282,6 +310,14 @@ def test_bad_certificate_fails_closed(certs: dict[str, KeyPair], case: str, reas
     assert isinstance(table(t, "https/8443")["b.example.com"].routes[0].action, ir.Forward)
 
 
+def test_tls_entry_without_secret_name_needs_a_default_certificate() -> None:
+    t = run(ingress("shop", ["a.example.com"], [(["a.example.com"], None)]))
+    (diag,) = t.diagnostics
+    assert diag.reason is Reason.MISSING_FIELD and diag.field == "spec.tls[0].secretName"
+    assert not any(isinstance(x, ir.TlsListener) for x in t.ir.listeners)
+    assert isinstance(table(t, "http/8080")["a.example.com"].routes[0].action, ir.Redirect)
+
+
 def test_tls_entry_without_hosts_uses_covered_rule_hosts(certs: dict[str, KeyPair]) -> None:
     t = run(ingress("shop", ["a.example.com", "b.example.com"], [([], "wild")]),
             secret("wild", certs["wild"]))
@@ -384,3 +420,30 @@ def test_service_app_protocol_https() -> None:
         sni="web.default.svc")
     action = table(t, "http/8080")["up.test"].routes[0].action
     assert action == ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/9443/tls"),))
+
+
+# --- SDS over state-of-the-world ADS -------------------------------------------
+
+
+@xds_testing.run_async
+async def test_sotw_sds_subscription_growing_after_an_ack_is_answered() -> None:
+    """Envoy asks for secrets in steps: the backend CA with the clusters, then the
+    certificates with the listener, on the same stream and with the nonce it already
+    ACKed (the xDS protocol: a request carries the last nonce received). The new names
+    must be answered, or the listener warms forever."""
+    cache = SnapshotCache()
+    cache.set_view("edge/default", xds_testing.resources(
+        xds_testing.secret("default/ca/ca"), xds_testing.secret("default/a")))
+    cache.mark_synced()
+    node = xds_testing.make_node()
+    async with xds_testing.serving(cache) as (_, target), \
+            xds_testing.XdsTestClient(target, node) as envoy:
+        await envoy.send(SECRET, resource_names=["default/ca/ca"])
+        first = await envoy.recv()
+        assert len(first.resources) == 1
+        await envoy.ack(first, ["default/ca/ca"])
+        await envoy.send(SECRET, version_info=first.version_info,
+                         response_nonce=first.nonce,
+                         resource_names=["default/ca/ca", "default/a"])
+        second = await envoy.recv()
+        assert len(second.resources) == 1  # only the newly asked-for one

@@ -62,7 +62,8 @@ def test_ports_matched_by_name_and_protocol() -> None:
         "shop/web/53/udp": (Endpoint(address="10.0.0.1", port=5353, zone="z1", node="n1"),),
     }
     protocols = {c.name: c.protocol for c in out.clusters}
-    assert protocols == {"shop/web/53/udp": UpstreamProtocol.UDP, "shop/web/80": UpstreamProtocol.HTTP1,
+    assert protocols == {"shop/web/53/udp": UpstreamProtocol.UDP,
+                         "shop/web/80": UpstreamProtocol.HTTP1,
                          "shop/web/81": UpstreamProtocol.HTTP2}
     assert [c.name for c in out.clusters] == sorted(protocols)
 

@@ -200,3 +200,24 @@ def test_unchanged_type_keeps_its_mapping_and_version() -> None:
     assert second.of_type(CLUSTER) is first.of_type(CLUSTER)
     assert second.versions[CLUSTER] == version
     assert second.of_type(ENDPOINT) is not first.of_type(ENDPOINT)
+
+
+def test_type_map_remembers_what_changed_since_an_older_map() -> None:
+    cache = SnapshotCache()
+    cache.mark_synced()
+    maps = []
+    for port in range(1, 12):
+        cache.set_view("edge/default", t.resources(
+            t.endpoints("a", [1]), t.endpoints("b", [port]),
+            *([t.endpoints("c", [1])] if port < 5 else [])))
+        view = cache.view("edge/default")
+        assert view is not None
+        maps.append(view.of_type(ENDPOINT))
+    assert maps[10].changes_since(maps[9]) == {"b"}
+    assert maps[4].changes_since(maps[3]) == {"b", "c"}  # c removed
+    assert maps[10].changes_since(maps[3]) == {"b", "c"}
+    assert maps[10].changes_since(maps[10]) == set()
+    # Past the remembered chain the answer is "unknown" (a full comparison), and
+    # old maps are let go.
+    assert maps[10].changes_since(maps[0]) is None
+    assert maps[1].prev is None

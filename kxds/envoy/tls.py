@@ -22,6 +22,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from kxds import ir
+from kxds.envoy import rbac
+from kxds.envoy.listeners import build_http_connection_manager, listener_filters
 from kxds.envoy.secrets import sds_config
 
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
@@ -64,9 +66,11 @@ def _match(server_names: tuple[str, ...]) -> listener_components_pb2.FilterChain
 
 def build_terminated_chain(chain: ir.TerminatedChain,
                            client_ip: ir.ClientIPConfig) -> listener_components_pb2.FilterChain:
-    """A chain terminating TLS with ``chain.secret`` and routing HTTP over RDS."""
-    from kxds.envoy.listeners import build_http_connection_manager
+    """A chain terminating TLS with ``chain.secret`` and routing HTTP over RDS.
 
+    The connection manager is the plain-HTTP listener's (same client-IP
+    handling and access filters), so HTTPS routes enforce what HTTP ones do.
+    """
     hcm = build_http_connection_manager(chain.name, chain.route_table, client_ip)
     return listener_components_pb2.FilterChain(
         name=chain.name, filter_chain_match=_match(chain.server_names),
@@ -77,8 +81,6 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
     """A chain proxying the still-encrypted TCP stream to ``chain.cluster``."""
     filters: list[listener_components_pb2.Filter] = []
     if chain.access is not None:
-        from kxds.envoy import rbac
-
         filters.append(rbac.build_network_rbac(chain.access))
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(chain.name), cluster=chain.cluster)
     filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=_any(proxy)))
@@ -88,8 +90,6 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
 
 def build_tls_listener(listener: ir.TlsListener) -> listener_pb2.Listener:
     """The Envoy ``Listener`` for ``listener``: one filter chain per IR chain, in IR order."""
-    from kxds.envoy.listeners import listener_filters
-
     chains = [build_terminated_chain(c, listener.client_ip)
               if isinstance(c, ir.TerminatedChain) else build_passthrough_chain(c)
               for c in listener.chains]

@@ -34,7 +34,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,8 @@ class Reflector:
         )
         with self._lock:
             self._stream = stream
+        if self.stopping.is_set():  # stopped before the stream could be stopped
+            return False
         try:
             for etype, obj in stream:
                 if self.stopping.is_set():
@@ -262,14 +264,10 @@ class ApiSource:
 
 
 def _join(reflectors: list[Reflector], timeout: float) -> None:
+    """Wait for the stopped threads, ``timeout`` in all (they are daemons anyway)."""
+    deadline = time.monotonic() + timeout
     for r in reflectors:
-        r.thread.join(timeout)
-
-
-def iter_kinds(names: str) -> Iterator[Kind]:
-    """Kinds by plural name, for tests that watch a subset."""
-    wanted = set(names.split(","))
-    yield from (k for k in KINDS if k.plural in wanted)
+        r.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # --- command-line wiring (``kxds serve``) --------------------------------------------------

@@ -486,6 +486,11 @@ def parse_container_ports(spec: Mapping[str, Any]) -> tuple[m.ContainerPort, ...
 
 def parse_pod(doc: Mapping[str, Any]) -> m.Pod:
     meta = parse_meta(doc, "Pod", namespaced=True)
+    # Pods are kept only for NetworkPolicy (labels, addresses, named ports); their
+    # annotations can be large and are never read, so they are not kept.
+    meta = m.Meta(kind=meta.kind, namespace=meta.namespace, name=meta.name, labels=meta.labels,
+                  uid=meta.uid, resource_version=meta.resource_version,
+                  creation_timestamp=meta.creation_timestamp)
     spec = get_map(doc, "spec", "")
     status = get_map(doc, "status", "")
     ips = tuple(str(p["ip"]) for p in get_list(status, "podIPs", "status")

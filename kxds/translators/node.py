@@ -15,9 +15,9 @@ both on one port number when a Service mixes them; SCTP is reported.
 ``externalTrafficPolicy: Local`` sends to this node's endpoints only (a cluster
 of its own, ``ns/svc/port/local``, so the all-endpoints cluster keeps its
 meaning everywhere else) and answers the ``healthCheckNodePort`` with 200 or
-503 as kube-proxy does. ``internalTrafficPolicy`` governs ClusterIP traffic,
-which never passes a per-node proxy (Service API docs, "Traffic policies"),
-so it has no effect here; see docs/exposing-services.md.
+503 as kube-proxy does. Clients from ``--cluster-cidrs`` (pods, nodes) follow
+``internalTrafficPolicy`` instead, as kube-proxy handles a pod's traffic to a
+LoadBalancer IP or externalIP like ClusterIP traffic; see docs/exposing-services.md.
 
 Client-IP rules (the Service's NetworkPolicy-derived access policy and
 ``loadBalancerSourceRanges``, :func:`kxds.translators.access.service_access`)

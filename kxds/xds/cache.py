@@ -102,7 +102,7 @@ def type_version(resources: Iterable[Resource]) -> str:
 class View:
     """One complete, immutable set of resources for a group, and when it was set."""
 
-    resources: Mapping[str, Mapping[str, Resource]]
+    resources: Mapping[str, TypeMap]
     seq: int
     """Increases with every ``set_view`` on the cache (any group)."""
     set_at: float
@@ -117,7 +117,7 @@ class View:
             version = self.versions[type_url] = type_version(self.of_type(type_url).values())
         return version
 
-    def of_type(self, type_url: str) -> Mapping[str, Resource]:
+    def of_type(self, type_url: str) -> TypeMap:
         """The resources of one type (empty when the view has none)."""
         return self.resources.get(type_url, _EMPTY)
 
@@ -130,17 +130,84 @@ class View:
         return sum(len(by_name) for by_name in self.resources.values())
 
 
-_EMPTY: Mapping[str, Resource] = MappingProxyType({})
+MAX_CHAIN = 8
+"""How many past versions of a type's mapping a new one remembers the changes of."""
 
 
-def _same(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> bool:
-    if len(old) != len(new):
-        return False
-    for name, res in new.items():
-        prev = old.get(name)
-        if prev is None or (prev is not res and prev.version != res.version):
-            return False
-    return True
+class TypeMap(Mapping[str, Resource]):
+    """The read-only resources of one type in a view, and what changed since before.
+
+    Each map remembers its predecessor in the same group and the names that
+    differ from it, so a stream that was up to date with an older map only
+    looks at those names: an endpoint change costs each stream the size of
+    the change, not the size of the configuration.
+    """
+
+    __slots__ = ("_data", "changed", "prev")
+
+    def __init__(self, data: dict[str, Resource], prev: TypeMap | None = None,
+                 changed: frozenset[str] = frozenset()) -> None:
+        self._data = data
+        self.prev = prev
+        self.changed = changed
+        node, depth = self, 0
+        while node.prev is not None:
+            depth += 1
+            if depth >= MAX_CHAIN:
+                node.prev = None  # let old views go
+                break
+            node = node.prev
+
+    def __getitem__(self, name: str) -> Resource:
+        return self._data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._data.get(name, default)
+
+    def items(self) -> Any:  # dict views are read-only and much faster than the mixins
+        return self._data.items()
+
+    def values(self) -> Any:
+        return self._data.values()
+
+    def keys(self) -> Any:
+        return self._data.keys()
+
+    def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
+        """Names that changed (added, updated, removed) since ``older``; None if unknown."""
+        if older is self:
+            return set()
+        out: set[str] = set()
+        node: TypeMap | None = self
+        while node is not None:
+            out |= node.changed
+            if node.prev is older and older is not None:
+                return out
+            node = node.prev
+        return None
+
+
+_EMPTY = TypeMap({})
+
+
+def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
+    """Names added, updated or removed between two mappings of one type."""
+    changed = {name for name, res in new.items()
+               if (prev := old.get(name)) is None or (prev is not res
+                                                      and prev.version != res.version)}
+    kept = len(new) - sum(1 for name in changed if name not in old)
+    if kept != len(old):  # some old names are gone
+        changed |= {name for name in old if name not in new}
+    return frozenset(changed)
 
 
 @dataclass(eq=False)
@@ -196,18 +263,19 @@ class SnapshotCache:
     def set_view(self, group: str, resources: Resources) -> None:
         """Replace the whole view of ``group`` and wake its streams."""
         previous = self._views.get(group)
-        types: dict[str, Mapping[str, Resource]] = {}
+        types: dict[str, TypeMap] = {}
         memo: dict[str, str] = {}
         for type_url, by_name in resources.items():
             old = previous.resources.get(type_url) if previous is not None else None
-            if old is not None and _same(old, by_name):
+            changed = _diff(old, by_name) if old is not None else None
+            if old is not None and not changed:
                 # Unchanged type: keep the old mapping object, so streams can tell
                 # by identity that nothing changed for them (and reuse its version).
                 types[type_url] = old
                 if previous is not None and type_url in previous.versions:
                     memo[type_url] = previous.versions[type_url]
             else:
-                types[type_url] = MappingProxyType(dict(by_name))
+                types[type_url] = TypeMap(dict(by_name), old, changed or frozenset())
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view

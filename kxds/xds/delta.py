@@ -47,7 +47,6 @@ class DeltaStream(ProtocolStream):
         if bad is not None:
             return self.bad(bad)
         st = self.states[type_url]
-        st.seen = None
         nonce = str(req.response_nonce)
         if nonce:
             if st.pending is not None and nonce == st.pending.nonce:
@@ -69,6 +68,7 @@ class DeltaStream(ProtocolStream):
 
     @staticmethod
     def _subscribe(st: TypeState, subscribe: list[str], unsubscribe: list[str]) -> None:
+        was_wildcard = st.wildcard
         if "*" in subscribe:
             st.wildcard = True
         if "*" in unsubscribe:
@@ -85,15 +85,23 @@ class DeltaStream(ProtocolStream):
             if name in st.objs:
                 st.held.pop(name, None)
                 st.objs.pop(name, None)
-        if not st.wildcard:
-            for name in [n for n in st.held if n not in st.names]:
-                del st.held[name]
+            st.dirty.add(name)
+        if was_wildcard != st.wildcard:
+            if not st.wildcard:
+                for name in [n for n in st.held if n not in st.names]:
+                    del st.held[name]
+            st.resync()
 
-    def plan(self, st: TypeState, view: View) -> Plan | None:
+    def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
         """Changed or new resources, and removals of what the client holds but we lack."""
-        desired, version = st.desired(view)
+        if names is None:
+            desired, version = st.desired(view)
+            removed = sorted(n for n in st.held if n not in desired)
+        else:
+            desired = st.desired_subset(view, names)
+            version = view.type_version(st.type_url)
+            removed = sorted(n for n in names if n in st.held and n not in desired)
         resources = changed(desired, st)
-        removed = sorted(n for n in st.held if n not in desired)
         if not resources and not removed:
             if st.wildcard and not st.answered:
                 # A fresh client waits for its first wildcard reply to finish
@@ -106,7 +114,7 @@ class DeltaStream(ProtocolStream):
         """Send the additions now; the removals once later types settle."""
         if not plan.resources:
             return None
-        return Plan(plan.resources, [], plan.version, {})
+        return Plan(plan.resources, [], plan.version, {}, set(plan.removed))
 
     def commit(self, st: TypeState, plan: Plan) -> None:
         """The client will hold these versions and none of the removed names."""

@@ -90,6 +90,8 @@ class Plan:
     removed: list[str]
     version: str
     full: Mapping[str, Resource]
+    deferred: set[str] | None = None
+    """Removals postponed by make-before-break (planned again later)."""
 
 
 @dataclass(slots=True)
@@ -106,21 +108,53 @@ class TypeState:
     """name -> the Resource last sent (SotW needs bodies to keep a removed cluster)."""
     acked: dict[str, Resource] = field(default_factory=dict)
     version_held: str = ""
+    acked_version: str = ""
     pending: Reply | None = None
     rejected: dict[str, set[str]] = field(default_factory=dict)
     force: set[str] = field(default_factory=set)
     answered: bool = False
     """Whether a reply of this type went out (or the client said what it holds)."""
 
-    seen: Mapping[str, Resource] | None = None
-    """The view mapping last planned from with nothing to send; reset on any change."""
+    synced: Mapping[str, Resource] | None = None
+    """The view mapping this state was last fully reconciled with (None: never)."""
+    dirty: set[str] = field(default_factory=set)
+    """Names to look at again since ``synced`` (subscriptions, rollbacks, deferrals)."""
+
+    @property
+    def pending_version(self) -> str | None:
+        """The version of the reply in flight, if any."""
+        return self.pending.version if self.pending is not None else None
+
+    def resync(self) -> None:
+        """Forget ``synced``: the next plan looks at every resource."""
+        self.synced = None
+        self.dirty.clear()
+
+    def desired_subset(self, view: View, names: Iterable[str]) -> dict[str, Resource]:
+        """:meth:`desired`, for some names only."""
+        by_name = view.of_type(self.type_url)
+        out = {}
+        for name in names:
+            res = by_name.get(name)
+            if res is None or not (self.wildcard or name in self.names):
+                continue
+            if res.version in self.rejected.get(name, ()):
+                res = self.acked.get(name)
+                if res is None:
+                    continue
+            out[name] = res
+        return out
 
     def desired(self, view: View) -> tuple[Mapping[str, Resource], str]:
         """What this subscription should hold now (rejected versions rolled back),
         and its type version."""
         by_name = view.of_type(self.type_url)
-        if self.wildcard and not self.rejected:
-            return by_name, view.type_version(self.type_url)
+        if not self.rejected:
+            # The type's version in the view: every stream of the group shares it.
+            if self.wildcard:
+                return by_name, view.type_version(self.type_url)
+            return ({n: by_name[n] for n in self.names if n in by_name},
+                    view.type_version(self.type_url))
         if self.wildcard:
             base = dict(by_name)
         else:
@@ -145,9 +179,9 @@ class ProtocolStream:
         self.identity = identity
         self.metrics = metrics
         self.tracker = tracker
-        self.record: NodeRecord = tracker.connect(identity, self.protocol)
         self.types = tuple(types)
         self.states = {t: TypeState(t) for t in self.types}
+        self.record: NodeRecord = tracker.connect(identity, self.protocol, self.states)
         self._nonce = 0
 
     def close(self) -> None:
@@ -179,7 +213,6 @@ class ProtocolStream:
     def ack(self, st: TypeState, reply: Reply) -> None:
         """Envoy accepted ``reply``."""
         st.pending = None
-        st.seen = None
         if reply.full:
             st.acked = dict(reply.full)
         else:
@@ -187,7 +220,7 @@ class ProtocolStream:
                 st.acked[res.name] = res
             for name in reply.removed:
                 st.acked.pop(name, None)
-        NodeTracker.acked(self.record, st.type_url, reply.resources, reply.version or None)
+        st.acked_version = reply.version
         if self.metrics is not None:
             self.metrics.acks.labels(short(st.type_url)).inc()
             self.metrics.convergence.labels(short(st.type_url)).observe(
@@ -196,9 +229,9 @@ class ProtocolStream:
     def nack(self, st: TypeState, reply: Reply, error: str) -> None:
         """Envoy rejected (part of) ``reply``: roll back only what it names."""
         st.pending = None
-        st.seen = None
         sent = {r.name: r for r in reply.resources}
         names = blamed_names(error, sent) or set(sent)
+        st.dirty |= names
         for name, res in sent.items():
             if name not in names:
                 st.acked[name] = res  # Envoy applies the resources it did not reject
@@ -212,9 +245,7 @@ class ProtocolStream:
                 st.held[name] = previous.version
                 st.objs[name] = previous
         rejected = [sent[n] for n in sorted(names)]
-        NodeTracker.acked(self.record, st.type_url,
-                          [r for n, r in sent.items() if n not in names])
-        NodeTracker.nacked(self.record, st.type_url, rejected, error)
+        NodeTracker.nacked(self.record, st.type_url, rejected, error, st.acked)
         if self.metrics is not None:
             self.metrics.nacks.labels(short(st.type_url)).inc()
         log.warning(
@@ -226,8 +257,11 @@ class ProtocolStream:
 
     # -- responses ---------------------------------------------------------
 
-    def plan(self, st: TypeState, view: View) -> Plan | None:
-        """What ``st`` would send now; None when Envoy is up to date."""
+    def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
+        """What ``st`` would send now; None when Envoy is up to date.
+
+        ``names``: only these can differ from what Envoy holds (None: any).
+        """
         raise NotImplementedError
 
     def without_removals(self, st: TypeState, plan: Plan) -> Plan | None:
@@ -269,11 +303,16 @@ class ProtocolStream:
         # Most views change one type (endpoints): the others are recognized by
         # mapping identity and cost nothing, however many resources they hold.
         source = view.of_type(st.type_url)
-        if st.seen is source:
-            return None
-        plan = self.plan(st, view)
+        names = source.changes_since(st.synced) if st.synced is not None else None
+        if names is not None:
+            names |= st.dirty | st.force
+            if not names:
+                return None
+        plan = self.plan(st, view, names)
         if plan is None:
-            st.seen = source
+            st.synced = source
+            st.dirty.clear()
+            st.force.clear()  # nothing forced applies (e.g. endpoints not subscribed yet)
         return plan
 
     def _emit(self, st: TypeState, plan: Plan, view: View) -> Reply:
@@ -282,22 +321,23 @@ class ProtocolStream:
                       str(self._nonce), view.set_at, plan.full)
         self.commit(st, plan)
         st.answered = True
-        st.seen = None
+        if plan.deferred is not None:
+            st.dirty |= plan.deferred
+        else:
+            st.synced = view.of_type(st.type_url)
+            st.dirty.clear()
         st.force -= {r.name for r in plan.resources}
         st.pending = reply
         if st.type_url == CLUSTER and ENDPOINT in self.states:
             eds = self.states[ENDPOINT]
             # A changed cluster is warmed again by Envoy and needs its endpoints.
             resend = {r.name for r in plan.resources if r.name in eds.held}
-            if resend:
-                eds.force |= resend
-                eds.seen = None
-        NodeTracker.sent(self.record, st.type_url, plan.resources, plan.removed,
-                         plan.version if self.protocol == "sotw" else None)
+            eds.force |= resend
         return reply
 
 
 def changed(desired: Mapping[str, Resource], st: TypeState) -> list[Resource]:
     """Resources whose version differs from what Envoy holds, or that must be resent."""
-    return [r for n, r in sorted(desired.items())
-            if st.held.get(n) != r.version or n in st.force]
+    held, force = st.held, st.force
+    return sorted((r for n, r in desired.items() if held.get(n) != r.version or n in force),
+                  key=lambda r: r.name)

@@ -46,7 +46,6 @@ class SotwStream(ProtocolStream):
         if bad is not None:
             return self.bad(bad)
         st = self.states[type_url]
-        st.seen = None
         nonce = str(req.response_nonce)
         if nonce:
             if st.pending is None or nonce != st.pending.nonce:
@@ -69,6 +68,7 @@ class SotwStream(ProtocolStream):
 
     def _subscribe(self, st: TypeState, names: list[str]) -> None:
         first = not st.subscribed
+        was_wildcard = st.wildcard
         st.subscribed = True
         st.wildcard = st.type_url in WILDCARD_TYPES and (not names or "*" in names)
         new = set(names) - {"*"}
@@ -77,13 +77,21 @@ class SotwStream(ProtocolStream):
                 # Envoy drops what it unsubscribes; a later subscribe resends it.
                 st.held.pop(gone, None)
                 st.objs.pop(gone, None)
+        st.dirty |= new - st.names
         st.names = new
         if first and st.version_held:
             st.held = {}
             st.objs = {}
+        if first or was_wildcard != st.wildcard:
+            st.resync()
 
-    def plan(self, st: TypeState, view: View) -> Plan | None:
+    def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
         """Full state for wildcard types, changed named resources otherwise."""
+        if names is not None and not st.wildcard and not st.rejected:
+            resources = changed(st.desired_subset(view, names), st)
+            if not resources:
+                return None
+            return Plan(resources, [], view.type_version(st.type_url), {})
         desired, version = st.desired(view)
         if not st.held and st.version_held and version == st.version_held:
             # Reconnected with the current version: adopt it, send nothing.
@@ -107,7 +115,8 @@ class SotwStream(ProtocolStream):
         kept.update({n: st.objs[n] for n in plan.removed if n in st.objs})
         if {n: r.version for n, r in kept.items()} == st.held:
             return None
-        return Plan([kept[n] for n in sorted(kept)], [], type_version(kept.values()), kept)
+        return Plan([kept[n] for n in sorted(kept)], [], type_version(kept.values()), kept,
+                    set(plan.removed))
 
     def commit(self, st: TypeState, plan: Plan) -> None:
         """Envoy will hold ``plan`` (all of it for wildcard types)."""
