@@ -108,6 +108,7 @@ def profile(n: int, out: Path, top: int = 30) -> list[str]:
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(buf.getvalue(), encoding="utf-8")
     rows = []
     st: Any = stats

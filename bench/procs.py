@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,12 +96,19 @@ async def http_get(port: int, path: str, host: str = "localhost", timeout: float
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
                          .encode())
-            data = await reader.read(-1)
+            head = await reader.readuntil(b"\r\n\r\n")
+            headers = head.lower()
+            length = re.search(rb"\r\ncontent-length:\s*(\d+)", headers)
+            if length is not None:
+                # Read exactly the body: Envoy may hold a closing connection open for
+                # its delayed_close_timeout (1 s) after a local reply.
+                body = await reader.readexactly(int(length.group(1)))
+            elif b"transfer-encoding: chunked" in headers:
+                body = _dechunk(await reader.read(-1))
+            else:
+                body = await reader.read(-1)
         finally:
             writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
         return int(head.split(b" ", 2)[1]), body
 
     return await asyncio.wait_for(go(), timeout)

@@ -117,8 +117,10 @@ def write(metrics: list[Metric], info: dict[str, Any], run: dict[str, Any],
           directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "latest.md").write_text(markdown(metrics, info, run), encoding="utf-8")
-    doc = {"machine": info, "run": run,
-           "metrics": {m.id: asdict(m) for m in metrics}}
+    # One object per metric id at the top level, beside the machine and run settings.
+    doc: dict[str, Any] = {m.id: asdict(m) for m in metrics}
+    doc["machine"] = info
+    doc["run"] = run
     (directory / "latest.json").write_text(
         json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     print(table(metrics), file=sys.stdout, flush=True)

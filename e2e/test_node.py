@@ -122,6 +122,10 @@ def manifests(p: dict[str, int], b: dict[str, EchoBackend]) -> str:
         endpoint_slice("pp2", b["pp"], "n1", "tcp"),
         service("pp1", f"[{tcp('pp1')}]", annotations="kxds.io/upstream-proxy-protocol: v1"),
         endpoint_slice("pp1", b["pp"], "n1", "tcp"),
+        # loadBalancerSourceRanges, enforced on the nodePort listener by network RBAC.
+        service("guarded", f"[{tcp('guarded')}]", type_="LoadBalancer",
+                extra="loadBalancerSourceRanges: [127.0.0.50/32]\n"),
+        endpoint_slice("guarded", b["a"], "n1", "tcp"),
         # internalTrafficPolicy Local for in-cluster clients (--cluster-cidrs), endpoints on n1.
         service("inner", f"[{tcp('inner')}, {{name: udp, port: {p['inner']}, protocol: UDP, "
                          f"nodePort: {p['inner']}}}]", extra="internalTrafficPolicy: Local\n"),
@@ -145,7 +149,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         hosts = (N1, N2, ALLOWED_EXTERNAL, REFUSED_EXTERNAL)
         ports = {k: free_both(*hosts) for k in (
             "spread", "mixed", "local", "health", "sticky", "sticky_udp", "ext", "pp1", "pp2",
-            "inner")}
+            "inner", "guarded")}
         directory = tmp / "manifests"
         write_manifests(directory, "node.yaml", manifests(ports, backends))
         kxds = Kxds(tmp, ["--node-port-range", "1024-65535", "--cluster-cidrs", "127.0.0.128/26",
@@ -157,7 +161,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         n2 = Envoy(tmp, kxds.xds_address, role="node", node_name="n2", bind_address=N2)
         mine.append(n2)
         for envoy, host in ((n1, N1), (n2, N2)):
-            for name in ("spread", "mixed", "local", "health", "sticky", "pp1", "pp2", "inner"):
+            for name in ("spread", "mixed", "local", "health", "sticky", "pp1", "pp2", "inner",
+                         "guarded"):
                 envoy.wait_listening(ports[name], host)
     except BaseException:
         for proc in mine:
@@ -291,3 +296,12 @@ def test_in_cluster_clients_follow_internal_traffic_policy(cluster: Cluster) -> 
     assert backend_of(udp_echo(N1, port, source=IN_CLUSTER)) == "ua"
     assert tcp_echo(N2, port, source=IN_CLUSTER) == b""
     assert udp_once(N2, port, IN_CLUSTER) is None
+
+
+def test_source_ranges_checked_on_the_real_client_address(cluster: Cluster) -> None:
+    port = cluster.ports["guarded"]
+    assert backend_of(tcp_echo(N2, port, source="127.0.0.50")) == "a"
+    assert tcp_echo(N2, port, source="127.0.0.51") == b""  # disconnected by RBAC
+    cluster.n2.wait_until(lambda e: any(
+        k.endswith("rbac.denied") and v > 0 for k, v in e.stats().items()),
+        what="n2 counted an RBAC denial")

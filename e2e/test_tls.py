@@ -326,6 +326,19 @@ def test_rotation_keeps_connections_and_serves_the_new_certificate(
         write_manifests(gateway.manifests, "rotated.yaml", "")
 
 
+def test_fixing_a_missing_secret_serves_the_host(gateway: Gateway, ca: KeyPair) -> None:
+    port = gateway.https_port
+    fixed = make_leaf(ca, ["missing.test"])
+    write_manifests(gateway.manifests, "fix.yaml", secret("nope", fixed))
+    try:
+        wait_for(lambda: not refused(port, "missing.test", ca), what="missing.test served")
+        assert names_of(handshake(port, "missing.test", ca)[0]) == ["missing.test"]
+        assert https_get(port, "missing.test", ca)[0] == 200
+    finally:
+        write_manifests(gateway.manifests, "fix.yaml", "")
+    wait_for(lambda: refused(port, "missing.test", ca), what="missing.test refused again")
+
+
 @pytest.fixture(scope="module")
 def default_gateway(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, KeyPair],
                     ca: KeyPair, backends: dict[str, EchoBackend]) -> Iterator[Gateway]:

@@ -147,6 +147,13 @@ class _Allocator:
     taken: dict[IPAddress, Key] = field(default_factory=dict)
     result: dict[Key, tuple[str, ...]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    cursors: dict[str, Iterator[IPAddress]] = field(default_factory=dict)
+    """Pool name -> its addresses not yet looked at. Taken addresses stay taken
+    during one allocation, so each pool is scanned once, not once per Service."""
+
+    def free_address(self, pool: Pool) -> IPAddress | None:
+        cursor = self.cursors.setdefault(pool.name, pool.addresses())
+        return next((ip for ip in cursor if ip not in self.taken), None)
 
     def pool_for(self, svc: Service, ip: IPAddress) -> Pool | None:
         return next((p for p in self.pools
@@ -242,7 +249,7 @@ def _assign(a: _Allocator, svc: Service) -> None:
     for pool in a.pools:
         if not pool.auto_assign or not pool.serves(svc.meta.namespace):
             continue
-        free = next((ip for ip in pool.addresses() if ip not in a.taken), None)
+        free = a.free_address(pool)
         if free is not None:
             a.take(svc, [free])
             return

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from kxds import ir, names
 from kxds.certs import CertError, CertInfo, check_key_pair, covers
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
-from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
+from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import age_order
@@ -71,6 +71,8 @@ class _Claim:
     """Passthrough: the backend cluster."""
     broken: bool = False
     """The certificate is unusable for this host: fail closed."""
+    access: ir.AccessPolicy | None = None
+    """Passthrough: the client-IP rules of the backend (as its HTTP routes would have)."""
 
     def same_target(self, other: _Claim) -> bool:
         return (self.secret, self.cluster) == (other.secret, other.cluster)
@@ -112,7 +114,6 @@ class _Planner:
         self.now = now
         self.claims: dict[str, _Claim] = {}
         self.certs: dict[Key, _Loaded] = {}
-        self.access: dict[str, ir.AccessPolicy | None] = {}
         self.diagnostics: list[Diagnostic] = []
 
     def load(self, key: Key) -> _Loaded:
@@ -157,16 +158,18 @@ class _Planner:
                     "TLS passthrough needs a host (the SNI) and a path naming the backend"))
                 continue
             path = next((p for p in rule.paths if p.path == "/"), rule.paths[0])
-            cluster = self._cluster_of(ing, path)
-            if cluster is None:
+            target = self._cluster_of(ing, path)
+            if target is None:
                 self.diagnostics.append(Diagnostic(
                     ing.meta.ref, f"{field}.http.paths", Reason.BACKEND_NOT_FOUND,
                     f"passthrough backend {path.backend.service} of host {rule.host} "
                     "does not resolve to a Service port"))
                 continue
-            self.claim(rule.host, _Claim(ing, cluster=cluster), field)
+            self.claim(rule.host, _Claim(ing, cluster=target[0], access=target[1]), field)
 
-    def _cluster_of(self, ing: Ingress, path: IngressPath) -> str | None:
+    def _cluster_of(self, ing: Ingress, path: IngressPath
+                    ) -> tuple[str, ir.AccessPolicy | None] | None:
+        """The backend's cluster and access policy; None when it does not resolve."""
         ns = ing.meta.namespace
         svc = self.state.services.get((ns, path.backend.service))
         if svc is None:
@@ -178,15 +181,9 @@ class _Planner:
         cluster = names.service_cluster(ns, svc.meta.name, port.port)
         if cluster not in self.clusters:
             return None
-        if cluster not in self.access:
-            self.access[cluster] = self._route_access(ing, svc, port)
-        return cluster
-
-    def _route_access(self, ing: Ingress, svc: Service, port: ServicePort
-                      ) -> ir.AccessPolicy | None:
         policy, diags = route_access(self.state, ing, svc, port)
         self.diagnostics.extend(diags)
-        return policy
+        return cluster, policy
 
     def terminated(self, ing: Ingress) -> None:
         default = self.config.default_certificate
@@ -254,7 +251,7 @@ def _chains(p: _Planner, listener: str, route_table: str
         if c.cluster is not None:
             chains.append(ir.PassthroughChain(
                 name=names.tls_chain(listener, "passthrough", host), server_names=(host,),
-                cluster=c.cluster, access=p.access.get(c.cluster), refs=(c.ingress.meta.ref,)))
+                cluster=c.cluster, access=c.access, refs=(c.ingress.meta.ref,)))
         elif c.secret is not None and not c.broken:
             by_secret.setdefault(c.secret, []).append(host)
             refs.setdefault(c.secret, set()).add(c.ingress.meta.ref)

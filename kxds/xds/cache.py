@@ -17,19 +17,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kxds.envoy.resource import Resource, Resources
+from kxds.envoy.resource import CLUSTER, Resource, Resources
 from kxds.errors import KxdsError
 from kxds.xds.tracker import NodeTracker
 
 log = logging.getLogger("kxds.xds.cache")
 
 ROLES = ("edge", "node")
+
+TEST_REJECT_ENV = "KXDS_TEST_REJECT_FILE"
+"""Test-only hook: names a file listing cluster names, one per line. While a name is
+listed, that cluster is served with ``lb_policy: CLUSTER_PROVIDED``, which Envoy
+refuses for an EDS cluster, so end-to-end tests can watch a real NACK."""
+
+_CLUSTER_PROVIDED = b"\x30\x06"
+"""Field 6 (``lb_policy``), varint 6 (``CLUSTER_PROVIDED``): appended protobuf fields
+override earlier ones, so this needs no message parsing."""
 
 
 class InvalidNodeError(KxdsError):
@@ -199,6 +209,20 @@ class TypeMap(Mapping[str, Resource]):
 _EMPTY = TypeMap({})
 
 
+def _poison(resources: Resources, path: str) -> Resources:
+    try:
+        with open(path) as listing:
+            names = {line.strip() for line in listing if line.strip()}
+    except OSError:
+        return resources
+    clusters = dict(resources.get(CLUSTER, {}))
+    for name in names & clusters.keys():
+        res = clusters[name]
+        log.warning("event=test_reject cluster=%s", name)
+        clusters[name] = Resource.of(CLUSTER, name, res.body + _CLUSTER_PROVIDED, res.refs)
+    return {**resources, CLUSTER: clusters}
+
+
 def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
     changed = {name for name, res in new.items()
@@ -257,11 +281,14 @@ class SnapshotCache:
         """Called after every ``set_view`` (metrics use this)."""
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
+        self._reject_file = os.environ.get(TEST_REJECT_ENV) or None
 
     # -- the controller's side -------------------------------------------------
 
     def set_view(self, group: str, resources: Resources) -> None:
         """Replace the whole view of ``group`` and wake its streams."""
+        if self._reject_file is not None:
+            resources = _poison(resources, self._reject_file)
         previous = self._views.get(group)
         types: dict[str, TypeMap] = {}
         memo: dict[str, str] = {}

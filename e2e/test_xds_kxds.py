@@ -1,0 +1,196 @@
+"""``kxds serve`` and the real Envoy over GRPC and DELTA_GRPC: churn, NACK, kill and restart.
+
+Unlike ``test_xds_envoy.py`` (hand-built resources, in-process server), these
+run the whole pipeline: manifests -> translation -> cache -> gRPC -> Envoy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.harness import EchoBackend, Envoy, Gateway, Kxds, free_port, wait_for
+from kxds.xds.cache import TEST_REJECT_ENV
+
+pytestmark = pytest.mark.e2e
+
+PROTOCOLS = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
+WEB = "default/web/80"
+
+
+def _manifests(port: int, *hosts: str, label: str = "a") -> str:
+    addresses = ", ".join(f'{{addresses: ["{h}"]}}' for h in hosts)
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default, labels: {{rev: "{label}"}}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints: [{addresses}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, namespace: default}}
+spec:
+  ingressClassName: kxds
+  defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}
+"""
+
+
+def _update_counters(envoy: Envoy) -> dict[str, int]:
+    stats = envoy.stats()
+    return {k: stats.get(k, 0) for k in ("cluster_manager.cds.update_success",
+                                         "listener_manager.lds.update_success",
+                                         "cluster_manager.cds.update_rejected")}
+
+
+class Traffic:
+    """GETs in a loop on a thread; every non-200 or error is kept."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.ok = 0
+        self.bad: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _ = self.gw.backend("/")
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.bad.append(str(status))
+            except OSError as e:
+                self.bad.append(repr(e))
+
+    def more(self, count: int) -> Callable[[], bool]:
+        target = self.ok + count
+        return lambda: self.ok >= target
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _backends(echo: Callable[..., EchoBackend]) -> tuple[int, EchoBackend, EchoBackend]:
+    port = free_port("127.0.0.2")
+    return port, echo("one", host="127.0.0.2", port=port), echo("two", host="127.0.0.3",
+                                                                 port=port)
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
+def test_endpoint_churn_through_kxds_zero_errors_no_cds_lds_update(
+        delta: bool, manifests_dir: Path, echo: Callable[..., EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    gw = kxds_envoy(manifests_dir, delta=delta)
+    assert gw.envoy is not None
+    gw.wait_backend("/", None, (200, "one"))
+    before = _update_counters(gw.envoy)
+    traffic = Traffic(gw)
+    try:
+        steps = [(("127.0.0.2", "127.0.0.3"), None), (("127.0.0.3",), "two"),
+                 (("127.0.0.2",), "one")] * 3
+        for hosts, expect in steps:
+            seq = gw.kxds.rebuild_seq()
+            gw.write("web.yaml", _manifests(port, *hosts))
+            gw.kxds.wait_rebuild(seq + 1)
+            if expect is not None:
+                gw.wait_backend("/", None, (200, expect))
+            wait_for(traffic.more(5), what="traffic flowing")
+    finally:
+        traffic.stop()
+    assert traffic.bad == [], traffic.bad[:5]
+    assert _update_counters(gw.envoy) == before
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
+def test_forced_nack_through_kxds_keeps_traffic_and_names_the_service(
+        delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
+        kxds_envoy: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch) -> None:
+    reject = tmp_path / "reject"
+    monkeypatch.setenv(TEST_REJECT_ENV, str(reject))
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    gw = kxds_envoy(manifests_dir, delta=delta)
+    assert gw.envoy is not None
+    gw.wait_backend("/", None, (200, "one"))
+    reject.write_text(WEB + "\n")
+    seq = gw.kxds.rebuild_seq()
+    gw.write("web.yaml", _manifests(port, "127.0.0.2", label="b"))  # any change rebuilds
+    gw.kxds.wait_rebuild(seq + 1)
+    gw.envoy.wait_until(lambda e: e.stat("cluster_manager.cds.update_rejected") >= 1,
+                        what="Envoy NACKs the cluster")
+    assert gw.backend("/") == (200, "one")  # Envoy kept its last good cluster
+    status, text = gw.kxds.get(f"/debug/config_dump?node={gw.envoy.node_id}")
+    assert status == 200
+    entry = json.loads(text)["types"]["clusters"]["resources"][WEB]
+    assert "cluster provided LB" in entry["nacked"]["error"]
+    assert entry["nacked"]["refs"] == ["Service default/web"]
+    assert entry["nacked"]["kept_version"] == entry["acked_version"]
+    assert (gw.kxds.metric("kxds_xds_nacks_total", {"type": "clusters"}) or 0) >= 1
+    # Endpoint changes still flow while the cluster change stays rejected.
+    seq = gw.kxds.rebuild_seq()
+    gw.write("web.yaml", _manifests(port, "127.0.0.3", label="b"))
+    gw.kxds.wait_rebuild(seq + 1)
+    gw.wait_backend("/", None, (200, "two"))
+    assert gw.envoy.stat("cluster_manager.cds.update_rejected") == 1  # never resent
+    # Lift the hook: the served cluster is what Envoy already runs: nothing to send.
+    reject.write_text("")
+    seq = gw.kxds.rebuild_seq()
+    gw.write("web.yaml", _manifests(port, "127.0.0.3", label="c"))
+    gw.kxds.wait_rebuild(seq + 1)
+    assert gw.backend("/") == (200, "two")
+    assert gw.envoy.stat("cluster_manager.cds.update_rejected") == 1
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
+def test_kxds_killed_and_restarted_envoy_keeps_serving_without_repush(
+        delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
+        kxds_envoy: Callable[..., Gateway], started: list[Any]) -> None:
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    gw = kxds_envoy(manifests_dir, delta=delta)
+    envoy = gw.envoy
+    assert envoy is not None
+    gw.wait_backend("/", None, (200, "one"))
+    before = _update_counters(envoy)
+    os.kill(gw.kxds.pid, signal.SIGKILL)
+    gw.kxds.stop()
+    envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 0,
+                     what="Envoy sees kxds gone")
+    assert gw.backend("/") == (200, "one")  # serving without a control plane
+    args = gw.kxds.argv[gw.kxds.argv.index("serve") + 1:]
+    again = Kxds(tmp_path, args, name="kxds-restarted")
+    started.append(again)
+    again.wait_ready()
+    envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
+                     what="Envoy reconnected")
+    wait_for(lambda: again.get(f"/debug/config_dump?node={envoy.node_id}")[0] == 200,
+             what="stream known to the new kxds")
+    assert gw.backend("/") == (200, "one")
+    assert _update_counters(envoy) == before
+    protocol = "delta" if delta else "sotw"
+    for kind in ("clusters", "listeners", "routes", "endpoints"):
+        sent = again.metric("kxds_xds_responses_total", {"type": kind, "protocol": protocol})
+        assert not sent, f"{kind} re-pushed after restart"
