@@ -180,8 +180,8 @@ def test_kxds_killed_and_restarted_envoy_keeps_serving_without_repush(
     envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 0,
                      what="Envoy sees kxds gone")
     assert gw.backend("/") == (200, "one")  # serving without a control plane
-    args = gw.kxds.argv[gw.kxds.argv.index("serve") + 1:]
-    again = Kxds(tmp_path, args, name="kxds-restarted")
+    again = Kxds(tmp_path, _serve_args(gw.kxds), xds_port=gw.kxds.xds_port,
+                 admin_port=gw.kxds.admin_port, name="kxds-restarted")
     started.append(again)
     again.wait_ready()
     envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
@@ -194,3 +194,18 @@ def test_kxds_killed_and_restarted_envoy_keeps_serving_without_repush(
     for kind in ("clusters", "listeners", "routes", "endpoints"):
         sent = again.metric("kxds_xds_responses_total", {"type": kind, "protocol": protocol})
         assert not sent, f"{kind} re-pushed after restart"
+
+
+def _serve_args(kxds: Kxds) -> list[str]:
+    """The arguments of a running ``kxds serve`` minus what :class:`Kxds` adds itself."""
+    args = kxds.argv[kxds.argv.index("serve") + 1:]
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--xds-address", "--admin-address", "--log-level"):
+            skip = True
+        else:
+            out.append(arg)
+    return out

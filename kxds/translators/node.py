@@ -17,7 +17,7 @@ of its own, ``ns/svc/port/local``, so the all-endpoints cluster keeps its
 meaning everywhere else) and answers the ``healthCheckNodePort`` with 200 or
 503 as kube-proxy does. Clients from ``--cluster-cidrs`` (pods, nodes) follow
 ``internalTrafficPolicy`` instead, as kube-proxy handles a pod's traffic to a
-LoadBalancer IP or externalIP like ClusterIP traffic; see docs/exposing-services.md.
+LoadBalancer IP or externalIP like ClusterIP traffic; see "Exposing Services outside the cluster" in the README.
 
 Client-IP rules (the Service's NetworkPolicy-derived access policy and
 ``loadBalancerSourceRanges``, :func:`kxds.translators.access.service_access`)
