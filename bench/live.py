@@ -128,6 +128,15 @@ class ControlPlane:
         entry = rec.types.get(type_url, {}).get(name)
         return None if entry is None else entry.acked_version
 
+    def replaced(self, type_url: str, name: str, old: Resource | None) -> Callable[[], bool]:
+        """A predicate: the view's ``name`` is no longer the ``old`` resource."""
+        return lambda: self.resource(type_url, name) is not old
+
+    def acked(self, node_id: str, type_url: str, name: str, version: str
+              ) -> Callable[[], bool]:
+        """A predicate: node ``node_id`` has ACKed ``name`` at ``version``."""
+        return lambda: self.acked_version(node_id, type_url, name) == version
+
     def counter(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.metrics.registry.get_sample_value(name, labels or {})
         return float(value or 0.0)
@@ -177,6 +186,10 @@ class LightClients:
                 self.ready.set()
             else:
                 self.events.append(event)
+
+    def all_received(self, name: str, version: str, count: int) -> Callable[[], bool]:
+        """A predicate: ``count`` streams have received ``name`` at ``version``."""
+        return lambda: len(self.received(name, version)) >= count
 
     def received(self, name: str, version: str) -> list[dict[str, Any]]:
         """Events of streams that received ``name`` at ``version`` (first per stream)."""

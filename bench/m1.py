@@ -66,12 +66,11 @@ async def run_protocol(n: int, repeats: int, warmup: int, delta: bool,
             old = cp.resource(ENDPOINT, name)
             t0 = time.perf_counter()
             cp.publish(state)
-            tv = await poll(lambda n=name, o=old: cp.resource(ENDPOINT, n) is not o, 10.0,
-                            what=f"view of {name}")
+            tv = await poll(cp.replaced(ENDPOINT, name, old), 10.0, what=f"view of {name}")
             res = cp.resource(ENDPOINT, name)
             assert res is not None, name
-            t1 = await poll(lambda n=name, v=res.version: cp.acked_version(node, ENDPOINT, n) == v,
-                            10.0, what=f"ACK of {name}")
+            t1 = await poll(cp.acked(node, ENDPOINT, name, res.version), 10.0,
+                            what=f"ACK of {name}")
             if r >= warmup:
                 samples.append(t1 - t0)
                 build.append(tv - t0)

@@ -18,6 +18,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import scenario
@@ -55,6 +56,10 @@ def route_tables(cp: ControlPlane) -> dict[str, str]:
     return {} if view is None else {n: r.version for n, r in view.of_type(ROUTE).items()}
 
 
+def routes_changed(cp: ControlPlane, old: dict[str, str]) -> Callable[[], bool]:
+    return lambda: route_tables(cp) != old
+
+
 def with_path(spec: Spec, state: ClusterState, j: int, extra: tuple[tuple[str, int], ...]
               ) -> ClusterState:
     ing = scenario.parse(scenario.ingress_doc(spec, j, extra_paths=extra))
@@ -76,7 +81,7 @@ async def latency(spec: Spec, state: ClusterState, cp: ControlPlane, port: int,
         old = route_tables(cp)
         t0 = time.perf_counter()
         cp.publish(state)
-        view_task = asyncio.create_task(poll(lambda o=old: route_tables(cp) != o, 20.0, 0.001,
+        view_task = asyncio.create_task(poll(routes_changed(cp, old), 20.0, 0.001,
                                              "route view"))
         t1 = await first_200(port, host, path)
         tv = await view_task

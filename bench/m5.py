@@ -62,18 +62,16 @@ async def fan_out(k: int, repeats: int, unit: float) -> dict[str, Any]:
                                      {"type": "endpoints", "protocol": "sotw"})
             t0 = time.time()
             cp.publish(state)
-            await poll(lambda n=name, o=old: cp.resource(ENDPOINT, n) is not o, 10.0,
-                       what="rebuild")
+            await poll(cp.replaced(ENDPOINT, name, old), 10.0, what="rebuild")
             res = cp.resource(ENDPOINT, name)
             assert res is not None
-            await poll(lambda n=name, v=res.version: cp.acked_version(f"m5-envoy-{k}",
-                                                                        ENDPOINT, n) == v,
-                       30.0, what="Envoy ACK")
+            await poll(cp.acked(f"m5-envoy-{k}", ENDPOINT, name, res.version), 30.0,
+                       what="Envoy ACK")
             t_envoy = time.time()
             t_last = t_envoy
             if clients is not None:
-                await poll(lambda n=name, v=res.version, c=clients: len(c.received(n, v)) >= k - 1,
-                           60.0, 0.002, what=f"{k - 1} light streams")
+                await poll(clients.all_received(name, res.version, k - 1), 60.0, 0.002,
+                           what=f"{k - 1} light streams")
                 t_last = max(t_envoy, *(e["t"] for e in clients.received(name, res.version)))
             if r:  # the first change warms the path
                 lat.append(t_last - t0)
@@ -99,7 +97,7 @@ async def run_m5(ks: tuple[int, ...], unit: float, repeats: int = 5) -> list[Met
     top = results[-1]
     serialized = {r["k"]: r["serialized_bytes"] for r in results}
     independent = len(set(serialized.values())) == 1
-    details = {str(r["k"]): {"last_ack_p50_s": r["last_ack"].median,
+    details: dict[str, Any] = {str(r["k"]): {"last_ack_p50_s": r["last_ack"].median,
                              "last_ack_p99_s": r["last_ack"].p99,
                              "last_ack_cal": r["last_ack_cal"],
                              "bytes_serialized_per_change": r["serialized_bytes"],

@@ -111,7 +111,9 @@ async def at_scale(services: int) -> dict[str, Any]:
         await worker.ask("empty")
         await envoy.wait_until(emptied, 120.0, interval=0.1)
         after = (await worker.ask("wait 1"))["rss"]
-        return {"rss_before_load_mb": before / MB,
+        cleared = (await worker.ask("clear"))["rss"]
+        return {"rss_after_delete_memo_clear_and_malloc_trim_mb": cleared / MB,
+                "rss_before_load_mb": before / MB,
                 f"rss_at_{services}_mb": max(loaded, served) / MB,
                 "rss_after_delete_mb": after / MB, "after_delete_vs_before_load": after / before,
                 "peak": max(loaded, served), "back": after <= before * 1.10}

@@ -78,7 +78,7 @@ async def run_m8(unit: float, repeats: int = 3) -> list[Metric]:
     results = [await one_case(label, spec, pat, max(1, min(repeats, 3)))
                for label, spec, pat in cases]
     worst = max(r["ratio"] for r in results)
-    details = {r["case"]: {"kxds_rebuild_p50_s": r["kxds_s"].median,
+    details: dict[str, Any] = {r["case"]: {"kxds_rebuild_p50_s": r["kxds_s"].median,
                            "envoy_apply_p50_s": r["envoy_s"].median,
                            "kxds_cal": r["kxds_s"].median / unit,
                            "ratio": r["ratio"], "repeats": r["kxds_s"].n} for r in results}

@@ -2,7 +2,8 @@
 
 Reads one command per stdin line and answers one JSON line on stdout:
 ``load N`` (publish a scenario of N Services), ``empty`` (publish a state
-with nothing in it: everything deleted), ``rss`` (current resident set size).
+with nothing in it: everything deleted), ``clear`` (empty kxds's memo
+caches), ``wait S``; every answer carries the resident set size.
 The first line it writes is ``{"port": P, "rss": ...}`` once it serves a
 first scenario of ``--services`` Services.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from bench import scenario
 from bench.live import ControlPlane
+from bench.timing import clear_memos
 from kxds.kube.models import ClusterState
 
 
@@ -26,6 +29,15 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _malloc_trim() -> bool:
+    """Ask glibc to hand free heap pages back to the OS (diagnostic: allocator vs. leak)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.malloc_trim(0))
 
 
 def reply(obj: dict[str, object]) -> None:
@@ -52,6 +64,12 @@ async def main_async(services: int) -> None:
             elif cmd[0] == "empty":
                 await cp.publish_and_wait(ClusterState(), timeout=60.0)
                 reply({"loaded": 0})
+            elif cmd[0] == "clear":
+                # Diagnostic only: what the memo caches retain after everything is deleted.
+                cleared = clear_memos()
+                gc.collect()
+                trimmed = _malloc_trim()
+                reply({"cleared": cleared, "malloc_trim": trimmed})
             elif cmd[0] == "wait":
                 await asyncio.sleep(float(cmd[1]))
                 reply({})

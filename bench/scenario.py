@@ -26,7 +26,7 @@ from kxds.kube.models import ClusterState, EndpointSlice, Model
 from kxds.kube.parse import parse_object
 
 try:
-    _Dumper: type[yaml.SafeDumper] = yaml.CSafeDumper
+    _Dumper: type[yaml.SafeDumper] = yaml.CSafeDumper  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - only without libyaml
     _Dumper = yaml.SafeDumper
 

@@ -127,7 +127,6 @@ def test_endpoint_changes_from_the_api_reach_envoy_while_traffic_flows(
     assert ingress["status"]["loadBalancer"]["ingress"] == [{"ip": "203.0.113.7"}]
 
 
-
 def test_nothing_is_served_until_the_first_complete_sync(
         api: FakeApi, tmp_path: Path, echo: Any, started: list[Any]) -> None:
     a = echo("a")
@@ -142,6 +141,9 @@ def test_nothing_is_served_until_the_first_complete_sync(
     wait_for(lambda: kxds.get("/healthz")[0] == 200, what="kxds admin up")
     envoy = Envoy(tmp_path, kxds.xds_address)
     started.append(envoy)
+    # Envoy's ADS stream is open: an empty configuration would reach it now.
+    envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1,
+                     what="envoy connected to kxds")
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:  # the API is unreachable: no config, not ready
         assert kxds.get("/readyz")[0] != 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,9 +42,16 @@ def backends_yaml(backends: dict[str, EchoBackend]) -> str:
     return "---".join(service(n) + "---" + endpoints(n, b) for n, b in sorted(backends.items()))
 
 
+def _backend(svc: str) -> str:
+    """``web`` -> port 80 by number; ``web:http`` -> the port named ``http``."""
+    name, _, port_name = svc.partition(":")
+    port = f"{{name: {port_name}}}" if port_name else "{number: 80}"
+    return f"{{service: {{name: {name}, port: {port}}}}}"
+
+
 def ingress(name: str, host: str | None, paths: list[tuple[str, str, str]],
             class_name: str = "kxds", default: str | None = None) -> str:
-    """An Ingress with one rule; paths are (path, pathType, service)."""
+    """An Ingress with one rule; paths are (path, pathType, service[:port name])."""
     lines = [f"""
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -53,22 +59,26 @@ metadata: {{name: {name}, namespace: default}}
 spec:
   ingressClassName: {class_name}"""]
     if default:
-        lines.append(f"  defaultBackend: {{service: {{name: {default}, port: {{number: 80}}}}}}")
+        lines.append(f"  defaultBackend: {_backend(default)}")
     if paths:
         lines.append("  rules:")
         lines.append(f"  - host: \"{host}\"" if host else "  -")
         lines.append("    http:\n      paths:")
         for path, kind, svc in paths:
-            lines.append(f"      - {{path: {path}, pathType: {kind}, backend: "
-                         f"{{service: {{name: {svc}, port: {{number: 80}}}}}}}}")
+            lines.append(f"      - {{path: {path}, pathType: {kind}, backend: {_backend(svc)}}}")
     return "\n".join(lines) + "\n"
 
 
 ROUTES = "---".join([
     ingress("a", "a.test", [("/", "Prefix", "a"), ("/exact", "Exact", "b"),
                             ("/pre", "Prefix", "b"), ("/pre/deeper", "Prefix", "c"),
-                            ("/missing", "Prefix", "nope")]),
+                            ("/missing", "Prefix", "nope"),
+                            ("/both", "Exact", "b"), ("/both", "Prefix", "c"),
+                            ("/slash/", "Prefix", "b"), ("/impl", "ImplementationSpecific", "b"),
+                            ("/named", "Prefix", "b:http")]),
     ingress("wild", "*.wild.test", [("/", "Prefix", "c")]),
+    ingress("api", "*.api.test", [("/v1", "Prefix", "c")]),
+    ingress("hostless", None, [("/hostless", "Prefix", "b")]),
     # Rules of several Ingresses on one host merge.
     ingress("a-more", "a.test", [("/more", "Prefix", "c")]),
     ingress("other-class", "other.test", [("/", "Prefix", "a")], class_name="nginx"),
@@ -124,6 +134,21 @@ CASES = [
     ("a.test", "/missing", (503, None)),                # unresolvable backend: 503 ...
     ("a.test", "/missing/x", (503, None)),              # ... never falls through to /
     ("a.test", "/more", (200, "c")),
+    ("a.test", "/both", (200, "b")),                    # Exact beats Prefix of the same path
+    ("a.test", "/both/x", (200, "c")),
+    ("a.test", "/slash", (200, "b")),                   # a trailing slash in the rule is ignored
+    ("a.test", "/slash/x", (200, "b")),
+    ("a.test", "/slashes", (200, "a")),
+    ("a.test", "/impl/x", (200, "b")),                  # ImplementationSpecific is Prefix
+    ("a.test", "/implx", (200, "a")),
+    ("a.test", "/named", (200, "b")),                   # backend port by name
+    ("a.test", "/hostless", (200, "a")),                # a named host never takes host-less rules
+    ("X.Wild.Test:8080", "/x", (200, "c")),             # wildcard: any case, port ignored
+    ("x.api.test", "/v1/users", (200, "c")),
+    ("x.api.test", "/hostless", (404, None)),           # one label is the wildcard's host ...
+    ("x.y.api.test", "/hostless", (200, "b")),          # ... two labels are not: host-less rules
+    ("x.y.api.test", "/v1", (404, None)),
+    ("nobody.test", "/hostless", (200, "b")),           # rules without a host: any other host
 ]
 """(Host, path, (status, backend)): the routing rules of the Kubernetes Ingress docs."""
 
@@ -152,6 +177,10 @@ def test_routing(gateway: Gateway) -> None:
 
 
 # --- live changes --------------------------------------------------------------
+
+LIVE_DEADLINE = 10.0
+"""Seconds a manifest change may take to reach Envoy: typically a fraction of one,
+but the suite runs on a loaded 2-core machine."""
 
 
 class Traffic:
@@ -200,21 +229,18 @@ def test_edit_while_traffic_flows(tmp_path: Path, manifests_dir: Path,
     with Traffic(lambda: gw.backend("/", host="a.test")) as traffic:
         traffic.wait_more()
         # A new file: its host answers within the deadline.
-        started = time.monotonic()
         gw.write("b.yaml", ingress("b", "b.test", [("/", "Prefix", "b")]))
-        gw.wait_backend("/", "b.test", (200, "b"), timeout=5)
-        added = time.monotonic() - started
+        gw.wait_backend("/", "b.test", (200, "b"), timeout=LIVE_DEADLINE)
         # An edited file: the path moves to another backend.
         gw.write("b.yaml", ingress("b", "b.test", [("/", "Prefix", "c")]))
-        gw.wait_backend("/", "b.test", (200, "c"), timeout=5)
+        gw.wait_backend("/", "b.test", (200, "c"), timeout=LIVE_DEADLINE)
         # A removed file: its host is gone.
         (manifests_dir / "b.yaml").unlink()
-        gw.wait_backend("/", "b.test", (404, None), timeout=5)
+        gw.wait_backend("/", "b.test", (404, None), timeout=LIVE_DEADLINE)
         traffic.wait_more()
     # Traffic to the untouched host never failed during the changes.
     assert traffic.errors == 0
     assert set(traffic.answers) == {(200, "a")}, traffic.answers
-    assert added < 5
 
 
 def test_default_backend_added_live(manifests_dir: Path, backends: dict[str, EchoBackend],
@@ -224,7 +250,7 @@ def test_default_backend_added_live(manifests_dir: Path, backends: dict[str, Ech
     gw = kxds_envoy(manifests_dir)
     assert gw.backend("/y", host="a.test") == (404, None)
     gw.write("default.yaml", ingress("fallback", None, [], default="b"))
-    gw.wait_backend("/y", "a.test", (200, "b"), timeout=5)
+    gw.wait_backend("/y", "a.test", (200, "b"), timeout=LIVE_DEADLINE)
     assert gw.backend("/anything", host="unknown.test") == (200, "b")
     assert gw.backend("/x", host="a.test") == (200, "a")
     # kxds stops gracefully on SIGTERM; Envoy keeps serving what it was given.
@@ -244,7 +270,7 @@ def test_bad_manifest_keeps_envoy_serving(manifests_dir: Path,
     gw.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n")
     gw.write("badpath.yaml", ingress("bad", "bad.test", [("nopath", "Prefix", "a")]))
     gw.write("c.yaml", ingress("c", "c.test", [("/", "Prefix", "c")]))
-    gw.wait_backend("/", "c.test", (200, "c"), timeout=5)
+    gw.wait_backend("/", "c.test", (200, "c"), timeout=LIVE_DEADLINE)
     gw.kxds.wait_rebuild(seq + 1)
     assert gw.backend("/", host="a.test") == (200, "a")
     assert gw.backend("/", host="bad.test") == (404, None)

@@ -181,6 +181,36 @@ def test_endpoint_churn_under_traffic_moves_no_cds_or_lds(
 
 
 @pytest.mark.parametrize("delta", PROTOCOLS)
+def test_route_moves_to_a_new_cluster_make_before_break(
+        delta: bool, tmp_path: Path, started: list[Process],
+        echo: Callable[..., EchoBackend], xds: list[ServerThread]) -> None:
+    server = ServerThread()
+    xds.append(server)
+    one, two = echo("one"), echo("two")
+    port = free_port()
+    listener = t.listener("http", port, "http")
+    server.set_view(t.cluster("c0"), t.endpoints("c0", [one.port]), listener,
+                    t.route("http", "c0"))
+    envoy = _start(tmp_path, started, server, delta, port)
+    wait_for(functools.partial(_backend_is, port, "one"), what="traffic")
+    traffic = Traffic(port)
+    try:
+        for step in range(1, 7):
+            # Each step adds a cluster, points the route at it and drops the old
+            # one, in a single view: Envoy must never see a route to a cold cluster.
+            name, backend = (("one", one), ("two", two))[step % 2]
+            server.set_view(t.cluster(f"c{step}"), t.endpoints(f"c{step}", [backend.port]),
+                            listener, t.route("http", f"c{step}"))
+            wait_for(functools.partial(_backend_is, port, name), what=f"step {step}")
+            envoy.wait_until(lambda e: e.stat("cluster_manager.active_clusters") == 2,
+                             what="old cluster removed")  # c{step} + the xds cluster
+            wait_for(functools.partial(_more_than, traffic, traffic.ok + 5), what="traffic")
+    finally:
+        traffic.stop()
+    assert traffic.bad == [], traffic.bad[:5]
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
 def test_forced_nack_rolls_back_one_cluster_keeps_traffic_and_is_dumped(
         delta: bool, tmp_path: Path, started: list[Process],
         echo: Callable[..., EchoBackend], xds: list[ServerThread]) -> None:

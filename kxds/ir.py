@@ -197,6 +197,10 @@ class Route:
     """For a rule of a ``*.`` host: the route also requires the request host to be
     exactly one DNS label before the suffix, as Kubernetes defines ``*.foo.com``
     (Envoy's ``*.foo.com`` domain matches any number of labels)."""
+    below_wildcard_host: str | None = None
+    """The opposite: the route applies only to a request host with more labels
+    than this ``*.`` host covers (``a.b.foo.com`` for ``*.foo.com``), which reaches
+    the wildcard's virtual host only through Envoy's wider matching."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

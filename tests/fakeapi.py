@@ -9,7 +9,8 @@ convenient for kxds:
   value at list time, not the largest item version; list items carry no
   ``kind``/``apiVersion`` (the list does), watch event objects do;
 - ``limit``/``continue`` pagination from a consistent snapshot; a continue
-  token older than the event history is ``410 Expired``;
+  token older than the event history is ``410 Expired``, whose Status carries a
+  token that would continue from the latest snapshot (an inconsistent list);
 - ``watch=1`` answers ``200`` with a chunked stream of JSON lines
   ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}``; without
   ``resourceVersion`` (or ``"0"``) it starts with synthetic ADDED events of the
@@ -32,8 +33,9 @@ Test controls: :meth:`FakeApi.cut_watches` (close every watch stream without
 the terminating chunk), :meth:`FakeApi.freeze_watches` (streams go silent but
 stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact`
 (forget event history, so older versions get 410), :meth:`FakeApi.go_offline`
-(connection refused, or ``503``), :meth:`FakeApi.go_online`, and
-``on_request`` (a hook run before each request, to inject races).
+(connection refused, or ``503``), :meth:`FakeApi.go_online`, ``unavailable``
+(resources answered ``503`` while the others work), and ``on_request`` (a
+hook run before each request, to inject races).
 
 Not reproduced: authentication and authorization (the token is ignored),
 set-based label selectors, strategic-merge list semantics, server-side apply,
@@ -109,6 +111,11 @@ class Change:
     prev: Obj | None
 
 
+def _continue_token(rv: int, after: tuple[str, ...]) -> str:
+    """An opaque ``continue`` value: the snapshot's version and the last key returned."""
+    return base64.b64encode(json.dumps({"rv": rv, "after": list(after)}).encode()).decode()
+
+
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -163,6 +170,8 @@ class FakeApi:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.offline: str | None = None
+        self.unavailable: set[str] = set()
+        """Resources (plural names) answered ``503`` while the rest work (a partial outage)."""
         self.requests: list[tuple[str, str]] = []
         self.on_request: Callable[[str, str], None] | None = None
         """Called with (method, path) before a request is handled (to inject races)."""
@@ -256,6 +265,17 @@ class FakeApi:
             return sum(1 for m, p in self.requests
                        if m == method and p.startswith(path_prefix) and query in p)
 
+    def watch_versions(self, path: str) -> list[int]:
+        """The ``resourceVersion`` of every watch request on ``path``, oldest first."""
+        with self.lock:
+            urls = [urlsplit(p) for m, p in self.requests if m == "GET"]
+        out = []
+        for url in urls:
+            query = parse_qs(url.query)
+            if url.path == path and query.get("watch") and query.get("resourceVersion"):
+                out.append(int(query["resourceVersion"][-1]))
+        return out
+
     # --- object store --------------------------------------------------------------
 
     def _key(self, obj: Obj) -> Key:
@@ -329,6 +349,13 @@ class FakeApi:
                 rv, after = int(token["rv"]), tuple(token["after"])
             else:
                 rv, after = self.rv, ()
+            if rv < self.oldest - 1:
+                # The Status carries a token that continues from the latest snapshot
+                # instead (an inconsistent list), as the API reference describes.
+                expired = ApiError(410, "Expired", "The provided continue parameter is too "
+                                   "old to display a consistent list result.")
+                expired.body["metadata"]["continue"] = _continue_token(self.rv, after)
+                raise expired
             state = self._state_at(rv)
             keys = sorted(k for k, o in state.items() if q.matches(k, o) and k[1:] > after)
             page = keys[:limit] if limit else keys
@@ -341,8 +368,7 @@ class FakeApi:
             meta: Obj = {"resourceVersion": str(rv)}
             if limit and len(keys) > limit:
                 last = page[-1][1:]
-                meta["continue"] = base64.b64encode(
-                    json.dumps({"rv": rv, "after": last}).encode()).decode()
+                meta["continue"] = _continue_token(rv, last)
                 meta["remainingItemCount"] = len(keys) - limit
         api_version, kind, _ = RESOURCES[q.resource]
         return {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta,
@@ -523,7 +549,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.requests.append((method, self.path))
         if self.fake.on_request is not None:
             self.fake.on_request(method, self.path)
-        if self.fake.offline == "503":
+        segments = set(urlsplit(self.path).path.split("/"))
+        if self.fake.offline == "503" or segments & self.fake.unavailable:
             self._send_json(503, status(503, "ServiceUnavailable", "apiserver is shutting down"))
             return
         try:

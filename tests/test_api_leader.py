@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakeapi import FakeApi, kubeconfig
 from test_api_source import OTHERS, ingress, svc
 
+from e2e.harness import Kxds
+from kxds.kube import leader
 from kxds.kube.client import KubeClient
 from kxds.kube.leader import LeaderElector
 
@@ -82,7 +82,12 @@ def test_one_leader_then_release_hands_over_at_once(api: FakeApi) -> None:
     assert lease(api)["holderIdentity"] == ""
 
 
-def test_a_held_lease_is_not_taken_before_it_expires(api: FakeApi) -> None:
+def test_a_held_lease_is_not_taken_before_it_expires(
+        api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The elector's own clock, stepped by the test: a loaded machine cannot
+    # stretch "1 s later" past the lease duration.
+    clock = [1000.0]
+    monkeypatch.setattr(leader, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     now = "2026-01-01T00:00:00.000000Z"
     api.apply({"apiVersion": COORD, "kind": "Lease",
                "metadata": {"name": "kxds", "namespace": "kxds"},
@@ -90,9 +95,9 @@ def test_a_held_lease_is_not_taken_before_it_expires(api: FakeApi) -> None:
                         "acquireTime": now, "renewTime": now, "leaseTransitions": 4}})
     b = LeaderElector(KubeClient.for_url(api.url), "kxds", "kxds", "b", **FAST)
     assert not b.try_acquire_or_renew(), "first sight of the record starts the clock"
-    time.sleep(1.0)
+    clock[0] += 1.9
     assert not b.try_acquire_or_renew()
-    time.sleep(1.2)
+    clock[0] += 0.2
     assert b.try_acquire_or_renew(), "unchanged for longer than leaseDurationSeconds"
     spec = lease(api)
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 5
@@ -102,31 +107,12 @@ def test_a_held_lease_is_not_taken_before_it_expires(api: FakeApi) -> None:
 # --- two kxds processes ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def kxds(config: str, identity: str, log: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("kxds")
-    args = [str(exe), "serve", "--kubeconfig", config, "--leader-elect",
-            "--lease-namespace", "kxds", "--leader-identity", identity,
-            "--lease-duration", "2", "--renew-deadline", "1.5", "--retry-period", "0.2",
-            "--publish-address", "203.0.113.7",
-            "--xds-address", f"127.0.0.1:{free_port()}",
-            "--admin-address", f"127.0.0.1:{free_port()}"]
-    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def leader_kxds(tmp_path: Path, config: str, identity: str) -> Kxds:
+    return Kxds(tmp_path, ["--kubeconfig", config, "--leader-elect",
+                           "--lease-namespace", "kxds", "--leader-identity", identity,
+                           "--lease-duration", "2", "--renew-deadline", "1.5",
+                           "--retry-period", "0.2", "--publish-address", "203.0.113.7"],
+                name=f"kxds-{identity}")
 
 
 def status(api: FakeApi, name: str) -> Any:
@@ -134,33 +120,57 @@ def status(api: FakeApi, name: str) -> Any:
     return ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
 
 
+def events_on(api: FakeApi, name: str) -> list[dict[str, Any]]:
+    with api.lock:
+        return [o for k, o in api.objects.items()
+                if k[0][1] == "events" and o["involvedObject"]["name"] == name]
+
+
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/kxds/leases/kxds"
+
+
 def test_two_kxds_processes_elect_one_writer_and_fail_over(api: FakeApi, tmp_path: Path) -> None:
     for obj in [svc("web"), ingress("shop"), *OTHERS]:
         api.apply(obj)
     config = kubeconfig(api.url, str(tmp_path / "kubeconfig"))
-    a = kxds(config, "a", tmp_path / "a.log")
-    b: subprocess.Popen[bytes] | None = None
+    a = leader_kxds(tmp_path, config, "a")
+    b: Kxds | None = None
     try:
         wait_for(lambda: lease(api).get("holderIdentity") == "a", "a leads")
         wait_for(lambda: status(api, "shop") == [{"ip": "203.0.113.7"}], "a writes status")
-        b = kxds(config, "b", tmp_path / "b.log")
-        time.sleep(1.5)
-        assert lease(api)["holderIdentity"] == "a", "b must not take a renewed lease"
-        stop(a, signal.SIGKILL)  # a crash: no release, b must wait for expiry
+        b = leader_kxds(tmp_path, config, "b")
+        b.wait_ready()  # a follower serves xDS too
+        # b reads the Lease without writing it (a both reads and writes): once b
+        # has looked twice, its clock runs; a renewed Lease must stay a's for
+        # longer than the lease duration.
+        wait_for(lambda: api.count("GET", LEASE) - api.count("PUT", LEASE) >= 3, "b polls")
+        until = time.monotonic() + 2.5
+        while time.monotonic() < until:
+            assert lease(api)["holderIdentity"] == "a", "b took a renewed lease"
+            time.sleep(0.05)
+        # Both see a bad Ingress; only the leader records it as an Event.
+        bad = ingress("bad")
+        bad["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "nope"
+        seq = b.rebuild_seq()
+        api.apply(bad)
+        wait_for(lambda: events_on(api, "bad"), "the leader's Event")
+        b.wait_rebuild(seq + 1)
+        time.sleep(0.3)  # b would write at once after its rebuild; give it the chance
+        assert len(events_on(api, "bad")) == 1, "the follower recorded an Event too"
+        os.kill(a.pid, signal.SIGKILL)  # a crash: no release, b must wait for expiry
         took = wait_for(lambda: lease(api).get("holderIdentity") == "b", "b takes over")
         assert took >= 1.0, f"took over after {took:.2f}s, before the lease expired"
         assert lease(api)["leaseTransitions"] == 1
         api.apply(ingress("second"))
         wait_for(lambda: status(api, "second") == [{"ip": "203.0.113.7"}], "b writes status")
-        stop(b)  # graceful: b releases the lease
+        assert b.stop() == 0  # graceful: b releases the lease
         assert lease(api)["holderIdentity"] == ""
     except BaseException:
-        for name in ("a", "b"):
-            path = tmp_path / f"{name}.log"
-            if path.exists():
-                print(f"--- {name}.log ---\n" + path.read_text()[-3000:])
+        for proc in (a, b):
+            if proc is not None:
+                print(proc.diagnostics())
         raise
     finally:
-        stop(a, signal.SIGKILL)
+        a.stop()
         if b is not None:
-            stop(b, signal.SIGKILL)
+            b.stop()

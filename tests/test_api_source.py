@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 from fakeapi import FakeApi, SourceRunner
 
-from kxds.kube.api import ApiOptions, ApiSource
+from kxds.kube.api import ApiOptions, ApiSource, Backoff, Reflector
 from kxds.kube.client import KubeClient
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
@@ -85,6 +85,25 @@ def services(state: ClusterState) -> set[str]:
     return {name for _, name in state.services}
 
 
+def poll(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def reflector(src: ApiSource, plural: str) -> Reflector:
+    poll(lambda: bool(src.reflectors), "the reflectors to start")
+    [r] = [r for r in src.reflectors if r.kind.plural == plural]
+    return r
+
+
+def all_failing(src: ApiSource) -> bool:
+    """Every kind has tried the API at least once and failed."""
+    return bool(src.reflectors) and all(r.failing for r in src.reflectors)
+
+
 def populate(api: FakeApi) -> None:
     for obj in [svc("web"), eps("web", ["10.1.0.5"]), ingress("shop", tls_secret="shop-tls"),
                 secret("shop-tls"), secret("unreferenced"), *OTHERS]:
@@ -111,8 +130,10 @@ def test_first_sync_equals_the_manifest_loader(api: FakeApi) -> None:
 def test_nothing_before_every_kind_listed_then_one_state(api: FakeApi) -> None:
     populate(api)
     api.go_offline("503")
-    with SourceRunner(source(api)) as run:
-        time.sleep(0.5)
+    src = source(api)
+    with SourceRunner(src) as run:
+        poll(lambda: api.count("GET", "/api/v1/services") >= 3 and all_failing(src),
+             "retries against the failing API")
         assert run.count == 0, "published before the first complete sync"
         api.go_online()
         state = run.wait(lambda s: True)
@@ -120,11 +141,28 @@ def test_nothing_before_every_kind_listed_then_one_state(api: FakeApi) -> None:
         assert len(state.pods) == 1
 
 
+def test_one_kind_failing_holds_back_the_first_state(api: FakeApi) -> None:
+    populate(api)
+    api.unavailable = {"secrets"}
+    src = source(api)
+    with SourceRunner(src) as run:
+        others = [k.path(None) for k in src.options.kinds if k.plural != "secrets"]
+        # Every other kind is listed and watched; secrets keep failing and are retried.
+        poll(lambda: all(api.count("GET", p, "watch=") for p in others)
+             and api.count("GET", "/api/v1/secrets") >= 3, "the other kinds to sync")
+        assert run.count == 0, "published without the secrets: TLS would be missing"
+        api.unavailable = set()
+        state = run.wait(lambda s: True)
+        assert set(state.secrets) == {("default", "shop-tls")}
+        assert services(state) == {"web"}
+
+
 def test_api_unreachable_at_start(api: FakeApi) -> None:
     populate(api)
     api.go_offline("refuse")
-    with SourceRunner(source(api)) as run:
-        time.sleep(0.5)
+    src = source(api)
+    with SourceRunner(src) as run:
+        poll(lambda: all_failing(src), "every kind to fail to connect")
         assert run.count == 0
         api.go_online()
         run.wait(lambda s: services(s) == {"web"})
@@ -180,16 +218,20 @@ def test_410_gone_relists_and_sees_what_happened_meanwhile(api: FakeApi, as_http
         state = run.wait(lambda s: services(s) == {"new"})
         assert api.count("GET", "/api/v1/services", "limit=") > lists
         assert state.pods, "other kinds kept"
+        # The relist replaced the old objects in one step: no state in between
+        # lacked a kind (a transient empty configuration).
+        assert all(services(s) and s.pods and s.ingresses and s.secrets for s in run.states)
 
 
 def test_outage_midway_publishes_nothing_then_catches_up(api: FakeApi) -> None:
     populate(api)
-    with SourceRunner(source(api)) as run:
+    src = source(api)
+    with SourceRunner(src) as run:
         run.wait(lambda s: True)
         before = run.count
         api.go_offline("refuse")
         api.apply(svc("during-outage"))
-        time.sleep(0.6)
+        poll(lambda: all_failing(src), "every watch to notice the outage")
         assert run.count == before, "published while the API was unreachable"
         api.go_online()
         run.wait(lambda s: "during-outage" in services(s))
@@ -197,18 +239,28 @@ def test_outage_midway_publishes_nothing_then_catches_up(api: FakeApi) -> None:
 
 def test_bookmarks_keep_quiet_watches_fresh(api: FakeApi) -> None:
     populate(api)
-    with SourceRunner(source(api)) as run:
+    src = source(api)
+    with SourceRunner(src) as run:
         run.wait(lambda s: True)
+        secrets = reflector(src, "secrets")
+        listed = int(secrets.rv or 0)
         secret_lists = api.count("GET", "/api/v1/secrets", "limit=")
         for i in range(20):  # changes secrets never see: only bookmarks advance them
             api.apply(svc(f"busy{i}"))
-        run.wait(lambda s: "busy19" in services(s))
-        time.sleep(0.4)  # a few bookmark intervals
-        api.compact()
+        head = api.rv
+        assert listed < head
+        # The fake sends BOOKMARKs only when asked (allowWatchBookmarks=true).
+        poll(lambda: int(secrets.rv or 0) >= head, "a bookmark on the quiet secrets watch")
+        api.compact()  # every version before head is gone now
         api.cut_watches()
-        api.apply(svc("later"))
-        run.wait(lambda s: "later" in services(s))
-        time.sleep(0.3)
+        poll(lambda: any(v >= head for v in api.watch_versions("/api/v1/secrets")),
+             "the secrets watch resumed from the bookmark's version")
+        # A change the resumed watch must deliver; a 410 would have relisted first.
+        changed = secret("shop-tls")
+        changed["data"]["tls.crt"] = base64.b64encode(b"rotated").decode()
+        api.apply(changed)
+        run.wait(lambda s: s.secrets[("default", "shop-tls")] !=
+                 run.states[0].secrets[("default", "shop-tls")], what="the rotated secret")
         assert api.count("GET", "/api/v1/secrets", "limit=") == secret_lists
 
 
@@ -235,7 +287,8 @@ def test_pods_are_stripped_to_what_policies_need(api: FakeApi) -> None:
            "status": {"phase": "Running", "podIPs": [{"ip": "10.1.0.9"}, {"ip": "fd00::9"}],
                       "conditions": [{"type": "Ready", "status": "True"}]}}
     api.apply(pod)
-    with SourceRunner(source(api)) as run:
+    src = source(api)
+    with SourceRunner(src) as run:
         state = run.wait(lambda s: ("default", "p") in s.pods)
         p = state.pods[("default", "p")]
         assert p.meta.labels == {"app": "x"}
@@ -244,9 +297,12 @@ def test_pods_are_stripped_to_what_policies_need(api: FakeApi) -> None:
         assert p.pod_ips == ("10.1.0.9", "fd00::9")
         assert [(c.name, c.port, c.protocol) for c in p.container_ports] == [("dns", 53, "UDP")]
         # A status-only change (conditions) is not a change to kxds: no new state.
-        before = run.count
+        pods = reflector(src, "pods")
+        before, generation = run.count, src.store.generation
         pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
-        api.apply(pod)
+        applied = api.apply(pod)["metadata"]["resourceVersion"]
+        poll(lambda: int(pods.rv or 0) >= int(applied), "the pod change to be seen")
+        assert src.store.generation == generation
         api.apply(svc("marker"))
         run.wait(lambda s: "marker" in services(s))
         assert run.count == before + 1
@@ -255,12 +311,19 @@ def test_pods_are_stripped_to_what_policies_need(api: FakeApi) -> None:
 def test_namespace_limit_watches_one_namespace(api: FakeApi) -> None:
     populate(api)
     api.apply(svc("elsewhere", ns="other"))
-    with SourceRunner(source(api, namespace="default")) as run:
+    src = source(api, namespace="default")
+    with SourceRunner(src) as run:
         state = run.wait(lambda s: True)
         assert ("other", "elsewhere") not in state.services
         assert ("default", "web") in state.services
         assert state.namespaces, "cluster-scoped kinds are still watched"
-    assert api.count("GET", "/api/v1/namespaces/default/services")
+        api.apply(svc("elsewhere2", ns="other"))
+        api.apply(svc("here"))
+        state = run.wait(lambda s: "here" in services(s))
+        assert services(state) == {"web", "here"}
+    assert api.count("GET", "/api/v1/namespaces/default/services", "watch=")
+    for kind in src.options.kinds:  # no namespaced kind was read cluster-wide
+        assert bool(api.count("GET", kind.path(None) + "?")) != kind.namespaced, kind.plural
 
 
 def test_expired_continue_token_restarts_the_list(api: FakeApi) -> None:
@@ -292,3 +355,12 @@ def test_silent_dead_watch_is_detected_by_the_read_timeout(api: FakeApi) -> None
         api.freeze_watches()
         api.apply(svc("after-freeze"))
         run.wait(lambda s: "after-freeze" in services(s), timeout=3)
+
+
+def test_backoff_doubles_to_its_cap_with_jitter() -> None:
+    b = Backoff(0.5, 4.0)
+    for cap in (0.5, 1.0, 2.0, 4.0, 4.0):  # each delay is in [cap/2, cap]
+        assert cap / 2 <= b.next() <= cap
+    b.reset()
+    assert b.next() <= 0.5
+    assert len({Backoff(1.0, 1.0).next() for _ in range(20)}) > 1, "no jitter"

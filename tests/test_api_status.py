@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeapi import FakeApi
+from fakeapi import FakeApi, kubeconfig
 from test_api_source import FAST, OTHERS, ingress, svc
 
+from e2e.harness import Kxds, wait_for
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
@@ -146,7 +148,9 @@ def test_only_the_leader_writes(api: FakeApi) -> None:
     leading = [False]
 
     async def scenario(writer: StatusWriter) -> None:
-        await asyncio.sleep(1.0)
+        # The writer has a state to act on, and a resync (0.5 s) goes by: still nothing.
+        await until(lambda: writer._state is not None, "the first state")
+        await asyncio.sleep(0.7)
         assert puts(api) == 0 and not lb(api, "shop")
         leading[0] = True
         writer.poke()
@@ -208,3 +212,42 @@ def test_record_reports_only_new_problems_and_skips_files(api: FakeApi) -> None:
 
     asyncio.run(main())
     assert len(events(api)) == 1
+
+
+def events_on(api: FakeApi, kind: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in events(api)
+            if (e["involvedObject"]["kind"], e["involvedObject"]["name"]) == (kind, name)]
+
+
+def test_serve_records_a_bad_ingress_as_one_event(api: FakeApi, tmp_path: Path) -> None:
+    # The whole path: API watch -> translation diagnostic -> Event, in `kxds serve`.
+    bad = ingress("shop")
+    bad["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "nope"
+    uid = api.apply(bad)["metadata"]["uid"]
+    kxds = Kxds(tmp_path, ["--kubeconfig", kubeconfig(api.url, str(tmp_path / "kubeconfig"))])
+    try:
+        kxds.wait_ready()
+        wait_for(lambda: events_on(api, "Ingress", "shop"), what="an Event on the Ingress")
+        [ev] = events_on(api, "Ingress", "shop")
+        assert ev["type"] == "Warning" and ev["reason"] == "BackendNotFound"
+        assert "default/nope" in ev["message"]
+        assert ev["metadata"]["namespace"] == "default" and ev["count"] == 1
+        assert ev["involvedObject"] == {"apiVersion": NET, "kind": "Ingress",
+                                        "namespace": "default", "name": "shop", "uid": uid}
+        # Rebuilds while the problem stays: no new Event, no higher count.
+        seq = kxds.rebuild_seq()
+        api.apply(svc("churn"))
+        seq = kxds.wait_rebuild(seq + 1)
+        # Fixed, then broken again: the same Event counts it (Events are written
+        # in order, so a duplicate from the churn rebuild would show as count 3).
+        api.apply(ingress("shop"))
+        kxds.wait_rebuild(seq + 1)
+        api.apply(bad)
+        wait_for(lambda: events_on(api, "Ingress", "shop")[0]["count"] >= 2, what="count 2")
+        [ev] = events_on(api, "Ingress", "shop")
+        assert ev["count"] == 2
+    except BaseException:
+        print(kxds.diagnostics())
+        raise
+    finally:
+        kxds.stop()

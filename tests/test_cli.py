@@ -59,7 +59,12 @@ def test_bootstrap_is_valid_for_envoy(argv: list[str], tmp_path: Path,
         assert doc["dynamic_resources"][config]["resource_api_version"] == "V3"
     (cluster,) = doc["static_resources"]["clusters"]
     assert cluster["name"] == "xds_cluster"
-    assert doc["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    (xds,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    host, port = args["--xds-address"].rsplit(":", 1)
+    assert xds["endpoint"]["address"]["socket_address"] == {
+        "address": host.strip("[]"), "port_value": int(port)}
+    admin = doc["admin"]["address"]["socket_address"]
+    assert admin == {"address": "127.0.0.1", "port_value": int(args.get("--admin-port", 9901))}
     path = tmp_path / "bootstrap.yaml"
     path.write_text(text)
     envoy_validate(path)
@@ -138,13 +143,20 @@ def test_validate_lists_each_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "bad.yaml").write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
         "spec:\n  ports: [{port: 70000}]\n")
+    (tmp_path / "ingress.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+        "metadata: {name: i, namespace: shop}\nspec:\n  ingressClassName: kxds\n"
+        "  defaultBackend: {service: {name: gone, port: {number: 80}}}\n")
     assert cli.main(["validate", "-f", str(tmp_path)]) == 1
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2
-    assert any(line.startswith("Service shop/web: ") and "InvalidValue" in line
-               for line in lines), lines
-    assert any(line.startswith("File ") and "broken.yaml: line " in line
-               and ": InvalidYAML: " in line for line in lines), lines
+    # ``Kind namespace/name: field: reason: message``, one per line, sorted; parse
+    # problems and translation problems (the missing backend) alike.
+    assert capsys.readouterr().out.splitlines() == [
+        f"File {tmp_path / 'broken.yaml'}: line 3: InvalidYAML: did not find expected node "
+        "content",
+        "Ingress shop/i: spec.defaultBackend.service.name: BackendNotFound: "
+        "Service shop/gone not found",
+        "Service shop/web: spec.ports[0].port: InvalidValue: 70000 is outside 1-65535",
+    ]
 
 
 def test_missing_path_is_a_clear_error() -> None:

@@ -66,7 +66,7 @@ def run(scenario: Callable[[Controller, SnapshotCache], Awaitable[None]],
     return ctl
 
 
-async def wait_seq(ctl: Controller, seq: int, timeout: float = 5.0) -> None:
+async def wait_seq(ctl: Controller, seq: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while ctl.rebuild_seq < seq:
         assert time.monotonic() < deadline, f"rebuild {seq} not reached ({ctl.rebuild_seq})"
@@ -86,34 +86,33 @@ def test_first_state_publishes_and_syncs(in_thread: bool) -> None:
 
 
 def test_a_burst_of_states_is_one_rebuild_of_the_last() -> None:
+    # The holdoffs are long next to the burst's pauses, so a loaded machine
+    # stalling the loop for a while cannot split the burst.
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
         for i in range(10):
             ctl.publish(state(f"s{i}"))
             await asyncio.sleep(0.002)
         await wait_seq(ctl, 1)
-        await asyncio.sleep(0.15)  # a second rebuild would have happened by now
-        assert ctl.rebuild_seq == 1
         assert clusters(cache) == {"default/s9/80"}
+        await asyncio.sleep(0.2)  # nothing is pending: no second rebuild may come
+        assert ctl.rebuild_seq == 1
 
-    run(scenario, holdoff=0.05, max_holdoff=0.25)
+    run(scenario, holdoff=0.2, max_holdoff=5.0)
 
 
 def test_holdoff_is_capped_under_continuous_changes() -> None:
-    times: list[float] = []
-
+    # An event every 10 ms for a second never leaves the 10 s of calm the
+    # holdoff asks for (not even on a loaded machine): only the cap can rebuild.
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
         start = time.monotonic()
         i = 0
-        while time.monotonic() - start < 0.5:  # an event every 10 ms, never 50 ms of calm
+        while time.monotonic() - start < 1.0:
             ctl.publish(state(f"s{i}"))
             i += 1
-            if ctl.rebuild_seq and not times:
-                times.append(time.monotonic() - start)
             await asyncio.sleep(0.01)
         assert ctl.rebuild_seq >= 2
 
-    run(scenario, holdoff=0.05, max_holdoff=0.1)
-    assert times and times[0] < 0.3
+    run(scenario, holdoff=10.0, max_holdoff=0.1)
 
 
 def test_holdoff_waits_for_calm() -> None:
@@ -122,7 +121,7 @@ def test_holdoff_waits_for_calm() -> None:
         ctl.publish(state("a"))
         await wait_seq(ctl, 1)
         elapsed = time.monotonic() - start
-        assert 0.1 <= elapsed < 1.0, elapsed
+        assert 0.1 <= elapsed < 5.0, elapsed
 
     run(scenario, holdoff=0.1, max_holdoff=0.5)
 
@@ -205,7 +204,7 @@ def test_node_groups_get_their_own_view() -> None:
         await wait_seq(ctl, 1)
         node = NodeIdentity("n1", "node", "node/n1", "n1", "z1", "default")
         cache.watch(node)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while cache.view("node/n1") is None:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.005)

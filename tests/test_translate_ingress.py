@@ -188,3 +188,26 @@ def test_first_envoy_match_is_the_kubernetes_winner(
                       if _kubernetes_matches(path, kind, request)]
         best = max(candidates, key=lambda c: c[:2])[2] if candidates else None
         assert first == best, (request, ordered)
+
+
+def test_wildcard_host_keeps_its_one_label_hosts_from_host_less_rules() -> None:
+    """``x.a.test`` is the ``*.a.test`` rule's host; ``x.y.a.test`` is not (one label only)."""
+    text = SERVICE + ingress(spec="""ingressClassName: kxds
+  rules:
+  - host: "*.a.test"
+    http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+  - http:
+      paths:
+      - {path: /shared, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}""")
+    vhosts = {v.name: v for v in translate(load_text(text)).ir.route_tables[0].virtual_hosts}
+    api, shared, default = vhosts["*.a.test"].routes
+    assert (api.match.path, api.wildcard_host, api.below_wildcard_host) == (
+        "/api", "*.a.test", None)
+    assert (shared.match.path, shared.wildcard_host, shared.below_wildcard_host) == (
+        "/shared", None, "*.a.test")
+    assert default.name == "ingress/default/x/default"
+    assert default.wildcard_host is None and default.below_wildcard_host is None
+    # The host-less rule itself is unchanged where it belongs.
+    assert [r.below_wildcard_host for r in vhosts["*"].routes] == [None, None]

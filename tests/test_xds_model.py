@@ -55,6 +55,8 @@ class SimEnvoy:
         self.rejected: set[tuple[str, str]] = set()
         self.eds_names: set[str] = set()
         self.versions = {CLUSTER: "", ENDPOINT: ""}
+        self.nonces = {CLUSTER: "", ENDPOINT: ""}
+        """The last nonce received per type: Envoy puts it on every later request."""
 
     def request(self, type_url: str, **fields: Any) -> None:
         cls = discovery_pb2.DeltaDiscoveryRequest if self.delta else discovery_pb2.DiscoveryRequest
@@ -68,6 +70,7 @@ class SimEnvoy:
         self.request(CLUSTER)
 
     def take(self, reply: Reply) -> None:
+        self.nonces[reply.type_url] = reply.nonce
         table = self.clusters if reply.type_url == CLUSTER else self.endpoints
         bad = [r for r in reply.resources
                if reply.type_url == CLUSTER and t.cluster(r.name, POISON).version == r.version]
@@ -104,10 +107,12 @@ class SimEnvoy:
             self.endpoints.pop(gone, None)
         if self.delta:
             self.request(ENDPOINT, resource_names_subscribe=sorted(wanted - self.eds_names),
-                         resource_names_unsubscribe=sorted(self.eds_names - wanted))
+                         resource_names_unsubscribe=sorted(self.eds_names - wanted),
+                         response_nonce=self.nonces[ENDPOINT])
         else:
             self.request(ENDPOINT, resource_names=sorted(wanted),
-                         version_info=self.versions[ENDPOINT])
+                         version_info=self.versions[ENDPOINT],
+                         response_nonce=self.nonces[ENDPOINT])
         self.eds_names = wanted
 
     def settle(self, view: View) -> None:

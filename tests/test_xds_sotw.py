@@ -310,6 +310,20 @@ async def test_endpoint_change_sends_only_that_endpoint() -> None:
 
 
 @t.run_async
+async def test_new_subscription_with_the_acked_nonce_is_answered() -> None:
+    cache = _cache(t.cluster("a"), t.endpoints("a", [1]), t.endpoints("b", [2]))
+    async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, resource_names=["a"])
+        eds = await envoy.recv()
+        await envoy.ack(eds, ["a"])
+        # A new cluster appeared: Envoy asks for its endpoints repeating the last nonce.
+        await envoy.send(ENDPOINT, version_info=eds.version_info, response_nonce=eds.nonce,
+                         resource_names=["a", "b"])
+        more = await envoy.recv()
+        assert _names(more) == ["b"]
+
+
+@t.run_async
 async def test_reconnect_with_current_version_gets_no_response() -> None:
     items = (t.cluster("a"), t.endpoints("a", [1]))
     async with t.serving(_cache(*items)) as (_, target), \
@@ -469,3 +483,25 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+@t.run_async
+async def test_a_failing_stream_ends_alone_with_internal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kxds.xds.sotw import SotwStream
+
+    original = SotwStream.next_replies
+
+    def broken(self: SotwStream, view: Any) -> Any:
+        if self.identity.node_id == "broken":
+            raise RuntimeError("bug")
+        return original(self, view)
+
+    monkeypatch.setattr(SotwStream, "next_replies", broken)
+    cache = _cache(t.cluster("a"))
+    async with t.serving(cache) as (_, target), \
+            t.XdsTestClient(target, t.make_node("broken")) as bad, \
+            t.XdsTestClient(target, t.make_node("fine")) as good:
+        await bad.send(CLUSTER)
+        await good.send(CLUSTER)
+        assert await bad.status() == grpc.StatusCode.INTERNAL
+        assert _names(await good.recv()) == ["a"]

@@ -135,17 +135,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def resources_to_dict(resources: Resources) -> dict[str, list[dict[str, Any]]]:
-    """``{"clusters": [...], "endpoints": [...], ...}``: kinds present, in push order."""
+REDACTED = "[redacted]"
+
+
+def _redact(secret: dict[str, Any]) -> dict[str, Any]:
+    """Hide a secret's private key, as Envoy's own ``/config_dump`` does."""
+    cert = secret.get("tls_certificate")
+    if isinstance(cert, dict) and "private_key" in cert:
+        cert["private_key"] = {"inline_string": REDACTED}
+    return secret
+
+
+def resources_to_dict(resources: Resources, *, redact: bool = True
+                      ) -> dict[str, list[dict[str, Any]]]:
+    """``{"clusters": [...], "endpoints": [...], ...}``: kinds present, in push order.
+
+    Private keys are replaced by ``[redacted]`` unless ``redact`` is false.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     for type_url in TYPE_ORDER:
         by_name: Mapping[str, Resource] = resources.get(type_url, {})
         if by_name:
-            out[SHORT_NAMES[type_url]] = [to_dict(decode(by_name[n])) for n in sorted(by_name)]
+            rendered = [to_dict(decode(by_name[n])) for n in sorted(by_name)]
+            if redact and type_url == SECRET:
+                rendered = [_redact(r) for r in rendered]
+            out[SHORT_NAMES[type_url]] = rendered
     return out
 
 
-def resources_to_yaml(resources: Resources) -> str:
+def resources_to_yaml(resources: Resources, *, redact: bool = True) -> str:
     """The resources as YAML, grouped by kind like an Envoy config dump."""
-    return yaml.safe_dump(resources_to_dict(resources), sort_keys=False,
+    return yaml.safe_dump(resources_to_dict(resources, redact=redact), sort_keys=False,
                           default_flow_style=False, allow_unicode=True, width=100)

@@ -54,10 +54,18 @@ def build_match(route: ir.Route) -> rc_pb2.RouteMatch:
     else:
         match = rc_pb2.RouteMatch(prefix=path)
     if route.wildcard_host is not None:
-        regex = regex_pb2.RegexMatcher(regex=wildcard_host_regex(route.wildcard_host))
-        match.headers.append(rc_pb2.HeaderMatcher(
-            name=":authority", string_match=string_pb2.StringMatcher(safe_regex=regex)))
+        match.headers.append(_one_label_matcher(route.wildcard_host, invert=False))
+    if route.below_wildcard_host is not None:
+        # Deeper subdomains only: the one-label hosts belong to the wildcard's own rules.
+        match.headers.append(_one_label_matcher(route.below_wildcard_host, invert=True))
     return match
+
+
+def _one_label_matcher(host: str, *, invert: bool) -> rc_pb2.HeaderMatcher:
+    """``:authority`` is (or, inverted, is not) one label followed by ``host``'s suffix."""
+    regex = regex_pb2.RegexMatcher(regex=wildcard_host_regex(host))
+    return rc_pb2.HeaderMatcher(name=":authority", invert_match=invert,
+                                string_match=string_pb2.StringMatcher(safe_regex=regex))
 
 
 def build_forward(action: ir.Forward) -> rc_pb2.RouteAction:

@@ -223,6 +223,8 @@ class ApiSource:
         self._subscribers: list[Publish] = []
         self.last: ClusterState | None = None
         """The last published state (None before the first complete sync)."""
+        self.reflectors: list[Reflector] = []
+        """One per watched kind while :meth:`run` runs (their ``rv`` shows progress)."""
 
     def subscribe(self, callback: Publish) -> None:
         """Also call ``callback`` with every published state (the status writer)."""
@@ -238,8 +240,8 @@ class ApiSource:
                 loop.call_soon_threadsafe(changed.set)
 
         self.store.on_change = notify
-        reflectors = [Reflector(k, self.client, self.store, self.options)
-                      for k in self.options.kinds]
+        reflectors = self.reflectors = [Reflector(k, self.client, self.store, self.options)
+                                        for k in self.options.kinds]
         for r in reflectors:
             r.start()
         published = -1

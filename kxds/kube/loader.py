@@ -76,7 +76,8 @@ def load_file(path: Path) -> tuple[list[Model], list[Diagnostic]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        return [], [Diagnostic(ObjectRef("File", "", str(path)), "", Reason.INVALID_YAML, str(e))]
+        return [], [Diagnostic(ObjectRef("File", "", str(path)), "file", Reason.INVALID_YAML,
+                                str(e))]
     docs, problems = load_documents(text, str(path))
     objects, more = parse_documents(docs, str(path))
     return objects, problems + more

@@ -15,8 +15,9 @@ a fifth of a core.
 
 A file whose YAML becomes malformed after it loaded once keeps its last good
 objects (and is reported), the way ``kubectl apply`` of a broken file leaves
-the cluster as it was; a half-written file caught mid-save does not tear down
-routes either.
+the cluster as it was; a half-written file caught mid-save, when it is
+malformed, does not tear down routes either (one cut at a document boundary
+does, until the next poll: write files atomically, as the README says).
 """
 
 from __future__ import annotations

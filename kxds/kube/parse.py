@@ -534,7 +534,8 @@ def parse_object(doc: Any, origin: str = "") -> tuple[m.Model | None, Diagnostic
     """Parse one Kubernetes object. Returns (model, None), (None, problem) or (None, None)."""
     if not isinstance(doc, Mapping):
         ref = ObjectRef("File", "", origin or "<input>")
-        return None, Diagnostic(ref, "", Reason.INVALID_VALUE, "document is not an object")
+        return None, Diagnostic(ref, "document", Reason.INVALID_VALUE,
+                                f"is a {type(doc).__name__}, not an object")
     parser = PARSERS.get((str(doc.get("apiVersion")), str(doc.get("kind"))))
     if parser is None:
         log.debug("ignoring %s %s from %s", doc.get("apiVersion"), doc.get("kind"), origin)

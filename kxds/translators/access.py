@@ -26,7 +26,7 @@ from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.ir import AccessPolicy, ClientSet, IPRange
 from kxds.kube.models import ClusterState, Ingress, Service, ServicePort
 from kxds.translators import network_policy
-from kxds.translators.network_policy import ALL_V4, ALL_V6, EVERYONE
+from kxds.translators.network_policy import ALL_V4, ALL_V6, EVERYONE, PolicyIndex
 
 ALLOW_ANNOTATIONS = (
     ("nginx.ingress.kubernetes.io/whitelist-source-range", "nginx-whitelist"),
@@ -122,27 +122,35 @@ def _combine(name: str, policy_sets: tuple[ClientSet, ...],
     return AccessPolicy(name=name, all_of=all_of, shadow=shadow)
 
 
-def service_access(state: ClusterState, service: Service, port: ServicePort
+def service_access(state: ClusterState, service: Service, port: ServicePort,
+                   index: PolicyIndex | None = None
                    ) -> tuple[AccessPolicy | None, list[Diagnostic]]:
     """The access policy of ``service``:``port`` from NetworkPolicy and source ranges.
 
     For listeners that reach a Service without an Ingress (TLS passthrough,
-    per-node TCP listeners). None means open.
+    per-node TCP listeners). None means open. ``index``: the translation's
+    :class:`~kxds.translators.network_policy.PolicyIndex` of ``state``, built
+    once and passed to every call (without it each call scans the policies).
     """
-    return _access(state, None, service, port)
+    return _access(state, None, service, port, index)
 
 
 def route_access(
-    state: ClusterState, ingress: Ingress | None, service: Service, port: ServicePort
+    state: ClusterState, ingress: Ingress | None, service: Service, port: ServicePort,
+    index: PolicyIndex | None = None,
 ) -> tuple[AccessPolicy | None, list[Diagnostic]]:
-    """The access policy of a route from ``ingress`` to ``service``:``port``; None is open."""
-    return _access(state, ingress, service, port)
+    """The access policy of a route from ``ingress`` to ``service``:``port``; None is open.
+
+    ``index`` as for :func:`service_access`.
+    """
+    return _access(state, ingress, service, port, index)
 
 
 def _access(state: ClusterState, ingress: Ingress | None, service: Service,
-            port: ServicePort) -> tuple[AccessPolicy | None, list[Diagnostic]]:
+            port: ServicePort, index: PolicyIndex | None
+            ) -> tuple[AccessPolicy | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
-    result = network_policy.service_policy(state, service, port)
+    result = network_policy.service_policy(state, service, port, index)
     extra: list[ClientSet] = []
     lb = source_ranges_set(service, diags)
     if lb is not None:

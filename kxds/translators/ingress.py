@@ -17,7 +17,8 @@ Semantics follow the Kubernetes Ingress documentation
   ends every virtual host, so a host whose paths do not match falls to it.
 * Rules without a host serve the hosts that no rule names (virtual host
   ``*``); a host with rules of its own is served by those (as ingress-nginx
-  and Contour do).
+  and Contour do), and so is a one-label match of a ``*.`` host: a path its
+  rules lack goes to the default backend, not to the rules without a host.
 * The same host, path and path type in two Ingresses: the oldest Ingress
   (``creationTimestamp``, then namespace/name) keeps it; the other gets a
   ``Conflict`` diagnostic.
@@ -28,7 +29,7 @@ Semantics follow the Kubernetes Ingress documentation
 from __future__ import annotations
 
 from collections.abc import Iterable, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
@@ -48,6 +49,7 @@ from kxds.ir import (
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath
 from kxds.translators.access import route_access
 from kxds.translators.config import CONTROLLER_NAME, TranslateConfig
+from kxds.translators.network_policy import PolicyIndex
 
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 """The legacy (pre-``ingressClassName``) way to pick an Ingress controller."""
@@ -134,13 +136,15 @@ class _Routes:
     refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
     default: Route | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    policies: PolicyIndex | None = None
+    """The state's NetworkPolicies, indexed once for every route's access rules."""
 
 
 def virtual_hosts(
     state: ClusterState, ingresses: Iterable[Ingress], clusters: Set[str]
 ) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
     """The virtual hosts serving ``ingresses`` (oldest first), sorted by name."""
-    acc = _Routes()
+    acc = _Routes(policies=PolicyIndex.of(state))
     for ing in ingresses:
         _add_ingress(state, ing, clusters, acc)
     hosts = [_virtual_host(host, acc) for host in sorted(acc.by_host)]
@@ -166,7 +170,8 @@ def _add_ingress(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Ro
                     f"served by {owner}; this path is ignored"))
                 continue
             action, access = _backend_action(state, ing, path.backend,
-                                             f"{field_path}.backend", clusters, acc.diagnostics)
+                                             f"{field_path}.backend", clusters, acc.diagnostics,
+                                             acc.policies)
             route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                           match=match, action=action, access=access,
                           wildcard_host=rule.host if rule.host.startswith("*.") else None)
@@ -186,7 +191,7 @@ def _add_default(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Ro
             f"the default backend is already set by {acc.default.ref}; this one is ignored"))
         return
     action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
-                                     clusters, acc.diagnostics)
+                                     clusters, acc.diagnostics, acc.policies)
     acc.default = Route(name=names.ingress_default_route(ref.namespace, ref.name), ref=ref,
                         match=PathMatch(kind=MatchKind.PREFIX, path="/"), action=action,
                         access=access)
@@ -216,7 +221,7 @@ def path_match(
 
 def _backend_action(
     state: ClusterState, ing: Ingress, backend: IngressBackend, field_path: str,
-    clusters: Set[str], diagnostics: list[Diagnostic],
+    clusters: Set[str], diagnostics: list[Diagnostic], policies: PolicyIndex | None = None,
 ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when unresolvable."""
     ref = ing.meta.ref
@@ -249,7 +254,7 @@ def _backend_action(
                                       f"Service {ns}/{service.meta.name} cannot be a backend "
                                       "(see its own diagnostics)"))
         return UNAVAILABLE, None
-    access, problems = route_access(state, ing, service, sp)
+    access, problems = route_access(state, ing, service, sp, policies)
     diagnostics.extend(problems)
     return Forward(backends=(WeightedBackend(cluster=cluster),)), access
 
@@ -276,9 +281,15 @@ def _virtual_host(host: str, acc: _Routes) -> VirtualHost:
         # A deeper subdomain reaches this virtual host only because Envoy's
         # wildcard matches several labels; it must be served as if the wildcard
         # had not matched: by the rules without a host, then the default backend.
-        routes += sorted(acc.by_host.get(CATCH_ALL, ()), key=precedence)
+        # A one-label host did match the wildcard rule, and "requests are matched
+        # against the host before the IngressRuleValue" (IngressRule API docs): a
+        # path the wildcard rule lacks goes to the default backend, never to the
+        # rules without a host, exactly as for an exact host.
+        routes += [replace(r, below_wildcard_host=host)
+                   for r in sorted(acc.by_host.get(CATCH_ALL, ()), key=precedence)]
+    # A "/" that matches every request of this virtual host makes the default unreachable.
     catch_all = any(r.match.kind is MatchKind.PREFIX and r.wildcard_host is None
-                    for r in routes)
+                    and r.below_wildcard_host is None for r in routes)
     if acc.default is not None and not catch_all:
         routes.append(acc.default)
     refs = set(acc.refs.get(host, ()))

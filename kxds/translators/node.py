@@ -17,7 +17,8 @@ of its own, ``ns/svc/port/local``, so the all-endpoints cluster keeps its
 meaning everywhere else) and answers the ``healthCheckNodePort`` with 200 or
 503 as kube-proxy does. Clients from ``--cluster-cidrs`` (pods, nodes) follow
 ``internalTrafficPolicy`` instead, as kube-proxy handles a pod's traffic to a
-LoadBalancer IP or externalIP like ClusterIP traffic; see "Exposing Services outside the cluster" in the README.
+LoadBalancer IP or externalIP like ClusterIP traffic; see "Exposing Services
+outside the cluster" in the README.
 
 Client-IP rules (the Service's NetworkPolicy-derived access policy and
 ``loadBalancerSourceRanges``, :func:`kxds.translators.access.service_access`)
@@ -41,6 +42,7 @@ from kxds.translators import Translation, TranslationBug
 from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
+from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.node_endpoints import local_endpoint_count, port_endpoints
 
 ProxyVersion = Literal["v1", "v2"]
@@ -100,6 +102,8 @@ class _Builder:
     state: ClusterState
     config: TranslateConfig
     node: NodeInfo
+    policies: PolicyIndex
+    """The NetworkPolicies of ``state``, indexed once for every port's access rules."""
     clusters: dict[str, ir.Cluster] = field(default_factory=dict)
     assignments: dict[str, ir.LoadAssignment] = field(default_factory=dict)
     listeners: dict[str, ir.Listener] = field(default_factory=dict)
@@ -134,7 +138,7 @@ class _Builder:
 
 def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo) -> Translation:
     """The IR of the proxy on ``node`` and the problems found on the way."""
-    b = _Builder(state, config, node)
+    b = _Builder(state, config, node, PolicyIndex.of(state))
     for svc in sorted(state.services.values(), key=_age):
         if svc.type == "ExternalName" or not (svc.type in _EXPOSED_TYPES or svc.external_ips):
             continue
@@ -231,7 +235,7 @@ def _proxy_protocol(b: _Builder, svc: Service) -> ProxyVersion | None:
 
 def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
               proxy_protocol: ProxyVersion | None) -> None:
-    access, problems = service_access(b.state, svc, sp)
+    access, problems = service_access(b.state, svc, sp, b.policies)
     b.diagnostics.update(problems)
     if sp.protocol == "UDP" and access is not None and entries:
         # No RBAC filter exists for UDP listeners: refuse rather than serve open.

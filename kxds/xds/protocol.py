@@ -11,9 +11,15 @@ Rules ported from Envoy's xDS protocol documentation
 * one response in flight per type: the next one waits for the ACK/NACK of the
   previous (go-control-plane keeps one watch per request for the same reason),
   so a rejected version is known before anything is built on top of it;
-* additions go clusters -> endpoints -> listeners -> routes -> secrets, and a
-  type's removals wait until every later type has nothing left to send or to
-  be ACKed ("make before break", see "eventual consistency considerations");
+* additions go clusters -> endpoints -> listeners -> routes -> secrets; listeners
+  and routes also wait for the clusters reply's ACK, which Envoy sends only
+  once new clusters are warm (have their endpoints): a route never points at a
+  cluster that cannot take traffic yet. Endpoints never wait for that ACK (it
+  depends on them);
+* a type's removals wait until the types that refer to it have nothing left
+  to send or to be ACKed (clusters after the routes and listeners that used
+  them, route tables after listeners, endpoints after clusters): "make before
+  break", see "eventual consistency considerations";
 * a cluster sent again is followed by its endpoints: Envoy warms a changed
   cluster and needs its ClusterLoadAssignment again ("resource warming");
 * a NACK names the resources Envoy rejected in its error text; only those are
@@ -30,7 +36,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, TYPE_ORDER, Resource
+from kxds.envoy.resource import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    TYPE_ORDER,
+    Resource,
+)
 from kxds.xds.cache import NodeIdentity, View, type_version
 from kxds.xds.metrics import XdsMetrics, short
 from kxds.xds.tracker import NodeRecord, NodeTracker
@@ -40,6 +54,19 @@ log = logging.getLogger("kxds.xds")
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
 """Types Envoy subscribes to as a whole (empty or ``*`` names)."""
 KNOWN_TYPES = frozenset(TYPE_ORDER)
+
+USERS = {CLUSTER: (LISTENER, ROUTE), ENDPOINT: (CLUSTER,), ROUTE: (LISTENER,),
+         SECRET: (LISTENER, CLUSTER)}
+"""Which types refer to resources of a type: its removals wait until those settle."""
+
+WAIT_FOR_WARM_CLUSTERS = frozenset({LISTENER, ROUTE})
+"""Types held back while a clusters reply is unACKed. Envoy withholds the CDS ACK
+until the new or changed clusters have warmed (got their endpoints), so routes
+and listeners that use them go out only once they can take traffic."""
+
+WARMING_HOLD_LIMIT = 5.0
+"""Seconds to hold listeners and routes for warming clusters at most (a cluster
+that never warms must not freeze every other change)."""
 
 
 _NAME_CHARS = r"[\w./-]"
@@ -78,6 +105,7 @@ class Reply:
     version: str
     nonce: str
     set_at: float
+    sent_at: float
     full: Mapping[str, Resource] = field(default_factory=dict)
     """SotW: everything Envoy holds of this type once it accepts the reply."""
 
@@ -110,6 +138,8 @@ class TypeState:
     version_held: str = ""
     acked_version: str = ""
     pending: Reply | None = None
+    last_nonce: str = ""
+    """The nonce of the last reply of this type (Envoy repeats it on later requests)."""
     rejected: dict[str, set[str]] = field(default_factory=dict)
     force: set[str] = field(default_factory=set)
     answered: bool = False
@@ -181,6 +211,8 @@ class ProtocolStream:
         self.tracker = tracker
         self.types = tuple(types)
         self.states = {t: TypeState(t) for t in self.types}
+        self.wake_at: float | None = None
+        """When to look again at replies held back (see :meth:`next_replies`)."""
         self.record: NodeRecord = tracker.connect(identity, self.protocol, self.states)
         self._nonce = 0
 
@@ -272,32 +304,43 @@ class ProtocolStream:
         """Record that ``plan`` is being sent (Envoy will hold it once accepted)."""
         raise NotImplementedError
 
-    def next_replies(self, view: View) -> list[Reply]:
-        """The replies to send now, in make-before-break order."""
+    def next_replies(self, view: View, now: float | None = None) -> list[Reply]:
+        """The replies to send now, in make-before-break order.
+
+        Sets :attr:`wake_at` when a held reply should be reconsidered at a given
+        time even if nothing else happens.
+        """
+        now = time.monotonic() if now is None else now
+        self.wake_at = None
         ready = [t for t in self.types
                  if self.states[t].subscribed and self.states[t].pending is None]
         busy = {t for t in self.types if self.states[t].pending is not None}
         busy |= {t for t in ready if self._plan(self.states[t], view) is not None}
         replies = []
-        for index, type_url in enumerate(self.types):
+        for type_url in ready:
+            if type_url in WAIT_FOR_WARM_CLUSTERS and self._clusters_warming(now):
+                continue
             st = self.states[type_url]
-            if st.pending is not None:
-                if self._plan(st, view) is not None:
-                    # An earlier type waits for its ACK with more to send: what
-                    # follows it in the order waits too (clusters before routes).
-                    break
-                continue
-            if type_url not in ready:
-                continue
             plan = self._plan(st, view)  # again: an earlier reply may have forced some
             if plan is None:
                 continue
-            if plan.removed and any(t in busy for t in self.types[index + 1:]):
+            if plan.removed and any(u in busy for u in USERS.get(type_url, ())):
                 plan = self.without_removals(st, plan)
                 if plan is None:
                     continue
-            replies.append(self._emit(st, plan, view))
+            replies.append(self._emit(st, plan, view, now))
         return replies
+
+    def _clusters_warming(self, now: float) -> bool:
+        """Whether a clusters reply awaits its ACK (Envoy ACKs once they are warm)."""
+        cds = self.states.get(CLUSTER)
+        if cds is None or cds.pending is None:
+            return False
+        deadline = cds.pending.sent_at + WARMING_HOLD_LIMIT
+        if now >= deadline:
+            return False
+        self.wake_at = deadline if self.wake_at is None else min(self.wake_at, deadline)
+        return True
 
     def _plan(self, st: TypeState, view: View) -> Plan | None:
         # Most views change one type (endpoints): the others are recognized by
@@ -315,10 +358,15 @@ class ProtocolStream:
             st.force.clear()  # nothing forced applies (e.g. endpoints not subscribed yet)
         return plan
 
-    def _emit(self, st: TypeState, plan: Plan, view: View) -> Reply:
+    def _emit(self, st: TypeState, plan: Plan, view: View, now: float) -> Reply:
         self._nonce += 1
         reply = Reply(st.type_url, plan.resources, plan.removed, plan.version,
-                      str(self._nonce), view.set_at, plan.full)
+                      str(self._nonce), view.set_at, now, plan.full)
+        if st.type_url == CLUSTER and ENDPOINT in self.states:
+            eds = self.states[ENDPOINT]
+            # A changed cluster is warmed again by Envoy and needs its endpoints.
+            eds.force |= {r.name for r in plan.resources
+                          if r.name in eds.held and st.held.get(r.name) != r.version}
         self.commit(st, plan)
         st.answered = True
         if plan.deferred is not None:
@@ -328,11 +376,7 @@ class ProtocolStream:
             st.dirty.clear()
         st.force -= {r.name for r in plan.resources}
         st.pending = reply
-        if st.type_url == CLUSTER and ENDPOINT in self.states:
-            eds = self.states[ENDPOINT]
-            # A changed cluster is warmed again by Envoy and needs its endpoints.
-            resend = {r.name for r in plan.resources if r.name in eds.held}
-            eds.force |= resend
+        st.last_nonce = reply.nonce
         return reply
 
 

@@ -12,7 +12,9 @@ builders serialized once are reused for every stream and every group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -77,6 +79,13 @@ class _Stream:
                     "wrong_type", f"type {req.type_url!r} on the {self.fixed_type!r} service",
                     fatal=True))
                 return False
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=request node=%s type=%s nonce=%s version=%s names=%d error=%s",
+                      self.machine.identity.node_id, req.type_url, req.response_nonce,
+                      getattr(req, "version_info", ""),
+                      len(getattr(req, "resource_names", ()))
+                      + len(getattr(req, "resource_names_subscribe", ())),
+                      req.HasField("error_detail"))
         bad = self.machine.on_request(req)
         if bad is not None and bad.fatal:
             self.fatal = bad
@@ -97,7 +106,10 @@ class _Stream:
         encode = sotw_response if self.machine.protocol == "sotw" else delta_response
         metrics = self.server.metrics
         while True:
-            await self.watch.event.wait()
+            wake_at = self.machine.wake_at
+            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+            with contextlib.suppress(TimeoutError):  # on timeout a held reply is due
+                await asyncio.wait_for(self.watch.event.wait(), timeout)
             self.watch.event.clear()
             if self.done:
                 return
@@ -163,12 +175,17 @@ class XdsServer:
         gauge.inc()
         log.info("event=stream_open node=%s group=%s protocol=%s service=%s",
                  identity.node_id, identity.group, protocol, fixed_type or "ads")
+        failed = False
         try:
             if stream.take(first):
                 async with asyncio.TaskGroup() as tasks:
                     writer = tasks.create_task(stream.write())
                     await stream.read(iterator)
                     writer.cancel()
+        except Exception:  # a bug, or the transport failing under us: end this stream only
+            log.exception("event=stream_failed node=%s group=%s protocol=%s",
+                          identity.node_id, identity.group, protocol)
+            failed = True
         finally:
             gauge.dec()
             self.cache.cancel(watch)
@@ -177,6 +194,8 @@ class XdsServer:
                      identity.node_id, identity.group, protocol)
         if stream.fatal is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, stream.fatal.message)
+        if failed:
+            await context.abort(grpc.StatusCode.INTERNAL, "xDS stream failed; see kxds logs")
 
     async def _identify(self, first: Any, context: Any) -> NodeIdentity:
         try:

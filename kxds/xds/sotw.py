@@ -6,7 +6,8 @@ Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
 * the node comes from the first request; later requests may omit it;
 * a request whose ``response_nonce`` is not the last nonce sent for its type
   is stale and ignored; SotW requests carry the full subscription, so the next
-  fresh one loses nothing;
+  fresh one loses nothing. A request repeating the last nonce after its ACK
+  changes the subscription (Envoy asks for a new cluster's endpoints so);
 * ACK = fresh nonce and no ``error_detail``; NACK = ``error_detail`` set, and
   Envoy's ``version_info`` is then the last version it accepted;
 * clusters and listeners are wildcard: every response carries the full set and
@@ -48,17 +49,19 @@ class SotwStream(ProtocolStream):
         st = self.states[type_url]
         nonce = str(req.response_nonce)
         if nonce:
-            if st.pending is None or nonce != st.pending.nonce:
+            if nonce != st.last_nonce:
                 # Stale (an older response) or never sent by us: ignore it.
                 log.debug("event=stale_nonce node=%s type=%s nonce=%s",
                           self.identity.node_id, type_url, nonce)
                 return None
             reply = st.pending
-            if req.HasField("error_detail"):
-                self.nack(st, reply, str(req.error_detail.message))
-            else:
-                self.ack(st, reply)
-            st.version_held = str(req.version_info)
+            if reply is not None:
+                if req.HasField("error_detail"):
+                    self.nack(st, reply, str(req.error_detail.message))
+                else:
+                    self.ack(st, reply)
+                st.version_held = str(req.version_info)
+            # Otherwise a new subscription with the latest nonce (already ACKed).
         elif not st.subscribed and req.version_info:
             # First request on a new stream from an Envoy that already holds a
             # version (it reconnected, or kxds restarted): trust the content hash.

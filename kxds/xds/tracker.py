@@ -164,7 +164,8 @@ class NodeTracker:
             self._nodes[identity.node_id] = rec
         self._nodes.move_to_end(identity.node_id)
         rec.streams += 1
-        rec.states = states
+        # Per-type (non-aggregated) streams each bring one type: keep the others.
+        rec.states = {**rec.states, **states}
         return rec
 
     def disconnect(self, identity: NodeIdentity) -> None:
