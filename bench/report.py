@@ -105,7 +105,8 @@ def markdown(metrics: list[Metric], info: dict[str, Any], run: dict[str, Any]) -
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- run: {json.dumps(run, sort_keys=True)}", ""]
     lines += ["`u` = calibration units: durations divided by the time this machine takes to",
-              "serialize 1,000 reference Envoy clusters with protobuf, measured in this run.", ""]
+              "serialize 1,000 reference Envoy clusters with protobuf, measured in this run",
+              "right before each metric (`calibration_unit_s` in its details).", ""]
     lines += [table(metrics), "", "## Details", ""]
     for m in metrics:
         lines += [f"### {m.id}: {m.title}", "", "```json",

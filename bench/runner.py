@@ -61,31 +61,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run_all(s: Settings, only: set[str], unit: float,
-                  results: Path) -> list[Metric]:
+async def run_all(s: Settings, only: set[str], results: Path) -> list[Metric]:
     def mod(name: str) -> Any:
         # Imported per metric, so one whose dependencies are missing fails alone.
         return importlib.import_module(f"bench.{name}")
 
-    steps: dict[str, Callable[[], Awaitable[list[Metric]]]] = {
-        "M3": lambda: asyncio.to_thread(mod("m3").run_m3, s.m3_sizes, 5000, 500, s.repeats,
-                                        unit, results),
-        "M1": lambda: mod("m1").run_m1(1000, 30 if s.quick else 100, 5, unit),
-        "M7": lambda: mod("m7").run_m7(unit, quick=s.quick),
-        "M5": lambda: mod("m5").run_m5(s.m5_streams, unit, repeats=3 if s.quick else 5),
-        "M8": lambda: mod("m8").run_m8(unit, repeats=s.repeats),
-        "M6": lambda: mod("m6").run_m6(s.m6_services, unit),
-        "M2": lambda: mod("m2").run_m2(s.m2_sizes, s.churn_seconds, unit,
-                                       repeats=10 if s.quick else 20),
+    steps: dict[str, Callable[[float], Awaitable[list[Metric]]]] = {
+        "M3": lambda u: asyncio.to_thread(mod("m3").run_m3, s.m3_sizes, 5000, 500, s.repeats,
+                                          u, results),
+        "M1": lambda u: mod("m1").run_m1(1000, 30 if s.quick else 100, 5, u),
+        "M7": lambda u: mod("m7").run_m7(u, quick=s.quick),
+        "M5": lambda u: mod("m5").run_m5(s.m5_streams, u, repeats=3 if s.quick else 5),
+        "M8": lambda u: mod("m8").run_m8(u, repeats=s.repeats),
+        "M6": lambda u: mod("m6").run_m6(s.m6_services, u),
+        "M2": lambda u: mod("m2").run_m2(s.m2_sizes, s.churn_seconds, u,
+                                         repeats=10 if s.quick else 20),
     }
     out: list[Metric] = []
     for mid, step in steps.items():
         if mid not in only:
             continue
         t0 = time.monotonic()
-        print(f"[bench] {mid} ...", flush=True)
+        # The unit is measured again right before each metric, so that load from
+        # other processes during the run shows up in both the unit and the metric.
+        local = calibration_unit().median
+        print(f"[bench] {mid} ... (unit {local * 1e3:.2f} ms)", flush=True)
         try:
-            out += await step()
+            got = await step(local)
+            for m in got:
+                m.details["calibration_unit_s"] = local
+            out += got
         except Exception as e:  # one metric failing must not lose the others
             traceback.print_exc()
             out.append(Metric(id=mid, title="(failed)", value=None, unit="", target="",
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] calibration unit: {cal.median * 1e3:.2f} ms "
           "(serialize 1,000 reference clusters)", flush=True)
     try:
-        metrics = asyncio.run(run_all(s, only, cal.median, args.results))
+        metrics = asyncio.run(run_all(s, only, args.results))
     finally:
         procs.stop_all()
     run: dict[str, Any] = {

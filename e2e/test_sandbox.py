@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import shlex
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +96,26 @@ def test_sandbox_serves_its_curl_lines_and_stops_cleanly(tmp_path: Path) -> None
         for curl in curls:
             check(curl)
         assert any(c.ca_file for c in curls) and any(c.expect == "301" for c in curls)
-        port = urlsplit(curls[0].url).port
+        # Envoy's HTTP and admin ports, and kxds's admin port.
+        ports = [urlsplit(curls[0].url).port,
+                 *map(int, re.findall(r"(?:Envoy admin|kxds metrics): http://127\.0\.0\.1:(\d+)/",
+                                      output))]
         work = re.search(r"logs in (\S+)\)", output)
         assert work is not None
     finally:
+        # Ctrl-C, as the README says (SIGINT); stop() then only reaps it, or
+        # SIGTERMs and SIGKILLs it if it did not stop in time.
+        with contextlib.suppress(ProcessLookupError):
+            sandbox.proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sandbox.proc.wait(20)
         code = sandbox.stop(timeout=20)
     assert code == 0, sandbox.log_tail()
     assert "kxds sandbox stopped." in sandbox.log_path.read_text()
-    # Envoy is gone (nothing listens on the HTTP port) and the work dir was removed.
-    assert port is not None
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass
+    # Envoy and kxds are gone (nothing listens on their ports) and the work dir was removed.
+    assert len(ports) == 3 and None not in ports, ports
+    for port in ports:
+        assert port is not None
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
     assert not Path(work.group(1)).exists()

@@ -23,6 +23,7 @@ convenient for kxds:
   ``timeoutSeconds`` ends the stream cleanly;
 - a field selector turns an object moving out of (into) the selection into a
   DELETED (ADDED) event, as the watch cache does;
+- a write that changes nothing gets no new version and no event;
 - PUT with a stale ``metadata.resourceVersion`` is ``409 Conflict``; PUT to
   ``/status`` changes only ``status``; POST of an existing name is ``409
   AlreadyExists``; PATCH applies a JSON merge patch (strategic merge patches
@@ -109,6 +110,11 @@ class Change:
     obj: Obj | None
     """The object after the change; None for a deletion."""
     prev: Obj | None
+
+
+def _without_rv(obj: Obj) -> Obj:
+    return {**obj, "metadata": {k: v for k, v in obj.get("metadata", {}).items()
+                                if k != "resourceVersion"}}
 
 
 def _continue_token(rv: int, after: tuple[str, ...]) -> str:
@@ -284,10 +290,17 @@ class FakeApi:
         ns = meta.get("namespace", "default") if RESOURCES[res][2] else ""
         return (res, ns, meta["name"])
 
-    def _record(self, key: Key, obj: Obj | None) -> None:
-        """Store ``obj`` (None deletes) at the next version; called with the lock held."""
-        self.rv += 1
+    def _record(self, key: Key, obj: Obj | None) -> Obj | None:
+        """Store ``obj`` (None deletes) at the next version; called with the lock held.
+
+        A write that changes nothing is a no-op, as in the API server (its
+        storage skips identical updates): no new version, no watch event. The
+        object stored is returned.
+        """
         prev = self.objects.get(key)
+        if obj is not None and prev is not None and _without_rv(obj) == _without_rv(prev):
+            return prev
+        self.rv += 1
         if obj is None:
             self.objects.pop(key, None)
         else:
@@ -298,6 +311,7 @@ class FakeApi:
         # Stored objects are replaced, never mutated, so sharing them here is safe.
         self.history.append(Change(self.rv, key, obj, prev))
         self.lock.notify_all()
+        return obj
 
     def apply(self, obj: Obj) -> Obj:
         """Create or replace ``obj`` directly (no concurrency check), as a test sets up state."""
@@ -311,8 +325,7 @@ class FakeApi:
             meta.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", old["metadata"]["creationTimestamp"] if old
                             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            self._record(key, obj)
-            return copy.deepcopy(obj)
+            return copy.deepcopy(self._record(key, obj))
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         with self.lock:
@@ -459,8 +472,7 @@ class FakeApi:
                 meta["namespace"] = ns
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._record(key, obj)
-            return copy.deepcopy(obj)
+            return copy.deepcopy(self._record(key, obj))
 
     def replace(self, key: Key, body: Obj, subresource: str) -> Obj:
         with self.lock:
@@ -484,8 +496,7 @@ class FakeApi:
                 obj.setdefault("status", current.get("status"))
                 if obj["status"] is None:
                     del obj["status"]
-            self._record(key, obj)
-            return copy.deepcopy(obj)
+            return copy.deepcopy(self._record(key, obj))
 
     def patch(self, key: Key, body: Obj) -> Obj:
         with self.lock:
@@ -494,8 +505,7 @@ class FakeApi:
                 raise ApiError(404, "NotFound", f'{key[0][1]} "{key[2]}" not found')
             obj = merge_patch(current, body)
             obj["metadata"]["name"] = key[2]
-            self._record(key, obj)
-            return copy.deepcopy(obj)
+            return copy.deepcopy(self._record(key, obj))
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -121,6 +121,8 @@ def test_first_sync_equals_the_manifest_loader(api: FakeApi) -> None:
     stored.append(api.objects[(("/api/v1", "secrets"), "default", "shop-tls")])
     expected = load_text(yaml.safe_dump_all(stored))
     assert state == expected
+    assert all([state.services, state.endpoint_slices, state.ingresses, state.ingress_classes,
+                state.network_policies, state.namespaces, state.pods, state.secrets])
     assert {k for k in state.secrets} == {("default", "shop-tls")}
     assert [str(p.ref) for p in state.problems] == ["Service default/broken"]
     # Pagination was used (limit 1), one consistent snapshot per kind.
@@ -186,6 +188,32 @@ def test_churn_converges_to_the_servers_state(api: FakeApi) -> None:
         # Kinds are watched independently: converge on both.
         run.wait(lambda s: services(s) == want and addresses(s) == 39 % 7 + 1)
     assert api.count("GET", "/api/v1/services", "watch=") >= 1
+
+
+def renamed(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "name": name}}
+
+
+def test_every_kind_is_watched_after_its_list(api: FakeApi) -> None:
+    populate(api)
+    src = source(api)
+    with SourceRunner(src) as run:
+        run.wait(lambda s: True)
+        lists = {k.plural: api.count("GET", k.path(None), "limit=") for k in src.options.kinds}
+        # One new object of each kind (the Ingress refers to the new Secret).
+        for obj in [svc("web2"), eps("web2", ["10.1.0.6"]), ingress("shop2", "shop2-tls"),
+                    secret("shop2-tls"), *(renamed(o, "two") for o in OTHERS[:4])]:
+            api.apply(obj)
+        state = run.wait(lambda s: all(
+            ("default" if ns else "", name) in table for table, ns, name in [
+                (s.services, 1, "web2"), (s.endpoint_slices, 1, "web2-abc"),
+                (s.ingresses, 1, "shop2"), (s.secrets, 1, "shop2-tls"),
+                (s.ingress_classes, 0, "two"), (s.network_policies, 1, "two"),
+                (s.namespaces, 0, "two"), (s.pods, 1, "two")]), what="a new object of each kind")
+        assert len(state.secrets) == 2
+        # Delivered by the watches: no kind was listed again.
+        assert {k.plural: api.count("GET", k.path(None), "limit=")
+                for k in src.options.kinds} == lists
 
 
 def test_cut_watch_keeps_state_and_resumes_without_relisting(api: FakeApi) -> None:

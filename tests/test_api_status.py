@@ -52,10 +52,10 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 def run_with_writer(api: FakeApi, config: StatusConfig,
                     scenario: Callable[[StatusWriter], Any],
-                    is_leader: Callable[[], bool] = lambda: True) -> None:
+                    is_leader: Callable[[], bool] = lambda: True, resync: float = 0.5) -> None:
     client = KubeClient.for_url(api.url)
     source = ApiSource(client, ApiOptions(**FAST))
-    writer = StatusWriter(client, config, TranslateConfig(), resync=0.5, is_leader=is_leader)
+    writer = StatusWriter(client, config, TranslateConfig(), resync=resync, is_leader=is_leader)
     source.subscribe(writer.update)
 
     async def main() -> None:
@@ -115,7 +115,9 @@ def test_publish_service_follows_the_load_balancer(api: FakeApi) -> None:
         api.apply(edge)
         await until(lambda: lb(api, "shop") == [{"ip": "192.0.2.10"}], "ip follows")
 
-    run_with_writer(api, StatusConfig(publish_service=("kxds", "kxds-edge")), scenario)
+    # No resync within the test: the Service's change itself must trigger the write.
+    run_with_writer(api, StatusConfig(publish_service=("kxds", "kxds-edge")), scenario,
+                    resync=60.0)
 
 
 def test_conflict_is_retried_with_a_fresh_read(api: FakeApi) -> None:
@@ -202,10 +204,11 @@ def test_record_reports_only_new_problems_and_skips_files(api: FakeApi) -> None:
         task = asyncio.create_task(rec.run())
         rec.record([DIAG, file_diag])
         rec.record([DIAG, file_diag])  # still there: no new Event
+        assert rec._queue.qsize() == 1, "one Event queued: no file, no repeat"
         await until(lambda: len(events(api)) == 1, "one event")
-        await asyncio.sleep(0.2)
         rec.record([])
         rec.record([DIAG])  # gone and back: counted again
+        assert rec._queue.qsize() == 1
         await until(lambda: events(api)[0].get("count") == 2, "count 2")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -234,6 +237,14 @@ def test_serve_records_a_bad_ingress_as_one_event(api: FakeApi, tmp_path: Path) 
         assert ev["metadata"]["namespace"] == "default" and ev["count"] == 1
         assert ev["involvedObject"] == {"apiVersion": NET, "kind": "Ingress",
                                         "namespace": "default", "name": "shop", "uid": uid}
+        # An object that failed to parse is named by its uid too (kubectl describe
+        # finds Events by uid); the fixture holds one broken Service.
+        broken = api.get("v1", "Service", "default", "broken")
+        assert broken is not None
+        wait_for(lambda: events_on(api, "Service", "broken"), what="an Event on the Service")
+        [ev] = events_on(api, "Service", "broken")
+        assert ev["involvedObject"]["uid"] == broken["metadata"]["uid"]
+        assert ev["reason"] == "InvalidValue"
         # Rebuilds while the problem stays: no new Event, no higher count.
         seq = kxds.rebuild_seq()
         api.apply(svc("churn"))

@@ -94,7 +94,8 @@ def test_no_auto_assign_pool_serves_only_requests() -> None:
 
 
 @pytest.mark.parametrize("annotation", [
-    "kxds.io/load-balancer-ips", "metallb.universe.tf/loadBalancerIPs"])
+    "kxds.io/load-balancer-ips", "metallb.io/loadBalancerIPs",
+    "metallb.universe.tf/loadBalancerIPs"])
 def test_requested_addresses(annotation: str) -> None:
     text = lb("web", annotations=f"{annotation}: '192.0.2.7,2001:db8::7'")
     assert ips(text, "v4=192.0.2.0/24", "v6=2001:db8::/64") == {

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from kxds.ir import AccessPolicy, ClientSet, IPRange
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
+from kxds.translators import network_policy
 from kxds.translators.access import route_access, service_access
 
 SERVICE = """
@@ -204,6 +205,62 @@ ingress:
     assert not allowed(policy, "10.0.0.5") and not allowed(policy, "192.0.2.1")
 
 
+PEER_PODS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: ops-other, namespace: ops, labels: {role: other}}
+status: {podIP: 10.1.0.8}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: local-probe, namespace: default, labels: {role: probe}}
+status: {podIP: 10.0.0.10}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: spoof, labels: {team: dev, kubernetes.io/metadata.name: ops}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spoof-probe, namespace: spoof, labels: {role: probe}}
+status: {podIP: 10.2.0.7}
+"""
+
+
+@pytest.mark.parametrize(("peers", "admitted"), [
+    # One peer with both selectors: pods matching both (AND).
+    ("[{namespaceSelector: {matchLabels: {team: ops}}, "
+     "podSelector: {matchLabels: {role: probe}}}]", {"10.1.0.7"}),
+    # The same selectors as two peers: pods matching either (OR).
+    ("[{namespaceSelector: {matchLabels: {team: ops}}}, "
+     "{podSelector: {matchLabels: {role: probe}}}]", {"10.1.0.7", "10.1.0.8", "10.0.0.10"}),
+    # The name label is the control plane's: a namespace cannot claim another's name.
+    ("[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ops}}}]",
+     {"10.1.0.7", "10.1.0.8"}),
+    # An empty namespaceSelector is every namespace.
+    ("[{namespaceSelector: {}, podSelector: {matchLabels: {role: probe}}}]",
+     {"10.1.0.7", "10.0.0.10", "10.2.0.7"}),
+], ids=["and", "or", "name-label", "all-namespaces"])
+def test_selector_peers_and_versus_or(peers: str, admitted: set[str]) -> None:
+    policy, _ = access(state(np("peers", f"podSelector: {{}}\ningress: [{{from: {peers}}}]"),
+                             extra=PEER_PODS))
+    pods = {"10.0.0.5", "10.0.0.6", "10.0.0.9", "10.0.0.10", "10.1.0.7", "10.1.0.8",
+            "10.2.0.7"}
+    assert {ip for ip in pods if allowed(policy, ip)} == admitted
+
+
+def test_policy_index_gives_what_a_fresh_scan_gives() -> None:
+    """A translation indexes the policies once; the index changes no answer."""
+    a = np("a", "podSelector: {matchLabels: {tier: a}}\n"
+                "ingress: [{from: [{ipBlock: {cidr: 192.0.2.0/24}}]}]")
+    bad = np("typo", "podSelector: {matchExpressions: [{key: app, operator: Is}]}")
+    for s in (state(), state(a), state(a, bad)):
+        svc = s.services[("default", "web")]
+        index = network_policy.PolicyIndex.of(s)
+        assert service_access(s, svc, svc.ports[0], index) == \
+            service_access(s, svc, svc.ports[0])
+
+
 def test_divergent_pods_get_the_intersection() -> None:
     a = np("a", "podSelector: {matchLabels: {tier: a}}\n"
                 "ingress: [{from: [{ipBlock: {cidr: 192.0.2.0/24}}]}]")
@@ -269,6 +326,18 @@ def test_shadow_policy_is_not_enforced() -> None:
     policy, _ = access(state(shadow, enforced))
     assert allowed(policy, "203.0.113.1") and not allowed(policy, "192.0.2.1")
     assert shadow_allowed(policy, "192.0.2.1") and shadow_allowed(policy, "203.0.113.1")
+
+
+@pytest.mark.parametrize(("mode", "enforced", "diags"), [
+    ("enforce", True, []),
+    ("Shadow", False, []),
+    ("dry-run", True, ["InvalidValue metadata.annotations[kxds.io/policy-mode]"]),
+], ids=["enforce", "shadow", "typo"])
+def test_policy_mode_values(mode: str, enforced: bool, diags: list[str]) -> None:
+    """A mode kxds does not know is reported and enforced: a typo never turns a rule off."""
+    policy, problems = access(state(np("office", OFFICE, f"{{kxds.io/policy-mode: {mode}}}")))
+    assert allowed(policy, "198.51.100.1") is not enforced
+    assert problems == diags
 
 
 def test_load_balancer_source_ranges_intersect() -> None:

@@ -182,6 +182,14 @@ def test_bad_node_ports(node_port: int | None, reason: Reason) -> None:
     assert t.ir.listeners == () and reasons(t) == [("spec.ports[0].nodePort", reason)]
 
 
+def test_load_balancer_without_node_ports_serves_only_its_ips() -> None:
+    """``allocateLoadBalancerNodePorts: false`` leaves nodePort unset: valid, not a problem."""
+    t = run(svc("lb", type_="LoadBalancer", ports="[{name: http, port: 80}]",
+                spec="allocateLoadBalancerNodePorts: false", status="[{ip: 192.0.2.10}]"))
+    assert [(lis.address, lis.port) for lis in t.ir.listeners] == [("192.0.2.10", 80)]
+    assert t.diagnostics == ()
+
+
 def test_node_port_range_flag_widens_the_range() -> None:
     t = run(svc("web", ports="[{name: http, port: 80, nodePort: 40000}]"),
             node_port_range=(1024, 65535))

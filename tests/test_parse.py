@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -140,9 +141,13 @@ def test_network_policy_types_default_like_the_api() -> None:
     assert isinstance(model, m.NetworkPolicy) and model.policy_types == ("Ingress", "Egress")
 
 
-def test_unknown_kinds_are_ignored_without_a_problem() -> None:
-    model, problem = parse_object({"apiVersion": "apps/v1", "kind": "Deployment"}, "")
+def test_unknown_kinds_are_ignored_without_a_problem(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="kxds.kube.parse")
+    model, problem = parse_object({"apiVersion": "apps/v1", "kind": "Deployment"}, "app.yaml")
     assert (model, problem) == (None, None)
+    (record,) = caplog.records
+    assert record.levelno == logging.DEBUG
+    assert "apps/v1 Deployment" in record.getMessage() and "app.yaml" in record.getMessage()
 
 
 def test_malformed_yaml_reports_the_line_and_keeps_nothing_of_that_file() -> None:

@@ -164,15 +164,33 @@ def _view(*items: object) -> object:
     return cache.view("edge/default")
 
 
-def test_sotw_machine_orders_and_waits_for_acks() -> None:
+def _subscribed_sotw() -> SotwStream:
     machine = SotwStream(EDGE, NodeTracker())
-    view = _view(t.cluster("c"), t.endpoints("c", [1]), t.listener("l", 1, "r"), t.route("r", "c"))
     for type_url, names in ((CLUSTER, []), (ENDPOINT, ["c"]), (LISTENER, []), (ROUTE, ["r"])):
         machine.on_request(discovery_pb2.DiscoveryRequest(type_url=type_url,
                                                           resource_names=names))
-    replies = machine.next_replies(view)  # type: ignore[arg-type]
-    assert [r.type_url for r in replies] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
-    assert machine.next_replies(view) == []  # type: ignore[arg-type]  # all in flight
+    return machine
+
+
+def test_sotw_machine_holds_listeners_and_routes_until_clusters_are_acked() -> None:
+    machine = _subscribed_sotw()
+    view = _view(t.cluster("c"), t.endpoints("c", [1]), t.listener("l", 1, "r"), t.route("r", "c"))
+    first = machine.next_replies(view, now=100.0)  # type: ignore[arg-type]
+    assert [r.type_url for r in first] == [CLUSTER, ENDPOINT]
+    assert machine.wake_at == 105.0
+    assert machine.next_replies(view, now=101.0) == []  # type: ignore[arg-type]
+    machine.on_request(discovery_pb2.DiscoveryRequest(
+        type_url=CLUSTER, version_info=first[0].version, response_nonce=first[0].nonce))
+    second = machine.next_replies(view, now=102.0)  # type: ignore[arg-type]
+    assert [r.type_url for r in second] == [LISTENER, ROUTE]
+
+
+def test_sotw_machine_stops_holding_for_clusters_that_never_warm() -> None:
+    machine = _subscribed_sotw()
+    view = _view(t.cluster("c"), t.endpoints("c", [1]), t.listener("l", 1, "r"), t.route("r", "c"))
+    machine.next_replies(view, now=100.0)  # type: ignore[arg-type]
+    late = machine.next_replies(view, now=105.5)  # type: ignore[arg-type]
+    assert [r.type_url for r in late] == [LISTENER, ROUTE]
 
 
 def test_delta_machine_initial_versions_send_only_the_difference() -> None:

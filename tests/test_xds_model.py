@@ -1,14 +1,18 @@
 """Property tests: a simulated Envoy converges on any sequence of views, both protocols.
 
 The simulated client keeps what it was sent, subscribes to the endpoints of
-the clusters it holds (as Envoy does), ACKs everything except "poisoned"
-clusters (it NACKs those, naming them, like Envoy's CDS), and the state
+the clusters it holds (as Envoy does), holds the clusters ACK until new or
+changed clusters got their endpoints (as Envoy does while they warm), ACKs
+everything except "poisoned" clusters (it NACKs those, naming them, like
+Envoy's CDS), and the state
 machines must bring it to exactly the view, with poisoned clusters kept at
 their last accepted version and no rejected version ever sent twice.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -56,6 +60,9 @@ class SimEnvoy:
         self.eds_names: set[str] = set()
         self.versions = {CLUSTER: "", ENDPOINT: ""}
         self.nonces = {CLUSTER: "", ENDPOINT: ""}
+        self.warming: set[str] = set()
+        """Clusters waiting for their endpoints; Envoy holds the CDS ACK meanwhile."""
+        self.held_ack: Callable[[], None] | None = None
         """The last nonce received per type: Envoy puts it on every later request."""
 
     def request(self, type_url: str, **fields: Any) -> None:
@@ -77,6 +84,11 @@ class SimEnvoy:
         for res in reply.resources:
             key = (res.name, res.version)
             assert key not in self.rejected, f"rejected version resent: {key}"
+        if reply.type_url == CLUSTER:
+            self.warming |= {r.name for r in reply.resources if r not in bad
+                             and (r.name not in table or table[r.name].version != r.version)}
+        else:
+            self.warming -= {r.name for r in reply.resources}
         if reply.type_url == CLUSTER and not self.delta:
             kept = {r.name: table[r.name] for r in bad if r.name in table}
             table.clear()
@@ -89,15 +101,26 @@ class SimEnvoy:
         self.rejected |= {(r.name, r.version) for r in bad}
         error = ("Error adding/updating cluster(s) " + ", ".join(r.name for r in bad) + ": no"
                  if bad else None)
+        self.warming &= set(table) if reply.type_url == CLUSTER else self.warming
+        ack = functools.partial(self._ack, reply, error, not bad)
+        if reply.type_url == CLUSTER and self.warming:
+            self.held_ack = ack
+        else:
+            ack()
+        self.resubscribe()
+        if not self.warming and self.held_ack is not None:
+            held, self.held_ack = self.held_ack, None
+            held()
+
+    def _ack(self, reply: Reply, error: str | None, accepted: bool) -> None:
         if self.delta:
             self.request(reply.type_url, response_nonce=reply.nonce, error=error)
-        else:
-            if not bad:
-                self.versions[reply.type_url] = reply.version
-            names = sorted(self.eds_names) if reply.type_url == ENDPOINT else []
-            self.request(reply.type_url, response_nonce=reply.nonce, resource_names=names,
-                         version_info=self.versions[reply.type_url], error=error)
-        self.resubscribe()
+            return
+        if accepted:
+            self.versions[reply.type_url] = reply.version
+        names = sorted(self.eds_names) if reply.type_url == ENDPOINT else []
+        self.request(reply.type_url, response_nonce=reply.nonce, resource_names=names,
+                     version_info=self.versions[reply.type_url], error=error)
 
     def resubscribe(self) -> None:
         wanted = set(self.clusters)
@@ -119,6 +142,7 @@ class SimEnvoy:
         for _ in range(50):
             replies = self.machine.next_replies(view)
             if not replies:
+                assert self.held_ack is None, f"deadlock: clusters {self.warming} never warm"
                 return
             for reply in replies:
                 self.take(reply)
@@ -143,6 +167,7 @@ def _run(delta: bool, sequence: list[tuple[dict[str, int], dict[str, int]]]) -> 
     sim = SimEnvoy(cls(EDGE, NodeTracker()), delta)
     sim.start()
     for clusters, eps in sequence:
+        eps = {**{name: 1 for name in clusters}, **eps}  # every cluster can warm
         sim.settle(_view(clusters, eps))
         _check(sim, clusters, eps)
 

@@ -243,7 +243,7 @@ async def test_nack_rolls_back_only_the_named_cluster() -> None:
 
 
 @t.run_async
-async def test_ads_additions_go_clusters_endpoints_listeners_routes_secrets() -> None:
+async def test_ads_order_clusters_endpoints_then_listeners_routes_once_clusters_warm() -> None:
     cache = _cache()
     async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
         await envoy.send(CLUSTER)
@@ -256,8 +256,14 @@ async def test_ads_additions_go_clusters_endpoints_listeners_routes_secrets() ->
         cache.set_view(GROUP, t.resources(t.secret("s"), t.route("r", "c"),
                                           t.listener("l", 1, "r"), t.endpoints("c", [1]),
                                           t.cluster("c")))
-        got = [(await envoy.recv()).type_url for _ in range(5)]
-        assert got == [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET]
+        cds = await envoy.recv()
+        got = [cds.type_url] + [(await envoy.recv()).type_url for _ in range(2)]
+        assert got == [CLUSTER, ENDPOINT, SECRET]
+        # Envoy ACKs clusters once they are warm; only then may routes use them.
+        await envoy.nothing(0.2)
+        await envoy.ack(cds)
+        got = [(await envoy.recv()).type_url for _ in range(2)]
+        assert got == [LISTENER, ROUTE]
 
 
 @t.run_async

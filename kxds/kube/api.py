@@ -339,7 +339,7 @@ class KubeRuntime:
     def record_diagnostics(self, diagnostics: Iterable[Diagnostic]) -> None:
         """Give the complete current diagnostics after each rebuild (for Events)."""
         if self.events is not None:
-            self.events.record(diagnostics, self.source.last)
+            self.events.record(diagnostics, self.source.last, self.source.store.uid)
 
     async def stop(self) -> None:
         """Cancel the tasks; the elector releases its Lease on the way out."""

@@ -76,15 +76,20 @@ class EventRecorder:
         self._previous: frozenset[Diagnostic] = frozenset()
         self._queue: asyncio.Queue[tuple[Diagnostic, str]] = asyncio.Queue()
 
-    def record(self, diagnostics: Iterable[Diagnostic], state: ClusterState | None = None) -> None:
-        """Queue an Event for every diagnostic that was not in the previous set."""
+    def record(self, diagnostics: Iterable[Diagnostic], state: ClusterState | None = None,
+               uid: Callable[[ObjectRef], str] = lambda ref: "") -> None:
+        """Queue an Event for every diagnostic that was not in the previous set.
+
+        The Event names its object by uid, as ``kubectl describe`` looks Events
+        up by it: from ``state``, else (an object that failed to parse) ``uid``.
+        """
         if not self.is_leader():
             self._previous = frozenset()  # a new leader reports what is wrong now
             return
         current = frozenset(d for d in diagnostics if d.ref.kind in API_VERSIONS)
         new, self._previous = current - self._previous, current
         for d in sorted(new):
-            self._queue.put_nowait((d, _uid(state, d.ref)))
+            self._queue.put_nowait((d, _uid(state, d.ref) or uid(d.ref)))
 
     async def run(self) -> None:
         """Write queued Events until cancelled."""

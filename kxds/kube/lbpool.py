@@ -16,8 +16,9 @@ Rules, in order of precedence:
 
 1. A Service keeps an address it already has in its status when that address is
    still in a pool open to its namespace (addresses never move under traffic).
-2. An address requested with ``metallb.universe.tf/loadBalancerIPs`` or
-   ``kxds.io/load-balancer-ips`` (comma-separated) or ``spec.loadBalancerIP`` is
+2. An address requested with ``kxds.io/load-balancer-ips``,
+   ``metallb.io/loadBalancerIPs`` or ``metallb.universe.tf/loadBalancerIPs``
+   (comma-separated) or ``spec.loadBalancerIP`` is
    given when it lies in an open pool and nobody holds it; otherwise the Service
    gets a diagnostic and no address (all of its requests, or none).
 3. Every other Service gets the first free address of the first pool (in the
@@ -44,8 +45,13 @@ log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-REQUEST_ANNOTATIONS = ("kxds.io/load-balancer-ips", "metallb.universe.tf/loadBalancerIPs")
-"""Annotations naming the addresses a Service asks for (kxds's own name wins)."""
+REQUEST_ANNOTATIONS = ("kxds.io/load-balancer-ips", "metallb.io/loadBalancerIPs",
+                       "metallb.universe.tf/loadBalancerIPs")
+"""Annotations naming the addresses a Service asks for, first present wins.
+
+MetalLB 0.14.9 renamed its prefix ``metallb.universe.tf`` to ``metallb.io``
+and still reads the old one; both are read here, the new one first.
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -463,8 +463,10 @@ def parse_secret(doc: Mapping[str, Any]) -> m.Secret:
 
 def parse_namespace(doc: Mapping[str, Any]) -> m.Namespace:
     meta = parse_meta(doc, "Namespace", namespaced=False)
-    # The API sets this label on every namespace; manifests often omit it.
-    labels = {"kubernetes.io/metadata.name": meta.name, **meta.labels}
+    # The control plane sets this label on every namespace, immutably, to its
+    # name; manifests often omit it, and one naming another namespace must not
+    # make a NetworkPolicy namespaceSelector match it.
+    labels = {**meta.labels, "kubernetes.io/metadata.name": meta.name}
     return m.Namespace(meta=m.Meta(kind="Namespace", namespace="", name=meta.name,
                                    labels=labels, annotations=meta.annotations, uid=meta.uid,
                                    resource_version=meta.resource_version,

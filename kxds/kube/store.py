@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kxds.diagnostics import Diagnostic
+from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.kube import models as m
 from kxds.kube.parse import parse_object
 
@@ -85,6 +85,10 @@ def parse_doc(kind: Kind, doc: Mapping[str, Any]) -> tuple[m.Key, Entry]:
     return key, (model, problem)
 
 
+def _doc_uid(doc: Mapping[str, Any]) -> str:
+    return str((doc.get("metadata") or {}).get("uid") or "")
+
+
 def _same(old: Entry | None, new: Entry) -> bool:
     """Equal apart from resourceVersion: a status-only change of a Pod is no change to us."""
     if old is None:
@@ -126,6 +130,8 @@ class Store:
         self.generation = 0
         self.extra_secrets = tuple(extra_secrets)
         self.on_change: Callable[[], None] = lambda: None
+        self.failed_uids: dict[str, dict[m.Key, str]] = {k.kind: {} for k in self.kinds}
+        """The uid of each object that failed to parse (it is in no model), for Events."""
 
     def _changed(self) -> None:
         self.generation += 1
@@ -133,8 +139,15 @@ class Store:
 
     def replace(self, kind: Kind, docs: Iterable[Mapping[str, Any]]) -> None:
         """The result of a complete list: the kind's objects are exactly these."""
-        new = dict(parse_doc(kind, d) for d in docs)
+        new: dict[m.Key, Entry] = {}
+        failed: dict[m.Key, str] = {}
+        for doc in docs:
+            key, entry = parse_doc(kind, doc)
+            new[key] = entry
+            if entry[0] is None:
+                failed[key] = _doc_uid(doc)
         with self.lock:
+            self.failed_uids[kind.kind] = failed
             old = self.entries[kind.plural]
             same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
             self.entries[kind.plural] = new
@@ -146,6 +159,10 @@ class Store:
     def upsert(self, kind: Kind, doc: Mapping[str, Any]) -> None:
         key, entry = parse_doc(kind, doc)
         with self.lock:
+            if entry[0] is None:
+                self.failed_uids[kind.kind][key] = _doc_uid(doc)
+            else:
+                self.failed_uids[kind.kind].pop(key, None)
             table = self.entries[kind.plural]
             unchanged = _same(table.get(key), entry)
             table[key] = entry
@@ -155,8 +172,14 @@ class Store:
     def delete(self, kind: Kind, doc: Mapping[str, Any]) -> None:
         key, _ = parse_doc(kind, doc)
         with self.lock:
+            self.failed_uids[kind.kind].pop(key, None)
             if self.entries[kind.plural].pop(key, None) is not None:
                 self._changed()
+
+    def uid(self, ref: ObjectRef) -> str:
+        """The uid of an object that failed to parse ("" when unknown)."""
+        with self.lock:
+            return self.failed_uids.get(ref.kind, {}).get((ref.namespace, ref.name), "")
 
     def snapshot(self) -> tuple[m.ClusterState | None, int]:
         """``(state, generation)``; the state is None until every kind has been listed."""

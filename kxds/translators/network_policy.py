@@ -53,7 +53,11 @@ from kxds.kube.models import (
 )
 
 SHADOW_ANNOTATION = "kxds.io/policy-mode"
-"""``shadow`` installs a policy's rules as Envoy shadow rules: counted, not enforced."""
+"""``shadow`` installs a policy's rules as Envoy shadow rules: counted, not enforced.
+
+``enforce`` (the default) enforces them; any other value is reported and the
+policy is enforced, since a typo must not turn a rule off.
+"""
 
 ALL_V4 = "0.0.0.0/0"
 ALL_V6 = "::/0"
@@ -462,11 +466,21 @@ def service_policy(state: ClusterState, service: Service, sp: ServicePort,
             f"pods behind port {sp.port} are selected by different NetworkPolicy sets "
             f"({'; '.join(sorted(s or 'none' for s in seen))}); the gateway allows only "
             "clients every pod would accept"))
-    if any(s.shadow for b in backends for s in _selecting(sels[b.namespace], b,
-                                                          with_shadow=True)):
+    chosen = [s for b in backends for s in _selecting(sels[b.namespace], b, with_shadow=True)]
+    result.diagnostics.update(d for s in chosen if (d := _mode_problem(s)) is not None)
+    if any(s.shadow for s in chosen):
         shadow, _ = _sets_for(state, backends, sels, True, result.diagnostics)
         result.shadow = _dedupe_names(shadow)
     return result
+
+
+def _mode_problem(sel: _Selector) -> Diagnostic | None:
+    """A ``kxds.io/policy-mode`` other than ``shadow`` or ``enforce``: enforced, and reported."""
+    value = None if sel.policy is None else sel.policy.meta.annotations.get(SHADOW_ANNOTATION)
+    if sel.policy is None or value is None or value.strip().lower() in ("shadow", "enforce"):
+        return None
+    return _bad(sel.policy, f"metadata.annotations[{SHADOW_ANNOTATION}]",
+                f"{value!r} is not 'shadow' or 'enforce'; the policy is enforced")
 
 
 def _dedupe_names(sets: list[ClientSet]) -> tuple[ClientSet, ...]:

@@ -183,7 +183,9 @@ def _entries(b: _Builder, svc: Service, i: int, sp: ServicePort,
     if svc.type in _EXPOSED_TYPES:
         field_ = f"spec.ports[{i}].nodePort"
         lo, hi = b.config.node_port_range
-        if sp.node_port is None:
+        if sp.node_port is None and svc.type == "LoadBalancer":
+            pass  # allocateLoadBalancerNodePorts: false (valid): only the LB IPs are served
+        elif sp.node_port is None:
             b.problem(svc, field_, Reason.MISSING_FIELD,
                       f"port {sp.port}/{sp.protocol} of a {svc.type} Service has no nodePort")
         elif not lo <= sp.node_port <= hi:
