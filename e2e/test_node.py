@@ -122,10 +122,13 @@ def manifests(p: dict[str, int], b: dict[str, EchoBackend]) -> str:
         endpoint_slice("pp2", b["pp"], "n1", "tcp"),
         service("pp1", f"[{tcp('pp1')}]", annotations="kxds.io/upstream-proxy-protocol: v1"),
         endpoint_slice("pp1", b["pp"], "n1", "tcp"),
-        # loadBalancerSourceRanges, enforced on the nodePort listener by network RBAC.
-        service("guarded", f"[{tcp('guarded')}]", type_="LoadBalancer",
+        # loadBalancerSourceRanges, enforced on the nodePort listener by network RBAC
+        # (TCP) and by the udp_proxy source matcher (UDP).
+        service("guarded", f"[{tcp('guarded')}, {{name: udp, port: {p['guarded']}, "
+                           f"protocol: UDP, nodePort: {p['guarded']}}}]", type_="LoadBalancer",
                 extra="loadBalancerSourceRanges: [127.0.0.50/32]\n"),
         endpoint_slice("guarded", b["a"], "n1", "tcp"),
+        endpoint_slice("guarded", b["ua"], "n1", "udp", "UDP"),
         # internalTrafficPolicy Local for in-cluster clients (--cluster-cidrs), endpoints on n1.
         service("inner", f"[{tcp('inner')}, {{name: udp, port: {p['inner']}, protocol: UDP, "
                          f"nodePort: {p['inner']}}}]", extra="internalTrafficPolicy: Local\n"),
@@ -305,3 +308,13 @@ def test_source_ranges_checked_on_the_real_client_address(cluster: Cluster) -> N
     cluster.n2.wait_until(lambda e: any(
         k.endswith("rbac.denied") and v > 0 for k, v in e.stats().items()),
         what="n2 counted an RBAC denial")
+
+
+def test_source_ranges_on_udp_route_only_admitted_sources(cluster: Cluster) -> None:
+    port = cluster.ports["guarded"]
+    assert backend_of(udp_echo(N2, port, source="127.0.0.50")) == "ua"
+    assert udp_once(N2, port, "127.0.0.51") is None
+    # The datagram was dropped by the proxy for want of a route, not lost on the way.
+    cluster.n2.wait_until(lambda e: any(
+        k.endswith("downstream_sess_no_route") and "guarded" in k and v > 0
+        for k, v in e.stats().items()), what="n2 counted an unrouted datagram")

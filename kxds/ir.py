@@ -306,6 +306,8 @@ class UdpListener:
     cluster: str
     hash_source_ip: bool = False
     internal: InternalRoute | None = None
+    access: AccessPolicy | None = None
+    """Client-IP rules: only datagrams from admitted sources are routed (shadow sets unused)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,9 +17,10 @@ convenient for kxds:
   current state; a ``resourceVersion`` older than the retained event history
   gets an ``ERROR`` event carrying a ``Status`` with code 410 (reason
   ``Expired``, "too old resource version"), then the stream ends, as the
-  watch cache does (or, with ``gone_as_http``, an HTTP ``410 Gone`` reply, as
-  a watch served from etcd gets); BOOKMARK events (only with ``allowWatchBookmarks=true``)
-  carry only ``kind``, ``apiVersion`` and ``metadata.resourceVersion``;
+  watch cache does (or, with ``gone_as_http``, an HTTP ``410 Gone`` reply: the
+  documentation promises only "status code 410", so clients handle both);
+  BOOKMARK events (only with ``allowWatchBookmarks=true``, at no promised
+  interval) carry only ``kind``, ``apiVersion`` and ``metadata.resourceVersion``;
   ``timeoutSeconds`` ends the stream cleanly;
 - a field selector turns an object moving out of (into) the selection into a
   DELETED (ADDED) event, as the watch cache does;
@@ -40,9 +41,11 @@ hook run before each request, to inject races).
 
 Not reproduced: authentication and authorization (the token is ignored),
 set-based label selectors, strategic-merge list semantics, server-side apply,
-admission and validation (beyond a required name), ``resourceVersionMatch``
-and streaming lists (``sendInitialEvents``), 429 throttling, protobuf and
-HTTP/2.
+admission and validation (beyond a required name), ``resourceVersion`` on a
+list or get and ``resourceVersionMatch``, streaming lists
+(``sendInitialEvents`` and its ``initial-events-end`` bookmark), a watch from
+a future version (``Too large resource version``), DELETE over HTTP (tests
+delete directly), 429 throttling, protobuf and HTTP/2.
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fakeapi import FakeApi, SourceRunner
+from fakeapi import FakeApi, SourceRunner, kubeconfig
 
 from kxds.kube.api import ApiOptions, ApiSource, Backoff, Reflector
 from kxds.kube.client import KubeClient
@@ -221,9 +222,13 @@ def test_cut_watch_keeps_state_and_resumes_without_relisting(api: FakeApi) -> No
     with SourceRunner(source(api)) as run:
         run.wait(lambda s: True)
         lists = api.count("GET", "/api/v1/services", "limit=")
+        seen = int(api.apply(svc("before-cut"))["metadata"]["resourceVersion"])
+        run.wait(lambda s: "before-cut" in services(s))
         api.cut_watches()
         api.apply(svc("after-cut"))
         state = run.wait(lambda s: "after-cut" in services(s))
+        # Resumed from the last event seen, not from the list's older version.
+        assert api.watch_versions("/api/v1/services")[-1] >= seen
         # Nothing was lost in between: no state lacked the known objects.
         assert all("web" in services(s) and s.problems for s in run.states)
         assert state.pods
@@ -392,3 +397,16 @@ def test_backoff_doubles_to_its_cap_with_jitter() -> None:
     b.reset()
     assert b.next() <= 0.5
     assert len({Backoff(1.0, 1.0).next() for _ in range(20)}) > 1, "no jitter"
+
+
+def test_serve_flags_make_the_api_source(tmp_path: Path) -> None:
+    from kxds.cli import _parser, make_source
+
+    config = kubeconfig("http://127.0.0.1:9", str(tmp_path / "kubeconfig"))
+    args = _parser().parse_args(["serve", "--kubeconfig", config, "--namespace", "team-a",
+                                 "--default-certificate", "certs/default"])
+    src = make_source(args)
+    assert isinstance(src, ApiSource)
+    assert src.options.namespace == "team-a"
+    assert src.options.extra_secrets == (("certs", "default"),), "kept although unreferenced"
+    assert src.client.api.configuration.host == "http://127.0.0.1:9"

@@ -18,6 +18,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.filters.udp.udp_proxy.v3 import route_pb2 as udp_route_pb2
 from envoy.extensions.filters.udp.udp_proxy.v3 import udp_proxy_pb2
 from google.protobuf import json_format
+from xds.type.matcher.v3 import ip_pb2
 
 from kxds import ir
 from kxds.diagnostics import ObjectRef, Reason
@@ -282,13 +283,46 @@ def test_network_policy_rules_guard_node_listeners() -> None:
     assert ranges == {"203.0.113.0/24"}
 
 
-def test_udp_port_with_client_ip_rules_is_refused() -> None:
+def test_udp_port_routes_only_admitted_sources() -> None:
+    """No RBAC filter exists for UDP: the matcher routes admitted sources and drops the rest."""
     text = svc("dns", type_="LoadBalancer", status="[{ip: 192.0.2.10}]",
                ports="[{name: u, port: 53, protocol: UDP, nodePort: 30053}]",
                spec="loadBalancerSourceRanges: [203.0.113.0/24]")
     t = run(text)
-    assert t.ir.listeners == () and t.ir.clusters == ()
-    assert reasons(t) == [("spec.ports[0]", Reason.UNSUPPORTED)]
+    udp = [lis for lis in t.ir.listeners if isinstance(lis, ir.UdpListener)]
+    assert len(udp) == 2 and all(lis.access is not None for lis in udp)
+    config = l4.build_udp_proxy(udp[0])
+    assert not config.matcher.HasField("on_no_match")
+    assert _udp_routes(config) == [(["203.0.113.0/24"], "default/dns/53/udp")]
+
+
+def _udp_routes(config: udp_proxy_pb2.UdpProxyConfig) -> list[tuple[list[str], str]]:
+    """(source CIDRs, cluster) of each range of a udp_proxy source-IP matcher."""
+    matcher = ip_pb2.IPMatcher()
+    config.matcher.matcher_tree.custom_match.typed_config.Unpack(matcher)
+    out = []
+    for rm in matcher.range_matchers:
+        route = udp_route_pb2.Route()
+        rm.on_match.action.typed_config.Unpack(route)
+        out.append(([f"{r.address_prefix}/{r.prefix_len.value}" for r in rm.ranges],
+                    route.cluster))
+    return out
+
+
+def test_udp_access_with_internal_route_splits_admitted_sources() -> None:
+    policy = ir.AccessPolicy(name="p", all_of=(ir.ClientSet(name="s", refs=(), ranges=(
+        ir.IPRange(cidr="10.0.0.0/8", except_=("10.1.0.0/16",)),)),))
+    inside = ir.InternalRoute(sources=("10.0.0.0/9",), cluster="local")
+    config = l4.build_udp_proxy(ir.UdpListener(name="u", ref=REF, address="0.0.0.0", port=1,
+                                               cluster="all", internal=inside, access=policy))
+    routes = dict((c, nets) for nets, c in _udp_routes(config))
+    assert routes["all"] == ["10.128.0.0/9"]
+    assert "10.1.0.0/16" not in routes["local"] and "10.0.0.0/16" in routes["local"]
+    deny = ir.AccessPolicy(name="d", all_of=(ir.ClientSet(name="none", refs=()),))
+    nothing = l4.build_udp_proxy(ir.UdpListener(name="u", ref=REF, address="0.0.0.0", port=1,
+                                                cluster="all", access=deny))
+    assert not nothing.matcher.HasField("matcher_tree")
+    assert not nothing.matcher.HasField("on_no_match")
 
 
 @pytest.mark.parametrize("dist, hints, expected", [
@@ -397,6 +431,17 @@ def test_l4_listeners_pass_envoy_validation(tmp_path: Path) -> None:
                                              cluster="c", internal=inside)),
         l4.build_health_check_listener(ir.HealthCheckListener(
             name="h", ref=REF, address="127.0.0.1", port=10081, local_endpoints=1)),
+        # UDP client-IP rules: admitted ranges only; and a policy admitting nobody.
+        l4.build_udp_listener(ir.UdpListener(name="ua", ref=REF, address="127.0.0.1", port=10083,
+                                             cluster="c", internal=inside, access=ir.AccessPolicy(
+                                                 name="p", all_of=(ir.ClientSet(
+                                                     name="s", refs=(), ranges=(ir.IPRange(
+                                                         cidr="10.0.0.0/8",
+                                                         except_=("10.1.0.0/16",)),)),)))),
+        l4.build_udp_listener(ir.UdpListener(name="ud", ref=REF, address="127.0.0.1", port=10084,
+                                             cluster="c", access=ir.AccessPolicy(
+                                                 name="d", all_of=(ir.ClientSet(
+                                                     name="none", refs=()),)))),
     ]
     clusters = [{"name": n, "type": "STATIC", "lb_policy": "MAGLEV",
                  "load_assignment": {"cluster_name": n}} for n in ("c", "c2")]

@@ -87,6 +87,24 @@ def test_rules_admit_exactly_the_intersection(sets: list[ClientSet], probes: lis
             assert envoy_allows(rules, a) is ir_allows(named, a), a
 
 
+@settings(max_examples=150, deadline=None)
+@given(sets=st.lists(client_sets, max_size=3),
+       probes=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20))
+def test_admitted_networks_are_exactly_the_intersection(sets: list[ClientSet],
+                                                        probes: list[int]) -> None:
+    """The CIDRs a UDP listener routes are the addresses the policy admits, no more."""
+    policy = AccessPolicy(name="p", all_of=tuple(sets))
+    nets = rbac.admitted_networks(policy)
+    edges = [ipaddress.ip_network(r.cidr)[i] for s in sets for r in s.ranges for i in (0, -1)]
+    edges += [ipaddress.ip_network(e)[i] for s in sets for r in s.ranges for e in r.except_
+              for i in (0, -1)]
+    for a in [ipaddress.IPv4Address(n) for n in probes] + edges:
+        routed = any(a.version == n.version and a in n for n in nets)
+        assert routed is ir_allows(policy.all_of, a), a
+    assert any(n.version == 6 for n in nets) is ir_allows(policy.all_of,
+                                                         ipaddress.ip_address("2001:db8::1"))
+
+
 def test_empty_set_refuses_everyone_and_ipv6_is_kept_apart() -> None:
     nobody = ClientSet(name="np/default/deny", refs=())
     v4_only = ClientSet(name="v4", refs=(), ranges=(IPRange(cidr="0.0.0.0/0"),))

@@ -511,3 +511,19 @@ async def test_a_failing_stream_ends_alone_with_internal(monkeypatch: pytest.Mon
         await good.send(CLUSTER)
         assert await bad.status() == grpc.StatusCode.INTERNAL
         assert _names(await good.recv()) == ["a"]
+
+
+@t.run_async
+async def test_nack_naming_nothing_rejects_only_what_changed() -> None:
+    cache = _cache(t.cluster("a"), t.cluster("b"))
+    async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(CLUSTER)
+        first = await envoy.recv()
+        await envoy.ack(first)
+        cache.set_view(GROUP, t.resources(t.cluster("a"), t.cluster("b", 2000)))
+        second = await envoy.recv()
+        await envoy.send(CLUSTER, version_info=first.version_info, response_nonce=second.nonce,
+                         error="Invalid duration: Expected positive duration")
+        await envoy.nothing()
+        nacks = _dump(cache)["recent_nacks"]
+        assert [(n["name"], n["version"]) for n in nacks] == [("b", t.cluster("b", 2000).version)]

@@ -131,20 +131,44 @@ def _udp_route(cluster: str) -> matcher_pb2.Matcher.OnMatch:
         name="route", typed_config=_any(udp_route_pb2.Route(cluster=cluster))))
 
 
+def _source_ranges(nets: list[rbac.Network]) -> list[cidr_pb2.CidrRange]:
+    return [cidr_pb2.CidrRange(address_prefix=str(n.network_address),
+                               prefix_len=wrappers_pb2.UInt32Value(value=n.prefixlen))
+            for n in nets]
+
+
 def _udp_matcher(listener: ir.UdpListener) -> matcher_pb2.Matcher:
-    """Every datagram to ``listener.cluster``; in-cluster sources to the internal one."""
-    matcher = matcher_pb2.Matcher(on_no_match=_udp_route(listener.cluster))
-    if listener.internal is None:
-        return matcher
-    ranges = ip_pb2.IPMatcher.IPRangeMatcher(
-        ranges=[cidr_pb2.CidrRange(address_prefix=a, prefix_len=wrappers_pb2.UInt32Value(value=n))
-                for a, n in map(_cidr, listener.internal.sources)],
-        on_match=_udp_route(listener.internal.cluster))
-    matcher.matcher_tree.input.CopyFrom(extension_pb2.TypedExtensionConfig(
-        name="source_ip", typed_config=_any(network_inputs_pb2.SourceIPInput())))
-    matcher.matcher_tree.custom_match.CopyFrom(extension_pb2.TypedExtensionConfig(
-        name="ip_range_matcher",
-        typed_config=_any(ip_pb2.IPMatcher(range_matchers=[ranges]))))
+    """Every datagram to ``listener.cluster``; in-cluster sources to the internal one.
+
+    With client-IP rules, only admitted sources are routed at all: the ranges
+    are the policy's admitted CIDRs (split into in-cluster and other sources
+    when there is an internal route), and with no ``on_no_match`` udp_proxy
+    drops every other datagram (counted as ``downstream_sess_no_route``).
+    """
+    internal = listener.internal
+    inside = [ipaddress.ip_network(c, strict=False) for c in internal.sources] \
+        if internal is not None else []
+    routes: list[tuple[list[rbac.Network], str]] = []
+    if listener.access is None:
+        matcher = matcher_pb2.Matcher(on_no_match=_udp_route(listener.cluster))
+        if internal is not None:
+            routes.append((inside, internal.cluster))
+    else:
+        matcher = matcher_pb2.Matcher()
+        admitted = rbac.admitted_networks(listener.access)
+        if internal is not None:
+            routes.append((rbac.intersect(admitted, inside), internal.cluster))
+            admitted = rbac.subtract(admitted, inside)
+        routes.append((admitted, listener.cluster))
+    range_matchers = [ip_pb2.IPMatcher.IPRangeMatcher(ranges=_source_ranges(nets),
+                                                      on_match=_udp_route(cluster))
+                      for nets, cluster in routes if nets]
+    if range_matchers:
+        matcher.matcher_tree.input.CopyFrom(extension_pb2.TypedExtensionConfig(
+            name="source_ip", typed_config=_any(network_inputs_pb2.SourceIPInput())))
+        matcher.matcher_tree.custom_match.CopyFrom(extension_pb2.TypedExtensionConfig(
+            name="ip_range_matcher",
+            typed_config=_any(ip_pb2.IPMatcher(range_matchers=range_matchers))))
     return matcher
 
 

@@ -162,6 +162,59 @@ def real_ip_header() -> base_pb2.HeaderValueOption:
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
 
 
+# --- UDP: the admitted sources as plain CIDRs --------------------------------
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _collapse(nets: list[Network]) -> list[Network]:
+    v4 = [n for n in nets if n.version == 4]
+    v6 = [n for n in nets if n.version == 6]
+    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+
+
+def subtract(nets: list[Network], holes: list[Network]) -> list[Network]:
+    """The addresses of ``nets`` outside every one of ``holes``, as CIDRs."""
+    for hole in holes:
+        rest: list[Network] = []
+        for n in nets:
+            if n.version != hole.version or not n.overlaps(hole):
+                rest.append(n)
+            elif not n.subnet_of(hole):  # type: ignore[arg-type]
+                # Two CIDRs that overlap nest: the hole lies inside ``n``.
+                rest += n.address_exclude(hole)  # type: ignore[arg-type]
+        nets = rest
+    return _collapse(nets)
+
+
+def intersect(a: list[Network], b: list[Network]) -> list[Network]:
+    """The addresses in both ``a`` and ``b``, as CIDRs."""
+    out = [x if x.subnet_of(y) else y  # type: ignore[arg-type]
+           for x in a for y in b if x.version == y.version and x.overlaps(y)]
+    return _collapse(out)
+
+
+def set_networks(clients: ir.ClientSet) -> list[Network]:
+    """The addresses of a client set, excepts removed, as CIDRs."""
+    out: list[Network] = []
+    for r in clients.ranges:
+        out += subtract([ipaddress.ip_network(r.cidr)],
+                        [ipaddress.ip_network(e) for e in r.except_])
+    return _collapse(out)
+
+
+def admitted_networks(policy: ir.AccessPolicy) -> list[Network]:
+    """Every client address ``policy`` admits, as CIDRs (IPv4 first).
+
+    For UDP, where Envoy has no RBAC filter: the ``udp_proxy`` matcher routes
+    only sources in these ranges, and drops the rest.
+    """
+    nets: list[Network] = [ipaddress.ip_network(c) for c in ("0.0.0.0/0", "::/0")]
+    for clients in policy.all_of:
+        nets = intersect(nets, set_networks(clients))
+    return nets
+
+
 # --- TCP -------------------------------------------------------------------
 
 

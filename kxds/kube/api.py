@@ -135,7 +135,9 @@ class Reflector:
             except Gone:
                 log.info("event=relist kind=%s reason=gone rv=%s", self.kind.plural, self.rv)
                 self.rv = None
-                continue
+                # Paced like any retry (client-go's reflector backs off between
+                # list-and-watch rounds too): a server answering every watch with
+                # 410 must not get a list per millisecond.
             except Exception as e:  # any failure: keep the state and rv, retry later
                 if self.stopping.is_set():
                     break

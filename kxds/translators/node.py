@@ -22,8 +22,9 @@ outside the cluster" in the README.
 
 Client-IP rules (the Service's NetworkPolicy-derived access policy and
 ``loadBalancerSourceRanges``, :func:`kxds.translators.access.service_access`)
-guard every TCP listener of the Service, matched on the real peer address;
-a UDP port with such rules is refused, since Envoy has no RBAC for UDP.
+guard every listener of the Service, matched on the real peer address: the
+network RBAC filter on TCP; on UDP, which has no RBAC filter, the ``udp_proxy``
+matcher routes only the admitted source ranges and drops the rest.
 
 Two Services claiming one address and port: the older one (by
 ``creationTimestamp``, then namespace/name) keeps it; the other gets CONFLICT.
@@ -239,12 +240,10 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
               proxy_protocol: ProxyVersion | None) -> None:
     access, problems = service_access(b.state, svc, sp, b.policies)
     b.diagnostics.update(problems)
-    if sp.protocol == "UDP" and access is not None and entries:
-        # No RBAC filter exists for UDP listeners: refuse rather than serve open.
+    if sp.protocol == "UDP" and access is not None and access.shadow and entries:
+        # UDP rules are enforced by routing only admitted sources: nothing counts a dry run.
         b.problem(svc, f"spec.ports[{svc.ports.index(sp)}]", Reason.UNSUPPORTED,
-                  f"port {sp.port}/UDP is not served: its client-IP rules (NetworkPolicy, "
-                  "loadBalancerSourceRanges) cannot be enforced on UDP")
-        return
+                  f"port {sp.port}/UDP: shadow-mode NetworkPolicy rules are not counted on UDP")
     entries = [e for e in entries if b.claim(svc, e, sp.protocol)]
     if not entries:
         return
@@ -259,7 +258,7 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
         if sp.protocol == "UDP":
             b.listeners[lname] = ir.UdpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
-                cluster=cluster, hash_source_ip=affinity, internal=internal)
+                cluster=cluster, hash_source_ip=affinity, internal=internal, access=access)
         else:
             b.listeners[lname] = ir.TcpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,

@@ -14,8 +14,8 @@ Rules ported from Envoy's xDS protocol documentation
 * additions go clusters -> endpoints -> listeners -> routes -> secrets; listeners
   and routes also wait for the clusters reply's ACK, which Envoy sends only
   once new clusters are warm (have their endpoints): a route never points at a
-  cluster that cannot take traffic yet. Endpoints never wait for that ACK (it
-  depends on them);
+  cluster that cannot take traffic yet (held at most WARMING_HOLD_LIMIT).
+  Endpoints and secrets never wait for that ACK: warming clusters need them;
 * a type's removals wait until the types that refer to it have nothing left
   to send or to be ACKed (clusters after the routes and listeners that used
   them, route tables after listeners, endpoints after clusters): "make before
@@ -25,6 +25,7 @@ Rules ported from Envoy's xDS protocol documentation
 * a NACK names the resources Envoy rejected in its error text; only those are
   rolled back to their last ACKed version, their rejected version is never sent
   again, and the record keeps Envoy's words and the objects they came from.
+  When the text names none of them, every resource of the reply is rejected.
 """
 
 from __future__ import annotations
@@ -262,7 +263,10 @@ class ProtocolStream:
         """Envoy rejected (part of) ``reply``: roll back only what it names."""
         st.pending = None
         sent = {r.name: r for r in reply.resources}
-        names = blamed_names(error, sent) or set(sent)
+        # Only what changed can be at fault: a full-state reply repeats the rest.
+        new = {n for n, r in sent.items()
+               if (prev := st.acked.get(n)) is None or prev.version != r.version}
+        names = blamed_names(error, new) or new
         st.dirty |= names
         for name, res in sent.items():
             if name not in names:
