@@ -111,6 +111,11 @@ def test_publish_service_follows_the_load_balancer(api: FakeApi) -> None:
 
     async def scenario(writer: StatusWriter) -> None:
         await until(lambda: lb(api, "shop") == [{"hostname": "lb.example.com"}], "hostname")
+        # A hostname-only change must reach the Ingress without a resync too.
+        edge["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb2.example.com"}]}}
+        api.apply(edge)
+        await until(lambda: lb(api, "shop") == [{"hostname": "lb2.example.com"}],
+                    "hostname follows")
         edge["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
         api.apply(edge)
         await until(lambda: lb(api, "shop") == [{"ip": "192.0.2.10"}], "ip follows")

@@ -105,6 +105,16 @@ def test_service_fields_are_read() -> None:
     assert model.session_affinity_timeout == 600
 
 
+def test_load_balancer_status_splits_ips_and_hostnames() -> None:
+    doc = service(type="LoadBalancer", ports=[{"port": 80}])
+    doc["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"},
+                                                  {"hostname": "lb.example.com"}]}}
+    model, _ = parse_object(doc, "")
+    assert isinstance(model, m.Service)
+    assert model.load_balancer_ingress == ("192.0.2.1",)
+    assert model.load_balancer_hostnames == ("lb.example.com",)
+
+
 def test_ingress_host_is_lowercased_and_validated() -> None:
     doc = ingress_path("/cart")
     doc["spec"]["rules"][0]["host"] = "Shop.Example.COM"

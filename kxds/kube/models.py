@@ -107,7 +107,9 @@ class Service:
     load_balancer_ip: str | None = None
     load_balancer_source_ranges: tuple[str, ...] = ()
     load_balancer_ingress: tuple[str, ...] = ()
-    """``status.loadBalancer.ingress[].ip`` (hostnames are not addresses we can bind)."""
+    """``status.loadBalancer.ingress[].ip``: addresses a per-node proxy can bind."""
+    load_balancer_hostnames: tuple[str, ...] = ()
+    """``status.loadBalancer.ingress[].hostname``: not bindable, but published in Ingress status."""
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     health_check_node_port: int | None = None

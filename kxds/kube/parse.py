@@ -225,6 +225,10 @@ def parse_service(doc: Mapping[str, Any]) -> m.Service:
             str(i["ip"]) for i in get_list(status_lb, "ingress", "status.loadBalancer")
             if isinstance(i, Mapping) and i.get("ip")
         ),
+        load_balancer_hostnames=tuple(
+            str(i["hostname"]) for i in get_list(status_lb, "ingress", "status.loadBalancer")
+            if isinstance(i, Mapping) and i.get("hostname")
+        ),
         external_traffic_policy=one_of(  # type: ignore[arg-type]
             get_str(spec, "externalTrafficPolicy", "spec"), ("Cluster", "Local"),
             "spec.externalTrafficPolicy", "Cluster",
