@@ -10,14 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import re
+import shutil
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 
-from e2e.harness import EchoBackend, Gateway, wait_for, write_manifests
+from e2e.harness import EchoBackend, Gateway, Process, ProcessExited, wait_for, write_manifests
 from kxds.certs import KeyPair, make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
@@ -45,13 +51,16 @@ def certs(ca: KeyPair) -> dict[str, KeyPair]:
         "tlsweb": make_leaf(ca, ["pt.test", "tlsweb.default.svc"]),
         "expired": make_leaf(ca, ["expired.test"], not_before=long_ago, days=30),
         "other": make_leaf(ca, ["other.test"]),
+        "grpc": make_leaf(ca, ["grpc.test"]),
+        # The gRPC backend, reached over TLS with SNI = the Service's DNS name.
+        "grpcs": make_leaf(ca, ["grpcs.default.svc"]),
     }
 
 
 # --- manifests -------------------------------------------------------------
 
 
-def backend(name: str, echo: EchoBackend, port_name: str = "http") -> str:
+def backend(name: str, echo: EchoBackend | GrpcsBackend, port_name: str = "http") -> str:
     return f"""
 apiVersion: v1
 kind: Service
@@ -89,7 +98,7 @@ def secret(name: str, pair: KeyPair, type_: str = "kubernetes.io/tls") -> str:
 
 
 def manifests(certs: dict[str, KeyPair], ca: KeyPair, web: EchoBackend,
-              tls_backend: EchoBackend) -> dict[str, str]:
+              tls_backend: EchoBackend, grpcs: GrpcsBackend) -> dict[str, str]:
     """File name -> text: good hosts, one host per kind of bad certificate, passthrough."""
     malformed = KeyPair(cert_pem=b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                         key_pem=certs["a"].key_pem)
@@ -119,6 +128,10 @@ def manifests(certs: dict[str, KeyPair], ca: KeyPair, web: EchoBackend,
             "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
             "kxds.io/backend-sni": "someone-else.internal",
             "kxds.io/backend-ca-secret": "up-ca"}),
+        backend("grpcs", grpcs, "grpc"),
+        ingress("grpc", "grpc.test", "grpcs", "grpc-cert", annotations={
+            "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS",
+            "kxds.io/backend-ca-secret": "up-ca"}), secret("grpc-cert", certs["grpc"]),
         ca_secret,
     ]
     return {"all.yaml": "\n---\n".join(docs)}
@@ -171,12 +184,94 @@ def https_get(port: int, host: str, ca: KeyPair, path: str = "/") -> tuple[int, 
 
 
 def refused(port: int, sni: str | None, ca: KeyPair) -> bool:
-    """Whether the TLS handshake with ``sni`` fails (Envoy has no chain for it)."""
+    """Whether Envoy refuses the TLS handshake with ``sni`` (it has no chain for it).
+
+    The client accepts any certificate here, so a chain wrongly serving some
+    certificate (expired, for another host) completes the handshake and counts
+    as served, not refused.
+    """
     try:
-        handshake(port, sni, ca)
-    except (ssl.SSLError, ConnectionError, OSError):
+        handshake(port, sni, ca, check_hostname=False, verify_mode=ssl.CERT_NONE)
+    except (ssl.SSLError, ConnectionError):
         return True
     return False
+
+
+GRPC_SERVER = """
+import sys
+from concurrent import futures
+
+import grpc
+
+def echo(request, context):
+    return b"grpcs:" + request
+
+cert, key = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+    "kxds.test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+server.start()
+print(f"listening port={port}", flush=True)
+server.wait_for_termination()
+"""
+
+
+class GrpcsBackend(Process):
+    """A gRPC server speaking only TLS (HTTP/2, ALPN h2): ``/kxds.test.Echo/Echo``
+    answers ``b"grpcs:" + request``."""
+
+    def __init__(self, tmp: Path, pair: KeyPair, timeout: float = 20.0) -> None:
+        (tmp / "grpcs.crt").write_bytes(pair.cert_pem)
+        (tmp / "grpcs.key").write_bytes(pair.key_pem)
+        super().__init__("grpcs backend", [sys.executable, "-c", GRPC_SERVER,
+                                           str(tmp / "grpcs.crt"), str(tmp / "grpcs.key")],
+                         tmp / "grpcs.log")
+        self.host = "127.0.0.1"
+
+        def port() -> int | None:
+            if not self.alive():
+                raise ProcessExited(f"{self.name} exited:\n{self.log_tail()}")
+            found = re.search(r"listening port=(\d+)", self.log_path.read_text(errors="replace"))
+            return int(found.group(1)) if found else None
+        try:
+            self.port = wait_for(port, timeout, what="the gRPC backend to listen")
+        except BaseException:
+            self.stop()
+            raise
+
+
+def grpc_echo(port: int, host: str, ca: KeyPair, message: bytes) -> bytes:
+    """One unary gRPC call over TLS (SNI and authority ``host``) to the gateway."""
+    options = [("grpc.ssl_target_name_override", host), ("grpc.default_authority", host)]
+    creds = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem)
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
+        call = channel.unary_unary("/kxds.test.Echo/Echo")
+        reply = call(message, timeout=5)
+    assert isinstance(reply, bytes)
+    return reply
+
+
+def curl_http2(port: int, host: str, ca_file: Path, path: str) -> tuple[str, int, dict[str, str]]:
+    """GET with curl over TLS offering only HTTP/2: (HTTP version, status, JSON body)."""
+    curl = shutil.which("curl")
+    assert curl is not None
+    out = subprocess.run(
+        [curl, "-sS", "--http2", "--max-time", "5", "--cacert", str(ca_file),
+         "--resolve", f"{host}:{port}:127.0.0.1", "-w", "\n%{http_version} %{http_code}",
+         f"https://{host}:{port}{path}"],
+        capture_output=True, text=True, timeout=15, check=True).stdout
+    body, _, last = out.rpartition("\n")
+    version, code = last.split()
+    return version, int(code), json.loads(body)
+
+
+def curl_has_http2() -> bool:
+    curl = shutil.which("curl")
+    if curl is None:
+        return False
+    features = subprocess.run([curl, "-V"], capture_output=True, text=True, timeout=10).stdout
+    return "HTTP2" in features
 
 
 # --- fixtures --------------------------------------------------------------
@@ -200,10 +295,20 @@ def backends(tmp_path_factory: pytest.TempPathFactory,
             b.stop()
 
 
+@pytest.fixture(scope="module")
+def grpcs_backend(tmp_path_factory: pytest.TempPathFactory,
+                  certs: dict[str, KeyPair]) -> Iterator[GrpcsBackend]:
+    server = GrpcsBackend(tmp_path_factory.mktemp("grpcs"), certs["grpcs"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module", params=["sotw", "delta"])
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            certs: dict[str, KeyPair], ca: KeyPair,
-            backends: dict[str, EchoBackend]) -> Iterator[Gateway]:
+            certs: dict[str, KeyPair], ca: KeyPair, backends: dict[str, EchoBackend],
+            grpcs_backend: GrpcsBackend) -> Iterator[Gateway]:
     """kxds and an Envoy speaking state-of-the-world or delta xDS (secrets both ways).
 
     Envoy asks for secrets in steps (the backend CA with the clusters, then the
@@ -211,7 +316,8 @@ def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """
     tmp = tmp_path_factory.mktemp(f"tls-{request.param}")
     directory = tmp / "manifests"
-    for name, text in manifests(certs, ca, backends["web"], backends["tlsweb"]).items():
+    for name, text in manifests(certs, ca, backends["web"], backends["tlsweb"],
+                                grpcs_backend).items():
         write_manifests(directory, name, text)
     gw = Gateway(tmp, directory, delta=request.param == "delta")
     try:
@@ -236,6 +342,23 @@ def test_sni_picks_the_certificate(gateway: Gateway, ca: KeyPair, sni: str, serv
     assert alpn == "h2"
     status, headers = https_get(gateway.https_port, sni, ca)
     assert (status, headers.get("x-echo-backend")) == (200, "web")
+
+
+@pytest.mark.skipif(not curl_has_http2(), reason="no curl with HTTP/2 support")
+def test_http2_request_over_tls(gateway: Gateway, ca: KeyPair, tmp_path: Path) -> None:
+    """A real HTTP/2 exchange (curl, ALPN h2) through the TLS listener to the backend."""
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    version, status, body = curl_http2(gateway.https_port, "a.test", ca_file, "/h2?x=1")
+    assert (version, status) == ("2", 200)
+    assert (body["backend"], body["path"], body["host"]) == (
+        "web", "/h2?x=1", f"a.test:{gateway.https_port}")
+
+
+def test_grpcs_to_a_tls_backend(gateway: Gateway, ca: KeyPair) -> None:
+    """gRPC over TLS in, and over TLS again (HTTP/2, SNI, CA-verified) to a gRPC
+    server that accepts nothing else (backend-protocol GRPCS)."""
+    assert grpc_echo(gateway.https_port, "grpc.test", ca, b"hello") == b"grpcs:hello"
 
 
 def test_no_sni_or_unknown_sni_is_refused_without_default(gateway: Gateway,

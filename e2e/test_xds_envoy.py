@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -18,12 +19,15 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
 from e2e.harness import EchoBackend, Envoy, Process, free_port, http_json, wait_for
-from kxds.envoy.resource import Resource
-from kxds.xds import testing as t
+from kxds.envoy.resource import CLUSTER, Resource
 from kxds.xds.admin import AdminServer
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.metrics import XdsMetrics
 from kxds.xds.server import XdsServer
+
+# The hand-driven xDS client and resource builders live with the unit tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import xds_support as t
 
 pytestmark = pytest.mark.e2e
 
@@ -351,3 +355,27 @@ def _endpoint_port(envoy: Envoy, cluster: str) -> int | None:
                     return int(lb["endpoint"]["address"]["socket_address"]["port_value"])
     return None
 
+
+
+def test_delta_tells_envoy_a_subscribed_resource_does_not_exist(
+        tmp_path: Path, started: list[Process], echo: Callable[..., EchoBackend],
+        xds: list[ServerThread]) -> None:
+    # A cluster whose endpoints kxds does not have: over delta, kxds answers the EDS
+    # subscription with removed_resources, so Envoy finishes warming the cluster
+    # (bootstraps set initial_fetch_timeout: 0s, so it would otherwise wait forever).
+    server = ServerThread()
+    xds.append(server)
+    web = echo("web")
+    port = free_port()
+    base = _gateway(port, [web])
+    server.set_view(*base)
+    envoy = _start(tmp_path, started, server, True, port)
+    wait_for(lambda: _backend_of(port) == "web", what="traffic")
+    patient = cluster_pb2.Cluster()
+    patient.ParseFromString(t.cluster(OTHER).body)
+    patient.eds_cluster_config.eds_config.initial_fetch_timeout.SetInParent()  # 0s: no timeout
+    server.set_view(*base, Resource.of(CLUSTER, OTHER, patient.SerializeToString()))
+    envoy.wait_until(lambda e: e.stat("cluster_manager.active_clusters") == 3, timeout=30,
+                     what="the cluster without endpoints warmed")
+    assert envoy.stat("cluster_manager.warming_clusters") == 0
+    assert _backend_of(port) == "web"

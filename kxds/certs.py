@@ -105,19 +105,20 @@ def _inspect(cert_pem: bytes, key_pem: bytes) -> _Inspected:
                       not_after=leaf.not_valid_after_utc)
 
 
-def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime) -> CertInfo:
+def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime | None) -> CertInfo:
     """Check a serving certificate chain and its key; raise :class:`CertError` saying why not.
 
     The first certificate of the chain is the leaf; it must be valid at ``now``
-    and its public key must match ``key_pem``.
+    and its public key must match ``key_pem``. ``now`` comes from the caller (this
+    reads no clock); None skips the validity period.
     """
     found = _inspect(cert_pem, key_pem)
     if found.error is not None:
         raise CertError(found.error)
     assert found.not_before is not None and found.not_after is not None
-    if now < found.not_before:
+    if now is not None and now < found.not_before:
         raise CertError(f"certificate is not valid before {found.not_before.isoformat()}")
-    if now > found.not_after:
+    if now is not None and now > found.not_after:
         raise CertError(f"certificate expired at {found.not_after.isoformat()}")
     if not found.names:
         raise CertError("certificate names no DNS host (no DNS SAN, no common name)")

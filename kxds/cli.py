@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime as dt
 import ipaddress
 import logging
 import signal
@@ -285,7 +287,8 @@ def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
     from kxds.translators import translate, translate_node
     from kxds.translators.config import NodeInfo
 
-    config = config_from_args(args)
+    # Translators read no clock: certificates are checked against the time of this run.
+    config = dataclasses.replace(config_from_args(args), tls_now=dt.datetime.now(dt.UTC))
     if args.node:
         return translate_node(state, config, NodeInfo(name=args.node, zone=args.node_zone))
     return translate(state, config)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -188,7 +190,8 @@ class Controller:
         """Translate ``state``, and set every group's view if it is consistent."""
         async with self._lock:
             started = time.monotonic()
-            edge = await self._call(build_edge, state, self.config)
+            config = self._config_now()
+            edge = await self._call(build_edge, state, config)
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
                 self._edge = edge.resources
@@ -197,7 +200,7 @@ class Controller:
             else:
                 self._reject(EDGE_DEFAULT, edge)
             for group, node in sorted(self._node_groups().items()):
-                built = await self._call(build_node, state, self.config, node)
+                built = await self._call(build_node, state, config, node)
                 diagnostics |= set(built.diagnostics)
                 if built.resources is not None:
                     self.cache.set_view(group, built.resources)
@@ -215,6 +218,13 @@ class Controller:
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
                      len(self.cache.groups()))
+
+    def _config_now(self) -> TranslateConfig:
+        """The config with the instant certificates are checked against: translators
+        read no clock, so each rebuild passes its own time (unless the config pins one)."""
+        if self.config.tls_now is not None:
+            return self.config
+        return dataclasses.replace(self.config, tls_now=dt.datetime.now(dt.UTC))
 
     def _edge_groups(self) -> set[str]:
         return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}
@@ -270,7 +280,7 @@ class Controller:
         async with self._lock:
             state = self.state
             assert state is not None
-            built = await self._call(build_node, state, self.config, node)
+            built = await self._call(build_node, state, self._config_now(), node)
             if built.resources is not None:
                 self.cache.set_view(group, built.resources)
             else:

@@ -53,3 +53,17 @@ def test_mutations_change_only_what_they_name() -> None:
     assert diff == [new.meta.key]
     assert changed.slices_by_service[(new.meta.namespace, new.service_name)] == (new,)
     assert changed.services == state.services
+
+
+def test_scenario_translates_without_diagnostics() -> None:
+    from kxds.translators import translate
+    from kxds.translators.config import TranslateConfig
+
+    spec = Spec(services=12, endpoints=2)
+    result = translate(scenario.build_state(spec), TranslateConfig())
+    assert result.diagnostics == ()
+    assert len(result.ir.clusters) == 12
+    routes = [r for t in result.ir.route_tables for vh in t.virtual_hosts for r in vh.routes]
+    assert len(routes) == 12
+    # Every tenth Service's NetworkPolicy becomes an access policy on its route.
+    assert sum(1 for r in routes if r.access is not None) == len(range(0, 12, spec.policy_every))

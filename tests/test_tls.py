@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import xds_support as xds_testing
 
 from kxds import ir
 from kxds.certs import (
@@ -24,7 +25,6 @@ from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from kxds.kube.loader import load_text
 from kxds.translators import Translation, translate
 from kxds.translators.config import TranslateConfig
-from kxds.xds import testing as xds_testing
 from kxds.xds.cache import SnapshotCache
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
@@ -420,6 +420,78 @@ def test_service_app_protocol_https() -> None:
         sni="web.default.svc")
     action = table(t, "http/8080")["up.test"].routes[0].action
     assert action == ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/9443/tls"),))
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("HTTP", None), ("https", None), (" GRPCS ", None),
+    ("GRPC", Reason.UNSUPPORTED), ("AUTO_HTTP", Reason.UNSUPPORTED),
+    ("FCGI", Reason.UNSUPPORTED), ("HTTPZ", Reason.INVALID_VALUE), ("", Reason.INVALID_VALUE),
+])
+@pytest.mark.parametrize("key", ["nginx.ingress.kubernetes.io/backend-protocol",
+                                 "kxds.io/backend-protocol"])
+def test_backend_protocol_values(key: str, value: str, reason: Reason | None) -> None:
+    """Values other than HTTP, HTTPS and GRPCS are reported naming the annotation,
+    and the backend is reached over plain HTTP, as ingress-nginx falls back to."""
+    t = run(ingress("up", ["up.test"], annotations={key: value}, port=443))
+    assert [(d.ref.name, d.field, d.reason) for d in t.diagnostics] == (
+        [] if reason is None else [("up", f"metadata.annotations[{key}]", reason)])
+    if reason is not None:
+        assert repr(value) in t.diagnostics[0].message
+        action = table(t, "http/8080")["up.test"].routes[0].action
+        assert action == ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/443"),))
+
+
+def test_other_classes_backend_protocol_is_not_ours() -> None:
+    doc = json.loads(ingress("theirs", ["x.test"], annotations={
+        "nginx.ingress.kubernetes.io/backend-protocol": "FCGI"}))
+    doc["spec"]["ingressClassName"] = "nginx"
+    assert run(json.dumps(doc)).diagnostics == ()
+
+
+# --- the clock comes from the caller --------------------------------------------
+
+
+def test_validity_is_checked_against_the_given_instant_only(certs: dict[str, KeyPair]) -> None:
+    """Translation reads no clock: a certificate long expired by the wall clock is
+    valid at a pinned instant inside its validity, and unchecked without one."""
+    docs = "\n---\n".join([SERVICE, ingress("shop", ["a.example.com"], [(["a.example.com"], "a")]),
+                            secret("a", certs["expired"])])
+    state = load_text(docs)
+    inside = LONG_AGO + dt.timedelta(days=10)
+    assert translate(state, TranslateConfig(tls_now=inside)).diagnostics == ()
+    assert translate(state, TranslateConfig()).diagnostics == ()
+    (diag,) = translate(state, TranslateConfig(tls_now=NOW)).diagnostics
+    assert diag.reason is Reason.INVALID_SECRET and "expired" in diag.message
+
+
+def test_serve_checks_certificates_against_the_rebuild_time(certs: dict[str, KeyPair]) -> None:
+    """The controller passes each rebuild its time: an expired certificate is refused."""
+    import asyncio
+
+    from kxds.controller import Controller
+
+    state = load_text("\n---\n".join([
+        SERVICE, ingress("shop", ["a.example.com"], [(["a.example.com"], "a")]),
+        secret("a", certs["expired"])]))
+    seen: list[set[Any]] = []
+    ctl = Controller(SnapshotCache(), TranslateConfig(), in_thread=False)
+    ctl.on_diagnostics = seen.append
+    asyncio.run(ctl.rebuild(state))
+    (diag,) = seen[-1]
+    assert diag.reason is Reason.INVALID_SECRET and "expired" in diag.message
+
+
+def test_validate_checks_certificates_against_the_time_of_the_run(
+        certs: dict[str, KeyPair], tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from kxds.cli import main
+
+    path = tmp_path / "in.yaml"
+    path.write_text("\n---\n".join([
+        SERVICE, ingress("shop", ["a.example.com"], [(["a.example.com"], "a")]),
+        secret("a", certs["expired"])]))
+    assert main(["validate", "-f", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "InvalidSecret" in out and "certificate expired" in out
 
 
 # --- SDS over state-of-the-world ADS -------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import xds_support as t
 from envoy.service.discovery.v3 import discovery_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from kxds.xds import testing as t
 from kxds.xds.cache import (
     InvalidNodeError,
     NodeIdentity,
@@ -239,3 +239,56 @@ def test_type_map_remembers_what_changed_since_an_older_map() -> None:
     # old maps are let go.
     assert maps[10].changes_since(maps[0]) is None
     assert maps[1].prev is None
+
+
+def test_nack_records_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kxds.xds import protocol, tracker
+
+    monkeypatch.setattr(protocol, "MAX_REJECTED_NAMES", 2)
+    monkeypatch.setattr(protocol, "MAX_REJECTED_VERSIONS", 2)
+    monkeypatch.setattr(tracker, "MAX_NACKED_RESOURCES", 2)
+    machine = DeltaStream(EDGE, NodeTracker())
+    machine.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER))
+    st = machine.states[CLUSTER]
+    for name, ms in (("a", 1001), ("a", 1002), ("a", 1003), ("b", 1001), ("c", 1001)):
+        bad = t.cluster(name, ms)
+        (reply,) = machine.next_replies(_view(bad))  # type: ignore[arg-type]
+        assert [r.version for r in reply.resources] == [bad.version]  # never one rejected
+        req = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce=reply.nonce)
+        req.error_detail.message = f"Error adding/updating cluster(s) {name}: no"
+        machine.on_request(req)
+        if name == "a":
+            assert st.rejected["a"][-1] == bad.version and len(st.rejected["a"]) <= 2
+    assert list(st.rejected) == ["b", "c"]
+    assert list(machine.record.nacked) == [(CLUSTER, "b"), (CLUSTER, "c")]
+
+
+NODE_PORT_WEB = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {type: NodePort, ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.0.0.1], nodeName: n1}, {addresses: [10.0.0.2], nodeName: n2}]
+"""
+
+
+def test_node_groups_share_serialized_resources() -> None:
+    from kxds.controller import build_node
+    from kxds.kube.loader import load_text
+    from kxds.translators.config import NodeInfo, TranslateConfig
+
+    state, config = load_text(NODE_PORT_WEB), TranslateConfig()
+    one = build_node(state, config, NodeInfo(name="n1")).resources
+    two = build_node(state, config, NodeInfo(name="n2")).resources
+    assert one is not None and two is not None and one[CLUSTER]
+    # Equal resources of two groups are one object: serialized once, bytes shared.
+    for type_url in (CLUSTER, ENDPOINT):
+        assert one[type_url].keys() == two[type_url].keys()
+        for name, res in one[type_url].items():
+            assert two[type_url][name] is res

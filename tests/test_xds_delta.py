@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import grpc
+import xds_support as t
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.endpoint.v3 import eds_pb2_grpc
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from kxds.xds import testing as t
 from kxds.xds.cache import SnapshotCache
 
 GROUP = "edge/default"
@@ -47,11 +47,34 @@ async def test_wildcard_cds_on_empty_first_subscribe() -> None:
 
 
 @t.run_async
+async def test_nothing_answered_before_first_sync() -> None:
+    cache = _cache(t.cluster("a"), synced=False)
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(CLUSTER)
+        await envoy.nothing(0.3)
+        cache.mark_synced()
+        assert list(_sent(await envoy.recv())) == ["a"]
+
+
+@t.run_async
 async def test_explicit_star_subscribes_to_everything() -> None:
     cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [1]))
     async with t.serving(cache) as (_, target), _client(target) as envoy:
         await envoy.send(ENDPOINT, resource_names_subscribe=["*"])
         assert set(_sent(await envoy.recv())) == {"a", "b"}
+
+
+@t.run_async
+async def test_unsubscribing_star_keeps_the_named_subscriptions() -> None:
+    cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [1]))
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(ENDPOINT, resource_names_subscribe=["*", "a"])
+        resp = await envoy.recv()
+        assert set(_sent(resp)) == {"a", "b"}
+        await envoy.send(ENDPOINT, response_nonce=resp.nonce, resource_names_unsubscribe=["*"])
+        cache.set_view(GROUP, t.resources(t.endpoints("a", [2]), t.endpoints("b", [2])))
+        assert list(_sent(await envoy.recv())) == ["a"]  # b went with the wildcard
+        await envoy.nothing()
 
 
 @t.run_async
@@ -63,6 +86,45 @@ async def test_named_subscriptions_only() -> None:
         assert list(_sent(resp)) == ["a"]
         await envoy.ack(resp)
         await envoy.nothing()
+
+
+@t.run_async
+async def test_subscribed_name_that_does_not_exist_is_announced_removed() -> None:
+    # xds_protocol, "Knowing When a Requested Resource Does Not Exist" (incremental):
+    # the name goes out in removed_resources, so Envoy need not wait for a timeout.
+    cache = _cache(t.endpoints("a", [1]))
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(ENDPOINT, resource_names_subscribe=["a", "missing"])
+        resp = await envoy.recv()
+        assert list(_sent(resp)) == ["a"] and list(resp.removed_resources) == ["missing"]
+        await envoy.ack(resp)
+        cache.set_view(GROUP, t.resources(t.endpoints("a", [2])))
+        resp = await envoy.recv()  # told once: later replies do not repeat it
+        assert list(_sent(resp)) == ["a"] and not resp.removed_resources
+        await envoy.ack(resp)
+        # Subscribed again: told again; created later: sent.
+        await envoy.send(ENDPOINT, resource_names_subscribe=["missing"])
+        resp = await envoy.recv()
+        assert not resp.resources and list(resp.removed_resources) == ["missing"]
+        await envoy.ack(resp)
+        created = t.endpoints("missing", [3])
+        cache.set_view(GROUP, t.resources(t.endpoints("a", [2]), created))
+        resp = await envoy.recv()
+        assert _sent(resp) == {"missing": created.version} and not resp.removed_resources
+
+
+@t.run_async
+async def test_resubscribing_a_name_held_since_reconnect_sends_it() -> None:
+    # "the server *must* still provide those resources": the client may have
+    # forgotten a resource it told us about in initial_resource_versions.
+    a = t.endpoints("a", [1])
+    cache = _cache(a)
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(ENDPOINT, resource_names_subscribe=["a"],
+                         initial_resource_versions={"a": a.version})
+        await envoy.nothing(0.2)
+        await envoy.send(ENDPOINT, resource_names_subscribe=["a"])
+        assert _sent(await envoy.recv()) == {"a": a.version}
 
 
 @t.run_async
@@ -183,6 +245,11 @@ async def test_nack_without_names_rolls_back_the_whole_reply() -> None:
         await envoy.send(ENDPOINT, response_nonce=resp.nonce, error="malformed")
         cache.set_view(GROUP, t.resources(t.endpoints("a", [2])))
         await envoy.nothing()
+        rec = cache.nodes.get("envoy-1")
+        assert rec is not None and [n.name for n in rec.nacks] == ["a"]
+        fixed = t.endpoints("a", [3])
+        cache.set_view(GROUP, t.resources(fixed))
+        assert _sent(await envoy.recv()) == {"a": fixed.version}
 
 
 @t.run_async

@@ -15,12 +15,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import xds_support as t
 from envoy.service.discovery.v3 import discovery_pb2
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, Resource
-from kxds.xds import testing as t
 from kxds.xds.cache import NodeIdentity, SnapshotCache, View
 from kxds.xds.delta import DeltaStream
 from kxds.xds.protocol import ProtocolStream, Reply
@@ -162,6 +162,11 @@ def _check(sim: SimEnvoy, clusters: dict[str, int], eps: dict[str, int]) -> None
             assert sim.endpoints[name].version == t.endpoints(name, [eps[name]]).version
 
 
+REMOVED_THEN_REJECTED = [({"a": 1000}, {}), ({"b": POISON}, {}), ({"a": POISON}, {}),
+                         ({"a": 1000}, {})]
+"""A cluster removed by a NACKed reply, then rejected, then fixed: it must come back."""
+
+
 def _run(delta: bool, sequence: list[tuple[dict[str, int], dict[str, int]]]) -> None:
     cls = DeltaStream if delta else SotwStream
     sim = SimEnvoy(cls(EDGE, NodeTracker()), delta)
@@ -174,6 +179,7 @@ def _run(delta: bool, sequence: list[tuple[dict[str, int], dict[str, int]]]) -> 
 
 @settings(max_examples=60, deadline=None)
 @given(views)
+@example(REMOVED_THEN_REJECTED)
 def test_sotw_converges_and_never_resends_a_rejected_version(
         sequence: list[tuple[dict[str, int], dict[str, int]]]) -> None:
     _run(False, sequence)
@@ -181,6 +187,7 @@ def test_sotw_converges_and_never_resends_a_rejected_version(
 
 @settings(max_examples=60, deadline=None)
 @given(views)
+@example(REMOVED_THEN_REJECTED)
 def test_delta_converges_and_never_resends_a_rejected_version(
         sequence: list[tuple[dict[str, int], dict[str, int]]]) -> None:
     _run(True, sequence)

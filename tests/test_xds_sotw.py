@@ -9,12 +9,12 @@ from typing import Any
 
 import grpc
 import pytest
+import xds_support as t
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from kxds.xds import testing as t
 from kxds.xds.admin import AdminServer
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.metrics import XdsMetrics
@@ -379,10 +379,10 @@ async def test_slow_client_never_blocks_other_streams() -> None:
         slow.reading = False
         await slow.send(ENDPOINT, resource_names=names)  # and never reads
         await fast.send(ENDPOINT, resource_names=names)
-        await fast.ack(await fast.recv(10), names)
+        await fast.ack(await fast.recv(), names)
         for port in range(300, 340):  # many views while the slow client reads nothing
             cache.set_view(GROUP, t.resources(*big[1:], t.endpoints("c0", [port])))
-            push = await fast.recv(5)
+            push = await fast.recv()
             assert _names(push) == ["c0"]
             await fast.ack(push, names)
         # The slow stream holds at most the one reply it is writing: nothing queues up.
@@ -411,13 +411,44 @@ async def test_metrics_count_responses_bytes_and_convergence() -> None:
     async with t.serving(cache, metrics) as (_, target), \
             t.XdsTestClient(target, t.make_node()) as envoy:
         await envoy.send(CLUSTER)
-        await envoy.ack(await envoy.recv())
+        first = await envoy.recv()
+        await envoy.ack(first)
         await _until(lambda: metrics.acks.labels("clusters")._value.get() == 1)
+        cache.set_view(GROUP, t.resources(t.cluster("a", 2000)))
+        second = await envoy.recv()
+        await envoy.send(CLUSTER, version_info=first.version_info, response_nonce=second.nonce,
+                         error="Error adding/updating cluster(s) a: no")
+        await _until(lambda: metrics.nacks.labels("clusters")._value.get() == 1)
+        metrics.observe_rebuild(0.02, seq=3)
         text = metrics.render().decode()
-    assert 'kxds_xds_responses_total{protocol="sotw",type="clusters"} 1.0' in text
+    size = len(t.cluster("a", 2000).body)
+    assert 'kxds_xds_responses_total{protocol="sotw",type="clusters"} 2.0' in text
+    assert 'kxds_xds_resources_sent_total{protocol="sotw",type="clusters"} 2.0' in text
+    assert 'kxds_xds_response_bytes_total{protocol="sotw",type="clusters"}' in text
+    assert 'kxds_xds_nacks_total{type="clusters"} 1.0' in text
     assert 'kxds_proxy_convergence_time_seconds_count{type="clusters"} 1.0' in text
     assert 'kxds_view_resources{group="edge/default",type="clusters"} 1.0' in text
-    assert 'kxds_xds_connected_proxies{group="edge/default",protocol="sotw"}' in text
+    assert f'kxds_view_bytes{{group="edge/default"}} {float(size)}' in text
+    assert 'kxds_xds_connected_proxies{group="edge/default",protocol="sotw"} 1.0' in text
+    assert "kxds_rebuild_duration_seconds_count 1.0" in text
+    assert "kxds_rebuild_sequence 3.0" in text
+
+
+def test_readme_lists_every_metric() -> None:
+    import re
+    from pathlib import Path
+
+    from kxds.controller import Controller
+    from kxds.translators.config import TranslateConfig
+
+    metrics = XdsMetrics()
+    Controller(SnapshotCache(), TranslateConfig(), metrics=metrics)
+    exported = {f"{m.name}_total" if m.type == "counter" else m.name
+                for m in metrics.registry.collect()}
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n### Observability\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(kxds_[a-z_]+)`", section))
+    assert documented == exported
 
 
 @t.run_async
@@ -443,7 +474,13 @@ async def test_admin_endpoints() -> None:
             assert status == 200
             assert json.loads(body)["types"]["clusters"]["resources"]["a"]["acked_version"]
             status, body = await _get(port, "/debug/nodes")
-            assert json.loads(body)[0]["group"] == GROUP
+            node = json.loads(body)[0]
+            assert (node["node"], node["group"], node["protocol"], node["connected"]) == (
+                "envoy-1", GROUP, "sotw", True)
+            status, body = await _get(port, "/debug/config_dump")
+            assert [n["node"] for n in json.loads(body)["nodes"]] == ["envoy-1"]
+            status, body = await _get(port, "/debug/views")
+            assert json.loads(body)[GROUP]["resources"] == {"clusters": 1}
         assert (await _get(port, "/debug/config_dump?node=nobody"))[0] == 404
         assert (await _get(port, "/nope"))[0] == 404
     finally:
@@ -472,7 +509,7 @@ def _dump(cache: SnapshotCache, node: str = "envoy-1") -> dict[str, Any]:
     return {**doc["types"], "recent_nacks": doc["recent_nacks"]}
 
 
-async def _until(pred: Any, timeout: float = 5.0) -> None:
+async def _until(pred: Any, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not pred():
@@ -527,3 +564,36 @@ async def test_nack_naming_nothing_rejects_only_what_changed() -> None:
         await envoy.nothing()
         nacks = _dump(cache)["recent_nacks"]
         assert [(n["name"], n["version"]) for n in nacks] == [("b", t.cluster("b", 2000).version)]
+
+
+@t.run_async
+async def test_first_request_without_node_is_refused() -> None:
+    async with t.serving(_cache(t.cluster("a"))) as (server, target), \
+            grpc.aio.insecure_channel(target) as channel:
+        call = cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).StreamClusters()
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER))
+        assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "must carry the node" in await call.details()
+        assert server.metrics.bad_requests.labels("bad_node")._value.get() == 1
+
+
+@t.run_async
+async def test_named_cds_subscription_gets_every_requested_cluster_each_time() -> None:
+    # A client that names its clusters (as gRPC's xDS client does) still gets SotW
+    # full state for them: one left out of a response would be deleted.
+    cache = _cache(t.cluster("a"), t.cluster("b"), t.cluster("c"))
+    async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(CLUSTER, resource_names=["a"])
+        first = await envoy.recv()
+        assert _names(first) == ["a"]
+        await envoy.ack(first, ["a", "b"])  # and asks for one more
+        second = await envoy.recv()
+        assert _names(second) == ["a", "b"]
+        await envoy.ack(second, ["a", "b"])
+        cache.set_view(GROUP, t.resources(t.cluster("a"), t.cluster("b", 2000), t.cluster("c")))
+        third = await envoy.recv()
+        assert _timeouts(third) == {"a": 1000, "b": 2000}
+        await envoy.ack(third, ["a", "b"])
+        cache.set_view(GROUP, t.resources(t.cluster("a"), t.cluster("b", 2000),
+                                          t.cluster("c", 2000)))
+        await envoy.nothing()  # c is not asked for

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from kxds.diagnostics import Diagnostic
 from kxds.errors import KxdsError
@@ -53,7 +52,7 @@ def translate(state: ClusterState, config: TranslateConfig | None = None) -> Tra
     # TLS: the HTTPS listener, its route table, secrets, redirects and backend TLS.
     result, tls_problems = tls.apply_tls(result, state, config,
                                          ingress.our_ingresses(state, config),
-                                         config.tls_now or datetime.now(UTC))
+                                         config.tls_now)
     problems = consistency_problems(result)
     if problems:
         raise TranslationBug("; ".join(problems))

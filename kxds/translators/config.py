@@ -23,8 +23,10 @@ class TranslateConfig:
     min_tls_version: str = "1.2"
     """Oldest TLS version the HTTPS listener accepts: 1.0, 1.1, 1.2 or 1.3."""
     tls_now: datetime | None = None
-    """The instant certificate validity is checked against; None means the time of
-    translation (the only clock input of translation; tests pin it)."""
+    """The instant certificate validity is checked against, given by the caller
+    (translation reads no clock): ``kxds serve`` passes the time of each rebuild,
+    ``kxds translate``/``validate`` the time they run, tests a fixed instant. None
+    checks no validity period (only tests and tools that do not care leave it out)."""
     external_ip_cidrs: tuple[str, ...] = ()
     """externalIPs are served only inside these (none by default)."""
     node_bind_address: str = "0.0.0.0"

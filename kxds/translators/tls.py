@@ -31,8 +31,9 @@ TLS). Other hosts are unaffected.
 
 Several Ingresses claiming one TLS host: the oldest (creation time, then
 namespace/name) wins, as in ingress-nginx; the others get a CONFLICT
-diagnostic. The only input from the clock is ``now``, which expiry is checked
-against (a certificate expiring later is noticed at the next rebuild).
+diagnostic. The only input from the clock is ``now``, given by the caller, which
+validity is checked against (a certificate expiring later is noticed at the
+next rebuild); None checks no validity period.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import age_order
-from kxds.translators.upstream_tls import apply_upstream_tls
+from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
 
 PASSTHROUGH = ("kxds.io/tls-passthrough", "nginx.ingress.kubernetes.io/ssl-passthrough")
 SSL_REDIRECT = ("kxds.io/ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect")
@@ -106,7 +107,7 @@ class _Loaded:
 class _Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
-    def __init__(self, state: ClusterState, config: TranslateConfig, now: dt.datetime,
+    def __init__(self, state: ClusterState, config: TranslateConfig, now: dt.datetime | None,
                  clusters: Set[str]) -> None:
         self.state = state
         self.clusters = clusters
@@ -202,7 +203,7 @@ class _Planner:
             for host in hosts:
                 ok = loaded.info is not None
                 if loaded.info is not None and not covers(loaded.info.dns_names, host):
-                    ok = False
+                    ok = True
                     self.diagnostics.append(Diagnostic(
                         ing.meta.ref, f"{field}.hosts", Reason.INVALID_SECRET,
                         f"certificate of {loaded.cert.ref if loaded.cert else key} does not "
@@ -230,7 +231,7 @@ def _vhost_host(vh: ir.VirtualHost) -> str:
 
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
-         now: dt.datetime, clusters: Set[str]) -> _Planner:
+         now: dt.datetime | None, clusters: Set[str]) -> _Planner:
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
     p = _Planner(state, config, now, clusters)
     for ing in sorted(ingresses, key=age_order):
@@ -345,14 +346,16 @@ def _redirects(table: ir.RouteTable, claims: dict[str, _Claim], flags: _Redirect
 
 
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
-              ingresses: Sequence[Ingress], now: dt.datetime) -> tuple[ir.IR, list[Diagnostic]]:
+              ingresses: Sequence[Ingress], now: dt.datetime | None
+              ) -> tuple[ir.IR, list[Diagnostic]]:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
     ``ingresses`` are the Ingresses of our class that ``base`` was built from;
-    ``now`` is the instant certificate validity is checked against.
+    ``now`` is the instant certificate validity is checked against (None: not checked).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names)
+    diagnostics += protocol_diagnostics(ingresses)
     p = plan(state, config, ingresses, now, {c.name for c in base.clusters})
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)

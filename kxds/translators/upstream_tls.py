@@ -34,6 +34,9 @@ BACKEND_CA = "kxds.io/backend-ca-secret"
 _T = TypeVar("_T", ir.Cluster, ir.Secret)
 _TLS_PROTOCOLS = {"HTTPS": False, "GRPCS": True}
 """backend-protocol values meaning TLS, and whether they also mean HTTP/2."""
+_UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "GRPC", "FCGI")
+"""The other values ingress-nginx accepts (HTTP, HTTPS, AUTO_HTTP, GRPC, GRPCS,
+FCGI; case-insensitive), which kxds does not implement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,31 @@ def _ingress_want(ing: Ingress) -> _Want | None:
         return None
     return _Want(http2=_TLS_PROTOCOLS[proto], sni=ann.get(BACKEND_SNI) or None,
                  ca=ann.get(BACKEND_CA) or None)
+
+
+def protocol_diagnostics(ingresses: Iterable[Ingress]) -> list[Diagnostic]:
+    """A diagnostic for each Ingress whose backend-protocol kxds does not serve as asked.
+
+    Such backends are reached over plain HTTP/1.1, as ingress-nginx falls back
+    to HTTP for an invalid value
+    (https://kubernetes.github.io/ingress-nginx/user-guide/nginx-configuration/annotations/#backend-protocol).
+    """
+    out: list[Diagnostic] = []
+    for ing in ingresses:
+        key = next((k for k in BACKEND_PROTOCOL if k in ing.meta.annotations), None)
+        if key is None:
+            continue
+        raw = ing.meta.annotations[key]
+        value = raw.strip().upper()
+        if value == "HTTP" or value in _TLS_PROTOCOLS:
+            continue
+        reason = Reason.UNSUPPORTED if value in _UNSUPPORTED_PROTOCOLS else Reason.INVALID_VALUE
+        what = "is not supported" if reason is Reason.UNSUPPORTED else (
+            "is not one of HTTP, HTTPS, GRPCS")
+        out.append(Diagnostic(ing.meta.ref, f"metadata.annotations[{key}]", reason,
+                              f"backend protocol {raw!r} {what}; its backends are reached "
+                              "over plain HTTP/1.1"))
+    return out
 
 
 def _ports_by_cluster(state: ClusterState) -> dict[str, tuple[Service, str | None]]:

@@ -7,5 +7,4 @@
 - :mod:`kxds.xds.server`: ``XdsServer``, ADS and the per-type services on ``grpc.aio``.
 - :mod:`kxds.xds.tracker`, :mod:`kxds.xds.metrics`, :mod:`kxds.xds.admin`: what each
   node holds, Prometheus metrics, and the HTTP admin endpoint.
-- :mod:`kxds.xds.testing`: an xDS client that plays Envoy, for tests and benchmarks.
 """

@@ -15,12 +15,17 @@ Rules (Envoy xds_protocol, "Incremental xDS"):
   it before it finishes initializing;
 * a changed resource is sent alone to each subscriber; an unsubscribed one is
   forgotten without a removal;
+* a subscribed name the server does not have goes out in ``removed_resources``
+  ("Knowing When a Requested Resource Does Not Exist"), once per subscription,
+  so a starting Envoy need not wait for its initial fetch timeout; a name
+  subscribed again is answered again, even one the client says it holds;
 * ACK/NACK is by ``response_nonce`` (+ ``error_detail``); a NACK rolls back only
   the resources Envoy names, which keep their last ACKed version.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from kxds.xds.cache import View
@@ -62,12 +67,16 @@ class DeltaStream(ProtocolStream):
             st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
             st.held = {str(k): str(v) for k, v in req.initial_resource_versions.items()}
             st.answered = bool(st.held)
+            first = True
+        else:
+            first = False
         self._subscribe(st, [str(n) for n in req.resource_names_subscribe],
-                        [str(n) for n in req.resource_names_unsubscribe])
+                        [str(n) for n in req.resource_names_unsubscribe], first)
         return None
 
     @staticmethod
-    def _subscribe(st: TypeState, subscribe: list[str], unsubscribe: list[str]) -> None:
+    def _subscribe(st: TypeState, subscribe: list[str], unsubscribe: list[str],
+                   first: bool = False) -> None:
         was_wildcard = st.wildcard
         if "*" in subscribe:
             st.wildcard = True
@@ -79,12 +88,15 @@ class DeltaStream(ProtocolStream):
             if not st.wildcard:
                 st.held.pop(name, None)
             st.force.discard(name)
+            st.absent.discard(name)
         for name in subscribe:
             # A (re)subscription asks for the resource even if the client held it
-            # before, unless it says so in initial_resource_versions.
-            if name in st.objs:
+            # before ("the server must still provide those resources"), unless it
+            # says so in the initial_resource_versions of this very request.
+            if not first or name in st.objs:
                 st.held.pop(name, None)
                 st.objs.pop(name, None)
+            st.absent.discard(name)
             st.dirty.add(name)
         if was_wildcard != st.wildcard:
             if not st.wildcard:
@@ -97,24 +109,29 @@ class DeltaStream(ProtocolStream):
         if names is None:
             desired, version = st.desired(view)
             removed = sorted(n for n in st.held if n not in desired)
+            candidates: Iterable[str] = st.names
         else:
             desired = st.desired_subset(view, names)
             version = view.type_version(st.type_url)
             removed = sorted(n for n in names if n in st.held and n not in desired)
+            candidates = st.names.intersection(names)
+        by_name = view.of_type(st.type_url)
+        absent = sorted(n for n in candidates if n not in by_name and n not in st.held
+                        and n not in st.absent)
         resources = changed(desired, st)
-        if not resources and not removed:
+        if not resources and not removed and not absent:
             if st.wildcard and not st.answered:
                 # A fresh client waits for its first wildcard reply to finish
                 # initializing, even when there is nothing to send yet.
                 return Plan([], [], version, {})
             return None
-        return Plan(resources, removed, version, {})
+        return Plan(resources, removed, version, {}, absent=absent)
 
     def without_removals(self, st: TypeState, plan: Plan) -> Plan | None:
         """Send the additions now; the removals once later types settle."""
-        if not plan.resources:
+        if not plan.resources and not plan.absent:
             return None
-        return Plan(plan.resources, [], plan.version, {}, set(plan.removed))
+        return Plan(plan.resources, [], plan.version, {}, set(plan.removed), plan.absent)
 
     def commit(self, st: TypeState, plan: Plan) -> None:
         """The client will hold these versions and none of the removed names."""
@@ -124,3 +141,7 @@ class DeltaStream(ProtocolStream):
         for name in plan.removed:
             st.held.pop(name, None)
             st.objs.pop(name, None)
+        # Told it does not exist: not again until it exists or is subscribed anew.
+        st.absent |= {n for n in plan.removed if n in st.names}
+        st.absent.update(plan.absent)
+        st.absent.difference_update(r.name for r in plan.resources)

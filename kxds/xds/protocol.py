@@ -70,6 +70,26 @@ WARMING_HOLD_LIMIT = 5.0
 that never warms must not freeze every other change)."""
 
 
+MAX_REJECTED_NAMES = 256
+"""Per stream and type, how many resources' rejected versions are remembered."""
+MAX_REJECTED_VERSIONS = 8
+"""Per resource, how many rejected versions are remembered (the newest)."""
+
+
+def _remember_rejected(rejected: dict[str, list[str]], name: str, version: str) -> None:
+    """Record a rejected version, keeping memory bounded however long the stream lives.
+
+    The oldest resource (and, per resource, the oldest version) is forgotten
+    first: at worst a long-gone rejected version would be offered once more.
+    """
+    versions = rejected.pop(name, [])  # re-inserted: dict order = least recently rejected
+    if version not in versions:
+        versions.append(version)
+    rejected[name] = versions[-MAX_REJECTED_VERSIONS:]
+    while len(rejected) > MAX_REJECTED_NAMES:
+        del rejected[next(iter(rejected))]
+
+
 _NAME_CHARS = r"[\w./-]"
 
 
@@ -121,6 +141,9 @@ class Plan:
     full: Mapping[str, Resource]
     deferred: set[str] | None = None
     """Removals postponed by make-before-break (planned again later)."""
+    absent: list[str] = field(default_factory=list)
+    """Delta: subscribed names the view does not have and the client does not
+    hold, announced in ``removed_resources`` (never postponed: nothing breaks)."""
 
 
 @dataclass(slots=True)
@@ -141,7 +164,10 @@ class TypeState:
     pending: Reply | None = None
     last_nonce: str = ""
     """The nonce of the last reply of this type (Envoy repeats it on later requests)."""
-    rejected: dict[str, set[str]] = field(default_factory=dict)
+    rejected: dict[str, list[str]] = field(default_factory=dict)
+    """name -> versions Envoy rejected, never sent again (bounded, oldest dropped)."""
+    absent: set[str] = field(default_factory=set)
+    """Delta: subscribed names already announced as not existing."""
     force: set[str] = field(default_factory=set)
     answered: bool = False
     """Whether a reply of this type went out (or the client said what it holds)."""
@@ -263,6 +289,11 @@ class ProtocolStream:
         """Envoy rejected (part of) ``reply``: roll back only what it names."""
         st.pending = None
         sent = {r.name: r for r in reply.resources}
+        for name in reply.removed:
+            # Envoy applies a rejected reply's removals too (its CDS/LDS update
+            # removes, then adds what it can): what it holds no longer includes
+            # them, so a later rollback must not "keep" a removed resource.
+            st.acked.pop(name, None)
         # Only what changed can be at fault: a full-state reply repeats the rest.
         new = {n for n, r in sent.items()
                if (prev := st.acked.get(n)) is None or prev.version != r.version}
@@ -272,7 +303,7 @@ class ProtocolStream:
             if name not in names:
                 st.acked[name] = res  # Envoy applies the resources it did not reject
                 continue
-            st.rejected.setdefault(name, set()).add(res.version)
+            _remember_rejected(st.rejected, name, res.version)
             previous = st.acked.get(name)
             if previous is None:
                 st.held.pop(name, None)
@@ -364,7 +395,8 @@ class ProtocolStream:
 
     def _emit(self, st: TypeState, plan: Plan, view: View, now: float) -> Reply:
         self._nonce += 1
-        reply = Reply(st.type_url, plan.resources, plan.removed, plan.version,
+        removed = sorted([*plan.removed, *plan.absent]) if plan.absent else plan.removed
+        reply = Reply(st.type_url, plan.resources, removed, plan.version,
                       str(self._nonce), view.set_at, now, plan.full)
         if st.type_url == CLUSTER and ENDPOINT in self.states:
             eds = self.states[ENDPOINT]

@@ -10,8 +10,9 @@ Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
   changes the subscription (Envoy asks for a new cluster's endpoints so);
 * ACK = fresh nonce and no ``error_detail``; NACK = ``error_detail`` set, and
   Envoy's ``version_info`` is then the last version it accepted;
-* clusters and listeners are wildcard: every response carries the full set and
-  an absent resource is removed. Endpoints, routes and secrets are named: a
+* clusters and listeners are full state: every response carries all of them
+  (Envoy subscribes wildcard; a client naming them gets all it named) and an
+  absent one is removed. Endpoints, routes and secrets are named: a
   response carries only requested resources and only those that changed (an
   absent one is simply not updated; an unknown name is never answered);
 * no response when the type version equals the one Envoy holds: a reconnecting
@@ -89,20 +90,29 @@ class SotwStream(ProtocolStream):
             st.resync()
 
     def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
-        """Full state for wildcard types, changed named resources otherwise."""
-        if names is not None and not st.wildcard and not st.rejected:
+        """Full state for clusters and listeners, changed named resources otherwise.
+
+        Clusters and listeners carry every resource the client asked for in each
+        response, wildcard or not: one left out is deleted ("Grouping Resources
+        into Responses"). A named subscription (e.g. a gRPC client's) then gets
+        the version of its own subset, so subscribing to one more name is answered.
+        """
+        full_state = st.type_url in WILDCARD_TYPES
+        if names is not None and not full_state and not st.rejected:
             resources = changed(st.desired_subset(view, names), st)
             if not resources:
                 return None
             return Plan(resources, [], view.type_version(st.type_url), {})
         desired, version = st.desired(view)
+        if full_state and not st.wildcard:
+            version = type_version(desired.values())
         if not st.held and st.version_held and version == st.version_held:
             # Reconnected with the current version: adopt it, send nothing.
             st.held = {n: r.version for n, r in desired.items()}
             st.objs = dict(desired)
             st.acked = dict(desired)
             return None
-        if st.wildcard:
+        if full_state:
             if version == st.version_held and not (st.force & desired.keys()):
                 return None
             removed = sorted(n for n in st.held if n not in desired)
@@ -122,8 +132,8 @@ class SotwStream(ProtocolStream):
                     set(plan.removed))
 
     def commit(self, st: TypeState, plan: Plan) -> None:
-        """Envoy will hold ``plan`` (all of it for wildcard types)."""
-        if st.wildcard:
+        """Envoy will hold ``plan`` (all of it for clusters and listeners)."""
+        if st.type_url in WILDCARD_TYPES:
             st.held = {n: r.version for n, r in plan.full.items()}
             st.objs = dict(plan.full)
         else:

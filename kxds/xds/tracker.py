@@ -4,8 +4,8 @@ This is the bookkeeping behind ``/debug/config_dump?node=ID`` and
 ``/debug/nodes``. It costs nothing per push: a record points at the live
 per-type state of the node's latest stream (what was sent, what was ACKed)
 and keeps only the NACKs itself; the per-resource view is computed when
-someone asks. Memory is bounded: the last NACKs per node and a capped number
-of disconnected nodes.
+someone asks. Memory is bounded: the last NACKs per node, the last NACK of a
+capped number of resources per node, and a capped number of disconnected nodes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from kxds.xds.cache import NodeIdentity
 
 MAX_NACKS_PER_NODE = 32
+"""Recent NACKs kept per node (the ``recent_nacks`` of the config dump)."""
+MAX_NACKED_RESOURCES = 256
+"""Per node, how many resources keep their last NACK (the oldest is forgotten)."""
 MAX_DISCONNECTED = 256
 
 
@@ -195,7 +198,10 @@ class NodeTracker:
             previous = kept.get(res.name)
             nack = NackRecord(type_url, res.name, res.version, error, _refs(res),
                               previous.version if previous is not None else None, now)
+            rec.nacked.pop((type_url, res.name), None)  # re-inserted as the newest
             rec.nacked[(type_url, res.name)] = nack
             rec.nacks.append(nack)
             out.append(nack)
+        while len(rec.nacked) > MAX_NACKED_RESOURCES:
+            del rec.nacked[next(iter(rec.nacked))]
         return out

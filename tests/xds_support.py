@@ -1,7 +1,9 @@
 """Test support: an xDS client that speaks like Envoy, and tiny resource builders.
 
-Used by the protocol conformance tests and by benchmarks; it plays the Envoy
-side of a stream by hand so each rule can be driven one message at a time.
+Used by the protocol conformance tests (``tests/test_xds_*.py``) and the
+end-to-end xDS tests; it plays the Envoy side of a stream by hand so each rule
+can be driven one message at a time. It lives with the tests, not in the
+``kxds`` package: only ``kxds/envoy/`` builds Envoy configuration messages.
 """
 
 from __future__ import annotations
@@ -184,8 +186,9 @@ class XdsTestClient:
         await self._call.write(req)
         self._start_reader()
 
-    async def recv(self, timeout: float = 5.0) -> Any:
-        """The next response; raises ``TimeoutError`` when none comes in time."""
+    async def recv(self, timeout: float = 10.0) -> Any:
+        """The next response; raises ``TimeoutError`` when none comes in time (a
+        generous default: the suite runs on loaded machines)."""
         self._start_reader()
         msg = await asyncio.wait_for(self._inbox.get(), timeout)
         if msg is grpc.aio.EOF:
