@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -121,4 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     write(metrics, machine(), run, args.results)
+    if any(m.error for m in metrics):
+        print(f"[bench] process logs kept in {procs.WORKDIR}", flush=True)
+    else:
+        shutil.rmtree(procs.WORKDIR, ignore_errors=True)
     return 0

@@ -60,13 +60,15 @@ def certs(ca: KeyPair) -> dict[str, KeyPair]:
 # --- manifests -------------------------------------------------------------
 
 
-def backend(name: str, echo: EchoBackend | GrpcsBackend, port_name: str = "http") -> str:
+def backend(name: str, echo: EchoBackend | GrpcsBackend, port_name: str = "http",
+            app_protocol: str | None = None) -> str:
+    extra = f", appProtocol: {app_protocol}" if app_protocol else ""
     return f"""
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
-  ports: [{{name: {port_name}, port: 443, targetPort: 8443}}]
+  ports: [{{name: {port_name}, port: 443, targetPort: 8443{extra}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -129,6 +131,9 @@ def manifests(certs: dict[str, KeyPair], ca: KeyPair, web: EchoBackend,
             "kxds.io/backend-sni": "someone-else.internal",
             "kxds.io/backend-ca-secret": "up-ca"}),
         backend("grpcs", grpcs, "grpc"),
+        # appProtocol https on the Service port alone asks for TLS to the backend.
+        backend("apptls", tls_backend, "web", app_protocol="https"),
+        ingress("apptls", "apptls.test", "apptls"),
         ingress("grpc", "grpc.test", "grpcs", "grpc-cert", annotations={
             "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS",
             "kxds.io/backend-ca-secret": "up-ca"}), secret("grpc-cert", certs["grpc"]),
@@ -256,12 +261,13 @@ def curl_http2(port: int, host: str, ca_file: Path, path: str) -> tuple[str, int
     """GET with curl over TLS offering only HTTP/2: (HTTP version, status, JSON body)."""
     curl = shutil.which("curl")
     assert curl is not None
-    out = subprocess.run(
+    done = subprocess.run(
         [curl, "-sS", "--http2", "--max-time", "5", "--cacert", str(ca_file),
          "--resolve", f"{host}:{port}:127.0.0.1", "-w", "\n%{http_version} %{http_code}",
          f"https://{host}:{port}{path}"],
-        capture_output=True, text=True, timeout=15, check=True).stdout
-    body, _, last = out.rpartition("\n")
+        capture_output=True, text=True, timeout=15, check=False)
+    assert done.returncode == 0, done.stderr
+    body, _, last = done.stdout.rpartition("\n")
     version, code = last.split()
     return version, int(code), json.loads(body)
 
@@ -353,6 +359,12 @@ def test_http2_request_over_tls(gateway: Gateway, ca: KeyPair, tmp_path: Path) -
     assert (version, status) == ("2", 200)
     assert (body["backend"], body["path"], body["host"]) == (
         "web", "/h2?x=1", f"a.test:{gateway.https_port}")
+
+
+def test_service_app_protocol_https_speaks_tls_to_the_backend(gateway: Gateway) -> None:
+    # The backend accepts only TLS: an answer from it means Envoy spoke TLS.
+    assert gateway.backend("/", host="apptls.test") == (200, "tlsweb")
+    assert gateway.backend("/", host="plain.test") == (200, "web")
 
 
 def test_grpcs_to_a_tls_backend(gateway: Gateway, ca: KeyPair) -> None:

@@ -254,7 +254,8 @@ def test_secrets_only_over_sds_and_rotation_touches_only_the_secret(
         "force-kxds", "force-beats-off"])
 def test_redirect_annotations(certs: dict[str, KeyPair], annotations: dict[str, str],
                               with_tls: bool, redirect: bool) -> None:
-    tls = [(["a.example.com"], "a")] if with_tls else None
+    tls: list[tuple[list[str], str | None]] | None = (
+        [(["a.example.com"], "a")] if with_tls else None)
     t = run(ingress("shop", ["a.example.com"], tls, annotations), secret("a", certs["a"]))
     action = table(t, "http/8080")["a.example.com"].routes[0].action
     assert isinstance(action, ir.Redirect) is redirect

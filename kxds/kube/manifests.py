@@ -47,6 +47,21 @@ class _Parsed:
     problems: tuple[Diagnostic, ...]
 
 
+def _reuse(old: tuple[Model, ...], new: list[Model]) -> list[Model]:
+    """``new``, with each object equal to its old version replaced by that old model.
+
+    Translation reuses its results for objects that are the same model object
+    (:mod:`kxds.memo`): without this, editing one object of a file would make
+    every object of that file look changed.
+    """
+    before = {(type(o), o.meta.key): o for o in old}
+    out: list[Model] = []
+    for o in new:
+        prev = before.get((type(o), o.meta.key))
+        out.append(prev if prev is not None and prev == o else o)
+    return out
+
+
 def scan(directory: Path) -> dict[Path, FileKey]:
     """Every manifest file below ``directory`` with its stat key (symlinks followed)."""
     found: dict[Path, FileKey] = {}
@@ -115,6 +130,8 @@ class ManifestSource:
                 continue
             changed = True
             objects, problems = load_file(path)
+            if old is not None:
+                objects = _reuse(old.objects, objects)
             parsed = _Parsed(seen[path], tuple(objects), tuple(problems))
             if _keeps_last_good(old, parsed):
                 assert old is not None

@@ -15,6 +15,7 @@ from kxds.diagnostics import Diagnostic
 from kxds.errors import KxdsError
 from kxds.ir import IR, consistency_problems
 from kxds.kube.models import ClusterState
+from kxds.memo import TranslationMemo
 from kxds.translators.config import NodeInfo, TranslateConfig
 
 
@@ -35,14 +36,22 @@ def sorted_diagnostics(*groups: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     return tuple(sorted({d for g in groups for d in g}))
 
 
-def translate(state: ClusterState, config: TranslateConfig | None = None) -> Translation:
-    """The edge gateway's IR: a cluster per Service port, the Ingress routes and listeners."""
+def translate(state: ClusterState, config: TranslateConfig | None = None,
+              memo: TranslationMemo | None = None) -> Translation:
+    """The edge gateway's IR: a cluster per Service port, the Ingress routes and listeners.
+
+    ``memo``: results of earlier translations to reuse where their inputs are
+    unchanged (:mod:`kxds.memo`); the IR is the same without it.
+    """
     from kxds.translators import ingress, services, tls
 
     config = config or TranslateConfig()
-    svc = services.translate_services(state)
+    if memo is not None:
+        memo.start()
+    svc = services.translate_services(state, memo)
     cluster_names = {c.name for c in svc.clusters}
-    listener, table, ingress_problems = ingress.translate_ingresses(state, config, cluster_names)
+    listener, table, ingress_problems = ingress.translate_ingresses(state, config, cluster_names,
+                                                                    memo)
     result = IR(
         clusters=tuple(svc.clusters),
         load_assignments=tuple(svc.load_assignments),
@@ -56,6 +65,8 @@ def translate(state: ClusterState, config: TranslateConfig | None = None) -> Tra
     problems = consistency_problems(result)
     if problems:
         raise TranslationBug("; ".join(problems))
+    if memo is not None:
+        memo.sweep()
     return Translation(
         ir=result,
         diagnostics=sorted_diagnostics(state.problems, svc.diagnostics, ingress_problems,

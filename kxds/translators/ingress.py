@@ -28,7 +28,7 @@ Semantics follow the Kubernetes Ingress documentation
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Hashable, Iterable, Set
 from dataclasses import dataclass, field, replace
 
 from kxds import names
@@ -47,6 +47,7 @@ from kxds.ir import (
     WeightedBackend,
 )
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath
+from kxds.memo import TranslationMemo
 from kxds.translators.access import route_access
 from kxds.translators.config import CONTROLLER_NAME, TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
@@ -112,16 +113,24 @@ def http_listener(config: TranslateConfig) -> HttpListener:
 
 
 def translate_ingresses(
-    state: ClusterState, config: TranslateConfig, clusters: Set[str]
+    state: ClusterState, config: TranslateConfig, clusters: Set[str],
+    memo: TranslationMemo | None = None,
 ) -> tuple[HttpListener, RouteTable, list[Diagnostic]]:
     """The HTTP listener and route table of every Ingress of our class.
 
     ``clusters`` are the names of the clusters that exist: a backend without one
-    is unresolvable.
+    is unresolvable. ``memo``: see :func:`virtual_hosts`.
     """
     listener = http_listener(config)
-    hosts, diagnostics = virtual_hosts(state, our_ingresses(state, config), clusters)
-    return listener, RouteTable(name=listener.route_table, virtual_hosts=hosts), diagnostics
+    hosts, diagnostics = virtual_hosts(state, our_ingresses(state, config), clusters, memo)
+    table = (_route_table(listener.route_table, *hosts) if memo is None
+             else memo.get("route-table", hosts, listener.route_table, _route_table,
+                           listener.route_table, *hosts))
+    return listener, table, diagnostics
+
+
+def _route_table(name: str, *hosts: VirtualHost) -> RouteTable:
+    return RouteTable(name=name, virtual_hosts=hosts)
 
 
 # --- building the routes ---------------------------------------------------
@@ -141,60 +150,175 @@ class _Routes:
 
 
 def virtual_hosts(
-    state: ClusterState, ingresses: Iterable[Ingress], clusters: Set[str]
+    state: ClusterState, ingresses: Iterable[Ingress], clusters: Set[str],
+    memo: TranslationMemo | None = None,
 ) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
-    """The virtual hosts serving ``ingresses`` (oldest first), sorted by name."""
-    acc = _Routes(policies=PolicyIndex.of(state))
+    """The virtual hosts serving ``ingresses`` (oldest first), sorted by name.
+
+    With ``memo``, an Ingress whose inputs (itself, its Services and, when
+    NetworkPolicies may apply, what they read) are unchanged reuses its routes,
+    and a host whose routes are unchanged reuses its virtual host; when every
+    Ingress's routes are the same as last time, so is the result.
+    """
+    policies = policy_index(state, memo)
+    if memo is None:
+        return _merge_all([ingress_routes(state, ing, clusters, policies)
+                           for ing in ingresses], policies, None)
+    ones = []
     for ing in ingresses:
-        _add_ingress(state, ing, clusters, acc)
-    hosts = [_virtual_host(host, acc) for host in sorted(acc.by_host)]
+        objects, values = _ingress_inputs(state, ing, policies, memo)
+        ones.append(memo.get("ingress", objects, values,
+                             _canonical_routes, memo, state, ing, clusters, policies))
+    hosts, diagnostics = memo.get("all-ingresses", tuple(ones), None,
+                                  _merge_all, ones, policies, memo)
+    return hosts, list(diagnostics)
+
+
+def _canonical_routes(memo: TranslationMemo, state: ClusterState, ing: Ingress,
+                      clusters: Set[str], policies: PolicyIndex) -> IngressRoutes:
+    """:func:`ingress_routes`, as the very object of last time when they are equal.
+
+    An input of the Ingress changed (an EndpointSlice its access rules read,
+    say) without changing its routes: later steps then see it unchanged.
+    """
+    return memo.canonical("ingress-routes", ing.meta.key,
+                          ingress_routes(state, ing, clusters, policies))
+
+
+def _merge_all(ones: list[IngressRoutes], policies: PolicyIndex,
+               memo: TranslationMemo | None
+               ) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
+    """Merge the routes of every Ingress (oldest first) into virtual hosts."""
+    acc = _Routes(policies=policies)
+    for one in ones:
+        _merge(one, acc)
+    hosts = [_memo_virtual_host(host, acc, memo) for host in sorted(acc.by_host)]
     if CATCH_ALL not in acc.by_host and acc.default is not None:
-        hosts.append(_virtual_host(CATCH_ALL, acc))
+        hosts.append(_memo_virtual_host(CATCH_ALL, acc, memo))
     hosts.sort(key=lambda vh: vh.name)
     return tuple(hosts), acc.diagnostics
 
 
-def _add_ingress(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Routes) -> None:
+def policy_index(state: ClusterState, memo: TranslationMemo | None) -> PolicyIndex:
+    """The state's :class:`PolicyIndex`; with ``memo``, rebuilt only when a policy changed."""
+    if memo is None:
+        return PolicyIndex.of(state)
+    problems = tuple(d for d in state.problems if d.ref.kind == "NetworkPolicy")
+    return memo.get("policy-index", (memo.epoch("policies", state.network_policies),),
+                    problems, PolicyIndex.of, state)
+
+
+def _ingress_inputs(state: ClusterState, ing: Ingress, policies: PolicyIndex,
+                    memo: TranslationMemo) -> tuple[tuple[object, ...], Hashable]:
+    """What :func:`ingress_routes` reads for ``ing``: objects (by identity) and values.
+
+    Its Services; and when a NetworkPolicy of the namespace may select their
+    pods, also their EndpointSlices and every Pod, Namespace and NetworkPolicy
+    (:func:`kxds.translators.network_policy.service_policy` reads those).
+    """
+    ns = ing.meta.namespace
+    wanted = {p.backend.service for r in ing.rules for p in r.paths}
+    if ing.default_backend is not None:
+        wanted.add(ing.default_backend.service)
+    guarded = bool(policies.get(ns))
+    objects: list[object] = [ing]
+    shape: list[int] = []
+    for name in sorted(wanted):
+        service = state.services.get((ns, name))
+        objects.append(service)
+        slices = state.slices_by_service.get((ns, name), ()) if guarded else ()
+        objects += slices
+        shape.append(len(slices))
+    if not guarded:
+        return tuple(objects), (False, tuple(shape))
+    objects += (memo.epoch("pods", state.pods), memo.epoch("namespaces", state.namespaces),
+                memo.epoch("policies", state.network_policies))
+    problems = tuple(d for d in state.problems if d.ref.kind == "NetworkPolicy")
+    return tuple(objects), (True, tuple(shape), problems)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """One path (or the default backend) of an Ingress, before conflicts are settled."""
+
+    host: str
+    match: PathMatch
+    field_path: str
+    described: str
+    """The path as the conflict message names it: type and value as written."""
+    route: Route
+    diagnostics: tuple[Diagnostic, ...]
+    """Problems of its backend: reported only when the path is not a conflict."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRoutes:
+    """Everything one Ingress contributes, independent of the other Ingresses."""
+
+    ref: ObjectRef
+    paths: tuple[_Candidate, ...]
+    default: _Candidate | None
+    diagnostics: tuple[Diagnostic, ...]
+    """Problems of the Ingress itself (unusable paths): always reported."""
+
+
+def ingress_routes(state: ClusterState, ing: Ingress, clusters: Set[str],
+                   policies: PolicyIndex | None) -> IngressRoutes:
+    """The route of each usable path of ``ing`` and of its default backend."""
     ref = ing.meta.ref
+    own: list[Diagnostic] = []
+    paths: list[_Candidate] = []
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
             field_path = f"spec.rules[{i}].http.paths[{j}]"
-            match = path_match(path, ref, field_path, acc.diagnostics)
+            match = path_match(path, ref, field_path, own)
             if match is None:
                 continue
-            owner = acc.owners.get((rule.host, match))
-            if owner is not None:
-                acc.diagnostics.append(Diagnostic(
-                    ref, field_path, Reason.CONFLICT,
-                    f"host {rule.host or '*'!r} {path.path_type} {path.path!r} is already "
-                    f"served by {owner}; this path is ignored"))
-                continue
-            action, access = _backend_action(state, ing, path.backend,
-                                             f"{field_path}.backend", clusters, acc.diagnostics,
-                                             acc.policies)
+            diags: list[Diagnostic] = []
+            action, access = _backend_action(state, ing, path.backend, f"{field_path}.backend",
+                                             clusters, diags, policies)
             route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                           match=match, action=action, access=access,
                           wildcard_host=rule.host if rule.host.startswith("*.") else None)
-            acc.owners[(rule.host, match)] = ref
-            acc.by_host.setdefault(rule.host, []).append(route)
-            acc.refs.setdefault(rule.host, set()).add(ref)
+            paths.append(_Candidate(rule.host, match, field_path,
+                                    f"{path.path_type} {path.path!r}", route, tuple(diags)))
+    default = None
     if ing.default_backend is not None:
-        _add_default(state, ing, clusters, acc)
+        diags = []
+        action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
+                                         clusters, diags, policies)
+        match = PathMatch(kind=MatchKind.PREFIX, path="/")
+        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
+            name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
+            action=action, access=access), tuple(diags))
+    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
 
 
-def _add_default(state: ClusterState, ing: Ingress, clusters: Set[str], acc: _Routes) -> None:
-    assert ing.default_backend is not None
-    ref = ing.meta.ref
+def _merge(one: IngressRoutes, acc: _Routes) -> None:
+    """Add one Ingress's routes; a path or default backend already claimed is a conflict."""
+    ref = one.ref
+    acc.diagnostics += one.diagnostics
+    for c in one.paths:
+        owner = acc.owners.get((c.host, c.match))
+        if owner is not None:
+            acc.diagnostics.append(Diagnostic(
+                ref, c.field_path, Reason.CONFLICT,
+                f"host {c.host or '*'!r} {c.described} is already "
+                f"served by {owner}; this path is ignored"))
+            continue
+        acc.diagnostics += c.diagnostics
+        acc.owners[(c.host, c.match)] = ref
+        acc.by_host.setdefault(c.host, []).append(c.route)
+        acc.refs.setdefault(c.host, set()).add(ref)
+    if one.default is None:
+        return
     if acc.default is not None:
         acc.diagnostics.append(Diagnostic(
             ref, "spec.defaultBackend", Reason.CONFLICT,
             f"the default backend is already set by {acc.default.ref}; this one is ignored"))
         return
-    action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
-                                     clusters, acc.diagnostics, acc.policies)
-    acc.default = Route(name=names.ingress_default_route(ref.namespace, ref.name), ref=ref,
-                        match=PathMatch(kind=MatchKind.PREFIX, path="/"), action=action,
-                        access=access)
+    acc.diagnostics += one.default.diagnostics
+    acc.default = one.default.route
 
 
 def path_match(
@@ -273,6 +397,18 @@ def precedence(route: Route) -> tuple[int, int, str]:
     if route.match.kind is MatchKind.EXACT:
         return (0, 0, route.match.path)
     return (1, -len(route.match.path), route.match.path)
+
+
+def _memo_virtual_host(host: str, acc: _Routes, memo: TranslationMemo | None) -> VirtualHost:
+    """:func:`_virtual_host`; with ``memo``, reused while its routes are the same objects."""
+    if memo is None:
+        return _virtual_host(host, acc)
+    own = acc.by_host.get(host, ())
+    # What _virtual_host reads: this host's routes, the catch-all host's routes
+    # (for a wildcard host), and the default route. Its refs are those routes' refs.
+    shared = acc.by_host.get(CATCH_ALL, ()) if host.startswith("*.") else ()
+    return memo.get("virtual-host", (*own, *shared, acc.default), (host, len(own)),
+                    _virtual_host, host, acc)
 
 
 def _virtual_host(host: str, acc: _Routes) -> VirtualHost:

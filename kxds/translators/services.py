@@ -26,6 +26,7 @@ from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import Cluster, ClusterKind, Endpoint, LoadAssignment, UpstreamProtocol
 from kxds.kube.models import ClusterState, EndpointSlice, Service, ServicePort
+from kxds.memo import TranslationMemo
 from kxds.translators.guards import check_external_name
 
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
@@ -56,21 +57,53 @@ def upstream_protocol(service_port: ServicePort) -> UpstreamProtocol | None:
     return UpstreamProtocol.HTTP1
 
 
-def translate_services(state: ClusterState) -> ServiceClusters:
-    """One cluster (and, for EDS, one load assignment) per Service port, sorted by name."""
+def translate_services(state: ClusterState, memo: TranslationMemo | None = None
+                       ) -> ServiceClusters:
+    """One cluster (and, for EDS, one load assignment) per Service port, sorted by name.
+
+    With ``memo``, a Service whose object and EndpointSlices are the same as
+    in the memo's last translation reuses its result.
+    """
     out = ServiceClusters()
-    for key in sorted(state.services):
-        service = state.services[key]
-        refused = check_external_name(service)
-        if refused is not None:
-            out.diagnostics.add(refused)
-            continue
-        slices = state.slices_by_service.get(key, ())
-        for sp in service.ports:
-            _translate_port(service, sp, slices, out)
+    slices = state.slices_by_service
+    results = (
+        [translate_service(service, slices.get(key, ())) for key, service in state.services.items()]
+        if memo is None else
+        memo.each("service", ((service, *slices.get(key, ()))
+                              for key, service in state.services.items()), _one_service))
+    for one in results:
+        out.clusters += one.clusters
+        out.load_assignments += one.load_assignments
+        out.diagnostics.update(one.diagnostics)
     out.clusters.sort(key=lambda c: c.name)
     out.load_assignments.sort(key=lambda a: a.cluster)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class OneService:
+    """The clusters, load assignments and problems of one Service."""
+
+    clusters: tuple[Cluster, ...]
+    load_assignments: tuple[LoadAssignment, ...]
+    diagnostics: frozenset[Diagnostic]
+
+
+def _one_service(service: Service, *slices: EndpointSlice) -> OneService:
+    return translate_service(service, slices)
+
+
+def translate_service(service: Service, slices: tuple[EndpointSlice, ...]) -> OneService:
+    """The clusters of every port of ``service``, whose EndpointSlices are ``slices``."""
+    out = ServiceClusters()
+    refused = check_external_name(service)
+    if refused is not None:
+        out.diagnostics.add(refused)
+    else:
+        for sp in service.ports:
+            _translate_port(service, sp, slices, out)
+    return OneService(tuple(out.clusters), tuple(out.load_assignments),
+                      frozenset(out.diagnostics))
 
 
 def _translate_port(

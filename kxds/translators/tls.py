@@ -203,7 +203,7 @@ class _Planner:
             for host in hosts:
                 ok = loaded.info is not None
                 if loaded.info is not None and not covers(loaded.info.dns_names, host):
-                    ok = True
+                    ok = False
                     self.diagnostics.append(Diagnostic(
                         ing.meta.ref, f"{field}.hosts", Reason.INVALID_SECRET,
                         f"certificate of {loaded.cert.ref if loaded.cert else key} does not "
@@ -342,6 +342,8 @@ def _redirects(table: ir.RouteTable, claims: dict[str, _Claim], flags: _Redirect
             and _redirect_route((r.ref.namespace, r.ref.name), claim, flags) else r
             for r in vh.routes)
         vhosts.append(dataclasses.replace(vh, routes=routes) if routes != vh.routes else vh)
+    if all(a is b for a, b in zip(vhosts, table.virtual_hosts, strict=True)):
+        return table  # unchanged: the same object, so later stages can tell without comparing
     return dataclasses.replace(table, virtual_hosts=tuple(vhosts))
 
 

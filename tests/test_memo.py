@@ -1,0 +1,331 @@
+"""Incremental translation gives exactly what a full translation gives.
+
+A random sequence of changes (add, modify or remove Services, EndpointSlices,
+Ingresses, NetworkPolicies, Pods, Namespaces and TLS Secrets; the clock
+crossing certificate validity bounds) is applied to a ClusterState the way a
+source does it: unchanged objects keep their model object, a changed one is a
+new model. After every step, translating with the long-lived memo must give
+the same IR and diagnostics as translating from scratch, and building the
+resources through a memo must give byte-identical resources and versions.
+Every golden case also goes through the memo path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from golden_support import case_settings, cases, load_case_objects
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from kxds.certs import make_ca, make_leaf, tls_secret_yaml
+from kxds.diagnostics import Diagnostic
+from kxds.envoy import build_resources, routes
+from kxds.envoy.resource import ROUTE, Resources
+from kxds.kube.manifests import ManifestSource
+from kxds.kube.models import ClusterState, Model
+from kxds.kube.parse import parse_object
+from kxds.memo import TranslationMemo
+from kxds.translators import translate
+from kxds.translators.config import TranslateConfig
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+NAMESPACES = ("a", "b")
+SERVICES = ("s0", "s1", "s2")
+HOSTS = ("foo.example.com", "*.example.com", "", "bar.example.com")
+NOW_CHOICES = (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(days=2),
+               T0 - dt.timedelta(hours=2))
+
+_CA = make_ca(not_before=T0)
+_PAIRS = {
+    "valid": make_leaf(_CA, ["foo.example.com", "*.example.com"], not_before=T0, days=30),
+    "short": make_leaf(_CA, ["foo.example.com", "bar.example.com"], not_before=T0, days=1),
+}
+
+
+def _meta(name: str, ns: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": ns, **extra}
+
+
+names = st.sampled_from
+ns_st = names(("a", "a", "a", "b"))  # mostly one namespace: objects meet more often
+labels_st = st.fixed_dictionaries({"app": names(SERVICES)}, optional={"tier": names(("x", "y"))})
+
+
+@st.composite
+def service_doc(draw: st.DrawFn) -> dict[str, Any]:
+    ports = draw(st.lists(names((
+        {"name": "http", "port": 80, "targetPort": 8080},
+        {"name": "http", "port": 80, "targetPort": "web"},
+        {"name": "h2", "port": 81, "appProtocol": "kubernetes.io/h2c"},
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "sctp", "port": 99, "protocol": "SCTP"},
+    )), min_size=1, max_size=3, unique_by=lambda p: (p["port"], p.get("protocol", "TCP"))))
+    spec: dict[str, Any] = {"ports": ports}
+    kind = draw(names(("ClusterIP", "ClusterIP", "ExternalName")))
+    if kind == "ExternalName":
+        spec |= {"type": "ExternalName",
+                 "externalName": draw(names(("example.org", "localhost")))}
+    else:
+        spec["selector"] = {"app": draw(names(SERVICES))}
+    if draw(st.booleans()):
+        spec["loadBalancerSourceRanges"] = draw(st.lists(
+            names(("10.0.0.0/8", "192.168.1.1", "nope")), min_size=1, max_size=2))
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(draw(names(SERVICES)), draw(ns_st)), "spec": spec}
+
+
+@st.composite
+def slice_doc(draw: st.DrawFn) -> dict[str, Any]:
+    svc = draw(names(SERVICES))
+    endpoints = []
+    for _ in range(draw(st.integers(0, 3))):
+        ep: dict[str, Any] = {
+            "addresses": [draw(names(("10.1.0.1", "10.1.0.2", "10.1.0.3", "010.1.0.4")))],
+            "conditions": {"ready": draw(st.booleans()), "serving": draw(st.booleans()),
+                           "terminating": draw(st.booleans())},
+            "zone": draw(names(("z1", "z2"))), "nodeName": draw(names(("n1", "n2")))}
+        if draw(st.booleans()):
+            ep["targetRef"] = {"kind": "Pod", "name": draw(names(("p0", "p1", "p2")))}
+        endpoints.append(ep)
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": _meta(f"{svc}-{draw(names(('x', 'y')))}", draw(ns_st),
+                              labels={"kubernetes.io/service-name": svc}),
+            "addressType": "IPv4", "endpoints": endpoints,
+            "ports": draw(st.lists(names((
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "h2", "port": 8081, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"})), max_size=2))}
+
+
+@st.composite
+def pod_doc(draw: st.DrawFn) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": _meta(draw(names(("p0", "p1", "p2"))), draw(ns_st),
+                              labels=draw(labels_st)),
+            "spec": {"containers": [{"name": "c", "ports": [
+                {"name": "web", "containerPort": draw(names((8080, 9090)))}]}]},
+            "status": {"phase": draw(names(("Running", "Running", "Succeeded"))),
+                       "podIP": draw(names(("10.1.0.1", "10.1.0.2", "10.2.0.9")))}}
+
+
+@st.composite
+def policy_doc(draw: st.DrawFn) -> dict[str, Any]:
+    peer = draw(names((
+        {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}},
+        {"ipBlock": {"cidr": "10.0.0.0/8"}},
+        {"ipBlock": {"cidr": "bad"}},
+        {"podSelector": {"matchLabels": {"app": "s1"}}},
+        {"namespaceSelector": {"matchLabels": {"team": "red"}}},
+    )))
+    rule: dict[str, Any] = {"from": [peer]}
+    if draw(st.booleans()):
+        rule["ports"] = [{"port": draw(names((8080, "web", 9999)))}]
+    selector = draw(names(({}, {"matchLabels": {"app": "s0"}}, {"matchLabels": {"tier": "x"}})))
+    annotations = draw(names(({}, {"kxds.io/policy-mode": "shadow"},
+                              {"kxds.io/policy-mode": "maybe"})))
+    spec: Any = {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": [rule]}
+    if draw(st.integers(0, 5)) == 0:
+        spec = {"podSelector": "not a selector"}  # rejected: a problem that still selects
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(draw(names(("np0", "np1"))), draw(ns_st),
+                              annotations=annotations), "spec": spec}
+
+
+@st.composite
+def namespace_doc(draw: st.DrawFn) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": draw(ns_st),
+                         "labels": draw(names(({}, {"team": "red"}, {"team": "blue"})))}}
+
+
+@st.composite
+def secret_doc(draw: st.DrawFn) -> dict[str, Any]:
+    name, ns = draw(names(("cert0", "cert1"))), draw(ns_st)
+    which = draw(names(("valid", "short", "broken")))
+    if which == "broken":
+        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": _meta(name, ns), "stringData": {"tls.crt": "x", "tls.key": "y"}}
+    doc: dict[str, Any] = yaml.safe_load(tls_secret_yaml(ns, name, _PAIRS[which]))
+    return doc
+
+
+@st.composite
+def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
+    def backend() -> dict[str, Any]:
+        port = draw(names(({"number": 80}, {"name": "http"}, {"number": 53}, {"number": 7})))
+        return {"service": {"name": draw(names(SERVICES)), "port": port}}
+
+    rules = []
+    for _ in range(draw(st.integers(0, 2))):
+        paths = [{"path": draw(names(("/", "/x", "/x/", "/y", "/a//b"))),
+                  "pathType": draw(names(("Prefix", "Exact", "ImplementationSpecific"))),
+                  "backend": backend()} for _ in range(draw(st.integers(1, 3)))]
+        rule: dict[str, Any] = {"http": {"paths": paths}}
+        host = draw(names(HOSTS))
+        if host:
+            rule["host"] = host
+        rules.append(rule)
+    spec: dict[str, Any] = {"ingressClassName": draw(names(("kxds", "kxds", "other"))),
+                            "rules": rules}
+    if draw(st.booleans()):
+        spec["defaultBackend"] = backend()
+    if draw(st.booleans()):
+        spec["tls"] = [{"hosts": [draw(names(HOSTS[:2] + HOSTS[3:]))],
+                        "secretName": draw(names(("cert0", "cert1")))}]
+    annotations = draw(st.fixed_dictionaries({}, optional={
+        "nginx.ingress.kubernetes.io/whitelist-source-range": names(("10.0.0.0/8", "x")),
+        "kxds.io/denylist-source-range": names(("10.9.0.0/16",)),
+        "kxds.io/tls-passthrough": names(("true", "false")),
+        "kxds.io/ssl-redirect": names(("false", "maybe")),
+        "kxds.io/backend-protocol": names(("HTTPS", "GRPC")),
+    }))
+    stamp = draw(names(("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")))
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": _meta(draw(names(("i0", "i1", "i2"))), draw(ns_st),
+                              annotations=annotations, creationTimestamp=stamp),
+            "spec": spec}
+
+
+any_doc = st.one_of(service_doc(), slice_doc(), ingress_doc(), policy_doc(), pod_doc(),
+                    namespace_doc(), secret_doc())
+
+
+def _key(doc: dict[str, Any]) -> tuple[str, str, str]:
+    meta = doc["metadata"]
+    return (doc["kind"], meta.get("namespace", ""), meta["name"])
+
+
+def _bytes(resources: Resources) -> dict[str, dict[str, tuple[str, bytes]]]:
+    return {t: {n: (r.version, r.body) for n, r in by_name.items()}
+            for t, by_name in resources.items()}
+
+
+def assert_same(state: ClusterState, config: TranslateConfig, memo: TranslationMemo,
+                build_memo: TranslationMemo) -> None:
+    """The memo path gives the full translation's IR, diagnostics and resource bytes."""
+    full = translate(state, config)
+    incremental = translate(state, config, memo)
+    assert incremental == full
+    assert _bytes(build_resources(incremental.ir, build_memo)) == \
+        _bytes(build_resources(full.ir))
+
+
+class IncrementalMatchesFull(RuleBasedStateMachine):
+    """Random changes to a state: the memoized translation never drifts from a full one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[tuple[str, str, str], Model] = {}
+        self.problems: dict[tuple[str, str, str], Diagnostic] = {}
+        self.now = NOW_CHOICES[0]
+        self.default_cert = False
+        self.memo = TranslationMemo()
+        self.build_memo = TranslationMemo()
+
+    @rule(doc=any_doc)
+    def put(self, doc: dict[str, Any]) -> None:
+        """Add or replace an object (a new model even when its content is the same)."""
+        key = _key(doc)
+        model, problem = parse_object(doc, "test")
+        self.objects.pop(key, None)
+        self.problems.pop(key, None)
+        if model is not None:
+            self.objects[key] = model
+        if problem is not None:
+            self.problems[key] = problem
+
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        keys = sorted(self.objects.keys() | self.problems.keys())
+        if keys:
+            key = data.draw(st.sampled_from(keys))
+            self.objects.pop(key, None)
+            self.problems.pop(key, None)
+
+    @rule(now=st.sampled_from(NOW_CHOICES), default_cert=st.booleans())
+    def tick(self, now: dt.datetime, default_cert: bool) -> None:
+        """The clock moves (certificates expire or are not yet valid); the config changes."""
+        self.now, self.default_cert = now, default_cert
+
+    @invariant()
+    def memo_path_is_exact(self) -> None:
+        state = ClusterState.from_objects(self.objects.values(), self.problems.values())
+        config = TranslateConfig(tls_now=self.now, default_certificate=(
+            ("a", "cert0") if self.default_cert else None))
+        assert_same(state, config, self.memo, self.build_memo)
+        # Bounded: only what the last translation used remains: a result per
+        # Service, per Ingress and per virtual host (the catch-all one too), the
+        # policy index, the merged Ingresses and the route table.
+        hosts = {r.host for i in state.ingresses.values() for r in i.rules} | {""}
+        assert len(self.memo) <= len(state.services) + len(state.ingresses) + len(hosts) + 3
+
+
+IncrementalMatchesFull.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestIncrementalMatchesFull = IncrementalMatchesFull.TestCase
+
+
+@pytest.mark.parametrize("case", [c for c in cases() if case_settings(c)[1] is None])
+def test_golden_cases_through_memo(case: str) -> None:
+    """Every edge golden case: cold, warm (same objects) and re-parsed (new objects)."""
+    config, _ = case_settings(case)
+    memo, build_memo = TranslationMemo(), TranslationMemo()
+    for _ in range(2):
+        objects, problems = load_case_objects(case)
+        state = ClusterState.from_objects(objects, problems)
+        assert_same(state, config, memo, build_memo)
+        assert_same(state, config, memo, build_memo)
+    assert memo.hits > 0
+    # Route tables are spliced from per-virtual-host bytes: the same bytes as
+    # serializing the whole message.
+    tables = translate(state, config).ir.route_tables
+    built = build_resources(translate(state, config).ir)[ROUTE]
+    for table in tables:
+        assert built[table.name].body == \
+            routes.build_route_table(table).SerializeToString(deterministic=True)
+
+
+def test_memo_reuses_unchanged_work() -> None:
+    """A second translation of the same objects runs no step again; a change runs its own."""
+    memo = TranslationMemo()
+    docs = [{"apiVersion": "v1", "kind": "Service", "metadata": _meta(f"s{i}", "a"),
+             "spec": {"ports": [{"name": "http", "port": 80}]}} for i in range(3)]
+    models = [parse_object(d)[0] for d in docs]
+    state = ClusterState.from_objects([m for m in models if m is not None])
+    translate(state, TranslateConfig(), memo)
+    misses = memo.misses
+    translate(state, TranslateConfig(), memo)
+    assert memo.misses == misses
+    changed = parse_object(docs[0])[0]
+    assert changed is not None
+    state = ClusterState.from_objects([changed, *[m for m in models[1:] if m is not None]])
+    translate(state, TranslateConfig(), memo)
+    assert memo.misses == misses + 1
+
+
+def test_manifest_source_keeps_unchanged_models(tmp_path: Path) -> None:
+    """Editing one object of a manifest file leaves its other objects the same models,
+    so translation reuses their results."""
+    def service(name: str, port: int) -> str:
+        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a}}\n"
+                f"spec: {{ports: [{{name: http, port: {port}}}]}}\n")
+
+    path = tmp_path / "services.yaml"
+    path.write_text(service("web", 80) + "---\n" + service("api", 80))
+    source = ManifestSource(tmp_path)
+    first = source.refresh()
+    path.write_text(service("web", 81) + "---\n" + service("api", 80))
+    os.utime(path, ns=(1, 1))  # a different stat key even within the clock's resolution
+    second = source.refresh()
+    assert first is not None and second is not None
+    assert second.services[("a", "api")] is first.services[("a", "api")]
+    assert second.services[("a", "web")] is not first.services[("a", "web")]
+    assert second.services[("a", "web")].ports[0].port == 81
