@@ -61,7 +61,7 @@ def translate(state: ClusterState, config: TranslateConfig | None = None,
     # TLS: the HTTPS listener, its route table, secrets, redirects and backend TLS.
     result, tls_problems = tls.apply_tls(result, state, config,
                                          ingress.our_ingresses(state, config),
-                                         config.tls_now)
+                                         config.tls_now, ingress.policy_index(state, memo))
     problems = consistency_problems(result)
     if problems:
         raise TranslationBug("; ".join(problems))

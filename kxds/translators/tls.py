@@ -50,6 +50,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import age_order
+from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
 
 PASSTHROUGH = ("kxds.io/tls-passthrough", "nginx.ingress.kubernetes.io/ssl-passthrough")
@@ -108,9 +109,10 @@ class _Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
     def __init__(self, state: ClusterState, config: TranslateConfig, now: dt.datetime | None,
-                 clusters: Set[str]) -> None:
+                 clusters: Set[str], policies: PolicyIndex | None = None) -> None:
         self.state = state
         self.clusters = clusters
+        self.policies = policies
         self.config = config
         self.now = now
         self.claims: dict[str, _Claim] = {}
@@ -182,7 +184,9 @@ class _Planner:
         cluster = names.service_cluster(ns, svc.meta.name, port.port)
         if cluster not in self.clusters:
             return None
-        policy, diags = route_access(self.state, ing, svc, port)
+        if self.policies is None:
+            self.policies = PolicyIndex.of(self.state)  # once per translation, not per route
+        policy, diags = route_access(self.state, ing, svc, port, self.policies)
         self.diagnostics.extend(diags)
         return cluster, policy
 
@@ -231,9 +235,10 @@ def _vhost_host(vh: ir.VirtualHost) -> str:
 
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
-         now: dt.datetime | None, clusters: Set[str]) -> _Planner:
+         now: dt.datetime | None, clusters: Set[str],
+         policies: PolicyIndex | None = None) -> _Planner:
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
-    p = _Planner(state, config, now, clusters)
+    p = _Planner(state, config, now, clusters, policies)
     for ing in sorted(ingresses, key=age_order):
         if flag(ing, PASSTHROUGH, False, p.diagnostics):
             p.passthrough(ing)
@@ -348,17 +353,18 @@ def _redirects(table: ir.RouteTable, claims: dict[str, _Claim], flags: _Redirect
 
 
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
-              ingresses: Sequence[Ingress], now: dt.datetime | None
-              ) -> tuple[ir.IR, list[Diagnostic]]:
+              ingresses: Sequence[Ingress], now: dt.datetime | None,
+              policies: PolicyIndex | None = None) -> tuple[ir.IR, list[Diagnostic]]:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
     ``ingresses`` are the Ingresses of our class that ``base`` was built from;
-    ``now`` is the instant certificate validity is checked against (None: not checked).
+    ``now`` is the instant certificate validity is checked against (None: not checked);
+    ``policies``: the translation's policy index (built here when needed and not given).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, now, {c.name for c in base.clusters})
+    p = plan(state, config, ingresses, now, {c.name for c in base.clusters}, policies)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
     chains, secrets = _chains(p, listener, listener)
