@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.procs import close_child
 from kxds.envoy.resource import Resource
 from kxds.kube.models import ClusterState
 
@@ -203,14 +202,7 @@ class LightClients:
         proc = self.proc
         if proc is None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await close_child(proc, 5.0)
         if self._reader is not None:
             self._reader.cancel()
         self.proc = None

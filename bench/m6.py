@@ -12,17 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import sys
 from typing import Any
 
 from bench import scenario
 from bench.live import LightClients
 from bench.m1 import wait_loaded
-from bench.procs import WORKDIR, Envoy
+from bench.procs import WORKDIR, Envoy, close_child
 from bench.report import Metric
 from bench.scenario import Spec
 from kxds import names
@@ -62,14 +59,7 @@ class Worker:
         proc = self.proc
         if proc is None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 10.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await close_child(proc, 10.0)
 
 
 async def per_stream(streams: int, subscribed: list[str]) -> dict[str, float]:

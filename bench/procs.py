@@ -73,6 +73,18 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         _RUNNING.remove(proc)
 
 
+async def close_child(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """End a child that exits when its stdin closes; SIGKILL after ``timeout``."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
 def stop_all() -> None:
     for proc in list(reversed(_RUNNING)):
         stop(proc)
