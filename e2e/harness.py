@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -428,6 +429,54 @@ def write_manifests(directory: Path, name: str, text: str) -> Path:
 
 def remove_manifests(directory: Path, name: str) -> None:
     (directory / name).unlink(missing_ok=True)
+
+
+Answer = tuple[int, str | None]
+"""One request's (status, backend); (0, the error's class name) when it failed."""
+
+
+class Traffic:
+    """``request`` in a loop on a thread while something changes; every answer kept in order.
+
+    Use as a context manager: the loop runs inside the ``with`` block.
+    """
+
+    def __init__(self, request: Callable[[], Answer], pause: float = 0.0) -> None:
+        self.request = request
+        self.pause = pause
+        self.results: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.results.append(self.request())
+            except OSError as e:
+                self.results.append((0, type(e).__name__))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def since(self, mark: int) -> list[Answer]:
+        """The answers after the first ``mark``."""
+        return self.results[mark:]
+
+    def failures(self) -> list[Answer]:
+        """Every answer that was not a 200."""
+        return [a for a in self.results if a[0] != 200]
+
+    def wait_more(self, count: int = 5) -> None:
+        """Until ``count`` more requests have been answered (or failed)."""
+        target = len(self.results) + count
+        wait_for(lambda: len(self.results) >= target, what=f"{count} more requests")
 
 
 class Gateway:

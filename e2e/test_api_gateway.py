@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import EchoBackend, Envoy, Kxds, free_port, http_get, wait_for
+from e2e.harness import EchoBackend, Envoy, Kxds, Traffic, free_port, http_get, wait_for
 
 # The in-test API server lives with the unit tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -45,36 +44,6 @@ def endpoint_slice(suffix: str, backend: EchoBackend) -> dict[str, Any]:
             "endpoints": [{"addresses": [backend.host], "conditions": {"ready": True}}]}
 
 
-class Traffic:
-    """Requests in a loop on a thread, recording (status, backend) of each."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.results: list[tuple[int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, headers, _ = http_get(self.url, host=HOST, timeout=3.0)
-                self.results.append((status, headers.get("x-echo-backend")))
-            except OSError as e:
-                self.results.append((0, type(e).__name__))
-            time.sleep(0.01)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def since(self, n: int) -> list[tuple[int, str | None]]:
-        return self.results[n:]
-
-
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     fake = FakeApi().start()
@@ -99,7 +68,11 @@ def test_endpoint_changes_from_the_api_reach_envoy_while_traffic_flows(
     url = f"http://127.0.0.1:{http_port}/"
     wait_for(lambda: http_get(url, host=HOST)[1].get("x-echo-backend") == "a", what="a serves")
 
-    with Traffic(url) as traffic:
+    def request() -> tuple[int, str | None]:
+        status, headers, _ = http_get(url, host=HOST, timeout=3.0)
+        return status, headers.get("x-echo-backend")
+
+    with Traffic(request, pause=0.01) as traffic:
         wait_for(lambda: len(traffic.results) >= 5, what="traffic")
         # Scale out to b, then drain a: the EndpointSlice changes travel
         # API watch -> kxds -> EDS -> Envoy while requests keep flowing.

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
-from e2e.harness import EchoBackend, Envoy, Process, free_port, http_json, wait_for
+from e2e.harness import EchoBackend, Envoy, Process, Traffic, free_port, http_json, wait_for
 from kxds.envoy.resource import CLUSTER, Resource
 from kxds.xds.admin import AdminServer
 from kxds.xds.cache import SnapshotCache
@@ -105,44 +105,17 @@ def _start(tmp_path: Path, started: list[Any], server: ServerThread, delta: bool
     return envoy
 
 
+def _status(port: int) -> tuple[int, None]:
+    return http_json(f"http://127.0.0.1:{port}/", timeout=3)[0], None
+
+
 def _backend_is(port: int, name: str) -> bool:
     return _backend_of(port) == name
-
-
-def _more_than(traffic: Traffic, count: int) -> bool:
-    return traffic.ok >= count
 
 
 def _backend_of(port: int) -> str | None:
     status, doc = http_json(f"http://127.0.0.1:{port}/")
     return str(doc["backend"]) if status == 200 else None
-
-
-class Traffic:
-    """Requests in a loop on a thread; counts every non-200 and error."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.ok = 0
-        self.bad: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, _ = http_json(f"http://127.0.0.1:{self.port}/", timeout=3)
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.bad.append(str(status))
-            except OSError as e:
-                self.bad.append(repr(e))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _update_stats(envoy: Envoy) -> dict[str, int]:
@@ -166,18 +139,15 @@ def test_endpoint_churn_under_traffic_moves_no_cds_or_lds(
     envoy = _start(tmp_path, started, server, delta, port)
     wait_for(lambda: _backend_of(port) == "one", what="traffic to one")
     before = _update_stats(envoy)
-    traffic = Traffic(port)
-    try:
+    with Traffic(functools.partial(_status, port)) as traffic:
         for backends, expect in (([one, two], None), ([two], "two"), ([one], "one")) * 3:
             server.set_view(base[0], t.endpoints(CLUSTER_NAME, [b.port for b in backends]),
                             *base[2:])
             if expect is not None:
                 wait_for(functools.partial(_backend_is, port, expect), what=expect)
-            wait_for(functools.partial(_more_than, traffic, traffic.ok + 5), what="traffic")
-    finally:
-        traffic.stop()
-    assert traffic.bad == [], traffic.bad[:5]
-    assert traffic.ok > 20
+            traffic.wait_more(5)
+    assert traffic.failures() == [], traffic.failures()[:5]
+    assert len(traffic.results) > 20
     assert _update_stats(envoy) == before
     protocol = "delta" if delta else "sotw"
     assert server.counter(server.metrics.responses, "clusters", protocol) == 1
@@ -197,8 +167,7 @@ def test_route_moves_to_a_new_cluster_make_before_break(
                     t.route("http", "c0"))
     envoy = _start(tmp_path, started, server, delta, port)
     wait_for(functools.partial(_backend_is, port, "one"), what="traffic")
-    traffic = Traffic(port)
-    try:
+    with Traffic(functools.partial(_status, port)) as traffic:
         for step in range(1, 7):
             # Each step adds a cluster, points the route at it and drops the old
             # one, in a single view: Envoy must never see a route to a cold cluster.
@@ -208,10 +177,8 @@ def test_route_moves_to_a_new_cluster_make_before_break(
             wait_for(functools.partial(_backend_is, port, name), what=f"step {step}")
             envoy.wait_until(lambda e: e.stat("cluster_manager.active_clusters") == 2,
                              what="old cluster removed")  # c{step} + the xds cluster
-            wait_for(functools.partial(_more_than, traffic, traffic.ok + 5), what="traffic")
-    finally:
-        traffic.stop()
-    assert traffic.bad == [], traffic.bad[:5]
+            traffic.wait_more(5)
+    assert traffic.failures() == [], traffic.failures()[:5]
 
 
 @pytest.mark.parametrize("delta", PROTOCOLS)

@@ -6,17 +6,17 @@ run the whole pipeline: manifests -> translation -> cache -> gRPC -> Envoy.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.harness import EchoBackend, Envoy, Gateway, Kxds, free_port, wait_for
+from e2e.harness import EchoBackend, Envoy, Gateway, Kxds, Traffic, free_port, wait_for
 from kxds.xds.cache import TEST_REJECT_ENV
 
 pytestmark = pytest.mark.e2e
@@ -60,37 +60,6 @@ def _update_counters(envoy: Envoy) -> dict[str, int]:
                                          "cluster_manager.cds.update_rejected")}
 
 
-class Traffic:
-    """GETs in a loop on a thread; every non-200 or error is kept."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.ok = 0
-        self.bad: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, _ = self.gw.backend("/")
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.bad.append(str(status))
-            except OSError as e:
-                self.bad.append(repr(e))
-
-    def more(self, count: int) -> Callable[[], bool]:
-        target = self.ok + count
-        return lambda: self.ok >= target
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def _backends(echo: Callable[..., EchoBackend]) -> tuple[int, EchoBackend, EchoBackend]:
     port = free_port("127.0.0.2")
     return port, echo("one", host="127.0.0.2", port=port), echo("two", host="127.0.0.3",
@@ -107,8 +76,7 @@ def test_endpoint_churn_through_kxds_zero_errors_no_cds_lds_update(
     assert gw.envoy is not None
     gw.wait_backend("/", None, (200, "one"))
     before = _update_counters(gw.envoy)
-    traffic = Traffic(gw)
-    try:
+    with Traffic(functools.partial(gw.backend, "/")) as traffic:
         steps = [(("127.0.0.2", "127.0.0.3"), None), (("127.0.0.3",), "two"),
                  (("127.0.0.2",), "one")] * 3
         for hosts, expect in steps:
@@ -117,10 +85,8 @@ def test_endpoint_churn_through_kxds_zero_errors_no_cds_lds_update(
             gw.kxds.wait_rebuild(seq + 1)
             if expect is not None:
                 gw.wait_backend("/", None, (200, expect))
-            wait_for(traffic.more(5), what="traffic flowing")
-    finally:
-        traffic.stop()
-    assert traffic.bad == [], traffic.bad[:5]
+            traffic.wait_more(5)
+    assert traffic.failures() == [], traffic.failures()[:5]
     assert _update_counters(gw.envoy) == before
 
 
