@@ -39,7 +39,11 @@ stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact`
 (resources answered ``503`` while the others work), and ``on_request`` (a
 hook run before each request, to inject races).
 
-Not reproduced: authentication and authorization (the token is ignored),
+Serves plain HTTP, or HTTPS with ``tls=(cert_file, key_file)``; with ``token``
+set, a request without ``Authorization: Bearer <token>`` gets ``401
+Unauthorized``, as a service account's client does with a wrong token.
+
+Not reproduced: authorization (RBAC), other authentication methods,
 set-based label selectors, strategic-merge list semantics, server-side apply,
 admission and validation (beyond a required name), ``resourceVersion`` on a
 list or get and ``resourceVersionMatch``, streaming lists
@@ -55,6 +59,7 @@ import contextlib
 import copy
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -169,7 +174,10 @@ class FakeApi:
     """The in-memory API server; see the module docstring for its behaviour."""
 
     def __init__(self, *, history: int = 10_000, bookmark_interval: float = 0.2,
-                 default_watch_timeout: float = 30.0) -> None:
+                 default_watch_timeout: float = 30.0, tls: tuple[str, str] | None = None,
+                 token: str | None = None) -> None:
+        self.tls = tls
+        self.token = token
         self.lock = threading.Condition()
         self.rv = 100
         self.objects: dict[Key, Obj] = {}
@@ -200,7 +208,11 @@ class FakeApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
 
     def start(self) -> FakeApi:
         api = self
@@ -209,6 +221,10 @@ class FakeApi:
             fake = api
 
         server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        if self.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         self._port = server.server_address[1]
         self._server = server
@@ -565,6 +581,12 @@ class _Handler(BaseHTTPRequestHandler):
         segments = set(urlsplit(self.path).path.split("/"))
         if self.fake.offline == "503" or segments & self.fake.unavailable:
             self._send_json(503, status(503, "ServiceUnavailable", "apiserver is shutting down"))
+            return
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        # The auth scheme is case-insensitive (RFC 9110 11.1); the client sends "bearer".
+        if self.fake.token is not None and (scheme.lower() != "bearer"
+                                            or token.strip() != self.fake.token):
+            self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
             return
         try:
             res, ns, name, sub, query = self._route()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 # The kubernetes package takes about half a second to import: it is imported
@@ -22,6 +23,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where Kubernetes mounts a pod's service-account token and the API's CA."""
 
 __all__ = ["KubeClient", "WatchStream", "describe", "is_gone", "status_code"]
 
@@ -90,15 +94,24 @@ class KubeClient:
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, in_cluster: bool = False,
-                    context: str | None = None) -> KubeClient:
-        """A client from a kubeconfig file, or from the pod's service account."""
+                    context: str | None = None,
+                    service_account: Path = SERVICE_ACCOUNT) -> KubeClient:
+        """A client from a kubeconfig file, or from the pod's service account.
+
+        In cluster: the API's address from ``KUBERNETES_SERVICE_HOST``/``_PORT``,
+        its CA and the bearer token from the ``service_account`` directory; the
+        token is re-read as the kubelet rotates it (bound tokens expire).
+        """
         from kubernetes import client as k8s
         from kubernetes import config as k8s_config
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
         configuration = k8s.Configuration()
         if in_cluster:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
+            InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=str(service_account / "token"),
+                cert_filename=str(service_account / "ca.crt"),
+            ).load_and_set(configuration)
         else:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=configuration)
