@@ -132,9 +132,10 @@ def spliced_route_resource(table: ir.RouteTable, vhost_fields: list[bytes]) -> R
     rest.ClearField("name")
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
     body = b"".join((head, *vhost_fields, rest.SerializeToString(deterministic=True)))
-    refs = {r for vh in table.virtual_hosts for r in vh.refs}
-    refs.update(route.ref for vh in table.virtual_hosts for route in vh.routes)
-    return Resource.of(ROUTE, table.name, body, tuple(sorted(refs)))
+    # Each ref once, sorted: keyed by plain tuples, which hash and compare in C.
+    refs = {(r.kind, r.namespace, r.name): r for vh in table.virtual_hosts
+            for r in itertools.chain(vh.refs, (route.ref for route in vh.routes))}
+    return Resource.of(ROUTE, table.name, body, tuple(refs[k] for k in sorted(refs)))
 
 
 @lru_cache(maxsize=4096)

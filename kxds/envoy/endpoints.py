@@ -11,8 +11,6 @@ balances over them anyway, as Kubernetes intends for terminating endpoints.
 
 from __future__ import annotations
 
-from itertools import groupby
-
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -33,21 +31,26 @@ def fill_lb_endpoint(lb: ec_pb2.LbEndpoint, endpoint: ir.Endpoint) -> None:
         lb.health_status = health_check_pb2.DRAINING
 
 
-def _locality_key(endpoint: ir.Endpoint) -> tuple[int, str]:
-    return (endpoint.priority, endpoint.zone or "")
-
-
 def fill_localities(cla: endpoint_pb2.ClusterLoadAssignment,
                     endpoints: tuple[ir.Endpoint, ...]) -> None:
-    """Add ``endpoints`` to ``cla`` grouped by (priority, zone), in that order."""
-    ordered = sorted(endpoints, key=lambda e: (*_locality_key(e), e.address, e.port))
-    for (priority, zone), group in groupby(ordered, key=_locality_key):
-        locality = cla.endpoints.add()
-        if zone:
-            locality.locality.zone = zone
-        locality.priority = priority
-        for e in group:
-            fill_lb_endpoint(locality.lb_endpoints.add(), e)
+    """Add ``endpoints`` to ``cla`` grouped by (priority, zone), in that order.
+
+    Within a locality, by address and port (then as given). Sorted as plain
+    tuples, which compare in C: a key function per endpoint cost as much as
+    filling the messages.
+    """
+    keyed = sorted((e.priority, e.zone or "", e.address, e.port, i)
+                   for i, e in enumerate(endpoints))
+    current: tuple[int, str] | None = None
+    locality: ec_pb2.LocalityLbEndpoints | None = None
+    for priority, zone, _, _, i in keyed:
+        if locality is None or current != (priority, zone):
+            current = (priority, zone)
+            locality = cla.endpoints.add()
+            if zone:
+                locality.locality.zone = zone
+            locality.priority = priority
+        fill_lb_endpoint(locality.lb_endpoints.add(), endpoints[i])
 
 
 def build_load_assignment(assignment: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:

@@ -46,19 +46,25 @@ def wildcard_host_regex(host: str) -> str:
 
 def build_match(route: ir.Route) -> rc_pb2.RouteMatch:
     """The path (and, for ``*.`` hosts, authority) match of ``route``."""
+    match = rc_pb2.RouteMatch()
+    _fill_match(match, route)
+    return match
+
+
+def _fill_match(match: rc_pb2.RouteMatch, route: ir.Route) -> None:
+    match.SetInParent()
     path = route.match.path
     if route.match.kind is ir.MatchKind.EXACT:
-        match = rc_pb2.RouteMatch(path=path)
+        match.path = path
     elif route.match.kind is ir.MatchKind.PATH_PREFIX:
-        match = rc_pb2.RouteMatch(path_separated_prefix=path)
+        match.path_separated_prefix = path
     else:
-        match = rc_pb2.RouteMatch(prefix=path)
+        match.prefix = path
     if route.wildcard_host is not None:
         match.headers.append(_one_label_matcher(route.wildcard_host, invert=False))
     if route.below_wildcard_host is not None:
         # Deeper subdomains only: the one-label hosts belong to the wildcard's own rules.
         match.headers.append(_one_label_matcher(route.below_wildcard_host, invert=True))
-    return match
 
 
 def _one_label_matcher(host: str, *, invert: bool) -> rc_pb2.HeaderMatcher:
@@ -71,6 +77,12 @@ def _one_label_matcher(host: str, *, invert: bool) -> rc_pb2.HeaderMatcher:
 def build_forward(action: ir.Forward) -> rc_pb2.RouteAction:
     """Forward to one cluster, or split by weight between several."""
     out = rc_pb2.RouteAction()
+    _fill_forward(out, action)
+    return out
+
+
+def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
+    out.SetInParent()
     if len(action.backends) == 1:
         out.cluster = action.backends[0].cluster
     else:
@@ -81,7 +93,6 @@ def build_forward(action: ir.Forward) -> rc_pb2.RouteAction:
     if action.timeout_ms is not None:
         out.timeout.CopyFrom(duration_pb2.Duration(
             seconds=action.timeout_ms // 1000, nanos=(action.timeout_ms % 1000) * 1_000_000))
-    return out
 
 
 def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
@@ -96,10 +107,13 @@ def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
 
 def build_route(route: ir.Route) -> rc_pb2.Route:
     """One Envoy route: match plus forward, direct response or redirect."""
-    msg = rc_pb2.Route(name=route.name, match=build_match(route))
+    # Filled in place: with upb, setting the fields of a message already in its
+    # parent is several times faster than building sub-messages and copying them in.
+    msg = rc_pb2.Route(name=route.name)
+    _fill_match(msg.match, route)
     action = route.action
     if isinstance(action, ir.Forward):
-        msg.route.CopyFrom(build_forward(action))
+        _fill_forward(msg.route, action)
     elif isinstance(action, ir.DirectResponse):
         msg.direct_response.status = action.status
         if action.body:

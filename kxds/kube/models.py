@@ -33,10 +33,17 @@ class Meta:
     resource_version: str = ""
     creation_timestamp: str = ""
     """RFC 3339 as the API writes it; sorts chronologically as a string."""
+    _ref: ObjectRef | None = field(default=None, init=False, repr=False, compare=False)
+    """:attr:`ref`, made on first use: translation asks for it many times per object,
+    and one shared value spares the IR a copy per node. Not part of the value."""
 
     @property
     def ref(self) -> ObjectRef:
-        return ObjectRef(self.kind, self.namespace, self.name)
+        ref = self._ref
+        if ref is None:
+            ref = ObjectRef(self.kind, self.namespace, self.name)
+            object.__setattr__(self, "_ref", ref)  # a cache: the value stays the same
+        return ref
 
     @property
     def key(self) -> Key:

@@ -82,17 +82,20 @@ def source_ranges_set(service: Service, diags: list[Diagnostic]) -> ClientSet | 
 
 def annotation_sets(ingress: Ingress, diags: list[Diagnostic]) -> list[ClientSet]:
     """The allow and deny list annotations of ``ingress``, one client set each."""
+    annotations = ingress.meta.annotations
+    if not annotations:
+        return []  # the common case, asked once per route: no parsing at all
     ref = ingress.meta.ref
     base = f"ingress/{ingress.meta.namespace}/{ingress.meta.name}"
     out: list[ClientSet] = []
     for key, short in ALLOW_ANNOTATIONS:
-        values = _split(ingress.meta.annotations.get(key, ""))
+        values = _split(annotations.get(key, ""))
         if values:
             ranges, _ = parse_ranges(values, ref, f"metadata.annotations[{key}]", diags)
             out.append(ClientSet(name=names.cap(f"{base}/{short}"), refs=(ref,),
                                  ranges=tuple(ranges)))
     for key, short in DENY_ANNOTATIONS:
-        values = _split(ingress.meta.annotations.get(key, ""))
+        values = _split(annotations.get(key, ""))
         if not values:
             continue
         holes, ok = parse_ranges(values, ref, f"metadata.annotations[{key}]", diags)

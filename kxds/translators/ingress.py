@@ -28,6 +28,7 @@ Semantics follow the Kubernetes Ingress documentation
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable, Set
 from dataclasses import dataclass, field, replace
 
@@ -63,6 +64,8 @@ UNAVAILABLE = DirectResponse(status=503, body="backend not found")
 # Sequences the API server rejects in Exact and Prefix paths (Ingress
 # validation); after Envoy's path normalization such a rule could never match.
 _BAD_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "?", "#")
+_SUSPECT = re.compile(r"//|/\.|%2[fF]|[?#]")
+"""Matches every path with one of :data:`_BAD_SEQUENCES` or ending in ``/.`` or ``/..``."""
 
 
 def is_ours(ingress: Ingress, state: ClusterState, config: TranslateConfig) -> bool:
@@ -141,7 +144,8 @@ class _Routes:
     """Routes collected per host, with the first claimant of each match."""
 
     by_host: dict[str, list[Route]] = field(default_factory=dict)
-    owners: dict[tuple[str, PathMatch], ObjectRef] = field(default_factory=dict)
+    owners: dict[str, dict[PathMatch, ObjectRef]] = field(default_factory=dict)
+    """Host -> match -> the Ingress that claimed it first."""
     refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
     default: Route | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -162,8 +166,9 @@ def virtual_hosts(
     """
     policies = policy_index(state, memo)
     if memo is None:
-        return _merge_all([ingress_routes(state, ing, clusters, policies)
-                           for ing in ingresses], policies, None)
+        # Merged as they come: each Ingress's intermediate results are dropped at once.
+        return _merge_all((ingress_routes(state, ing, clusters, policies)
+                           for ing in ingresses), policies, None)
     ones = []
     for ing in ingresses:
         objects, values = _ingress_inputs(state, ing, policies, memo)
@@ -185,7 +190,7 @@ def _canonical_routes(memo: TranslationMemo, state: ClusterState, ing: Ingress,
                           ingress_routes(state, ing, clusters, policies))
 
 
-def _merge_all(ones: list[IngressRoutes], policies: PolicyIndex,
+def _merge_all(ones: Iterable[IngressRoutes], policies: PolicyIndex,
                memo: TranslationMemo | None
                ) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
     """Merge the routes of every Ingress (oldest first) into virtual hosts."""
@@ -299,7 +304,8 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
     ref = one.ref
     acc.diagnostics += one.diagnostics
     for c in one.paths:
-        owner = acc.owners.get((c.host, c.match))
+        owners = acc.owners.setdefault(c.host, {})
+        owner = owners.get(c.match)
         if owner is not None:
             acc.diagnostics.append(Diagnostic(
                 ref, c.field_path, Reason.CONFLICT,
@@ -307,7 +313,7 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
                 f"served by {owner}; this path is ignored"))
             continue
         acc.diagnostics += c.diagnostics
-        acc.owners[(c.host, c.match)] = ref
+        owners[c.match] = ref
         acc.by_host.setdefault(c.host, []).append(c.route)
         acc.refs.setdefault(c.host, set()).add(ref)
     if one.default is None:
@@ -326,9 +332,11 @@ def path_match(
 ) -> PathMatch | None:
     """The Envoy match for an Ingress path, or None (with a diagnostic) when it is unusable."""
     value = path.path
-    bad = next((f"contain {s!r}" for s in _BAD_SEQUENCES if s in value), None)
-    if bad is None and (value.endswith("/..") or value.endswith("/.")):
-        bad = f"end with {value[value.rindex('/'):]!r}"
+    bad = None
+    if _SUSPECT.search(value) is not None:  # one scan instead of one per sequence
+        bad = next((f"contain {s!r}" for s in _BAD_SEQUENCES if s in value), None)
+        if bad is None and (value.endswith("/..") or value.endswith("/.")):
+            bad = f"end with {value[value.rindex('/'):]!r}"
     if bad is not None:
         diagnostics.append(Diagnostic(ref, f"{field_path}.path", Reason.INVALID_VALUE,
                                       f"{value!r} must not {bad}"))
@@ -428,7 +436,12 @@ def _virtual_host(host: str, acc: _Routes) -> VirtualHost:
                     and r.below_wildcard_host is None for r in routes)
     if acc.default is not None and not catch_all:
         routes.append(acc.default)
-    refs = set(acc.refs.get(host, ()))
-    refs.update(r.ref for r in routes)
     return VirtualHost(name=names.virtual_host(host), domains=(host or "*",),
-                       routes=tuple(routes), refs=tuple(sorted(refs)))
+                       routes=tuple(routes),
+                       refs=_sorted_refs((*acc.refs.get(host, ()), *(r.ref for r in routes))))
+
+
+def _sorted_refs(refs: Iterable[ObjectRef]) -> tuple[ObjectRef, ...]:
+    """``tuple(sorted(set(refs)))``, through plain tuple keys, which hash and compare in C."""
+    unique = {(r.kind, r.namespace, r.name): r for r in refs}
+    return tuple(unique[k] for k in sorted(unique))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
@@ -51,13 +52,14 @@ from kxds.kube.models import (
     Service,
     ServicePort,
 )
-
-SHADOW_ANNOTATION = "kxds.io/policy-mode"
-"""``shadow`` installs a policy's rules as Envoy shadow rules: counted, not enforced.
-
-``enforce`` (the default) enforces them; any other value is reported and the
-policy is enforced, since a typo must not turn a rule off.
-"""
+from kxds.translators.policy_index import (
+    SHADOW_ANNOTATION,
+    NamespacePolicies,
+    PeerCache,
+    Selector,
+    selectors_of,
+)
+from kxds.translators.policy_index import PolicyIndex as PolicyIndex  # re-exported
 
 ALL_V4 = "0.0.0.0/0"
 ALL_V6 = "::/0"
@@ -136,6 +138,9 @@ def service_backends(state: ClusterState, service: Service, sp: ServicePort) -> 
     for sl in state.slices_by_service.get(service.meta.key, ()):
         port = next((p.port for p in sl.ports if p.name == sp.name), None)
         slice_port = slice_port or port
+        if not state.pods:
+            unresolved += len(sl.endpoints)  # no Pod is known: none can be looked up
+            continue
         for ep in sl.endpoints:
             ref = ep.target_ref
             pod = state.pods.get((ref.namespace or ns, ref.name)) if ref and ref.kind == "Pod" \
@@ -148,8 +153,7 @@ def service_backends(state: ClusterState, service: Service, sp: ServicePort) -> 
         return [out[k] for k in sorted(out)]
     if service.selector:
         selector = service.selector
-        for key in sorted(state.pods):
-            pod = state.pods[key]
+        for key, pod in state.pods.items():  # the result is sorted below
             if pod.meta.namespace == ns and _live(pod) and all(
                     pod.meta.labels.get(k) == v for k, v in selector.items()):
                 out.setdefault(key, _backend(pod, service, sp, slice_port))
@@ -177,29 +181,43 @@ def ip_block_range(policy: NetworkPolicy, block: IPBlock, path: str,
     An invalid ``except`` drops the whole block, not just the hole: ignoring
     a hole would admit the clients it was meant to keep out.
     """
+    got = _parse_block(block.cidr, block.except_)
+    if isinstance(got, IPRange):
+        return got
+    where, message = got
+    diags.add(_bad(policy, f"{path}{where}", message))
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _parse_block(cidr: str, except_: tuple[str, ...]) -> IPRange | tuple[str, str]:
+    """An ipBlock's range, or (the field below the block, why) when it is invalid.
+
+    Memoized: it depends on the strings alone, and the same blocks (the
+    cluster's or the office's CIDRs) recur in many policies; parsing them per
+    policy and per Service was a large part of translating many policies.
+    """
     try:
-        net = ipaddress.ip_network(block.cidr.strip(), strict=False)
+        net = ipaddress.ip_network(cidr.strip(), strict=False)
     except ValueError:
-        diags.add(_bad(policy, f"{path}.cidr", f"{block.cidr!r} is not a valid CIDR; "
-                       "the peer is ignored (fail closed)"))
-        return None
+        return ".cidr", f"{cidr!r} is not a valid CIDR; the peer is ignored (fail closed)"
     holes: list[str] = []
-    for i, raw in enumerate(block.except_):
+    for i, raw in enumerate(except_):
         try:
             hole = ipaddress.ip_network(raw.strip(), strict=False)
         except ValueError:
-            diags.add(_bad(policy, f"{path}.except[{i}]", f"{raw!r} is not a valid CIDR; "
-                           "the whole ipBlock is ignored (fail closed)"))
-            return None
+            return (f".except[{i}]", f"{raw!r} is not a valid CIDR; "
+                    "the whole ipBlock is ignored (fail closed)")
         if hole.version != net.version or not hole.subnet_of(net):  # type: ignore[arg-type]
-            diags.add(_bad(policy, f"{path}.except[{i}]", f"{raw} is outside cidr {net}; "
-                           "the whole ipBlock is ignored (fail closed)"))
-            return None
+            return (f".except[{i}]", f"{raw} is outside cidr {net}; "
+                    "the whole ipBlock is ignored (fail closed)")
         holes.append(str(hole))
     return IPRange(cidr=str(net), except_=tuple(sorted(set(holes), key=_net_key)))
 
 
+@lru_cache(maxsize=4096)
 def _net_key(cidr: str) -> tuple[int, int, int]:
+    """Sort key of a normalized CIDR: family, then address, then prefix length (memoized)."""
     net = ipaddress.ip_network(cidr)
     return (net.version, int(net.network_address), net.prefixlen)
 
@@ -296,15 +314,6 @@ def rule_covers(policy: NetworkPolicy, rule: PolicyRule, backend: Backend, path:
 # --- policies --------------------------------------------------------------
 
 
-def is_shadow(policy: NetworkPolicy) -> bool:
-    """``kxds.io/policy-mode: shadow``: a dry run, evaluated and counted but not enforced."""
-    return policy.meta.annotations.get(SHADOW_ANNOTATION, "").strip().lower() == "shadow"
-
-
-PeerCache = dict[tuple[ObjectRef, int], frozenset[IPRange]]
-"""A rule's sources, by (policy, rule index): they do not depend on the backend pod."""
-
-
 def rule_allows(state: ClusterState, policy: NetworkPolicy, index: int, backend: Backend,
                 diags: set[Diagnostic], cache: PeerCache | None = None) -> _Allowed:
     """What one ingress rule admits to ``backend``'s target port."""
@@ -316,15 +325,18 @@ def rule_allows(state: ClusterState, policy: NetworkPolicy, index: int, backend:
         return _Allowed(everyone=True)
     cache = {} if cache is None else cache
     key = (policy.meta.ref, index)
-    if key not in cache:
+    found = cache.get(key)
+    if found is None or found[0] is not policy:
         ranges: set[IPRange] = set()
+        problems: set[Diagnostic] = set()
         for j, peer in enumerate(rule.from_):
-            got = peer_ranges(state, policy, peer, f"{path}.from[{j}]", diags)
+            got = peer_ranges(state, policy, peer, f"{path}.from[{j}]", problems)
             if got is not None:
                 ranges |= got
-        cache[key] = frozenset(ranges)
+        found = cache[key] = (policy, frozenset(ranges), frozenset(problems))
+    diags.update(found[2])
     # A rule whose peers were all invalid admits nobody: it is not "from: []".
-    return _Allowed(everyone=False, ranges=cache[key])
+    return _Allowed(everyone=False, ranges=found[1])
 
 
 def policy_allows(state: ClusterState, policy: NetworkPolicy, backend: Backend,
@@ -339,54 +351,7 @@ def policy_allows(state: ClusterState, policy: NetworkPolicy, backend: Backend,
     return _Allowed(everyone=False, ranges=frozenset(ranges))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Selector:
-    """A policy that selects pods: a parsed one, or a rejected one (``policy`` None)."""
-
-    ref: ObjectRef
-    policy: NetworkPolicy | None
-    shadow: bool = False
-
-
-def _selectors(state: ClusterState, namespace: str) -> tuple[_Selector, ...]:
-    """The policies that may select pods of ``namespace`` for ingress, sorted by ref."""
-    found: dict[ObjectRef, _Selector] = {}
-    for (ns, _), p in state.network_policies.items():
-        if ns == namespace and "Ingress" in p.policy_types:
-            found[p.meta.ref] = _Selector(p.meta.ref, p, is_shadow(p))
-    for d in state.problems:
-        if d.ref.kind == "NetworkPolicy" and d.ref.namespace == namespace:
-            # A rejected policy wins over a parsed one of the same name.
-            found[d.ref] = _Selector(d.ref, None)
-    return tuple(sorted(found.values(), key=lambda s: s.ref))
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyIndex:
-    """The policies that may select pods, by namespace, for one translation.
-
-    Every route of a translation asks which policies apply to its Service;
-    scanning every policy per route made translation quadratic (3.5 s for
-    5,000 Services with 500 policies, most of it in that scan). A translator
-    builds this once with :meth:`of` and passes it to each
-    :func:`service_policy` call. It belongs to the state it was built from.
-    """
-
-    by_namespace: Mapping[str, tuple[_Selector, ...]]
-
-    @classmethod
-    def of(cls, state: ClusterState) -> PolicyIndex:
-        """Index every policy of ``state`` (and every policy the parser rejected)."""
-        namespaces = {ns for ns, _ in state.network_policies}
-        namespaces |= {d.ref.namespace for d in state.problems if d.ref.kind == "NetworkPolicy"}
-        return cls({ns: _selectors(state, ns) for ns in sorted(namespaces)})
-
-    def get(self, namespace: str) -> tuple[_Selector, ...]:
-        """The policies of ``namespace``, sorted by ref."""
-        return self.by_namespace.get(namespace, ())
-
-
-def _pod_allows(state: ClusterState, selecting: list[_Selector], backend: Backend,
+def _pod_allows(state: ClusterState, selecting: list[Selector], backend: Backend,
                 diags: set[Diagnostic], cache: PeerCache) -> _Allowed:
     ranges: set[IPRange] = set()
     for sel in selecting:
@@ -405,26 +370,14 @@ def set_name(refs: Iterable[ObjectRef]) -> str:
     return names.cap(f"np/{refs[0].namespace}/" + "+".join(r.name for r in refs))
 
 
-def _selecting(sels: tuple[_Selector, ...], backend: Backend, *,
-               with_shadow: bool) -> list[_Selector]:
-    out = []
-    for s in sels:
-        if s.shadow and not with_shadow:
-            continue
-        if s.policy is None or s.policy.pod_selector.matches(backend.labels):
-            out.append(s)
-    return out
-
-
-def _sets_for(state: ClusterState, backends: list[Backend],
-              sels: dict[str, tuple[_Selector, ...]],
-              with_shadow: bool, diags: set[Diagnostic]) -> tuple[list[ClientSet], set[str]]:
+def _sets_for(state: ClusterState, backends: list[Backend], sels: dict[str, NamespacePolicies],
+              with_shadow: bool, diags: set[Diagnostic], cache: PeerCache
+              ) -> tuple[list[ClientSet], set[str]]:
     """The distinct client sets the backends demand, and the distinct selections seen."""
     sets: dict[ClientSet, None] = {}
     seen: set[str] = set()
-    cache: PeerCache = {}
     for b in backends:
-        selecting = _selecting(sels[b.namespace], b, with_shadow=with_shadow)
+        selecting = sels[b.namespace].selecting(b.labels, with_shadow=with_shadow)
         seen.add(",".join(str(s.ref) for s in selecting))
         if not selecting:
             continue
@@ -450,14 +403,17 @@ def service_policy(state: ClusterState, service: Service, sp: ServicePort,
     """
     result = Result()
 
-    def selectors(ns: str) -> tuple[_Selector, ...]:
-        return index.get(ns) if index is not None else _selectors(state, ns)
+    def selectors(ns: str) -> NamespacePolicies:
+        if index is not None:
+            return index.namespace(ns)
+        return NamespacePolicies.of(selectors_of(state, ns))
 
-    if not selectors(service.meta.namespace):
+    if not selectors(service.meta.namespace).selectors:
         return result  # no policy can select the pods: open, without looking at them
     backends = service_backends(state, service, sp)
     sels = {ns: selectors(ns) for ns in {b.namespace for b in backends}}
-    enforced, seen = _sets_for(state, backends, sels, False, result.diagnostics)
+    peers: PeerCache = index.peers(state) if index is not None else {}
+    enforced, seen = _sets_for(state, backends, sels, False, result.diagnostics, peers)
     result.enforced = _dedupe_names(enforced)
     if len(seen) > 1:
         result.diagnostics.add(Diagnostic(
@@ -466,15 +422,16 @@ def service_policy(state: ClusterState, service: Service, sp: ServicePort,
             f"pods behind port {sp.port} are selected by different NetworkPolicy sets "
             f"({'; '.join(sorted(s or 'none' for s in seen))}); the gateway allows only "
             "clients every pod would accept"))
-    chosen = [s for b in backends for s in _selecting(sels[b.namespace], b, with_shadow=True)]
+    chosen = [s for b in backends
+              for s in sels[b.namespace].selecting(b.labels, with_shadow=True)]
     result.diagnostics.update(d for s in chosen if (d := _mode_problem(s)) is not None)
     if any(s.shadow for s in chosen):
-        shadow, _ = _sets_for(state, backends, sels, True, result.diagnostics)
+        shadow, _ = _sets_for(state, backends, sels, True, result.diagnostics, peers)
         result.shadow = _dedupe_names(shadow)
     return result
 
 
-def _mode_problem(sel: _Selector) -> Diagnostic | None:
+def _mode_problem(sel: Selector) -> Diagnostic | None:
     """A ``kxds.io/policy-mode`` other than ``shadow`` or ``enforce``: enforced, and reported."""
     value = None if sel.policy is None else sel.policy.meta.annotations.get(SHADOW_ANNOTATION)
     if sel.policy is None or value is None or value.strip().lower() in ("shadow", "enforce"):
