@@ -26,6 +26,12 @@ Each view keeps a :class:`ViewMemo` across rebuilds (:mod:`kxds.memo`): a
 rebuild recomputes only the Services, Ingresses, virtual hosts and resources
 whose input objects changed, and reuses the rest by identity.
 
+Per-node proxies come and go with their nodes: a ``node/<name>`` group none
+of whose streams has been connected for ``node_grace`` seconds is forgotten
+(its view, memo and node info), so memory follows the nodes that exist; a
+proxy that reconnects within the grace period finds everything in place.
+Edge groups are never forgotten.
+
 ``rebuild_seq`` counts finished rebuilds; it is exported as the
 ``kxds_rebuild_sequence`` gauge so tests wait for a number instead of sleeping.
 """
@@ -45,8 +51,8 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kxds.diagnostics import Diagnostic
-from kxds.envoy import build_resources
-from kxds.envoy.resource import Resources
+from kxds.envoy import build_resources, endpoint_resource
+from kxds.envoy.resource import ENDPOINT, Resource, Resources
 from kxds.errors import InconsistentSnapshotError
 from kxds.ir import IR, consistency_problems
 from kxds.kube.models import ClusterState
@@ -58,6 +64,9 @@ from kxds.xds.cache import NodeIdentity, SnapshotCache
 log = logging.getLogger("kxds.controller")
 
 EDGE_DEFAULT = "edge/default"
+NODE_GRACE = 60.0
+"""Default seconds before the group of a per-node proxy that left is forgotten: long
+enough for an Envoy restart or a control-plane reconnect, short against node churn."""
 
 
 class RebuildObserver(Protocol):
@@ -93,6 +102,9 @@ class ViewMemo:
 
     translation: TranslationMemo = field(default_factory=TranslationMemo)
     resources: TranslationMemo = field(default_factory=TranslationMemo)
+    ir: IR | None = None
+    """The IR of the last published build, and its resources."""
+    built: Resources | None = None
 
 
 def _checked(ir: IR, memo: TranslationMemo | None = None) -> Resources:
@@ -101,6 +113,46 @@ def _checked(ir: IR, memo: TranslationMemo | None = None) -> Resources:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise InconsistentSnapshotError("; ".join(problems[:5]) + more)
     return build_resources(ir, memo)
+
+
+def _patched(old: IR | None, built: Resources | None, new: IR) -> Resources | None:
+    """``built`` with the endpoints of ``new``, when ``new`` differs from ``old`` only
+    in the contents of EDS load assignments; None otherwise.
+
+    An EndpointSlice change (see :func:`kxds.translators.translate`) gives an
+    IR that shares every other tuple with the last one: then only the changed
+    ClusterLoadAssignments are serialized, every other type keeps its very
+    mapping (the cache recognizes it by identity), and no consistency check
+    is needed, since every name is where it was.
+    """
+    if old is None or built is None:
+        return None
+    if new is old:
+        return built
+    if not (new.clusters is old.clusters and new.listeners is old.listeners
+            and new.route_tables is old.route_tables and new.secrets is old.secrets
+            and len(new.load_assignments) == len(old.load_assignments)):
+        return None
+    endpoints = built.get(ENDPOINT, {})
+    changed: dict[str, Resource] = {}
+    for after, before in zip(new.load_assignments, old.load_assignments, strict=True):
+        if after is before:
+            continue
+        if after.cluster != before.cluster or after.cluster not in endpoints:
+            return None  # renamed, or a STRICT_DNS cluster that carries its endpoints
+        changed[after.cluster] = endpoint_resource(after)
+    return {**built, ENDPOINT: {**endpoints, **changed}}
+
+
+def _resources(ir: IR, memo: ViewMemo | None) -> Resources:
+    """The resources of ``ir``: patched from the last build when only endpoints moved."""
+    if memo is None:
+        return _checked(ir)
+    resources = _patched(memo.ir, memo.built, ir)
+    if resources is None:
+        resources = _checked(ir, memo.resources)
+    memo.ir, memo.built = ir, resources
+    return resources
 
 
 def build_edge(state: ClusterState, config: TranslateConfig,
@@ -119,8 +171,7 @@ def _build(run: Callable[[], Translation], state: ClusterState,
            memo: ViewMemo | None) -> Built:
     try:
         translation = run()
-        return Built(_checked(translation.ir, memo.resources if memo else None),
-                     translation.diagnostics)
+        return Built(_resources(translation.ir, memo), translation.diagnostics)
     except InconsistentSnapshotError as e:
         return Built(None, state.problems, rejected=f"inconsistent: {e}")
     except Exception as e:  # a translator bug: keep serving the last good view
@@ -133,11 +184,14 @@ class Controller:
 
     def __init__(self, cache: SnapshotCache, config: TranslateConfig, *,
                  holdoff: float = 0.05, max_holdoff: float = 0.25,
-                 metrics: RebuildObserver | None = None, in_thread: bool = True) -> None:
+                 metrics: RebuildObserver | None = None, in_thread: bool = True,
+                 node_grace: float = NODE_GRACE) -> None:
         self.cache = cache
         self.config = config
         self.holdoff = holdoff
         self.max_holdoff = max_holdoff
+        self.node_grace = node_grace
+        """Seconds a per-node group may have no connected stream before it is forgotten."""
         self.in_thread = in_thread
         self.metrics = metrics
         self.rebuild_seq = 0
@@ -178,7 +232,13 @@ class Controller:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Rebuild after each burst of states; runs until cancelled."""
+        """Rebuild after each burst of states, and forget departed node groups;
+        runs until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._prune_loop())
+            await self._rebuild_loop()
+
+    async def _rebuild_loop(self) -> None:
         p = self._pending
         while True:
             await p.wake.wait()
@@ -247,6 +307,42 @@ class Controller:
             return self.config
         return dataclasses.replace(self.config, tls_now=dt.datetime.now(dt.UTC))
 
+    async def _prune_loop(self) -> None:
+        # A departed group goes between node_grace and 1.25 node_grace after it left.
+        interval = min(max(self.node_grace / 4, 0.01), 10.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.prune()
+            except Exception:  # a bug here must not stop the rebuilds
+                log.exception("event=prune_failed")
+
+    async def prune(self, now: float | None = None) -> list[str]:
+        """Forget every node group without a stream for ``node_grace`` seconds (at
+        ``now``, a ``time.monotonic()`` value); returns the groups forgotten."""
+        async with self._lock:  # not while a rebuild reads the groups
+            now = time.monotonic() if now is None else now
+            known = {*self._nodes, *self._node_memos, *self.cache.groups()}
+            gone = []
+            for group in sorted(g for g in known if g.startswith("node/")):
+                since = self.cache.idle_since(group)
+                if since is not None and now - since >= self.node_grace:
+                    self._nodes.pop(group, None)
+                    self._node_memos.pop(group, None)
+                    self.cache.remove_view(group)
+                    with contextlib.suppress(KeyError):  # never rejected
+                        self._rejected.remove(group)
+                    gone.append(group)
+            if gone:
+                log.info("event=node_groups_pruned groups=%s idle_seconds=%.0f",
+                         ",".join(gone), self.node_grace)
+            return gone
+
+    @property
+    def node_groups(self) -> set[str]:
+        """The node groups the controller keeps state for (node info or memo)."""
+        return {*self._nodes, *self._node_memos}
+
     def _node_memo(self, group: str) -> ViewMemo:
         return self._node_memos.setdefault(group, ViewMemo())
 
@@ -302,6 +398,8 @@ class Controller:
 
     async def _build_group(self, group: str, node: NodeInfo) -> None:
         async with self._lock:
+            if group not in self.cache.watched_groups():
+                return  # gone again (and maybe pruned) before its turn
             state = self.state
             assert state is not None
             built = await self._call(build_node, state, self._config_now(), node,

@@ -61,6 +61,9 @@ class TranslationMemo:
         self._canonical: dict[tuple[str, Hashable], _Entry] = {}
         self._each: dict[str, dict[int, tuple[tuple[object, ...], tuple[int, ...], object]]] = {}
         self._generation = 0
+        self.previous: object | None = None
+        """The last translation as its translator recorded it, for shortcuts that
+        patch it (:func:`kxds.translators.translate` keeps its own record here)."""
         self.hits = 0
         """Steps answered from the memo (cumulative; for tests and profiling)."""
         self.misses = 0

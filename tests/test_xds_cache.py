@@ -235,10 +235,11 @@ def test_type_map_remembers_what_changed_since_an_older_map() -> None:
     assert maps[4].changes_since(maps[3]) == {"b", "c"}  # c removed
     assert maps[10].changes_since(maps[3]) == {"b", "c"}
     assert maps[10].changes_since(maps[10]) == set()
-    # Past the remembered chain the answer is "unknown" (a full comparison), and
-    # old maps are let go.
+    # Past the remembered chain the answer is "unknown" (a full comparison); the
+    # history keeps names only, never the older maps.
     assert maps[10].changes_since(maps[0]) is None
-    assert maps[1].prev is None
+    assert maps[10].changes_since(maps[1]) is None
+    assert maps[1].history.prev is None
 
 
 def test_nack_records_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

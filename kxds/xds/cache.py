@@ -133,7 +133,7 @@ class View:
 
     def byte_size(self) -> int:
         """Total serialized size of the view's resources."""
-        return sum(len(r.body) for by_name in self.resources.values() for r in by_name.values())
+        return sum(by_name.byte_size() for by_name in self.resources.values())
 
     def count(self) -> int:
         """Number of resources in the view."""
@@ -144,29 +144,52 @@ MAX_CHAIN = 8
 """How many past versions of a type's mapping a new one remembers the changes of."""
 
 
+class _Changes:
+    """One link of a group's change history of a type: the names that differ
+    between a map and its predecessor, whose own link is ``prev``."""
+
+    __slots__ = ("changed", "prev")
+
+    def __init__(self, changed: frozenset[str], prev: _Changes | None) -> None:
+        self.changed = changed
+        self.prev = prev
+
+
 class TypeMap(Mapping[str, Resource]):
     """The read-only resources of one type in a view, and what changed since before.
 
-    Each map remembers its predecessor in the same group and the names that
-    differ from it, so a stream that was up to date with an older map only
-    looks at those names: an endpoint change costs each stream the size of
-    the change, not the size of the configuration.
+    Each map remembers the names that differ from its predecessor in the same
+    group, and the predecessor's own history, so a stream that was up to date
+    with an older map only looks at those names: an endpoint change costs each
+    stream the size of the change, not the size of the configuration. Only the
+    names are remembered, not the older maps: after everything is deleted, no
+    resource is kept alive by the history.
     """
 
-    __slots__ = ("_data", "changed", "prev")
+    __slots__ = ("_data", "_size", "history", "source")
+    history: _Changes
 
     def __init__(self, data: dict[str, Resource], prev: TypeMap | None = None,
-                 changed: frozenset[str] = frozenset()) -> None:
+                 changed: frozenset[str] = frozenset(),
+                 source: Mapping[str, Resource] | None = None) -> None:
         self._data = data
-        self.prev = prev
-        self.changed = changed
-        node, depth = self, 0
+        self.history = _Changes(changed, prev.history if prev is not None else None)
+        """What changed since the predecessor (``prev``), and before it."""
+        self.source = source
+        """The mapping this was copied from: given again, nothing changed."""
+        self._size: int | None = None
+        node, depth = self.history, 0
         while node.prev is not None:
             depth += 1
             if depth >= MAX_CHAIN:
-                node.prev = None  # let old views go
+                node.prev = None  # a bounded history
                 break
             node = node.prev
+
+    @property
+    def changed(self) -> frozenset[str]:
+        """Names that differ from the predecessor map."""
+        return self.history.changed
 
     def __getitem__(self, name: str) -> Resource:
         return self._data[name]
@@ -192,15 +215,24 @@ class TypeMap(Mapping[str, Resource]):
     def keys(self) -> Any:
         return self._data.keys()
 
+    def byte_size(self) -> int:
+        """Total serialized size of the resources (computed once)."""
+        if self._size is None:
+            self._size = sum(len(r.body) for r in self._data.values())
+        return self._size
+
     def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
         """Names that changed (added, updated, removed) since ``older``; None if unknown."""
         if older is self:
             return set()
+        if not isinstance(older, TypeMap):
+            return None
+        target = older.history
         out: set[str] = set()
-        node: TypeMap | None = self
+        node: _Changes | None = self.history
         while node is not None:
             out |= node.changed
-            if node.prev is older and older is not None:
+            if node.prev is target:
                 return out
             node = node.prev
         return None
@@ -279,6 +311,9 @@ class SnapshotCache:
         controller builds that group's view and calls :meth:`set_view`."""
         self.view_listeners: list[ViewListener] = []
         """Called after every ``set_view`` (metrics use this)."""
+        self.removal_listeners: list[Callable[[str], None]] = []
+        """Called with the group after every ``remove_view`` (metrics forget its series)."""
+        self._idle_since: dict[str, float] = {}
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
         self._reject_file = os.environ.get(TEST_REJECT_ENV) or None
@@ -286,7 +321,12 @@ class SnapshotCache:
     # -- the controller's side -------------------------------------------------
 
     def set_view(self, group: str, resources: Resources) -> None:
-        """Replace the whole view of ``group`` and wake its streams."""
+        """Replace the whole view of ``group`` and wake its streams.
+
+        ``resources`` and its mappings are never changed afterwards: a type given
+        as the same mapping object as in the group's last view is taken as
+        unchanged without comparing its resources.
+        """
         if self._reject_file is not None:
             resources = _poison(resources, self._reject_file)
         previous = self._views.get(group)
@@ -294,7 +334,10 @@ class SnapshotCache:
         memo: dict[str, str] = {}
         for type_url, by_name in resources.items():
             old = previous.resources.get(type_url) if previous is not None else None
-            changed = _diff(old, by_name) if old is not None else None
+            if old is not None and by_name is old.source:
+                changed: frozenset[str] | None = frozenset()  # the very mapping of last time
+            else:
+                changed = _diff(old, by_name) if old is not None else None
             if old is not None and not changed:
                 # Unchanged type: keep the old mapping object, so streams can tell
                 # by identity that nothing changed for them (and reuse its version).
@@ -302,7 +345,7 @@ class SnapshotCache:
                 if previous is not None and type_url in previous.versions:
                     memo[type_url] = previous.versions[type_url]
             else:
-                types[type_url] = TypeMap(dict(by_name), old, changed or frozenset())
+                types[type_url] = TypeMap(dict(by_name), old, changed or frozenset(), by_name)
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
@@ -314,6 +357,9 @@ class SnapshotCache:
     def remove_view(self, group: str) -> None:
         """Forget a group's view (its streams keep their last state)."""
         self._views.pop(group, None)
+        self._idle_since.pop(group, None)
+        for listener in self.removal_listeners:
+            listener(group)
 
     def mark_synced(self) -> None:
         """The source has delivered its first complete state: start answering."""
@@ -338,6 +384,11 @@ class SnapshotCache:
         """Groups with at least one connected stream."""
         return {g for g, w in self._watches.items() if w}
 
+    def idle_since(self, group: str) -> float | None:
+        """``time.monotonic()`` when the last stream of ``group`` ended; None while one
+        is connected (or none ever was)."""
+        return None if self._watches.get(group) else self._idle_since.get(group)
+
     def identities(self, group: str) -> list[NodeIdentity]:
         """Identities of the streams watching ``group``."""
         return [w.identity for w in self._watches.get(group, ())]
@@ -358,6 +409,7 @@ class SnapshotCache:
             loop = None
         watch = Watch(identity, loop=loop)
         self._watches.setdefault(identity.group, set()).add(watch)
+        self._idle_since.pop(identity.group, None)
         if identity.group not in self._views and self.on_new_group is not None:
             try:
                 self.on_new_group(identity)
@@ -373,6 +425,7 @@ class SnapshotCache:
             watches.discard(watch)
             if not watches:
                 del self._watches[watch.identity.group]
+                self._idle_since[watch.identity.group] = time.monotonic()
 
     def __iter__(self) -> Iterator[tuple[str, View]]:
         return iter(list(self._views.items()))

@@ -25,6 +25,7 @@ Rules (Envoy xds_protocol, "Incremental xDS"):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -70,7 +71,8 @@ class DeltaStream(ProtocolStream):
             first = True
         else:
             first = False
-        self._subscribe(st, [str(n) for n in req.resource_names_subscribe],
+        # Interned: every stream's subscriptions then share one string per name.
+        self._subscribe(st, [sys.intern(str(n)) for n in req.resource_names_subscribe],
                         [str(n) for n in req.resource_names_unsubscribe], first)
         return None
 

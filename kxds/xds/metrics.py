@@ -8,6 +8,8 @@ Istio's ``pilot_proxy_convergence_time``.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER
@@ -57,6 +59,7 @@ class XdsMetrics:
     def attach(self, cache: SnapshotCache) -> None:
         """Follow the cache's views (resources and bytes per group)."""
         cache.view_listeners.append(self.observe_view)
+        cache.removal_listeners.append(self.forget_group)
         for group, view in cache:
             self.observe_view(group, view)
 
@@ -65,6 +68,16 @@ class XdsMetrics:
         for type_url in TYPE_ORDER:
             self.view_resources.labels(group, short(type_url)).set(len(view.of_type(type_url)))
         self.view_bytes.labels(group).set(view.byte_size())
+
+    def forget_group(self, group: str) -> None:
+        """A group's view was removed: drop its series, so label sets do not pile up."""
+        series: list[tuple[Gauge, tuple[str, ...]]] = [
+            (self.view_resources, (group, short(t))) for t in TYPE_ORDER]
+        series += [(self.view_bytes, (group,))]
+        series += [(self.connected, (group, p)) for p in ("sotw", "delta")]
+        for metric, labels in series:
+            with contextlib.suppress(KeyError):  # never observed
+                metric.remove(*labels)
 
     def observe_rebuild(self, seconds: float, seq: int | None = None) -> None:
         """The controller's hook: one rebuild took ``seconds``."""

@@ -98,13 +98,13 @@ class _Stream:
             async for req in requests:
                 if not self.take(req):
                     break
+                del req  # not held while waiting for the next one
         finally:
             self.done = True
             self.watch.event.set()
 
     async def write(self) -> None:
         encode = sotw_response if self.machine.protocol == "sotw" else delta_response
-        metrics = self.server.metrics
         while True:
             wake_at = self.machine.wake_at
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
@@ -113,17 +113,22 @@ class _Stream:
             self.watch.event.clear()
             if self.done:
                 return
-            view = self.server.cache.view(self.machine.identity.group)
-            if view is None:
-                continue  # not synced yet, or the group's view is still being built
-            for reply in self.machine.next_replies(view):
-                message = encode(reply)
-                await self.context.write(message)
-                metrics.observe_response(reply.type_url, self.machine.protocol,
-                                         message.ByteSize(), len(reply.resources))
-                log.debug("event=response node=%s type=%s nonce=%s resources=%d removed=%d",
-                          self.machine.identity.node_id, reply.type_url, reply.nonce,
-                          len(reply.resources), len(reply.removed))
+            await self._flush(encode)
+
+    async def _flush(self, encode: Callable[[Reply], Any]) -> None:
+        """Send what the latest view calls for. Its own frame: once it returns, an idle
+        stream holds neither a view nor its last response message."""
+        view = self.server.cache.view(self.machine.identity.group)
+        if view is None:
+            return  # not synced yet, or the group's view is still being built
+        for reply in self.machine.next_replies(view):
+            message = encode(reply)
+            await self.context.write(message)
+            self.server.metrics.observe_response(reply.type_url, self.machine.protocol,
+                                                 message.ByteSize(), len(reply.resources))
+            log.debug("event=response node=%s type=%s nonce=%s resources=%d removed=%d",
+                      self.machine.identity.node_id, reply.type_url, reply.nonce,
+                      len(reply.resources), len(reply.removed))
 
 
 class XdsServer:
@@ -177,7 +182,9 @@ class XdsServer:
                  identity.node_id, identity.group, protocol, fixed_type or "ads")
         failed = False
         try:
-            if stream.take(first):
+            taken = stream.take(first)
+            del first  # an idle stream should not keep its first request (names, node)
+            if taken:
                 async with asyncio.TaskGroup() as tasks:
                     writer = tasks.create_task(stream.write())
                     await stream.read(iterator)

@@ -22,6 +22,7 @@ Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from kxds.xds.cache import View, type_version
@@ -67,7 +68,8 @@ class SotwStream(ProtocolStream):
             # First request on a new stream from an Envoy that already holds a
             # version (it reconnected, or kxds restarted): trust the content hash.
             st.version_held = str(req.version_info)
-        self._subscribe(st, [str(n) for n in req.resource_names])
+        # Interned: every stream's subscriptions then share one string per name.
+        self._subscribe(st, [sys.intern(str(n)) for n in req.resource_names])
         return None
 
     def _subscribe(self, st: TypeState, names: list[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -83,6 +83,35 @@ def _refs(resource: Resource | None) -> tuple[str, ...]:
     return tuple(str(ref) for ref in resource.refs) if resource is not None else ()
 
 
+class ResourceTable(Mapping[str, ResourceRecord]):
+    """The :class:`ResourceRecord` of each resource of one type at one node (read lazily)."""
+
+    __slots__ = ("_node", "_state", "_type_url")
+
+    def __init__(self, node: NodeRecord, type_url: str, state: TypeStateView) -> None:
+        self._node = node
+        self._type_url = type_url
+        self._state = state
+
+    def __getitem__(self, name: str) -> ResourceRecord:
+        st = self._state
+        acked = st.acked.get(name)
+        sent = st.held.get(name)
+        if acked is None and sent is None:
+            raise KeyError(name)
+        nack = self._node.nacked.get((self._type_url, name))
+        acked_version = acked.version if acked is not None else None
+        if nack is not None and acked_version not in (None, nack.kept_version, nack.version):
+            nack = None  # a newer version was accepted since
+        return ResourceRecord(sent, acked_version, _refs(st.objs.get(name) or acked), nack)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._state.held.keys() | self._state.acked.keys()))
+
+    def __len__(self) -> int:
+        return len(self._state.held.keys() | self._state.acked.keys())
+
+
 @dataclass(slots=True)
 class NodeRecord:
     """Everything known about one Envoy node."""
@@ -96,22 +125,15 @@ class NodeRecord:
     nacked: dict[tuple[str, str], NackRecord] = field(default_factory=dict)
     nacks: deque[NackRecord] = field(default_factory=lambda: deque(maxlen=MAX_NACKS_PER_NODE))
 
-    def _table(self, type_url: str, st: TypeStateView) -> dict[str, ResourceRecord]:
-        out = {}
-        for name in sorted(set(st.held) | set(st.acked)):
-            acked = st.acked.get(name)
-            nack = self.nacked.get((type_url, name))
-            acked_version = acked.version if acked is not None else None
-            if nack is not None and acked_version not in (None, nack.kept_version, nack.version):
-                nack = None  # a newer version was accepted since
-            out[name] = ResourceRecord(st.held.get(name), acked_version,
-                                       _refs(st.objs.get(name) or acked), nack)
-        return out
-
     @property
-    def types(self) -> dict[str, dict[str, ResourceRecord]]:
-        """Per type, per resource: sent and ACKed versions, sources, NACK."""
-        return {t: self._table(t, st) for t, st in self.states.items() if st.held or st.acked}
+    def types(self) -> dict[str, Mapping[str, ResourceRecord]]:
+        """Per type, per resource: sent and ACKed versions, sources, NACK.
+
+        Each record is computed when it is read, so asking about one resource
+        costs one lookup however many the node holds.
+        """
+        return {t: ResourceTable(self, t, st) for t, st in self.states.items()
+                if st.held or st.acked}
 
     @property
     def versions(self) -> dict[str, dict[str, str]]:
@@ -157,6 +179,9 @@ class NodeTracker:
 
     def __init__(self) -> None:
         self._nodes: OrderedDict[str, NodeRecord] = OrderedDict()
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        """Ids of the nodes without a connected stream, the longest gone first (so a
+        disconnect costs the same however many nodes there are)."""
 
     def connect(self, identity: NodeIdentity, protocol: str,
                 states: Mapping[str, TypeStateView]) -> NodeRecord:
@@ -166,6 +191,7 @@ class NodeTracker:
             rec = NodeRecord(identity, protocol, streams=rec.streams if rec is not None else 0)
             self._nodes[identity.node_id] = rec
         self._nodes.move_to_end(identity.node_id)
+        self._gone.pop(identity.node_id, None)
         rec.streams += 1
         # Per-type (non-aggregated) streams each bring one type: keep the others.
         rec.states = {**rec.states, **states}
@@ -176,9 +202,12 @@ class NodeTracker:
         rec = self._nodes.get(identity.node_id)
         if rec is not None:
             rec.streams = max(0, rec.streams - 1)
-        gone = [n for n, r in self._nodes.items() if r.streams == 0]
-        for node_id in gone[: max(0, len(gone) - MAX_DISCONNECTED)]:
-            del self._nodes[node_id]
+            if rec.streams == 0:
+                self._gone[identity.node_id] = None
+                self._gone.move_to_end(identity.node_id)
+        while len(self._gone) > MAX_DISCONNECTED:
+            node_id, _ = self._gone.popitem(last=False)
+            self._nodes.pop(node_id, None)
 
     def get(self, node_id: str) -> NodeRecord | None:
         """The record of one node."""
