@@ -78,6 +78,20 @@ async def test_unsubscribing_star_keeps_the_named_subscriptions() -> None:
 
 
 @t.run_async
+async def test_unsubscribing_a_name_under_star_keeps_it_through_the_wildcard() -> None:
+    cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [1]))
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(ENDPOINT, resource_names_subscribe=["*", "a"])
+        resp = await envoy.recv()
+        await envoy.send(ENDPOINT, response_nonce=resp.nonce, resource_names_unsubscribe=["a"])
+        await envoy.nothing(0.2)  # still held through "*": no removal
+        changed = t.endpoints("a", [2])
+        cache.set_view(GROUP, t.resources(changed, t.endpoints("b", [1])))
+        resp = await envoy.recv()
+        assert _sent(resp) == {"a": changed.version} and not resp.removed_resources
+
+
+@t.run_async
 async def test_named_subscriptions_only() -> None:
     cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [2]))
     async with t.serving(cache) as (_, target), _client(target) as envoy:
