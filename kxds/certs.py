@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -123,6 +124,21 @@ def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime | None) -> 
     if not found.names:
         raise CertError("certificate names no DNS host (no DNS SAN, no common name)")
     return CertInfo(dns_names=found.names, not_after=found.not_after)
+
+
+def next_validity_change(pairs: Iterable[tuple[bytes, bytes]],
+                         now: dt.datetime) -> dt.datetime | None:
+    """The first instant after ``now`` at which one of these (certificate, key) pairs
+    becomes valid or expires: when a check made at ``now`` stops being true.
+
+    The controller rebuilds then, so an expiring certificate fails closed on
+    time instead of at the next unrelated change. Unusable pairs never change.
+    """
+    later = [edge for cert_pem, key_pem in pairs
+             for edge in (_inspect(cert_pem, key_pem).not_before,
+                          _inspect(cert_pem, key_pem).not_after)
+             if edge is not None and edge >= now]
+    return min(later, default=None)
 
 
 def check_ca_bundle(ca_pem: bytes) -> int:

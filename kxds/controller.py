@@ -32,6 +32,16 @@ of whose streams has been connected for ``node_grace`` seconds is forgotten
 proxy that reconnects within the grace period finds everything in place.
 Edge groups are never forgotten.
 
+Certificates are checked against the rebuild's instant; when one of the
+served state's certificates becomes valid or expires later, the controller
+rebuilds the same state at that instant, so an expired certificate fails
+closed on time rather than at the next unrelated change.
+
+A rebuild creates many short-lived objects and few cycles: the cyclic
+garbage collector is paused while it translates and builds (a full
+collection over a large snapshot costs more than the translation), and runs
+again afterwards.
+
 ``rebuild_seq`` counts finished rebuilds; it is exported as the
 ``kxds_rebuild_sequence`` gauge so tests wait for a number instead of sleeping.
 """
@@ -42,7 +52,9 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,8 +62,9 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from kxds.certs import next_validity_change
 from kxds.diagnostics import Diagnostic
-from kxds.envoy import build_resources, endpoint_resource
+from kxds.envoy import build_resources, endpoint_resource, trim_caches
 from kxds.envoy.resource import ENDPOINT, Resource, Resources
 from kxds.errors import InconsistentSnapshotError
 from kxds.ir import IR, consistency_problems
@@ -86,6 +99,34 @@ class Built:
     diagnostics: tuple[Diagnostic, ...] = ()
     rejected: str | None = None
     """Why the snapshot was not published (consistency problems or a bug)."""
+
+
+class _GcPause:
+    """Pauses the cyclic garbage collector while any rebuild runs (builds may
+    overlap in worker threads; the collector is process-wide, so it comes back
+    when the last one ends, and only if it was on before the first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._was_enabled:
+                gc.enable()
+
+
+gc_paused = _GcPause()
+"""Held around every translate + build (also by the benchmark, to measure the same)."""
 
 
 @dataclass(slots=True)
@@ -170,8 +211,9 @@ def build_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
 def _build(run: Callable[[], Translation], state: ClusterState,
            memo: ViewMemo | None) -> Built:
     try:
-        translation = run()
-        return Built(_resources(translation.ir, memo), translation.diagnostics)
+        with gc_paused:
+            translation = run()
+            return Built(_resources(translation.ir, memo), translation.diagnostics)
     except InconsistentSnapshotError as e:
         return Built(None, state.problems, rejected=f"inconsistent: {e}")
     except Exception as e:  # a translator bug: keep serving the last good view
@@ -201,6 +243,8 @@ class Controller:
         self.on_diagnostics: Callable[[set[Diagnostic]], None] | None = None
         """Told the current problems after each rebuild (the API source records Events)."""
         self._pending = _Pending()
+        self._recheck_at: dt.datetime | None = None
+        """When the state's certificates next change validity (see :meth:`_wait_for_state`)."""
         self._edge: Resources | None = None
         self._nodes: dict[str, NodeInfo] = {}
         # One memo per view, used by one rebuild at a time (under ``_lock``).
@@ -241,12 +285,31 @@ class Controller:
     async def _rebuild_loop(self) -> None:
         p = self._pending
         while True:
-            await p.wake.wait()
+            if not await self._wait_for_state():
+                continue
             await self._holdoff()
             state, p.state, p.first = p.state, None, None
             p.wake.clear()
             if state is not None:
                 await self.rebuild(state)
+
+    async def _wait_for_state(self) -> bool:
+        """Wait for a new state; True when one came. At the next certificate validity
+        boundary of the current state, rebuild that state instead (and return False)."""
+        p = self._pending
+        recheck = self._recheck_at
+        if recheck is None:
+            await p.wake.wait()
+            return True
+        wait = (recheck - dt.datetime.now(dt.UTC)).total_seconds()
+        with contextlib.suppress(TimeoutError):
+            # At most an hour at a time: the wall clock may be set meanwhile.
+            await asyncio.wait_for(p.wake.wait(), min(max(wait, 0.0), 3600.0))
+            return True
+        if self.state is not None and dt.datetime.now(dt.UTC) >= recheck:
+            log.info("event=certificate_validity_changed at=%s", recheck.isoformat())
+            await self.rebuild(self.state)
+        return False
 
     async def _holdoff(self) -> None:
         """Wait until ``holdoff`` passed since the last state or ``max_holdoff`` since the first."""
@@ -288,10 +351,12 @@ class Controller:
                 else:
                     self._reject(group, built)
             self.state = state
+            self._recheck_at = self._next_recheck(state, config)
             published = edge.resources is not None
             if published and not self.cache.synced:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
+            trim_caches(self._live_resources())
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
             if self.metrics is not None:
@@ -299,6 +364,21 @@ class Controller:
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
                      len(self.cache.groups()))
+
+    def _live_resources(self) -> int:
+        """Resources of every distinct view served (views shared by groups count once)."""
+        views = {id(v): v for g in self.cache.groups() if (v := self.cache.view(g)) is not None}
+        return sum(len(by_name) for v in views.values() for by_name in v.resources.values())
+
+    def _next_recheck(self, state: ClusterState, config: TranslateConfig) -> dt.datetime | None:
+        """Just after the next instant a certificate of ``state`` starts or stops
+        being valid; None when the config pins the instant or nothing changes."""
+        if self.config.tls_now is not None or config.tls_now is None:
+            return None
+        pairs = [(crt, key) for secret in state.secrets.values()
+                 if (crt := secret.data.get("tls.crt")) and (key := secret.data.get("tls.key"))]
+        edge = next_validity_change(pairs, config.tls_now)
+        return None if edge is None else edge + dt.timedelta(seconds=1)
 
     def _config_now(self) -> TranslateConfig:
         """The config with the instant certificates are checked against: translators

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,9 +13,10 @@ from typing import Any
 import pytest
 
 from kxds import controller as controller_module
+from kxds.certs import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import EDGE_DEFAULT, Controller
 from kxds.diagnostics import ObjectRef
-from kxds.envoy.resource import CLUSTER, ROUTE
+from kxds.envoy.resource import CLUSTER, ROUTE, SECRET
 from kxds.ir import (
     IR,
     Forward,
@@ -236,3 +239,64 @@ def test_diagnostics_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     resolved = [r.getMessage() for r in caplog.records if "diagnostic_resolved" in r.getMessage()]
     assert len(new) == 1 and "Ingress default/i" in new[0]
     assert len(resolved) == 1
+
+
+def test_an_expiring_certificate_fails_closed_on_time() -> None:
+    """No new state comes, yet the controller rebuilds when the certificate expires."""
+    ca = make_ca()
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
+    leaf = make_leaf(ca, ["secure.example.com"], not_before=expires - dt.timedelta(days=1),
+                     days=1)
+    manifests = "---\n".join([
+        tls_secret_yaml("default", "cert", leaf),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+        "spec:\n  ports: [{name: http, port: 80}]\n",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+        "metadata: {name: secure, namespace: default}\nspec:\n  ingressClassName: kxds\n"
+        "  tls: [{hosts: [secure.example.com], secretName: cert}]\n"
+        "  defaultBackend: {service: {name: web, port: {number: 80}}}\n"])
+
+    def secrets(cache: SnapshotCache) -> set[str]:
+        view = cache.view(EDGE_DEFAULT)
+        assert view is not None
+        return set(view.of_type(SECRET))
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        ctl.publish(load_text(manifests))
+        await wait_seq(ctl, 1)
+        assert secrets(cache) == {"default/cert"}
+        await wait_seq(ctl, 2, timeout=10)  # nothing published: the expiry woke it
+        assert dt.datetime.now(dt.UTC) > expires
+        assert secrets(cache) == set()
+
+    run(scenario)
+
+
+def test_gc_pause_counts_overlapping_builds() -> None:
+    pause = controller_module._GcPause()
+    assert gc.isenabled()
+    try:
+        with pause:
+            with pause:
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the outer build still runs
+        assert gc.isenabled()
+        gc.disable()
+        with pause:
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_translation_runs_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = controller_module.translate
+
+    def spy(*args: Any, **kwargs: Any) -> Translation:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "translate", spy)
+    controller_module.build_edge(state("web"), TranslateConfig())
+    assert seen == [False] and gc.isenabled()

@@ -17,6 +17,7 @@ from kxds.certs import (
     covers,
     make_ca,
     make_leaf,
+    next_validity_change,
     tls_secret_yaml,
 )
 from kxds.diagnostics import Reason
@@ -54,6 +55,18 @@ def certs(ca: KeyPair) -> dict[str, KeyPair]:
 def test_key_pair_ok(certs: dict[str, KeyPair]) -> None:
     info = check_key_pair(certs["a"].cert_pem, certs["a"].key_pem, NOW)
     assert info.dns_names == ("a.example.com",)
+
+
+def test_next_validity_change(ca: KeyPair, certs: dict[str, KeyPair]) -> None:
+    """The next instant a certificate starts or ends: when the controller must rebuild."""
+    later = make_leaf(ca, ["c.example.com"], not_before=NOW + dt.timedelta(days=2), days=10)
+    pairs = [(c.cert_pem, c.key_pem) for c in (certs["a"], certs["expired"], later)]
+    assert next_validity_change(pairs, NOW) == NOW + dt.timedelta(days=2)
+    assert next_validity_change(pairs, NOW + dt.timedelta(days=3)) == NOW + dt.timedelta(days=12)
+    assert next_validity_change(pairs, NOW + dt.timedelta(days=13)) == LONG_AGO + dt.timedelta(
+        days=365 * 30)
+    assert next_validity_change([(b"garbage", b"")], NOW) is None
+    assert next_validity_change(pairs, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is None
 
 
 def test_rsa_key_pair(ca: KeyPair) -> None:
