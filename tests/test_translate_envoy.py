@@ -87,6 +87,18 @@ def test_unchanged_nodes_are_not_rebuilt(monkeypatch: pytest.MonkeyPatch) -> Non
     assert second[ENDPOINT]["default/web/80"].version != first[ENDPOINT]["default/web/80"].version
 
 
+def test_caches_are_emptied_when_they_outgrow_what_is_served() -> None:
+    envoy.endpoint_resource.cache_clear()
+    for i in range(envoy.TRIM_SLACK + 8):
+        build_resources(_model(endpoint_ip=f"10.1.{i // 250}.{i % 250 + 1}"))
+    size = envoy.endpoint_resource.cache_info().currsize
+    assert size == envoy.TRIM_SLACK + 8
+    assert envoy.trim_caches(live=size) == 0  # in proportion to what is served: kept
+    assert envoy.endpoint_resource.cache_info().currsize == size
+    assert envoy.trim_caches(live=3) >= 1  # the state shrank: emptied
+    assert envoy.endpoint_resource.cache_info().currsize == 0
+
+
 def test_dump_is_config_dump_shaped_and_stable() -> None:
     text = resources_to_yaml(build_resources(_model()))
     assert text == resources_to_yaml(build_resources(_model()))

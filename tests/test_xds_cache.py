@@ -242,6 +242,26 @@ def test_type_map_remembers_what_changed_since_an_older_map() -> None:
     assert maps[1].history.prev is None
 
 
+def test_a_change_larger_than_its_map_is_not_remembered() -> None:
+    """After (almost) everything is deleted, the history holds none of the deleted names."""
+    from kxds.xds.cache import MAX_CHANGE_SLACK
+
+    cache = SnapshotCache()
+    cache.mark_synced()
+    many = [t.endpoints(f"e{i}", [1]) for i in range(MAX_CHANGE_SLACK + 10)]
+    cache.set_view("edge/default", t.resources(*many))
+    full = cache.view("edge/default")
+    cache.set_view("edge/default", t.resources(*many[:-1]))
+    one_less = cache.view("edge/default")
+    cache.set_view("edge/default", t.resources(many[0]))
+    empty = cache.view("edge/default")
+    assert full is not None and one_less is not None and empty is not None
+    assert one_less.of_type(ENDPOINT).changes_since(full.of_type(ENDPOINT)) == {many[-1].name}
+    history = empty.of_type(ENDPOINT).history
+    assert history.changed is None and history.prev is None
+    assert empty.of_type(ENDPOINT).changes_since(one_less.of_type(ENDPOINT)) is None
+
+
 def test_nack_records_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from kxds.xds import protocol, tracker
 

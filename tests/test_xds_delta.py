@@ -156,6 +156,19 @@ async def test_subscribe_then_unsubscribe() -> None:
 
 
 @t.run_async
+async def test_unsubscribed_resources_are_forgotten() -> None:
+    """A long-lived stream under Service churn keeps nothing of names it dropped."""
+    cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [2]))
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(ENDPOINT, resource_names_subscribe=["a", "b"])
+        await envoy.ack(await envoy.recv())
+        await envoy.send(ENDPOINT, resource_names_unsubscribe=["b"])
+        await envoy.nothing()
+        rec = cache.nodes.get("envoy-1")
+        assert rec is not None and set(rec.types[ENDPOINT]) == {"a"}
+
+
+@t.run_async
 async def test_resubscribe_sends_the_resource_again() -> None:
     cache = _cache(t.endpoints("a", [1]))
     async with t.serving(cache) as (_, target), _client(target) as envoy:

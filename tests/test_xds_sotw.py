@@ -131,6 +131,20 @@ async def test_eds_answers_only_requested_names_and_unknown_is_absent() -> None:
 
 
 @t.run_async
+async def test_unsubscribed_endpoints_are_forgotten() -> None:
+    """A long-lived stream under Service churn keeps nothing of names it dropped."""
+    cache = _cache(t.endpoints("a", [1]), t.endpoints("b", [2]))
+    async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, resource_names=["a", "b"])
+        await envoy.ack(await envoy.recv(), ["a", "b"])
+        await _until(lambda: set(_dump(cache)["endpoints"]["resources"]) == {"a", "b"})
+        await envoy.send(ENDPOINT, resource_names=["a"], version_info=cache.view(
+            GROUP).type_version(ENDPOINT))
+        await _until(lambda: set(_dump(cache)["endpoints"]["resources"]) == {"a"})
+        await envoy.nothing()
+
+
+@t.run_async
 async def test_ack_is_recorded() -> None:
     cache = _cache(t.cluster("a"))
     async with t.serving(cache) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:

@@ -9,6 +9,10 @@ the touched load assignments are built again. A caller that keeps a
 nodes by identity instead, without hashing them, and a route table is
 assembled from the bytes of its virtual hosts, so one changed host does not
 re-serialize the others.
+
+The by-value caches are process-wide (views that build equal nodes share the
+bytes); :func:`trim_caches` empties them when they hold far more than the
+resources being served, so memory follows the state when it shrinks.
 """
 
 from __future__ import annotations
@@ -143,6 +147,23 @@ def secret_resource(secret: ir.Secret) -> Resource:
     """The serialized SDS ``Secret``."""
     body = secrets.build_secret(secret).SerializeToString(deterministic=True)
     return Resource.of(SECRET, secret.name, body, (secret.ref,))
+
+
+def trim_caches(live: int) -> int:
+    """Empty each by-value cache holding more than twice ``live`` entries (the
+    resources of every view, counted by the caller) plus some slack; returns how
+    many were emptied. Per-view memos keep what the next rebuild reuses."""
+    emptied = 0
+    for cache in (cluster_resource, endpoint_resource, listener_resource, route_resource,
+                  virtual_host_field, secret_resource):
+        if cache.cache_info().currsize > 2 * live + TRIM_SLACK:
+            cache.cache_clear()
+            emptied += 1
+    return emptied
+
+
+TRIM_SLACK = 256
+"""Entries a cache may hold beyond twice the live resources before it is emptied."""
 
 
 def build_resources(model: ir.IR, memo: TranslationMemo | None = None) -> Resources:

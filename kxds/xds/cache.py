@@ -143,14 +143,18 @@ class View:
 MAX_CHAIN = 8
 """How many past versions of a type's mapping a new one remembers the changes of."""
 
+MAX_CHANGE_SLACK = 64
+"""A change may name this many more resources than its map holds and be remembered."""
+
 
 class _Changes:
     """One link of a group's change history of a type: the names that differ
-    between a map and its predecessor, whose own link is ``prev``."""
+    between a map and its predecessor (None: unknown, compare whole maps), whose
+    own link is ``prev``."""
 
     __slots__ = ("changed", "prev")
 
-    def __init__(self, changed: frozenset[str], prev: _Changes | None) -> None:
+    def __init__(self, changed: frozenset[str] | None, prev: _Changes | None) -> None:
         self.changed = changed
         self.prev = prev
 
@@ -173,7 +177,12 @@ class TypeMap(Mapping[str, Resource]):
                  changed: frozenset[str] = frozenset(),
                  source: Mapping[str, Resource] | None = None) -> None:
         self._data = data
-        self.history = _Changes(changed, prev.history if prev is not None else None)
+        if len(changed) > len(data) + MAX_CHANGE_SLACK:
+            # A change larger than the map (everything deleted, say) is no cheaper
+            # to follow than comparing the whole map: remember none of it.
+            self.history = _Changes(None, None)
+        else:
+            self.history = _Changes(changed, prev.history if prev is not None else None)
         """What changed since the predecessor (``prev``), and before it."""
         self.source = source
         """The mapping this was copied from: given again, nothing changed."""
@@ -185,11 +194,6 @@ class TypeMap(Mapping[str, Resource]):
                 node.prev = None  # a bounded history
                 break
             node = node.prev
-
-    @property
-    def changed(self) -> frozenset[str]:
-        """Names that differ from the predecessor map."""
-        return self.history.changed
 
     def __getitem__(self, name: str) -> Resource:
         return self._data[name]
@@ -231,6 +235,8 @@ class TypeMap(Mapping[str, Resource]):
         out: set[str] = set()
         node: _Changes | None = self.history
         while node is not None:
+            if node.changed is None:
+                return None
             out |= node.changed
             if node.prev is target:
                 return out

@@ -88,7 +88,9 @@ class DeltaStream(ProtocolStream):
         st.names -= set(unsubscribe)
         for name in unsubscribe:
             if not st.wildcard:
+                # Envoy forgets it; so do we (streams outlive many names under churn).
                 st.held.pop(name, None)
+                st.acked.pop(name, None)
             st.force.discard(name)
             st.absent.discard(name)
         for name in subscribe:

@@ -81,8 +81,10 @@ class SotwStream(ProtocolStream):
         if not st.wildcard:
             for gone in st.names - new:
                 # Envoy drops what it unsubscribes; a later subscribe resends it.
+                # (Nothing of it is kept: streams outlive many names under churn.)
                 st.held.pop(gone, None)
                 st.objs.pop(gone, None)
+                st.acked.pop(gone, None)
         st.dirty |= new - st.names
         st.names = new
         if first and st.version_held:
