@@ -34,10 +34,16 @@ WATCHED = ("cluster_manager.cds.update_success", "cluster_manager.cds.update_rej
 
 
 async def wait_loaded(envoy: Envoy, clusters: int, timeout: float = 120.0) -> None:
+    """Until Envoy has every cluster warm and its listeners active: the baseline
+    counters are taken after the initial CDS and LDS, never between them."""
     async def loaded() -> bool:
-        s = await envoy.stats("cluster_manager\\.(active|warming)_clusters")
+        s = await envoy.stats("cluster_manager\\.(active|warming)_clusters|"
+                              "listener_manager\\.(lds\\.update_success|total_listeners_)")
         return (s.get("cluster_manager.active_clusters", 0) >= clusters
-                and s.get("cluster_manager.warming_clusters", 0) == 0)
+                and s.get("cluster_manager.warming_clusters", 0) == 0
+                and s.get("listener_manager.lds.update_success", 0) >= 1
+                and s.get("listener_manager.total_listeners_active", 0) >= 1
+                and s.get("listener_manager.total_listeners_warming", 0) == 0)
     await envoy.wait_until(loaded, timeout, interval=0.05)
 
 
