@@ -14,6 +14,7 @@ import socket
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -318,3 +319,48 @@ def test_source_ranges_on_udp_route_only_admitted_sources(cluster: Cluster) -> N
     cluster.n2.wait_until(lambda e: any(
         k.endswith("downstream_sess_no_route") and "guarded" in k and v > 0
         for k, v in e.stats().items()), what="n2 counted an unrouted datagram")
+
+
+def test_health_check_follows_local_endpoints_without_listener_updates(
+        tmp_path: Path, started: list[Process]) -> None:
+    """1 -> 0 -> 2 local endpoints: the answer follows over RDS; LDS never moves."""
+    backend = EchoBackend("a", tmp_path, kind="tcp")
+    started.append(backend)
+    health, port = free_port(N1), free_both(N1)
+    directory = tmp_path / "manifests"
+
+    def publish(nodes: list[str]) -> None:
+        slices = "".join(textwrap.dedent(f"""\
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata:
+              name: hc-{i}
+              namespace: default
+              labels: {{kubernetes.io/service-name: hc}}
+            addressType: IPv4
+            ports: [{{name: tcp, port: {backend.port}}}]
+            endpoints: [{{addresses: [127.0.0.{i + 1}], nodeName: {node}}}]
+            """) for i, node in enumerate(nodes))
+        write_manifests(directory, "hc.yaml", service(
+            "hc", f"[{{name: tcp, port: {port}, nodePort: {port}}}]", type_="LoadBalancer",
+            extra=f"externalTrafficPolicy: Local\nhealthCheckNodePort: {health}\n") + slices)
+
+    def answer() -> tuple[int, int]:
+        status, _, body = http_get(f"http://{N1}:{health}/healthz")
+        return status, json.loads(body)["localEndpoints"]
+
+    publish(["n1"])
+    kxds = Kxds(tmp_path, ["--node-port-range", "1024-65535"], manifests=directory)
+    started.append(kxds)
+    kxds.wait_ready()
+    n1 = Envoy(tmp_path, kxds.xds_address, role="node", node_name="n1", bind_address=N1)
+    started.append(n1)
+    n1.wait_listening(health, N1)
+    assert answer() == (200, 1)
+    lds = n1.stat("listener_manager.lds.update_success")
+    for nodes, expected in ((["n2"], (503, 0)), (["n1", "n1"], (200, 2))):
+        publish(nodes)
+        wait_for(lambda e=expected: answer() == e, what=f"health check answers {expected}")
+    assert n1.stat("listener_manager.lds.update_success") == lds
+    assert n1.stat("http.default/hc/healthcheck.rds.default/hc/healthcheck.update_success") >= 3

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -20,9 +21,10 @@ from envoy.extensions.filters.udp.udp_proxy.v3 import udp_proxy_pb2
 from google.protobuf import json_format
 from xds.type.matcher.v3 import ip_pb2
 
-from kxds import ir
+from kxds import envoy, ir
 from kxds.diagnostics import ObjectRef, Reason
-from kxds.envoy import l4
+from kxds.envoy import build_resources, l4, validate
+from kxds.envoy.resource import LISTENER, ROUTE
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators import Translation
@@ -399,15 +401,33 @@ def test_udp_listener_routes_through_the_matcher() -> None:
 
 
 @pytest.mark.parametrize("count, status", [(2, 200), (0, 503)])
-def test_health_check_listener_answers_directly(count: int, status: int) -> None:
-    msg = l4.build_health_check_listener(ir.HealthCheckListener(
-        name="default/web/healthcheck", ref=REF, address="0.0.0.0", port=32000,
-        local_endpoints=count))
+def test_health_check_answers_from_its_own_route_table(count: int, status: int) -> None:
+    listener = ir.HealthCheckListener(name="default/web/healthcheck", ref=REF,
+                                      address="0.0.0.0", port=32000, local_endpoints=count)
+    msg = l4.build_health_check_listener(listener)
     manager = hcm_pb2.HttpConnectionManager()
     msg.filter_chains[0].filters[0].typed_config.Unpack(manager)
-    action = manager.route_config.virtual_hosts[0].routes[0].direct_response
+    assert manager.rds.route_config_name == "default/web/healthcheck"
+    assert not manager.HasField("route_config")
+    table = route_pb2.RouteConfiguration.FromString(
+        envoy.health_check_route_resource(listener).body)
+    assert table.name == "default/web/healthcheck"
+    action = table.virtual_hosts[0].routes[0].direct_response
     assert action.status == status
     assert json.loads(action.body.inline_string)["localEndpoints"] == count
+
+
+def test_a_local_endpoint_count_change_moves_the_route_table_only() -> None:
+    """Endpoints coming and going on a node never update its listeners (no draining)."""
+    text = svc("web", type_="LoadBalancer",
+               spec="externalTrafficPolicy: Local, healthCheckNodePort: 32001",
+               status="[{ip: 192.0.2.10}]")
+    one = build_resources(run(text + eps("web", TWO_NODES), node="n1").ir)
+    none = build_resources(run(text + eps("web", TWO_NODES), node="n3").ir)
+    assert {n: r.version for n, r in one[LISTENER].items()} == {
+        n: r.version for n, r in none[LISTENER].items()}
+    assert one[ROUTE]["default/web/healthcheck"].version != none[
+        ROUTE]["default/web/healthcheck"].version
 
 
 def _envoy() -> str | None:
@@ -420,6 +440,8 @@ def test_l4_listeners_pass_envoy_validation(tmp_path: Path) -> None:
     if envoy is None:
         pytest.skip("envoy binary not installed")
     inside = ir.InternalRoute(sources=("10.244.0.0/16", "fd00::/64"), cluster="c2")
+    health = ir.HealthCheckListener(name="h", ref=REF, address="127.0.0.1", port=10081,
+                                    local_endpoints=1)
     built = [
         l4.build_tcp_listener(ir.TcpListener(name="t", ref=REF, address="127.0.0.1", port=10080,
                                              cluster="c", hash_source_ip=True)),
@@ -429,8 +451,7 @@ def test_l4_listeners_pass_envoy_validation(tmp_path: Path) -> None:
                                              cluster="c", internal=inside)),
         l4.build_udp_listener(ir.UdpListener(name="ui", ref=REF, address="127.0.0.1", port=10082,
                                              cluster="c", internal=inside)),
-        l4.build_health_check_listener(ir.HealthCheckListener(
-            name="h", ref=REF, address="127.0.0.1", port=10081, local_endpoints=1)),
+        l4.build_health_check_listener(health),
         # UDP client-IP rules: admitted ranges only; and a policy admitting nobody.
         l4.build_udp_listener(ir.UdpListener(name="ua", ref=REF, address="127.0.0.1", port=10083,
                                              cluster="c", internal=inside, access=ir.AccessPolicy(
@@ -445,8 +466,12 @@ def test_l4_listeners_pass_envoy_validation(tmp_path: Path) -> None:
     ]
     clusters = [{"name": n, "type": "STATIC", "lb_policy": "MAGLEV",
                  "load_assignment": {"cluster_name": n}} for n in ("c", "c2")]
-    bootstrap = {"static_resources": {
-        "listeners": [json_format.MessageToDict(m) for m in built], "clusters": clusters}}
+    # The health check's route table comes over RDS: inlined, as kxds validate does.
+    routes = {"h": json_format.MessageToDict(l4.health_check_routes(health),
+                                              preserving_proto_field_name=True)}
+    listeners = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in built]
+    bootstrap = {"static_resources": {"clusters": clusters, "listeners": [
+        validate.inline_references(lis, routes) for lis in listeners]}}
     path = tmp_path / "bootstrap.json"
     path.write_text(json.dumps(bootstrap))
     done = subprocess.run([envoy, "--mode", "validate", "--use-dynamic-base-id", "-c", str(path)],

@@ -90,6 +90,13 @@ def listener_resource(listener: ir.Listener) -> Resource:
     return Resource.of(LISTENER, listener.name, body, _listener_refs(listener))
 
 
+@lru_cache(maxsize=CACHE_SIZE)
+def health_check_route_resource(listener: ir.HealthCheckListener) -> Resource:
+    """The serialized ``RouteConfiguration`` a health-check listener fetches (its answer)."""
+    body = l4.health_check_routes(listener).SerializeToString(deterministic=True)
+    return Resource.of(ROUTE, listener.name, body, (listener.ref,))
+
+
 @lru_cache(maxsize=LARGE_CACHE_SIZE)
 def route_resource(table: ir.RouteTable) -> Resource:
     """The serialized ``RouteConfiguration``."""
@@ -155,7 +162,7 @@ def trim_caches(live: int) -> int:
     many were emptied. Per-view memos keep what the next rebuild reuses."""
     emptied = 0
     for cache in (cluster_resource, endpoint_resource, listener_resource, route_resource,
-                  virtual_host_field, secret_resource):
+                  health_check_route_resource, virtual_host_field, secret_resource):
         if cache.cache_info().currsize > 2 * live + TRIM_SLACK:
             cache.cache_clear()
             emptied += 1
@@ -170,7 +177,8 @@ def build_resources(model: ir.IR, memo: TranslationMemo | None = None) -> Resour
     """Every resource of ``model``: type URL -> name -> resource, names sorted.
 
     EDS clusters get their endpoints as separate resources; STRICT_DNS
-    clusters carry theirs inline and get none. ``memo``: resources of earlier
+    clusters carry theirs inline and get none. A health-check listener gets
+    its answer as a route table of its own name. ``memo``: resources of earlier
     calls, found by the identity of their IR node, so that an unchanged node
     (reused by an incremental translation) is not even hashed again; the
     result is the same without it.
@@ -188,6 +196,10 @@ def build_resources(model: ir.IR, memo: TranslationMemo | None = None) -> Resour
                   if memo is None else
                   memo.each("route", ((t,) for t in model.route_tables),
                             lambda t: _memo_route_resource(t, memo)))
+    health = [lis for lis in model.listeners if isinstance(lis, ir.HealthCheckListener)]
+    if health:
+        out[ROUTE] = [*out[ROUTE], *each("health-check-route", ((lis,) for lis in health),
+                                         health_check_route_resource)]
     out[SECRET] = each("secret", ((s,) for s in model.secrets), secret_resource)
     # The IR lists each kind sorted by name already: then no sort is needed.
     return {t: {r.name: r for r in _by_name(out[t])} for t in TYPE_ORDER}

@@ -35,6 +35,7 @@ from xds.type.matcher.v3 import ip_pb2, matcher_pb2
 
 from kxds import ir
 from kxds.envoy import rbac
+from kxds.envoy.clusters import ads_config_source
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 UDP_PROXY = "envoy.filters.udp_listener.udp_proxy"
@@ -211,7 +212,9 @@ def health_check_body(listener: ir.HealthCheckListener) -> str:
     }, sort_keys=True)
 
 
-def _health_check_routes(listener: ir.HealthCheckListener) -> route_pb2.RouteConfiguration:
+def health_check_routes(listener: ir.HealthCheckListener) -> route_pb2.RouteConfiguration:
+    """The health check's answer, as the route table its listener fetches over RDS
+    (named like the listener): a local endpoint count change is an RDS update."""
     status = 200 if listener.local_endpoints > 0 else 503
     route = route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix="/"),
@@ -233,12 +236,13 @@ def build_health_check_listener(listener: ir.HealthCheckListener) -> listener_pb
     """kube-proxy's ``healthCheckNodePort``: 200 with local endpoints, 503 without.
 
     External load balancers probe it to skip nodes that have no local endpoint
-    of an ``externalTrafficPolicy: Local`` Service. The routes are inline, so
-    the answer changes with the listener (only when the local count changes).
+    of an ``externalTrafficPolicy: Local`` Service. The answer is in a route
+    table of its own (:func:`health_check_routes`), so the listener stays the
+    same while endpoints come and go: no listener update, no draining.
     """
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=_stat_prefix(listener.name),
-        route_config=_health_check_routes(listener),
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=listener.name),
         http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=_any(router_pb2.Router()))],
     )
     msg = _listener(listener.name, listener.address, listener.port,

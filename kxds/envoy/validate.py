@@ -45,10 +45,10 @@ def _static_cluster(cluster: dict[str, Any], endpoints: Mapping[str, Any]) -> di
     return out
 
 
-def _inline(value: Any, routes: Mapping[str, Any]) -> Any:
+def inline_references(value: Any, routes: Mapping[str, Any]) -> Any:
     """``value`` with RDS replaced by the route table and SDS sources dropped."""
     if isinstance(value, list):
-        return [_inline(v, routes) for v in value]
+        return [inline_references(v, routes) for v in value]
     if not isinstance(value, dict):
         return value
     out = {}
@@ -59,7 +59,7 @@ def _inline(value: Any, routes: Mapping[str, Any]) -> Any:
         elif key == "sds_config" and "name" in value:
             continue  # a named secret without a source is looked up in static secrets
         else:
-            out[key] = _inline(item, routes)
+            out[key] = inline_references(item, routes)
     return out
 
 
@@ -68,9 +68,9 @@ def bootstrap_for(resources: Resources) -> dict[str, Any]:
     endpoints = _dicts(resources, ENDPOINT)
     routes = _dicts(resources, ROUTE)
     clusters = [_static_cluster(c, endpoints) for c in _dicts(resources, CLUSTER).values()]
-    listeners = [_inline(lis, routes) for lis in _dicts(resources, LISTENER).values()]
+    listeners = [inline_references(lis, routes) for lis in _dicts(resources, LISTENER).values()]
     static: dict[str, Any] = {
-        "clusters": [_inline(c, routes) for c in clusters],
+        "clusters": [inline_references(c, routes) for c in clusters],
         "listeners": listeners,
         "secrets": list(_dicts(resources, SECRET).values()),
     }
