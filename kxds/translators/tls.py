@@ -32,8 +32,8 @@ TLS). Other hosts are unaffected.
 Several Ingresses claiming one TLS host: the oldest (creation time, then
 namespace/name) wins, as in ingress-nginx; the others get a CONFLICT
 diagnostic. The only input from the clock is ``now``, given by the caller, which
-validity is checked against (a certificate expiring later is noticed at the
-next rebuild); None checks no validity period.
+validity is checked against (the controller rebuilds when a certificate's
+validity changes); None checks no validity period.
 """
 
 from __future__ import annotations
