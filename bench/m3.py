@@ -16,6 +16,7 @@ import cProfile
 import gc
 import io
 import pstats
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,22 @@ def profile(n: int, out: Path, top: int = 30) -> list[str]:
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(buf.getvalue(), encoding="utf-8")
+    out.write_text(_without_roots(buf.getvalue()), encoding="utf-8")
     rows = []
     st: Any = stats
     for (file, line, fn), (_cc, nc, tt, ct, _callers) in sorted(
             st.stats.items(), key=lambda kv: -kv[1][2])[:12]:
         rows.append(f"{tt:.3f}s self, {ct:.3f}s cum, {nc} calls: {Path(file).name}:{line} {fn}")
     return rows
+
+
+def _without_roots(text: str) -> str:
+    """Profile rows name files relative to the checkout or the Python installation:
+    the listing is committed, and says nothing of the machine it ran on."""
+    roots = {str(Path(__file__).resolve().parent.parent), sys.prefix, sys.base_prefix}
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root.rstrip("/") + "/", "")
+    return text
 
 
 def run_m3(sizes: tuple[int, ...], big: int, small: int, repeats: int, unit: float,
