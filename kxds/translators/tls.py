@@ -335,6 +335,8 @@ def _redirects(table: ir.RouteTable, claims: dict[str, _Claim], flags: _Redirect
                redirect: ir.Redirect) -> ir.RouteTable:
     """``table`` with HTTP -> HTTPS redirects where ingress-nginx (or fail-closed) wants them."""
     eager = flags.forced | flags.passthrough
+    if not claims and not eager:
+        return table  # no TLS host and no forced redirect: nothing can change
     vhosts = []
     for vh in table.virtual_hosts:
         claim = _claim_for(claims, _vhost_host(vh))
