@@ -72,6 +72,7 @@ from kxds.kube.models import ClusterState
 from kxds.memo import TranslationMemo
 from kxds.translators import Translation, translate, translate_node
 from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.node import NodeInputs
 from kxds.xds.cache import NodeIdentity, SnapshotCache
 
 log = logging.getLogger("kxds.controller")
@@ -146,6 +147,9 @@ class ViewMemo:
     ir: IR | None = None
     """The IR of the last published build, and its resources."""
     built: Resources | None = None
+    node_inputs: NodeInputs | None = None
+    """A per-node view's last inputs and what they built (see :func:`build_node`)."""
+    node_built: Built | None = None
 
 
 def _checked(ir: IR, memo: TranslationMemo | None = None) -> Resources:
@@ -204,8 +208,23 @@ def build_edge(state: ClusterState, config: TranslateConfig,
 
 def build_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
                memo: ViewMemo | None = None) -> Built:
-    """Translate and build one per-node view (pure but for ``memo``; runs in a worker thread)."""
-    return _build(lambda: translate_node(state, config, node), state, memo)
+    """Translate and build one per-node view (pure but for ``memo``; runs in a worker thread).
+
+    With ``memo``, a state that changed nothing a per-node view reads (a
+    ClusterIP Service's EndpointSlice, an Ingress) gives the last view again
+    without translating: every node's view is rebuilt on every change, so this
+    is what keeps per-node proxies cheap in a busy cluster.
+    """
+    if memo is None:
+        return _build(lambda: translate_node(state, config, node), state, memo)
+    inputs = NodeInputs.of(state, config, node)
+    if memo.node_inputs is not None and memo.node_built is not None and inputs.same(
+            memo.node_inputs):
+        return memo.node_built
+    built = _build(lambda: translate_node(state, config, node), state, memo)
+    if built.resources is not None:
+        memo.node_inputs, memo.node_built = inputs, built
+    return built
 
 
 def _build(run: Callable[[], Translation], state: ClusterState,

@@ -30,7 +30,7 @@ from kxds.ir import (
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators import Translation
-from kxds.translators.config import TranslateConfig
+from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.xds.cache import NodeIdentity, SnapshotCache
 from kxds.xds.metrics import XdsMetrics
 
@@ -300,3 +300,52 @@ def test_translation_runs_with_the_collector_paused(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(controller_module, "translate", spy)
     controller_module.build_edge(state("web"), TranslateConfig())
     assert seen == [False] and gc.isenabled()
+
+
+def test_a_node_view_is_rebuilt_only_when_what_it_serves_changed() -> None:
+    """Per-node views are rebuilt on every change: the memo skips those that
+    cannot differ (a ClusterIP Service's endpoints, say), and only those."""
+    def service(name: str, kind: str, ip: str) -> str:
+        node_port = ", nodePort: 30080" if kind == "NodePort" else ""
+        return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  type: {kind}
+  ports: [{{name: http, port: 80{node_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints: [{{addresses: [{ip}], nodeName: n1}}]
+"""
+
+    def objects(text: str) -> dict[tuple[type, tuple[str, str]], Any]:
+        return {(type(o), o.meta.key): o for o in load_text(text).objects()}
+
+    base = objects(service("internal", "ClusterIP", "10.0.0.1")
+                   + "---\n" + service("exposed", "NodePort", "10.0.1.1"))
+    steps = [  # (what changes, whether the node view must be rebuilt)
+        (objects(service("internal", "ClusterIP", "10.0.0.2")), False),
+        (objects(service("exposed", "NodePort", "10.0.1.2")), True),
+        (objects("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                 "metadata: {name: deny, namespace: default}\n"
+                 "spec: {podSelector: {}, policyTypes: [Ingress]}\n"), True),
+        (objects(service("internal", "ClusterIP", "10.0.0.3")), False),
+    ]
+    node, config = NodeInfo(name="n1"), TranslateConfig()
+    memo = controller_module.ViewMemo()
+    last = controller_module.build_node(ClusterState.from_objects(base.values()), config,
+                                        node, memo)
+    for change, rebuilt in steps:
+        base |= change
+        state = ClusterState.from_objects(base.values())
+        built = controller_module.build_node(state, config, node, memo)
+        assert (built is not last) == rebuilt
+        fresh = controller_module.build_node(state, config, node)
+        assert built.resources is not None and fresh.resources is not None
+        assert {t: {n: r.version for n, r in m.items()} for t, m in built.resources.items()} == {
+            t: {n: r.version for n, r in m.items()} for t, m in fresh.resources.items()}
+        last = built

@@ -32,7 +32,9 @@ Two Services claiming one address and port: the older one (by
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -150,9 +152,8 @@ def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo)
     """The IR of the proxy on ``node`` and the problems found on the way."""
     b = _Builder(state, config, node, PolicyIndex.of(state))
     for svc in sorted(state.services.values(), key=_age):
-        if svc.type == "ExternalName" or not (svc.type in _EXPOSED_TYPES or svc.external_ips):
-            continue
-        _add_service(b, svc)
+        if _served(svc):
+            _add_service(b, svc)
     result = ir.IR(
         clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
         load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
@@ -162,6 +163,70 @@ def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo)
     if problems:
         raise TranslationBug("; ".join(problems))
     return Translation(ir=result, diagnostics=tuple(sorted(b.diagnostics)))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NodeInputs:
+    """What :func:`translate_node` reads of a state, config and node: two translations
+    whose inputs are :meth:`same` give the same result (a caller may reuse it).
+
+    The Services a node serves (NodePort, LoadBalancer, externalIPs) and their
+    EndpointSlices, compared by identity; NetworkPolicies, and the Pods and
+    Namespaces their selectors read, only when there are NetworkPolicies.
+    Most EndpointSlice and Service churn in a cluster is of ClusterIP Services,
+    which no per-node view contains.
+    """
+
+    services: dict[Key, Service]
+    slices: dict[Key, tuple[object, ...]]
+    policies: object
+    pods: object
+    namespaces: object
+    problems: tuple[Diagnostic, ...]
+    config: TranslateConfig
+    node: NodeInfo
+
+    @classmethod
+    def of(cls, state: ClusterState, config: TranslateConfig, node: NodeInfo) -> NodeInputs:
+        served = {k: svc for k, svc in state.services.items() if _served(svc)}
+        policed = bool(state.network_policies)
+        return cls(
+            services=served,
+            slices={k: state.slices_by_service.get(k, ()) for k in served},
+            policies=state.network_policies, pods=state.pods if policed else None,
+            namespaces=state.namespaces if policed else None, problems=state.problems,
+            config=dataclasses.replace(config, tls_now=None), node=node)
+
+    def same(self, other: NodeInputs) -> bool:
+        return (self.config == other.config and self.node == other.node
+                and self.problems == other.problems
+                and _same_objects(self.services, other.services)
+                and self.slices.keys() == other.slices.keys()
+                and all(_same_tuple(v, other.slices[k]) for k, v in self.slices.items())
+                and all(_same_objects(a, b) for a, b in (
+                    (self.policies, other.policies), (self.pods, other.pods),
+                    (self.namespaces, other.namespaces))))
+
+
+def _served(svc: Service) -> bool:
+    """Whether a per-node proxy serves ``svc`` (listeners on nodePorts, LB IPs, externalIPs)."""
+    return svc.type != "ExternalName" and (svc.type in _EXPOSED_TYPES or bool(svc.external_ips))
+
+
+def _same_tuple(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True)))
+
+
+def _same_objects(a: object, b: object) -> bool:
+    """Two mappings (or None) holding the very same objects under the same keys."""
+    if a is b:
+        return True
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping) or len(a) != len(b):
+        return False
+    return all(b.get(k, _MISSING) is v for k, v in a.items())
+
+
+_MISSING = object()
 
 
 def _age(svc: Service) -> tuple[bool, str, str, str]:
