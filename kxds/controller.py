@@ -72,7 +72,7 @@ from kxds.kube.models import ClusterState
 from kxds.memo import TranslationMemo
 from kxds.translators import Translation, translate, translate_node
 from kxds.translators.config import NodeInfo, TranslateConfig
-from kxds.translators.node import NodeInputs
+from kxds.translators.node import NodeInputs, patch_node
 from kxds.xds.cache import NodeIdentity, SnapshotCache
 
 log = logging.getLogger("kxds.controller")
@@ -147,9 +147,16 @@ class ViewMemo:
     ir: IR | None = None
     """The IR of the last published build, and its resources."""
     built: Resources | None = None
-    node_inputs: NodeInputs | None = None
-    """A per-node view's last inputs and what they built (see :func:`build_node`)."""
-    node_built: Built | None = None
+    node_last: _NodeBuild | None = None
+    """A per-node view's last build and what it was built from (see :func:`build_node`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeBuild:
+    inputs: NodeInputs
+    state: ClusterState
+    translation: Translation
+    built: Built
 
 
 def _checked(ir: IR, memo: TranslationMemo | None = None) -> Resources:
@@ -217,13 +224,21 @@ def build_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
     """
     if memo is None:
         return _build(lambda: translate_node(state, config, node), state, memo)
-    inputs = NodeInputs.of(state, config, node)
-    if memo.node_inputs is not None and memo.node_built is not None and inputs.same(
-            memo.node_inputs):
-        return memo.node_built
-    built = _build(lambda: translate_node(state, config, node), state, memo)
+    inputs, last = NodeInputs.of(state, config, node), memo.node_last
+    if last is not None and inputs.same(last.inputs):
+        return last.built
+    translations: list[Translation] = []
+
+    def run() -> Translation:
+        changed = inputs.changed_slices(last.inputs) if last is not None else None
+        patched = None if last is None or changed is None else patch_node(
+            last.translation, last.state, state, config, node, changed)
+        translations.append(patched or translate_node(state, config, node))
+        return translations[0]
+
+    built = _build(run, state, memo)
     if built.resources is not None:
-        memo.node_inputs, memo.node_built = inputs, built
+        memo.node_last = _NodeBuild(inputs, state, translations[0], built)
     return built
 
 

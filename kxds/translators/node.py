@@ -208,6 +208,17 @@ class NodeInputs:
                     (self.namespaces, other.namespaces))))
 
 
+    def changed_slices(self, before: NodeInputs) -> set[Key] | None:
+        """The served Services whose EndpointSlices alone changed since ``before``, when
+        nothing else a node reads did and no NetworkPolicy exists (pods behind a Service
+        then matter to its access rules); None otherwise. See :func:`patch_node`."""
+        if (self.policies or before.policies or self.config != before.config
+                or self.node != before.node or self.problems != before.problems
+                or not _same_objects(self.services, before.services)):
+            return None
+        return {k for k, v in self.slices.items() if not _same_tuple(v, before.slices[k])}
+
+
 def _served(svc: Service) -> bool:
     """Whether a per-node proxy serves ``svc`` (listeners on nodePorts, LB IPs, externalIPs)."""
     return svc.type != "ExternalName" and (svc.type in _EXPOSED_TYPES or bool(svc.external_ips))
@@ -227,6 +238,54 @@ def _same_objects(a: object, b: object) -> bool:
 
 
 _MISSING = object()
+
+
+def patch_node(previous: Translation, before: ClusterState, after: ClusterState,
+               config: TranslateConfig, node: NodeInfo, changed: set[Key]) -> Translation | None:
+    """``translate_node(after, ...)`` as a patch of ``previous`` (the translation of
+    ``before``), when only the EndpointSlices of the ``changed`` Services differ
+    (:meth:`NodeInputs.changed_slices`); None when a patch cannot say.
+
+    A Service's share of a node view is its clusters, load assignments and
+    listeners, less the entries an older Service claimed first; claims and
+    listeners do not read EndpointSlices, but load assignments and the local
+    endpoint count of a health check do. So each changed Service is translated
+    alone with its old and new slices: when only those two differ, they are
+    replaced in ``previous`` under the same names; anything else (a cluster
+    kind, a diagnostic) and the whole node is translated again.
+    """
+    assignments = {a.cluster: a for a in previous.ir.load_assignments}
+    listeners = {lis.name: lis for lis in previous.ir.listeners}
+    for key in changed:
+        svc = after.services[key]
+        old, new = _alone(before, config, node, svc), _alone(after, config, node, svc)
+        if (old.clusters != new.clusters or old.diagnostics != new.diagnostics
+                or old.listeners.keys() != new.listeners.keys()
+                or old.assignments.keys() != new.assignments.keys()):
+            return None
+        for name, lis in new.listeners.items():
+            if lis != old.listeners[name] and not isinstance(lis, ir.HealthCheckListener):
+                return None  # only a health check's local count may move
+            if name in listeners and lis != listeners[name]:
+                listeners[name] = lis
+        for name, assignment in new.assignments.items():
+            if name in assignments and assignment != assignments[name]:
+                assignments[name] = assignment
+    moved = any(lis is not listeners[lis.name] for lis in previous.ir.listeners)
+    result = dataclasses.replace(
+        previous.ir, load_assignments=tuple(assignments[k] for k in sorted(assignments)),
+        # Unchanged listeners stay the same tuple: the build then serializes endpoints only.
+        listeners=tuple(listeners[k] for k in sorted(listeners)) if moved
+        else previous.ir.listeners)
+    return Translation(ir=result, diagnostics=previous.diagnostics)
+
+
+def _alone(state: ClusterState, config: TranslateConfig, node: NodeInfo,
+           svc: Service) -> _Builder:
+    """``svc`` translated for ``node`` as if no other Service claimed anything."""
+    b = _Builder(state, config, node, PolicyIndex.of(state))
+    _add_service(b, svc)
+    return b
 
 
 def _age(svc: Service) -> tuple[bool, str, str, str]:

@@ -1,0 +1,82 @@
+"""Per-node views patched for EndpointSlice changes equal a full translation.
+
+Every per-node golden case, every EndpointSlice in it, several changes each
+(endpoints moving onto and off the node, readiness, addresses, none left):
+the controller's memoized build must give exactly the resources and problems
+of a fresh translation, whether it patched the last view or translated anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+from golden_support import case_settings, cases, load_case_objects
+
+from kxds.controller import Built, ViewMemo, build_node
+from kxds.kube.models import ClusterState, EndpointSlice, Model, SliceEndpoint
+from kxds.translators import node as node_module
+from kxds.translators.config import NodeInfo
+
+NODE_CASES = [c for c in cases() if case_settings(c)[1] is not None]
+
+Change = Callable[[SliceEndpoint, NodeInfo], SliceEndpoint]
+
+CHANGES: dict[str, Change] = {
+    "onto-node": lambda ep, node: dataclasses.replace(ep, node_name=node.name),
+    "off-node": lambda ep, node: dataclasses.replace(ep, node_name="elsewhere"),
+    "not-ready": lambda ep, node: dataclasses.replace(ep, ready=False, serving=False),
+    "terminating": lambda ep, node: dataclasses.replace(ep, ready=False, terminating=True),
+    "readdressed": lambda ep, node: dataclasses.replace(
+        ep, addresses=tuple(_moved(a) for a in ep.addresses)),
+}
+
+
+def _moved(address: str) -> str:
+    if ":" in address:
+        return address + "1" if not address.endswith(":") else address + "2"
+    if address[0].isdigit():
+        head, _, last = address.rpartition(".")
+        return f"{head}.{(int(last) + 7) % 250 + 1}"
+    return "moved." + address
+
+
+def _versions(built: Built) -> tuple[dict[str, dict[str, str]], tuple[object, ...]]:
+    assert built.resources is not None, built.rejected
+    return ({t: {n: r.version for n, r in by_name.items()}
+             for t, by_name in built.resources.items()}, built.diagnostics)
+
+
+@pytest.mark.parametrize("case", NODE_CASES)
+def test_patched_node_views_equal_full_translation(case: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    objects, problems = load_case_objects(case)
+    config, node = case_settings(case)
+    assert node is not None
+    patched: list[bool] = []
+    real = node_module.patch_node
+
+    def spy(*args: object) -> object:
+        result = real(*args)  # type: ignore[arg-type]
+        patched.append(result is not None)
+        return result
+
+    monkeypatch.setattr("kxds.controller.patch_node", spy)
+    base: dict[tuple[type, tuple[str, str]], Model] = {(type(o), o.meta.key): o for o in objects}
+    slices = [o for o in objects if isinstance(o, EndpointSlice)]
+    for sl in slices:
+        for name, change in CHANGES.items():
+            memo = ViewMemo()
+            before = ClusterState.from_objects(base.values(), problems)
+            build_node(before, config, node, memo)
+            moved = dataclasses.replace(
+                sl, endpoints=tuple(change(ep, node) for ep in sl.endpoints))
+            for step in (moved, dataclasses.replace(sl, endpoints=()), sl):
+                state = ClusterState.from_objects(
+                    {**base, (EndpointSlice, sl.meta.key): step}.values(), problems)
+                got = build_node(state, config, node, memo)
+                assert _versions(got) == _versions(build_node(state, config, node)), (
+                    f"{case}: slice {sl.meta.key} {name}")
+    if slices and not ClusterState.from_objects(objects).network_policies:
+        assert any(patched), f"{case}: no change was patched"
