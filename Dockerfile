@@ -1,4 +1,4 @@
-# kxds as a container: the control plane, and (with `python -m kxds.echo`) the
+# kxds as a container: the control plane, and (with `python -m kxds.sandbox.echo`) the
 # sandbox's echo backends. Envoy runs from the official envoyproxy/envoy image.
 FROM python:3.11-slim
 

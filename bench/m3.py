@@ -47,8 +47,8 @@ def pipeline() -> Any:
     """The translate+build function under test (imported late: it may not exist yet)."""
     from kxds.controller import gc_paused
     from kxds.envoy import build_resources
-    from kxds.translators import translate
     from kxds.translators.config import TranslateConfig
+    from kxds.translators.edge import translate
 
     config = TranslateConfig()
 

@@ -162,11 +162,12 @@ def _first_line(proc: Process, timeout: float) -> str:
 
 
 class EchoBackend(Process):
-    """``python -m kxds.echo``: HTTP answers JSON {backend, path, host, method, headers, client}."""
+    """``python -m kxds.sandbox.echo``: HTTP answers JSON
+    {backend, path, host, method, headers, client}."""
 
     def __init__(self, name: str, tmp: Path, *, kind: str = "http", host: str = "127.0.0.1",
                  port: int = 0, extra_args: Iterable[str] = (), timeout: float = 10.0) -> None:
-        argv = [sys.executable, "-m", "kxds.echo", kind, "--name", name,
+        argv = [sys.executable, "-m", "kxds.sandbox.echo", kind, "--name", name,
                 "--host", host, "--port", str(port), *extra_args]
         super().__init__(f"echo {name}", argv, tmp / f"echo-{name}-{kind}.log")
         self.kind = kind

@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 
 from e2e.harness import EchoBackend, Gateway, Process, ProcessExited, wait_for, write_manifests
-from kxds.certs import KeyPair, make_ca, make_leaf, tls_secret_yaml
+from kxds.certs.make import KeyPair, make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
 

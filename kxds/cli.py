@@ -19,27 +19,19 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import logging
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from kxds.diagnostics import Diagnostic
 from kxds.envoy.bootstrap import BootstrapOptions, bootstrap_yaml, parse_address
 from kxds.ir import ClientIPConfig
 from kxds.kube.lbpool import Pool, parse_pool
 from kxds.kube.models import ClusterState
-from kxds.translators import Translation
 from kxds.translators.config import TranslateConfig
+from kxds.translators.translation import Translation
 
 log = logging.getLogger("kxds")
-
-
-class Source(Protocol):
-    """A source of ClusterStates (manifest directory, Kubernetes API)."""
-
-    async def run(self, publish: Callable[[ClusterState], None]) -> None: ...
 
 
 # --- flags -------------------------------------------------------------------
@@ -186,29 +178,36 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
     )
 
 
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the API source, the status writer, leader election and Events."""
+    g = parser.add_argument_group("Kubernetes API")
+    g.add_argument("--kubeconfig", metavar="FILE", help="watch the API of this kubeconfig")
+    g.add_argument("--in-cluster", action="store_true",
+                   help="watch the API with the pod's service account")
+    g.add_argument("--namespace", metavar="NS", help="watch namespaced objects only in NS")
+    g.add_argument("--publish-service", metavar="NS/NAME",
+                   help="copy this Service's load-balancer status into Ingress status")
+    g.add_argument("--publish-address", metavar="IP|HOST",
+                   help="write this address into Ingress status")
+    g.add_argument("--leader-elect", action="store_true",
+                   help="write status and Events only while holding the Lease")
+    g.add_argument("--lease-name", default="kxds", metavar="NAME")
+    g.add_argument("--lease-namespace", metavar="NS",
+                   help="default: the pod's namespace, else 'default'")
+    g.add_argument("--leader-identity", metavar="ID", help="default: host name + random suffix")
+    g.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    g.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    g.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
+    g.add_argument("--no-events", dest="events", action="store_false",
+                   help="do not record diagnostics as Kubernetes Events")
+
+
 def add_source_flags(p: argparse.ArgumentParser) -> None:
     """Where ``kxds serve`` reads Kubernetes objects from."""
     g = p.add_argument_group("source")
     g.add_argument("--manifests", type=Path, metavar="DIR",
                    help="watch this directory of Kubernetes YAML manifests")
-    from kxds.kube.api import add_api_arguments
-
     add_api_arguments(p)
-
-
-def make_source(args: argparse.Namespace) -> Source:
-    """The source named by the flags; raises SystemExit with a message when none is."""
-    if args.manifests is not None:
-        from kxds.kube.manifests import ManifestSource
-
-        if not args.manifests.is_dir():
-            raise SystemExit(f"kxds serve: --manifests {args.manifests}: not a directory")
-        return ManifestSource(args.manifests)
-    from kxds.kube.api import api_enabled, make_api_source
-
-    if api_enabled(args):
-        return make_api_source(args, config_from_args(args))
-    raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -259,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default %(default)s: wait)")
     b.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
 
-    from kxds.sandbox import add_sandbox_flags
+    from kxds.sandbox.run import add_sandbox_flags
 
     x = sub.add_parser("sandbox", help="kxds + a real Envoy + echo backends on loopback")
     add_sandbox_flags(x)
@@ -284,8 +283,9 @@ def _load(args: argparse.Namespace) -> ClusterState:
 
 
 def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
-    from kxds.translators import translate, translate_node
     from kxds.translators.config import NodeInfo
+    from kxds.translators.edge import translate
+    from kxds.translators.node import translate_node
 
     # Translators read no clock: certificates are checked against the time of this run.
     config = dataclasses.replace(config_from_args(args), tls_now=dt.datetime.now(dt.UTC))
@@ -338,59 +338,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(args: argparse.Namespace) -> int:
-    """Run the source, the controller, the xDS server and the admin server until signalled."""
-    from kxds.controller import Controller
-    from kxds.xds.admin import AdminServer
-    from kxds.xds.cache import SnapshotCache
-    from kxds.xds.metrics import XdsMetrics
-    from kxds.xds.server import XdsServer
-
-    source = make_source(args)
-    cache = SnapshotCache()
-    metrics = XdsMetrics()
-    metrics.attach(cache)
-    controller = Controller(cache, config_from_args(args), holdoff=args.holdoff_ms / 1000,
-                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
-    server = XdsServer(cache, metrics=metrics)
-    admin = AdminServer(cache, metrics=metrics)
-    from kxds.kube.api import ApiSource, start_status_and_leader
-
-    # With the API source: leader election, Ingress status and Events beside it.
-    kube = (start_status_and_leader(args, source, controller.config)
-            if isinstance(source, ApiSource) else None)
-    if kube is not None:
-        controller.on_diagnostics = kube.record_diagnostics
-    await server.start(args.xds_address)
-    await admin.start(args.admin_address)
-    log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[object]] = [
-        asyncio.create_task(source.run(controller.publish), name="source"),
-        asyncio.create_task(controller.run(), name="controller"),
-        asyncio.create_task(stop.wait(), name="signal"),
-    ]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    # Only the signal waiter may finish: a source or controller that returns or
-    # raises is a bug, logged, and makes kxds exit non-zero after a clean stop.
-    failed = [t for t in tasks[:2] if t in done]
-    for t in failed:
-        log.error("event=task_failed task=%s", t.get_name(), exc_info=t.exception())
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    log.info("event=stopping")
-    if kube is not None:
-        await kube.stop()
-    await server.stop(1.0)
-    await admin.stop()
-    return 1 if failed else 0
-
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -404,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         _setup_logging(args.log_level)
-        return asyncio.run(serve(args))
+        from kxds.serve import serve
+
+        return asyncio.run(serve(args, config_from_args(args)))
     if args.command == "translate":
         _setup_logging("warning")
         return cmd_translate(args)
@@ -413,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_validate(args)
     if args.command == "bootstrap":
         return cmd_bootstrap(args)
-    from kxds.sandbox import run_sandbox
+    from kxds.sandbox.run import run_sandbox
 
     _setup_logging(args.log_level)
     return run_sandbox(args)

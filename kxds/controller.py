@@ -62,7 +62,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from kxds.certs import next_validity_change
+from kxds.certs.check import next_validity_change
 from kxds.diagnostics import Diagnostic
 from kxds.envoy import build_resources, endpoint_resource, trim_caches
 from kxds.envoy.resource import ENDPOINT, Resource, Resources
@@ -70,9 +70,10 @@ from kxds.errors import InconsistentSnapshotError
 from kxds.ir import IR, consistency_problems
 from kxds.kube.models import ClusterState
 from kxds.memo import TranslationMemo
-from kxds.translators import Translation, translate, translate_node
 from kxds.translators.config import NodeInfo, TranslateConfig
-from kxds.translators.node import NodeInputs, patch_node
+from kxds.translators.edge import translate
+from kxds.translators.node import NodeInputs, patch_node, translate_node
+from kxds.translators.translation import Translation
 from kxds.xds.cache import NodeIdentity, SnapshotCache
 
 log = logging.getLogger("kxds.controller")
@@ -171,7 +172,7 @@ def _patched(old: IR | None, built: Resources | None, new: IR) -> Resources | No
     """``built`` with the endpoints of ``new``, when ``new`` differs from ``old`` only
     in the contents of EDS load assignments; None otherwise.
 
-    An EndpointSlice change (see :func:`kxds.translators.translate`) gives an
+    An EndpointSlice change (see :func:`kxds.translators.edge.translate`) gives an
     IR that shares every other tuple with the last one: then only the changed
     ClusterLoadAssignments are serialized, every other type keeps its very
     mapping (the cache recognizes it by identity), and no consistency check

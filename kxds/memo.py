@@ -2,7 +2,7 @@
 
 A :class:`TranslationMemo` is a value the caller owns (the controller keeps
 one per view for translation, and one for building resources) and passes to
-:func:`kxds.translators.translate` or :func:`kxds.envoy.build_resources`;
+:func:`kxds.translators.edge.translate` or :func:`kxds.envoy.build_resources`;
 both stay pure functions of their arguments: with or without a memo they
 return the same IR and the same resources. What the memo holds are the
 results of pure steps (one Service's clusters, one Ingress's routes, one
@@ -63,7 +63,7 @@ class TranslationMemo:
         self._generation = 0
         self.previous: object | None = None
         """The last translation as its translator recorded it, for shortcuts that
-        patch it (:func:`kxds.translators.translate` keeps its own record here)."""
+        patch it (:func:`kxds.translators.edge.translate` keeps its own record here)."""
         self.hits = 0
         """Steps answered from the memo (cumulative; for tests and profiling)."""
         self.misses = 0

@@ -24,8 +24,10 @@ from kxds.envoy import build_resources
 from kxds.envoy.dump import resources_to_yaml
 from kxds.kube.loader import load_documents, parse_documents
 from kxds.kube.models import ClusterState, Model
-from kxds.translators import Translation, translate, translate_node
 from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.edge import translate
+from kxds.translators.node import translate_node
+from kxds.translators.translation import Translation
 
 GOLDEN = Path(__file__).parent / "golden"
 

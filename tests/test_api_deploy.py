@@ -22,7 +22,6 @@ from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
 from kxds.kube.leader import LeaderElector
 from kxds.kube.status import StatusConfig, StatusWriter
-from kxds.translators.config import TranslateConfig
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 FILES = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -122,7 +121,7 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
     async def main() -> None:
         source = ApiSource(client, ApiOptions(**FAST))
         writer = StatusWriter(client, StatusConfig(publish_service=("kxds", "kxds-edge")),
-                              TranslateConfig())
+                              "kxds")
         elector = LeaderElector(client, "kxds", "kxds", "me", lease_duration=2,
                                 renew_deadline=1.5, retry_period=0.2)
         ready = asyncio.Event()

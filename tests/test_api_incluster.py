@@ -15,7 +15,7 @@ import pytest
 from fakeapi import FakeApi, SourceRunner
 from test_api_source import FAST, all_failing, poll, populate, services
 
-from kxds.certs import make_ca, make_leaf
+from kxds.certs.make import make_ca, make_leaf
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 

@@ -400,12 +400,13 @@ def test_backoff_doubles_to_its_cap_with_jitter() -> None:
 
 
 def test_serve_flags_make_the_api_source(tmp_path: Path) -> None:
-    from kxds.cli import _parser, make_source
+    from kxds.cli import _parser, config_from_args
+    from kxds.serve import make_source
 
     config = kubeconfig("http://127.0.0.1:9", str(tmp_path / "kubeconfig"))
     args = _parser().parse_args(["serve", "--kubeconfig", config, "--namespace", "team-a",
                                  "--default-certificate", "certs/default"])
-    src = make_source(args)
+    src = make_source(args, config_from_args(args))
     assert isinstance(src, ApiSource)
     assert src.options.namespace == "team-a"
     assert src.options.extra_secrets == (("certs", "default"),), "kept although unreferenced"

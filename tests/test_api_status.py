@@ -18,7 +18,6 @@ from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
 from kxds.kube.status import StatusConfig, StatusWriter, address_entry
-from kxds.translators.config import TranslateConfig
 
 NET = "networking.k8s.io/v1"
 
@@ -55,7 +54,7 @@ def run_with_writer(api: FakeApi, config: StatusConfig,
                     is_leader: Callable[[], bool] = lambda: True, resync: float = 0.5) -> None:
     client = KubeClient.for_url(api.url)
     source = ApiSource(client, ApiOptions(**FAST))
-    writer = StatusWriter(client, config, TranslateConfig(), resync=resync, is_leader=is_leader)
+    writer = StatusWriter(client, config, "kxds", resync=resync, is_leader=is_leader)
     source.subscribe(writer.update)
 
     async def main() -> None:

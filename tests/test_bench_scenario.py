@@ -56,8 +56,8 @@ def test_mutations_change_only_what_they_name() -> None:
 
 
 def test_scenario_translates_without_diagnostics() -> None:
-    from kxds.translators import translate
     from kxds.translators.config import TranslateConfig
+    from kxds.translators.edge import translate
 
     spec = Spec(services=12, endpoints=2)
     result = translate(scenario.build_state(spec), TranslateConfig())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kxds import controller as controller_module
-from kxds.certs import make_ca, make_leaf, tls_secret_yaml
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import EDGE_DEFAULT, Controller
 from kxds.diagnostics import ObjectRef
 from kxds.envoy.resource import CLUSTER, ROUTE, SECRET
@@ -29,8 +29,8 @@ from kxds.ir import (
 )
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
-from kxds.translators import Translation
 from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.translation import Translation
 from kxds.xds.cache import NodeIdentity, SnapshotCache
 from kxds.xds.metrics import XdsMetrics
 

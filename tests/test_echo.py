@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kxds.echo import PROXY_V2_SIGNATURE, ProxyHeaderError, read_proxy_header
+from kxds.sandbox.echo import PROXY_V2_SIGNATURE, ProxyHeaderError, read_proxy_header
 
 
 def parse(data: bytes) -> tuple[str, int] | None:
@@ -50,8 +50,8 @@ def test_missing_or_bad_proxy_header(data: bytes) -> None:
 @pytest.fixture
 def echo(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     kind, *extra = request.param
-    proc = subprocess.Popen([sys.executable, "-m", "kxds.echo", kind, "--name", "e1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "kxds.sandbox.echo", kind, "--name", "e1",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         yield kind, int(proc.stdout.readline())

@@ -1,6 +1,6 @@
 """An EndpointSlice-only change is patched into the last translation, exactly.
 
-:func:`kxds.translators.translate` with a memo patches the last IR when only
+:func:`kxds.translators.edge.translate` with a memo patches the last IR when only
 EndpointSlices changed, and the controller then serializes only the changed
 endpoint resources. Both must give what a full translation and a full build
 give: every golden case has each of its EndpointSlices changed in several
@@ -28,8 +28,9 @@ from kxds.kube.loader import load_documents
 from kxds.kube.models import ClusterState, Model
 from kxds.kube.parse import parse_object
 from kxds.memo import TranslationMemo
-from kxds.translators import Translation, translate
 from kxds.translators.config import TranslateConfig
+from kxds.translators.edge import translate
+from kxds.translators.translation import Translation
 
 Doc = dict[str, Any]
 
@@ -285,7 +286,7 @@ spec:
 
 def test_certificates_are_checked_against_the_new_instant() -> None:
     """With Secrets, a moving clock is a change: the shortcut must not hide an expiry."""
-    from kxds.certs import make_ca, make_leaf, tls_secret_yaml
+    from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     leaf = make_leaf(make_ca(not_before=t0), ["shop.example.com"], not_before=t0, days=1)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from kxds.certs import make_ca, make_leaf, tls_secret_yaml
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Diagnostic
 from kxds.envoy import build_resources, routes
 from kxds.envoy.resource import ROUTE, Resources
@@ -32,8 +32,8 @@ from kxds.kube.manifests import ManifestSource
 from kxds.kube.models import ClusterState, Model
 from kxds.kube.parse import parse_object
 from kxds.memo import TranslationMemo
-from kxds.translators import translate
 from kxds.translators.config import TranslateConfig
+from kxds.translators.edge import translate
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NAMESPACES = ("a", "b")

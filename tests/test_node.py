@@ -27,10 +27,10 @@ from kxds.envoy import build_resources, l4, validate
 from kxds.envoy.resource import LISTENER, ROUTE
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
-from kxds.translators import Translation
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import forbidden_target
 from kxds.translators.node import translate_node
+from kxds.translators.translation import Translation
 
 
 def svc(name: str, *, type_: str = "NodePort", ports: str = "", spec: str = "",

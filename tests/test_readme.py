@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kxds import sandbox, sandbox_tls
+from kxds.sandbox import https, run
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -43,7 +43,7 @@ def test_setup_is_exactly_two_commands() -> None:
 
 def _sandbox_defaults() -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    sandbox.add_sandbox_flags(p)
+    run.add_sandbox_flags(p)
     return p.parse_args([])
 
 
@@ -54,14 +54,14 @@ def _without_ca_path(line: str) -> str:
 
 def test_readme_curl_lines_are_what_the_sandbox_prints() -> None:
     defaults = _sandbox_defaults()
-    printed = sandbox.curl_lines(defaults.http_port) + sandbox_tls.curl_lines(
+    printed = run.curl_lines(defaults.http_port) + https.curl_lines(
         defaults.http_port, defaults.https_port, Path("ca.crt"))
     section = README.split("\n## The sandbox\n", 1)[1].split("\n## ", 1)[0]
     shown = [line for block in code_blocks(section) for line in block
              if line.startswith("curl ")]
     assert [_without_ca_path(s) for s in shown] == [_without_ca_path(p) for p in printed]
     # The comments name the backend that answers, as the sandbox's own checks require.
-    for line, example in zip(shown, sandbox.EXAMPLES, strict=False):
+    for line, example in zip(shown, run.EXAMPLES, strict=False):
         assert f"# {example.backend}:" in line
 
 

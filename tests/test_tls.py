@@ -10,22 +10,15 @@ import pytest
 import xds_support as xds_testing
 
 from kxds import ir
-from kxds.certs import (
-    CertError,
-    KeyPair,
-    check_key_pair,
-    covers,
-    make_ca,
-    make_leaf,
-    next_validity_change,
-    tls_secret_yaml,
-)
+from kxds.certs.check import CertError, check_key_pair, covers, next_validity_change
+from kxds.certs.make import KeyPair, make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Reason
 from kxds.envoy import build_resources
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from kxds.kube.loader import load_text
-from kxds.translators import Translation, translate
 from kxds.translators.config import TranslateConfig
+from kxds.translators.edge import translate
+from kxds.translators.translation import Translation
 from kxds.xds.cache import SnapshotCache
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)

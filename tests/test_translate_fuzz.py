@@ -12,7 +12,7 @@ from kxds.envoy import build_resources
 from kxds.ir import MatchKind, consistency_problems
 from kxds.kube.models import ClusterState
 from kxds.kube.parse import parse_object
-from kxds.translators import translate
+from kxds.translators.edge import translate
 
 # Envoy's own constraint on ``path_separated_prefix`` (route_components.proto).
 _PATH_SEPARATED = re.compile(r"^[^?#]+[^?#/]$")

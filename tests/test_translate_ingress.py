@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from kxds.diagnostics import ObjectRef, Reason
 from kxds.ir import DirectResponse, Forward, MatchKind, PathMatch, Route
+from kxds.kube.ingress_class import is_ours, our_ingresses
 from kxds.kube.loader import load_text
 from kxds.kube.models import IngressBackend, IngressPath
-from kxds.translators import translate
-from kxds.translators.config import TranslateConfig
-from kxds.translators.ingress import is_ours, our_ingresses, path_match, precedence
+from kxds.translators.edge import translate
+from kxds.translators.ingress import path_match, precedence
 
 REF = ObjectRef("Ingress", "default", "x")
 
@@ -64,14 +64,14 @@ def test_class_selection(text: str, ours: bool) -> None:
     state = load_text(SERVICE + text)
     assert not state.problems
     (ing,) = state.ingresses.values()
-    assert is_ours(ing, state, TranslateConfig()) is ours
-    assert (our_ingresses(state, TranslateConfig()) == [ing]) is ours
+    assert is_ours(ing, state, "kxds") is ours
+    assert (our_ingresses(state, "kxds") == [ing]) is ours
 
 
 def test_ingress_class_flag() -> None:
     state = load_text(SERVICE + ingress(spec="ingressClassName: edge"))
-    assert our_ingresses(state, TranslateConfig(ingress_class="edge"))
-    assert not our_ingresses(state, TranslateConfig())
+    assert our_ingresses(state, "edge")
+    assert not our_ingresses(state, "kxds")
 
 
 def _path(value: str, kind: str) -> IngressPath:

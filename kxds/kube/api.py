@@ -25,34 +25,23 @@ nothing is published, so proxies keep their last configuration.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from kxds.diagnostics import Diagnostic
 from kxds.kube.client import KubeClient, describe, is_gone
-from kxds.kube.events import EventRecorder
-from kxds.kube.leader import LeaderElector, default_identity
 from kxds.kube.models import ClusterState, Key
-from kxds.kube.status import StatusConfig, StatusWriter
 from kxds.kube.store import KINDS, Kind, Store
-from kxds.translators.config import TranslateConfig
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[ClusterState], None]
-
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,117 +261,3 @@ def _join(reflectors: list[Reflector], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for r in reflectors:
         r.thread.join(max(0.0, deadline - time.monotonic()))
-
-
-# --- command-line wiring (``kxds serve``) --------------------------------------------------
-
-
-def add_api_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of the API source, the status writer, leader election and Events."""
-    g = parser.add_argument_group("Kubernetes API")
-    g.add_argument("--kubeconfig", metavar="FILE", help="watch the API of this kubeconfig")
-    g.add_argument("--in-cluster", action="store_true",
-                   help="watch the API with the pod's service account")
-    g.add_argument("--namespace", metavar="NS", help="watch namespaced objects only in NS")
-    g.add_argument("--publish-service", metavar="NS/NAME",
-                   help="copy this Service's load-balancer status into Ingress status")
-    g.add_argument("--publish-address", metavar="IP|HOST",
-                   help="write this address into Ingress status")
-    g.add_argument("--leader-elect", action="store_true",
-                   help="write status and Events only while holding the Lease")
-    g.add_argument("--lease-name", default="kxds", metavar="NAME")
-    g.add_argument("--lease-namespace", metavar="NS",
-                   help="default: the pod's namespace, else 'default'")
-    g.add_argument("--leader-identity", metavar="ID", help="default: host name + random suffix")
-    g.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
-    g.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
-    g.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
-    g.add_argument("--no-events", dest="events", action="store_false",
-                   help="do not record diagnostics as Kubernetes Events")
-
-
-def api_enabled(args: argparse.Namespace) -> bool:
-    """Whether the flags ask for the API source (instead of manifests)."""
-    return bool(getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False))
-
-
-def make_api_source(args: argparse.Namespace, config: TranslateConfig | None = None) -> ApiSource:
-    """The API source the flags describe."""
-    client = KubeClient.from_config(args.kubeconfig, in_cluster=args.in_cluster)
-    extra = (config.default_certificate,) if config and config.default_certificate else ()
-    return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra))
-
-
-def _pod_namespace() -> str:
-    """The namespace kxds runs in (downward API variable, or the service account's)."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
-class KubeRuntime:
-    """The API source's companions: leader election, Ingress status and Events."""
-
-    def __init__(self, source: ApiSource, status: StatusWriter | None,
-                 elector: LeaderElector | None, events: EventRecorder | None) -> None:
-        self.source = source
-        self.status = status
-        self.elector = elector
-        self.events = events
-        self.tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def is_leader(self) -> bool:
-        return self.elector is None or self.elector.is_leader
-
-    def record_diagnostics(self, diagnostics: Iterable[Diagnostic]) -> None:
-        """Give the complete current diagnostics after each rebuild (for Events)."""
-        if self.events is not None:
-            self.events.record(diagnostics, self.source.last, self.source.store.uid)
-
-    async def stop(self) -> None:
-        """Cancel the tasks; the elector releases its Lease on the way out."""
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def start_status_and_leader(args: argparse.Namespace, source: ApiSource,
-                            config: TranslateConfig) -> KubeRuntime:
-    """Start leader election, the status writer and the Event recorder (in the running loop)."""
-    client = source.client
-    runtime = KubeRuntime(source, None, None, None)
-    is_leader = lambda: runtime.is_leader  # noqa: E731 - late-bound: elector set below
-    publish = None
-    if args.publish_service:
-        ns, _, name = args.publish_service.partition("/")
-        publish = (ns, name) if name else ("default", ns)
-    if publish or args.publish_address:
-        runtime.status = StatusWriter(
-            client, StatusConfig(publish_service=publish, publish_address=args.publish_address),
-            config, is_leader=is_leader)
-        source.subscribe(runtime.status.update)
-    if args.events:
-        runtime.events = EventRecorder(client, instance=socket.gethostname(), is_leader=is_leader)
-    if args.leader_elect:
-        status = runtime.status
-        runtime.elector = LeaderElector(
-            client, args.lease_namespace or _pod_namespace(), args.lease_name,
-            args.leader_identity or default_identity(),
-            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            on_started=status.poke if status is not None else lambda: None)
-    for job in (runtime.elector, runtime.status, runtime.events):
-        if job is not None:
-            runtime.tasks.append(asyncio.create_task(job.run()))
-    if getattr(args, "lb_pool", None):
-        # LoadBalancer address allocation (--lb-pool): writes Service status, leader only.
-        from kxds.kube.lbpool import ApiStatusWriter, PoolAllocator
-
-        allocator = PoolAllocator(args.lb_pool, ApiStatusWriter(client), is_leader=is_leader)
-        source.subscribe(allocator.update)
-        runtime.tasks.append(asyncio.create_task(allocator.run()))
-    return runtime

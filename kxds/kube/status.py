@@ -5,7 +5,7 @@ The address published is either fixed (``--publish-address``: an IP becomes
 the edge proxy's Service (``--publish-service NS/NAME``), as ingress-nginx and
 Contour do. Every Ingress of our class gets it; an Ingress that is not ours
 but still carries exactly our addresses (it left our class) is cleared. The
-class decision is the translator's own (:func:`kxds.translators.ingress.is_ours`).
+class decision is the translators' own (:func:`kxds.kube.ingress_class.is_ours`).
 
 Only the leader writes (see :mod:`kxds.kube.leader`), and only what differs.
 A write is a GET then a PUT to the ``status`` subresource carrying the
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kxds.kube.client import KubeClient, status_code
+from kxds.kube.ingress_class import is_ours
 from kxds.kube.models import ClusterState, Key
-from kxds.translators.config import TranslateConfig
-from kxds.translators.ingress import is_ours
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,11 @@ class StatusConfig:
 class StatusWriter:
     """Keeps Ingress load-balancer status in line with the published address."""
 
-    def __init__(self, client: KubeClient, config: StatusConfig, translate: TranslateConfig,
+    def __init__(self, client: KubeClient, config: StatusConfig, ingress_class: str,
                  *, resync: float = 30.0, is_leader: Callable[[], bool] = lambda: True) -> None:
         self.client = client
         self.config = config
-        self.translate = translate
+        self.ingress_class = ingress_class
         self.resync = resync
         self.is_leader = is_leader
         self.writes = 0
@@ -134,7 +133,7 @@ class StatusWriter:
         values = tuple(entry_value(e) for e in ours)
         out: dict[Key, list[LbEntry]] = {}
         for key, ing in sorted(state.ingresses.items()):
-            if is_ours(ing, state, self.translate):
+            if is_ours(ing, state, self.ingress_class):
                 if ing.load_balancer_ingress != values:
                     out[key] = list(ours)
             elif values and ing.load_balancer_ingress == values:

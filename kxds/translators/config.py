@@ -7,9 +7,6 @@ from datetime import datetime
 
 from kxds.ir import ClientIPConfig
 
-CONTROLLER_NAME = "kxds.io/ingress-controller"
-"""``spec.controller`` of the IngressClasses kxds serves."""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TranslateConfig:

@@ -47,14 +47,12 @@ from kxds.ir import (
     VirtualHost,
     WeightedBackend,
 )
+from kxds.kube.ingress_class import our_ingresses
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath
 from kxds.memo import TranslationMemo
 from kxds.translators.access import route_access
-from kxds.translators.config import CONTROLLER_NAME, TranslateConfig
+from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-
-CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-"""The legacy (pre-``ingressClassName``) way to pick an Ingress controller."""
 
 CATCH_ALL = ""
 """The host of rules without ``host``: their virtual host has domain ``*``."""
@@ -66,46 +64,6 @@ UNAVAILABLE = DirectResponse(status=503, body="backend not found")
 _BAD_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "?", "#")
 _SUSPECT = re.compile(r"//|/\.|%2[fF]|[?#]")
 """Matches every path with one of :data:`_BAD_SEQUENCES` or ending in ``/.`` or ``/..``."""
-
-
-def is_ours(ingress: Ingress, state: ClusterState, config: TranslateConfig) -> bool:
-    """Whether ``ingress`` belongs to this controller.
-
-    ``spec.ingressClassName`` naming our class (or an IngressClass whose
-    controller is ours); else the legacy ``kubernetes.io/ingress.class``
-    annotation; else, for an Ingress with neither, a default IngressClass of ours.
-    """
-    return _is_ours(ingress, state, config, _default_class_is_ours(state))
-
-
-def _default_class_is_ours(state: ClusterState) -> bool:
-    return any(c.is_default and c.controller == CONTROLLER_NAME
-               for c in state.ingress_classes.values())
-
-
-def _is_ours(ingress: Ingress, state: ClusterState, config: TranslateConfig,
-             default_is_ours: bool) -> bool:
-    name = ingress.ingress_class_name
-    if name is not None:
-        cls = state.ingress_classes.get(("", name))
-        return name == config.ingress_class or (
-            cls is not None and cls.controller == CONTROLLER_NAME)
-    annotated = ingress.meta.annotations.get(CLASS_ANNOTATION)
-    if annotated is not None:
-        return annotated == config.ingress_class
-    return default_is_ours
-
-
-def age_order(ingress: Ingress) -> tuple[str, str, str]:
-    """Sort key putting the oldest Ingress first (it wins conflicts)."""
-    return (ingress.meta.creation_timestamp, ingress.meta.namespace, ingress.meta.name)
-
-
-def our_ingresses(state: ClusterState, config: TranslateConfig) -> list[Ingress]:
-    """The Ingresses this controller serves, oldest first."""
-    default_is_ours = _default_class_is_ours(state)
-    return sorted((i for i in state.ingresses.values()
-                   if _is_ours(i, state, config, default_is_ours)), key=age_order)
 
 
 def http_listener(config: TranslateConfig) -> HttpListener:
@@ -125,7 +83,8 @@ def translate_ingresses(
     is unresolvable. ``memo``: see :func:`virtual_hosts`.
     """
     listener = http_listener(config)
-    hosts, diagnostics = virtual_hosts(state, our_ingresses(state, config), clusters, memo)
+    ours = our_ingresses(state, config.ingress_class)
+    hosts, diagnostics = virtual_hosts(state, ours, clusters, memo)
     table = (_route_table(listener.route_table, *hosts) if memo is None
              else memo.get("route-table", hosts, listener.route_table, _route_table,
                            listener.route_table, *hosts))

@@ -42,12 +42,12 @@ from typing import Literal
 from kxds import ir, names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.kube.models import ClusterState, Key, Service, ServicePort
-from kxds.translators import Translation, TranslationBug
 from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.node_endpoints import local_endpoint_count, port_endpoints
+from kxds.translators.translation import Translation, TranslationBug
 
 ProxyVersion = Literal["v1", "v2"]
 

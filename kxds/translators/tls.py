@@ -44,12 +44,12 @@ from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from kxds import ir, names
-from kxds.certs import CertError, CertInfo, check_key_pair, covers
+from kxds.certs.check import CertError, CertInfo, check_key_pair, covers
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
-from kxds.translators.ingress import age_order
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kxds import ir, names
-from kxds.certs import CertError, check_ca_bundle
+from kxds.certs.check import CertError, check_ca_bundle
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.models import ClusterState, Ingress, Service
 

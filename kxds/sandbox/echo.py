@@ -1,6 +1,6 @@
 """Small echo backends for the sandbox and the end-to-end tests.
 
-``python -m kxds.echo http|tcp|udp --name N [--host H] [--port P]``
+``python -m kxds.sandbox.echo http|tcp|udp --name N [--host H] [--port P]``
 
 - ``http``: answers every request with JSON ``{backend, path, host, method,
   headers, client, client_port, peer}``; ``client`` is the peer address, or the
@@ -256,8 +256,9 @@ def serve_http(name: str, host: str, port: int, *, proxy_protocol: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m kxds.echo``."""
-    p = argparse.ArgumentParser(prog="python -m kxds.echo", description=__doc__.split("\n")[0])
+    """Entry point of ``python -m kxds.sandbox.echo``."""
+    p = argparse.ArgumentParser(prog="python -m kxds.sandbox.echo",
+                                description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=("http", "tcp", "udp"))
     p.add_argument("--name", default="echo", help="reported in every reply")
     p.add_argument("--host", default="127.0.0.1")

@@ -1,16 +1,13 @@
-"""X.509 certificates: checking the ones users give us, making ones for tests and the sandbox.
+"""Checking the X.509 certificates users give kxds.
 
 Checking is pure (bytes and an instant in, a verdict out) so translators can
 use it: :func:`check_key_pair` is what turns a ``kubernetes.io/tls`` Secret
 into either the names its certificate covers or the reason it is unusable.
-Making certificates (:func:`make_ca`, :func:`make_leaf`) serves the sandbox's
-HTTPS host, the end-to-end tests and the golden test data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -157,87 +154,3 @@ def covers(dns_names: tuple[str, ...], host: str) -> bool:
         return True
     head, _, rest = host.partition(".")
     return bool(rest) and head != "*" and f"*.{rest}" in dns_names
-
-
-# --- making certificates (sandbox, tests, golden data) ---------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyPair:
-    """A PEM certificate (chain) and its PEM private key."""
-
-    cert_pem: bytes
-    key_pem: bytes
-
-    def load(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = serialization.load_pem_private_key(self.key_pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return x509.load_pem_x509_certificates(self.cert_pem)[0], key
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _validity(not_before: dt.datetime | None, days: int) -> tuple[dt.datetime, dt.datetime]:
-    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    return start, start + dt.timedelta(days=days)
-
-
-def make_ca(common_name: str = "kxds test CA", *, not_before: dt.datetime | None = None,
-            days: int = 3650) -> KeyPair:
-    """A self-signed CA (ECDSA P-256)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start, end = _validity(not_before, days)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                         crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_pem_key(key))
-
-
-def make_leaf(ca: KeyPair, hosts: list[str] | tuple[str, ...], *,
-              not_before: dt.datetime | None = None, days: int = 825) -> KeyPair:
-    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``.
-
-    ``cert_pem`` holds the leaf followed by the CA, as a Secret's ``tls.crt`` would.
-    """
-    ca_cert, ca_key = ca.load()
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    start, end = _validity(not_before, days)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem
-    return KeyPair(cert_pem=chain, key_pem=_pem_key(key))
-
-
-def tls_secret_yaml(namespace: str, name: str, pair: KeyPair) -> str:
-    """A ``kubernetes.io/tls`` Secret manifest holding ``pair`` (``stringData``, readable PEM)."""
-    def block(pem: bytes) -> str:
-        return "".join(f"    {line}\n" for line in pem.decode().splitlines())
-
-    return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n"
-            f"  namespace: {namespace}\ntype: kubernetes.io/tls\nstringData:\n"
-            f"  tls.crt: |\n{block(pair.cert_pem)}  tls.key: |\n{block(pair.key_pem)}")

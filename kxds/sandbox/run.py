@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from kxds import sandbox_tls
 from kxds.envoy.bootstrap import BootstrapOptions, bootstrap_yaml
+from kxds.sandbox import https
 
 BACKENDS = ("web", "cart", "blog")
 
@@ -138,7 +138,7 @@ class Children:
 
 
 def _start_backend(children: Children, name: str) -> int:
-    proc = children.start(f"echo-{name}", [sys.executable, "-m", "kxds.echo", "http",
+    proc = children.start(f"echo-{name}", [sys.executable, "-m", "kxds.sandbox.echo", "http",
                                            "--name", name, "--port", "0"],
                           stdout=subprocess.PIPE)
     assert proc.stdout is not None
@@ -213,7 +213,7 @@ def _start_all(args: argparse.Namespace, work: Path, children: Children,
     backends = {name: _start_backend(children, name) for name in BACKENDS}
     (manifests / "sandbox-endpoints.json").write_text(endpoint_slices(backends))
     # One HTTPS host, with a certificate generated now (CA saved as work/ca.crt).
-    sandbox_tls.write_https_host(manifests, work)
+    https.write_https_host(manifests, work)
     children.start("kxds", [
         sys.executable, "-m", "kxds.cli", "serve", "--manifests", str(manifests),
         "--xds-address", f"127.0.0.1:{ports['xds_port']}",
@@ -238,13 +238,13 @@ def run_sandbox(args: argparse.Namespace) -> int:
         try:
             _start_all(args, work, children, ports)
             wait_examples(children, ports["http_port"], args.timeout)
-            sandbox_tls.wait_https_host(ports["https_port"], work / "ca.crt", args.timeout,
+            https.wait_https_host(ports["https_port"], work / "ca.crt", args.timeout,
                                         children.check)
             print("kxds sandbox is up: kxds, Envoy and echo backends "
                   f"web, cart, blog (logs in {work}).\n"
                   f"kxds watches {work / 'manifests'}: edit a file there and Envoy follows.\n"
                   "Try:")
-            for line in curl_lines(ports["http_port"]) + sandbox_tls.curl_lines(
+            for line in curl_lines(ports["http_port"]) + https.curl_lines(
                     ports["http_port"], ports["https_port"], work / "ca.crt"):
                 print("  " + line)
             print(f"Envoy admin: http://127.0.0.1:{ports['envoy_admin_port']}/  "

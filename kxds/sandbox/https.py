@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kxds.certs import make_ca, make_leaf, tls_secret_yaml
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
 HOST = "secure.example.com"
 SECRET = "secure-example-tls"

@@ -1,0 +1,56 @@
+"""Which Ingresses belong to kxds: the IngressClass decision, in one place.
+
+The translators serve exactly these Ingresses, and the status writer writes
+load-balancer status on exactly these; both ask this module with the class
+name kxds was started with (``--ingress-class``), so the two never disagree.
+See https://kubernetes.io/docs/concepts/services-networking/ingress/#ingress-class.
+"""
+
+from __future__ import annotations
+
+from kxds.kube.models import ClusterState, Ingress
+
+CONTROLLER_NAME = "kxds.io/ingress-controller"
+"""``spec.controller`` of the IngressClasses kxds serves."""
+
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+"""The legacy (pre-``ingressClassName``) way to pick an Ingress controller."""
+
+
+def is_ours(ingress: Ingress, state: ClusterState, ingress_class: str) -> bool:
+    """Whether ``ingress`` belongs to the controller of class ``ingress_class``.
+
+    ``spec.ingressClassName`` naming our class (or an IngressClass whose
+    controller is ours); else the legacy ``kubernetes.io/ingress.class``
+    annotation; else, for an Ingress with neither, a default IngressClass of ours.
+    """
+    return _is_ours(ingress, state, ingress_class, _default_class_is_ours(state))
+
+
+def _default_class_is_ours(state: ClusterState) -> bool:
+    return any(c.is_default and c.controller == CONTROLLER_NAME
+               for c in state.ingress_classes.values())
+
+
+def _is_ours(ingress: Ingress, state: ClusterState, ingress_class: str,
+             default_is_ours: bool) -> bool:
+    name = ingress.ingress_class_name
+    if name is not None:
+        cls = state.ingress_classes.get(("", name))
+        return name == ingress_class or (cls is not None and cls.controller == CONTROLLER_NAME)
+    annotated = ingress.meta.annotations.get(CLASS_ANNOTATION)
+    if annotated is not None:
+        return annotated == ingress_class
+    return default_is_ours
+
+
+def age_order(ingress: Ingress) -> tuple[str, str, str]:
+    """Sort key putting the oldest Ingress first (it wins conflicts)."""
+    return (ingress.meta.creation_timestamp, ingress.meta.namespace, ingress.meta.name)
+
+
+def our_ingresses(state: ClusterState, ingress_class: str) -> list[Ingress]:
+    """The Ingresses of class ``ingress_class``, oldest first."""
+    default_is_ours = _default_class_is_ours(state)
+    return sorted((i for i in state.ingresses.values()
+                   if _is_ours(i, state, ingress_class, default_is_ours)), key=age_order)

@@ -1,0 +1,184 @@
+"""``kxds serve``: the long-running process, wired from its command-line flags.
+
+One source (a manifest directory, or the Kubernetes API with leader election,
+Ingress status and Events beside it) publishes states to the controller, which
+sets views in the snapshot cache that the xDS server serves; the admin server
+exposes metrics, health and debug pages. Everything stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from kxds.diagnostics import Diagnostic
+from kxds.kube.api import ApiOptions, ApiSource
+from kxds.kube.client import KubeClient
+from kxds.kube.events import EventRecorder
+from kxds.kube.leader import LeaderElector, default_identity
+from kxds.kube.models import ClusterState
+from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.translators.config import TranslateConfig
+
+log = logging.getLogger("kxds")
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class Source(Protocol):
+    """A source of ClusterStates (manifest directory, Kubernetes API)."""
+
+    async def run(self, publish: Callable[[ClusterState], None]) -> None: ...
+
+
+def api_enabled(args: argparse.Namespace) -> bool:
+    """Whether the flags ask for the API source (instead of manifests)."""
+    return bool(getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False))
+
+
+def make_source(args: argparse.Namespace, config: TranslateConfig) -> Source:
+    """The source named by the flags; raises SystemExit with a message when none is."""
+    if args.manifests is not None:
+        from kxds.kube.manifests import ManifestSource
+
+        if not args.manifests.is_dir():
+            raise SystemExit(f"kxds serve: --manifests {args.manifests}: not a directory")
+        return ManifestSource(args.manifests)
+    if api_enabled(args):
+        client = KubeClient.from_config(args.kubeconfig, in_cluster=args.in_cluster)
+        extra = (config.default_certificate,) if config.default_certificate else ()
+        return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra))
+    raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
+
+
+def _pod_namespace() -> str:
+    """The namespace kxds runs in (downward API variable, or the service account's)."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class KubeRuntime:
+    """The API source's companions: leader election, Ingress status and Events."""
+
+    def __init__(self, source: ApiSource, status: StatusWriter | None,
+                 elector: LeaderElector | None, events: EventRecorder | None) -> None:
+        self.source = source
+        self.status = status
+        self.elector = elector
+        self.events = events
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def record_diagnostics(self, diagnostics: Iterable[Diagnostic]) -> None:
+        """Give the complete current diagnostics after each rebuild (for Events)."""
+        if self.events is not None:
+            self.events.record(diagnostics, self.source.last, self.source.store.uid)
+
+    async def stop(self) -> None:
+        """Cancel the tasks; the elector releases its Lease on the way out."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_status_and_leader(args: argparse.Namespace, source: ApiSource,
+                            config: TranslateConfig) -> KubeRuntime:
+    """Start leader election, the status writer and the Event recorder (in the running loop)."""
+    client = source.client
+    runtime = KubeRuntime(source, None, None, None)
+    is_leader = lambda: runtime.is_leader  # noqa: E731 - late-bound: elector set below
+    publish = None
+    if args.publish_service:
+        ns, _, name = args.publish_service.partition("/")
+        publish = (ns, name) if name else ("default", ns)
+    if publish or args.publish_address:
+        runtime.status = StatusWriter(
+            client, StatusConfig(publish_service=publish, publish_address=args.publish_address),
+            config.ingress_class, is_leader=is_leader)
+        source.subscribe(runtime.status.update)
+    if args.events:
+        runtime.events = EventRecorder(client, instance=socket.gethostname(), is_leader=is_leader)
+    if args.leader_elect:
+        status = runtime.status
+        runtime.elector = LeaderElector(
+            client, args.lease_namespace or _pod_namespace(), args.lease_name,
+            args.leader_identity or default_identity(),
+            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            on_started=status.poke if status is not None else lambda: None)
+    for job in (runtime.elector, runtime.status, runtime.events):
+        if job is not None:
+            runtime.tasks.append(asyncio.create_task(job.run()))
+    if getattr(args, "lb_pool", None):
+        # LoadBalancer address allocation (--lb-pool): writes Service status, leader only.
+        from kxds.kube.lbpool import ApiStatusWriter, PoolAllocator
+
+        allocator = PoolAllocator(args.lb_pool, ApiStatusWriter(client), is_leader=is_leader)
+        source.subscribe(allocator.update)
+        runtime.tasks.append(asyncio.create_task(allocator.run()))
+    return runtime
+
+
+async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
+    """Run the source, the controller, the xDS server and the admin server until signalled."""
+    from kxds.controller import Controller
+    from kxds.xds.admin import AdminServer
+    from kxds.xds.cache import SnapshotCache
+    from kxds.xds.metrics import XdsMetrics
+    from kxds.xds.server import XdsServer
+
+    source = make_source(args, config)
+    cache = SnapshotCache()
+    metrics = XdsMetrics()
+    metrics.attach(cache)
+    controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
+                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
+    server = XdsServer(cache, metrics=metrics)
+    admin = AdminServer(cache, metrics=metrics)
+    # With the API source: leader election, Ingress status and Events beside it.
+    kube = (start_status_and_leader(args, source, config)
+            if isinstance(source, ApiSource) else None)
+    if kube is not None:
+        controller.on_diagnostics = kube.record_diagnostics
+    await server.start(args.xds_address)
+    await admin.start(args.admin_address)
+    log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[object]] = [
+        asyncio.create_task(source.run(controller.publish), name="source"),
+        asyncio.create_task(controller.run(), name="controller"),
+        asyncio.create_task(stop.wait(), name="signal"),
+    ]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    # Only the signal waiter may finish: a source or controller that returns or
+    # raises is a bug, logged, and makes kxds exit non-zero after a clean stop.
+    failed = [t for t in tasks[:2] if t in done]
+    for t in failed:
+        log.error("event=task_failed task=%s", t.get_name(), exc_info=t.exception())
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("event=stopping")
+    if kube is not None:
+        await kube.stop()
+    await server.stop(1.0)
+    await admin.stop()
+    return 1 if failed else 0
