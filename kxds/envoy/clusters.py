@@ -10,20 +10,18 @@ HTTP/2 to the backend is chosen through ``HttpProtocolOptions`` (the
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, protocol_pb2, proxy_protocol_pb2
+from envoy.config.core.v3 import base_pb2, protocol_pb2, proxy_protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from kxds import ir
+from kxds.envoy.common import fill_ads_config_source, pack
 from kxds.envoy.endpoints import fill_localities
-
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
-RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
+from kxds.envoy.filter_names import HTTP_PROTOCOL_OPTIONS, PROXY_PROTOCOL_SOCKET, RAW_BUFFER_SOCKET
+from kxds.envoy.tls import build_upstream_tls
 
 _LB_POLICIES = {
     ir.LbPolicy.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
@@ -32,45 +30,27 @@ _LB_POLICIES = {
 }
 
 
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def ads_config_source() -> config_source_pb2.ConfigSource:
-    """A config source meaning "over the ADS stream", xDS v3."""
-    source = config_source_pb2.ConfigSource()
-    _fill_ads_config_source(source)
-    return source
-
-
-def _fill_ads_config_source(source: config_source_pb2.ConfigSource) -> None:
-    source.ads.SetInParent()
-    source.resource_api_version = config_source_pb2.V3
 
 
 def _http2_options() -> any_pb2.Any:
     explicit = hpo_pb2.HttpProtocolOptions.ExplicitHttpConfig(
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions())
-    return _any(hpo_pb2.HttpProtocolOptions(explicit_http_config=explicit))
+    return pack(hpo_pb2.HttpProtocolOptions(explicit_http_config=explicit))
 
 
 def _transport_socket(cluster: ir.Cluster) -> base_pb2.TransportSocket | None:
     inner: base_pb2.TransportSocket | None = None
     if cluster.upstream_tls is not None:
-        from kxds.envoy.tls import build_upstream_tls
-
         inner = build_upstream_tls(cluster.upstream_tls)
     if cluster.proxy_protocol is None:
         return inner
     version = (proxy_protocol_pb2.ProxyProtocolConfig.V1 if cluster.proxy_protocol == "v1"
                else proxy_protocol_pb2.ProxyProtocolConfig.V2)
     wrapped = inner or base_pb2.TransportSocket(name=RAW_BUFFER_SOCKET,
-                                                typed_config=_any(raw_buffer_pb2.RawBuffer()))
+                                                typed_config=pack(raw_buffer_pb2.RawBuffer()))
     proxy = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport(
         config=proxy_protocol_pb2.ProxyProtocolConfig(version=version), transport_socket=wrapped)
-    return base_pb2.TransportSocket(name=PROXY_PROTOCOL_SOCKET, typed_config=_any(proxy))
+    return base_pb2.TransportSocket(name=PROXY_PROTOCOL_SOCKET, typed_config=pack(proxy))
 
 
 def build_cluster(
@@ -88,7 +68,7 @@ def build_cluster(
     timeout.nanos = (cluster.connect_timeout_ms % 1000) * 1_000_000
     if cluster.kind is ir.ClusterKind.EDS:
         msg.type = cluster_pb2.Cluster.EDS
-        _fill_ads_config_source(msg.eds_cluster_config.eds_config)
+        fill_ads_config_source(msg.eds_cluster_config.eds_config)
     else:
         msg.type = cluster_pb2.Cluster.STRICT_DNS
         msg.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED

@@ -28,25 +28,14 @@ from envoy.extensions.filters.udp.udp_proxy.v3 import route_pb2 as udp_route_pb2
 from envoy.extensions.filters.udp.udp_proxy.v3 import udp_proxy_pb2
 from envoy.extensions.matching.common_inputs.network.v3 import network_inputs_pb2
 from envoy.type.v3 import hash_policy_pb2
-from google.protobuf import any_pb2, wrappers_pb2
-from google.protobuf.message import Message
+from google.protobuf import wrappers_pb2
 from xds.core.v3 import cidr_pb2, extension_pb2
 from xds.type.matcher.v3 import ip_pb2, matcher_pb2
 
 from kxds import ir
 from kxds.envoy import rbac
-from kxds.envoy.clusters import ads_config_source
-
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
-UDP_PROXY = "envoy.filters.udp_listener.udp_proxy"
-HCM = "envoy.filters.network.http_connection_manager"
-ROUTER = "envoy.filters.http.router"
-
-
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+from kxds.envoy.common import ads_config_source, pack, stat_name
+from kxds.envoy.filter_names import HCM, ROUTER, TCP_PROXY, UDP_PROXY
 
 
 def _address(host: str, port: int, protocol: int) -> address_pb2.Address:
@@ -69,11 +58,6 @@ def _listener(name: str, host: str, port: int, protocol: int) -> listener_pb2.Li
     return msg
 
 
-def _stat_prefix(name: str) -> str:
-    # Envoy splits stat names on '.'; keep a name's dots (IP addresses) from
-    # turning into extra stat tree levels.
-    return name.replace(".", "_")
-
 
 def _rbac_filter(access: ir.AccessPolicy) -> listener_components_pb2.Filter:
     filter_: listener_components_pb2.Filter = rbac.build_network_rbac(access)
@@ -90,11 +74,11 @@ def build_tcp_proxy(stat_prefix: str, cluster: str,
     (``upstream_cx_none_healthy``): that is how a ``Local`` node without
     local endpoints refuses clients.
     """
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(stat_prefix), cluster=cluster)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_name(stat_prefix), cluster=cluster)
     if hash_source_ip:
         proxy.hash_policy.append(hash_policy_pb2.HashPolicy(
             source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
-    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=_any(proxy))
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(proxy))
 
 
 def _cidr(cidr: str) -> tuple[str, int]:
@@ -129,7 +113,7 @@ def build_tcp_listener(listener: ir.TcpListener) -> listener_pb2.Listener:
 
 def _udp_route(cluster: str) -> matcher_pb2.Matcher.OnMatch:
     return matcher_pb2.Matcher.OnMatch(action=extension_pb2.TypedExtensionConfig(
-        name="route", typed_config=_any(udp_route_pb2.Route(cluster=cluster))))
+        name="route", typed_config=pack(udp_route_pb2.Route(cluster=cluster))))
 
 
 def _source_ranges(nets: list[rbac.Network]) -> list[cidr_pb2.CidrRange]:
@@ -166,10 +150,10 @@ def _udp_matcher(listener: ir.UdpListener) -> matcher_pb2.Matcher:
                       for nets, cluster in routes if nets]
     if range_matchers:
         matcher.matcher_tree.input.CopyFrom(extension_pb2.TypedExtensionConfig(
-            name="source_ip", typed_config=_any(network_inputs_pb2.SourceIPInput())))
+            name="source_ip", typed_config=pack(network_inputs_pb2.SourceIPInput())))
         matcher.matcher_tree.custom_match.CopyFrom(extension_pb2.TypedExtensionConfig(
             name="ip_range_matcher",
-            typed_config=_any(ip_pb2.IPMatcher(range_matchers=range_matchers))))
+            typed_config=pack(ip_pb2.IPMatcher(range_matchers=range_matchers))))
     return matcher
 
 
@@ -181,7 +165,7 @@ def build_udp_proxy(listener: ir.UdpListener) -> udp_proxy_pb2.UdpProxyConfig:
     matcher picks the internal cluster for in-cluster clients. ``hash_policies``
     ``source_ip`` pins a client to one endpoint for ClientIP affinity.
     """
-    config = udp_proxy_pb2.UdpProxyConfig(stat_prefix=_stat_prefix(listener.name),
+    config = udp_proxy_pb2.UdpProxyConfig(stat_prefix=stat_name(listener.name),
                                           matcher=_udp_matcher(listener))
     if listener.hash_source_ip:
         config.hash_policies.append(udp_proxy_pb2.UdpProxyConfig.HashPolicy(source_ip=True))
@@ -199,7 +183,7 @@ def build_udp_listener(listener: ir.UdpListener) -> listener_pb2.Listener:
                     address_pb2.SocketAddress.UDP)
     msg.udp_listener_config.CopyFrom(udp_listener_config_pb2.UdpListenerConfig())
     msg.listener_filters.append(listener_components_pb2.ListenerFilter(
-        name=UDP_PROXY, typed_config=_any(build_udp_proxy(listener))))
+        name=UDP_PROXY, typed_config=pack(build_udp_proxy(listener))))
     return msg
 
 
@@ -241,12 +225,12 @@ def build_health_check_listener(listener: ir.HealthCheckListener) -> listener_pb
     same while endpoints come and go: no listener update, no draining.
     """
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=_stat_prefix(listener.name),
+        stat_prefix=stat_name(listener.name),
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=listener.name),
-        http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=_any(router_pb2.Router()))],
+        http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))],
     )
     msg = _listener(listener.name, listener.address, listener.port,
                     address_pb2.SocketAddress.TCP)
     msg.filter_chains.append(listener_components_pb2.FilterChain(filters=[
-        listener_components_pb2.Filter(name=HCM, typed_config=_any(manager))]))
+        listener_components_pb2.Filter(name=HCM, typed_config=pack(manager))]))
     return msg

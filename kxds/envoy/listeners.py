@@ -17,26 +17,12 @@ from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_p
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, wrappers_pb2
-from google.protobuf.message import Message
+from google.protobuf import wrappers_pb2
 
 from kxds import ir
-from kxds.envoy.clusters import ads_config_source
-
-HCM = "envoy.filters.network.http_connection_manager"
-ROUTER = "envoy.filters.http.router"
-PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
-
-
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def stat_prefix(name: str) -> str:
-    """A stat prefix from a resource name: Envoy splits stat names on '.'."""
-    return name.replace(".", "_")
+from kxds.envoy import rbac
+from kxds.envoy.common import ads_config_source, pack, stat_name
+from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
 
 
 def access_filters() -> list[hcm_pb2.HttpFilter]:
@@ -45,14 +31,12 @@ def access_filters() -> list[hcm_pb2.HttpFilter]:
     Routes carry their policy as per-route config of these filters; with
     none, the filter allows everything (see :mod:`kxds.envoy.rbac`).
     """
-    from kxds.envoy import rbac
-
     return [rbac.http_filter()]
 
 
 def build_http_filters() -> list[hcm_pb2.HttpFilter]:
     """The HTTP filter chain: access control first, the router last (Envoy requires it)."""
-    router = hcm_pb2.HttpFilter(name=ROUTER, typed_config=_any(router_pb2.Router()))
+    router = hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))
     return [*access_filters(), router]
 
 
@@ -61,7 +45,7 @@ def build_http_connection_manager(
 ) -> listener_components_pb2.Filter:
     """An HTTP connection manager routing with ``route_table`` (fetched over RDS/ADS)."""
     hcm = hcm_pb2.HttpConnectionManager(
-        stat_prefix=stat_prefix(name),
+        stat_prefix=stat_name(name),
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_table),
         http_filters=build_http_filters(),
         # The address the connection comes from (or PROXY protocol's) is the client,
@@ -71,11 +55,9 @@ def build_http_connection_manager(
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
     )
-    from kxds.envoy import rbac
-
     # A refused client gets a short 403 body that names nothing internal.
     hcm.local_reply_config.CopyFrom(rbac.local_reply_config())
-    return listener_components_pb2.Filter(name=HCM, typed_config=_any(hcm))
+    return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 
 def listener_filters(client_ip: ir.ClientIPConfig) -> list[listener_components_pb2.ListenerFilter]:
@@ -83,7 +65,7 @@ def listener_filters(client_ip: ir.ClientIPConfig) -> list[listener_components_p
     if client_ip.source != "proxy-protocol":
         return []
     return [listener_components_pb2.ListenerFilter(
-        name=PROXY_PROTOCOL, typed_config=_any(proxy_protocol_pb2.ProxyProtocol()))]
+        name=PROXY_PROTOCOL, typed_config=pack(proxy_protocol_pb2.ProxyProtocol()))]
 
 
 def build_http_listener(listener: ir.HttpListener) -> listener_pb2.Listener:

@@ -39,13 +39,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from kxds import ir
-
-HTTP_RBAC = "envoy.filters.http.rbac"
-NETWORK_RBAC = "envoy.filters.network.rbac"
+from kxds.envoy.common import pack, stat_name
+from kxds.envoy.filter_names import HTTP_RBAC, NETWORK_RBAC
 
 DENIED_BODY = "access denied\n"
 """The body of a 403 from an access rule: short, and naming nothing internal.
@@ -57,16 +54,6 @@ which mechanism stand in front of the service; a local reply mapper replaces it.
 REAL_IP_HEADER = "x-real-ip"
 
 
-def _any(message: Message) -> any_pb2.Any:
-    # Deterministic: RBAC policies are a map, and resource versions hash these bytes.
-    packed = any_pb2.Any()
-    packed.Pack(message, deterministic=True)
-    return packed
-
-
-def stat_name(name: str) -> str:
-    """A name fit for an Envoy stat segment: Envoy splits stat names on '.' (and ':' is a tag)."""
-    return name.replace(".", "_").replace(":", "_")
 
 
 # --- principals ------------------------------------------------------------
@@ -182,7 +169,7 @@ def http_filter() -> hcm_pb2.HttpFilter:
     enforced ones: ``rbac.shadow.policy.<set>.shadow_denied``.
     """
     config = http_rbac_pb2.RBAC(shadow_rules_stat_prefix="shadow.")
-    return hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=_any(config))
+    return hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(config))
 
 
 def local_reply_config() -> hcm_pb2.LocalReplyConfig:
@@ -277,4 +264,4 @@ def build_network_rbac(policy: ir.AccessPolicy) -> listener_components_pb2.Filte
     if policy.shadow:
         config.shadow_rules.CopyFrom(build_rules(policy.shadow))
         config.shadow_rules_stat_prefix = "shadow."
-    return listener_components_pb2.Filter(name=NETWORK_RBAC, typed_config=_any(config))
+    return listener_components_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(config))

@@ -16,12 +16,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
-from google.protobuf.message import Message
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
-
-HTTP_RBAC = "envoy.filters.http.rbac"
+from kxds.envoy import rbac
+from kxds.envoy.filter_names import HTTP_RBAC
 
 _REDIRECT_CODES = {
     301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -31,11 +30,6 @@ _REDIRECT_CODES = {
     308: rc_pb2.RedirectAction.PERMANENT_REDIRECT,
 }
 
-
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
 
 
 def wildcard_host_regex(host: str) -> str:
@@ -127,8 +121,6 @@ def build_route(route: ir.Route) -> rc_pb2.Route:
 
 def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:
     """Hook for access control: the route's policy as per-route RBAC filter config."""
-    from kxds.envoy import rbac
-
     # Deterministic: the RBAC policies are a map, and the resource version hashes these bytes.
     msg.typed_per_filter_config[HTTP_RBAC].Pack(rbac.build_route_rbac(policy), deterministic=True)
 
@@ -152,6 +144,4 @@ def build_route_table(table: ir.RouteTable) -> route_pb2.RouteConfiguration:
 
 def _real_ip_header() -> base_pb2.HeaderValueOption:
     """X-Real-IP to the backend: the client address as the listener derived it."""
-    from kxds.envoy import rbac
-
     return rbac.real_ip_header()

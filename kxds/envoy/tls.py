@@ -18,17 +18,13 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
 from kxds import ir
 from kxds.envoy import rbac
+from kxds.envoy.common import pack, stat_name
+from kxds.envoy.filter_names import TCP_PROXY, TLS_INSPECTOR, TLS_SOCKET
 from kxds.envoy.listeners import build_http_connection_manager, listener_filters
 from kxds.envoy.secrets import sds_config
-
-TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
-TLS_SOCKET = "envoy.transport_sockets.tls"
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 _TLS_VERSIONS = {
     "1.0": common_pb2.TlsParameters.TLSv1_0,
@@ -38,15 +34,6 @@ _TLS_VERSIONS = {
 }
 
 
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def _stat_prefix(name: str) -> str:
-    # Envoy splits stat names on '.': keep host names from adding stat levels.
-    return name.replace(".", "_")
 
 
 def _downstream_tls(chain: ir.TerminatedChain) -> base_pb2.TransportSocket:
@@ -55,7 +42,7 @@ def _downstream_tls(chain: ir.TerminatedChain) -> base_pb2.TransportSocket:
             tls_minimum_protocol_version=_TLS_VERSIONS[chain.min_tls_version]),
         tls_certificate_sds_secret_configs=[sds_config(chain.secret)],
         alpn_protocols=list(chain.alpn)))
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_any(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
 def _match(server_names: tuple[str, ...]) -> listener_components_pb2.FilterChainMatch:
@@ -82,8 +69,8 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
     filters: list[listener_components_pb2.Filter] = []
     if chain.access is not None:
         filters.append(rbac.build_network_rbac(chain.access))
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=_stat_prefix(chain.name), cluster=chain.cluster)
-    filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=_any(proxy)))
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_name(chain.name), cluster=chain.cluster)
+    filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(proxy)))
     return listener_components_pb2.FilterChain(
         name=chain.name, filter_chain_match=_match(chain.server_names), filters=filters)
 
@@ -94,7 +81,7 @@ def build_tls_listener(listener: ir.TlsListener) -> listener_pb2.Listener:
               if isinstance(c, ir.TerminatedChain) else build_passthrough_chain(c)
               for c in listener.chains]
     inspector = listener_components_pb2.ListenerFilter(
-        name=TLS_INSPECTOR, typed_config=_any(tls_inspector_pb2.TlsInspector()))
+        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
@@ -124,4 +111,4 @@ def build_upstream_tls(tls: ir.UpstreamTLS) -> base_pb2.TransportSocket:
                 default_validation_context=default,
                 validation_context_sds_secret_config=sds_config(tls.validation_secret)))
     context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni or "")
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=_any(context))
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))

@@ -1,0 +1,27 @@
+"""The names of the Envoy extensions kxds configures (filters and transport sockets).
+
+Envoy finds an extension by the type of its ``typed_config``; the name is what
+its stats, logs and per-route configs (``typed_per_filter_config``) are keyed by.
+"""
+
+from __future__ import annotations
+
+# Listener filters.
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
+
+# Network filters.
+HCM = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+NETWORK_RBAC = "envoy.filters.network.rbac"
+UDP_PROXY = "envoy.filters.udp_listener.udp_proxy"
+
+# HTTP filters.
+HTTP_RBAC = "envoy.filters.http.rbac"
+ROUTER = "envoy.filters.http.router"
+
+# Transport sockets and upstream options.
+TLS_SOCKET = "envoy.transport_sockets.tls"
+PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
+RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
