@@ -29,11 +29,13 @@ sandbox: $(STAMP)
 
 test: $(STAMP) $(SYSTEM)
 	$(BIN)/ruff check kxds tests e2e bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check kxds tests e2e bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -10,14 +10,15 @@ import functools
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e import harness
 from e2e.harness import EchoBackend, Envoy, Gateway, Kxds, Traffic, free_port, wait_for
-from kxds.xds.cache import TEST_REJECT_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +96,9 @@ def test_forced_nack_through_kxds_keeps_traffic_and_names_the_service(
         delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
         kxds_envoy: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch) -> None:
     reject = tmp_path / "reject"
-    monkeypatch.setenv(TEST_REJECT_ENV, str(reject))
+    # kxds runs with the fault injected from outside (see e2e/reject_clusters.py).
+    monkeypatch.setattr(harness, "kxds_command", lambda: [
+        sys.executable, str(Path(__file__).with_name("reject_clusters.py")), str(reject)])
     port, _, _ = _backends(echo)
     (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
     gw = kxds_envoy(manifests_dir, delta=delta)

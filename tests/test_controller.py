@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kxds import controller as controller_module
+from kxds import views as views_module
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import EDGE_DEFAULT, Controller
 from kxds.diagnostics import ObjectRef
@@ -31,7 +31,8 @@ from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.translation import Translation
-from kxds.xds.cache import NodeIdentity, SnapshotCache
+from kxds.xds.cache import SnapshotCache
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.metrics import XdsMetrics
 
 
@@ -162,7 +163,7 @@ def test_a_bad_snapshot_keeps_the_last_good(bad: Callable[..., Translation],
         ctl.publish(state("good"))
         await wait_seq(ctl, 1)
         good = cache.view(EDGE_DEFAULT)
-        monkeypatch.setattr(controller_module, "translate", bad)
+        monkeypatch.setattr(views_module, "translate", bad)
         ctl.publish(state("other"))
         await wait_seq(ctl, 2)
         assert cache.view(EDGE_DEFAULT) is good
@@ -176,7 +177,7 @@ def test_a_bad_snapshot_keeps_the_last_good(bad: Callable[..., Translation],
 
 def test_nothing_is_served_until_a_good_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
-        monkeypatch.setattr(controller_module, "translate", _inconsistent)
+        monkeypatch.setattr(views_module, "translate", _inconsistent)
         ctl.publish(state("a"))
         await wait_seq(ctl, 1)
         assert not cache.synced and cache.view(EDGE_DEFAULT) is None
@@ -273,7 +274,7 @@ def test_an_expiring_certificate_fails_closed_on_time() -> None:
 
 
 def test_gc_pause_counts_overlapping_builds() -> None:
-    pause = controller_module._GcPause()
+    pause = views_module._GcPause()
     assert gc.isenabled()
     try:
         with pause:
@@ -291,14 +292,14 @@ def test_gc_pause_counts_overlapping_builds() -> None:
 
 def test_translation_runs_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
-    real = controller_module.translate
+    real = views_module.translate
 
     def spy(*args: Any, **kwargs: Any) -> Translation:
         seen.append(gc.isenabled())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(controller_module, "translate", spy)
-    controller_module.build_edge(state("web"), TranslateConfig())
+    monkeypatch.setattr(views_module, "translate", spy)
+    views_module.build_edge(state("web"), TranslateConfig())
     assert seen == [False] and gc.isenabled()
 
 
@@ -336,15 +337,15 @@ endpoints: [{{addresses: [{ip}], nodeName: n1}}]
         (objects(service("internal", "ClusterIP", "10.0.0.3")), False),
     ]
     node, config = NodeInfo(name="n1"), TranslateConfig()
-    memo = controller_module.ViewMemo()
-    last = controller_module.build_node(ClusterState.from_objects(base.values()), config,
+    memo = views_module.ViewMemo()
+    last = views_module.build_node(ClusterState.from_objects(base.values()), config,
                                         node, memo)
     for change, rebuilt in steps:
         base |= change
         state = ClusterState.from_objects(base.values())
-        built = controller_module.build_node(state, config, node, memo)
+        built = views_module.build_node(state, config, node, memo)
         assert (built is not last) == rebuilt
-        fresh = controller_module.build_node(state, config, node)
+        fresh = views_module.build_node(state, config, node)
         assert built.resources is not None and fresh.resources is not None
         assert {t: {n: r.version for n, r in m.items()} for t, m in built.resources.items()} == {
             t: {n: r.version for n, r in m.items()} for t, m in fresh.resources.items()}

@@ -17,7 +17,8 @@ from kxds.controller import EDGE_DEFAULT, Controller
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
-from kxds.xds.cache import NodeIdentity, SnapshotCache, Watch
+from kxds.xds.cache import SnapshotCache, Watch
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.metrics import XdsMetrics
 
 GRACE = 30.0

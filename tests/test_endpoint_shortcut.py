@@ -21,7 +21,6 @@ import pytest
 import yaml
 from golden_support import GOLDEN, case_settings, cases
 
-from kxds.controller import Built, ViewMemo, build_edge
 from kxds.envoy import build_resources
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
 from kxds.kube.loader import load_documents
@@ -31,6 +30,7 @@ from kxds.memo import TranslationMemo
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.translation import Translation
+from kxds.views import Built, ViewMemo, build_edge
 
 Doc = dict[str, Any]
 

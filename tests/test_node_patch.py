@@ -14,10 +14,10 @@ from collections.abc import Callable
 import pytest
 from golden_support import case_settings, cases, load_case_objects
 
-from kxds.controller import Built, ViewMemo, build_node
 from kxds.kube.models import ClusterState, EndpointSlice, Model, SliceEndpoint
 from kxds.translators import node as node_module
 from kxds.translators.config import NodeInfo
+from kxds.views import Built, ViewMemo, build_node
 
 NODE_CASES = [c for c in cases() if case_settings(c)[1] is not None]
 
@@ -62,7 +62,7 @@ def test_patched_node_views_equal_full_translation(case: str,
         patched.append(result is not None)
         return result
 
-    monkeypatch.setattr("kxds.controller.patch_node", spy)
+    monkeypatch.setattr("kxds.views.patch_node", spy)
     base: dict[tuple[type, tuple[str, str]], Model] = {(type(o), o.meta.key): o for o in objects}
     slices = [o for o in objects if isinstance(o, EndpointSlice)]
     for sl in slices:

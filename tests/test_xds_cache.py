@@ -11,14 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from kxds.xds.cache import (
-    InvalidNodeError,
-    NodeIdentity,
-    SnapshotCache,
-    node_identity,
-    type_version,
-)
+from kxds.xds.cache import SnapshotCache, type_version
 from kxds.xds.delta import DeltaStream
+from kxds.xds.identity import InvalidNodeError, NodeIdentity, node_identity
 from kxds.xds.protocol import blamed_names
 from kxds.xds.sotw import SotwStream
 from kxds.xds.tracker import NodeTracker
@@ -300,9 +295,9 @@ endpoints: [{addresses: [10.0.0.1], nodeName: n1}, {addresses: [10.0.0.2], nodeN
 
 
 def test_node_groups_share_serialized_resources() -> None:
-    from kxds.controller import build_node
     from kxds.kube.loader import load_text
     from kxds.translators.config import NodeInfo, TranslateConfig
+    from kxds.views import build_node
 
     state, config = load_text(NODE_PORT_WEB), TranslateConfig()
     one = build_node(state, config, NodeInfo(name="n1")).resources

@@ -21,8 +21,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, Resource
-from kxds.xds.cache import NodeIdentity, SnapshotCache, View
+from kxds.xds.cache import SnapshotCache, View
 from kxds.xds.delta import DeltaStream
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.protocol import ProtocolStream, Reply
 from kxds.xds.sotw import SotwStream
 from kxds.xds.tracker import NodeTracker

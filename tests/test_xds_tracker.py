@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kxds.xds.cache import NodeIdentity
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.tracker import MAX_DISCONNECTED, NodeTracker
 
 

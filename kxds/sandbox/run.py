@@ -58,7 +58,7 @@ EXAMPLES = (
 
 def examples_dir() -> Path:
     """The repository's ``examples/`` (beside the package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "examples"
+    return Path(__file__).resolve().parents[2] / "examples"
 
 
 def envoy_binary() -> str:

@@ -17,84 +17,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kxds.envoy.resource import CLUSTER, Resource, Resources
-from kxds.errors import KxdsError
+from kxds.envoy.resource import Resource, Resources
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.tracker import NodeTracker
 
 log = logging.getLogger("kxds.xds.cache")
 
-ROLES = ("edge", "node")
-
-TEST_REJECT_ENV = "KXDS_TEST_REJECT_FILE"
-"""Test-only hook: names a file listing cluster names, one per line. While a name is
-listed, that cluster is served with ``lb_policy: CLUSTER_PROVIDED``, which Envoy
-refuses for an EDS cluster, so end-to-end tests can watch a real NACK."""
-
-_CLUSTER_PROVIDED = b"\x30\x06"
-"""Field 6 (``lb_policy``), varint 6 (``CLUSTER_PROVIDED``): appended protobuf fields
-override earlier ones, so this needs no message parsing."""
-
-
-class InvalidNodeError(KxdsError):
-    """The Envoy node does not say who it is in a way kxds understands."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeIdentity:
-    """Who a connected Envoy is, derived once from the first request's ``Node``."""
-
-    node_id: str
-    role: str
-    """``edge`` or ``node``."""
-    group: str
-    """The cache view this proxy is served: ``edge/<cluster>`` or ``node/<node name>``."""
-    node_name: str | None
-    zone: str | None
-    cluster: str
-    bind_address: str | None = None
-    """Node metadata ``bind_address`` (per-node proxies only), if given."""
-
-
-def _metadata_str(node: Any, key: str) -> str | None:
-    fields = node.metadata.fields
-    if key not in fields:
-        return None
-    value = fields[key]
-    if value.WhichOneof("kind") != "string_value":
-        raise InvalidNodeError(f"node metadata {key!r} must be a string")
-    return str(value.string_value) or None
-
-
-def node_identity(node: Any) -> NodeIdentity:
-    """Derive the :class:`NodeIdentity` of an ``envoy.config.core.v3.Node``.
-
-    Raises :class:`InvalidNodeError` with a message meant for the Envoy
-    operator when metadata ``role`` is missing or unknown.
-    """
-    node_id = str(node.id)
-    role = _metadata_str(node, "role")
-    if role is None:
-        raise InvalidNodeError(
-            f"node {node_id!r}: metadata 'role' is missing; set it to one of {', '.join(ROLES)}")
-    if role not in ROLES:
-        raise InvalidNodeError(
-            f"node {node_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    cluster = str(node.cluster) or "default"
-    zone = _metadata_str(node, "zone") or (str(node.locality.zone) or None)
-    if role == "edge":
-        return NodeIdentity(node_id, role, f"edge/{cluster}", None, zone, cluster)
-    node_name = _metadata_str(node, "node_name") or node_id
-    if not node_name:
-        raise InvalidNodeError("per-node proxy without node id or metadata 'node_name'")
-    return NodeIdentity(node_id, role, f"node/{node_name}", node_name, zone, cluster,
-                        _metadata_str(node, "bind_address"))
 
 
 def type_version(resources: Iterable[Resource]) -> str:
@@ -247,20 +181,6 @@ class TypeMap(Mapping[str, Resource]):
 _EMPTY = TypeMap({})
 
 
-def _poison(resources: Resources, path: str) -> Resources:
-    try:
-        with open(path) as listing:
-            names = {line.strip() for line in listing if line.strip()}
-    except OSError:
-        return resources
-    clusters = dict(resources.get(CLUSTER, {}))
-    for name in names & clusters.keys():
-        res = clusters[name]
-        log.warning("event=test_reject cluster=%s", name)
-        clusters[name] = Resource.of(CLUSTER, name, res.body + _CLUSTER_PROVIDED, res.refs)
-    return {**resources, CLUSTER: clusters}
-
-
 def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
     changed = {name for name, res in new.items()
@@ -322,7 +242,6 @@ class SnapshotCache:
         self._idle_since: dict[str, float] = {}
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
-        self._reject_file = os.environ.get(TEST_REJECT_ENV) or None
 
     # -- the controller's side -------------------------------------------------
 
@@ -333,8 +252,6 @@ class SnapshotCache:
         as the same mapping object as in the group's last view is taken as
         unchanged without comparing its resources.
         """
-        if self._reject_file is not None:
-            resources = _poison(resources, self._reject_file)
         previous = self._views.get(group)
         types: dict[str, TypeMap] = {}
         memo: dict[str, str] = {}

@@ -46,7 +46,8 @@ from kxds.envoy.resource import (
     TYPE_ORDER,
     Resource,
 )
-from kxds.xds.cache import NodeIdentity, View, type_version
+from kxds.xds.cache import View, type_version
+from kxds.xds.identity import NodeIdentity
 from kxds.xds.metrics import XdsMetrics, short
 from kxds.xds.tracker import NodeRecord, NodeTracker
 

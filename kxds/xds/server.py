@@ -28,8 +28,9 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER
-from kxds.xds.cache import InvalidNodeError, NodeIdentity, SnapshotCache, Watch, node_identity
+from kxds.xds.cache import SnapshotCache, Watch
 from kxds.xds.delta import DeltaStream
+from kxds.xds.identity import InvalidNodeError, NodeIdentity, node_identity
 from kxds.xds.metrics import XdsMetrics
 from kxds.xds.protocol import BadRequest, ProtocolStream, Reply
 from kxds.xds.sotw import SotwStream

@@ -14,12 +14,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER, Resource
-
-if TYPE_CHECKING:
-    from kxds.xds.cache import NodeIdentity
+from kxds.xds.identity import NodeIdentity
 
 MAX_NACKS_PER_NODE = 32
 """Recent NACKs kept per node (the ``recent_nacks`` of the config dump)."""

@@ -1,0 +1,65 @@
+"""Who a connected Envoy is: its role, its group (the view it is served) and its node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kxds.errors import KxdsError
+
+ROLES = ("edge", "node")
+
+
+class InvalidNodeError(KxdsError):
+    """The Envoy node does not say who it is in a way kxds understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """Who a connected Envoy is, derived once from the first request's ``Node``."""
+
+    node_id: str
+    role: str
+    """``edge`` or ``node``."""
+    group: str
+    """The cache view this proxy is served: ``edge/<cluster>`` or ``node/<node name>``."""
+    node_name: str | None
+    zone: str | None
+    cluster: str
+    bind_address: str | None = None
+    """Node metadata ``bind_address`` (per-node proxies only), if given."""
+
+
+def _metadata_str(node: Any, key: str) -> str | None:
+    fields = node.metadata.fields
+    if key not in fields:
+        return None
+    value = fields[key]
+    if value.WhichOneof("kind") != "string_value":
+        raise InvalidNodeError(f"node metadata {key!r} must be a string")
+    return str(value.string_value) or None
+
+
+def node_identity(node: Any) -> NodeIdentity:
+    """Derive the :class:`NodeIdentity` of an ``envoy.config.core.v3.Node``.
+
+    Raises :class:`InvalidNodeError` with a message meant for the Envoy
+    operator when metadata ``role`` is missing or unknown.
+    """
+    node_id = str(node.id)
+    role = _metadata_str(node, "role")
+    if role is None:
+        raise InvalidNodeError(
+            f"node {node_id!r}: metadata 'role' is missing; set it to one of {', '.join(ROLES)}")
+    if role not in ROLES:
+        raise InvalidNodeError(
+            f"node {node_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    cluster = str(node.cluster) or "default"
+    zone = _metadata_str(node, "zone") or (str(node.locality.zone) or None)
+    if role == "edge":
+        return NodeIdentity(node_id, role, f"edge/{cluster}", None, zone, cluster)
+    node_name = _metadata_str(node, "node_name") or node_id
+    if not node_name:
+        raise InvalidNodeError("per-node proxy without node id or metadata 'node_name'")
+    return NodeIdentity(node_id, role, f"node/{node_name}", node_name, zone, cluster,
+                        _metadata_str(node, "bind_address"))
