@@ -1,13 +1,23 @@
 # kxds as a container: the control plane, and (with `python -m kxds.sandbox.echo`) the
 # sandbox's echo backends. Envoy runs from the official envoyproxy/envoy image.
-FROM python:3.11-slim
+#
+# The image holds kxds the way users install it: the wheel, with only its
+# declared dependencies. `make test` builds the same wheel from the same files
+# (this stage's COPY lines) and runs it from a fresh virtualenv (e2e/test_wheel.py).
 
+# Build stage: the wheel, from the files that make the package.
+FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kxds ./kxds
-RUN pip install --no-cache-dir .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+# The wheel (~200 KB) stays in a layer; a BuildKit-only bind mount would avoid
+# that, but this builds with the classic builder too.
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/kxds-*.whl && rm -rf /wheels
 COPY examples /examples
-WORKDIR /
 
 # Not root: kxds needs no privilege (it binds only unprivileged ports).
 USER 65532:65532
