@@ -8,7 +8,11 @@ an object carries its :class:`ObjectRef` so that Envoy resources and
 diagnostics can be traced back to Kubernetes.
 
 Collections are tuples sorted by name (or, for routes, in Envoy match order),
-so the same input gives the same IR.
+so the same input gives the same IR. Names are the names of the Envoy
+resources (and filter chains, virtual hosts, routes) built from the nodes, and
+the references between nodes are by those names: a route names its clusters, a
+listener its route table. :func:`consistency_problems` checks that every name
+referred to exists. :mod:`kxds.ir_yaml` writes an IR as YAML and reads it back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from kxds.diagnostics import ObjectRef
 
 
 class ClusterKind(enum.StrEnum):
+    """Where a cluster's hosts come from (Envoy's cluster ``type``)."""
+
     EDS = "eds"
     """Endpoints arrive as their own resource (from EndpointSlices)."""
     STRICT_DNS = "strict_dns"
@@ -30,6 +36,9 @@ class ClusterKind(enum.StrEnum):
 
 
 class UpstreamProtocol(enum.StrEnum):
+    """What the backend speaks. Only HTTP2 changes the cluster (Envoy's
+    ``HttpProtocolOptions``); TCP and UDP clusters serve layer-4 listeners."""
+
     HTTP1 = "http1"
     HTTP2 = "http2"
     """gRPC and h2c backends (``appProtocol: kubernetes.io/h2c``, ``grpc``)."""
@@ -38,46 +47,73 @@ class UpstreamProtocol(enum.StrEnum):
 
 
 class LbPolicy(enum.StrEnum):
+    """Envoy's cluster ``lb_policy``: how a request or connection picks a host."""
+
     ROUND_ROBIN = "round_robin"
     RING_HASH = "ring_hash"
-    """Consistent hashing, used for ``sessionAffinity: ClientIP``."""
+    """Consistent hashing on a ring of hosts."""
     MAGLEV = "maglev"
+    """Consistent hashing with a fixed lookup table: what ``sessionAffinity: ClientIP``
+    gets, with the listener hashing the client IP (``hash_source_ip``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTLS:
-    """TLS from Envoy to the backend."""
+    """TLS from Envoy to the backend: the cluster's ``transport_socket``
+    (``UpstreamTlsContext``)."""
 
     sni: str | None = None
+    """The server name Envoy sends, and, with a validation secret, the DNS name
+    the backend's certificate must carry."""
     validation_secret: str | None = None
     """Name of a :class:`ValidationContext` secret; None means no verification."""
     alpn: tuple[str, ...] = ()
+    """ALPN protocols offered to the backend (``h2`` for HTTP/2 over TLS); empty offers none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
-    """One upstream cluster; for Services, one per Service port."""
+    """An Envoy ``Cluster``: a named group of upstream hosts that routes, TCP
+    proxies and UDP proxies send traffic to. For Services, one per Service port
+    (and per variant: ``/local`` for node-local endpoints, ``/udp``, ``/tls``).
+
+    An EDS cluster's hosts are the :class:`LoadAssignment` of the same name, a
+    resource of its own; a STRICT_DNS cluster carries its hosts inline.
+    """
 
     name: str
+    """The cluster name: what routes and listeners name, and the name of its
+    load assignment (``default/web/80``)."""
     ref: ObjectRef
+    """The object the cluster stems from (the Service)."""
     kind: ClusterKind = ClusterKind.EDS
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
     dns_host: str | None = None
     """STRICT_DNS only: the name Envoy resolves."""
     dns_port: int | None = None
+    """STRICT_DNS only: the port of ``dns_host``. A STRICT_DNS cluster with a load
+    assignment (an FQDN EndpointSlice) takes its hosts from that instead."""
     lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
     upstream_tls: UpstreamTLS | None = None
+    """TLS to the backend; None speaks plain text."""
     proxy_protocol: Literal["v1", "v2"] | None = None
     """Send a PROXY protocol header upstream so the backend sees the client IP."""
     connect_timeout_ms: int = 5000
+    """Envoy's ``connect_timeout``: how long a connection to a host may take."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
+    """One upstream host of a cluster: an Envoy ``LbEndpoint``."""
+
     address: str
+    """An IP address; for a STRICT_DNS cluster, a DNS name Envoy resolves."""
     port: int
     zone: str | None = None
+    """The host's zone: the Envoy locality (``locality.zone``) it is grouped in."""
     node: str | None = None
+    """The Kubernetes node the host runs on. Not sent to Envoy: per-node translation
+    uses it to pick node-local endpoints."""
     priority: int = 0
     """Envoy locality priority: 0 is preferred, higher ones take over when it has none."""
     draining: bool = False
@@ -86,9 +122,16 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadAssignment:
-    """The endpoints of one EDS cluster (its own resource: it changes often)."""
+    """The endpoints of one cluster: an Envoy ``ClusterLoadAssignment``.
+
+    For an EDS cluster it is a resource of its own (the EDS resource; it changes
+    often, the cluster rarely), grouped into one locality per (priority, zone);
+    a STRICT_DNS cluster inlines it. Empty ``endpoints`` is a cluster with no
+    host: Envoy answers 503 (HTTP) or closes the connection (TCP).
+    """
 
     cluster: str
+    """The name of the :class:`Cluster` these endpoints belong to (and of the resource)."""
     ref: ObjectRef
     endpoints: tuple[Endpoint, ...] = ()
     """Sorted by (priority, zone, address, port)."""
@@ -99,7 +142,11 @@ class LoadAssignment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IPRange:
-    """A normalized CIDR, minus the CIDRs in ``except_`` (all inside it)."""
+    """A normalized CIDR, minus the CIDRs in ``except_`` (all inside it).
+
+    In Envoy RBAC: ``remote_ip`` of ``cidr``, and-ed with the negation of the
+    exceptions (NetworkPolicy ``ipBlock`` with ``except``).
+    """
 
     cidr: str
     except_: tuple[str, ...] = ()
@@ -115,18 +162,27 @@ class ClientSet:
 
     name: str
     refs: tuple[ObjectRef, ...]
+    """The objects whose rules make up the set (NetworkPolicies, a Service, an Ingress)."""
     ranges: tuple[IPRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessPolicy:
-    """A client is allowed when it is in *every* set of ``all_of``.
+    """Which clients may reach a route, TLS passthrough chain, or TCP or UDP listener,
+    by client IP. A client is allowed when it is in *every* set of ``all_of``.
 
     Sets in ``shadow`` are evaluated and counted but not enforced (dry-run).
     An AccessPolicy with no sets at all is never built: open means ``None``.
+    In Envoy: an RBAC config with ``action: DENY`` and one policy per set
+    ("the client is not in this set") — per-route HTTP RBAC config on routes,
+    the network RBAC filter on TCP and passthrough chains, and on UDP a
+    ``udp_proxy`` matcher that routes only the admitted sources
+    (:mod:`kxds.envoy.rbac`).
     """
 
     name: str
+    """Stable and readable: the network RBAC filter's stat prefix
+    (``default/web/80``)."""
     all_of: tuple[ClientSet, ...] = ()
     shadow: tuple[ClientSet, ...] = ()
 
@@ -136,63 +192,101 @@ class ClientIPConfig:
     """Where a listener takes the client address that access rules match."""
 
     source: Literal["peer", "xff", "proxy-protocol"] = "peer"
+    """``peer``: the socket's peer address. ``xff``: the address X-Forwarded-For
+    names ``xff_trusted_hops`` proxies back (Envoy's ``xff_num_trusted_hops``).
+    ``proxy-protocol``: the source in a PROXY protocol header, which the listener
+    then requires (Envoy's ``proxy_protocol`` listener filter)."""
     xff_trusted_hops: int = 0
+    """With ``xff``: how many proxies in front of Envoy append to X-Forwarded-For."""
 
 
 # --- HTTP routing ----------------------------------------------------------
 
 
 class MatchKind(enum.StrEnum):
+    """How a route matches the request path (Envoy's ``RouteMatch`` path specifier)."""
+
     EXACT = "exact"
+    """The whole path (Envoy ``path``)."""
     PATH_PREFIX = "path_prefix"
-    """Whole path elements: ``/foo`` matches ``/foo`` and ``/foo/bar``, not ``/foobar``."""
+    """Whole path elements: ``/foo`` matches ``/foo`` and ``/foo/bar``, not ``/foobar``
+    (Envoy ``path_separated_prefix``)."""
     PREFIX = "prefix"
     """Plain string prefix; used for ``/``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PathMatch:
+    """The path a route matches, and how."""
+
     kind: MatchKind
     path: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WeightedBackend:
+    """One cluster of a route's backends, with its share of the requests."""
+
     cluster: str
+    """The name of a :class:`Cluster`."""
     weight: int = 1
+    """Relative to the weights of the route's other backends (Envoy's
+    ``weighted_clusters``); unused when the route has one backend."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Forward:
+    """Send the request upstream (Envoy's ``route`` action): to one cluster, or split
+    by weight between several."""
+
     backends: tuple[WeightedBackend, ...]
     timeout_ms: int | None = None
-    """None keeps Envoy's default (15 s)."""
+    """The whole request's timeout (Envoy's route ``timeout``); None keeps
+    Envoy's default (15 s)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectResponse:
+    """Envoy answers itself (``direct_response``); e.g. a 503 for a backend that
+    cannot be resolved, so its traffic never falls through to a broader route."""
+
     status: int
     body: str = ""
+    """Empty sends no body."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redirect:
+    """Envoy answers with a redirect to the same host and path (``redirect``)."""
+
     https: bool = True
+    """Switch the scheme to HTTPS (``https_redirect``)."""
     port: int | None = None
     """None drops the port (default port of the scheme)."""
     status: int = 301
+    """301, 302, 303, 307 or 308."""
 
 
 RouteAction = Forward | DirectResponse | Redirect
+"""What a matched route does."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
+    """One Envoy route in a virtual host: a path match, and what to do on a match.
+
+    The first route of its virtual host that matches a request wins.
+    """
+
     name: str
+    """The Envoy route name, from the source path
+    (``ingress/default/shop/rule/0/path/1``): it shows in logs and stats."""
     ref: ObjectRef
+    """The object the route stems from (the Ingress)."""
     match: PathMatch
     action: RouteAction
     access: AccessPolicy | None = None
+    """Client-IP rules for the route (per-route RBAC config); None is open."""
     wildcard_host: str | None = None
     """For a rule of a ``*.`` host: the route also requires the request host to be
     exactly one DNS label before the suffix, as Kubernetes defines ``*.foo.com``
@@ -205,19 +299,33 @@ class Route:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualHost:
+    """An Envoy virtual host: the routes of a set of host names.
+
+    Envoy picks the virtual host by the request's host (an exact name, then the
+    longest ``*.`` suffix, then ``*``), then its first matching route.
+    """
+
     name: str
+    """Unique within its route table; the host name it serves (``shop.example.com``)."""
     domains: tuple[str, ...]
     """Host names (lower case, ``*.`` wildcards, or ``*``); the route table ignores
     a port in the Host header (``ignore_port_in_host_matching``)."""
     routes: tuple[Route, ...]
     """In Envoy match order: first match wins."""
     refs: tuple[ObjectRef, ...] = ()
+    """The objects that contributed rules to the host (Ingresses)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteTable:
+    """An Envoy ``RouteConfiguration``, the RDS resource: the virtual hosts of one
+    HTTP listener or TLS-terminating chain, which name it (``route_config_name``).
+    It is a resource of its own, so a route change never touches a listener."""
+
     name: str
+    """The name listeners and chains refer to (``http/8080``, ``https/8443``)."""
     virtual_hosts: tuple[VirtualHost, ...]
+    """Sorted by name; Envoy chooses among them by domain, not by order."""
 
 
 # --- listeners -------------------------------------------------------------
@@ -225,47 +333,82 @@ class RouteTable:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpListener:
-    """Plain HTTP; its routes come from ``route_table`` over RDS."""
+    """Plain HTTP; its routes come from ``route_table`` over RDS.
+
+    In Envoy: a ``Listener`` with one filter chain, an HTTP connection manager
+    with the RBAC filter (access rules) and the router.
+    """
 
     name: str
+    """The listener name (``http/8080``), also its stat prefix."""
     address: str
+    """The address bound (``0.0.0.0`` for all)."""
     port: int
     route_table: str
+    """The name of the :class:`RouteTable` the listener routes with."""
     client_ip: ClientIPConfig = ClientIPConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TerminatedChain:
-    """TLS terminated by Envoy for ``server_names`` (empty: the default certificate)."""
+    """TLS terminated by Envoy for ``server_names`` (empty: the default certificate).
+
+    In Envoy: a filter chain of a :class:`TlsListener` matched by SNI, with a
+    ``DownstreamTlsContext`` and the same HTTP connection manager as an
+    :class:`HttpListener`.
+    """
 
     name: str
+    """The filter chain name, unique in its listener; also the stat prefix."""
     server_names: tuple[str, ...]
+    """SNI names the chain serves (``filter_chain_match.server_names``; ``*.``
+    wildcards allowed); empty: clients whose SNI no other chain names."""
     secret: str
+    """The name of the :class:`TLSCertificate` served, fetched over SDS."""
     route_table: str
+    """The name of the :class:`RouteTable` for the decrypted HTTP requests."""
     min_tls_version: Literal["1.0", "1.1", "1.2", "1.3"] = "1.2"
     alpn: tuple[str, ...] = ("h2", "http/1.1")
+    """ALPN protocols offered to clients, in order of preference."""
     refs: tuple[ObjectRef, ...] = ()
+    """The objects the chain stems from (Ingresses, the TLS Secret)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PassthroughChain:
-    """TLS passed through untouched to ``cluster``, chosen by SNI."""
+    """TLS passed through untouched to ``cluster``, chosen by SNI.
+
+    In Envoy: a filter chain of a :class:`TlsListener` with ``tcp_proxy`` (after
+    the network RBAC filter when there is an access policy); the backend
+    terminates TLS itself.
+    """
 
     name: str
+    """The filter chain name, unique in its listener."""
     server_names: tuple[str, ...]
+    """SNI names the chain serves."""
     cluster: str
+    """The name of the :class:`Cluster` the encrypted stream goes to."""
     access: AccessPolicy | None = None
+    """Client-IP rules for the connection; None is open."""
     refs: tuple[ObjectRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TlsListener:
-    """One port serving TLS; filter chains are selected by SNI."""
+    """One port serving TLS; filter chains are selected by SNI.
+
+    In Envoy: a ``Listener`` with the ``tls_inspector`` listener filter (which
+    reads the SNI) and one filter chain per chain. A client whose SNI no chain
+    serves, and no default chain exists for, is disconnected.
+    """
 
     name: str
+    """The listener name (``https/8443``)."""
     address: str
     port: int
     chains: tuple[TerminatedChain | PassthroughChain, ...]
+    """The filter chains, in order; no two serve the same SNI name."""
     client_ip: ClientIPConfig = ClientIPConfig()
 
 
@@ -284,27 +427,54 @@ class InternalRoute:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TcpListener:
-    """Layer-4 TCP proxy to one cluster (per-node NodePort, LB IP, externalIP)."""
+    """Layer-4 TCP proxy to one cluster (per-node NodePort, LB IP, externalIP).
+
+    In Envoy: a ``Listener`` whose filter chain is ``tcp_proxy`` (after the
+    network RBAC filter when there is an access policy).
+    """
 
     name: str
+    """The listener name, from the Service port and the address kind
+    (``default/web/80/nodeport/tcp``, ``default/web/80/lb/192.0.2.10/tcp``)."""
     ref: ObjectRef
+    """The Service."""
     address: str
+    """The address bound: ``0.0.0.0`` for a NodePort (or the node's bind address);
+    a LoadBalancer IP or externalIP is bound with ``freebind``, since it need not
+    be on an interface of the node."""
     port: int
     cluster: str
+    """The name of the :class:`Cluster` connections go to."""
     access: AccessPolicy | None = None
+    """Client-IP rules, matched against the connection's peer; None is open."""
     hash_source_ip: bool = False
+    """Hash the client IP to pick the host (ClientIP session affinity; needs a
+    hashing ``lb_policy`` on the cluster)."""
     client_ip: ClientIPConfig = ClientIPConfig()
+    """Carried beside the other listener kinds; the TCP builder does not read it:
+    a per-node proxy is the client's first hop, so the peer is the client."""
     internal: InternalRoute | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UdpListener:
+    """Layer-4 UDP proxy to one cluster (per-node NodePort, LB IP, externalIP).
+
+    In Envoy: a UDP ``Listener`` with the ``udp_proxy`` listener filter, which
+    routes datagrams to clusters by source address through its matcher.
+    """
+
     name: str
+    """The listener name (``kube-system/dns/53/nodeport/udp``)."""
     ref: ObjectRef
+    """The Service."""
     address: str
+    """The address bound, as for :class:`TcpListener`."""
     port: int
     cluster: str
+    """The name of the :class:`Cluster` datagrams go to."""
     hash_source_ip: bool = False
+    """Hash the client IP to pick the host (ClientIP session affinity)."""
     internal: InternalRoute | None = None
     access: AccessPolicy | None = None
     """Client-IP rules: only datagrams from admitted sources are routed (shadow sets unused)."""
@@ -312,16 +482,25 @@ class UdpListener:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthCheckListener:
-    """kube-proxy's ``healthCheckNodePort``: 200 with local endpoints, else 503."""
+    """kube-proxy's ``healthCheckNodePort``: 200 with local endpoints, else 503.
+
+    In Envoy: an HTTP listener whose answer comes from a route table of the same
+    name, built from the listener (not listed in the IR's route tables), so a
+    change of the count updates that route table and never the listener.
+    """
 
     name: str
+    """The listener name (``shop/web/healthcheck``), also its route table's name."""
     ref: ObjectRef
+    """The Service; its namespace and name appear in the answer's JSON body."""
     address: str
     port: int
     local_endpoints: int
+    """How many of the Service's endpoints run on this node."""
 
 
 Listener = HttpListener | TlsListener | TcpListener | UdpListener | HealthCheckListener
+"""Any listener kind: each is one Envoy ``Listener`` (LDS resource) named by its ``name``."""
 
 
 # --- secrets ---------------------------------------------------------------
@@ -329,20 +508,35 @@ Listener = HttpListener | TlsListener | TcpListener | UdpListener | HealthCheckL
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSCertificate:
+    """A serving certificate and its key: an Envoy SDS ``Secret`` with
+    ``tls_certificate``, named by :class:`TerminatedChain` ``secret``."""
+
     name: str
+    """The SDS secret name (``default/wild-cert``)."""
     ref: ObjectRef
+    """The ``kubernetes.io/tls`` Secret."""
     certificate_chain: str
+    """PEM: the certificate, then the intermediates."""
     private_key: str
+    """PEM. Redacted in config dumps."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValidationContext:
+    """CA certificates that a backend's certificate must chain to: an Envoy SDS
+    ``Secret`` with ``validation_context``, named by :class:`UpstreamTLS`
+    ``validation_secret``."""
+
     name: str
+    """The SDS secret name (``default/api-ca/ca``)."""
     ref: ObjectRef
+    """The Secret holding the CA bundle."""
     trusted_ca: str
+    """PEM: one or more CA certificates."""
 
 
 Secret = TLSCertificate | ValidationContext
+"""Any secret kind: each is one Envoy SDS ``Secret`` resource named by its ``name``."""
 
 
 # --- the whole model -------------------------------------------------------
@@ -350,7 +544,11 @@ Secret = TLSCertificate | ValidationContext
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IR:
-    """Everything one proxy (or group of identical proxies) should be told."""
+    """Everything one proxy (or group of identical proxies) should be told.
+
+    Each collection becomes one xDS resource type (clusters, endpoints,
+    listeners, route tables, secrets), every collection sorted by name.
+    """
 
     clusters: tuple[Cluster, ...] = ()
     load_assignments: tuple[LoadAssignment, ...] = ()

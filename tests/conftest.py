@@ -8,7 +8,8 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden", action="store_true", default=False,
-        help="rewrite tests/golden/*/ir.yaml and envoy.yaml from the current code",
+        help="rewrite the expected files of tests/golden and tests/golden-ir from the current "
+             "code, and delete stale ones",
     )
 
 

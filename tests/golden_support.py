@@ -1,27 +1,31 @@
-"""Golden cases: load a case's input, translate it, render IR and Envoy resources as YAML.
+"""Golden cases: load a case's input, translate or build it, render the expected files.
 
-A case is a directory under ``tests/golden/``:
+Two tiers, one directory per case (``tests/golden/README.md`` describes them):
 
-* ``input.yaml`` (or a directory ``input/`` of manifest files): Kubernetes objects;
-* ``config.yaml`` (optional): ``TranslateConfig`` fields, and ``node: {name, zone}``
-  to translate for a per-node proxy instead of the edge;
-* ``ir.yaml`` and ``envoy.yaml``: the expected IR with diagnostics, and the
-  Envoy resources as a config dump. ``pytest --update-golden`` rewrites them.
+* ``tests/golden/<case>/``: Kubernetes objects (``input.yaml`` or ``input/``,
+  and an optional ``config.yaml``) -> ``ir.yaml`` (the IR and the diagnostics)
+  and one file of Envoy resources per type;
+* ``tests/golden-ir/<case>/``: an IR written by hand (``ir.yaml``) -> one file
+  of Envoy resources per type: the Envoy builders, tested without Kubernetes.
+
+A type without resources has no file. ``pytest --update-golden`` rewrites the
+expected files and deletes stale ones (see :func:`stale_files`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kxds import ir
-from kxds.diagnostics import Diagnostic, ObjectRef
+from kxds.diagnostics import Diagnostic
 from kxds.envoy import build_resources
-from kxds.envoy.dump import resources_to_yaml
+from kxds.envoy.dump import resources_to_dict
+from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER, Resources
+from kxds.ir_yaml import dump_ir, load_ir
 from kxds.kube.loader import load_documents, parse_documents
 from kxds.kube.models import ClusterState, Model
 from kxds.translators.config import NodeInfo, TranslateConfig
@@ -30,17 +34,62 @@ from kxds.translators.node import translate_node
 from kxds.translators.translation import Translation
 
 GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_IR = Path(__file__).parent / "golden-ir"
 
-# IR union members are tagged with their class name so the reader knows which one.
-_TAGGED = (ir.HttpListener, ir.TlsListener, ir.TcpListener, ir.UdpListener,
-           ir.HealthCheckListener, ir.TerminatedChain, ir.PassthroughChain,
-           ir.Forward, ir.DirectResponse, ir.Redirect, ir.TLSCertificate, ir.ValidationContext)
+ENVOY_FILES = tuple(f"{SHORT_NAMES[t]}.yaml" for t in TYPE_ORDER)
+"""The expected Envoy resources of a case, one file per type, in push order."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Where a tier's cases live and which files of a case are input, output or neither."""
+
+    root: Path
+    inputs: frozenset[str]
+    """Names in a case directory that people write (files or directories)."""
+    markers: frozenset[str]
+    """Inputs of which one makes a directory a case."""
+    outputs: frozenset[str]
+    """Names the tests write, and so may delete."""
+
+
+RETIRED_OUTPUTS = frozenset({"envoy.yaml"})
+"""Outputs no longer written (every type was in one file): stale wherever they are."""
+
+DOCS = frozenset({"README.md"})
+"""Notes a person may keep in a tier's directory or in a case."""
+
+INPUT_TIER = Tier(root=GOLDEN, inputs=frozenset({"input.yaml", "input", "config.yaml"}),
+                  markers=frozenset({"input.yaml", "input"}),
+                  outputs=frozenset({"ir.yaml", *ENVOY_FILES}))
+IR_TIER = Tier(root=GOLDEN_IR, inputs=frozenset({"ir.yaml"}), markers=frozenset({"ir.yaml"}),
+               outputs=frozenset(ENVOY_FILES))
+TIERS = (INPUT_TIER, IR_TIER)
+
+
+def is_case(tier: Tier, path: Path) -> bool:
+    """Whether ``path`` is a case directory of ``tier`` (it holds an input)."""
+    return path.is_dir() and any((path / m).exists() for m in tier.markers)
+
+
+def tier_cases(tier: Tier) -> list[str]:
+    """Every case of ``tier``, by directory name."""
+    if not tier.root.is_dir():
+        return []
+    return sorted(p.name for p in tier.root.iterdir() if is_case(tier, p))
 
 
 def cases() -> list[str]:
-    """Every golden case, by directory name."""
-    return sorted(p.name for p in GOLDEN.iterdir()
-                  if p.is_dir() and ((p / "input.yaml").exists() or (p / "input").is_dir()))
+    """Every case of the Kubernetes -> IR -> Envoy tier, by directory name."""
+    return tier_cases(INPUT_TIER)
+
+
+def ir_cases() -> list[str]:
+    """Every case of the IR -> Envoy tier, by directory name."""
+    return tier_cases(IR_TIER)
+
+
+# --- the Kubernetes input tier ---------------------------------------------
 
 
 def load_case_objects(case: str) -> tuple[list[Model], list[Diagnostic]]:
@@ -78,41 +127,87 @@ def run(state: ClusterState, config: TranslateConfig, node: NodeInfo | None) -> 
     return translate_node(state, config, node) if node else translate(state, config)
 
 
-def render_case(case: str, objects: list[Model] | None = None,
-                problems: list[Diagnostic] | None = None) -> tuple[str, str]:
-    """``(ir.yaml, envoy.yaml)`` text of a case (optionally with its objects reordered)."""
+def translate_case(case: str, objects: list[Model] | None = None,
+                   problems: list[Diagnostic] | None = None) -> Translation:
+    """The translation of a case's input (optionally of its objects, reordered)."""
     if objects is None or problems is None:
         objects, problems = load_case_objects(case)
     config, node = case_settings(case)
-    result = run(ClusterState.from_objects(objects, problems), config, node)
-    return render_ir(result), resources_to_yaml(build_resources(result.ir))
+    return run(ClusterState.from_objects(objects, problems), config, node)
 
 
-def to_plain(value: Any) -> Any:
-    """IR values as plain YAML data: fields at their default are left out."""
-    if isinstance(value, ObjectRef):
-        return str(value)
-    if isinstance(value, Diagnostic):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            default = (f.default if f.default is not dataclasses.MISSING
-                       else f.default_factory() if f.default_factory is not dataclasses.MISSING
-                       else dataclasses.MISSING)
-            if item != default:
-                fields[f.name] = to_plain(item)
-        return {type(value).__name__: fields} if isinstance(value, _TAGGED) else fields
-    if isinstance(value, (tuple, list)):
-        return [to_plain(v) for v in value]
-    return value
+def render_case(case: str, objects: list[Model] | None = None,
+                problems: list[Diagnostic] | None = None) -> tuple[str, dict[str, str]]:
+    """``(ir.yaml text, {Envoy file name: text})`` of a case."""
+    result = translate_case(case, objects, problems)
+    return render_ir(result), render_envoy(build_resources(result.ir))
 
 
 def render_ir(result: Translation) -> str:
     """The IR and the diagnostics of a translation as YAML."""
-    data = {"diagnostics": [str(d) for d in result.diagnostics], "ir": to_plain(result.ir)}
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100,
-                          allow_unicode=True)
+    return dump_ir(result.ir, result.diagnostics)
+
+
+def read_expected_ir(case: str) -> ir.IR:
+    """The IR a case's expected ``ir.yaml`` describes."""
+    path = GOLDEN / case / "ir.yaml"
+    return load_ir(path.read_text(encoding="utf-8"), str(path.relative_to(GOLDEN.parent)))
+
+
+# --- the IR input tier -----------------------------------------------------
+
+
+def read_ir_case(case: str) -> ir.IR:
+    """The hand-written IR of an IR-tier case."""
+    path = GOLDEN_IR / case / "ir.yaml"
+    return load_ir(path.read_text(encoding="utf-8"), str(path.relative_to(GOLDEN_IR.parent)))
+
+
+def render_ir_case(case: str) -> dict[str, str]:
+    """``{Envoy file name: text}`` of an IR-tier case."""
+    return render_envoy(build_resources(read_ir_case(case)))
+
+
+# --- Envoy output, and stale files -----------------------------------------
+
+
+def render_envoy(resources: Resources) -> dict[str, str]:
+    """One YAML text per resource type that has resources, by file name.
+
+    Each text is a config dump with that one type (``clusters: [...]``), so the
+    files of a case, concatenated in push order, are the whole config dump.
+    """
+    return {f"{kind}.yaml": yaml.safe_dump({kind: items}, sort_keys=False,
+                                           default_flow_style=False, allow_unicode=True,
+                                           width=100)
+            for kind, items in resources_to_dict(resources).items()}
+
+
+def stale_files(tier: Tier) -> tuple[list[Path], list[Path]]:
+    """``(stale, unexpected)`` paths under a tier's directory.
+
+    Stale: outputs of a directory that is no longer a case (its input is
+    gone), and retired outputs; the tests wrote them, so ``--update-golden``
+    deletes them. Unexpected: anything else that is neither input, output nor
+    notes (``input.yml``, a ``config.yaml`` without an input): never deleted,
+    since a person wrote it. Outputs of a type that has no resources any more
+    are found by the golden test of their case, which renders it.
+    """
+    stale: list[Path] = []
+    unexpected: list[Path] = []
+    if not tier.root.is_dir():
+        return stale, unexpected
+    for entry in sorted(tier.root.iterdir()):
+        if not entry.is_dir():
+            if entry.name not in DOCS:
+                unexpected.append(entry)
+            continue
+        case = is_case(tier, entry)
+        for item in sorted(entry.iterdir()):
+            name = item.name
+            if item.is_file() and (name in RETIRED_OUTPUTS
+                                   or (not case and name in tier.outputs)):
+                stale.append(item)
+            elif not (name in DOCS or (case and name in tier.inputs | tier.outputs)):
+                unexpected.append(item)
+    return stale, unexpected
