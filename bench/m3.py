@@ -45,7 +45,7 @@ def _message_classes() -> dict[str, type[Message]]:
 
 def pipeline() -> Any:
     """The translate+build function under test (imported late: it may not exist yet)."""
-    from kxds.envoy import build_resources
+    from kxds.envoy.build import build_resources
     from kxds.translators.config import TranslateConfig
     from kxds.translators.edge import translate
     from kxds.views import gc_paused

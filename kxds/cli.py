@@ -296,7 +296,7 @@ def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     """Print the Envoy resources as YAML; diagnostics go to stderr."""
-    from kxds.envoy import build_resources
+    from kxds.envoy.build import build_resources
     from kxds.envoy.dump import resources_to_yaml
 
     translation = _translation(args, _load(args))

@@ -56,7 +56,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kxds.certs.check import next_validity_change
 from kxds.diagnostics import Diagnostic
-from kxds.envoy import trim_caches
+from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
@@ -117,6 +117,10 @@ class Controller:
         # One memo per view, used by one rebuild at a time (under ``_lock``).
         self._edge_memo = ViewMemo()
         self._node_memos: dict[str, ViewMemo] = {}
+        self._shared = SharedBuilds()
+        """Resources equal across node views, serialized once (swept every rebuild)."""
+        self._bounds: frozenset[dt.datetime] = frozenset()
+        """When a certificate check of the served edge view may change its verdict."""
         self._logged: set[Diagnostic] = set()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -204,7 +208,7 @@ class Controller:
             edge = await self._call(build_edge, state, config, self._edge_memo)
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
-                self._edge = edge.resources
+                self._edge, self._bounds = edge.resources, edge.bounds
                 for group in self._edge_groups():
                     self.cache.set_view(group, edge.resources)
             else:
@@ -218,12 +222,12 @@ class Controller:
                 else:
                     self._reject(group, built)
             self.state = state
-            self._recheck_at = self._next_recheck(state, config)
+            self._recheck_at = self._next_recheck(config)
             published = edge.resources is not None
             if published and not self.cache.synced:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
-            trim_caches(self._live_resources())
+            self._shared.sweep()
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
             if self.metrics is not None:
@@ -232,19 +236,12 @@ class Controller:
                      self.rebuild_seq, published, seconds, len(diagnostics),
                      len(self.cache.groups()))
 
-    def _live_resources(self) -> int:
-        """Resources of every distinct view served (views shared by groups count once)."""
-        views = {id(v): v for g in self.cache.groups() if (v := self.cache.view(g)) is not None}
-        return sum(len(by_name) for v in views.values() for by_name in v.resources.values())
-
-    def _next_recheck(self, state: ClusterState, config: TranslateConfig) -> dt.datetime | None:
-        """Just after the next instant a certificate of ``state`` starts or stops
+    def _next_recheck(self, config: TranslateConfig) -> dt.datetime | None:
+        """Just after the next instant a certificate of the served view starts or stops
         being valid; None when the config pins the instant or nothing changes."""
         if self.config.tls_now is not None or config.tls_now is None:
             return None
-        pairs = [(crt, key) for secret in state.secrets.values()
-                 if (crt := secret.data.get("tls.crt")) and (key := secret.data.get("tls.key"))]
-        edge = next_validity_change(pairs, config.tls_now)
+        edge = next_validity_change(self._bounds, config.tls_now)
         return None if edge is None else edge + dt.timedelta(seconds=1)
 
     def _config_now(self) -> TranslateConfig:
@@ -291,7 +288,10 @@ class Controller:
         return {*self._nodes, *self._node_memos}
 
     def _node_memo(self, group: str) -> ViewMemo:
-        return self._node_memos.setdefault(group, ViewMemo())
+        memo = self._node_memos.get(group)
+        if memo is None:
+            memo = self._node_memos[group] = ViewMemo(build=BuildCache(self._shared))
+        return memo
 
     def _edge_groups(self) -> set[str]:
         return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}

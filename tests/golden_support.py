@@ -22,7 +22,7 @@ import yaml
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic
-from kxds.envoy import build_resources
+from kxds.envoy.build import build_resources
 from kxds.envoy.dump import resources_to_dict
 from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER, Resources
 from kxds.ir_yaml import dump_ir, load_ir

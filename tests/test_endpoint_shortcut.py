@@ -21,12 +21,12 @@ import pytest
 import yaml
 from golden_support import GOLDEN, case_settings, cases
 
-from kxds.envoy import build_resources
+from kxds.envoy.build import build_resources
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
+from kxds.incremental import Store
 from kxds.kube.loader import load_documents
 from kxds.kube.models import ClusterState, Model
 from kxds.kube.parse import parse_object
-from kxds.memo import TranslationMemo
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.translation import Translation
@@ -106,7 +106,7 @@ def _bytes(resources: Resources) -> dict[str, dict[str, tuple[str, bytes]]]:
 def _check_exact(before: ClusterState, after: ClusterState, config: TranslateConfig
                  ) -> tuple[Translation, Translation, Built, Built]:
     """Translate and build ``before`` then ``after`` through one memo; both match full runs."""
-    memo = TranslationMemo()
+    memo = Store()
     first = translate(before, config, memo)
     second = translate(after, config, memo)
     assert second == translate(after, config)
@@ -305,7 +305,7 @@ spec:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
 """
     before, after = _states(tls, [_slice("web", "10.0.1.1")], [_slice("web", "10.0.1.2")])
-    memo = TranslationMemo()
+    memo = Store()
     valid = translate(before, TranslateConfig(tls_now=t0 + dt.timedelta(hours=1)), memo)
     later = TranslateConfig(tls_now=t0 + dt.timedelta(days=2))
     expired = translate(after, later, memo)

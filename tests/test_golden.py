@@ -36,7 +36,7 @@ from golden_support import (
 )
 
 from kxds import ir
-from kxds.envoy import build_resources
+from kxds.envoy.build import build_resources
 from kxds.envoy.validate import find_envoy, validate_with_envoy
 from kxds.ir import consistency_problems
 from kxds.ir_yaml import dump_ir, load_ir, to_plain

@@ -21,9 +21,11 @@ from envoy.extensions.filters.udp.udp_proxy.v3 import udp_proxy_pb2
 from google.protobuf import json_format
 from xds.type.matcher.v3 import ip_pb2
 
-from kxds import envoy, ir
+from kxds import ir
 from kxds.diagnostics import ObjectRef, Reason
-from kxds.envoy import build_resources, l4, validate
+from kxds.envoy import build as envoy
+from kxds.envoy import l4, validate
+from kxds.envoy.build import build_resources
 from kxds.envoy.resource import LISTENER, ROUTE
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState

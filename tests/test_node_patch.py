@@ -62,7 +62,7 @@ def test_patched_node_views_equal_full_translation(case: str,
         patched.append(result is not None)
         return result
 
-    monkeypatch.setattr("kxds.views.patch_node", spy)
+    monkeypatch.setattr("kxds.translators.node.patch_node", spy)
     base: dict[tuple[type, tuple[str, str]], Model] = {(type(o), o.meta.key): o for o in objects}
     slices = [o for o in objects if isinstance(o, EndpointSlice)]
     for sl in slices:

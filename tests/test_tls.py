@@ -10,10 +10,16 @@ import pytest
 import xds_support as xds_testing
 
 from kxds import ir
-from kxds.certs.check import CertError, check_key_pair, covers, next_validity_change
+from kxds.certs.check import (
+    CertError,
+    check_key_pair,
+    covers,
+    inspect_key_pair,
+    next_validity_change,
+)
 from kxds.certs.make import KeyPair, make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Reason
-from kxds.envoy import build_resources
+from kxds.envoy.build import build_resources
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from kxds.kube.loader import load_text
 from kxds.translators.config import TranslateConfig
@@ -53,13 +59,24 @@ def test_key_pair_ok(certs: dict[str, KeyPair]) -> None:
 def test_next_validity_change(ca: KeyPair, certs: dict[str, KeyPair]) -> None:
     """The next instant a certificate starts or ends: when the controller must rebuild."""
     later = make_leaf(ca, ["c.example.com"], not_before=NOW + dt.timedelta(days=2), days=10)
-    pairs = [(c.cert_pem, c.key_pem) for c in (certs["a"], certs["expired"], later)]
-    assert next_validity_change(pairs, NOW) == NOW + dt.timedelta(days=2)
-    assert next_validity_change(pairs, NOW + dt.timedelta(days=3)) == NOW + dt.timedelta(days=12)
-    assert next_validity_change(pairs, NOW + dt.timedelta(days=13)) == LONG_AGO + dt.timedelta(
+    found = [inspect_key_pair(c.cert_pem, c.key_pem) for c in (certs["a"], certs["expired"], later)]
+    bounds = [b for f in found for b in (f.not_before, f.not_after) if b is not None]
+    assert next_validity_change(bounds, NOW) == NOW + dt.timedelta(days=2)
+    assert next_validity_change(bounds, NOW + dt.timedelta(days=3)) == NOW + dt.timedelta(days=12)
+    assert next_validity_change(bounds, NOW + dt.timedelta(days=13)) == LONG_AGO + dt.timedelta(
         days=365 * 30)
-    assert next_validity_change([(b"garbage", b"")], NOW) is None
-    assert next_validity_change(pairs, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is None
+    assert inspect_key_pair(b"garbage", b"").not_after is None
+    assert next_validity_change(bounds, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is None
+
+
+def test_translation_reports_the_bounds_of_its_certificates(certs: dict[str, KeyPair]) -> None:
+    """The edge translation says when its certificate checks expire (the controller's
+    recheck instant), without the controller inspecting Secrets itself."""
+    t = run(ingress("shop", ["a.example.com"], [(["a.example.com"], "a")]),
+            secret("a", certs["a"]))
+    leaf = inspect_key_pair(certs["a"].cert_pem, certs["a"].key_pem)
+    assert t.bounds == {leaf.not_before, leaf.not_after}
+
 
 
 def test_rsa_key_pair(ca: KeyPair) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kxds import envoy, ir
+from kxds import ir
 from kxds.diagnostics import ObjectRef
-from kxds.envoy import build_resources, clusters, endpoints
+from kxds.envoy import clusters, endpoints
+from kxds.envoy.build import BuildCache, SharedBuilds, build_resources
 from kxds.envoy.dump import decode, resources_to_yaml
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from kxds.envoy.validate import find_envoy, validate_with_envoy
@@ -77,26 +78,31 @@ def test_unchanged_nodes_are_not_rebuilt(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(clusters, "build_cluster", count_cluster)
     monkeypatch.setattr(endpoints, "build_load_assignment", count_cla)
-    for fn in (envoy.cluster_resource, envoy.endpoint_resource):
-        fn.cache_clear()
-    first = build_resources(_model())
+    # Two views sharing builds: equal IR nodes (new objects each time) are found by value.
+    shared = SharedBuilds()
+    first = build_resources(_model(), BuildCache(shared))
     assert calls == {"cluster": 2, "cla": 1}
-    second = build_resources(_model(endpoint_ip="10.0.0.7"))
+    second = build_resources(_model(endpoint_ip="10.0.0.7"), BuildCache(shared))
     assert calls == {"cluster": 2, "cla": 2}  # only the changed assignment was rebuilt
     assert second[CLUSTER]["default/web/80"] is first[CLUSTER]["default/web/80"]
     assert second[ENDPOINT]["default/web/80"].version != first[ENDPOINT]["default/web/80"].version
 
 
-def test_caches_are_emptied_when_they_outgrow_what_is_served() -> None:
-    envoy.endpoint_resource.cache_clear()
-    for i in range(envoy.TRIM_SLACK + 8):
-        build_resources(_model(endpoint_ip=f"10.1.{i // 250}.{i % 250 + 1}"))
-    size = envoy.endpoint_resource.cache_info().currsize
-    assert size == envoy.TRIM_SLACK + 8
-    assert envoy.trim_caches(live=size) == 0  # in proportion to what is served: kept
-    assert envoy.endpoint_resource.cache_info().currsize == size
-    assert envoy.trim_caches(live=3) >= 1  # the state shrank: emptied
-    assert envoy.endpoint_resource.cache_info().currsize == 0
+def test_build_caches_hold_only_what_the_last_builds_used() -> None:
+    shared = SharedBuilds()
+    view = BuildCache(shared)
+    for i in range(20):
+        build_resources(_model(endpoint_ip=f"10.1.0.{i + 1}"), view)
+    # The view keeps its last build's nodes: two clusters, one load assignment, a
+    # listener, a route table and its virtual hosts; not the twenty assignments.
+    assert len(view) <= 8
+    assert len(shared) > 20
+    shared.sweep()  # the controller sweeps after every rebuild: all twenty were asked for
+    build_resources(_model(endpoint_ip="10.1.0.99"), BuildCache(shared))
+    shared.sweep()
+    assert len(shared) <= 8
+    shared.sweep()  # nothing asked since: everything goes
+    assert len(shared) == 0
 
 
 def test_dump_is_config_dump_shaped_and_stable() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kxds.envoy import build_resources
+from kxds.envoy.build import build_resources
 from kxds.ir import MatchKind, consistency_problems
 from kxds.kube.models import ClusterState
 from kxds.kube.parse import parse_object

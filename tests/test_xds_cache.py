@@ -295,13 +295,17 @@ endpoints: [{addresses: [10.0.0.1], nodeName: n1}, {addresses: [10.0.0.2], nodeN
 
 
 def test_node_groups_share_serialized_resources() -> None:
+    from kxds.envoy.build import BuildCache, SharedBuilds
     from kxds.kube.loader import load_text
     from kxds.translators.config import NodeInfo, TranslateConfig
-    from kxds.views import build_node
+    from kxds.views import ViewMemo, build_node
 
     state, config = load_text(NODE_PORT_WEB), TranslateConfig()
-    one = build_node(state, config, NodeInfo(name="n1")).resources
-    two = build_node(state, config, NodeInfo(name="n2")).resources
+    shared = SharedBuilds()  # the controller's, for all its node views
+    one = build_node(state, config, NodeInfo(name="n1"),
+                     ViewMemo(build=BuildCache(shared))).resources
+    two = build_node(state, config, NodeInfo(name="n2"),
+                     ViewMemo(build=BuildCache(shared))).resources
     assert one is not None and two is not None and one[CLUSTER]
     # Equal resources of two groups are one object: serialized once, bytes shared.
     for type_url in (CLUSTER, ENDPOINT):

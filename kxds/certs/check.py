@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -76,8 +75,11 @@ def _key_matches(cert: x509.Certificate, key: object) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Inspected:
-    """What a (certificate, key) pair says of itself, independent of the clock."""
+class Inspected:
+    """What a (certificate, key) pair says of itself, independent of the clock.
+
+    Holds no key material: a caller may keep it as long as the Secret it came from.
+    """
 
     names: tuple[str, ...] = ()
     not_before: dt.datetime | None = None
@@ -85,21 +87,24 @@ class _Inspected:
     error: str | None = None
 
 
-@lru_cache(maxsize=16384)
-def _inspect(cert_pem: bytes, key_pem: bytes) -> _Inspected:
-    # Parsing and the signature round trip cost ~0.3 ms (ECDSA) to ~2 ms (RSA);
-    # every rebuild checks every TLS Secret, and Secrets rarely change: memoize.
+def inspect_key_pair(cert_pem: bytes, key_pem: bytes) -> Inspected:
+    """Parse a serving certificate chain and its key, and check that they belong together.
+
+    Parsing and the signature round trip cost ~0.3 ms (ECDSA) to ~2 ms (RSA):
+    callers keep the result while the Secret is unchanged (the edge translation
+    does, per Secret, in its query store), never in a process-wide cache.
+    """
     try:
         leaf = _load_chain(cert_pem)[0]
     except CertError as e:
-        return _Inspected(error=str(e))
+        return Inspected(error=str(e))
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        return _Inspected(error="tls.key is not an unencrypted PEM private key")
+        return Inspected(error="tls.key is not an unencrypted PEM private key")
     if not _key_matches(leaf, key):
-        return _Inspected(error="tls.key does not match the certificate in tls.crt")
-    return _Inspected(names=_dns_names(leaf), not_before=leaf.not_valid_before_utc,
+        return Inspected(error="tls.key does not match the certificate in tls.crt")
+    return Inspected(names=_dns_names(leaf), not_before=leaf.not_valid_before_utc,
                       not_after=leaf.not_valid_after_utc)
 
 
@@ -110,7 +115,11 @@ def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime | None) -> 
     and its public key must match ``key_pem``. ``now`` comes from the caller (this
     reads no clock); None skips the validity period.
     """
-    found = _inspect(cert_pem, key_pem)
+    return check_validity(inspect_key_pair(cert_pem, key_pem), now)
+
+
+def check_validity(found: Inspected, now: dt.datetime | None) -> CertInfo:
+    """The :class:`CertInfo` of an inspected pair at ``now``; :class:`CertError` saying why not."""
     if found.error is not None:
         raise CertError(found.error)
     assert found.not_before is not None and found.not_after is not None
@@ -123,19 +132,13 @@ def check_key_pair(cert_pem: bytes, key_pem: bytes, now: dt.datetime | None) -> 
     return CertInfo(dns_names=found.names, not_after=found.not_after)
 
 
-def next_validity_change(pairs: Iterable[tuple[bytes, bytes]],
-                         now: dt.datetime) -> dt.datetime | None:
-    """The first instant after ``now`` at which one of these (certificate, key) pairs
-    becomes valid or expires: when a check made at ``now`` stops being true.
-
-    The controller rebuilds then, so an expiring certificate fails closed on
-    time instead of at the next unrelated change. Unusable pairs never change.
+def next_validity_change(bounds: Iterable[dt.datetime], now: dt.datetime) -> dt.datetime | None:
+    """The first instant after ``now`` among ``bounds`` (the ``not_before`` and
+    ``not_after`` of the certificates a translation checked): when a check made at
+    ``now`` stops being true. The controller rebuilds then, so an expiring
+    certificate fails closed on time instead of at the next unrelated change.
     """
-    later = [edge for cert_pem, key_pem in pairs
-             for edge in (_inspect(cert_pem, key_pem).not_before,
-                          _inspect(cert_pem, key_pem).not_after)
-             if edge is not None and edge >= now]
-    return min(later, default=None)
+    return min((edge for edge in bounds if edge >= now), default=None)
 
 
 def check_ca_bundle(ca_pem: bytes) -> int:

@@ -29,7 +29,7 @@ Semantics follow the Kubernetes Ingress documentation
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from kxds import names
@@ -47,9 +47,7 @@ from kxds.ir import (
     VirtualHost,
     WeightedBackend,
 )
-from kxds.kube.ingress_class import our_ingresses
-from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath
-from kxds.memo import TranslationMemo
+from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
@@ -73,29 +71,9 @@ def http_listener(config: TranslateConfig) -> HttpListener:
                         route_table=name, client_ip=config.client_ip)
 
 
-def translate_ingresses(
-    state: ClusterState, config: TranslateConfig, clusters: Set[str],
-    memo: TranslationMemo | None = None,
-) -> tuple[HttpListener, RouteTable, list[Diagnostic]]:
-    """The HTTP listener and route table of every Ingress of our class.
-
-    ``clusters`` are the names of the clusters that exist: a backend without one
-    is unresolvable. ``memo``: see :func:`virtual_hosts`.
-    """
-    listener = http_listener(config)
-    ours = our_ingresses(state, config.ingress_class)
-    hosts, diagnostics = virtual_hosts(state, ours, clusters, memo)
-    table = (_route_table(listener.route_table, *hosts) if memo is None
-             else memo.get("route-table", hosts, listener.route_table, _route_table,
-                           listener.route_table, *hosts))
-    return listener, table, diagnostics
-
-
-def _route_table(name: str, *hosts: VirtualHost) -> RouteTable:
-    return RouteTable(name=name, virtual_hosts=hosts)
-
-
-# --- building the routes ---------------------------------------------------
+HasCluster = Callable[[Key, str], bool]
+"""Whether the Service ``key`` has the cluster named so (a backend without one is
+unresolvable)."""
 
 
 @dataclass(slots=True)
@@ -108,97 +86,66 @@ class _Routes:
     refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
     default: Route | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    policies: PolicyIndex | None = None
-    """The state's NetworkPolicies, indexed once for every route's access rules."""
 
 
-def virtual_hosts(
-    state: ClusterState, ingresses: Iterable[Ingress], clusters: Set[str],
-    memo: TranslationMemo | None = None,
-) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
-    """The virtual hosts serving ``ingresses`` (oldest first), sorted by name.
+_HostInputs = tuple[tuple[Route, ...], tuple[Route, ...], "Route | None", tuple[ObjectRef, ...]]
+"""Everything :func:`_virtual_host` reads for one host: its routes, the routes without
+a host (for a wildcard host), the default route, the refs of the Ingresses claiming it."""
 
-    With ``memo``, an Ingress whose inputs (itself, its Services and, when
-    NetworkPolicies may apply, what they read) are unchanged reuses its routes,
-    and a host whose routes are unchanged reuses its virtual host; when every
-    Ingress's routes are the same as last time, so is the result.
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MergedRoutes:
+    """The virtual hosts of every Ingress of our class, and the problems of merging them."""
+
+    virtual_hosts: tuple[VirtualHost, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    inputs: Mapping[str, tuple[_HostInputs, VirtualHost]]
+    """Host -> what its virtual host was built from, and that virtual host."""
+
+
+def merge_routes(ones: Iterable[IngressRoutes],
+                 previous: MergedRoutes | None = None) -> MergedRoutes:
+    """Merge the routes of every Ingress (oldest first) into virtual hosts, sorted by name.
+
+    ``previous``: the last merge, whose virtual hosts are reused (the very
+    objects) for hosts built from the very same routes: the Envoy builders then
+    find them unchanged by identity.
     """
-    policies = policy_index(state, memo)
-    if memo is None:
-        # Merged as they come: each Ingress's intermediate results are dropped at once.
-        return _merge_all((ingress_routes(state, ing, clusters, policies)
-                           for ing in ingresses), policies, None)
-    ones = []
-    for ing in ingresses:
-        objects, values = _ingress_inputs(state, ing, policies, memo)
-        ones.append(memo.get("ingress", objects, values,
-                             _canonical_routes, memo, state, ing, clusters, policies))
-    hosts, diagnostics = memo.get("all-ingresses", tuple(ones), None,
-                                  _merge_all, ones, policies, memo)
-    return hosts, list(diagnostics)
-
-
-def _canonical_routes(memo: TranslationMemo, state: ClusterState, ing: Ingress,
-                      clusters: Set[str], policies: PolicyIndex) -> IngressRoutes:
-    """:func:`ingress_routes`, as the very object of last time when they are equal.
-
-    An input of the Ingress changed (an EndpointSlice its access rules read,
-    say) without changing its routes: later steps then see it unchanged.
-    """
-    return memo.canonical("ingress-routes", ing.meta.key,
-                          ingress_routes(state, ing, clusters, policies))
-
-
-def _merge_all(ones: Iterable[IngressRoutes], policies: PolicyIndex,
-               memo: TranslationMemo | None
-               ) -> tuple[tuple[VirtualHost, ...], list[Diagnostic]]:
-    """Merge the routes of every Ingress (oldest first) into virtual hosts."""
-    acc = _Routes(policies=policies)
+    acc = _Routes()
     for one in ones:
         _merge(one, acc)
-    hosts = [_memo_virtual_host(host, acc, memo) for host in sorted(acc.by_host)]
+    hosts = sorted(acc.by_host)
     if CATCH_ALL not in acc.by_host and acc.default is not None:
-        hosts.append(_memo_virtual_host(CATCH_ALL, acc, memo))
-    hosts.sort(key=lambda vh: vh.name)
-    return tuple(hosts), acc.diagnostics
+        hosts.append(CATCH_ALL)
+    built: dict[str, tuple[_HostInputs, VirtualHost]] = {}
+    last = previous.inputs if previous is not None else {}
+    for host in hosts:
+        inputs = _host_inputs(host, acc)
+        old = last.get(host)
+        if old is not None and _same_inputs(old[0], inputs):
+            built[host] = old
+        else:
+            built[host] = (inputs, _virtual_host(host, *inputs))
+    vhosts = sorted((vh for _, vh in built.values()), key=lambda vh: vh.name)
+    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built)
 
 
-def policy_index(state: ClusterState, memo: TranslationMemo | None) -> PolicyIndex:
-    """The state's :class:`PolicyIndex`; with ``memo``, rebuilt only when a policy changed."""
-    if memo is None:
-        return PolicyIndex.of(state)
-    problems = tuple(d for d in state.problems if d.ref.kind == "NetworkPolicy")
-    return memo.get("policy-index", (memo.epoch("policies", state.network_policies),),
-                    problems, PolicyIndex.of, state)
+def _host_inputs(host: str, acc: _Routes) -> _HostInputs:
+    own = tuple(acc.by_host.get(host, ()))
+    shared = tuple(acc.by_host.get(CATCH_ALL, ())) if host.startswith("*.") else ()
+    return own, shared, acc.default, _sorted_refs(acc.refs.get(host, ()))
 
 
-def _ingress_inputs(state: ClusterState, ing: Ingress, policies: PolicyIndex,
-                    memo: TranslationMemo) -> tuple[tuple[object, ...], Hashable]:
-    """What :func:`ingress_routes` reads for ``ing``: objects (by identity) and values.
+def _same_inputs(a: _HostInputs, b: _HostInputs) -> bool:
+    """The same routes (by identity: Route objects are reused while unchanged) and refs."""
+    return (len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and a[2] is b[2]
+            and all(x is y for x, y in zip(a[0], b[0], strict=True))
+            and all(x is y for x, y in zip(a[1], b[1], strict=True)) and a[3] == b[3])
 
-    Its Services; and when a NetworkPolicy of the namespace may select their
-    pods, also their EndpointSlices and every Pod, Namespace and NetworkPolicy
-    (:func:`kxds.translators.network_policy.service_policy` reads those).
-    """
-    ns = ing.meta.namespace
-    wanted = {p.backend.service for r in ing.rules for p in r.paths}
-    if ing.default_backend is not None:
-        wanted.add(ing.default_backend.service)
-    guarded = bool(policies.get(ns))
-    objects: list[object] = [ing]
-    shape: list[int] = []
-    for name in sorted(wanted):
-        service = state.services.get((ns, name))
-        objects.append(service)
-        slices = state.slices_by_service.get((ns, name), ()) if guarded else ()
-        objects += slices
-        shape.append(len(slices))
-    if not guarded:
-        return tuple(objects), (False, tuple(shape))
-    objects += (memo.epoch("pods", state.pods), memo.epoch("namespaces", state.namespaces),
-                memo.epoch("policies", state.network_policies))
-    problems = tuple(d for d in state.problems if d.ref.kind == "NetworkPolicy")
-    return tuple(objects), (True, tuple(shape), problems)
+
+def route_table(name: str, merged: MergedRoutes) -> RouteTable:
+    """The route table of the HTTP listener (the same name) serving ``merged``."""
+    return RouteTable(name=name, virtual_hosts=merged.virtual_hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +173,7 @@ class IngressRoutes:
     """Problems of the Ingress itself (unusable paths): always reported."""
 
 
-def ingress_routes(state: ClusterState, ing: Ingress, clusters: Set[str],
+def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
                    policies: PolicyIndex | None) -> IngressRoutes:
     """The route of each usable path of ``ing`` and of its default backend."""
     ref = ing.meta.ref
@@ -312,7 +259,7 @@ def path_match(
 
 def _backend_action(
     state: ClusterState, ing: Ingress, backend: IngressBackend, field_path: str,
-    clusters: Set[str], diagnostics: list[Diagnostic], policies: PolicyIndex | None = None,
+    clusters: HasCluster, diagnostics: list[Diagnostic], policies: PolicyIndex | None = None,
 ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when unresolvable."""
     ref = ing.meta.ref
@@ -340,7 +287,7 @@ def _backend_action(
             f"port {wanted} of Service {ns}/{service.meta.name} is {sp.protocol}, not TCP"))
         return UNAVAILABLE, None
     cluster = names.service_cluster(ns, service.meta.name, sp.port)
-    if cluster not in clusters:
+    if not clusters((ns, service.meta.name), cluster):
         diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
                                       f"Service {ns}/{service.meta.name} cannot be a backend "
                                       "(see its own diagnostics)"))
@@ -366,20 +313,10 @@ def precedence(route: Route) -> tuple[int, int, str]:
     return (1, -len(route.match.path), route.match.path)
 
 
-def _memo_virtual_host(host: str, acc: _Routes, memo: TranslationMemo | None) -> VirtualHost:
-    """:func:`_virtual_host`; with ``memo``, reused while its routes are the same objects."""
-    if memo is None:
-        return _virtual_host(host, acc)
-    own = acc.by_host.get(host, ())
-    # What _virtual_host reads: this host's routes, the catch-all host's routes
-    # (for a wildcard host), and the default route. Its refs are those routes' refs.
-    shared = acc.by_host.get(CATCH_ALL, ()) if host.startswith("*.") else ()
-    return memo.get("virtual-host", (*own, *shared, acc.default), (host, len(own)),
-                    _virtual_host, host, acc)
-
-
-def _virtual_host(host: str, acc: _Routes) -> VirtualHost:
-    routes = sorted(acc.by_host.get(host, ()), key=precedence)
+def _virtual_host(host: str, own: tuple[Route, ...], shared: tuple[Route, ...],
+                  default: Route | None, refs: tuple[ObjectRef, ...]) -> VirtualHost:
+    """The virtual host of ``host``: a pure function of what :func:`_host_inputs` gives."""
+    routes = sorted(own, key=precedence)
     if host.startswith("*."):
         # A deeper subdomain reaches this virtual host only because Envoy's
         # wildcard matches several labels; it must be served as if the wildcard
@@ -389,15 +326,14 @@ def _virtual_host(host: str, acc: _Routes) -> VirtualHost:
         # path the wildcard rule lacks goes to the default backend, never to the
         # rules without a host, exactly as for an exact host.
         routes += [replace(r, below_wildcard_host=host)
-                   for r in sorted(acc.by_host.get(CATCH_ALL, ()), key=precedence)]
+                   for r in sorted(shared, key=precedence)]
     # A "/" that matches every request of this virtual host makes the default unreachable.
     catch_all = any(r.match.kind is MatchKind.PREFIX and r.wildcard_host is None
                     and r.below_wildcard_host is None for r in routes)
-    if acc.default is not None and not catch_all:
-        routes.append(acc.default)
+    if default is not None and not catch_all:
+        routes.append(default)
     return VirtualHost(name=names.virtual_host(host), domains=(host or "*",),
-                       routes=tuple(routes),
-                       refs=_sorted_refs((*acc.refs.get(host, ()), *(r.ref for r in routes))))
+                       routes=tuple(routes), refs=_sorted_refs((*refs, *(r.ref for r in routes))))
 
 
 def _sorted_refs(refs: Iterable[ObjectRef]) -> tuple[ObjectRef, ...]:

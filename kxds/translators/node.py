@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from kxds import ir, names
 from kxds.diagnostics import Diagnostic, Reason
+from kxds.incremental import Changes, Context, Query, Store
 from kxds.kube.models import ClusterState, Key, Service, ServicePort
 from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
@@ -148,12 +148,37 @@ class _Builder:
         return False
 
 
-def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo) -> Translation:
-    """The IR of the proxy on ``node`` and the problems found on the way."""
-    b = _Builder(state, config, node, PolicyIndex.of(state))
-    for svc in sorted(state.services.values(), key=_age):
-        if _served(svc):
-            _add_service(b, svc)
+def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
+                   store: Store | None = None) -> Translation:
+    """The IR of the proxy on ``node`` and the problems found on the way.
+
+    ``store``: the node view's query store, kept by the caller across rebuilds
+    (:mod:`kxds.incremental`); the result is the same without one.
+    """
+    store = store if store is not None else Store()
+    ctx = store.begin(state, config)
+    try:
+        return ctx.query(NODE, node)
+    finally:
+        store.end()
+
+
+def _served_services(ctx: Context, _: None) -> tuple[Service, ...]:
+    """The Services a per-node proxy serves, oldest first (they win address conflicts).
+
+    A query of its own: most Service churn is of ClusterIP Services, which no
+    node serves; this list then stays the same and no node view is rebuilt.
+    """
+    return tuple(sorted((svc for svc in ctx.state.services.values() if _served(svc)), key=_age))
+
+
+SERVED: Query[None, tuple[Service, ...]] = Query("served-services", _served_services)
+
+
+def _node_view(ctx: Context, node: NodeInfo) -> Translation:
+    b = _Builder(ctx.state, ctx.config, node, PolicyIndex.of(ctx.state))
+    for svc in ctx.query(SERVED, None):
+        _add_service(b, svc)
     result = ir.IR(
         clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
         load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
@@ -165,58 +190,22 @@ def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo)
     return Translation(ir=result, diagnostics=tuple(sorted(b.diagnostics)))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class NodeInputs:
-    """What :func:`translate_node` reads of a state, config and node: two translations
-    whose inputs are :meth:`same` give the same result (a caller may reuse it).
-
-    The Services a node serves (NodePort, LoadBalancer, externalIPs) and their
-    EndpointSlices, compared by identity; NetworkPolicies, and the Pods and
-    Namespaces their selectors read, only when there are NetworkPolicies.
-    Most EndpointSlice and Service churn in a cluster is of ClusterIP Services,
-    which no per-node view contains.
-    """
-
-    services: dict[Key, Service]
-    slices: dict[Key, tuple[object, ...]]
-    policies: object
-    pods: object
-    namespaces: object
-    problems: tuple[Diagnostic, ...]
-    config: TranslateConfig
-    node: NodeInfo
-
-    @classmethod
-    def of(cls, state: ClusterState, config: TranslateConfig, node: NodeInfo) -> NodeInputs:
-        served = {k: svc for k, svc in state.services.items() if _served(svc)}
-        policed = bool(state.network_policies)
-        return cls(
-            services=served,
-            slices={k: state.slices_by_service.get(k, ()) for k in served},
-            policies=state.network_policies, pods=state.pods if policed else None,
-            namespaces=state.namespaces if policed else None, problems=state.problems,
-            config=dataclasses.replace(config, tls_now=None), node=node)
-
-    def same(self, other: NodeInputs) -> bool:
-        return (self.config == other.config and self.node == other.node
-                and self.problems == other.problems
-                and _same_objects(self.services, other.services)
-                and self.slices.keys() == other.slices.keys()
-                and all(_same_tuple(v, other.slices[k]) for k, v in self.slices.items())
-                and all(_same_objects(a, b) for a, b in (
-                    (self.policies, other.policies), (self.pods, other.pods),
-                    (self.namespaces, other.namespaces))))
+def _patch_node_view(ctx: Context, node: NodeInfo, old: Translation,
+                     changes: Changes) -> Translation | None:
+    """Only EndpointSlices of served Services changed: :func:`patch_node`."""
+    if changes.queries or changes.before is None or not changes.reads or any(
+            field_ != "slices_by_service" for field_, _ in changes.reads):
+        return None
+    served = {svc.meta.key for svc in ctx.query(SERVED, None)}
+    keys = {key for _, key in changes.reads}
+    if not keys <= served:
+        return None
+    return patch_node(old, changes.before, ctx.state, ctx.config, node,
+                      keys)  # type: ignore[arg-type]
 
 
-    def changed_slices(self, before: NodeInputs) -> set[Key] | None:
-        """The served Services whose EndpointSlices alone changed since ``before``, when
-        nothing else a node reads did and no NetworkPolicy exists (pods behind a Service
-        then matter to its access rules); None otherwise. See :func:`patch_node`."""
-        if (self.policies or before.policies or self.config != before.config
-                or self.node != before.node or self.problems != before.problems
-                or not _same_objects(self.services, before.services)):
-            return None
-        return {k for k, v in self.slices.items() if not _same_tuple(v, before.slices[k])}
+NODE: Query[NodeInfo, Translation] = Query("node", _node_view, _patch_node_view)
+"""A per-node view; keyed by the node it is built for."""
 
 
 def _served(svc: Service) -> bool:
@@ -224,27 +213,11 @@ def _served(svc: Service) -> bool:
     return svc.type != "ExternalName" and (svc.type in _EXPOSED_TYPES or bool(svc.external_ips))
 
 
-def _same_tuple(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True)))
-
-
-def _same_objects(a: object, b: object) -> bool:
-    """Two mappings (or None) holding the very same objects under the same keys."""
-    if a is b:
-        return True
-    if not isinstance(a, Mapping) or not isinstance(b, Mapping) or len(a) != len(b):
-        return False
-    return all(b.get(k, _MISSING) is v for k, v in a.items())
-
-
-_MISSING = object()
-
-
 def patch_node(previous: Translation, before: ClusterState, after: ClusterState,
                config: TranslateConfig, node: NodeInfo, changed: set[Key]) -> Translation | None:
     """``translate_node(after, ...)`` as a patch of ``previous`` (the translation of
     ``before``), when only the EndpointSlices of the ``changed`` Services differ
-    (:meth:`NodeInputs.changed_slices`); None when a patch cannot say.
+    (:func:`_patch_node_view`); None when a patch cannot say.
 
     A Service's share of a node view is its clusters, load assignments and
     listeners, less the entries an older Service claimed first; claims and

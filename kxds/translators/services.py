@@ -27,7 +27,6 @@ from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import Cluster, ClusterKind, Endpoint, LoadAssignment, UpstreamProtocol
 from kxds.kube.models import ClusterState, EndpointSlice, Service, ServicePort
-from kxds.memo import TranslationMemo
 from kxds.translators.guards import check_external_name
 
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
@@ -58,26 +57,12 @@ def upstream_protocol(service_port: ServicePort) -> UpstreamProtocol | None:
     return UpstreamProtocol.HTTP1
 
 
-def translate_services(state: ClusterState, memo: TranslationMemo | None = None
-                       ) -> ServiceClusters:
-    """One cluster (and, for EDS, one load assignment) per Service port, sorted by name.
-
-    With ``memo``, a Service whose object and EndpointSlices are the same as
-    in the memo's last translation reuses its result.
-    """
+def translate_services(state: ClusterState) -> ServiceClusters:
+    """One cluster (and, for EDS, one load assignment) per Service port, sorted by name."""
     out = ServiceClusters()
     slices = state.slices_by_service
-    if memo is None:
-        # Straight into ``out``: no per-Service result objects to build and drop.
-        for key, service in state.services.items():
-            _translate_service(service, slices.get(key, ()), out)
-    else:
-        for one in memo.each("service", ((service, *slices.get(key, ()))
-                                         for key, service in state.services.items()),
-                             _one_service):
-            out.clusters += one.clusters
-            out.load_assignments += one.load_assignments
-            out.diagnostics.update(one.diagnostics)
+    for key, service in state.services.items():
+        _translate_service(service, slices.get(key, ()), out)
     out.clusters.sort(key=attrgetter("name"))
     out.load_assignments.sort(key=attrgetter("cluster"))
     return out
@@ -90,10 +75,6 @@ class OneService:
     clusters: tuple[Cluster, ...]
     load_assignments: tuple[LoadAssignment, ...]
     diagnostics: frozenset[Diagnostic]
-
-
-def _one_service(service: Service, *slices: EndpointSlice) -> OneService:
-    return translate_service(service, slices)
 
 
 def translate_service(service: Service, slices: tuple[EndpointSlice, ...]) -> OneService:

@@ -40,11 +40,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from kxds import ir, names
-from kxds.certs.check import CertError, CertInfo, check_key_pair, covers
+from kxds.certs.check import (
+    CertError,
+    CertInfo,
+    Inspected,
+    check_validity,
+    covers,
+    inspect_key_pair,
+)
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
@@ -108,13 +115,15 @@ class _Loaded:
 class _Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
-    def __init__(self, state: ClusterState, config: TranslateConfig, now: dt.datetime | None,
-                 clusters: Set[str], policies: PolicyIndex | None = None) -> None:
+    def __init__(self, state: ClusterState, config: TranslateConfig, clusters: Set[str],
+                 policies: PolicyIndex | None, inspect: Inspect) -> None:
         self.state = state
         self.clusters = clusters
         self.policies = policies
         self.config = config
-        self.now = now
+        self.inspect = inspect
+        self.bounds: set[dt.datetime] = set()
+        """The validity bounds of every certificate checked (see :class:`TlsResult`)."""
         self.claims: dict[str, _Claim] = {}
         self.certs: dict[Key, _Loaded] = {}
         self.diagnostics: list[Diagnostic] = []
@@ -135,8 +144,12 @@ class _Planner:
         crt, pem_key = secret.data.get("tls.crt"), secret.data.get("tls.key")
         if not crt or not pem_key:
             return _Loaded(why=f"{ref} lacks tls.crt or tls.key")
+        found = self.inspect(key, crt, pem_key)
+        self.bounds.update(b for b in (found.not_before, found.not_after) if b is not None)
         try:
-            info = check_key_pair(crt, pem_key, self.now)
+            # The clock is read only here: a translation without certificates
+            # does not depend on the instant of its rebuild.
+            info = check_validity(found, self.config.tls_now)
             cert = ir.TLSCertificate(name=names.secret(*key), ref=ref,
                                      certificate_chain=crt.decode("ascii"),
                                      private_key=pem_key.decode("ascii"))
@@ -235,10 +248,9 @@ def _vhost_host(vh: ir.VirtualHost) -> str:
 
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
-         now: dt.datetime | None, clusters: Set[str],
-         policies: PolicyIndex | None = None) -> _Planner:
+         clusters: Set[str], policies: PolicyIndex | None, inspect: Inspect) -> _Planner:
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
-    p = _Planner(state, config, now, clusters, policies)
+    p = _Planner(state, config, clusters, policies, inspect)
     for ing in sorted(ingresses, key=age_order):
         if flag(ing, PASSTHROUGH, False, p.diagnostics):
             p.passthrough(ing)
@@ -354,19 +366,33 @@ def _redirects(table: ir.RouteTable, claims: dict[str, _Claim], flags: _Redirect
     return dataclasses.replace(table, virtual_hosts=tuple(vhosts))
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class TlsResult:
+    """:func:`apply_tls`'s IR and problems, and when its certificate checks stop being true."""
+
+    ir: ir.IR
+    diagnostics: list[Diagnostic]
+    bounds: frozenset[dt.datetime]
+    """The ``not_before`` and ``not_after`` of every certificate checked: at each, a
+    check made now may change its verdict (the caller rebuilds then)."""
+
+
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
-              ingresses: Sequence[Ingress], now: dt.datetime | None,
-              policies: PolicyIndex | None = None) -> tuple[ir.IR, list[Diagnostic]]:
+              ingresses: Sequence[Ingress], policies: PolicyIndex | None = None,
+              inspect: Inspect | None = None) -> TlsResult:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
     ``ingresses`` are the Ingresses of our class that ``base`` was built from;
-    ``now`` is the instant certificate validity is checked against (None: not checked);
-    ``policies``: the translation's policy index (built here when needed and not given).
+    certificates are checked at ``config.tls_now`` (None: validity is not checked);
+    ``policies``: the translation's policy index (built here when needed and not given);
+    ``inspect``: how a Secret's pair is inspected (a caller that keeps the result
+    per Secret passes its own; by default every pair is inspected again).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, now, {c.name for c in base.clusters}, policies)
+    p = plan(state, config, ingresses, {c.name for c in base.clusters}, policies,
+             inspect or _inspect)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
     chains, secrets = _chains(p, listener, listener)
@@ -383,9 +409,17 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
         if any(isinstance(c, ir.TerminatedChain) for c in chains):
             tables.append(_https_table(listener, http_tables, p.claims))
     all_secrets = {s.name: s for s in (*base.secrets, *secrets)}
-    return dataclasses.replace(
+    return TlsResult(dataclasses.replace(
         base,
         listeners=tuple(sorted(listeners, key=lambda lis: lis.name)),
         route_tables=tuple(sorted(tables, key=lambda t: t.name)),
         secrets=tuple(all_secrets[k] for k in sorted(all_secrets)),
-    ), diagnostics + p.diagnostics
+    ), diagnostics + p.diagnostics, frozenset(p.bounds))
+
+
+Inspect = Callable[[Key, bytes, bytes], Inspected]
+"""Inspect the (certificate, key) pair of the TLS Secret ``key``."""
+
+
+def _inspect(_: Key, cert_pem: bytes, key_pem: bytes) -> Inspected:
+    return inspect_key_pair(cert_pem, key_pem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ class Translation:
 
     ir: IR
     diagnostics: tuple[Diagnostic, ...] = ()
+    bounds: frozenset[dt.datetime] = frozenset()
+    """When a certificate check of this translation may change its verdict (the
+    ``not_before`` and ``not_after`` of each certificate checked)."""
 
 
 class TranslationBug(KxdsError):

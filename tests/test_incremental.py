@@ -1,13 +1,15 @@
 """Incremental translation gives exactly what a full translation gives.
 
-A random sequence of changes (add, modify or remove Services, EndpointSlices,
-Ingresses, NetworkPolicies, Pods, Namespaces and TLS Secrets; the clock
-crossing certificate validity bounds) is applied to a ClusterState the way a
-source does it: unchanged objects keep their model object, a changed one is a
-new model. After every step, translating with the long-lived memo must give
-the same IR and diagnostics as translating from scratch, and building the
-resources through a memo must give byte-identical resources and versions.
-Every golden case also goes through the memo path.
+A random sequence of changes (add, modify or remove Services of every type,
+with node ports, load-balancer addresses, external IPs and traffic policies,
+EndpointSlices, Ingresses, NetworkPolicies, Pods, Namespaces and TLS Secrets;
+the clock crossing certificate validity bounds) is applied to a ClusterState
+the way a source does it: unchanged objects keep their model object, a
+changed one is a new model. After every step, the edge view and a per-node
+view, each translated through its long-lived query store, must give the same
+IR and diagnostics as translating from scratch, and building the resources
+through the views' build caches must give byte-identical resources. Every
+golden case also goes through the incremental path.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Diagnostic
-from kxds.envoy import build_resources, routes
+from kxds.envoy import routes
+from kxds.envoy.build import BuildCache, SharedBuilds, build_resources
 from kxds.envoy.resource import ROUTE, Resources
+from kxds.incremental import Store
 from kxds.kube.manifests import ManifestSource
 from kxds.kube.models import ClusterState, Model
 from kxds.kube.parse import parse_object
-from kxds.memo import TranslationMemo
-from kxds.translators.config import TranslateConfig
+from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.node import translate_node
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NAMESPACES = ("a", "b")
@@ -68,17 +72,35 @@ def service_doc(draw: st.DrawFn) -> dict[str, Any]:
         {"name": "sctp", "port": 99, "protocol": "SCTP"},
     )), min_size=1, max_size=3, unique_by=lambda p: (p["port"], p.get("protocol", "TCP"))))
     spec: dict[str, Any] = {"ports": ports}
-    kind = draw(names(("ClusterIP", "ClusterIP", "ExternalName")))
+    kind = draw(names(("ClusterIP", "ClusterIP", "ExternalName", "NodePort", "LoadBalancer")))
+    status: dict[str, Any] = {}
     if kind == "ExternalName":
         spec |= {"type": "ExternalName",
                  "externalName": draw(names(("example.org", "localhost")))}
     else:
         spec["selector"] = {"app": draw(names(SERVICES))}
+    if kind in ("NodePort", "LoadBalancer"):
+        spec["type"] = kind
+        for port in ports:  # shared port dicts: give each Service its own copy
+            port = ports[ports.index(port)] = dict(port)
+            if draw(st.integers(0, 4)):
+                port["nodePort"] = draw(names((30080, 30081, 30053, 29999)))
+        spec["externalTrafficPolicy"] = draw(names(("Cluster", "Local")))
+        if spec["externalTrafficPolicy"] == "Local" and draw(st.booleans()):
+            spec["healthCheckNodePort"] = draw(names((32000, 32001)))
+        spec["internalTrafficPolicy"] = draw(names(("Cluster", "Local")))
+    if kind == "LoadBalancer" and draw(st.booleans()):
+        status = {"loadBalancer": {"ingress": [{"ip": draw(names(("192.0.2.10", "::1")))}]}}
+    if kind != "ExternalName" and draw(st.integers(0, 3)) == 0:
+        spec["externalIPs"] = [draw(names(("198.51.100.7", "203.0.113.9")))]
     if draw(st.booleans()):
         spec["loadBalancerSourceRanges"] = draw(st.lists(
             names(("10.0.0.0/8", "192.168.1.1", "nope")), min_size=1, max_size=2))
+    annotations = draw(names(({}, {"kxds.io/upstream-proxy-protocol": "v2"})))
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": _meta(draw(names(SERVICES)), draw(ns_st)), "spec": spec}
+            "metadata": _meta(draw(names(SERVICES)), draw(ns_st), annotations=annotations,
+                              creationTimestamp=draw(names(("2024-01-01T00:00:00Z", "")))),
+            "spec": spec, "status": status}
 
 
 @st.composite
@@ -207,14 +229,25 @@ def _bytes(resources: Resources) -> dict[str, dict[str, tuple[str, bytes]]]:
             for t, by_name in resources.items()}
 
 
-def assert_same(state: ClusterState, config: TranslateConfig, memo: TranslationMemo,
-                build_memo: TranslationMemo) -> None:
-    """The memo path gives the full translation's IR, diagnostics and resource bytes."""
+NODE = NodeInfo(name="n1", zone="z1")
+
+
+def assert_same(state: ClusterState, config: TranslateConfig, store: Store,
+                build: BuildCache) -> None:
+    """The incremental edge view gives the full translation's IR, diagnostics and bytes."""
     full = translate(state, config)
-    incremental = translate(state, config, memo)
+    incremental = translate(state, config, store)
     assert incremental == full
-    assert _bytes(build_resources(incremental.ir, build_memo)) == \
-        _bytes(build_resources(full.ir))
+    assert _bytes(build_resources(incremental.ir, build)) == _bytes(build_resources(full.ir))
+
+
+def assert_same_node(state: ClusterState, config: TranslateConfig, store: Store,
+                     build: BuildCache) -> None:
+    """The same for a per-node view."""
+    full = translate_node(state, config, NODE)
+    incremental = translate_node(state, config, NODE, store)
+    assert incremental == full
+    assert _bytes(build_resources(incremental.ir, build)) == _bytes(build_resources(full.ir))
 
 
 class IncrementalMatchesFull(RuleBasedStateMachine):
@@ -226,8 +259,11 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         self.problems: dict[tuple[str, str, str], Diagnostic] = {}
         self.now = NOW_CHOICES[0]
         self.default_cert = False
-        self.memo = TranslationMemo()
-        self.build_memo = TranslationMemo()
+        self.store = Store()
+        self.build = BuildCache()
+        self.node_store = Store()
+        self.shared = SharedBuilds()
+        self.node_build = BuildCache(self.shared)
 
     @rule(doc=any_doc)
     def put(self, doc: dict[str, Any]) -> None:
@@ -258,13 +294,18 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
     def memo_path_is_exact(self) -> None:
         state = ClusterState.from_objects(self.objects.values(), self.problems.values())
         config = TranslateConfig(tls_now=self.now, default_certificate=(
-            ("a", "cert0") if self.default_cert else None))
-        assert_same(state, config, self.memo, self.build_memo)
-        # Bounded: only what the last translation used remains: a result per
-        # Service, per Ingress and per virtual host (the catch-all one too), the
-        # policy index, the merged Ingresses and the route table.
-        hosts = {r.host for i in state.ingresses.values() for r in i.rules} | {""}
-        assert len(self.memo) <= len(state.services) + len(state.ingresses) + len(hosts) + 3
+            ("a", "cert0") if self.default_cert else None),
+            external_ip_cidrs=("198.51.100.0/24",), cluster_cidrs=("10.1.0.0/16",))
+        assert_same(state, config, self.store, self.build)
+        assert_same_node(state, config, self.node_store, self.node_build)
+        self.shared.sweep()
+        # Bounded: only what the last translation used remains: per Service its
+        # clusters and their names, per Ingress its routes, per TLS Secret its
+        # check, and the few whole-view queries.
+        used = (2 * len(state.services) + len(state.ingresses) + len(state.secrets)
+                + len(state.ingresses) + 8)  # an Ingress may name services that do not exist
+        assert len(self.store) <= used
+        assert len(self.node_store) <= 2
 
 
 IncrementalMatchesFull.TestCase.settings = settings(
@@ -277,13 +318,14 @@ TestIncrementalMatchesFull = IncrementalMatchesFull.TestCase
 def test_golden_cases_through_memo(case: str) -> None:
     """Every edge golden case: cold, warm (same objects) and re-parsed (new objects)."""
     config, _ = case_settings(case)
-    memo, build_memo = TranslationMemo(), TranslationMemo()
+    store, build = Store(), BuildCache()
     for _ in range(2):
         objects, problems = load_case_objects(case)
         state = ClusterState.from_objects(objects, problems)
-        assert_same(state, config, memo, build_memo)
-        assert_same(state, config, memo, build_memo)
-    assert memo.hits > 0
+        assert_same(state, config, store, build)
+        runs = store.runs
+        assert_same(state, config, store, build)
+        assert store.runs == runs  # the same objects: nothing runs again
     # Route tables are spliced from per-virtual-host bytes: the same bytes as
     # serializing the whole message.
     tables = translate(state, config).ir.route_tables
@@ -293,22 +335,24 @@ def test_golden_cases_through_memo(case: str) -> None:
             routes.build_route_table(table).SerializeToString(deterministic=True)
 
 
-def test_memo_reuses_unchanged_work() -> None:
-    """A second translation of the same objects runs no step again; a change runs its own."""
-    memo = TranslationMemo()
+def test_store_reuses_unchanged_work() -> None:
+    """A second translation of the same objects runs no query again; a change runs its own
+    (the Service's clusters, and the whole-view queries that list every Service)."""
+    store = Store()
     docs = [{"apiVersion": "v1", "kind": "Service", "metadata": _meta(f"s{i}", "a"),
              "spec": {"ports": [{"name": "http", "port": 80}]}} for i in range(3)]
     models = [parse_object(d)[0] for d in docs]
     state = ClusterState.from_objects([m for m in models if m is not None])
-    translate(state, TranslateConfig(), memo)
-    misses = memo.misses
-    translate(state, TranslateConfig(), memo)
-    assert memo.misses == misses
+    translate(state, TranslateConfig(), store)
+    runs = store.runs
+    translate(state, TranslateConfig(), store)
+    assert store.runs == runs
     changed = parse_object(docs[0])[0]
     assert changed is not None
     state = ClusterState.from_objects([changed, *[m for m in models[1:] if m is not None]])
-    translate(state, TranslateConfig(), memo)
-    assert memo.misses == misses + 1
+    translate(state, TranslateConfig(), store)
+    # Service s0, the list of Services and the view; no other Service ran again.
+    assert store.runs == runs + 3
 
 
 def test_manifest_source_keeps_unchanged_models(tmp_path: Path) -> None:

@@ -1,0 +1,507 @@
+"""Incremental translation: queries that record what they read, reused while it is unchanged.
+
+The one mechanism by which a rebuild recomputes only what a change reaches.
+A :class:`Query` is a pure function ``fn(ctx, key)`` of the ClusterState, the
+translation config and other queries. It reads the state through
+``ctx.state``, a :class:`~kxds.kube.models.ClusterState` whose mappings record
+every access (a key looked up, or the whole collection iterated), the config
+through ``ctx.config``, which records every attribute read, and other queries
+through :meth:`Context.query`. Nobody lists what a step reads: the step
+records it by reading. A new field read by a translator is seen the moment
+it is read.
+
+A :class:`Store` (one per view) keeps each query's value with what it read,
+and decides reuse from those records (the "red-green" algorithm of
+incremental build systems such as Salsa and Adapton):
+
+- :meth:`Store.begin` compares the new state with the last one, object by
+  object by identity (sources hand back the very same model object while a
+  Kubernetes object is unchanged), and marks *dirty* every entry that read a
+  changed key or iterated a changed collection, and *suspect* every entry that
+  depends on a dirty or suspect one. Work is proportional to the change.
+- Asking a clean entry costs a dict lookup. A suspect entry first brings its
+  dependencies up to date; when none of their values changed it is clean
+  again without running. A dirty entry runs again; when its new value equals
+  the old one, the old object is kept, so whatever depends on it (by value or
+  by identity further down, such as serialized resources) stays as it was:
+  *early cutoff*.
+- A query may give an ``update`` function that patches its last value from
+  the list of what changed (the keys it read, the queries it used), instead of
+  running in full: how an EndpointSlice change replaces one load assignment in
+  a view of thousands of clusters without visiting the others.
+- Entries no longer used by any query they served, nor asked for as roots,
+  are dropped at the end of each rebuild, so memory follows the state (a
+  deleted Secret's certificate checks go with it).
+
+Everything a query returns must be immutable, and equal values must be
+interchangeable: queries are pure. A query with an ``update`` has all its
+dependencies brought up to date first, also those for keys that may be gone
+since (a Service deleted): such queries answer for a missing key too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from kxds.kube.models import ClusterState
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+WHOLE = "*"
+"""The key of a read of a whole collection (iterating it, or its length)."""
+
+CONFIG = "config"
+"""The pseudo-field of config attribute reads: ``(CONFIG, attribute name)``."""
+
+STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
+
+_MISSING = object()
+
+Read = tuple[str, Hashable]
+"""What one read looked at: ``(field, key)``, key :data:`WHOLE` for the whole field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since an entry last ran: the reads it made that now give another
+    object, and the queries it used whose values changed (an ``update`` works from these)."""
+
+    reads: frozenset[Read]
+    queries: tuple[tuple[str, Hashable], ...]
+    before: ClusterState | None
+    """The state the entry last ran (or was verified) on, when that was the last
+    rebuild's; None otherwise (then an ``update`` cannot compare)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Query(Generic[K, V]):
+    """A named pure function of the state; see the module docs."""
+
+    name: str
+    fn: Callable[[Context, K], V]
+    update: Callable[[Context, K, V, Changes], V | None] | None = None
+    """Optional: the new value from the last one and what changed, or None to run ``fn``."""
+
+
+class _Entry:
+    """One query's value at one key, with what it read and which queries it used."""
+
+    __slots__ = ("changed", "changed_at", "deps", "dirty", "key", "parents", "positions",
+                 "query", "reads", "suspect", "suspects", "value", "verified_at")
+
+    def __init__(self, query: Query[Any, Any], key: Hashable) -> None:
+        self.query = query
+        self.key = key
+        self.value: object = _MISSING
+        self.reads: frozenset[Read] = frozenset()
+        self.deps: tuple[_Entry, ...] = ()
+        self.parents: set[_Entry] = set()
+        self.positions: dict[int, int] = {}
+        """id of a dependency -> its place in ``deps``."""
+        self.dirty = True
+        self.suspect = False
+        self.suspects: set[_Entry] = set()
+        """The dependencies that made this entry suspect: only they need a look."""
+        self.changed: set[Read] = set()
+        """Reads found changed while dirty (kept until the entry runs: for ``update``)."""
+        self.changed_at = 0
+        self.verified_at = 0
+
+
+class _Frame:
+    __slots__ = ("deps", "entry", "reads")
+
+    def __init__(self, entry: _Entry) -> None:
+        self.entry = entry
+        self.reads: set[Read] = set()
+        self.deps: dict[int, _Entry] = {}
+
+
+class _RecordedMapping(Mapping[Hashable, Any]):
+    """A read-only mapping that records each access into the running query's frame."""
+
+    __slots__ = ("_data", "_field", "_frames")
+
+    def __init__(self, name: str, data: Mapping[Hashable, Any], frames: list[_Frame]) -> None:
+        self._field = name
+        self._data = data
+        self._frames = frames
+
+    def _whole(self) -> None:
+        if self._frames:
+            self._frames[-1].reads.add((self._field, WHOLE))
+
+    def __getitem__(self, key: Hashable) -> Any:
+        if self._frames:
+            self._frames[-1].reads.add((self._field, key))
+        return self._data[key]
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        if self._frames:
+            self._frames[-1].reads.add((self._field, key))
+        return self._data.get(key, default)
+
+    def __contains__(self, key: Any) -> bool:
+        if self._frames:
+            self._frames[-1].reads.add((self._field, key))
+        return key in self._data
+
+    def __iter__(self) -> Iterator[Hashable]:
+        self._whole()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._whole()
+        return len(self._data)
+
+    def __bool__(self) -> bool:
+        self._whole()
+        return bool(self._data)
+
+    def keys(self) -> Any:
+        self._whole()
+        return self._data.keys()
+
+    def items(self) -> Any:
+        self._whole()
+        return self._data.items()
+
+    def values(self) -> Any:
+        self._whole()
+        return self._data.values()
+
+
+class _RecordedTuple(tuple[Any, ...]):
+    """A tuple (``ClusterState.problems``) whose every use is a read of the whole field."""
+
+    _frames: list[_Frame]
+    _field: str
+
+    def _whole(self) -> None:
+        if self._frames:
+            self._frames[-1].reads.add((self._field, WHOLE))
+
+    def __iter__(self) -> Iterator[Any]:
+        self._whole()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._whole()
+        return super().__len__()
+
+    def __getitem__(self, index: Any) -> Any:
+        self._whole()
+        return super().__getitem__(index)
+
+    def __bool__(self) -> bool:
+        self._whole()
+        return super().__len__() > 0
+
+
+def _recorded_tuple(name: str, data: tuple[Any, ...], frames: list[_Frame]) -> tuple[Any, ...]:
+    out = _RecordedTuple(data)
+    out._frames, out._field = frames, name
+    return out
+
+
+def _recorded_config(config: Any, frames: list[_Frame]) -> Any:
+    """``config`` (a frozen dataclass) as an instance of a subclass recording attribute reads."""
+    cls = _CONFIG_CLASSES.get(type(config))
+    if cls is None:
+        cls = _CONFIG_CLASSES[type(config)] = _recording_class(type(config))
+    copy: Any = object.__new__(cls)
+    for f in dataclasses.fields(config):
+        object.__setattr__(copy, f.name, getattr(config, f.name))
+    object.__setattr__(copy, "_frames", frames)
+    return copy
+
+
+def _recording_class(base: type) -> type:
+    def __getattribute__(self: object, name: str) -> Any:
+        if name[0] != "_":
+            frames = object.__getattribute__(self, "_frames")
+            if frames:
+                frames[-1].reads.add((CONFIG, name))
+        return object.__getattribute__(self, name)
+
+    return type(f"Recorded{base.__name__}", (base,),
+                {"__slots__": ("_frames",), "__getattribute__": __getattribute__})
+
+
+_CONFIG_CLASSES: dict[type, type] = {}
+
+
+class Context:
+    """What a running query reads through: the recorded state and config, other queries."""
+
+    __slots__ = ("_frames", "_store", "config", "previous_state", "state")
+
+    def __init__(self, store: Store, state: ClusterState, config: Any,
+                 previous: ClusterState | None) -> None:
+        self._store = store
+        self._frames: list[_Frame] = []
+        fields: dict[str, Any] = {}
+        for name in STATE_FIELDS:
+            value = getattr(state, name)
+            fields[name] = (_recorded_tuple(name, value, self._frames) if isinstance(value, tuple)
+                            else _RecordedMapping(name, value, self._frames))
+        self.state = ClusterState(**fields)
+        """The state; every read through it is recorded for the running query."""
+        self.config = _recorded_config(config, self._frames)
+        """The translation config; every attribute read is recorded."""
+        self.previous_state = previous
+        """The state of the last rebuild (not recorded: for ``update`` functions only)."""
+
+    def previous_value(self) -> object | None:
+        """The running query's last value (None the first time): a query may reuse parts
+        of it that are pure functions of inputs it finds identical (virtual hosts)."""
+        value = self._frames[-1].entry.value if self._frames else _MISSING
+        return None if value is _MISSING else value
+
+    def query(self, query: Query[K, V], key: K) -> V:
+        """The value of ``query`` at ``key``, computed or reused; a dependency of the caller."""
+        entry = self._store._fetch(self, query, key)
+        if self._frames:
+            self._frames[-1].deps[id(entry)] = entry
+        return cast(V, entry.value)
+
+
+class Store:
+    """The query values of one view, kept across rebuilds; not thread-safe.
+
+    One rebuild at a time: :meth:`begin` with the new state, any number of
+    :meth:`Context.query` calls (roots), then :meth:`end`.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, Hashable], _Entry] = {}
+        self._readers: dict[Read, set[_Entry]] = {}
+        self._state: ClusterState | None = None
+        self._previous: ClusterState | None = None
+        self._config: Any = None
+        self._revision = 0
+        self._roots: set[_Entry] = set()
+        self._asked: set[_Entry] = set()
+        self.runs = 0
+        """Queries run in full (cumulative; for tests and profiling)."""
+        self.runs_by_query: dict[str, int] = {}
+        """The same, by query name."""
+        self.updates = 0
+        """Queries patched by their ``update`` (cumulative)."""
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def begin(self, state: ClusterState, config: Any) -> Context:
+        """Start a rebuild of ``state``: mark what its changes reach; the context to query."""
+        self._revision += 1
+        previous = self._state
+        if previous is not None:
+            for read in _changed_reads(previous, state, self._config, config):
+                self._invalidate(read)
+        self._previous, self._state, self._config = previous, state, config
+        self._asked = set()
+        return _RootContext(self, state, config, previous)
+
+    def end(self) -> None:
+        """Finish the rebuild: forget every entry no root asked for, directly or not."""
+        for gone in self._roots - self._asked:
+            self._roots.discard(gone)
+            self._release(gone)
+        self._roots |= self._asked
+
+    # -- invalidation ------------------------------------------------------------
+
+    def _invalidate(self, read: Read) -> None:
+        for entry in self._readers.get(read, ()):
+            entry.changed.add(read)
+            if not entry.dirty:
+                entry.dirty = True
+                self._suspect_parents(entry)
+
+    def _suspect_parents(self, entry: _Entry) -> None:
+        todo = [entry]
+        while todo:
+            child = todo.pop()
+            for parent in child.parents:
+                parent.suspects.add(child)
+                if not parent.suspect:
+                    parent.suspect = True
+                    todo.append(parent)
+
+    # -- fetching ----------------------------------------------------------------
+
+    def _fetch(self, ctx: Context, query: Query[Any, Any], key: Hashable) -> _Entry:
+        entry = self._entries.get((query.name, key))
+        if entry is None:
+            entry = self._entries[(query.name, key)] = _Entry(query, key)
+        self._refresh(ctx, entry)
+        return entry
+
+    def _refresh(self, ctx: Context, entry: _Entry) -> None:
+        """Bring ``entry`` up to date: reuse, revalidate, patch or run."""
+        if entry.verified_at == self._revision or not (entry.dirty or entry.suspect):
+            return
+        changed_deps: list[_Entry] = []
+        if not entry.dirty:
+            # In the order they were used: an earlier one may have decided what
+            # the later ones are (a list of keys, then a query per key).
+            for dep in sorted(entry.suspects, key=lambda d: entry.positions.get(id(d), -1)):
+                self._refresh(ctx, dep)
+                if dep.changed_at > entry.verified_at:
+                    changed_deps.append(dep)
+                    if entry.query.update is None:
+                        break  # it runs again anyway: the rest may no longer be needed
+            if not changed_deps:
+                entry.suspect = False
+                entry.suspects = set()
+                entry.verified_at = self._revision
+                return
+        self._recompute(ctx, entry, changed_deps)
+
+    def _recompute(self, ctx: Context, entry: _Entry, changed_deps: list[_Entry]) -> None:
+        query, old = entry.query, entry.value
+        value: object = _MISSING
+        patched: object | None = None
+        frame = _Frame(entry)
+        ctx._frames.append(frame)
+        try:
+            if query.update is not None and old is not _MISSING:
+                before = self._previous if entry.verified_at == self._revision - 1 else None
+                changes = Changes(frozenset(entry.changed),
+                                  tuple((d.query.name, d.key) for d in changed_deps), before)
+                patched = query.update(ctx, entry.key, old, changes)
+                if patched is not None:
+                    value = patched
+                    self.updates += 1
+            if value is _MISSING:
+                value = query.fn(ctx, entry.key)
+                self.runs += 1
+                self.runs_by_query[query.name] = self.runs_by_query.get(query.name, 0) + 1
+        finally:
+            ctx._frames.pop()
+        if patched is None:
+            self._record(entry, frame)
+        else:
+            # A patch reads what the last run read, and what it read now besides
+            # (usually nothing new: the changed dependencies it looked at again).
+            new_deps = [d for d in frame.deps.values() if id(d) not in entry.positions]
+            if new_deps or not frame.reads <= entry.reads:
+                frame.reads |= entry.reads
+                frame.deps = {**{id(d): d for d in entry.deps}, **frame.deps}
+                self._record(entry, frame)
+        if old is _MISSING or not (old is value or old == value):
+            entry.value = value
+            entry.changed_at = self._revision
+        entry.dirty = entry.suspect = False
+        entry.changed = set()
+        entry.suspects = set()
+        entry.verified_at = self._revision
+
+    def _record(self, entry: _Entry, frame: _Frame) -> None:
+        """Replace ``entry``'s reads and dependencies with those of its last run."""
+        reads = frozenset(frame.reads)
+        for read in entry.reads - reads:
+            readers = self._readers.get(read)
+            if readers is not None:
+                readers.discard(entry)
+                if not readers:
+                    del self._readers[read]
+        for read in reads - entry.reads:
+            self._readers.setdefault(read, set()).add(entry)
+        entry.reads = reads
+        new = tuple(frame.deps.values())
+        kept = {id(d) for d in new}
+        for dep in new:
+            dep.parents.add(entry)
+        for dep in entry.deps:
+            if id(dep) not in kept:
+                dep.parents.discard(entry)
+                self._release(dep)
+        entry.deps = new
+        entry.positions = {id(d): i for i, d in enumerate(new)}
+
+    def _release(self, entry: _Entry) -> None:
+        """Drop ``entry`` (and what only it used) when nothing depends on it any more."""
+        todo = [entry]
+        while todo:
+            e = todo.pop()
+            if e.parents or e in self._roots or e in self._asked:
+                continue
+            if self._entries.get((e.query.name, e.key)) is e:
+                del self._entries[(e.query.name, e.key)]
+            for read in e.reads:
+                readers = self._readers.get(read)
+                if readers is not None:
+                    readers.discard(e)
+                    if not readers:
+                        del self._readers[read]
+            for dep in e.deps:
+                dep.parents.discard(e)
+                todo.append(dep)
+            e.deps, e.suspects = (), set()  # no cycles left: freed by reference counting
+
+
+class _RootContext(Context):
+    """The context handed to the caller: its queries are the rebuild's roots."""
+
+    __slots__ = ()
+
+    def query(self, query: Query[K, V], key: K) -> V:
+        entry = self._store._fetch(self, query, key)
+        if not self._frames:
+            self._store._asked.add(entry)
+        else:
+            self._frames[-1].deps[id(entry)] = entry
+        return cast(V, entry.value)
+
+
+def _changed_reads(old: ClusterState, new: ClusterState, old_config: Any,
+                   new_config: Any) -> Iterator[Read]:
+    """Every read that gives another object in ``new`` than in ``old``."""
+    changed_slices: list[Hashable] = []
+    for name in STATE_FIELDS:
+        a, b = getattr(old, name), getattr(new, name)
+        if a is b:
+            continue
+        if name == "slices_by_service":
+            yield from _changed_groups(old, new, changed_slices)
+            continue
+        if isinstance(a, tuple):
+            if a != b:
+                yield (name, WHOLE)
+            continue
+        keys = [key for key, value in b.items() if a.get(key, _MISSING) is not value]
+        if len(a) != len(b) - sum(1 for k in keys if k not in a):
+            keys += [key for key in a.keys() - b.keys()]
+        if name == "endpoint_slices":
+            changed_slices = keys
+        for key in keys:
+            yield (name, key)
+        if keys:
+            yield (name, WHOLE)
+    if old_config is not new_config:
+        for f in dataclasses.fields(new_config):
+            if getattr(old_config, f.name) != getattr(new_config, f.name):
+                yield (CONFIG, f.name)
+
+
+def _changed_groups(old: ClusterState, new: ClusterState,
+                    slices: list[Hashable]) -> Iterator[Read]:
+    """The changes of ``slices_by_service``: a view of ``endpoint_slices`` grouped by
+    Service, new tuples in every state, so found from the changed slices (which
+    :data:`STATE_FIELDS` lists before it) rather than by comparing every group."""
+    services = set()
+    for key in slices:
+        for state in (old, new):
+            found = state.endpoint_slices.get(key)  # type: ignore[call-overload]
+            if found is not None:
+                services.add((found.meta.namespace, found.service_name))
+    for service in services:
+        yield ("slices_by_service", service)
+    if services:
+        yield ("slices_by_service", WHOLE)
