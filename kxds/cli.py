@@ -281,12 +281,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long Envoy waits for kxds before starting anyway "
                         "(default %(default)s: wait)")
     b.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
-    t = b.add_argument_group("mTLS to kxds (paths as the proxy sees them)")
-    t.add_argument("--tls-cert", metavar="FILE",
+    m = b.add_argument_group("mTLS to kxds (paths as the proxy sees them)")
+    m.add_argument("--tls-cert", metavar="FILE",
                    help="client certificate chain naming this proxy (spiffe://kxds/...)")
-    t.add_argument("--tls-key", metavar="FILE", help="its private key")
-    t.add_argument("--tls-ca", metavar="FILE", help="CA that signed kxds's certificate")
-    t.add_argument("--tls-server-name", metavar="NAME",
+    m.add_argument("--tls-key", metavar="FILE", help="its private key")
+    m.add_argument("--tls-ca", metavar="FILE", help="CA that signed kxds's certificate")
+    m.add_argument("--tls-server-name", metavar="NAME",
                    help="SNI and the name kxds's certificate must carry "
                         "(default: the --xds-address host)")
 
