@@ -11,8 +11,9 @@ as Contour's certgen job does, and writes them
   ``--in-cluster``). Existing Secrets are kept unless ``--overwrite``: a Job
   that runs again does not rotate what proxies trust.
 
-The Secrets (type ``kubernetes.io/tls``, in ``--namespace``): ``kxds-ca``
-(the CA and its key: kxds signs node certificates with it), ``kxds-xds-tls``
+The Secrets (in ``--namespace``): ``kxds-ca`` (the CA and its key: kxds
+signs node certificates with it), ``kxds-xds-ca`` (the CA certificate only,
+for per-node proxies to check kxds with), ``kxds-xds-tls``
 (kxds's certificate, key and ``ca.crt``), ``kxds-edge-<group>`` (an edge
 group's client certificate, key and ``ca.crt``). Per-node proxies get no
 certificate here: they obtain short-lived ones with ``kxds node-cert``.
@@ -93,7 +94,9 @@ def secrets(args: argparse.Namespace, ca: KeyPair, server: KeyPair,
             edges: dict[str, KeyPair]) -> list[Secret]:
     """The Secrets certgen writes, in the order they are created."""
     ns = args.namespace
-    return [tls_secret(ns, "kxds-ca", ca, None),
+    ca_only = {**tls_secret(ns, "kxds-xds-ca", ca, None), "type": "Opaque",
+               "data": {"ca.crt": base64.b64encode(ca.cert_pem).decode()}}
+    return [tls_secret(ns, "kxds-ca", ca, None), ca_only,
             tls_secret(ns, "kxds-xds-tls", server, ca.cert_pem),
             *(tls_secret(ns, f"kxds-edge-{g}", pair, ca.cert_pem)
               for g, pair in sorted(edges.items()))]

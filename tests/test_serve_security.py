@@ -84,7 +84,9 @@ def test_certgen_writes_files_and_secret_manifests(tmp_path: Path) -> None:
         assert [str(i) for i in cert_ids(cert)] == [f"edge/{group}"]
         assert (files / f"edge-{group}.key").stat().st_mode & 0o077 == 0
     docs = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "s").glob("*.yaml")}
-    assert sorted(docs) == ["kxds-ca", "kxds-edge-blue", "kxds-edge-default", "kxds-xds-tls"]
+    assert sorted(docs) == ["kxds-ca", "kxds-edge-blue", "kxds-edge-default", "kxds-xds-ca",
+                            "kxds-xds-tls"]
+    assert set(docs["kxds-xds-ca"]["data"]) == {"ca.crt"}
     tls = docs["kxds-xds-tls"]
     assert tls["type"] == "kubernetes.io/tls" and tls["metadata"]["namespace"] == "kxds"
     assert _decode(tls, "ca.crt") == _decode(docs["kxds-ca"], "tls.crt")
