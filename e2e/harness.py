@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kxds.envoy.bootstrap import BootstrapOptions, Role, bootstrap_yaml
+from kxds.envoy.bootstrap import BootstrapOptions, Role, XdsTls, bootstrap_yaml
 
 T = TypeVar("T")
 
@@ -267,13 +267,14 @@ class Envoy(Process):
                  node_id: str | None = None, node_name: str | None = None,
                  zone: str | None = None, group: str | None = None, delta: bool = False,
                  extra_args: Iterable[str] = (), name: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, bind_address: str | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, bind_address: str | None = None,
+                 tls: XdsTls | None = None) -> None:
         self.node_id = node_id or f"{role}-{free_port()}"
         label = name or f"envoy-{self.node_id}"
         host, _, port = xds_address.rpartition(":")
         opts = BootstrapOptions(role=role, node_id=self.node_id, node_name=node_name, zone=zone,
                                 group=group, xds_host=host, xds_port=int(port), admin_port=0,
-                                delta=delta, bind_address=bind_address)
+                                delta=delta, bind_address=bind_address, tls=tls)
         self.bootstrap_path = tmp / f"{label}-bootstrap.yaml"
         self.bootstrap_path.write_text(bootstrap_yaml(opts))
         addr_file = tmp / f"{label}-admin-address"

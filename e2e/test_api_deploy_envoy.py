@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from e2e.harness import Process, envoy_binary, wait_for
+from kxds.certs.make import make_ca, make_client
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +30,30 @@ def _container(file: str, kind: str) -> tuple[dict[str, Any], str]:
     docs = [d for d in yaml.safe_load_all((DEPLOY / file).read_text()) if d]
     [workload] = [d for d in docs if d["kind"] == kind]
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    [container] = workload["spec"]["template"]["spec"]["containers"]
+    [container] = [c for c in workload["spec"]["template"]["spec"]["containers"]
+                   if c["name"] == "envoy"]
     return container, config_map["data"]["bootstrap.yaml"]
+
+
+def _local_certificates(bootstrap: dict[str, Any], tmp_path: Path) -> None:
+    """Point the xds_cluster's TLS files (mounted Secrets in the cluster) at files made here."""
+    ca = make_ca("deploy test CA")
+    pair = make_client(ca, "spiffe://kxds/edge/default")
+    tls = bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    context = tls["common_tls_context"]
+    for key, data in (("certificate_chain", pair.cert_pem), ("private_key", pair.key_pem)):
+        path = tmp_path / key
+        path.write_bytes(data)
+        context["tls_certificates"][0][key] = {"filename": str(path)}
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    context["validation_context"]["trusted_ca"] = {"filename": str(tmp_path / "ca.crt")}
 
 
 def _server_node(tmp_path: Path, file: str, kind: str, env: dict[str, str]) -> dict[str, Any]:
     container, text = _container(file, kind)
     bootstrap = yaml.safe_load(text)
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = 0  # a free port
+    _local_certificates(bootstrap, tmp_path)
     (tmp_path / "bootstrap.yaml").write_text(yaml.safe_dump(bootstrap))
     # The kubelet expands $(VAR) references to the container's env in args.
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]

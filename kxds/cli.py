@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kxds.diagnostics import Diagnostic
-from kxds.envoy.bootstrap import BootstrapOptions, bootstrap_yaml, parse_address
+from kxds.envoy.bootstrap import BootstrapOptions, XdsTls, bootstrap_yaml, parse_address
 from kxds.ir import ClientIPConfig
 from kxds.kube.lbpool import Pool, parse_pool
 from kxds.kube.models import ClusterState
@@ -202,6 +202,29 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
                    help="do not record diagnostics as Kubernetes Events")
 
 
+def add_xds_security_flags(p: argparse.ArgumentParser) -> None:
+    """TLS on the xDS port, the metrics-only address, and node certificate issuance."""
+    g = p.add_argument_group("xDS security")
+    g.add_argument("--xds-tls-cert", type=Path, metavar="FILE",
+                   help="kxds's serving certificate chain (PEM): serve xDS over TLS")
+    g.add_argument("--xds-tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    g.add_argument("--xds-client-ca", type=Path, metavar="FILE",
+                   help="CA bundle proxies' client certificates must chain to (required "
+                        "with TLS: a proxy's identity is its certificate's spiffe:// URI SAN)")
+    g.add_argument("--xds-trust-domain", default="kxds", metavar="NAME",
+                   help="trust domain of the identities: spiffe://NAME/edge/<group>, "
+                        "spiffe://NAME/node/<node> (default: %(default)s)")
+    g.add_argument("--xds-insecure", action="store_true",
+                   help="serve plaintext xDS on a non-loopback --xds-address (any client "
+                        "that reaches it can pose as any proxy)")
+    g.add_argument("--metrics-address", type=_address, metavar="HOST:PORT",
+                   help="also serve /metrics, /healthz and /readyz (never /debug) here; "
+                        "may be public")
+    from kxds.nodecert.issuer import add_issuer_flags
+
+    add_issuer_flags(g)
+
+
 def add_source_flags(p: argparse.ArgumentParser) -> None:
     """Where ``kxds serve`` reads Kubernetes objects from."""
     g = p.add_argument_group("source")
@@ -227,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="...but at most this long after the first (default: %(default)s)")
     add_translate_flags(s)
     add_lb_pool_flag(s)
+    add_xds_security_flags(s)
     _log_flag(s)
 
     for name, what in (("translate", "print the Envoy resources for PATH as YAML"),
@@ -257,6 +281,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long Envoy waits for kxds before starting anyway "
                         "(default %(default)s: wait)")
     b.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    m = b.add_argument_group("mTLS to kxds (paths as the proxy sees them)")
+    m.add_argument("--tls-cert", metavar="FILE",
+                   help="client certificate chain naming this proxy (spiffe://kxds/...)")
+    m.add_argument("--tls-key", metavar="FILE", help="its private key")
+    m.add_argument("--tls-ca", metavar="FILE", help="CA that signed kxds's certificate")
+    m.add_argument("--tls-server-name", metavar="NAME",
+                   help="SNI and the name kxds's certificate must carry "
+                        "(default: the --xds-address host)")
+
+    n = sub.add_parser("node-cert", help="obtain and renew this node's xDS client "
+                       "certificate from kxds, proving the node with a ServiceAccount token")
+    from kxds.nodecert.client import add_node_cert_flags
+
+    add_node_cert_flags(n)
+    _log_flag(n)
+
+    from kxds.certgen import add_certgen_flags
+
+    g = sub.add_parser("certgen", help="write the xDS CA, kxds's serving certificate and "
+                       "edge proxies' client certificates (files or Kubernetes Secrets)")
+    add_certgen_flags(g)
 
     from kxds.sandbox.run import add_sandbox_flags
 
@@ -319,6 +364,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap_tls(args: argparse.Namespace) -> XdsTls | None:
+    """The mTLS files of ``kxds bootstrap``: all three, or none."""
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not any(files) and not args.tls_server_name:
+        return None
+    if not all(files):
+        raise SystemExit("kxds bootstrap: --tls-cert, --tls-key and --tls-ca go together")
+    return XdsTls(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca,
+                  server_name=args.tls_server_name)
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Print (or write) an Envoy bootstrap."""
     host, port = parse_address(args.xds_address)
@@ -329,13 +385,21 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     text = bootstrap_yaml(BootstrapOptions(
         role=args.role, node_id=args.node_id, node_name=args.node_name, zone=args.zone,
         group=args.cluster, xds_host=host, xds_port=port, admin_host=args.admin_host,
-        admin_port=args.admin_port, delta=args.delta,
+        admin_port=args.admin_port, delta=args.delta, tls=_bootstrap_tls(args),
         initial_fetch_timeout=args.initial_fetch_timeout, bind_address=args.bind_address))
     if args.output:
         args.output.write_text(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_node_cert(args: argparse.Namespace) -> int:
+    """Obtain (and, unless ``--once``, keep renewing) the node's certificate."""
+    from kxds.nodecert.client import ClientOptions, run
+
+    return run(ClientOptions(url=args.url, ca_file=args.ca, token_file=args.token_file,
+                             node=args.node_name, out_dir=args.out_dir), once=args.once)
 
 
 def _setup_logging(level: str) -> None:
@@ -362,6 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_validate(args)
     if args.command == "bootstrap":
         return cmd_bootstrap(args)
+    if args.command == "node-cert":
+        _setup_logging(args.log_level)
+        return cmd_node_cert(args)
+    if args.command == "certgen":
+        from kxds.certgen import run_certgen
+
+        return run_certgen(args)
     from kxds.sandbox.run import run_sandbox
 
     _setup_logging(args.log_level)

@@ -14,9 +14,10 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kxds.diagnostics import Diagnostic
 from kxds.kube.api import ApiOptions, ApiSource
@@ -26,6 +27,12 @@ from kxds.kube.leader import LeaderElector, default_identity
 from kxds.kube.models import ClusterState
 from kxds.kube.status import StatusConfig, StatusWriter
 from kxds.translators.config import TranslateConfig
+from kxds.xds.auth import Authorizer
+from kxds.xds.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from kxds.xds.cache import SnapshotCache
+    from kxds.xds.metrics import XdsMetrics
 
 log = logging.getLogger("kxds")
 
@@ -133,6 +140,41 @@ def start_status_and_leader(args: argparse.Namespace, source: ApiSource,
     return runtime
 
 
+@dataclass(slots=True)
+class XdsSecurity:
+    """What the xDS security flags ask for, checked before anything listens."""
+
+    credentials: Any = None
+    """gRPC server credentials (TLS, client certificates required), or None: plaintext."""
+    tls: TlsFiles | None = None
+
+
+def xds_security(args: argparse.Namespace) -> XdsSecurity:
+    """Check the TLS flags; raises SystemExit saying why when they are unusable or
+    would serve plaintext beyond loopback (fail closed)."""
+    from kxds.xds.tls import TlsConfigError, plaintext_refusal, server_credentials
+
+    given = [f for f in ("xds_tls_cert", "xds_tls_key", "xds_client_ca") if getattr(args, f)]
+    if given and len(given) != 3:
+        raise SystemExit("kxds serve: --xds-tls-cert, --xds-tls-key and --xds-client-ca "
+                         "go together (a proxy's identity is checked against the client CA)")
+    if not given:
+        reason = plaintext_refusal(args.xds_address, args.xds_insecure)
+        if reason is not None:
+            raise SystemExit(f"kxds serve: refusing plaintext xDS: {reason}")
+        if args.xds_insecure:
+            log.warning("event=xds_insecure address=%s message=%r", args.xds_address,
+                        "plaintext xDS: any client that reaches it can pose as any proxy")
+        return XdsSecurity()
+    if args.xds_insecure:
+        raise SystemExit("kxds serve: --xds-insecure contradicts the --xds-tls-* flags")
+    tls = TlsFiles(args.xds_tls_cert, args.xds_tls_key, args.xds_client_ca)
+    try:
+        return XdsSecurity(server_credentials(tls), tls)
+    except TlsConfigError as e:
+        raise SystemExit(f"kxds serve: xDS TLS: {e}") from None
+
+
 async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     """Run the source, the controller, the xDS server and the admin server until signalled."""
     from kxds.controller import Controller
@@ -141,20 +183,24 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     from kxds.xds.metrics import XdsMetrics
     from kxds.xds.server import XdsServer
 
+    security = xds_security(args)
     source = make_source(args, config)
     cache = SnapshotCache()
     metrics = XdsMetrics()
     metrics.attach(cache)
     controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
                             max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
-    server = XdsServer(cache, metrics=metrics)
+    authorizer = (Authorizer(metrics.registry, args.xds_trust_domain)
+                  if security.credentials is not None else None)
+    server = XdsServer(cache, metrics=metrics, authorizer=authorizer)
     admin = AdminServer(cache, metrics=metrics)
+    extra = await start_extra_servers(args, cache, metrics, security)
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, config)
             if isinstance(source, ApiSource) else None)
     if kube is not None:
         controller.on_diagnostics = kube.record_diagnostics
-    await server.start(args.xds_address)
+    await server.start(args.xds_address, security.credentials)
     await admin.start(args.admin_address)
     log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)
 
@@ -181,4 +227,25 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
         await kube.stop()
     await server.stop(1.0)
     await admin.stop()
+    for stop_extra in extra:
+        await stop_extra()
     return 1 if failed else 0
+
+
+async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
+                              metrics: XdsMetrics, security: XdsSecurity
+                              ) -> list[Callable[[], Awaitable[None]]]:
+    """The metrics-only server and the node certificate issuer, when asked for;
+    returns how to stop them."""
+    from kxds.nodecert.issuer import start_issuer
+    from kxds.xds.admin import AdminServer
+
+    stops: list[Callable[[], Awaitable[None]]] = []
+    if args.metrics_address:
+        public = AdminServer(cache, metrics=metrics, debug=False)
+        await public.start(args.metrics_address)
+        stops.append(public.stop)
+    issuer = await start_issuer(args)
+    if issuer is not None:
+        stops.append(issuer.stop)
+    return stops

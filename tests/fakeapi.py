@@ -39,6 +39,16 @@ stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact`
 (resources answered ``503`` while the others work), and ``on_request`` (a
 hook run before each request, to inject races).
 
+TokenReview (``POST /apis/authentication.k8s.io/v1/tokenreviews``) answers
+for tokens made by :meth:`FakeApi.issue_token`, as the documentation of
+TokenReview and bound ServiceAccount tokens describes: ``spec.audiences``
+defaults to the API server's own audience; the token is authenticated only
+when its audiences intersect them (``status.audiences`` is the intersection),
+it has not expired, and the Pod it is bound to still exists with the same
+uid; ``user.extra`` carries ``authentication.kubernetes.io/pod-name``,
+``pod-uid``, ``node-name`` (1.30+) and ``credential-id``; the review is not
+stored, and the answer is ``201 Created``.
+
 Serves plain HTTP, or HTTPS with ``tls=(cert_file, key_file)``; with ``token``
 set, a request without ``Authorization: Bearer <token>`` gets ``401
 Unauthorized``, as a service account's client does with a wrong token.
@@ -86,7 +96,25 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("/apis/networking.k8s.io/v1", "networkpolicies"):
         ("networking.k8s.io/v1", "NetworkPolicy", True),
     ("/apis/coordination.k8s.io/v1", "leases"): ("coordination.k8s.io/v1", "Lease", True),
+    # Create-only: answered by FakeApi.review_token, never stored.
+    ("/apis/authentication.k8s.io/v1", "tokenreviews"):
+        ("authentication.k8s.io/v1", "TokenReview", False),
 }
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+"""The API server's own audience: what a TokenReview without ``spec.audiences`` checks."""
+
+
+@dataclass(frozen=True)
+class BoundToken:
+    """A projected ServiceAccount token, as the kubelet gets it from TokenRequest."""
+
+    namespace: str
+    service_account: str
+    pod: str
+    pod_uid: str
+    node: str
+    audiences: tuple[str, ...]
+    expires: float
 BY_KIND = {(v[0], v[1]): k for k, v in RESOURCES.items()}
 
 Resource = tuple[str, str]
@@ -203,6 +231,7 @@ class FakeApi:
         """Connections streaming a watch."""
         self._conns: set[socket.socket] = set()
         """Every open connection."""
+        self.tokens: dict[str, BoundToken] = {}
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -300,6 +329,55 @@ class FakeApi:
             if url.path == path and query.get("watch") and query.get("resourceVersion"):
                 out.append(int(query["resourceVersion"][-1]))
         return out
+
+    # --- tokens ---------------------------------------------------------------------
+
+    def issue_token(self, namespace: str, service_account: str, pod: str,
+                    audiences: tuple[str, ...] = (API_AUDIENCE,), ttl: float = 3600.0) -> str:
+        """A token bound to an existing Pod (its node taken from ``spec.nodeName``)."""
+        obj = self.get("v1", "Pod", namespace, pod)
+        if obj is None:
+            raise ValueError(f"no pod {namespace}/{pod}")
+        token = f"fake-token-{uuid.uuid4().hex}"
+        self.tokens[token] = BoundToken(namespace, service_account, pod, obj["metadata"]["uid"],
+                                        (obj.get("spec") or {}).get("nodeName", ""),
+                                        tuple(audiences), time.time() + ttl)
+        return token
+
+    def review_token(self, body: Obj) -> Obj:
+        """The TokenReview answer for ``body`` (see the module docstring)."""
+        spec = body.get("spec") or {}
+        wanted = list(spec.get("audiences") or [API_AUDIENCE])
+        bound = self.tokens.get(str(spec.get("token") or ""))
+        review: Obj = {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                       "metadata": {"creationTimestamp": None}, "spec": spec}
+        if bound is None or bound.expires < time.time():
+            review["status"] = {"authenticated": False, "user": {},
+                                "error": "[invalid bearer token, token has expired]"}
+            return review
+        common = [a for a in wanted if a in bound.audiences]
+        if not common:
+            review["status"] = {"authenticated": False, "user": {}, "error": (
+                f"[invalid bearer token, token audiences {list(bound.audiences)} "
+                f"is invalid for the target audiences {wanted}]")}
+            return review
+        pod = self.get("v1", "Pod", bound.namespace, bound.pod)
+        if pod is None or pod["metadata"]["uid"] != bound.pod_uid:
+            review["status"] = {"authenticated": False, "user": {}, "error": (
+                f'[invalid bearer token, pods "{bound.pod}" not found]')}
+            return review
+        extra = {"authentication.kubernetes.io/pod-name": [bound.pod],
+                 "authentication.kubernetes.io/pod-uid": [bound.pod_uid],
+                 "authentication.kubernetes.io/credential-id": [f"JTI={uuid.uuid4()}"]}
+        if bound.node:
+            extra["authentication.kubernetes.io/node-name"] = [bound.node]
+        review["status"] = {"authenticated": True, "audiences": common, "user": {
+            "username": f"system:serviceaccount:{bound.namespace}:{bound.service_account}",
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, bound.service_account)),
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{bound.namespace}",
+                       "system:authenticated"],
+            "extra": extra}}
+        return review
 
     # --- object store --------------------------------------------------------------
 
@@ -591,7 +669,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             res, ns, name, sub, query = self._route()
             key = (res, ns or "", name)
-            if method == "GET" and not name:
+            if res[1] == "tokenreviews":
+                if method != "POST" or name:
+                    raise ApiError(405, "MethodNotAllowed", "tokenreviews: create only")
+                self._send_json(201, self.fake.review_token(self._body()))
+            elif method == "GET" and not name:
                 self._list_or_watch(res, ns, query)
             elif method == "GET":
                 obj = self.fake.get(*RESOURCES[res][:2], ns or "", name)

@@ -79,10 +79,14 @@ def test_workloads_are_wired_as_documented() -> None:
     [c] = kxds["spec"]["template"]["spec"]["containers"]
     args = _parser().parse_args(c["args"])  # every flag exists in kxds serve
     assert args.in_cluster and args.leader_elect and args.publish_service == "kxds/kxds-edge"
-    admin_port = int(args.admin_address.rsplit(":", 1)[1])
+    # /debug on loopback only; metrics and probes on the pod's address.
+    assert args.admin_address.startswith("127.0.0.1:")
+    metrics_port = int(args.metrics_address.rsplit(":", 1)[1])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["admin"] == admin_port
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert "admin" not in ports and ports["metrics"] == metrics_port
+    assert ports["xds"] == int(args.xds_address.rsplit(":", 1)[1])
+    assert ports["node-cert"] == int(args.node_cert_address.rsplit(":", 1)[1])
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert kxds["spec"]["template"]["spec"]["serviceAccountName"] == "kxds"
 
     edge_svc = one("Service", "kxds-edge")
@@ -95,7 +99,7 @@ def test_workloads_are_wired_as_documented() -> None:
 
     node = one("DaemonSet", "kxds-node")["spec"]["template"]["spec"]
     assert node["hostNetwork"] is True
-    [envoy] = node["containers"]
+    [envoy] = [c for c in node["containers"] if c["name"] == "envoy"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in envoy["env"]}
     assert env == {"NODE_NAME": "spec.nodeName"}
     merged = json.loads(envoy["args"][envoy["args"].index("--config-yaml") + 1])
@@ -110,7 +114,8 @@ def test_workloads_are_wired_as_documented() -> None:
 
 
 def requests_made(api: FakeApi) -> list[tuple[str, str]]:
-    """Run every API client kxds has (source, status, events, leader) against the fake."""
+    """Run every API client kxds has (source, status, events, leader, the LoadBalancer
+    pool's status writer, the node certificate TokenReview) against the fake."""
     for obj in [svc("web"), ingress("shop", tls_secret="tls"), secret("tls"), *OTHERS,
                 {"apiVersion": "v1", "kind": "Service",
                  "metadata": {"name": "kxds-edge", "namespace": "kxds"},
@@ -142,6 +147,12 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
         await asyncio.gather(*tasks, return_exceptions=True)  # the release PUT
 
     asyncio.run(main())
+    from kxds.diagnostics import ObjectRef as Ref
+    from kxds.kube.lbpool import ApiStatusWriter
+    from kxds.nodecert.review import review_token
+
+    ApiStatusWriter(client).write_load_balancer(Ref("Service", "default", "web"), ("192.0.2.9",))
+    review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)
 
@@ -199,7 +210,117 @@ def test_rbac_allows_every_request_kxds_makes(api: FakeApi) -> None:
 
 def test_bindings_name_the_service_account() -> None:
     sa = one("ServiceAccount", "kxds")
-    for kind in ("ClusterRoleBinding", "RoleBinding"):
-        [binding] = by_kind(kind)
+    for kind, name in (("ClusterRoleBinding", "kxds"), ("RoleBinding", "kxds-leader-election")):
+        binding = one(kind, name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                         "namespace": sa["metadata"]["namespace"]}]
+
+
+# --- hardening ----------------------------------------------------------------------
+
+
+def pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [(d["metadata"]["name"], d["spec"]["template"]["spec"])
+            for d in DOCS_BY_WORKLOAD]
+
+
+DOCS_BY_WORKLOAD = [d for _, d in DOCS if d["kind"] in ("Deployment", "DaemonSet", "Job")]
+
+
+@pytest.mark.parametrize(("name", "spec"), pod_specs(), ids=[n for n, _ in pod_specs()])
+def test_every_container_is_locked_down(name: str, spec: dict[str, Any]) -> None:
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["readOnlyRootFilesystem"] is True, c["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert set(sc["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, c["name"]
+        assert {"cpu", "memory"} <= set(c["resources"]["requests"]), c["name"]
+        assert {"cpu", "memory"} <= set(c["resources"]["limits"]), c["name"]
+
+
+def _mounts(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """mount path -> the Secret or ConfigMap (or volume kind) behind it."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    out = {}
+    for m in container["volumeMounts"]:
+        v = volumes[m["name"]]
+        kind = next(iter(set(v) - {"name"}))
+        out[m["mountPath"]] = (v.get("secret", {}).get("secretName")
+                               or v.get("configMap", {}).get("name") or kind)
+    return out
+
+
+def test_the_xds_channel_is_mtls_end_to_end() -> None:
+    kxds_spec = one("Deployment", "kxds")["spec"]["template"]["spec"]
+    [c] = kxds_spec["containers"]
+    args = _parser().parse_args(c["args"])
+    assert not args.xds_insecure
+    mounts = _mounts(kxds_spec, c)
+    for path, secret_name in ((args.xds_tls_cert, "kxds-xds-tls"),
+                              (args.xds_client_ca, "kxds-xds-tls"),
+                              (args.node_ca_key, "kxds-ca")):
+        assert mounts[str(Path(path).parent)] == secret_name
+    gen = _parser().parse_args(one("Job", "kxds-certgen")["spec"]["template"]["spec"]
+                               ["containers"][0]["args"])
+    assert gen.apply and gen.namespace == "kxds" and gen.edge_group == ["default"]
+
+    edge_spec = one("Deployment", "kxds-edge")["spec"]["template"]["spec"]
+    boot = yaml.safe_load(one("ConfigMap", "kxds-edge-bootstrap")["data"]["bootstrap.yaml"])
+    tls = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    cert = tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
+    assert _mounts(edge_spec, edge_spec["containers"][0])[str(Path(cert).parent)] == \
+        "kxds-edge-default"
+    assert tls["sni"] in [f"kxds.kxds{s}" for s in ("", ".svc", ".svc.cluster.local")]
+
+    node_spec = one("DaemonSet", "kxds-node")["spec"]["template"]["spec"]
+    token = next(v for v in node_spec["volumes"] if v["name"] == "kxds-token")
+    [source] = token["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == args.node_cert_audience == "kxds"
+    assert node_spec["serviceAccountName"] == "kxds-node"
+    assert f"kxds/{node_spec['serviceAccountName']}" in (
+        args.node_cert_service_account or ["kxds/kxds-node"])
+    [init] = node_spec["initContainers"]
+    client = _parser().parse_args(init["args"])
+    assert client.once and client.url.endswith(f":{args.node_cert_address.rsplit(':', 1)[1]}")
+    [envoy] = [c for c in node_spec["containers"] if c["name"] == "envoy"]
+    boot = yaml.safe_load(one("ConfigMap", "kxds-node-bootstrap")["data"]["bootstrap.yaml"])
+    tls = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    cert = tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
+    assert str(Path(cert).parent) == str(client.out_dir)
+    assert _mounts(node_spec, envoy)[str(client.out_dir)] == "emptyDir"
+
+
+def test_the_network_policy_admits_only_proxies_to_the_xds_port() -> None:
+    policy = one("NetworkPolicy", "kxds")["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kxds"}
+    edge_labels = one("Deployment", "kxds-edge")["spec"]["template"]["metadata"]["labels"]
+    xds_rules = [r for r in policy["ingress"] if {"port": "xds"} in r.get("ports", [])]
+    for rule in xds_rules:
+        assert rule.get("from"), "a rule without from admits everyone"
+        for peer in rule["from"]:
+            selector = peer.get("podSelector", {}).get("matchLabels")
+            assert selector is None or selector.items() <= edge_labels.items()
+            assert "namespaceSelector" not in peer
+    open_rules = [r for r in policy["ingress"] if not r.get("from")]
+    assert all(r["ports"] == [{"port": "metrics"}] for r in open_rules)
+
+
+def test_certgen_role_allows_what_certgen_does(api: FakeApi, tmp_path: Path) -> None:
+    from fakeapi import kubeconfig
+
+    from kxds.certgen import run_certgen
+
+    config = kubeconfig(api.url, str(tmp_path / "kubeconfig"))
+    for extra in ([], ["--overwrite"]):
+        run_certgen(_parser().parse_args(["certgen", "--apply", "--kubeconfig", config,
+                                          *extra]))
+    role = one("Role", "kxds-certgen")
+    with api.lock:
+        seen = {to_attributes(m, p) for m, p in api.requests}
+    assert {v for _, _, v, _ in seen} == {"get", "create", "update"}
+    for group, resource, verb, ns in seen:
+        assert ns == "kxds" and allowed(role["rules"], group, resource, verb)

@@ -1,7 +1,8 @@
-"""Making X.509 certificates: a CA and the serving certificates it signs.
+"""Making X.509 certificates: a CA, the serving and client certificates it signs.
 
-Used by the sandbox's HTTPS host, the end-to-end tests and the golden test
-data; checking the certificates users give kxds is :mod:`kxds.certs.check`.
+Used by ``kxds certgen``, the node certificate issuer, the sandbox's HTTPS
+host, the end-to-end tests and the golden test data; checking the
+certificates users give kxds is :mod:`kxds.certs.check`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,32 +60,59 @@ def make_ca(common_name: str = "kxds test CA", *, not_before: dt.datetime | None
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_pem_key(key))
 
 
-def make_leaf(ca: KeyPair, hosts: list[str] | tuple[str, ...], *,
-              not_before: dt.datetime | None = None, days: int = 825) -> KeyPair:
-    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``.
-
-    ``cert_pem`` holds the leaf followed by the CA, as a Secret's ``tls.crt`` would.
-    """
-    ca_cert, ca_key = ca.load()
-    key = ec.generate_private_key(ec.SECP256R1())
+def host_names(hosts: list[str] | tuple[str, ...]) -> list[x509.GeneralName]:
+    """DNS names or IP addresses as subject alternative names."""
     sans: list[x509.GeneralName] = []
     for h in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             sans.append(x509.DNSName(h))
-    start, end = _validity(not_before, days)
+    return sans
+
+
+def sign_leaf(ca: KeyPair, public_key: CertificatePublicKeyTypes, common_name: str,
+              sans: list[x509.GeneralName], usage: list[x509.ObjectIdentifier],
+              start: dt.datetime, end: dt.datetime) -> bytes:
+    """A leaf certificate for ``public_key`` signed by ``ca``: the PEM chain (leaf, CA).
+
+    Only what is given here goes into it (never what a requester asked for).
+    """
+    ca_cert, ca_key = ca.load()
+    # RFC 5280 4.2.1.6: with an empty subject, the SAN extension is critical.
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .subject_name(x509.Name(subject))
+            .issuer_name(ca_cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .not_valid_before(start).not_valid_after(min(end, ca_cert.not_valid_after_utc))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=bool(not common_name))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem
+    return cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem
+
+
+def make_leaf(ca: KeyPair, hosts: list[str] | tuple[str, ...], *,
+              not_before: dt.datetime | None = None, days: int = 825) -> KeyPair:
+    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``.
+
+    ``cert_pem`` holds the leaf followed by the CA, as a Secret's ``tls.crt`` would.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    start, end = _validity(not_before, days)
+    chain = sign_leaf(ca, key.public_key(), hosts[0], host_names(hosts),
+                      [ExtendedKeyUsageOID.SERVER_AUTH], start, end)
+    return KeyPair(cert_pem=chain, key_pem=_pem_key(key))
+
+
+def make_client(ca: KeyPair, uri: str, *, not_before: dt.datetime | None = None,
+                hours: float = 24 * 365) -> KeyPair:
+    """A client certificate whose only name is the URI SAN ``uri`` (a proxy identity)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    chain = sign_leaf(ca, key.public_key(), "", [x509.UniformResourceIdentifier(uri)],
+                      [ExtendedKeyUsageOID.CLIENT_AUTH], start, start + dt.timedelta(hours=hours))
     return KeyPair(cert_pem=chain, key_pem=_pem_key(key))
 
 

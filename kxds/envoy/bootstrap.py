@@ -3,8 +3,10 @@
 A bootstrap is the only static configuration an Envoy served by kxds needs:
 its node identity (id, ``node.cluster`` as the gateway group, metadata
 ``role``/``node_name``/``zone``), one static cluster ``xds_cluster`` that
-reaches kxds over HTTP/2, ADS for clusters and listeners (everything else is
-named by them and fetched on the same stream), and a local admin listener.
+reaches kxds over HTTP/2 (with mTLS: a client certificate naming the proxy,
+and kxds's certificate checked against a CA and a name), ADS for clusters and
+listeners (everything else is named by them and fetched on the same stream),
+and a local admin listener.
 
 The bootstrap is rendered as plain data (dicts) and dumped as YAML; it is not
 built from protobuf classes because it is a file people read and edit, and
@@ -26,6 +28,19 @@ XDS_CLUSTER = "xds_cluster"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class XdsTls:
+    """Files of the proxy's side of mTLS to kxds (paths as the proxy sees them)."""
+
+    cert: str
+    """The client certificate chain naming this proxy (``spiffe://kxds/...``)."""
+    key: str
+    ca: str
+    """The CA kxds's serving certificate must chain to."""
+    server_name: str | None = None
+    """SNI, and the name kxds's certificate must carry (default: the xDS host)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BootstrapOptions:
     """Everything that varies between the bootstraps of different proxies."""
 
@@ -43,6 +58,8 @@ class BootstrapOptions:
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
     delta: bool = False
+    tls: XdsTls | None = None
+    """mTLS to kxds (client certificate, CA); None: plaintext (loopback only)."""
     initial_fetch_timeout: str = "0s"
     """How long Envoy waits for its first clusters and listeners before it starts anyway.
 
@@ -122,7 +139,36 @@ def _xds_cluster(opts: BootstrapOptions) -> dict[str, Any]:
     }
     if dns:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if opts.tls is not None:
+        cluster["transport_socket"] = _upstream_tls(opts.tls, opts.xds_host)
     return cluster
+
+
+def _upstream_tls(tls: XdsTls, host: str) -> dict[str, Any]:
+    """The xds_cluster's TLS: our client certificate, and kxds's checked by CA and name.
+
+    The name check matters: every proxy's client certificate chains to the same
+    CA, so the chain alone would let a proxy's certificate pose as kxds.
+    """
+    name = tls.server_name or host
+    san_type = "IP_ADDRESS" if _is_ip(name) else "DNS"
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/"
+                 "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                  "private_key": {"filename": tls.key}}],
+            "validation_context": {
+                "trusted_ca": {"filename": tls.ca},
+                "match_typed_subject_alt_names": [
+                    {"san_type": san_type, "matcher": {"exact": name}}],
+            },
+        },
+    }
+    if not _is_ip(name):
+        context["sni"] = name
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def _dynamic_resources(opts: BootstrapOptions) -> dict[str, Any]:
@@ -170,6 +216,11 @@ def bootstrap_command(opts: BootstrapOptions) -> str:
         if value:
             words += [flag, value]
     words += ["--xds-address", f"{opts.xds_host}:{opts.xds_port}"]
+    if opts.tls is not None:
+        words += ["--tls-cert", opts.tls.cert, "--tls-key", opts.tls.key,
+                  "--tls-ca", opts.tls.ca]
+        if opts.tls.server_name:
+            words += ["--tls-server-name", opts.tls.server_name]
     if opts.admin_host != "127.0.0.1":
         words += ["--admin-host", opts.admin_host]
     words += ["--admin-port", str(opts.admin_port)]

@@ -11,6 +11,11 @@ connection) so kxds needs no web framework:
   NACKed, per type and resource, with versions, Envoy's error text and the
   Kubernetes objects each resource came from;
 * ``/debug/views``  the groups and the size of their views.
+
+The debug pages show names, versions, sources and errors, never resource
+bodies (so never a private key). They answer on ``--admin-address``, loopback
+by default; ``--metrics-address`` serves an instance without them
+(``debug=False``) that may be public.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ class AdminServer:
     """Serves ``/metrics``, ``/healthz``, ``/readyz`` and ``/debug/*``."""
 
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics,
-                 ready: Callable[[], bool] | None = None) -> None:
+                 ready: Callable[[], bool] | None = None, *, debug: bool = True) -> None:
         self.cache = cache
         self.metrics = metrics
+        self.debug = debug
+        """False: ``/metrics``, ``/healthz`` and ``/readyz`` only (the public address)."""
         self.ready: Callable[[], bool] = ready if ready is not None else (lambda: cache.synced)
         self._server: asyncio.Server | None = None
 
@@ -84,6 +91,8 @@ class AdminServer:
             return _text(200, "ok")
         if path == "/readyz":
             return _text(200, "ready") if self.ready() else _text(503, "not synced")
+        if not self.debug:
+            return _text(404, "not found; try /metrics /healthz /readyz")
         if path == "/debug/nodes":
             return _json(200, [rec.summary() for rec in self.cache.nodes.all()])
         if path == "/debug/config_dump":

@@ -28,7 +28,8 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER
-from kxds.xds.cache import SnapshotCache, Watch
+from kxds.xds.auth import Authorizer, IdentityRefused, SecretFilter
+from kxds.xds.cache import SnapshotCache, View, Watch
 from kxds.xds.delta import DeltaStream
 from kxds.xds.identity import InvalidNodeError, NodeIdentity, node_identity
 from kxds.xds.metrics import XdsMetrics
@@ -119,7 +120,7 @@ class _Stream:
     async def _flush(self, encode: Callable[[Reply], Any]) -> None:
         """Send what the latest view calls for. Its own frame: once it returns, an idle
         stream holds neither a view nor its last response message."""
-        view = self.server.cache.view(self.machine.identity.group)
+        view = self.server.view(self.machine.identity)
         if view is None:
             return  # not synced yet, or the group's view is still being built
         for reply in self.machine.next_replies(view):
@@ -135,14 +136,29 @@ class _Stream:
 class XdsServer:
     """Serves the cache's views over ADS and the per-type xDS services."""
 
-    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics | None = None) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics | None = None,
+                 authorizer: Authorizer | None = None) -> None:
         self.cache = cache
         self.metrics = metrics if metrics is not None else XdsMetrics()
+        self.authorizer = authorizer
+        """With TLS: checks each stream's claims against its client certificate."""
+        self.secrets = SecretFilter()
+        cache.removal_listeners.append(self.secrets.forget)
         self._server: Any = None
         self._streams: set[asyncio.Task[Any]] = set()
 
-    async def start(self, address: str) -> int:
-        """Listen on ``host:port`` (port 0 picks a free one); returns the bound port."""
+    def view(self, identity: NodeIdentity) -> View | None:
+        """The view ``identity`` is served now (per-node proxies never get Secrets)."""
+        view = self.cache.view(identity.group)
+        return None if view is None else self.secrets.view(identity, view)
+
+    async def start(self, address: str, credentials: Any = None) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one); returns the bound port.
+
+        With ``credentials`` (:func:`kxds.xds.tls.server_credentials`) the port
+        speaks TLS and requires client certificates; give an :class:`Authorizer`
+        too, so that streams are served what their certificate allows.
+        """
         server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -150,12 +166,16 @@ class XdsServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ])
         _register(server, self)
-        port = int(server.add_insecure_port(address))
+        if credentials is not None:
+            port = int(server.add_secure_port(address, credentials))
+        else:
+            port = int(server.add_insecure_port(address))
         if port == 0:
             raise OSError(f"cannot listen on {address}")
         await server.start()
         self._server = server
-        log.info("event=xds_listening address=%s port=%d", address, port)
+        log.info("event=xds_listening address=%s port=%d tls=%s", address, port,
+                 credentials is not None)
         return port
 
     async def stop(self, grace: float | None = 1.0) -> None:
@@ -209,12 +229,19 @@ class XdsServer:
         try:
             if not first.HasField("node"):
                 raise InvalidNodeError("the first request of a stream must carry the node")
-            return node_identity(first.node)
+            identity = node_identity(first.node)
         except InvalidNodeError as err:
             log.warning("event=bad_node node=%s message=%r", first.node.id, str(err))
             self.metrics.bad_requests.labels("bad_node").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             raise  # abort raises; this keeps type checkers content
+        if self.authorizer is None:
+            return identity
+        try:
+            return self.authorizer.check(identity, context.auth_context(), context.peer())
+        except IdentityRefused as err:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+            raise
 
 
 def _handler(server: XdsServer, protocol: str, types: tuple[str, ...],
