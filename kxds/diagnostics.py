@@ -105,8 +105,6 @@ class Reason(enum.StrEnum):
     """An old API version, converted as the API server converted it."""
     ALLOCATED = "Allocated"
     """A value the API server would have filled in (a nodePort), chosen by kxds."""
-    KEPT_LAST_GOOD = "KeptLastGood"
-    """The object is invalid now; its last good version stays in use."""
     INTERNAL_ERROR = "InternalError"
     """kxds failed on this object (a bug); the object is left out, the rest goes on."""
 

@@ -152,6 +152,8 @@ def parse_service(doc: Mapping[str, Any], limits: Limits) -> m.Service:
             affinity_cfg, "timeoutSeconds", "spec.sessionAffinityConfig.clientIP", hi=86400
         ),
         traffic_distribution=get_str(spec, "trafficDistribution", "spec"),
+        allocate_load_balancer_node_ports=get_bool(spec, "allocateLoadBalancerNodePorts",
+                                                   "spec", True),
     )
 
 
