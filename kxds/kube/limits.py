@@ -44,6 +44,15 @@ class Limits:
     per slice; every port becomes an Envoy cluster, so the count is bounded."""
 
 
+def limits_from_flags(args: Any) -> Limits:
+    """The limits of the ``--max-*`` flags in an argparse namespace (defaults when absent)."""
+    d = Limits()
+    return Limits(
+        max_manifest_bytes=getattr(args, "max_manifest_bytes", d.max_manifest_bytes),
+        max_document_nodes=getattr(args, "max_document_nodes", d.max_document_nodes),
+        max_service_ports=getattr(args, "max_service_ports", d.max_service_ports))
+
+
 class LimitCounter:
     """Counts limit hits; logs the first hit of each limit as a warning."""
 

@@ -20,6 +20,7 @@ import yaml
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.limits import LimitCounter, Limits
 from kxds.kube.models import ClusterState, Model
+from kxds.kube.nodeports import allocate_node_ports
 from kxds.kube.parse import parse_object
 from kxds.kube.yamlsafe import TooLarge, documents, flatten
 
@@ -151,8 +152,13 @@ def load_text(text: str, origin: str = "<input>", limits: Limits | None = None) 
 
 
 def load_path(path: Path, limits: Limits | None = None,
-              counter: LimitCounter | None = None) -> ClusterState:
-    """A ClusterState from a manifest file or every manifest under a directory."""
+              counter: LimitCounter | None = None,
+              node_port_range: tuple[int, int] | None = None) -> ClusterState:
+    """A ClusterState from a manifest file or every manifest under a directory.
+
+    With ``node_port_range``, missing nodePorts are allocated as the manifest
+    source allocates them (``kxds translate`` and ``validate`` see what ``serve`` serves).
+    """
     files: list[tuple[str, Sequence[Model]]] = []
     problems: list[Diagnostic] = []
     for file in manifest_files(path):
@@ -160,4 +166,8 @@ def load_path(path: Path, limits: Limits | None = None,
         files.append((str(file), o))
         problems += p
     objects, dups = first_by_path(files)
-    return ClusterState.from_objects(objects, problems + dups)
+    problems += dups
+    if node_port_range is not None:
+        objects, allocated = allocate_node_ports(objects, node_port_range)
+        problems += allocated
+    return ClusterState.from_objects(objects, problems)
