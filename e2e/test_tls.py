@@ -435,12 +435,17 @@ def test_rotation_keeps_connections_and_serves_the_new_certificate(
                                                          timeout=5), server_hostname="a.test")
     kept = conn.sock
     listeners_before = gateway.envoy.stat("listener_manager.listener_modified")
+    # The Secret is edited where it is defined (a second definition in another
+    # file would be a Duplicate, and the first file's would stay in use).
+    original = (gateway.manifests / "all.yaml").read_text()
+    rotated = original.replace(secret("a-cert", certs["a"]), secret("a-cert", certs["a-rotated"]))
+    assert rotated != original
     try:
         conn.request("GET", "/", headers={"Host": "a.test"})
         first = conn.getresponse()
         first.read()
         assert first.status == 200
-        write_manifests(gateway.manifests, "rotated.yaml", secret("a-cert", certs["a-rotated"]))
+        write_manifests(gateway.manifests, "all.yaml", rotated)
 
         def serial() -> int:
             return handshake(gateway.https_port, "a.test", ca)[0].serial_number
@@ -458,7 +463,7 @@ def test_rotation_keeps_connections_and_serves_the_new_certificate(
         assert gateway.envoy.stat("listener_manager.listener_modified") == listeners_before
     finally:
         conn.close()
-        write_manifests(gateway.manifests, "rotated.yaml", "")
+        write_manifests(gateway.manifests, "all.yaml", original)
 
 
 def test_fixing_a_missing_secret_serves_the_host(gateway: Gateway, ca: KeyPair) -> None:

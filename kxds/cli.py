@@ -27,6 +27,7 @@ from kxds.diagnostics import Diagnostic
 from kxds.envoy.bootstrap import BootstrapOptions, XdsTls, bootstrap_yaml, parse_address
 from kxds.ir import ClientIPConfig
 from kxds.kube.lbpool import Pool, parse_pool
+from kxds.kube.limits import Limits, limits_from_flags
 from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
 from kxds.translators.translation import Translation
@@ -59,6 +60,44 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return int(text)
+
+
+def _count(text: str) -> int:
+    """A positive whole number (ASCII digits)."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"not a fraction between 0 and 1: {text!r}")
+    return value
+
+
+def add_input_limit_flags(p: argparse.ArgumentParser, *, serving: bool) -> None:
+    """Limits on the input (README "Limits"); the guard flags only for ``serve``."""
+    defaults = Limits()
+    g = p.add_argument_group("input limits")
+    g.add_argument("--max-manifest-bytes", type=_count, default=defaults.max_manifest_bytes,
+                   metavar="BYTES", help="skip (and report) manifest files larger than this "
+                   "(default: %(default)s)")
+    g.add_argument("--max-document-nodes", type=_count, default=defaults.max_document_nodes,
+                   metavar="N", help="refuse YAML documents of more nodes than this, each "
+                   "alias counted as a copy (default: %(default)s)")
+    g.add_argument("--max-service-ports", type=_count, default=defaults.max_service_ports,
+                   metavar="N", help="refuse Services with more ports (default: %(default)s)")
+    if serving:
+        g.add_argument("--max-delete-fraction", type=_fraction, default=0.5, metavar="F",
+                       help="manifests: hold a change removing more than this share of the "
+                       "objects at once (default: %(default)s)")
+        g.add_argument("--allow-empty", action="store_true",
+                       help="manifests: publish the directory even when it loses every "
+                       "object or more than --max-delete-fraction of them")
 
 
 def _cidrs(text: str) -> tuple[str, ...]:
@@ -249,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-holdoff-ms", type=_millis, default=250.0,
                    help="...but at most this long after the first (default: %(default)s)")
     add_translate_flags(s)
+    add_input_limit_flags(s, serving=True)
     add_lb_pool_flag(s)
     add_xds_security_flags(s)
     _log_flag(s)
@@ -263,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--node-zone", metavar="ZONE",
                        help="with --node: the node's topology zone (same-zone endpoints first)")
         add_translate_flags(t)
+        add_input_limit_flags(t, serving=False)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap that connects to kxds")
     b.add_argument("--role", choices=("edge", "node"), default="edge")
@@ -324,7 +365,8 @@ def _load(args: argparse.Namespace) -> ClusterState:
 
     if not args.filename.exists():
         raise SystemExit(f"kxds {args.command}: {args.filename}: no such file or directory")
-    return load_path(args.filename)
+    return load_path(args.filename, limits_from_flags(args),
+                     node_port_range=args.node_port_range)
 
 
 def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
@@ -353,10 +395,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """One line per problem (``Kind ns/name: field: reason: message``); exit 1 when any."""
+    from kxds.kube.ingress_class import skipped_summary
+
     state = _load(args)
     diagnostics: tuple[Diagnostic, ...] = _translation(args, state).diagnostics
     for d in sorted(set(diagnostics) | set(state.problems)):
         print(d)
+    for line in skipped_summary(state, args.ingress_class):
+        print(f"Skipped: {line}")
     if diagnostics or state.problems:
         return 1
     count = sum(1 for _ in state.objects())

@@ -24,6 +24,7 @@ from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
 from kxds.kube.leader import LeaderElector, default_identity
+from kxds.kube.limits import LimitCounter, limits_from_flags
 from kxds.kube.models import ClusterState
 from kxds.kube.status import StatusConfig, StatusWriter
 from kxds.translators.config import TranslateConfig
@@ -50,18 +51,25 @@ def api_enabled(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False))
 
 
-def make_source(args: argparse.Namespace, config: TranslateConfig) -> Source:
+def make_source(args: argparse.Namespace, config: TranslateConfig,
+                counter: LimitCounter | None = None) -> Source:
     """The source named by the flags; raises SystemExit with a message when none is."""
     if args.manifests is not None:
-        from kxds.kube.manifests import ManifestSource
+        from kxds.kube.manifests import ManifestOptions, ManifestSource
 
         if not args.manifests.is_dir():
             raise SystemExit(f"kxds serve: --manifests {args.manifests}: not a directory")
-        return ManifestSource(args.manifests)
+        options = ManifestOptions(
+            limits=limits_from_flags(args),
+            max_delete_fraction=getattr(args, "max_delete_fraction", 0.5),
+            allow_empty=getattr(args, "allow_empty", False),
+            node_port_range=config.node_port_range)
+        return ManifestSource(args.manifests, options=options, counter=counter)
     if api_enabled(args):
         client = KubeClient.from_config(args.kubeconfig, in_cluster=args.in_cluster)
         extra = (config.default_certificate,) if config.default_certificate else ()
-        return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra))
+        return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra,
+                                            limits=limits_from_flags(args)))
     raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
 
 
@@ -184,17 +192,19 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     from kxds.xds.server import XdsServer
 
     security = xds_security(args)
-    source = make_source(args, config)
     cache = SnapshotCache()
     metrics = XdsMetrics()
     metrics.attach(cache)
+    source = make_source(args, config, LimitCounter(metrics.registry))
     controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
                             max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
     authorizer = (Authorizer(metrics.registry, args.xds_trust_domain)
                   if security.credentials is not None else None)
     server = XdsServer(cache, metrics=metrics, authorizer=authorizer)
-    admin = AdminServer(cache, metrics=metrics)
-    extra = await start_extra_servers(args, cache, metrics, security)
+    # A manifest source holding back a mass removal makes /readyz say so (503).
+    held = lambda: getattr(source, "held", None)  # noqa: E731 - read at each request
+    admin = AdminServer(cache, metrics=metrics, held=held)
+    extra = await start_extra_servers(args, cache, metrics, security, held)
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, config)
             if isinstance(source, ApiSource) else None)
@@ -233,7 +243,8 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
 
 
 async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
-                              metrics: XdsMetrics, security: XdsSecurity
+                              metrics: XdsMetrics, security: XdsSecurity,
+                              held: Callable[[], str | None] | None = None,
                               ) -> list[Callable[[], Awaitable[None]]]:
     """The metrics-only server and the node certificate issuer, when asked for;
     returns how to stop them."""
@@ -242,7 +253,7 @@ async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
 
     stops: list[Callable[[], Awaitable[None]]] = []
     if args.metrics_address:
-        public = AdminServer(cache, metrics=metrics, debug=False)
+        public = AdminServer(cache, metrics=metrics, held=held, debug=False)
         await public.start(args.metrics_address)
         stops.append(public.stop)
     issuer = await start_issuer(args)

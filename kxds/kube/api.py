@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kxds.kube.client import KubeClient, describe, is_gone
+from kxds.kube.limits import Limits
 from kxds.kube.models import ClusterState, Key
 from kxds.kube.store import KINDS, Kind, Store
 
@@ -61,6 +62,8 @@ class ApiOptions:
     extra_secrets: tuple[Key, ...] = ()
     """Secrets referenced by configuration (the default certificate)."""
     kinds: tuple[Kind, ...] = field(default_factory=lambda: KINDS)
+    limits: Limits = field(default_factory=Limits)
+    """Input limits the parser applies (``--max-service-ports``)."""
 
 
 class Backoff:
@@ -210,7 +213,8 @@ class ApiSource:
     def __init__(self, client: KubeClient, options: ApiOptions | None = None) -> None:
         self.client = client
         self.options = options or ApiOptions()
-        self.store = Store(self.options.kinds, extra_secrets=self.options.extra_secrets)
+        self.store = Store(self.options.kinds, extra_secrets=self.options.extra_secrets,
+                           limits=self.options.limits)
         self._subscribers: list[Publish] = []
         self.last: ClusterState | None = None
         """The last published state (None before the first complete sync)."""

@@ -8,7 +8,13 @@ See https://kubernetes.io/docs/concepts/services-networking/ingress/#ingress-cla
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+
+from kxds.diagnostics import escape
 from kxds.kube.models import ClusterState, Ingress
+
+log = logging.getLogger(__name__)
 
 CONTROLLER_NAME = "kxds.io/ingress-controller"
 """``spec.controller`` of the IngressClasses kxds serves."""
@@ -54,3 +60,28 @@ def our_ingresses(state: ClusterState, ingress_class: str) -> list[Ingress]:
     default_is_ours = _default_class_is_ours(state)
     return sorted((i for i in state.ingresses.values()
                    if _is_ours(i, state, ingress_class, default_is_ours)), key=age_order)
+
+
+def _claimed_class(ingress: Ingress) -> str:
+    """The class an Ingress asks for, as a user would name it."""
+    if ingress.ingress_class_name is not None:
+        return ingress.ingress_class_name
+    return ingress.meta.annotations.get(CLASS_ANNOTATION, "") or "(none, no default of ours)"
+
+
+def skipped_summary(state: ClusterState, ingress_class: str) -> list[str]:
+    """One line per class of the Ingresses kxds leaves alone, e.g.
+    ``3 Ingresses of class nginx: not ours (--ingress-class kxds)``.
+
+    Each such Ingress is skipped with one debug line and no diagnostic: it is
+    another controller's, not a mistake.
+    """
+    default_is_ours = _default_class_is_ours(state)
+    counts: Counter[str] = Counter()
+    for ing in state.ingresses.values():
+        if not _is_ours(ing, state, ingress_class, default_is_ours):
+            log.debug("skipping Ingress %s: class %s is not ours", escape(ing.meta.ref.key),
+                      escape(_claimed_class(ing)))
+            counts[_claimed_class(ing)] += 1
+    return [f"{n} Ingress{'es' if n > 1 else ''} of class {escape(cls)}: not ours "
+            f"(--ingress-class {escape(ingress_class)})" for cls, n in sorted(counts.items())]

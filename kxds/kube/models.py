@@ -123,6 +123,8 @@ class Service:
     session_affinity: Literal["None", "ClientIP"] = "None"
     session_affinity_timeout: int | None = None
     traffic_distribution: str | None = None
+    allocate_load_balancer_node_ports: bool = True
+    """``spec.allocateLoadBalancerNodePorts``: whether a LoadBalancer Service gets nodePorts."""
 
     def port_by_number(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -334,13 +336,15 @@ class ClusterState:
         by_type: dict[type, list[Model]] = {}
         for obj in objects:
             by_type.setdefault(type(obj), []).append(obj)
+        indexed = {kind: _index(items) for kind, items in by_type.items()}
         slices: dict[Key, list[EndpointSlice]] = {}
-        for s in by_type.get(EndpointSlice, ()):
+        # From the index, so a slice given twice is counted once (the later one).
+        for s in indexed.get(EndpointSlice, {}).values():
             assert isinstance(s, EndpointSlice)
             slices.setdefault((s.meta.namespace, s.service_name), []).append(s)
 
         def view(kind: type) -> Mapping[Key, Model]:
-            return MappingProxyType(dict(_index(by_type.get(kind, ()))))
+            return MappingProxyType(dict(indexed.get(kind, {})))
 
         return cls(
             services=view(Service),  # type: ignore[arg-type]

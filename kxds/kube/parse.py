@@ -12,162 +12,53 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, cast
 
-from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason, escape, show
 from kxds.kube import models as m
+from kxds.kube.fields import (
+    Invalid,
+    check_count,
+    check_name,
+    fail,
+    get_bool,
+    get_int,
+    get_int_or_str,
+    get_list,
+    get_map,
+    get_str,
+    items,
+    one_of,
+    parse_meta,
+    scalar,
+    str_list,
+    str_map,
+)
+from kxds.kube.legacy import LEGACY_INGRESS_VERSIONS, ingress_to_v1
+from kxds.kube.limits import (
+    MAX_ADDRESSES_PER_ENDPOINT,
+    MAX_ENDPOINTS_PER_SLICE,
+    MAX_PORTS_PER_SLICE,
+    Limits,
+)
+from kxds.kube.parse_ingress import parse_ingress, parse_ingress_class
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-
-
-class Invalid(Exception):
-    """A field makes the object unusable; carries the diagnostic's parts."""
-
-    def __init__(self, field: str, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.reason = reason
-        self.message = message
-
-
-def fail(field: str, message: str, reason: Reason = Reason.INVALID_VALUE) -> NoReturn:
-    raise Invalid(field, reason, message)
-
-
-# --- typed field access ----------------------------------------------------
-
-
-def get_map(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = obj.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        fail(f"{path}.{key}", f"must be an object, not {type(value).__name__}")
-    return value
-
-
-def get_list(obj: Mapping[str, Any], key: str, path: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        fail(f"{path}.{key}", f"must be a list, not {type(value).__name__}")
-    return value
-
-
-def get_str(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        if required:
-            fail(f"{path}.{key}", "is required", Reason.MISSING_FIELD)
-        return None
-    if not isinstance(value, str):
-        fail(f"{path}.{key}", f"must be a string, not {value!r}")
-    return value
-
-
-def get_int(
-    obj: Mapping[str, Any], key: str, path: str, *, lo: int = 1, hi: int = 65535,
-    required: bool = False,
-) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            fail(f"{path}.{key}", "is required", Reason.MISSING_FIELD)
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        fail(f"{path}.{key}", f"must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        fail(f"{path}.{key}", f"{value} is outside {lo}-{hi}")
-    return value
-
-
-def get_int_or_str(obj: Mapping[str, Any], key: str, path: str) -> int | str | None:
-    """An IntOrString port: a number 1-65535, or a name (a numeric string counts as a number)."""
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        if value.isdigit():
-            return get_int({key: int(value)}, key, path)
-        return value
-    return get_int(obj, key, path)
-
-
-def get_bool(obj: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        fail(f"{path}.{key}", f"must be true or false, not {value!r}")
-    return value
-
-
-def one_of(value: str | None, allowed: tuple[str, ...], field: str, default: str) -> str:
-    if value is None:
-        return default
-    if value not in allowed:
-        fail(field, f"{value!r} is not one of {', '.join(allowed)}")
-    return value
-
-
-def str_map(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
-    raw = get_map(obj, key, path)
-    out: dict[str, str] = {}
-    for k, v in raw.items():
-        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
-            fail(f"{path}.{key}", f"entry {k!r} must map a string to a string")
-        out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
-    return out
-
-
-def items(
-    obj: Mapping[str, Any], key: str, path: str, parse: Callable[[Any, str], T]
-) -> tuple[T, ...]:
-    """Parse every element of a list field, each with its own indexed path."""
-    out = []
-    for i, raw in enumerate(get_list(obj, key, path)):
-        item_path = f"{path}.{key}[{i}]"
-        if not isinstance(raw, Mapping):
-            fail(item_path, "must be an object")
-        out.append(parse(raw, item_path))
-    return tuple(out)
 
 
 # --- metadata and selectors ------------------------------------------------
 
 
-def parse_meta(doc: Mapping[str, Any], kind: str, *, namespaced: bool) -> m.Meta:
-    meta = get_map(doc, "metadata", "")
-    name = get_str(meta, "name", "metadata", required=True)
-    assert name is not None
-    namespace = (get_str(meta, "namespace", "metadata") or "default") if namespaced else ""
-    return m.Meta(
-        kind=kind,
-        namespace=namespace,
-        name=name,
-        labels=str_map(meta, "labels", "metadata"),
-        annotations=str_map(meta, "annotations", "metadata"),
-        uid=get_str(meta, "uid", "metadata") or "",
-        resource_version=str(meta.get("resourceVersion") or ""),
-        creation_timestamp=str(meta.get("creationTimestamp") or ""),
-    )
-
-
 def parse_requirement(raw: Mapping[str, Any], path: str) -> m.Requirement:
     key = get_str(raw, "key", path, required=True)
     op = one_of(get_str(raw, "operator", path, required=True), _OPERATORS, f"{path}.operator", "")
-    values = tuple(str(v) for v in get_list(raw, "values", path))
+    values = str_list(raw, "values", path)
     if op in ("In", "NotIn") and not values:
         fail(f"{path}.values", f"must not be empty for operator {op}")
     if op in ("Exists", "DoesNotExist") and values:
@@ -197,14 +88,37 @@ def parse_service_port(raw: Mapping[str, Any], path: str) -> m.ServicePort:
     )
 
 
-def parse_service(doc: Mapping[str, Any]) -> m.Service:
+def _unique_ports(ports: tuple[m.ServicePort, ...]) -> None:
+    """The API server refuses a repeated port name, or a repeated port and protocol."""
+    names: set[str] = set()
+    numbers: set[tuple[int, str]] = set()
+    for i, p in enumerate(ports):
+        if p.name and p.name in names:
+            fail(f"spec.ports[{i}].name", f"{show(p.name)} is used by an earlier port")
+        if (p.port, p.protocol) in numbers:
+            fail(f"spec.ports[{i}]", f"port {p.port}/{p.protocol} is used by an earlier port")
+        names.add(p.name)
+        numbers.add((p.port, p.protocol))
+
+
+def _lb_status(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """``status.loadBalancer.ingress[].<key>`` values (ip or hostname)."""
+    lb = get_map(get_map(doc, "status", ""), "loadBalancer", "status")
+    return tuple(scalar(i[key], f"status.loadBalancer.ingress[{n}].{key}")
+                 for n, i in enumerate(get_list(lb, "ingress", "status.loadBalancer"))
+                 if isinstance(i, Mapping) and i.get(key))
+
+
+def parse_service(doc: Mapping[str, Any], limits: Limits) -> m.Service:
     meta = parse_meta(doc, "Service", namespaced=True)
     spec = get_map(doc, "spec", "")
-    status_lb = get_map(get_map(doc, "status", ""), "loadBalancer", "status")
     svc_type = one_of(get_str(spec, "type", "spec"), _SERVICE_TYPES, "spec.type", "ClusterIP")
+    check_count(get_list(spec, "ports", "spec"), limits.max_service_ports, "spec.ports",
+                "kxds --max-service-ports")
     ports = items(spec, "ports", "spec", parse_service_port)
     if len(ports) > 1 and any(not p.name for p in ports):
         fail("spec.ports", "every port must be named when a Service has more than one")
+    _unique_ports(ports)
     selector = str_map(spec, "selector", "spec") if spec.get("selector") is not None else None
     if svc_type == "ExternalName" and not get_str(spec, "externalName", "spec"):
         fail("spec.externalName", "is required for type ExternalName", Reason.MISSING_FIELD)
@@ -216,19 +130,11 @@ def parse_service(doc: Mapping[str, Any]) -> m.Service:
         selector=selector,
         cluster_ip=get_str(spec, "clusterIP", "spec"),
         external_name=(get_str(spec, "externalName", "spec") or "").lower() or None,
-        external_ips=tuple(str(x) for x in get_list(spec, "externalIPs", "spec")),
+        external_ips=str_list(spec, "externalIPs", "spec"),
         load_balancer_ip=get_str(spec, "loadBalancerIP", "spec"),
-        load_balancer_source_ranges=tuple(
-            str(x) for x in get_list(spec, "loadBalancerSourceRanges", "spec")
-        ),
-        load_balancer_ingress=tuple(
-            str(i["ip"]) for i in get_list(status_lb, "ingress", "status.loadBalancer")
-            if isinstance(i, Mapping) and i.get("ip")
-        ),
-        load_balancer_hostnames=tuple(
-            str(i["hostname"]) for i in get_list(status_lb, "ingress", "status.loadBalancer")
-            if isinstance(i, Mapping) and i.get("hostname")
-        ),
+        load_balancer_source_ranges=str_list(spec, "loadBalancerSourceRanges", "spec"),
+        load_balancer_ingress=_lb_status(doc, "ip"),
+        load_balancer_hostnames=_lb_status(doc, "hostname"),
         external_traffic_policy=one_of(  # type: ignore[arg-type]
             get_str(spec, "externalTrafficPolicy", "spec"), ("Cluster", "Local"),
             "spec.externalTrafficPolicy", "Cluster",
@@ -246,13 +152,17 @@ def parse_service(doc: Mapping[str, Any]) -> m.Service:
             affinity_cfg, "timeoutSeconds", "spec.sessionAffinityConfig.clientIP", hi=86400
         ),
         traffic_distribution=get_str(spec, "trafficDistribution", "spec"),
+        allocate_load_balancer_node_ports=get_bool(spec, "allocateLoadBalancerNodePorts",
+                                                   "spec", True),
     )
 
 
 def parse_slice_endpoint(raw: Mapping[str, Any], path: str) -> m.SliceEndpoint:
-    addresses = tuple(str(a) for a in get_list(raw, "addresses", path))
+    addresses = str_list(raw, "addresses", path)
     if not addresses:
         fail(f"{path}.addresses", "must name at least one address", Reason.MISSING_FIELD)
+    check_count(addresses, MAX_ADDRESSES_PER_ENDPOINT, f"{path}.addresses",
+                "the EndpointSlice API allows 100")
     cond = get_map(raw, "conditions", path)
     cpath = f"{path}.conditions"
     ready = get_bool(cond, "ready", cpath, True)
@@ -267,12 +177,13 @@ def parse_slice_endpoint(raw: Mapping[str, Any], path: str) -> m.SliceEndpoint:
         zone=get_str(raw, "zone", path),
         hostname=get_str(raw, "hostname", path),
         target_ref=m.TargetRef(
-            kind=str(ref.get("kind") or "Pod"),
-            namespace=str(ref.get("namespace") or ""),
-            name=str(ref["name"]),
+            kind=get_str(ref, "kind", f"{path}.targetRef") or "Pod",
+            namespace=get_str(ref, "namespace", f"{path}.targetRef") or "",
+            name=cast(str, get_str(ref, "name", f"{path}.targetRef")),
         ) if ref.get("name") else None,
         hints_for_zones=tuple(
-            str(z.get("name")) for z in get_list(hints, "forZones", f"{path}.hints")
+            scalar(z["name"], f"{path}.hints.forZones[{i}].name")
+            for i, z in enumerate(get_list(hints, "forZones", f"{path}.hints"))
             if isinstance(z, Mapping) and z.get("name")
         ),
     )
@@ -287,11 +198,16 @@ def parse_endpoint_port(raw: Mapping[str, Any], path: str) -> m.EndpointPort:
     )
 
 
-def parse_endpoint_slice(doc: Mapping[str, Any]) -> m.EndpointSlice:
+def parse_endpoint_slice(doc: Mapping[str, Any], limits: Limits) -> m.EndpointSlice:
     meta = parse_meta(doc, "EndpointSlice", namespaced=True)
     service = meta.labels.get(SERVICE_NAME_LABEL)
     if not service:
         fail(f"metadata.labels[{SERVICE_NAME_LABEL}]", "is required", Reason.MISSING_FIELD)
+    check_name(service, "dns1035", f"metadata.labels[{SERVICE_NAME_LABEL}]")
+    check_count(get_list(doc, "endpoints", ""), MAX_ENDPOINTS_PER_SLICE, "endpoints",
+                "the EndpointSlice API allows 1000")
+    check_count(get_list(doc, "ports", ""), MAX_PORTS_PER_SLICE, "ports",
+                "the EndpointSlice API allows 100")
     return m.EndpointSlice(
         meta=meta,
         service_name=service,
@@ -300,92 +216,6 @@ def parse_endpoint_slice(doc: Mapping[str, Any]) -> m.EndpointSlice:
         ),
         ports=items(doc, "ports", "", parse_endpoint_port),
         endpoints=items(doc, "endpoints", "", parse_slice_endpoint),
-    )
-
-
-def parse_backend(raw: Mapping[str, Any], path: str) -> m.IngressBackend:
-    if raw.get("resource") is not None:
-        fail(f"{path}.resource", "resource backends are not supported", Reason.UNSUPPORTED)
-    svc = get_map(raw, "service", path)
-    spath = f"{path}.service"
-    name = get_str(svc, "name", spath, required=True)
-    port = get_map(svc, "port", spath)
-    number = get_int(port, "number", f"{spath}.port")
-    port_name = get_str(port, "name", f"{spath}.port")
-    if (number is None) == (port_name is None):
-        fail(f"{spath}.port", "must set exactly one of number or name", Reason.MISSING_FIELD)
-    assert name is not None
-    return m.IngressBackend(service=name, port_number=number, port_name=port_name)
-
-
-def parse_path(raw: Mapping[str, Any], path: str) -> m.IngressPath:
-    path_type = get_str(raw, "pathType", path, required=True)
-    one_of(path_type, _PATH_TYPES, f"{path}.pathType", "")
-    value = get_str(raw, "path", path) or "/"
-    if not value.startswith("/"):
-        fail(f"{path}.path", f"{value!r} must start with '/'")
-    backend = get_map(raw, "backend", path)
-    if not backend:
-        fail(f"{path}.backend", "is required", Reason.MISSING_FIELD)
-    return m.IngressPath(
-        path=value, path_type=path_type, backend=parse_backend(backend, f"{path}.backend")  # type: ignore[arg-type]
-    )
-
-
-def parse_host(value: str | None, field: str) -> str:
-    """Validate an Ingress host: a DNS name, or ``*.`` followed by one; no port, no IP."""
-    if value is None:
-        return ""
-    host = value.lower()
-    labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
-    if not all(lbl and len(lbl) <= 63 and all(c.isalnum() or c == "-" for c in lbl)
-               for lbl in labels) or (host.startswith("*.") and "*" in host[2:]):
-        fail(field, f"{value!r} is not a valid host name (a DNS name, optionally '*.' first)")
-    return host
-
-
-def parse_rule(raw: Mapping[str, Any], path: str) -> m.IngressRule:
-    http = get_map(raw, "http", path)
-    return m.IngressRule(
-        host=parse_host(get_str(raw, "host", path), f"{path}.host"),
-        paths=items(http, "paths", f"{path}.http", parse_path),
-    )
-
-
-def parse_tls(raw: Mapping[str, Any], path: str) -> m.IngressTLS:
-    return m.IngressTLS(
-        hosts=tuple(str(h).lower() for h in get_list(raw, "hosts", path)),
-        secret_name=get_str(raw, "secretName", path),
-    )
-
-
-def parse_ingress(doc: Mapping[str, Any]) -> m.Ingress:
-    meta = parse_meta(doc, "Ingress", namespaced=True)
-    spec = get_map(doc, "spec", "")
-    default = get_map(spec, "defaultBackend", "spec")
-    lb = get_map(get_map(doc, "status", ""), "loadBalancer", "status")
-    return m.Ingress(
-        meta=meta,
-        ingress_class_name=get_str(spec, "ingressClassName", "spec"),
-        default_backend=parse_backend(default, "spec.defaultBackend") if default else None,
-        rules=items(spec, "rules", "spec", parse_rule),
-        tls=items(spec, "tls", "spec", parse_tls),
-        load_balancer_ingress=tuple(
-            str(i.get("ip") or i.get("hostname"))
-            for i in get_list(lb, "ingress", "status.loadBalancer")
-            if isinstance(i, Mapping) and (i.get("ip") or i.get("hostname"))
-        ),
-    )
-
-
-def parse_ingress_class(doc: Mapping[str, Any]) -> m.IngressClass:
-    meta = parse_meta(doc, "IngressClass", namespaced=False)
-    controller = get_str(get_map(doc, "spec", ""), "controller", "spec", required=True)
-    assert controller is not None
-    return m.IngressClass(
-        meta=meta,
-        controller=controller,
-        is_default=meta.annotations.get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true",
     )
 
 
@@ -412,7 +242,7 @@ def parse_peer(raw: Mapping[str, Any], path: str) -> m.PolicyPeer:
     return m.PolicyPeer(
         ip_block=m.IPBlock(
             cidr=cast(str, get_str(block, "cidr", f"{path}.ipBlock", required=True)),
-            except_=tuple(str(x) for x in get_list(block, "except", f"{path}.ipBlock")),
+            except_=str_list(block, "except", f"{path}.ipBlock"),
         ) if block else None,
         pod_selector=parse_selector(get_map(raw, "podSelector", path), f"{path}.podSelector")
         if pods is not None else None,
@@ -430,12 +260,12 @@ def parse_policy_rule(raw: Mapping[str, Any], path: str) -> m.PolicyRule:
     )
 
 
-def parse_network_policy(doc: Mapping[str, Any]) -> m.NetworkPolicy:
+def parse_network_policy(doc: Mapping[str, Any], limits: Limits) -> m.NetworkPolicy:
     meta = parse_meta(doc, "NetworkPolicy", namespaced=True)
     spec = get_map(doc, "spec", "")
     if spec.get("podSelector") is None:
         fail("spec.podSelector", "is required", Reason.MISSING_FIELD)
-    types = tuple(str(t) for t in get_list(spec, "policyTypes", "spec"))
+    types = str_list(spec, "policyTypes", "spec")
     for t in types:
         one_of(t, ("Ingress", "Egress"), "spec.policyTypes", "")
     if not types:
@@ -458,14 +288,15 @@ def _decode(value: Any, field: str) -> bytes:
         fail(field, "is not valid base64")
 
 
-def parse_secret(doc: Mapping[str, Any]) -> m.Secret:
+def parse_secret(doc: Mapping[str, Any], limits: Limits) -> m.Secret:
     meta = parse_meta(doc, "Secret", namespaced=True)
-    data = {k: _decode(v, f"data[{k}]") for k, v in get_map(doc, "data", "").items()}
-    data.update({k: str(v).encode() for k, v in get_map(doc, "stringData", "").items()})
+    data = {scalar(k, "data"): _decode(v, f"data[{k}]")
+            for k, v in get_map(doc, "data", "").items()}
+    data.update({k: v.encode() for k, v in str_map(doc, "stringData", "").items()})
     return m.Secret(meta=meta, type=get_str(doc, "type", "") or "Opaque", data=data)
 
 
-def parse_namespace(doc: Mapping[str, Any]) -> m.Namespace:
+def parse_namespace(doc: Mapping[str, Any], limits: Limits) -> m.Namespace:
     meta = parse_meta(doc, "Namespace", namespaced=False)
     # The control plane sets this label on every namespace, immutably, to its
     # name; manifests often omit it, and one naming another namespace must not
@@ -483,14 +314,15 @@ def parse_container_ports(spec: Mapping[str, Any]) -> tuple[m.ContainerPort, ...
         if not isinstance(c, Mapping):
             continue
         for p in get_list(c, "ports", "spec.containers[]"):
-            if isinstance(p, Mapping) and p.get("name") and isinstance(p.get("containerPort"), int):
+            if (isinstance(p, Mapping) and isinstance(p.get("name"), str)
+                    and isinstance(p.get("containerPort"), int)):
                 proto = p.get("protocol") if p.get("protocol") in _PROTOCOLS else "TCP"
                 out.append(m.ContainerPort(name=str(p["name"]), port=p["containerPort"],
                                            protocol=cast(m.Protocol, proto)))
     return tuple(out)
 
 
-def parse_pod(doc: Mapping[str, Any]) -> m.Pod:
+def parse_pod(doc: Mapping[str, Any], limits: Limits) -> m.Pod:
     meta = parse_meta(doc, "Pod", namespaced=True)
     # Pods are kept only for NetworkPolicy (labels, addresses, named ports); their
     # annotations can be large and are never read, so they are not kept.
@@ -499,10 +331,12 @@ def parse_pod(doc: Mapping[str, Any]) -> m.Pod:
                   creation_timestamp=meta.creation_timestamp)
     spec = get_map(doc, "spec", "")
     status = get_map(doc, "status", "")
-    ips = tuple(str(p["ip"]) for p in get_list(status, "podIPs", "status")
+    ips = tuple(scalar(p["ip"], f"status.podIPs[{i}].ip")
+                for i, p in enumerate(get_list(status, "podIPs", "status"))
                 if isinstance(p, Mapping) and p.get("ip"))
-    if not ips and get_str(status, "podIP", "status"):
-        ips = (str(status["podIP"]),)
+    pod_ip = get_str(status, "podIP", "status")
+    if not ips and pod_ip:
+        ips = (pod_ip,)
     return m.Pod(
         meta=meta,
         node_name=get_str(spec, "nodeName", "spec"),
@@ -512,7 +346,7 @@ def parse_pod(doc: Mapping[str, Any]) -> m.Pod:
     )
 
 
-PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], m.Model]] = {
+PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]] = {
     ("v1", "Service"): parse_service,
     ("v1", "Secret"): parse_secret,
     ("v1", "Namespace"): parse_namespace,
@@ -523,30 +357,68 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], m.Model]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): parse_network_policy,
 }
 
+_NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy")
+
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:
     """Best-effort reference to a raw object, for diagnostics about it."""
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "Object"
-    name = meta.get("name") if isinstance(meta.get("name"), str) else fallback or "<unnamed>"
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
-    if kind in ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy"):
+    raw_meta = doc.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+
+    def text(value: Any, default: str) -> str:
+        return value if isinstance(value, str) and value else default
+
+    kind = text(doc.get("kind"), "Object")
+    name = text(meta.get("name"), fallback or "<unnamed>")
+    namespace = text(meta.get("namespace"), "")
+    if kind in _NAMESPACED:
         namespace = namespace or "default"
-    return ObjectRef(str(kind), str(namespace), str(name))
+    return ObjectRef(kind, namespace, name)
 
 
-def parse_object(doc: Any, origin: str = "") -> tuple[m.Model | None, Diagnostic | None]:
-    """Parse one Kubernetes object. Returns (model, None), (None, problem) or (None, None)."""
+def _type_of(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """``(apiVersion, kind)``; a value that is not a string stands for nothing we read."""
+    api, kind = doc.get("apiVersion"), doc.get("kind")
+    return (api if isinstance(api, str) else "?", kind if isinstance(kind, str) else "?")
+
+
+def _converted(doc: Mapping[str, Any], origin: str
+               ) -> tuple[Mapping[str, Any], Diagnostic | None]:
+    """``doc`` itself, or a v1beta1 Ingress converted to v1 with a diagnostic saying so."""
+    api, kind = _type_of(doc)
+    if kind != "Ingress" or api not in LEGACY_INGRESS_VERSIONS:
+        return doc, None
+    note = Diagnostic(ref_of(doc, origin), "apiVersion", Reason.DEPRECATED_API,
+                      f"{api} Ingress (removed in Kubernetes 1.22) read as networking.k8s.io/v1, "
+                      "converted as the API server converted it: backend is defaultBackend, "
+                      "serviceName/servicePort are service.name/port, a path without pathType "
+                      "is ImplementationSpecific")
+    return ingress_to_v1(doc), note
+
+
+def parse_object(doc: Any, origin: str = "", limits: Limits | None = None
+                 ) -> tuple[m.Model | None, Diagnostic | None]:
+    """Parse one Kubernetes object: (model, None), (None, problem) or (None, None).
+
+    (model, note) when the object is usable but something about it is worth
+    saying (an old API version converted). Nothing raises: a bug met while
+    parsing one object is an ``InternalError`` diagnostic naming it.
+    """
     if not isinstance(doc, Mapping):
         ref = ObjectRef("File", "", origin or "<input>")
         return None, Diagnostic(ref, "document", Reason.INVALID_VALUE,
                                 f"is a {type(doc).__name__}, not an object")
-    parser = PARSERS.get((str(doc.get("apiVersion")), str(doc.get("kind"))))
+    doc, note = _converted(doc, origin)
+    parser = PARSERS.get(_type_of(doc))
     if parser is None:
-        log.debug("ignoring %s %s from %s", doc.get("apiVersion"), doc.get("kind"), origin)
+        log.debug("ignoring %s %s from %s", *(escape(t) for t in _type_of(doc)), escape(origin))
         return None, None
     try:
-        return parser(doc), None
+        return parser(doc, limits or Limits()), note
     except Invalid as e:
         return None, Diagnostic(ref_of(doc, origin), e.field.lstrip("."), e.reason, e.message)
+    except Exception as e:  # a bug: this object is left out, never the others
+        log.exception("event=parse_failed object=%s", ref_of(doc, origin))
+        return None, Diagnostic(ref_of(doc, origin), "", Reason.INTERNAL_ERROR,
+                                f"kxds failed to read this object ({type(e).__name__}); "
+                                "it is left out: please report it")

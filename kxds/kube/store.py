@@ -16,6 +16,7 @@ from typing import Any
 
 from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.kube import models as m
+from kxds.kube.limits import Limits
 from kxds.kube.parse import parse_object
 
 Entry = tuple[m.Model | None, Diagnostic | None]
@@ -74,15 +75,29 @@ KINDS: tuple[Kind, ...] = (
 )
 
 
-def parse_doc(kind: Kind, doc: Mapping[str, Any]) -> tuple[m.Key, Entry]:
+def parse_doc(kind: Kind, doc: Mapping[str, Any],
+              limits: Limits | None = None) -> tuple[m.Key, Entry]:
     """Parse one object from the API; list items lack apiVersion and kind, so add them."""
     body = dict(kind.strip(doc) if kind.strip else doc)
     body["apiVersion"] = kind.api_version
     body["kind"] = kind.kind
     meta = body.get("metadata") or {}
     key = (str(meta.get("namespace") or "") if kind.namespaced else "", str(meta.get("name")))
-    model, problem = parse_object(body, f"{kind.kind} {'/'.join(filter(None, key))}")
+    model, problem = parse_object(body, f"{kind.kind} {'/'.join(filter(None, key))}", limits)
     return key, (model, problem)
+
+
+def keep_last_good(old: Entry | None, new: Entry) -> Entry:
+    """``new``; but an object that parsed before and fails now keeps its old model.
+
+    Its problem stays, saying so: a change the API server accepted but kxds
+    cannot use must not withdraw what the object served until then.
+    """
+    if new[0] is not None or new[1] is None or old is None or old[0] is None:
+        return new
+    p = new[1]
+    return old[0], Diagnostic(p.ref, p.field, p.reason,
+                              f"{p.message} (its last good version stays in use)")
 
 
 def _doc_uid(doc: Mapping[str, Any]) -> str:
@@ -122,8 +137,10 @@ def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key]) -
 class Store:
     """Thread-safe per-kind maps of parsed objects, with a change generation."""
 
-    def __init__(self, kinds: Iterable[Kind], extra_secrets: Iterable[m.Key] = ()) -> None:
+    def __init__(self, kinds: Iterable[Kind], extra_secrets: Iterable[m.Key] = (),
+                 limits: Limits | None = None) -> None:
         self.lock = threading.Lock()
+        self.limits = limits
         self.kinds = tuple(kinds)
         self.entries: dict[str, dict[m.Key, Entry]] = {k.plural: {} for k in self.kinds}
         self.synced: set[str] = set()
@@ -142,13 +159,14 @@ class Store:
         new: dict[m.Key, Entry] = {}
         failed: dict[m.Key, str] = {}
         for doc in docs:
-            key, entry = parse_doc(kind, doc)
+            key, entry = parse_doc(kind, doc, self.limits)
             new[key] = entry
             if entry[0] is None:
                 failed[key] = _doc_uid(doc)
         with self.lock:
             self.failed_uids[kind.kind] = failed
             old = self.entries[kind.plural]
+            new = {k: keep_last_good(old.get(k), e) for k, e in new.items()}
             same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
             self.entries[kind.plural] = new
             first = kind.plural not in self.synced
@@ -157,13 +175,14 @@ class Store:
                 self._changed()
 
     def upsert(self, kind: Kind, doc: Mapping[str, Any]) -> None:
-        key, entry = parse_doc(kind, doc)
+        key, entry = parse_doc(kind, doc, self.limits)
         with self.lock:
             if entry[0] is None:
                 self.failed_uids[kind.kind][key] = _doc_uid(doc)
             else:
                 self.failed_uids[kind.kind].pop(key, None)
             table = self.entries[kind.plural]
+            entry = keep_last_good(table.get(key), entry)
             unchanged = _same(table.get(key), entry)
             table[key] = entry
             if not unchanged:

@@ -54,12 +54,15 @@ class AdminServer:
     """Serves ``/metrics``, ``/healthz``, ``/readyz`` and ``/debug/*``."""
 
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics,
-                 ready: Callable[[], bool] | None = None, *, debug: bool = True) -> None:
+                 ready: Callable[[], bool] | None = None,
+                 held: Callable[[], str | None] | None = None, *, debug: bool = True) -> None:
         self.cache = cache
         self.metrics = metrics
         self.debug = debug
         """False: ``/metrics``, ``/healthz`` and ``/readyz`` only (the public address)."""
         self.ready: Callable[[], bool] = ready if ready is not None else (lambda: cache.synced)
+        self.held = held
+        """Why the source holds back its input (``/readyz`` answers 503 with it), or None."""
         self._server: asyncio.Server | None = None
 
     async def start(self, address: str) -> int:
@@ -90,6 +93,9 @@ class AdminServer:
         if path == "/healthz":
             return _text(200, "ok")
         if path == "/readyz":
+            held = self.held() if self.held is not None else None
+            if held:
+                return _text(503, f"held: {held}")
             return _text(200, "ready") if self.ready() else _text(503, "not synced")
         if not self.debug:
             return _text(404, "not found; try /metrics /healthz /readyz")
