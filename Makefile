@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM := $(VENV)/.system
 
-.PHONY: sandbox test lint typecheck bench clean
+.PHONY: sandbox test lint typecheck bench clean imports
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,17 +28,21 @@ sandbox: $(STAMP)
 	$(BIN)/kxds sandbox $(SANDBOX_ARGS)
 
 test: $(STAMP) $(SYSTEM)
-	$(BIN)/ruff check kxds tests e2e bench
+	$(BIN)/ruff check kxds tests e2e bench scripts
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check kxds tests e2e bench
+	$(BIN)/ruff check kxds tests e2e bench scripts
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The import graph between kxds's packages (the direction lint-imports enforces).
+imports: $(STAMP)
+	$(BIN)/python scripts/import_graph.py
 
 # BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS=--quick`.
 bench: $(STAMP)
