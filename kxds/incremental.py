@@ -468,14 +468,15 @@ def _changed_reads(old: ClusterState, new: ClusterState, old_config: Any,
         a, b = getattr(old, name), getattr(new, name)
         if a is b:
             continue
-        if name == "slices_by_service":
+        if name == "slices_by_service" and old.endpoint_slices is not new.endpoint_slices:
             yield from _changed_groups(old, new, changed_slices)
             continue
         if isinstance(a, tuple):
             if a != b:
                 yield (name, WHOLE)
             continue
-        keys = [key for key, value in b.items() if a.get(key, _MISSING) is not value]
+        keys = [key for key, value in b.items()
+                if (before := a.get(key, _MISSING)) is not value and not _same_tuple(before, value)]
         if len(a) != len(b) - sum(1 for k in keys if k not in a):
             keys += [key for key in a.keys() - b.keys()]
         if name == "endpoint_slices":
@@ -494,7 +495,10 @@ def _changed_groups(old: ClusterState, new: ClusterState,
                     slices: list[Hashable]) -> Iterator[Read]:
     """The changes of ``slices_by_service``: a view of ``endpoint_slices`` grouped by
     Service, new tuples in every state, so found from the changed slices (which
-    :data:`STATE_FIELDS` lists before it) rather than by comparing every group."""
+    :data:`STATE_FIELDS` lists before it) rather than by comparing every group.
+    Sound for states built by :meth:`ClusterState.from_objects`, which makes both
+    fields together; a state whose slices stayed the very same mapping is compared
+    group by group instead."""
     services = set()
     for key in slices:
         for state in (old, new):
@@ -505,3 +509,9 @@ def _changed_groups(old: ClusterState, new: ClusterState,
         yield ("slices_by_service", service)
     if services:
         yield ("slices_by_service", WHOLE)
+
+
+def _same_tuple(a: object, b: object) -> bool:
+    """Two tuples of the very same objects (a group of EndpointSlices rebuilt unchanged)."""
+    return (type(a) is tuple and type(b) is tuple and len(a) == len(b)
+            and all(x is y for x, y in zip(a, b, strict=True)))
