@@ -161,7 +161,7 @@ data: {}
     for name in fields:
         runs = {"n": 0}
 
-        def read(ctx: Context, _: None, name: str = name) -> int:
+        def read(ctx: Context, _: None, name: str = name, runs: dict[str, int] = runs) -> int:
             runs["n"] += 1
             return len(getattr(ctx.state, name))
 
@@ -170,13 +170,14 @@ data: {}
         ask(store, dataclasses.replace(base), query)
         assert runs["n"] == 1, f"{name}: an unchanged field ran the query again"
         value = getattr(base, name)
-        changed = value + (object(),) if isinstance(value, tuple) else {**value, ("z", "z"): 1}
+        changed = (*value, object()) if isinstance(value, tuple) else {**value, ("z", "z"): 1}
         ask(store, dataclasses.replace(base, **{name: changed}), query)
         assert runs["n"] == 2, f"{name}: a read of it was not seen"
     for f in dataclasses.fields(TranslateConfig):
         runs = {"n": 0}
 
-        def read_config(ctx: Context, _: None, attr: str = f.name) -> object:
+        def read_config(ctx: Context, _: None, attr: str = f.name,
+                        runs: dict[str, int] = runs) -> object:
             runs["n"] += 1
             return getattr(ctx.config, attr)
 
