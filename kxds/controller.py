@@ -36,6 +36,20 @@ served state's certificates becomes valid or expires later, the controller
 rebuilds the same state at that instant, so an expired certificate fails
 closed on time rather than at the next unrelated change.
 
+A rebuild allocates many short-lived objects around a large long-lived
+state (the views, their query stores and resources). The collector is left
+on while proxies are served; after each rebuild the state that survived is
+frozen (``gc.freeze()``: moved out of the collector's way), so collections
+during the next rebuild scan only what is new. Measured with 5,000 Services
+on 2 cores, an Ingress change: p50 38 ms and at worst 65 ms, against p50 39
+ms and 227 ms at worst with a plain collector (a full collection over the whole
+state lands in some rebuild); pausing the collector during every rebuild gave
+36/41 ms, but also paused it for everything the event loop serves meanwhile.
+Frozen objects that become cyclic garbage (a closed stream's) are collected
+after the next :data:`UNFREEZE_INTERVAL`, when the state is thawed again. Only
+the first rebuild, before anything is served, runs with the collector paused
+(5,000 Services cold: 0.40 s paused, 0.74 s not).
+
 ``rebuild_seq`` counts finished rebuilds; it is exported as the
 ``kxds_rebuild_sequence`` gauge so tests wait for a number instead of sleeping.
 """
@@ -46,7 +60,9 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +86,39 @@ EDGE_DEFAULT = "edge/default"
 NODE_GRACE = 60.0
 """Default seconds before the group of a per-node proxy that left is forgotten: long
 enough for an Envoy restart or a control-plane reconnect, short against node churn."""
+
+
+UNFREEZE_INTERVAL = 60.0
+"""Seconds between thawing the frozen state, so that cyclic garbage in it is collected."""
+
+
+class _GcPause:
+    """Pauses the cyclic garbage collector while any rebuild runs (builds may
+    overlap in worker threads; the collector is process-wide, so it comes back
+    when the last one ends, and only if it was on before the first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._was_enabled:
+                gc.enable()
+
+
+gc_paused = _GcPause()
+"""Held around the first rebuild, before anything is served (also by the benchmark's
+cold translation, to measure the same)."""
 
 
 class RebuildObserver(Protocol):
@@ -205,7 +254,11 @@ class Controller:
         async with self._lock:
             started = time.monotonic()
             config = self._config_now()
-            edge = await self._call(build_edge, state, config, self._edge_memo)
+            if self.cache.synced:
+                edge = await self._call(build_edge, state, config, self._edge_memo)
+            else:
+                with gc_paused:  # nothing is served yet: see the module docs
+                    edge = await self._call(build_edge, state, config, self._edge_memo)
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
                 self._edge, self._bounds = edge.resources, edge.bounds
@@ -228,6 +281,7 @@ class Controller:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
             self._shared.sweep()
+            gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
             if self.metrics is not None:
@@ -254,8 +308,12 @@ class Controller:
     async def _prune_loop(self) -> None:
         # A departed group goes between node_grace and 1.25 node_grace after it left.
         interval = min(max(self.node_grace / 4, 0.01), 10.0)
+        thawed = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() - thawed >= UNFREEZE_INTERVAL:
+                gc.unfreeze()  # frozen cyclic garbage becomes collectable again
+                thawed = time.monotonic()
             try:
                 await self.prune()
             except Exception:  # a bug here must not stop the rebuilds

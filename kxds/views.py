@@ -9,18 +9,13 @@ A snapshot that fails the consistency check (:func:`kxds.ir.consistency_problems
 or whose translation raises (a bug), is returned as rejected: the caller
 keeps serving the last good one.
 
-A rebuild creates many short-lived objects and few cycles: the cyclic
-garbage collector is paused while it translates and builds (a full
-collection over a large snapshot costs more than the translation), and runs
-again afterwards.
+The garbage collector's part is the controller's (see :mod:`kxds.controller`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,34 +46,6 @@ class Built:
     bounds: frozenset[dt.datetime] = frozenset()
     """When a certificate check of the view may change its verdict (see
     :attr:`~kxds.translators.translation.Translation.bounds`)."""
-
-
-class _GcPause:
-    """Pauses the cyclic garbage collector while any rebuild runs (builds may
-    overlap in worker threads; the collector is process-wide, so it comes back
-    when the last one ends, and only if it was on before the first)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._active == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._active += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0 and self._was_enabled:
-                gc.enable()
-
-
-gc_paused = _GcPause()
-"""Held around every translate + build (also by the benchmark, to measure the same)."""
 
 
 @dataclass(slots=True)
@@ -137,10 +104,9 @@ def build_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
 def _build(run: Callable[[], Translation], state: ClusterState,
            memo: ViewMemo | None) -> Built:
     try:
-        with gc_paused:
-            translation = run()
-            return Built(_checked(translation.ir, memo), translation.diagnostics,
-                         bounds=translation.bounds)
+        translation = run()
+        return Built(_checked(translation.ir, memo), translation.diagnostics,
+                     bounds=translation.bounds)
     except InconsistentSnapshotError as e:
         return Built(None, state.problems, rejected=f"inconsistent: {e}")
     except Exception as e:  # a translator bug: keep serving the last good view

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kxds import controller as controller_module
 from kxds import views as views_module
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import EDGE_DEFAULT, Controller
@@ -274,7 +275,7 @@ def test_an_expiring_certificate_fails_closed_on_time() -> None:
 
 
 def test_gc_pause_counts_overlapping_builds() -> None:
-    pause = views_module._GcPause()
+    pause = controller_module._GcPause()
     assert gc.isenabled()
     try:
         with pause:
@@ -290,7 +291,10 @@ def test_gc_pause_counts_overlapping_builds() -> None:
         gc.enable()
 
 
-def test_translation_runs_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_first_rebuild_pauses_the_collector_and_each_freezes_the_state(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before anything is served the collector is paused; later rebuilds run with it
+    on, and each leaves the state it built frozen until the next thaw."""
     seen: list[bool] = []
     real = views_module.translate
 
@@ -299,8 +303,20 @@ def test_translation_runs_with_the_collector_paused(monkeypatch: pytest.MonkeyPa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(views_module, "translate", spy)
-    views_module.build_edge(state("web"), TranslateConfig())
-    assert seen == [False] and gc.isenabled()
+    gc.unfreeze()
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        await ctl.rebuild(state("web"))
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        await ctl.rebuild(state("web", "api"))
+        assert gc.get_freeze_count() > 0
+
+    try:
+        run(scenario, in_thread=False)
+    finally:
+        gc.unfreeze()
+    assert seen == [False, True] and gc.isenabled()
 
 
 def test_a_node_view_is_rebuilt_only_when_what_it_serves_changed() -> None:
@@ -354,3 +370,21 @@ endpoints: [{{addresses: [{ip}], nodeName: n1}}]
         assert {t: {n: r.version for n, r in m.items()} for t, m in built.resources.items()} == {
             t: {n: r.version for n, r in m.items()} for t, m in fresh.resources.items()}
         last = built
+
+
+def test_the_frozen_state_is_thawed_so_cyclic_garbage_is_collected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "UNFREEZE_INTERVAL", 0.0)
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        await ctl.rebuild(state("web"))
+        assert gc.get_freeze_count() > 0
+        deadline = time.monotonic() + 5
+        while gc.get_freeze_count() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() == 0
+
+    try:
+        run(scenario, in_thread=False, node_grace=0.04)
+    finally:
+        gc.unfreeze()
