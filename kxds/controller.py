@@ -2,7 +2,8 @@
 
 A source calls :meth:`Controller.publish` with each new :class:`ClusterState`.
 Events are coalesced (a holdoff after the last one, capped since the first
-pending one; STYLE.md "Debounce events"), then one rebuild translates the
+pending one; STYLE.md "Debounce events"; the first change after a calm is
+rebuilt at once, only what follows it is held), then one rebuild translates the
 latest state, checks it with :func:`kxds.ir.consistency_problems`, builds the
 Envoy resources and sets the view of every group:
 
@@ -133,7 +134,10 @@ class RebuildObserver(Protocol):
 class _Pending:
     state: ClusterState | None = None
     first: float | None = None
-    last: float = 0.0
+    last: float = float("-inf")
+    """When the last state came (of this burst, or of the one before)."""
+    calm: bool = False
+    """The burst's first state came after ``holdoff`` without any: rebuild it at once."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -187,10 +191,11 @@ class Controller:
         """Accept a new complete state (the source interface's ``publish``)."""
         now = time.monotonic()
         p = self._pending
-        p.state = state
-        p.last = now
         if p.first is None:
             p.first = now
+            p.calm = now - p.last >= self.holdoff
+        p.state = state
+        p.last = now
         p.wake.set()
 
     # -- the loop ---------------------------------------------------------------
@@ -232,8 +237,17 @@ class Controller:
         return False
 
     async def _holdoff(self) -> None:
-        """Wait until ``holdoff`` passed since the last state or ``max_holdoff`` since the first."""
+        """Wait until ``holdoff`` passed since the last state or ``max_holdoff`` since the first.
+
+        Not at all for the first state after a calm (``holdoff`` without any): a
+        lone change is served at once, and only the changes that follow it
+        within the holdoff are coalesced, into the next rebuild (leading and
+        trailing edge).
+        """
         p = self._pending
+        if p.calm:
+            p.calm = False
+            return
         while True:
             assert p.first is not None
             deadline = min(p.last + self.holdoff, p.first + self.max_holdoff)

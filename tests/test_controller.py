@@ -94,15 +94,33 @@ def test_a_burst_of_states_is_one_rebuild_of_the_last() -> None:
     # The holdoffs are long next to the burst's pauses, so a loaded machine
     # stalling the loop for a while cannot split the burst.
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
-        for i in range(10):
+        ctl.publish(state("first"))  # after a calm: at once
+        await wait_seq(ctl, 1)
+        assert clusters(cache) == {"default/first/80"}
+        for i in range(10):  # hard on its heels: held, then one rebuild of the last
             ctl.publish(state(f"s{i}"))
             await asyncio.sleep(0.002)
-        await wait_seq(ctl, 1)
+        await wait_seq(ctl, 2)
         assert clusters(cache) == {"default/s9/80"}
-        await asyncio.sleep(0.2)  # nothing is pending: no second rebuild may come
-        assert ctl.rebuild_seq == 1
+        await asyncio.sleep(0.2)  # nothing is pending: no third rebuild may come
+        assert ctl.rebuild_seq == 2
 
     run(scenario, holdoff=0.2, max_holdoff=5.0)
+
+
+def test_the_first_change_after_a_calm_is_not_held() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        start = time.monotonic()
+        ctl.publish(state("a"))
+        await wait_seq(ctl, 1)
+        assert time.monotonic() - start < 0.8  # not after the 1 s holdoff
+        await asyncio.sleep(1.0)  # a calm, as long as the holdoff
+        start = time.monotonic()
+        ctl.publish(state("b"))
+        await wait_seq(ctl, 2)
+        assert time.monotonic() - start < 0.8
+
+    run(scenario, holdoff=1.0, max_holdoff=10.0)
 
 
 def test_holdoff_is_capped_under_continuous_changes() -> None:
@@ -122,9 +140,11 @@ def test_holdoff_is_capped_under_continuous_changes() -> None:
 
 def test_holdoff_waits_for_calm() -> None:
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
-        start = time.monotonic()
-        ctl.publish(state("a"))
+        ctl.publish(state("a"))  # at once (after a calm)
         await wait_seq(ctl, 1)
+        start = time.monotonic()
+        ctl.publish(state("b"))  # right after: held until the calm
+        await wait_seq(ctl, 2)
         elapsed = time.monotonic() - start
         assert 0.1 <= elapsed < 5.0, elapsed
 
