@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM := $(VENV)/.system
 
-.PHONY: sandbox test lint typecheck bench clean imports
+.PHONY: sandbox test lint typecheck bench soak clean imports
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ imports: $(STAMP)
 # BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS=--quick`.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# 30 minutes of churn with a real Envoy and traffic (SOAK_ARGS=--minutes 5 for less);
+# results in bench/results/soak.{md,json}.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,6 +8,7 @@ Istio's ``pilot_proxy_convergence_time``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -55,6 +56,10 @@ class XdsMetrics:
                                          buckets=_LATENCY_BUCKETS, registry=r)
         self.rebuild_seq = Gauge("kxds_rebuild_sequence", "Sequence number of the last rebuild",
                                  registry=r)
+        self.loop_tasks = Gauge("kxds_event_loop_tasks",
+                                "Tasks alive on kxds's event loop (streams, sources, servers)",
+                                registry=r)
+        self.loop_tasks.set_function(_loop_tasks)
 
     def attach(self, cache: SnapshotCache) -> None:
         """Follow the cache's views (resources and bytes per group)."""
@@ -96,3 +101,11 @@ class XdsMetrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
+
+
+def _loop_tasks() -> float:
+    """Read at scrape time, on the event loop (the admin server runs there)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped from outside a running loop (a test)
+        return 0.0
