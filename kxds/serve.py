@@ -27,6 +27,7 @@ from kxds.kube.leader import LeaderElector, default_identity
 from kxds.kube.limits import LimitCounter, limits_from_flags
 from kxds.kube.models import ClusterState
 from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.supervise import Supervisor
 from kxds.translators.config import TranslateConfig
 from kxds.xds.auth import Authorizer
 from kxds.xds.tls import TlsFiles
@@ -203,8 +204,9 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     server = XdsServer(cache, metrics=metrics, authorizer=authorizer)
     # A manifest source holding back a mass removal makes /readyz say so (503).
     held = lambda: getattr(source, "held", None)  # noqa: E731 - read at each request
-    admin = AdminServer(cache, metrics=metrics, held=held)
-    extra = await start_extra_servers(args, cache, metrics, security, held)
+    supervisor = Supervisor(metrics.registry)
+    admin = AdminServer(cache, metrics=metrics, held=held, health=supervisor.health)
+    extra = await start_extra_servers(args, cache, metrics, security, held, supervisor.health)
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, config)
             if isinstance(source, ApiSource) else None)
@@ -218,17 +220,12 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[object]] = [
-        asyncio.create_task(source.run(controller.publish), name="source"),
-        asyncio.create_task(controller.run(), name="controller"),
-        asyncio.create_task(stop.wait(), name="signal"),
+    # A source or controller that raises (a bug) is restarted, never the end of kxds.
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(supervisor.run("source", lambda: source.run(controller.publish))),
+        asyncio.create_task(supervisor.run("controller", controller.run)),
     ]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    # Only the signal waiter may finish: a source or controller that returns or
-    # raises is a bug, logged, and makes kxds exit non-zero after a clean stop.
-    failed = [t for t in tasks[:2] if t in done]
-    for t in failed:
-        log.error("event=task_failed task=%s", t.get_name(), exc_info=t.exception())
+    await stop.wait()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -239,12 +236,13 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     await admin.stop()
     for stop_extra in extra:
         await stop_extra()
-    return 1 if failed else 0
+    return 0
 
 
 async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
                               metrics: XdsMetrics, security: XdsSecurity,
                               held: Callable[[], str | None] | None = None,
+                              health: Callable[[], str] | None = None,
                               ) -> list[Callable[[], Awaitable[None]]]:
     """The metrics-only server and the node certificate issuer, when asked for;
     returns how to stop them."""
@@ -253,7 +251,7 @@ async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
 
     stops: list[Callable[[], Awaitable[None]]] = []
     if args.metrics_address:
-        public = AdminServer(cache, metrics=metrics, held=held, debug=False)
+        public = AdminServer(cache, metrics=metrics, held=held, debug=False, health=health)
         await public.start(args.metrics_address)
         stops.append(public.stop)
     issuer = await start_issuer(args)

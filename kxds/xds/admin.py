@@ -55,12 +55,15 @@ class AdminServer:
 
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics,
                  ready: Callable[[], bool] | None = None,
-                 held: Callable[[], str | None] | None = None, *, debug: bool = True) -> None:
+                 held: Callable[[], str | None] | None = None, *, debug: bool = True,
+                 health: Callable[[], str] | None = None) -> None:
         self.cache = cache
         self.metrics = metrics
         self.debug = debug
         """False: ``/metrics``, ``/healthz`` and ``/readyz`` only (the public address)."""
         self.ready: Callable[[], bool] = ready if ready is not None else (lambda: cache.synced)
+        self.health = health
+        """The body of ``/healthz`` (what was restarted, if anything); always 200."""
         self.held = held
         """Why the source holds back its input (``/readyz`` answers 503 with it), or None."""
         self._server: asyncio.Server | None = None
@@ -91,7 +94,8 @@ class AdminServer:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, self.metrics.render()
         if path == "/healthz":
-            return _text(200, "ok")
+            # 200 even after restarts: a liveness failure would only add a crash loop.
+            return _text(200, self.health() if self.health is not None else "ok")
         if path == "/readyz":
             held = self.held() if self.held is not None else None
             if held:
