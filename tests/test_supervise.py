@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from prometheus_client import CollectorRegistry
 
@@ -30,7 +31,7 @@ def test_a_failing_task_is_restarted_with_backoff_and_reported() -> None:
 
     asyncio.run(main())
     assert len(starts) == 4  # restarted three times, then it ran until cancelled
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.01 and gaps[1] >= 0.02 and gaps[2] >= 0.04  # doubling, capped
     assert registry.get_sample_value("kxds_task_restarts_total", {"task": "source"}) == 3
     assert supervisor.health() == "ok; source restarted 3 times (last: ValueError: bad input 3)"

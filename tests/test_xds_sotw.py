@@ -455,8 +455,11 @@ def test_readme_lists_every_metric() -> None:
     from kxds.controller import Controller
     from kxds.translators.config import TranslateConfig
 
+    from kxds.supervise import Supervisor
+
     metrics = XdsMetrics()
     Controller(SnapshotCache(), TranslateConfig(), metrics=metrics)
+    Supervisor(metrics.registry)
     exported = {f"{m.name}_total" if m.type == "counter" else m.name
                 for m in metrics.registry.collect()}
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
