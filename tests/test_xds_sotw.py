@@ -453,9 +453,8 @@ def test_readme_lists_every_metric() -> None:
     from pathlib import Path
 
     from kxds.controller import Controller
-    from kxds.translators.config import TranslateConfig
-
     from kxds.supervise import Supervisor
+    from kxds.translators.config import TranslateConfig
 
     metrics = XdsMetrics()
     Controller(SnapshotCache(), TranslateConfig(), metrics=metrics)
