@@ -373,3 +373,45 @@ def test_manifest_source_keeps_unchanged_models(tmp_path: Path) -> None:
     assert second.services[("a", "api")] is first.services[("a", "api")]
     assert second.services[("a", "web")] is not first.services[("a", "web")]
     assert second.services[("a", "web")].ports[0].port == 81
+
+
+def test_a_cached_answer_still_records_what_it_was_computed_from() -> None:
+    """Two Ingresses behind one NetworkPolicy whose peers are pods: the policy index
+    computes the peers' addresses once per translation and shares them. The second
+    Ingress gets them from that cache, and must still depend on the pods: when a
+    client pod moves, both routes change. (The backends' own lookup reads the pods
+    too; the cache records the dependency itself, so this stays true without it.)"""
+    def manifests(client_ip: str) -> str:
+        docs = ["apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: a, labels: "
+                f"{{app: client}}}}\nspec: {{}}\nstatus: {{podIP: {client_ip}}}\n",
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, "
+                "namespace: a}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n"
+                "  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]\n"]
+        for name in ("one", "two"):
+            docs += [f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a}}\n"
+                     "spec: {selector: {app: x}, ports: [{name: http, port: 80}]}\n",
+                     "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: "
+                     f"{{name: {name}-1, namespace: a, labels: {{kubernetes.io/service-name: "
+                     f"{name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\n"
+                     f"endpoints: [{{addresses: [10.1.0.{len(docs)}], targetRef: {{kind: Pod, "
+                     f"name: {name}-pod}}}}]\n",
+                     f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-pod, namespace: a, "
+                     f"labels: {{app: x}}}}\nspec: {{}}\nstatus: {{podIP: 10.1.0.{len(docs)}}}\n",
+                     "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: "
+                     f"{{name: {name}, namespace: a}}\nspec:\n  ingressClassName: kxds\n  rules:\n"
+                     f"  - host: {name}.example.com\n    http: {{paths: [{{path: /, pathType: "
+                     f"Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}]}}\n"]
+        return "---\n".join(docs)
+
+    from kxds.kube.loader import load_text
+
+    store, config = Store(), TranslateConfig()
+    before = load_text(manifests("10.9.0.1"))
+    assert translate(before, config, store) == translate(before, config)
+    keep = {(type(o), o.meta.key): o for o in before.objects()}
+    moved = {(type(o), o.meta.key): o for o in load_text(manifests("10.9.0.2")).objects()
+             if o.meta.name == "client"}
+    after = ClusterState.from_objects({**keep, **moved}.values())
+    full = translate(after, config)
+    assert full != translate(before, config)  # the client's address is in both routes' rules
+    assert translate(after, config, store) == full

@@ -151,7 +151,13 @@ class PolicyIndex:
         and doing that once per Service was quadratic. Kept while the
         translations asking are of states with the very same Pods and
         Namespaces (which are immutable), and started afresh otherwise.
+
+        Whoever uses the cache depends on every Pod and Namespace, even when its
+        answer was computed for someone else: both are read whole here, so an
+        incremental translation (:mod:`kxds.incremental`) records that dependency
+        for every query that asks.
         """
+        _ = (len(state.pods), len(state.namespaces))
         for pods, namespaces, cache in self._peers:
             if pods is state.pods and namespaces is state.namespaces:
                 return cache
