@@ -46,7 +46,7 @@ from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.node_endpoints import local_endpoint_count, port_endpoints
+from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
 from kxds.translators.translation import Translation, TranslationBug
 
 ProxyVersion = Literal["v1", "v2"]
@@ -122,6 +122,14 @@ class _Builder:
     claims: dict[tuple[int, str], _Slot] = field(default_factory=dict)
     """(port, protocol) -> the addresses taken on it, first come first served."""
     diagnostics: set[Diagnostic] = field(default_factory=set)
+    slices: dict[Key, ServiceSlices] = field(default_factory=dict)
+    """Each Service's EndpointSlices, indexed once for all its ports."""
+
+    def slices_of(self, svc: Service) -> ServiceSlices:
+        found = self.slices.get(svc.meta.key)
+        if found is None:
+            found = self.slices[svc.meta.key] = ServiceSlices(self.state, svc)
+        return found
 
     @property
     def bind_address(self) -> str:
@@ -348,7 +356,7 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     b.diagnostics.update(problems)
     if sp.protocol == "UDP" and access is not None and access.shadow and entries:
         # UDP rules are enforced by routing only admitted sources: nothing counts a dry run.
-        b.problem(svc, f"spec.ports[{svc.ports.index(sp)}]", Reason.UNSUPPORTED,
+        b.problem(svc, f"spec.ports[{svc.port_position(sp)}]", Reason.UNSUPPORTED,
                   f"port {sp.port}/UDP: shadow-mode NetworkPolicy rules are not counted on UDP")
     entries = [e for e in entries if b.claim(svc, e, sp.protocol)]
     if not entries:
@@ -405,7 +413,7 @@ def _cluster(b: _Builder, svc: Service, sp: ServicePort,
         else ir.LbPolicy.ROUND_ROBIN,
         proxy_protocol=None if udp else proxy_protocol,
     )
-    endpoints, problems = port_endpoints(b.state, svc, sp, b.node, local=local)
+    endpoints, problems = port_endpoints(b.slices_of(svc), svc, sp, b.node, local=local)
     b.diagnostics.update(problems)
     b.assignments[name] = ir.LoadAssignment(cluster=name, ref=svc.meta.ref, endpoints=endpoints)
     return name
@@ -422,4 +430,4 @@ def _add_health_check(b: _Builder, svc: Service) -> None:
     name = names.health_check_listener(svc.meta.namespace, svc.meta.name)
     b.listeners[name] = ir.HealthCheckListener(
         name=name, ref=svc.meta.ref, address=b.bind_address, port=port,
-        local_endpoints=local_endpoint_count(b.state, svc, b.node))
+        local_endpoints=local_endpoint_count(b.slices_of(svc), b.node))
