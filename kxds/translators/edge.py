@@ -1,15 +1,21 @@
 """The edge gateway's translation: ClusterState -> IR, as queries (:mod:`kxds.incremental`).
 
 :func:`translate` gives the edge view's IR: a cluster (and load assignment)
-per Service port, the Ingress routes on the HTTP listener, and TLS. It is
+per Service port that something routes to, the Ingress routes on the HTTP
+listener, and TLS. It is
 written as a few queries, each a pure function of what it reads, so that a
 caller keeping a :class:`~kxds.incremental.Store` per view recomputes only
 what a change reaches:
 
-- :data:`SERVICE` per Service: its clusters and load assignments;
-  :data:`SERVICES` all of them in name order;
-- :data:`CLUSTER_NAMES` per Service: what a route to it may name (unchanged
-  by endpoint churn, so routes do not depend on endpoints);
+- :data:`SERVICE` per Service: the clusters and load assignments of its
+  ports that :data:`WANTED` names; :data:`SERVICES` all of them in name order;
+- :data:`CLUSTER_NAMES` per Service: what a route to it may name (a function
+  of the Service alone: routes depend neither on endpoints nor on which
+  clusters are built);
+- :data:`REFERENCED`: the clusters that routes, default backends and
+  passthrough chains forward to, by Service; :data:`WANTED` one Service's
+  share (a port nothing routes to gets no cluster: a Service of thousands of
+  ports would otherwise cost every edge Envoy a cluster each);
 - :data:`POLICIES`: the NetworkPolicies indexed by namespace;
 - :data:`INGRESS` per Ingress of our class: its routes;
   :data:`ROUTES` all of them merged into virtual hosts;
@@ -41,7 +47,7 @@ from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.services import OneService, translate_service
+from kxds.translators.services import OneService, cluster_names, translate_service
 from kxds.translators.translation import Translation, TranslationBug, sorted_diagnostics
 
 
@@ -70,7 +76,8 @@ def _service(ctx: Context, key: Key) -> OneService:
     service = ctx.state.services.get(key)
     if service is None:
         return _NO_SERVICE
-    return translate_service(service, ctx.state.slices_by_service.get(key, ()))
+    return translate_service(service, ctx.state.slices_by_service.get(key, ()),
+                             ctx.query(WANTED, key))
 
 
 SERVICE: Query[Key, OneService] = Query("service", _service)
@@ -122,10 +129,36 @@ SERVICES: Query[None, ServicesPart] = Query("services", _services, _patch_servic
 
 
 def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
-    return frozenset(c.name for c in ctx.query(SERVICE, key).clusters)
+    service = ctx.state.services.get(key)
+    return cluster_names(service) if service is not None else frozenset()
 
 
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
+
+
+def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
+    """Service -> the names of its clusters that something routes to: a route or the
+    default backend (:attr:`~kxds.translators.ingress.MergedRoutes.backends`), or a
+    passthrough chain. TLS twins copy a cluster that a route names."""
+    out: dict[Key, set[str]] = {}
+    targets = list(ctx.query(ROUTES, None).backends)
+    for ing in ctx.query(OURS, None):
+        targets += tls.passthrough_targets(ctx.state, ing)
+    for key, name in targets:
+        out.setdefault(key, set()).add(name)
+    return {key: frozenset(names) for key, names in out.items()}
+
+
+REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced)
+
+
+def _wanted(ctx: Context, key: Key) -> frozenset[str]:
+    # One entry per Service: when the routes move, only the Services whose share
+    # changed are translated again (early cutoff on an equal set).
+    return ctx.query(REFERENCED, None).get(key, frozenset())
+
+
+WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 
 
 # --- Ingresses -----------------------------------------------------------------------

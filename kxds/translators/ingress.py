@@ -75,6 +75,9 @@ HasCluster = Callable[[Key, str], bool]
 """Whether the Service ``key`` has the cluster named so (a backend without one is
 unresolvable)."""
 
+Target = tuple[Key, str]
+"""A Service (by key) and the name of one of its clusters that a route forwards to."""
+
 
 @dataclass(slots=True)
 class _Routes:
@@ -86,6 +89,8 @@ class _Routes:
     refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
     default: Route | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    backends: set[Target] = field(default_factory=set)
+    """The Service clusters the routes kept forward to."""
 
 
 _HostInputs = tuple[tuple[Route, ...], tuple[Route, ...], "Route | None", tuple[ObjectRef, ...]]
@@ -101,6 +106,9 @@ class MergedRoutes:
     diagnostics: tuple[Diagnostic, ...]
     inputs: Mapping[str, tuple[_HostInputs, VirtualHost]]
     """Host -> what its virtual host was built from, and that virtual host."""
+    backends: frozenset[Target]
+    """Every Service cluster a route (or the default backend) forwards to: the edge
+    builds these clusters and no others."""
 
 
 def merge_routes(ones: Iterable[IngressRoutes],
@@ -127,7 +135,7 @@ def merge_routes(ones: Iterable[IngressRoutes],
         else:
             built[host] = (inputs, _virtual_host(host, *inputs))
     vhosts = sorted((vh for _, vh in built.values()), key=lambda vh: vh.name)
-    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built)
+    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built, frozenset(acc.backends))
 
 
 def _host_inputs(host: str, acc: _Routes) -> _HostInputs:
@@ -160,6 +168,8 @@ class _Candidate:
     route: Route
     diagnostics: tuple[Diagnostic, ...]
     """Problems of its backend: reported only when the path is not a conflict."""
+    target: Target | None = None
+    """The Service cluster it forwards to (None: it answers directly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,22 +196,23 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             if match is None:
                 continue
             diags: list[Diagnostic] = []
-            action, access = _backend_action(state, ing, path.backend, f"{field_path}.backend",
-                                             clusters, diags, policies)
+            action, access, target = _backend_action(
+                state, ing, path.backend, f"{field_path}.backend", clusters, diags, policies)
             route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                           match=match, action=action, access=access,
                           wildcard_host=rule.host if rule.host.startswith("*.") else None)
             paths.append(_Candidate(rule.host, match, field_path,
-                                    f"{path.path_type} {path.path!r}", route, tuple(diags)))
+                                    f"{path.path_type} {path.path!r}", route, tuple(diags),
+                                    target))
     default = None
     if ing.default_backend is not None:
         diags = []
-        action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
-                                         clusters, diags, policies)
+        action, access, target = _backend_action(
+            state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
         match = PathMatch(kind=MatchKind.PREFIX, path="/")
         default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
-            action=action, access=access), tuple(diags))
+            action=action, access=access), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
 
 
@@ -219,6 +230,8 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
                 f"served by {owner}; this path is ignored"))
             continue
         acc.diagnostics += c.diagnostics
+        if c.target is not None:
+            acc.backends.add(c.target)
         owners[c.match] = ref
         acc.by_host.setdefault(c.host, []).append(c.route)
         acc.refs.setdefault(c.host, set()).add(ref)
@@ -230,6 +243,8 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
             f"the default backend is already set by {acc.default.ref}; this one is ignored"))
         return
     acc.diagnostics += one.default.diagnostics
+    if one.default.target is not None:
+        acc.backends.add(one.default.target)
     acc.default = one.default.route
 
 
@@ -260,8 +275,9 @@ def path_match(
 def _backend_action(
     state: ClusterState, ing: Ingress, backend: IngressBackend, field_path: str,
     clusters: HasCluster, diagnostics: list[Diagnostic], policies: PolicyIndex | None = None,
-) -> tuple[RouteAction, AccessPolicy | None]:
-    """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when unresolvable."""
+) -> tuple[RouteAction, AccessPolicy | None, Target | None]:
+    """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when
+    unresolvable; with the Service cluster forwarded to."""
     ref = ing.meta.ref
     ns = ref.namespace
     service = state.services.get((ns, backend.service))
@@ -269,7 +285,7 @@ def _backend_action(
     if service is None:
         diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
                                       f"Service {ns}/{backend.service} not found"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     if backend.port_number is not None:
         sp = service.port_by_number(backend.port_number)
         port_field, wanted = f"{svc_field}.port.number", str(backend.port_number)
@@ -280,21 +296,22 @@ def _backend_action(
         diagnostics.append(Diagnostic(
             ref, port_field, Reason.PORT_NOT_FOUND,
             f"port {wanted} not found on Service {ns}/{service.meta.name}"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     if sp.protocol != "TCP":
         diagnostics.append(Diagnostic(
             ref, port_field, Reason.INVALID_VALUE,
             f"port {wanted} of Service {ns}/{service.meta.name} is {sp.protocol}, not TCP"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     cluster = names.service_cluster(ns, service.meta.name, sp.port)
     if not clusters((ns, service.meta.name), cluster):
         diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
                                       f"Service {ns}/{service.meta.name} cannot be a backend "
                                       "(see its own diagnostics)"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     access, problems = route_access(state, ing, service, sp, policies)
     diagnostics.extend(problems)
-    return Forward(backends=(WeightedBackend(cluster=cluster),)), access
+    return (Forward(backends=(WeightedBackend(cluster=cluster),)), access,
+            ((ns, service.meta.name), cluster))
 
 
 # --- ordering --------------------------------------------------------------

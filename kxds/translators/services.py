@@ -1,8 +1,10 @@
 """Services and EndpointSlices -> clusters and load assignments.
 
-Every TCP or UDP port of every Service becomes one cluster named
+A TCP or UDP port of a Service becomes one cluster named
 ``namespace/service/port`` (:func:`kxds.names.service_cluster`; UDP ports add
-``/udp``, as :func:`kxds.names.node_cluster` names them). Its endpoints
+``/udp``, as :func:`kxds.names.node_cluster` names them); the edge view asks
+only for the ports that something routes to (:func:`translate_service`'s
+``wanted``). Its endpoints
 come from the Service's EndpointSlices: a slice port belongs to a Service port
 when their names are equal (the slice port's ``port`` is the target port
 number), as kube-proxy matches them.

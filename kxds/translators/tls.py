@@ -54,7 +54,7 @@ from kxds.certs.check import (
 )
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.ingress_class import age_order
-from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
+from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
@@ -173,12 +173,12 @@ class _Planner:
                     ing.meta.ref, field, Reason.INVALID_VALUE,
                     "TLS passthrough needs a host (the SNI) and a path naming the backend"))
                 continue
-            path = next((p for p in rule.paths if p.path == "/"), rule.paths[0])
-            target = self._cluster_of(ing, path)
+            target = self._cluster_of(ing, _passthrough_path(rule.paths))
             if target is None:
                 self.diagnostics.append(Diagnostic(
                     ing.meta.ref, f"{field}.http.paths", Reason.BACKEND_NOT_FOUND,
-                    f"passthrough backend {path.backend.service} of host {rule.host} "
+                    f"passthrough backend {_passthrough_path(rule.paths).backend.service} of "
+                    f"host {rule.host} "
                     "does not resolve to a Service port"))
                 continue
             self.claim(rule.host, _Claim(ing, cluster=target[0], access=target[1]), field)
@@ -186,15 +186,10 @@ class _Planner:
     def _cluster_of(self, ing: Ingress, path: IngressPath
                     ) -> tuple[str, ir.AccessPolicy | None] | None:
         """The backend's cluster and access policy; None when it does not resolve."""
-        ns = ing.meta.namespace
-        svc = self.state.services.get((ns, path.backend.service))
-        if svc is None:
+        found = _backend_port(self.state, ing, path)
+        if found is None:
             return None
-        port = (svc.port_by_number(path.backend.port_number) if path.backend.port_number
-                else svc.port_by_name(path.backend.port_name or ""))
-        if port is None or port.protocol != "TCP":
-            return None
-        cluster = names.service_cluster(ns, svc.meta.name, port.port)
+        svc, port, cluster = found
         if cluster not in self.clusters:
             return None
         if self.policies is None:
@@ -233,6 +228,39 @@ class _Planner:
         # certificate covers.
         hosts = sorted({r.host for r in ing.rules if r.host})
         return [h for h in hosts if covers(info.dns_names, h)] if info else hosts
+
+
+def _passthrough_path(paths: Sequence[IngressPath]) -> IngressPath:
+    """The path whose backend gets a passthrough host's stream: ``/``, else the first."""
+    return next((p for p in paths if p.path == "/"), paths[0])
+
+
+def _backend_port(state: ClusterState, ing: Ingress, path: IngressPath
+                  ) -> tuple[Service, ServicePort, str] | None:
+    """The Service, TCP port and cluster name of ``path``'s backend; None when unresolvable."""
+    ns = ing.meta.namespace
+    svc = state.services.get((ns, path.backend.service))
+    if svc is None:
+        return None
+    port = (svc.port_by_number(path.backend.port_number) if path.backend.port_number
+            else svc.port_by_name(path.backend.port_name or ""))
+    if port is None or port.protocol != "TCP":
+        return None
+    return svc, port, names.service_cluster(ns, svc.meta.name, port.port)
+
+
+def passthrough_targets(state: ClusterState, ing: Ingress) -> list[tuple[Key, str]]:
+    """The Service clusters the passthrough chains of ``ing`` would forward to (none when
+    it does not ask for passthrough): the edge builds them even if no route names them."""
+    if not flag(ing, PASSTHROUGH, False, []):  # a bad value is reported by the planner
+        return []
+    out = []
+    for rule in ing.rules:
+        if rule.host and rule.paths:
+            found = _backend_port(state, ing, _passthrough_path(rule.paths))
+            if found is not None:
+                out.append((found[0].meta.key, found[2]))
+    return out
 
 
 def _claim_for(claims: dict[str, _Claim], host: str) -> _Claim | None:
