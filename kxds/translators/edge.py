@@ -48,7 +48,12 @@ from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import OneService, cluster_names, translate_service
-from kxds.translators.translation import Translation, TranslationBug, sorted_diagnostics
+from kxds.translators.translation import (
+    Translation,
+    TranslationBug,
+    guarded,
+    sorted_diagnostics,
+)
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -76,8 +81,9 @@ def _service(ctx: Context, key: Key) -> OneService:
     service = ctx.state.services.get(key)
     if service is None:
         return _NO_SERVICE
-    return translate_service(service, ctx.state.slices_by_service.get(key, ()),
-                             ctx.query(WANTED, key))
+    slices, wanted = ctx.state.slices_by_service.get(key, ()), ctx.query(WANTED, key)
+    return guarded(service.meta.ref, lambda: translate_service(service, slices, wanted),
+                   lambda problem: OneService((), (), frozenset((problem,)), failed=True))
 
 
 SERVICE: Query[Key, OneService] = Query("service", _service)
@@ -93,6 +99,8 @@ class ServicesPart:
     parts: Mapping[Key, OneService]
     positions: Mapping[str, int]
     """Cluster name -> position of its load assignment in ``load_assignments``."""
+    failed: bool = False
+    """Whether a Service's translation failed (routes to it must answer 503)."""
 
 
 def _services(ctx: Context, _: None) -> ServicesPart:
@@ -102,7 +110,8 @@ def _services(ctx: Context, _: None) -> ServicesPart:
                          key=attrgetter("cluster"))
     return ServicesPart(tuple(clusters), tuple(assignments),
                         frozenset(d for p in parts.values() for d in p.diagnostics), parts,
-                        {a.cluster: i for i, a in enumerate(assignments)})
+                        {a.cluster: i for i, a in enumerate(assignments)},
+                        any(p.failed for p in parts.values()))
 
 
 def _patch_services(ctx: Context, _: None, old: ServicesPart,
@@ -116,6 +125,7 @@ def _patch_services(ctx: Context, _: None, old: ServicesPart,
         assert isinstance(key, tuple)
         before, after = old.parts[key], ctx.query(SERVICE, key)
         if (after.clusters != before.clusters or after.diagnostics != before.diagnostics
+                or after.failed or before.failed
                 or [a.cluster for a in after.load_assignments]
                 != [a.cluster for a in before.load_assignments]):
             return None
@@ -130,7 +140,11 @@ SERVICES: Query[None, ServicesPart] = Query("services", _services, _patch_servic
 
 def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
     service = ctx.state.services.get(key)
-    return cluster_names(service) if service is not None else frozenset()
+    if service is None:
+        return frozenset()
+    # A failure here fails the Service's own translation too (:data:`SERVICE`
+    # reports it): routes to it answer 503 as to an unresolvable backend.
+    return guarded(service.meta.ref, lambda: cluster_names(service), lambda _: frozenset())
 
 
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
@@ -181,7 +195,10 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
     if ing is None:  # gone since a view that used it was built
         return ingress.IngressRoutes(ref=ObjectRef("Ingress", *key), paths=(), default=None,
                                      diagnostics=())
-    return ingress.ingress_routes(ctx.state, ing, has_cluster, ctx.query(POLICIES, None))
+    policies = ctx.query(POLICIES, None)
+    return guarded(ing.meta.ref,
+                   lambda: ingress.ingress_routes(ctx.state, ing, has_cluster, policies),
+                   lambda problem: ingress.failed_routes(ing, problem))
 
 
 INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
@@ -227,9 +244,11 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     svc = ctx.query(SERVICES, None)
     listener = ingress.http_listener(config)
     merged = ctx.query(ROUTES, None)
+    table = ingress.route_table(listener.route_table, merged)
+    if svc.failed:  # fail closed: routes to a Service left out answer 503
+        table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
     base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
-              listeners=(listener,),
-              route_tables=(ingress.route_table(listener.route_table, merged),))
+              listeners=(listener,), route_tables=(table,))
     ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))

@@ -29,7 +29,7 @@ Semantics follow the Kubernetes Ingress documentation
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from kxds import names
@@ -214,6 +214,58 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
             action=action, access=access), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
+
+
+def failed_routes(ing: Ingress, problem: Diagnostic) -> IngressRoutes:
+    """What an Ingress whose translation failed contributes: every path and its default
+    backend answering 503, reported by ``problem``.
+
+    Fail closed: leaving the Ingress out would let its paths fall through to
+    another Ingress's shorter prefix on the same host (or to the default
+    backend); like an unresolvable backend, they answer 503 instead. The
+    matches are made as plainly as possible, so that this cannot fail too.
+    """
+    ref = ing.meta.ref
+    paths: list[_Candidate] = []
+    for i, rule in enumerate(ing.rules):
+        for j, path in enumerate(rule.paths):
+            match = _plain_match(path)
+            route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
+                          match=match, action=UNAVAILABLE,
+                          wildcard_host=rule.host if rule.host.startswith("*.") else None)
+            paths.append(_Candidate(rule.host, match, f"spec.rules[{i}].http.paths[{j}]",
+                                    f"{path.path_type} {path.path!r}", route, ()))
+    default = None
+    if ing.default_backend is not None:
+        match = PathMatch(kind=MatchKind.PREFIX, path="/")
+        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
+            name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
+            action=UNAVAILABLE), ())
+    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=(problem,))
+
+
+def _plain_match(path: IngressPath) -> PathMatch:
+    if path.path_type == "Exact":
+        return PathMatch(kind=MatchKind.EXACT, path=path.path)
+    trimmed = path.path.rstrip("/")
+    return (PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed) if trimmed
+            else PathMatch(kind=MatchKind.PREFIX, path="/"))
+
+
+def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
+    """``table`` with every route forwarding to a cluster not in ``clusters`` answering 503.
+
+    For a Service whose translation failed (it has no clusters): its routes
+    answer like any unresolvable backend's, never fall through.
+    """
+    def fixed(r: Route) -> Route:
+        if isinstance(r.action, Forward) and any(
+                b.cluster not in clusters for b in r.action.backends):
+            return replace(r, action=UNAVAILABLE, access=None)
+        return r
+
+    return replace(table, virtual_hosts=tuple(
+        replace(vh, routes=tuple(fixed(r) for r in vh.routes)) for vh in table.virtual_hosts))
 
 
 def _merge(one: IngressRoutes, acc: _Routes) -> None:

@@ -36,7 +36,7 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from kxds import ir, names
 from kxds.diagnostics import Diagnostic, Reason
@@ -47,7 +47,7 @@ from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
-from kxds.translators.translation import Translation, TranslationBug
+from kxds.translators.translation import Translation, TranslationBug, guarded
 
 ProxyVersion = Literal["v1", "v2"]
 
@@ -186,7 +186,7 @@ SERVED: Query[None, tuple[Service, ...]] = Query("served-services", _served_serv
 def _node_view(ctx: Context, node: NodeInfo) -> Translation:
     b = _Builder(ctx.state, ctx.config, node, PolicyIndex.of(ctx.state))
     for svc in ctx.query(SERVED, None):
-        _add_service(b, svc)
+        _add_guarded(b, svc)
     result = ir.IR(
         clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
         load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
@@ -265,7 +265,7 @@ def _alone(state: ClusterState, config: TranslateConfig, node: NodeInfo,
            svc: Service) -> _Builder:
     """``svc`` translated for ``node`` as if no other Service claimed anything."""
     b = _Builder(state, config, node, PolicyIndex.of(state))
-    _add_service(b, svc)
+    _add_guarded(b, svc)
     return b
 
 
@@ -273,6 +273,30 @@ def _age(svc: Service) -> tuple[bool, str, str, str]:
     # Oldest first; objects without a timestamp (hand-written manifests) after the rest.
     ts = svc.meta.creation_timestamp
     return (ts == "", ts, svc.meta.namespace, svc.meta.name)
+
+
+def _add_guarded(b: _Builder, svc: Service) -> None:
+    """:func:`_add_service`, under the guard: a Service whose translation fails gets an
+    ``InternalError`` and nothing of what it added (no listener, cluster or load
+    assignment); the others are served. The addresses it claimed stay claimed, so a
+    younger Service does not take its traffic over (fail closed)."""
+    sizes = (len(b.clusters), len(b.assignments), len(b.listeners))
+
+    def failed(problem: Diagnostic) -> None:
+        # Entries are added in order, each under a name of its own Service: what
+        # this Service added is what follows the sizes before it.
+        _truncate(b.clusters, sizes[0])
+        _truncate(b.assignments, sizes[1])
+        _truncate(b.listeners, sizes[2])
+        b.diagnostics.add(problem)
+
+    guarded(svc.meta.ref, lambda: _add_service(b, svc), failed)
+
+
+def _truncate(table: dict[str, Any], size: int) -> None:
+    """Remove every entry of ``table`` after its first ``size`` (in insertion order)."""
+    for name in list(table)[size:]:
+        del table[name]
 
 
 def _add_service(b: _Builder, svc: Service) -> None:

@@ -77,6 +77,8 @@ class OneService:
     clusters: tuple[Cluster, ...]
     load_assignments: tuple[LoadAssignment, ...]
     diagnostics: frozenset[Diagnostic]
+    failed: bool = False
+    """Its translation failed (a bug): it has no clusters, and routes to it answer 503."""
 
 
 def translate_service(service: Service, slices: tuple[EndpointSlice, ...],

@@ -42,6 +42,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
+from functools import partial
 
 from kxds import ir, names
 from kxds.certs.check import (
@@ -58,6 +59,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, S
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.translation import guarded
 from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
 
 PASSTHROUGH = ("kxds.io/tls-passthrough", "nginx.ingress.kubernetes.io/ssl-passthrough")
@@ -131,8 +133,15 @@ class _Planner:
     def load(self, key: Key) -> _Loaded:
         """The certificate in Secret ``key``, or why not (checked once per Secret)."""
         if key not in self.certs:
-            self.certs[key] = self._load(key)
+            self.certs[key] = guarded(ObjectRef("Secret", *key), lambda: self._load(key),
+                                      self._unreadable)
         return self.certs[key]
+
+    def _unreadable(self, problem: Diagnostic) -> _Loaded:
+        """A Secret whose check failed (a bug): reported, and unusable (fail closed)."""
+        self.diagnostics.append(problem)
+        return _Loaded(reason=Reason.INTERNAL_ERROR,
+                       why=f"{problem.ref} could not be checked (an internal error)")
 
     def _load(self, key: Key) -> _Loaded:
         ref = ObjectRef("Secret", *key)
@@ -197,6 +206,28 @@ class _Planner:
         policy, diags = route_access(self.state, ing, svc, port, self.policies)
         self.diagnostics.extend(diags)
         return cluster, policy
+
+    def plan(self, ing: Ingress) -> None:
+        """Claim the TLS hosts of ``ing`` (passthrough or terminated)."""
+        if flag(ing, PASSTHROUGH, False, self.diagnostics):
+            self.passthrough(ing)
+        else:
+            self.terminated(ing)
+
+    def failed(self, ing: Ingress, problem: Diagnostic) -> None:
+        """Planning ``ing`` failed (a bug): its TLS hosts are claimed as broken, so they get
+        no chain and their plain-HTTP routes redirect to HTTPS: never served in plaintext
+        in place of TLS. Hosts an older Ingress claimed keep their claim."""
+        self.diagnostics.append(problem)
+        mine = [h for h, c in self.claims.items() if c.ingress.meta.key == ing.meta.key]
+        for host in mine:
+            del self.claims[host]  # whatever it claimed before failing
+        hosts = {h.lower() for t in ing.tls for h in t.hosts}
+        if any(not t.hosts for t in ing.tls) or PASSTHROUGH[0] in ing.meta.annotations \
+                or PASSTHROUGH[1] in ing.meta.annotations:
+            hosts.update(r.host for r in ing.rules if r.host)
+        for host in sorted(hosts):
+            self.claims.setdefault(host, _Claim(ing, broken=True))
 
     def terminated(self, ing: Ingress) -> None:
         default = self.config.default_certificate
@@ -280,10 +311,7 @@ def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingre
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
     p = _Planner(state, config, clusters, policies, inspect)
     for ing in sorted(ingresses, key=age_order):
-        if flag(ing, PASSTHROUGH, False, p.diagnostics):
-            p.passthrough(ing)
-        else:
-            p.terminated(ing)
+        guarded(ing.meta.ref, partial(p.plan, ing), partial(p.failed, ing))
     return p
 
 
