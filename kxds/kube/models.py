@@ -244,11 +244,16 @@ class EndpointSlice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngressBackend:
-    """A Service backend; exactly one of ``port_number`` / ``port_name`` is set."""
+    """A Service backend; exactly one of ``port_number`` / ``port_name`` is set.
+
+    Or a ``resource`` backend (``service`` empty), which kxds does not serve:
+    ``resource`` then describes it (kind and name) for the diagnostic.
+    """
 
     service: str
     port_number: int | None = None
     port_name: str | None = None
+    resource: str | None = None
 
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]

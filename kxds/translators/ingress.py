@@ -23,7 +23,9 @@ Semantics follow the Kubernetes Ingress documentation
   (``creationTimestamp``, then namespace/name) keeps it; the other gets a
   ``Conflict`` diagnostic.
 * A backend that cannot be resolved keeps its route as a direct 503, so its
-  traffic never falls through to a shorter prefix.
+  traffic never falls through to a shorter prefix. So does a ``resource``
+  backend, which kxds does not serve (``Unsupported``): the Ingress's other
+  paths still serve.
 """
 
 from __future__ import annotations
@@ -332,6 +334,11 @@ def _backend_action(
     unresolvable; with the Service cluster forwarded to."""
     ref = ing.meta.ref
     ns = ref.namespace
+    if backend.resource is not None:
+        diagnostics.append(Diagnostic(ref, f"{field_path}.resource", Reason.UNSUPPORTED,
+                                      f"resource backends ({backend.resource}) are not "
+                                      "supported; this path answers 503"))
+        return UNAVAILABLE, None, None
     service = state.services.get((ns, backend.service))
     svc_field = f"{field_path}.service"
     if service is None:
