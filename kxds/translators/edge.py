@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from kxds.certs.check import Inspected, inspect_key_pair
-from kxds.diagnostics import Diagnostic, ObjectRef
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses
-from kxds.kube.models import ClusterState, Ingress, Key
+from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
@@ -138,13 +138,61 @@ def _patch_services(ctx: Context, _: None, old: ServicesPart,
 SERVICES: Query[None, ServicesPart] = Query("services", _services, _patch_services)
 
 
-def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
+def _own_names(ctx: Context, key: Key) -> frozenset[str]:
     service = ctx.state.services.get(key)
     if service is None:
         return frozenset()
     # A failure here fails the Service's own translation too (:data:`SERVICE`
     # reports it): routes to it answer 503 as to an unresolvable backend.
     return guarded(service.meta.ref, lambda: cluster_names(service), lambda _: frozenset())
+
+
+OWN_NAMES: Query[Key, frozenset[str]] = Query("own-cluster-names", _own_names)
+
+
+@dataclass(frozen=True, slots=True)
+class Contested:
+    """Cluster names that two Services produce, each with the oldest of them (it keeps it)."""
+
+    owners: Mapping[str, Key]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _contested(ctx: Context, _: None) -> Contested:
+    """Names are made to be distinct (DNS names cannot hold the ``/`` between their
+    parts), but two Services producing one cluster name must never have one route
+    reach the other's endpoints: the older Service keeps the name, the younger is
+    reported (``Conflict``) and routes to it answer 503. Usually empty, so the
+    Services' :data:`CLUSTER_NAMES` are not asked again when it runs."""
+    first: dict[str, Key] = {}
+    owners: dict[str, Key] = {}
+    problems: list[Diagnostic] = []
+    services = ctx.state.services
+    for key in sorted(services, key=lambda k: _age(services[k])):
+        own: frozenset[str] = ctx.query(OWN_NAMES, key)
+        for name in sorted(own):
+            holder = first.setdefault(name, key)
+            if holder != key:
+                owners[name] = holder
+                problems.append(Diagnostic(
+                    services[key].meta.ref, "metadata.name", Reason.CONFLICT,
+                    f"cluster name {name!r} is already used by Service {holder[0]}/{holder[1]}; "
+                    "routes to this port answer 503"))
+    return Contested(owners, tuple(problems))
+
+
+CONTESTED: Query[None, Contested] = Query("contested-cluster-names", _contested)
+
+
+def _age(service: Service) -> tuple[bool, str, str, str]:
+    # Oldest first; objects without a timestamp (hand-written manifests) after the rest.
+    ts = service.meta.creation_timestamp
+    return (ts == "", ts, service.meta.namespace, service.meta.name)
+
+
+def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
+    own, owners = ctx.query(OWN_NAMES, key), ctx.query(CONTESTED, None).owners
+    return frozenset(n for n in own if owners.get(n, key) == key) if owners else own
 
 
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
@@ -157,7 +205,8 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
     for ing in ctx.query(OURS, None):
-        targets += tls.passthrough_targets(ctx.state, ing)
+        targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
+                    if name in ctx.query(CLUSTER_NAMES, key)]
     for key, name in targets:
         out.setdefault(key, set()).add(name)
     return {key: frozenset(names) for key, names in out.items()}
@@ -258,6 +307,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     translation = Translation(
         ir=secured.ir, bounds=secured.bounds,
         diagnostics=sorted_diagnostics(state.problems, svc.diagnostics,
+                                       ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 

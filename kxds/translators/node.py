@@ -39,7 +39,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from kxds import ir, names
-from kxds.diagnostics import Diagnostic, Reason
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.kube.models import ClusterState, Key, Service, ServicePort
 from kxds.translators.access import service_access
@@ -386,6 +386,12 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     if not entries:
         return
     external_local = svc.external_traffic_policy == "Local"
+    taken = _name_taken(b, svc, sp, external_local)
+    if taken is not None:
+        b.problem(svc, f"spec.ports[{svc.port_position(sp)}]", Reason.CONFLICT,
+                  f"cluster name {taken[0]!r} is already used by {taken[1]}; "
+                  f"port {sp.port}/{sp.protocol} is not served")
+        return
     cluster = _cluster(b, svc, sp, proxy_protocol, local=external_local)
     internal = _internal_route(b, svc, sp, proxy_protocol, external_local)
     ns, name = svc.meta.namespace, svc.meta.name
@@ -393,6 +399,11 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     for e in entries:
         lname = names.node_listener(ns, name, sp.port, sp.protocol, e.kind,
                                     None if e.kind == "nodeport" else e.address)
+        held = getattr(b.listeners.get(lname), "ref", svc.meta.ref)
+        if held != svc.meta.ref:
+            b.problem(svc, e.field, Reason.CONFLICT, f"listener name {lname!r} is already "
+                      f"used by {held}; {e.address}:{e.port} is not served for this one")
+            continue
         if sp.protocol == "UDP":
             b.listeners[lname] = ir.UdpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
@@ -441,6 +452,26 @@ def _cluster(b: _Builder, svc: Service, sp: ServicePort,
     b.diagnostics.update(problems)
     b.assignments[name] = ir.LoadAssignment(cluster=name, ref=svc.meta.ref, endpoints=endpoints)
     return name
+
+
+def _name_taken(b: _Builder, svc: Service, sp: ServicePort,
+                external_local: bool) -> tuple[str, ObjectRef] | None:
+    """A cluster name of ``sp`` that another Service already holds, with that Service.
+
+    Names are made distinct (no ``/`` in Kubernetes names), but a port must
+    never share another Service's endpoints: older Services come first, so the
+    older keeps the name and this port is not served.
+    """
+    locals_ = {external_local}
+    if b.config.cluster_cidrs:
+        locals_.add(svc.internal_traffic_policy == "Local")
+    for local in sorted(locals_):
+        name = names.node_cluster(svc.meta.namespace, svc.meta.name, sp.port, sp.protocol,
+                                  local=local)
+        held = b.clusters.get(name)
+        if held is not None and held.ref != svc.meta.ref:
+            return name, held.ref
+    return None
 
 
 def _add_health_check(b: _Builder, svc: Service) -> None:

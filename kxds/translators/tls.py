@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -117,7 +117,8 @@ class _Loaded:
 class _Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
-    def __init__(self, state: ClusterState, config: TranslateConfig, clusters: Set[str],
+    def __init__(self, state: ClusterState, config: TranslateConfig,
+                 clusters: Mapping[str, ObjectRef],
                  policies: PolicyIndex | None, inspect: Inspect) -> None:
         self.state = state
         self.clusters = clusters
@@ -199,8 +200,8 @@ class _Planner:
         if found is None:
             return None
         svc, port, cluster = found
-        if cluster not in self.clusters:
-            return None
+        if self.clusters.get(cluster) != svc.meta.ref:
+            return None  # not built, or built for another Service (a name collision)
         if self.policies is None:
             self.policies = PolicyIndex.of(self.state)  # once per translation, not per route
         policy, diags = route_access(self.state, ing, svc, port, self.policies)
@@ -307,7 +308,8 @@ def _vhost_host(vh: ir.VirtualHost) -> str:
 
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
-         clusters: Set[str], policies: PolicyIndex | None, inspect: Inspect) -> _Planner:
+         clusters: Mapping[str, ObjectRef], policies: PolicyIndex | None,
+         inspect: Inspect) -> _Planner:
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
     p = _Planner(state, config, clusters, policies, inspect)
     for ing in sorted(ingresses, key=age_order):
@@ -447,7 +449,7 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, {c.name for c in base.clusters}, policies,
+    p = plan(state, config, ingresses, {c.name: c.ref for c in base.clusters}, policies,
              inspect or _inspect)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
