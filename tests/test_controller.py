@@ -40,6 +40,12 @@ from kxds.xds.metrics import XdsMetrics
 def state(*services: str, bad_ingress: bool = False) -> ClusterState:
     docs = [f"apiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: default}}\n"
             "spec:\n  ports: [{name: http, port: 80}]\n" for s in services]
+    if services:  # the edge builds the clusters that something routes to
+        paths = "".join(f"      - {{path: /{s}, pathType: Prefix, backend: {{service: "
+                        f"{{name: {s}, port: {{number: 80}}}}}}}}\n" for s in services)
+        docs.append("apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+                    "metadata: {name: routes, namespace: default}\nspec:\n"
+                    "  ingressClassName: kxds\n  rules:\n  - http:\n      paths:\n" + paths)
     if bad_ingress:
         docs.append("apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
                     "metadata: {name: i, namespace: default}\nspec:\n  ingressClassName: kxds\n"

@@ -41,7 +41,7 @@ class Limits:
     max_service_ports: int = 100
     """Ports of one Service (``--max-service-ports``). The Service API sets no
     maximum, but the EndpointSlices of a Service carry its ports, at most 100
-    per slice; every port becomes an Envoy cluster, so the count is bounded."""
+    per slice; every port may become an Envoy listener or cluster, so the count is bounded."""
 
 
 def limits_from_flags(args: Any) -> Limits:

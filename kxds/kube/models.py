@@ -126,11 +126,44 @@ class Service:
     allocate_load_balancer_node_ports: bool = True
     """``spec.allocateLoadBalancerNodePorts``: whether a LoadBalancer Service gets nodePorts."""
 
+    _index: _PortIndex | None = field(default=None, init=False, repr=False, compare=False)
+    """:meth:`port_by_number` and friends, indexed on first use (a Service may have
+    thousands of ports: a scan per lookup made matching them quadratic). Not part of
+    the value."""
+
+    def _ports_index(self) -> _PortIndex:
+        index = self._index
+        if index is None:
+            index = _PortIndex(self.ports)
+            object.__setattr__(self, "_index", index)  # a cache: the value stays the same
+        return index
+
     def port_by_number(self, number: int) -> ServicePort | None:
-        return next((p for p in self.ports if p.port == number), None)
+        """The first port numbered ``number``, or None."""
+        return self._ports_index().by_number.get(number)
 
     def port_by_name(self, name: str) -> ServicePort | None:
-        return next((p for p in self.ports if p.name == name), None)
+        """The first port named ``name``, or None."""
+        return self._ports_index().by_name.get(name)
+
+    def port_position(self, port: ServicePort) -> int:
+        """Where ``port`` (one of :attr:`ports`) stands in ``spec.ports``, for field paths."""
+        return self._ports_index().positions[port]
+
+
+class _PortIndex:
+    """A Service's ports by number, by name and by position (the first of equals wins)."""
+
+    __slots__ = ("by_name", "by_number", "positions")
+
+    def __init__(self, ports: tuple[ServicePort, ...]) -> None:
+        self.by_number: dict[int, ServicePort] = {}
+        self.by_name: dict[str, ServicePort] = {}
+        self.positions: dict[ServicePort, int] = {}
+        for i, p in enumerate(ports):
+            self.by_number.setdefault(p.port, p)
+            self.by_name.setdefault(p.name, p)
+            self.positions.setdefault(p, i)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,11 +244,16 @@ class EndpointSlice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngressBackend:
-    """A Service backend; exactly one of ``port_number`` / ``port_name`` is set."""
+    """A Service backend; exactly one of ``port_number`` / ``port_name`` is set.
+
+    Or a ``resource`` backend (``service`` empty), which kxds does not serve:
+    ``resource`` then describes it (kind and name) for the diagnostic.
+    """
 
     service: str
     port_number: int | None = None
     port_name: str | None = None
+    resource: str | None = None
 
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]

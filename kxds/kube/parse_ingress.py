@@ -26,8 +26,13 @@ _PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
 
 def parse_backend(raw: Mapping[str, Any], path: str) -> m.IngressBackend:
+    """A Service backend; a ``resource`` backend is kept as such (the translator reports
+    it and its path alone answers 503: the rest of the Ingress still serves)."""
     if raw.get("resource") is not None:
-        fail(f"{path}.resource", "resource backends are not supported", Reason.UNSUPPORTED)
+        res = get_map(raw, "resource", path)
+        what = (f'{get_str(res, "kind", f"{path}.resource") or "?"} '
+                f'{get_str(res, "name", f"{path}.resource") or "?"}')
+        return m.IngressBackend(service="", resource=what)
     svc = get_map(raw, "service", path)
     spath = f"{path}.service"
     name = get_str(svc, "name", spath, required=True)

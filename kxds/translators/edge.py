@@ -1,15 +1,21 @@
 """The edge gateway's translation: ClusterState -> IR, as queries (:mod:`kxds.incremental`).
 
 :func:`translate` gives the edge view's IR: a cluster (and load assignment)
-per Service port, the Ingress routes on the HTTP listener, and TLS. It is
+per Service port that something routes to, the Ingress routes on the HTTP
+listener, and TLS. It is
 written as a few queries, each a pure function of what it reads, so that a
 caller keeping a :class:`~kxds.incremental.Store` per view recomputes only
 what a change reaches:
 
-- :data:`SERVICE` per Service: its clusters and load assignments;
-  :data:`SERVICES` all of them in name order;
-- :data:`CLUSTER_NAMES` per Service: what a route to it may name (unchanged
-  by endpoint churn, so routes do not depend on endpoints);
+- :data:`SERVICE` per Service: the clusters and load assignments of its
+  ports that :data:`WANTED` names; :data:`SERVICES` all of them in name order;
+- :data:`CLUSTER_NAMES` per Service: what a route to it may name (a function
+  of the Service alone: routes depend neither on endpoints nor on which
+  clusters are built);
+- :data:`REFERENCED`: the clusters that routes, default backends and
+  passthrough chains forward to, by Service; :data:`WANTED` one Service's
+  share (a port nothing routes to gets no cluster: a Service of thousands of
+  ports would otherwise cost every edge Envoy a cluster each);
 - :data:`POLICIES`: the NetworkPolicies indexed by namespace;
 - :data:`INGRESS` per Ingress of our class: its routes;
   :data:`ROUTES` all of them merged into virtual hosts;
@@ -33,16 +39,21 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from kxds.certs.check import Inspected, inspect_key_pair
-from kxds.diagnostics import Diagnostic, ObjectRef
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses
-from kxds.kube.models import ClusterState, Ingress, Key
+from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.services import OneService, translate_service
-from kxds.translators.translation import Translation, TranslationBug, sorted_diagnostics
+from kxds.translators.services import OneService, cluster_names, translate_service
+from kxds.translators.translation import (
+    Translation,
+    TranslationBug,
+    guarded,
+    sorted_diagnostics,
+)
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -70,7 +81,9 @@ def _service(ctx: Context, key: Key) -> OneService:
     service = ctx.state.services.get(key)
     if service is None:
         return _NO_SERVICE
-    return translate_service(service, ctx.state.slices_by_service.get(key, ()))
+    slices, wanted = ctx.state.slices_by_service.get(key, ()), ctx.query(WANTED, key)
+    return guarded(service.meta.ref, lambda: translate_service(service, slices, wanted),
+                   lambda problem: OneService((), (), frozenset((problem,)), failed=True))
 
 
 SERVICE: Query[Key, OneService] = Query("service", _service)
@@ -86,6 +99,8 @@ class ServicesPart:
     parts: Mapping[Key, OneService]
     positions: Mapping[str, int]
     """Cluster name -> position of its load assignment in ``load_assignments``."""
+    failed: bool = False
+    """Whether a Service's translation failed (routes to it must answer 503)."""
 
 
 def _services(ctx: Context, _: None) -> ServicesPart:
@@ -95,7 +110,8 @@ def _services(ctx: Context, _: None) -> ServicesPart:
                          key=attrgetter("cluster"))
     return ServicesPart(tuple(clusters), tuple(assignments),
                         frozenset(d for p in parts.values() for d in p.diagnostics), parts,
-                        {a.cluster: i for i, a in enumerate(assignments)})
+                        {a.cluster: i for i, a in enumerate(assignments)},
+                        any(p.failed for p in parts.values()))
 
 
 def _patch_services(ctx: Context, _: None, old: ServicesPart,
@@ -109,6 +125,7 @@ def _patch_services(ctx: Context, _: None, old: ServicesPart,
         assert isinstance(key, tuple)
         before, after = old.parts[key], ctx.query(SERVICE, key)
         if (after.clusters != before.clusters or after.diagnostics != before.diagnostics
+                or after.failed or before.failed
                 or [a.cluster for a in after.load_assignments]
                 != [a.cluster for a in before.load_assignments]):
             return None
@@ -121,11 +138,90 @@ def _patch_services(ctx: Context, _: None, old: ServicesPart,
 SERVICES: Query[None, ServicesPart] = Query("services", _services, _patch_services)
 
 
+def _own_names(ctx: Context, key: Key) -> frozenset[str]:
+    service = ctx.state.services.get(key)
+    if service is None:
+        return frozenset()
+    # A failure here fails the Service's own translation too (:data:`SERVICE`
+    # reports it): routes to it answer 503 as to an unresolvable backend.
+    return guarded(service.meta.ref, lambda: cluster_names(service), lambda _: frozenset())
+
+
+OWN_NAMES: Query[Key, frozenset[str]] = Query("own-cluster-names", _own_names)
+
+
+@dataclass(frozen=True, slots=True)
+class Contested:
+    """Cluster names that two Services produce, each with the oldest of them (it keeps it)."""
+
+    owners: Mapping[str, Key]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _contested(ctx: Context, _: None) -> Contested:
+    """Names are made to be distinct (DNS names cannot hold the ``/`` between their
+    parts), but two Services producing one cluster name must never have one route
+    reach the other's endpoints: the older Service keeps the name, the younger is
+    reported (``Conflict``) and routes to it answer 503. Usually empty, so the
+    Services' :data:`CLUSTER_NAMES` are not asked again when it runs."""
+    first: dict[str, Key] = {}
+    owners: dict[str, Key] = {}
+    problems: list[Diagnostic] = []
+    services = ctx.state.services
+    for key in sorted(services, key=lambda k: _age(services[k])):
+        own: frozenset[str] = ctx.query(OWN_NAMES, key)
+        for name in sorted(own):
+            holder = first.setdefault(name, key)
+            if holder != key:
+                owners[name] = holder
+                problems.append(Diagnostic(
+                    services[key].meta.ref, "metadata.name", Reason.CONFLICT,
+                    f"cluster name {name!r} is already used by Service {holder[0]}/{holder[1]}; "
+                    "routes to this port answer 503"))
+    return Contested(owners, tuple(problems))
+
+
+CONTESTED: Query[None, Contested] = Query("contested-cluster-names", _contested)
+
+
+def _age(service: Service) -> tuple[bool, str, str, str]:
+    # Oldest first; objects without a timestamp (hand-written manifests) after the rest.
+    ts = service.meta.creation_timestamp
+    return (ts == "", ts, service.meta.namespace, service.meta.name)
+
+
 def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
-    return frozenset(c.name for c in ctx.query(SERVICE, key).clusters)
+    own, owners = ctx.query(OWN_NAMES, key), ctx.query(CONTESTED, None).owners
+    return frozenset(n for n in own if owners.get(n, key) == key) if owners else own
 
 
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
+
+
+def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
+    """Service -> the names of its clusters that something routes to: a route or the
+    default backend (:attr:`~kxds.translators.ingress.MergedRoutes.backends`), or a
+    passthrough chain. TLS twins copy a cluster that a route names."""
+    out: dict[Key, set[str]] = {}
+    targets = list(ctx.query(ROUTES, None).backends)
+    for ing in ctx.query(OURS, None):
+        targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
+                    if name in ctx.query(CLUSTER_NAMES, key)]
+    for key, name in targets:
+        out.setdefault(key, set()).add(name)
+    return {key: frozenset(names) for key, names in out.items()}
+
+
+REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced)
+
+
+def _wanted(ctx: Context, key: Key) -> frozenset[str]:
+    # One entry per Service: when the routes move, only the Services whose share
+    # changed are translated again (early cutoff on an equal set).
+    return ctx.query(REFERENCED, None).get(key, frozenset())
+
+
+WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 
 
 # --- Ingresses -----------------------------------------------------------------------
@@ -148,7 +244,10 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
     if ing is None:  # gone since a view that used it was built
         return ingress.IngressRoutes(ref=ObjectRef("Ingress", *key), paths=(), default=None,
                                      diagnostics=())
-    return ingress.ingress_routes(ctx.state, ing, has_cluster, ctx.query(POLICIES, None))
+    policies = ctx.query(POLICIES, None)
+    return guarded(ing.meta.ref,
+                   lambda: ingress.ingress_routes(ctx.state, ing, has_cluster, policies),
+                   lambda problem: ingress.failed_routes(ing, problem))
 
 
 INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
@@ -194,9 +293,11 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     svc = ctx.query(SERVICES, None)
     listener = ingress.http_listener(config)
     merged = ctx.query(ROUTES, None)
+    table = ingress.route_table(listener.route_table, merged)
+    if svc.failed:  # fail closed: routes to a Service left out answer 503
+        table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
     base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
-              listeners=(listener,),
-              route_tables=(ingress.route_table(listener.route_table, merged),))
+              listeners=(listener,), route_tables=(table,))
     ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
@@ -206,6 +307,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     translation = Translation(
         ir=secured.ir, bounds=secured.bounds,
         diagnostics=sorted_diagnostics(state.problems, svc.diagnostics,
+                                       ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 

@@ -23,13 +23,15 @@ Semantics follow the Kubernetes Ingress documentation
   (``creationTimestamp``, then namespace/name) keeps it; the other gets a
   ``Conflict`` diagnostic.
 * A backend that cannot be resolved keeps its route as a direct 503, so its
-  traffic never falls through to a shorter prefix.
+  traffic never falls through to a shorter prefix. So does a ``resource``
+  backend, which kxds does not serve (``Unsupported``): the Ingress's other
+  paths still serve.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from kxds import names
@@ -75,6 +77,9 @@ HasCluster = Callable[[Key, str], bool]
 """Whether the Service ``key`` has the cluster named so (a backend without one is
 unresolvable)."""
 
+Target = tuple[Key, str]
+"""A Service (by key) and the name of one of its clusters that a route forwards to."""
+
 
 @dataclass(slots=True)
 class _Routes:
@@ -86,6 +91,8 @@ class _Routes:
     refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
     default: Route | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    backends: set[Target] = field(default_factory=set)
+    """The Service clusters the routes kept forward to."""
 
 
 _HostInputs = tuple[tuple[Route, ...], tuple[Route, ...], "Route | None", tuple[ObjectRef, ...]]
@@ -101,6 +108,9 @@ class MergedRoutes:
     diagnostics: tuple[Diagnostic, ...]
     inputs: Mapping[str, tuple[_HostInputs, VirtualHost]]
     """Host -> what its virtual host was built from, and that virtual host."""
+    backends: frozenset[Target]
+    """Every Service cluster a route (or the default backend) forwards to: the edge
+    builds these clusters and no others."""
 
 
 def merge_routes(ones: Iterable[IngressRoutes],
@@ -127,7 +137,7 @@ def merge_routes(ones: Iterable[IngressRoutes],
         else:
             built[host] = (inputs, _virtual_host(host, *inputs))
     vhosts = sorted((vh for _, vh in built.values()), key=lambda vh: vh.name)
-    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built)
+    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built, frozenset(acc.backends))
 
 
 def _host_inputs(host: str, acc: _Routes) -> _HostInputs:
@@ -160,6 +170,8 @@ class _Candidate:
     route: Route
     diagnostics: tuple[Diagnostic, ...]
     """Problems of its backend: reported only when the path is not a conflict."""
+    target: Target | None = None
+    """The Service cluster it forwards to (None: it answers directly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,23 +198,76 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             if match is None:
                 continue
             diags: list[Diagnostic] = []
-            action, access = _backend_action(state, ing, path.backend, f"{field_path}.backend",
-                                             clusters, diags, policies)
+            action, access, target = _backend_action(
+                state, ing, path.backend, f"{field_path}.backend", clusters, diags, policies)
             route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                           match=match, action=action, access=access,
                           wildcard_host=rule.host if rule.host.startswith("*.") else None)
             paths.append(_Candidate(rule.host, match, field_path,
-                                    f"{path.path_type} {path.path!r}", route, tuple(diags)))
+                                    f"{path.path_type} {path.path!r}", route, tuple(diags),
+                                    target))
     default = None
     if ing.default_backend is not None:
         diags = []
-        action, access = _backend_action(state, ing, ing.default_backend, "spec.defaultBackend",
-                                         clusters, diags, policies)
+        action, access, target = _backend_action(
+            state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
         match = PathMatch(kind=MatchKind.PREFIX, path="/")
         default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
-            action=action, access=access), tuple(diags))
+            action=action, access=access), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
+
+
+def failed_routes(ing: Ingress, problem: Diagnostic) -> IngressRoutes:
+    """What an Ingress whose translation failed contributes: every path and its default
+    backend answering 503, reported by ``problem``.
+
+    Fail closed: leaving the Ingress out would let its paths fall through to
+    another Ingress's shorter prefix on the same host (or to the default
+    backend); like an unresolvable backend, they answer 503 instead. The
+    matches are made as plainly as possible, so that this cannot fail too.
+    """
+    ref = ing.meta.ref
+    paths: list[_Candidate] = []
+    for i, rule in enumerate(ing.rules):
+        for j, path in enumerate(rule.paths):
+            match = _plain_match(path)
+            route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
+                          match=match, action=UNAVAILABLE,
+                          wildcard_host=rule.host if rule.host.startswith("*.") else None)
+            paths.append(_Candidate(rule.host, match, f"spec.rules[{i}].http.paths[{j}]",
+                                    f"{path.path_type} {path.path!r}", route, ()))
+    default = None
+    if ing.default_backend is not None:
+        match = PathMatch(kind=MatchKind.PREFIX, path="/")
+        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
+            name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
+            action=UNAVAILABLE), ())
+    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=(problem,))
+
+
+def _plain_match(path: IngressPath) -> PathMatch:
+    if path.path_type == "Exact":
+        return PathMatch(kind=MatchKind.EXACT, path=path.path)
+    trimmed = path.path.rstrip("/")
+    return (PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed) if trimmed
+            else PathMatch(kind=MatchKind.PREFIX, path="/"))
+
+
+def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
+    """``table`` with every route forwarding to a cluster not in ``clusters`` answering 503.
+
+    For a Service whose translation failed (it has no clusters): its routes
+    answer like any unresolvable backend's, never fall through.
+    """
+    def fixed(r: Route) -> Route:
+        if isinstance(r.action, Forward) and any(
+                b.cluster not in clusters for b in r.action.backends):
+            return replace(r, action=UNAVAILABLE, access=None)
+        return r
+
+    return replace(table, virtual_hosts=tuple(
+        replace(vh, routes=tuple(fixed(r) for r in vh.routes)) for vh in table.virtual_hosts))
 
 
 def _merge(one: IngressRoutes, acc: _Routes) -> None:
@@ -219,6 +284,8 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
                 f"served by {owner}; this path is ignored"))
             continue
         acc.diagnostics += c.diagnostics
+        if c.target is not None:
+            acc.backends.add(c.target)
         owners[c.match] = ref
         acc.by_host.setdefault(c.host, []).append(c.route)
         acc.refs.setdefault(c.host, set()).add(ref)
@@ -230,6 +297,8 @@ def _merge(one: IngressRoutes, acc: _Routes) -> None:
             f"the default backend is already set by {acc.default.ref}; this one is ignored"))
         return
     acc.diagnostics += one.default.diagnostics
+    if one.default.target is not None:
+        acc.backends.add(one.default.target)
     acc.default = one.default.route
 
 
@@ -260,16 +329,22 @@ def path_match(
 def _backend_action(
     state: ClusterState, ing: Ingress, backend: IngressBackend, field_path: str,
     clusters: HasCluster, diagnostics: list[Diagnostic], policies: PolicyIndex | None = None,
-) -> tuple[RouteAction, AccessPolicy | None]:
-    """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when unresolvable."""
+) -> tuple[RouteAction, AccessPolicy | None, Target | None]:
+    """Forward to the backend's cluster, or a direct 503 (with a diagnostic) when
+    unresolvable; with the Service cluster forwarded to."""
     ref = ing.meta.ref
     ns = ref.namespace
+    if backend.resource is not None:
+        diagnostics.append(Diagnostic(ref, f"{field_path}.resource", Reason.UNSUPPORTED,
+                                      f"resource backends ({backend.resource}) are not "
+                                      "supported; this path answers 503"))
+        return UNAVAILABLE, None, None
     service = state.services.get((ns, backend.service))
     svc_field = f"{field_path}.service"
     if service is None:
         diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
                                       f"Service {ns}/{backend.service} not found"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     if backend.port_number is not None:
         sp = service.port_by_number(backend.port_number)
         port_field, wanted = f"{svc_field}.port.number", str(backend.port_number)
@@ -280,21 +355,22 @@ def _backend_action(
         diagnostics.append(Diagnostic(
             ref, port_field, Reason.PORT_NOT_FOUND,
             f"port {wanted} not found on Service {ns}/{service.meta.name}"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     if sp.protocol != "TCP":
         diagnostics.append(Diagnostic(
             ref, port_field, Reason.INVALID_VALUE,
             f"port {wanted} of Service {ns}/{service.meta.name} is {sp.protocol}, not TCP"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     cluster = names.service_cluster(ns, service.meta.name, sp.port)
     if not clusters((ns, service.meta.name), cluster):
         diagnostics.append(Diagnostic(ref, f"{svc_field}.name", Reason.BACKEND_NOT_FOUND,
                                       f"Service {ns}/{service.meta.name} cannot be a backend "
                                       "(see its own diagnostics)"))
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     access, problems = route_access(state, ing, service, sp, policies)
     diagnostics.extend(problems)
-    return Forward(backends=(WeightedBackend(cluster=cluster),)), access
+    return (Forward(backends=(WeightedBackend(cluster=cluster),)), access,
+            ((ns, service.meta.name), cluster))
 
 
 # --- ordering --------------------------------------------------------------

@@ -417,7 +417,7 @@ def service_policy(state: ClusterState, service: Service, sp: ServicePort,
     result.enforced = _dedupe_names(enforced)
     if len(seen) > 1:
         result.diagnostics.add(Diagnostic(
-            service.meta.ref, f"spec.ports[{service.ports.index(sp)}]",
+            service.meta.ref, f"spec.ports[{service.port_position(sp)}]",
             Reason.POLICY_DIVERGENCE,
             f"pods behind port {sp.port} are selected by different NetworkPolicy sets "
             f"({'; '.join(sorted(s or 'none' for s in seen))}); the gateway allows only "

@@ -36,18 +36,18 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from kxds import ir, names
-from kxds.diagnostics import Diagnostic, Reason
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.kube.models import ClusterState, Key, Service, ServicePort
 from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.node_endpoints import local_endpoint_count, port_endpoints
-from kxds.translators.translation import Translation, TranslationBug
+from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
+from kxds.translators.translation import Translation, TranslationBug, guarded
 
 ProxyVersion = Literal["v1", "v2"]
 
@@ -122,6 +122,14 @@ class _Builder:
     claims: dict[tuple[int, str], _Slot] = field(default_factory=dict)
     """(port, protocol) -> the addresses taken on it, first come first served."""
     diagnostics: set[Diagnostic] = field(default_factory=set)
+    slices: dict[Key, ServiceSlices] = field(default_factory=dict)
+    """Each Service's EndpointSlices, indexed once for all its ports."""
+
+    def slices_of(self, svc: Service) -> ServiceSlices:
+        found = self.slices.get(svc.meta.key)
+        if found is None:
+            found = self.slices[svc.meta.key] = ServiceSlices(self.state, svc)
+        return found
 
     @property
     def bind_address(self) -> str:
@@ -178,7 +186,7 @@ SERVED: Query[None, tuple[Service, ...]] = Query("served-services", _served_serv
 def _node_view(ctx: Context, node: NodeInfo) -> Translation:
     b = _Builder(ctx.state, ctx.config, node, PolicyIndex.of(ctx.state))
     for svc in ctx.query(SERVED, None):
-        _add_service(b, svc)
+        _add_guarded(b, svc)
     result = ir.IR(
         clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
         load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
@@ -257,7 +265,7 @@ def _alone(state: ClusterState, config: TranslateConfig, node: NodeInfo,
            svc: Service) -> _Builder:
     """``svc`` translated for ``node`` as if no other Service claimed anything."""
     b = _Builder(state, config, node, PolicyIndex.of(state))
-    _add_service(b, svc)
+    _add_guarded(b, svc)
     return b
 
 
@@ -265,6 +273,30 @@ def _age(svc: Service) -> tuple[bool, str, str, str]:
     # Oldest first; objects without a timestamp (hand-written manifests) after the rest.
     ts = svc.meta.creation_timestamp
     return (ts == "", ts, svc.meta.namespace, svc.meta.name)
+
+
+def _add_guarded(b: _Builder, svc: Service) -> None:
+    """:func:`_add_service`, under the guard: a Service whose translation fails gets an
+    ``InternalError`` and nothing of what it added (no listener, cluster or load
+    assignment); the others are served. The addresses it claimed stay claimed, so a
+    younger Service does not take its traffic over (fail closed)."""
+    sizes = (len(b.clusters), len(b.assignments), len(b.listeners))
+
+    def failed(problem: Diagnostic) -> None:
+        # Entries are added in order, each under a name of its own Service: what
+        # this Service added is what follows the sizes before it.
+        _truncate(b.clusters, sizes[0])
+        _truncate(b.assignments, sizes[1])
+        _truncate(b.listeners, sizes[2])
+        b.diagnostics.add(problem)
+
+    guarded(svc.meta.ref, lambda: _add_service(b, svc), failed)
+
+
+def _truncate(table: dict[str, Any], size: int) -> None:
+    """Remove every entry of ``table`` after its first ``size`` (in insertion order)."""
+    for name in list(table)[size:]:
+        del table[name]
 
 
 def _add_service(b: _Builder, svc: Service) -> None:
@@ -348,12 +380,18 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     b.diagnostics.update(problems)
     if sp.protocol == "UDP" and access is not None and access.shadow and entries:
         # UDP rules are enforced by routing only admitted sources: nothing counts a dry run.
-        b.problem(svc, f"spec.ports[{svc.ports.index(sp)}]", Reason.UNSUPPORTED,
+        b.problem(svc, f"spec.ports[{svc.port_position(sp)}]", Reason.UNSUPPORTED,
                   f"port {sp.port}/UDP: shadow-mode NetworkPolicy rules are not counted on UDP")
     entries = [e for e in entries if b.claim(svc, e, sp.protocol)]
     if not entries:
         return
     external_local = svc.external_traffic_policy == "Local"
+    taken = _name_taken(b, svc, sp, external_local)
+    if taken is not None:
+        b.problem(svc, f"spec.ports[{svc.port_position(sp)}]", Reason.CONFLICT,
+                  f"cluster name {taken[0]!r} is already used by {taken[1]}; "
+                  f"port {sp.port}/{sp.protocol} is not served")
+        return
     cluster = _cluster(b, svc, sp, proxy_protocol, local=external_local)
     internal = _internal_route(b, svc, sp, proxy_protocol, external_local)
     ns, name = svc.meta.namespace, svc.meta.name
@@ -361,6 +399,11 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     for e in entries:
         lname = names.node_listener(ns, name, sp.port, sp.protocol, e.kind,
                                     None if e.kind == "nodeport" else e.address)
+        held = getattr(b.listeners.get(lname), "ref", svc.meta.ref)
+        if held != svc.meta.ref:
+            b.problem(svc, e.field, Reason.CONFLICT, f"listener name {lname!r} is already "
+                      f"used by {held}; {e.address}:{e.port} is not served for this one")
+            continue
         if sp.protocol == "UDP":
             b.listeners[lname] = ir.UdpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
@@ -405,10 +448,30 @@ def _cluster(b: _Builder, svc: Service, sp: ServicePort,
         else ir.LbPolicy.ROUND_ROBIN,
         proxy_protocol=None if udp else proxy_protocol,
     )
-    endpoints, problems = port_endpoints(b.state, svc, sp, b.node, local=local)
+    endpoints, problems = port_endpoints(b.slices_of(svc), svc, sp, b.node, local=local)
     b.diagnostics.update(problems)
     b.assignments[name] = ir.LoadAssignment(cluster=name, ref=svc.meta.ref, endpoints=endpoints)
     return name
+
+
+def _name_taken(b: _Builder, svc: Service, sp: ServicePort,
+                external_local: bool) -> tuple[str, ObjectRef] | None:
+    """A cluster name of ``sp`` that another Service already holds, with that Service.
+
+    Names are made distinct (no ``/`` in Kubernetes names), but a port must
+    never share another Service's endpoints: older Services come first, so the
+    older keeps the name and this port is not served.
+    """
+    locals_ = {external_local}
+    if b.config.cluster_cidrs:
+        locals_.add(svc.internal_traffic_policy == "Local")
+    for local in sorted(locals_):
+        name = names.node_cluster(svc.meta.namespace, svc.meta.name, sp.port, sp.protocol,
+                                  local=local)
+        held = b.clusters.get(name)
+        if held is not None and held.ref != svc.meta.ref:
+            return name, held.ref
+    return None
 
 
 def _add_health_check(b: _Builder, svc: Service) -> None:
@@ -422,4 +485,4 @@ def _add_health_check(b: _Builder, svc: Service) -> None:
     name = names.health_check_listener(svc.meta.namespace, svc.meta.name)
     b.listeners[name] = ir.HealthCheckListener(
         name=name, ref=svc.meta.ref, address=b.bind_address, port=port,
-        local_endpoints=local_endpoint_count(b.state, svc, b.node))
+        local_endpoints=local_endpoint_count(b.slices_of(svc), b.node))

@@ -1,8 +1,10 @@
 """Services and EndpointSlices -> clusters and load assignments.
 
-Every TCP or UDP port of every Service becomes one cluster named
+A TCP or UDP port of a Service becomes one cluster named
 ``namespace/service/port`` (:func:`kxds.names.service_cluster`; UDP ports add
-``/udp``, as :func:`kxds.names.node_cluster` names them). Its endpoints
+``/udp``, as :func:`kxds.names.node_cluster` names them); the edge view asks
+only for the ports that something routes to (:func:`translate_service`'s
+``wanted``). Its endpoints
 come from the Service's EndpointSlices: a slice port belongs to a Service port
 when their names are equal (the slice port's ``port`` is the target port
 number), as kube-proxy matches them.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
@@ -26,7 +28,7 @@ from operator import attrgetter
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import Cluster, ClusterKind, Endpoint, LoadAssignment, UpstreamProtocol
-from kxds.kube.models import ClusterState, EndpointSlice, Service, ServicePort
+from kxds.kube.models import ClusterState, EndpointPort, EndpointSlice, Service, ServicePort
 from kxds.translators.guards import check_external_name
 
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
@@ -62,7 +64,7 @@ def translate_services(state: ClusterState) -> ServiceClusters:
     out = ServiceClusters()
     slices = state.slices_by_service
     for key, service in state.services.items():
-        _translate_service(service, slices.get(key, ()), out)
+        _translate_service(service, slices.get(key, ()), None, out)
     out.clusters.sort(key=attrgetter("name"))
     out.load_assignments.sort(key=attrgetter("cluster"))
     return out
@@ -75,62 +77,135 @@ class OneService:
     clusters: tuple[Cluster, ...]
     load_assignments: tuple[LoadAssignment, ...]
     diagnostics: frozenset[Diagnostic]
+    failed: bool = False
+    """Its translation failed (a bug): it has no clusters, and routes to it answer 503."""
 
 
-def translate_service(service: Service, slices: tuple[EndpointSlice, ...]) -> OneService:
-    """The clusters of every port of ``service``, whose EndpointSlices are ``slices``."""
+def translate_service(service: Service, slices: tuple[EndpointSlice, ...],
+                      wanted: Container[str] | None = None) -> OneService:
+    """The clusters of the ports of ``service``, whose EndpointSlices are ``slices``.
+
+    ``wanted``: the cluster names to build (those something routes to); None
+    builds every port's. The Service's own problems (a refused ExternalName, a
+    protocol Envoy cannot proxy) are reported either way.
+    """
     out = ServiceClusters()
-    _translate_service(service, slices, out)
+    _translate_service(service, slices, wanted, out)
     return OneService(tuple(out.clusters), tuple(out.load_assignments),
                       frozenset(out.diagnostics))
 
 
+def port_cluster(service: Service, sp: ServicePort) -> str | None:
+    """The cluster name of ``sp``; None when Envoy cannot proxy its protocol (SCTP).
+
+    A port number may serve both TCP and UDP (DNS): UDP clusters get a ``/udp``
+    suffix (:func:`kxds.names.node_cluster`).
+    """
+    if upstream_protocol(sp) is None:
+        return None
+    return names.node_cluster(service.meta.namespace, service.meta.name, sp.port, sp.protocol,
+                              local=False)
+
+
+def cluster_names(service: Service) -> frozenset[str]:
+    """The names of every cluster ``service`` may have: a function of the Service alone
+    (not of its endpoints), so what routes may name does not move with endpoint churn."""
+    if check_external_name(service) is not None:
+        return frozenset()
+    return frozenset(n for sp in service.ports if (n := port_cluster(service, sp)) is not None)
+
+
 def _translate_service(service: Service, slices: tuple[EndpointSlice, ...],
-                       out: ServiceClusters) -> None:
+                       wanted: Container[str] | None, out: ServiceClusters) -> None:
     refused = check_external_name(service)
     if refused is not None:
         out.diagnostics.add(refused)
         return
-    for sp in service.ports:
-        _translate_port(service, sp, slices, out)
+    index: SliceIndex | None = None
+    for i, sp in enumerate(service.ports):
+        name = port_cluster(service, sp)
+        if name is None:
+            out.diagnostics.add(Diagnostic(
+                service.meta.ref, f"spec.ports[{i}].protocol", Reason.UNSUPPORTED,
+                f"protocol {sp.protocol} of port {sp.port} is not supported; the port is "
+                "skipped"))
+            continue
+        if wanted is not None and name not in wanted:
+            continue  # nothing routes to it: no cluster (a port costs each Envoy memory)
+        if index is None:
+            index = SliceIndex.of(slices)  # once per Service: matching stays linear
+        _translate_port(service, sp, name, slices, index, out)
 
 
-def _translate_port(
-    service: Service, sp: ServicePort, slices: tuple[EndpointSlice, ...], out: ServiceClusters
-) -> None:
+def _translate_port(service: Service, sp: ServicePort, name: str,
+                    slices: tuple[EndpointSlice, ...], index: SliceIndex,
+                    out: ServiceClusters) -> None:
     protocol = upstream_protocol(sp)
+    assert protocol is not None
     ref = service.meta.ref
-    if protocol is None:
-        out.diagnostics.add(Diagnostic(
-            ref, f"spec.ports[{service.ports.index(sp)}].protocol", Reason.UNSUPPORTED,
-            f"protocol {sp.protocol} of port {sp.port} is not supported; the port is skipped"))
-        return
-    # A port number may serve both TCP and UDP (DNS): UDP clusters get a ``/udp`` suffix.
-    name = names.node_cluster(service.meta.namespace, service.meta.name, sp.port, sp.protocol,
-                              local=False)
     if service.type == "ExternalName":
         # The Service port is the port on the external name (targetPort does not apply).
         out.clusters.append(Cluster(name=name, ref=ref, kind=ClusterKind.STRICT_DNS,
                                     protocol=protocol, dns_host=service.external_name,
                                     dns_port=sp.port))
         return
-    endpoints = select_endpoints(_candidates(sp, slices, out.diagnostics))
-    fqdn = any(s.address_type == "FQDN" for s in slices)
-    kind = ClusterKind.STRICT_DNS if fqdn else ClusterKind.EDS
+    endpoints = select_endpoints(port_candidates(sp, index, out.diagnostics))
+    kind = ClusterKind.STRICT_DNS if index.fqdn else ClusterKind.EDS
     out.clusters.append(Cluster(name=name, ref=ref, kind=kind, protocol=protocol))
     out.load_assignments.append(LoadAssignment(cluster=name, ref=ref, endpoints=endpoints))
 
 
-def _candidates(
-    sp: ServicePort, slices: Iterable[EndpointSlice], diagnostics: set[Diagnostic]
-) -> list[tuple[Endpoint, bool, bool]]:
-    """Every endpoint of ``sp`` in ``slices`` as (endpoint, ready, serving-while-terminating)."""
+SlicePort = tuple[EndpointSlice, int, EndpointPort]
+"""A port of an EndpointSlice: the slice, the port's position in it, the port."""
+
+
+@dataclass(frozen=True, slots=True)
+class SliceIndex:
+    """The EndpointSlices of one Service, their ports indexed by name.
+
+    Built once per Service, so that matching each Service port to its slice
+    ports costs time in proportion to what matches, not to every slice port
+    (a Service with thousands of ports made that quadratic).
+    """
+
+    by_name: Mapping[str, tuple[SlicePort, ...]]
+    """Slice port name -> the slice ports of that name, in slice order."""
+    fqdn: bool
+    """Whether a slice has ``addressType: FQDN`` (the cluster is then STRICT_DNS)."""
+
+    @classmethod
+    def of(cls, slices: Iterable[EndpointSlice]) -> SliceIndex:
+        by_name: dict[str, list[SlicePort]] = {}
+        fqdn = False
+        for sl in slices:
+            fqdn = fqdn or sl.address_type == "FQDN"
+            for i, p in enumerate(sl.ports):
+                by_name.setdefault(p.name, []).append((sl, i, p))
+        return cls({k: tuple(v) for k, v in by_name.items()}, fqdn)
+
+    def named(self, sp: ServicePort) -> tuple[SlicePort, ...]:
+        """The slice ports named like ``sp`` (any protocol)."""
+        return self.by_name.get(sp.name, ())
+
+    def matching(self, sp: ServicePort) -> list[tuple[EndpointSlice, list[int]]]:
+        """Each slice with ports of ``sp`` (same name and protocol), and their numbers."""
+        out: list[tuple[EndpointSlice, list[int]]] = []
+        for sl, _, p in self.named(sp):
+            if p.protocol != sp.protocol or p.port is None:
+                continue
+            if out and out[-1][0] is sl:
+                out[-1][1].append(p.port)
+            else:
+                out.append((sl, [p.port]))
+        return out
+
+
+def port_candidates(sp: ServicePort, index: SliceIndex, diagnostics: set[Diagnostic]
+                    ) -> list[tuple[Endpoint, bool, bool]]:
+    """Every endpoint of ``sp`` in the indexed slices as (endpoint, ready,
+    serving-while-terminating)."""
     out: list[tuple[Endpoint, bool, bool]] = []
-    for sl in slices:
-        ports = [p.port for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol
-                 and p.port is not None]
-        if not ports:
-            continue
+    for sl, ports in index.matching(sp):
         address_type = sl.address_type
         for i, ep in enumerate(sl.endpoints):
             # "Consumers may choose to only use the first element" (EndpointSlice API):

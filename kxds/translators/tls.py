@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from kxds import ir, names
 from kxds.certs.check import (
@@ -54,10 +55,11 @@ from kxds.certs.check import (
 )
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.ingress_class import age_order
-from kxds.kube.models import ClusterState, Ingress, IngressPath, Key
+from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
 from kxds.translators.access import route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.translation import guarded
 from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
 
 PASSTHROUGH = ("kxds.io/tls-passthrough", "nginx.ingress.kubernetes.io/ssl-passthrough")
@@ -115,7 +117,8 @@ class _Loaded:
 class _Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
-    def __init__(self, state: ClusterState, config: TranslateConfig, clusters: Set[str],
+    def __init__(self, state: ClusterState, config: TranslateConfig,
+                 clusters: Mapping[str, ObjectRef],
                  policies: PolicyIndex | None, inspect: Inspect) -> None:
         self.state = state
         self.clusters = clusters
@@ -131,8 +134,15 @@ class _Planner:
     def load(self, key: Key) -> _Loaded:
         """The certificate in Secret ``key``, or why not (checked once per Secret)."""
         if key not in self.certs:
-            self.certs[key] = self._load(key)
+            self.certs[key] = guarded(ObjectRef("Secret", *key), lambda: self._load(key),
+                                      self._unreadable)
         return self.certs[key]
+
+    def _unreadable(self, problem: Diagnostic) -> _Loaded:
+        """A Secret whose check failed (a bug): reported, and unusable (fail closed)."""
+        self.diagnostics.append(problem)
+        return _Loaded(reason=Reason.INTERNAL_ERROR,
+                       why=f"{problem.ref} could not be checked (an internal error)")
 
     def _load(self, key: Key) -> _Loaded:
         ref = ObjectRef("Secret", *key)
@@ -173,12 +183,12 @@ class _Planner:
                     ing.meta.ref, field, Reason.INVALID_VALUE,
                     "TLS passthrough needs a host (the SNI) and a path naming the backend"))
                 continue
-            path = next((p for p in rule.paths if p.path == "/"), rule.paths[0])
-            target = self._cluster_of(ing, path)
+            target = self._cluster_of(ing, _passthrough_path(rule.paths))
             if target is None:
                 self.diagnostics.append(Diagnostic(
                     ing.meta.ref, f"{field}.http.paths", Reason.BACKEND_NOT_FOUND,
-                    f"passthrough backend {path.backend.service} of host {rule.host} "
+                    f"passthrough backend {_passthrough_path(rule.paths).backend.service} of "
+                    f"host {rule.host} "
                     "does not resolve to a Service port"))
                 continue
             self.claim(rule.host, _Claim(ing, cluster=target[0], access=target[1]), field)
@@ -186,22 +196,39 @@ class _Planner:
     def _cluster_of(self, ing: Ingress, path: IngressPath
                     ) -> tuple[str, ir.AccessPolicy | None] | None:
         """The backend's cluster and access policy; None when it does not resolve."""
-        ns = ing.meta.namespace
-        svc = self.state.services.get((ns, path.backend.service))
-        if svc is None:
+        found = _backend_port(self.state, ing, path)
+        if found is None:
             return None
-        port = (svc.port_by_number(path.backend.port_number) if path.backend.port_number
-                else svc.port_by_name(path.backend.port_name or ""))
-        if port is None or port.protocol != "TCP":
-            return None
-        cluster = names.service_cluster(ns, svc.meta.name, port.port)
-        if cluster not in self.clusters:
-            return None
+        svc, port, cluster = found
+        if self.clusters.get(cluster) != svc.meta.ref:
+            return None  # not built, or built for another Service (a name collision)
         if self.policies is None:
             self.policies = PolicyIndex.of(self.state)  # once per translation, not per route
         policy, diags = route_access(self.state, ing, svc, port, self.policies)
         self.diagnostics.extend(diags)
         return cluster, policy
+
+    def plan(self, ing: Ingress) -> None:
+        """Claim the TLS hosts of ``ing`` (passthrough or terminated)."""
+        if flag(ing, PASSTHROUGH, False, self.diagnostics):
+            self.passthrough(ing)
+        else:
+            self.terminated(ing)
+
+    def failed(self, ing: Ingress, problem: Diagnostic) -> None:
+        """Planning ``ing`` failed (a bug): its TLS hosts are claimed as broken, so they get
+        no chain and their plain-HTTP routes redirect to HTTPS: never served in plaintext
+        in place of TLS. Hosts an older Ingress claimed keep their claim."""
+        self.diagnostics.append(problem)
+        mine = [h for h, c in self.claims.items() if c.ingress.meta.key == ing.meta.key]
+        for host in mine:
+            del self.claims[host]  # whatever it claimed before failing
+        hosts = {h.lower() for t in ing.tls for h in t.hosts}
+        if any(not t.hosts for t in ing.tls) or PASSTHROUGH[0] in ing.meta.annotations \
+                or PASSTHROUGH[1] in ing.meta.annotations:
+            hosts.update(r.host for r in ing.rules if r.host)
+        for host in sorted(hosts):
+            self.claims.setdefault(host, _Claim(ing, broken=True))
 
     def terminated(self, ing: Ingress) -> None:
         default = self.config.default_certificate
@@ -235,6 +262,39 @@ class _Planner:
         return [h for h in hosts if covers(info.dns_names, h)] if info else hosts
 
 
+def _passthrough_path(paths: Sequence[IngressPath]) -> IngressPath:
+    """The path whose backend gets a passthrough host's stream: ``/``, else the first."""
+    return next((p for p in paths if p.path == "/"), paths[0])
+
+
+def _backend_port(state: ClusterState, ing: Ingress, path: IngressPath
+                  ) -> tuple[Service, ServicePort, str] | None:
+    """The Service, TCP port and cluster name of ``path``'s backend; None when unresolvable."""
+    ns = ing.meta.namespace
+    svc = state.services.get((ns, path.backend.service))
+    if svc is None:
+        return None
+    port = (svc.port_by_number(path.backend.port_number) if path.backend.port_number
+            else svc.port_by_name(path.backend.port_name or ""))
+    if port is None or port.protocol != "TCP":
+        return None
+    return svc, port, names.service_cluster(ns, svc.meta.name, port.port)
+
+
+def passthrough_targets(state: ClusterState, ing: Ingress) -> list[tuple[Key, str]]:
+    """The Service clusters the passthrough chains of ``ing`` would forward to (none when
+    it does not ask for passthrough): the edge builds them even if no route names them."""
+    if not flag(ing, PASSTHROUGH, False, []):  # a bad value is reported by the planner
+        return []
+    out = []
+    for rule in ing.rules:
+        if rule.host and rule.paths:
+            found = _backend_port(state, ing, _passthrough_path(rule.paths))
+            if found is not None:
+                out.append((found[0].meta.key, found[2]))
+    return out
+
+
 def _claim_for(claims: dict[str, _Claim], host: str) -> _Claim | None:
     """The claim serving ``host`` as Envoy's SNI match would pick it: exact, then ``*.``."""
     if host in claims:
@@ -248,14 +308,12 @@ def _vhost_host(vh: ir.VirtualHost) -> str:
 
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
-         clusters: Set[str], policies: PolicyIndex | None, inspect: Inspect) -> _Planner:
+         clusters: Mapping[str, ObjectRef], policies: PolicyIndex | None,
+         inspect: Inspect) -> _Planner:
     """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
     p = _Planner(state, config, clusters, policies, inspect)
     for ing in sorted(ingresses, key=age_order):
-        if flag(ing, PASSTHROUGH, False, p.diagnostics):
-            p.passthrough(ing)
-        else:
-            p.terminated(ing)
+        guarded(ing.meta.ref, partial(p.plan, ing), partial(p.failed, ing))
     return p
 
 
@@ -391,7 +449,7 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, {c.name for c in base.clusters}, policies,
+    p = plan(state, config, ingresses, {c.name: c.ref for c in base.clusters}, policies,
              inspect or _inspect)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)

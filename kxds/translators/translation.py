@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from kxds.diagnostics import Diagnostic
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.errors import KxdsError
 from kxds.ir import IR
+
+log = logging.getLogger("kxds.translators")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,3 +35,22 @@ class TranslationBug(KxdsError):
 def sorted_diagnostics(*groups: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     """All diagnostics of ``groups``, each once, in a stable order."""
     return tuple(sorted({d for g in groups for d in g}))
+
+
+def guarded(ref: ObjectRef, run: Callable[[], T], failed: Callable[[Diagnostic], T]) -> T:
+    """``run()``; when it raises (a bug met on one object), ``failed`` of an
+    ``InternalError`` diagnostic naming ``ref``.
+
+    The guard around the translation of one object (a Service, an Ingress, a
+    TLS Secret): that object alone is left out, and ``failed`` says how in a
+    way that fails closed (its routes answer 503, its hosts get no plaintext
+    in place of TLS); every other object is served. The traceback is logged
+    for the bug report.
+    """
+    try:
+        return run()
+    except Exception as e:  # the guard: any bug, on one object
+        log.error("event=translation_failed object=%s", ref, exc_info=True)
+        return failed(Diagnostic(ref, "", Reason.INTERNAL_ERROR,
+                                 f"kxds failed to translate this object ({type(e).__name__}); "
+                                 "it is left out: please report it"))

@@ -19,13 +19,14 @@ makes the routes answer 503 instead of connecting unverified (fail closed).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from kxds import ir, names
 from kxds.certs.check import CertError, check_ca_bundle
-from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason, show
 from kxds.kube.models import ClusterState, Ingress, Service
 
 BACKEND_PROTOCOL = ("kxds.io/backend-protocol", "nginx.ingress.kubernetes.io/backend-protocol")
@@ -83,14 +84,32 @@ def protocol_diagnostics(ingresses: Iterable[Ingress]) -> list[Diagnostic]:
     return out
 
 
-def _ports_by_cluster(state: ClusterState) -> dict[str, tuple[Service, str | None]]:
-    """Every Service-port cluster name -> (Service, the port's appProtocol)."""
+def _ports_by_cluster(state: ClusterState, clusters: Mapping[str, ir.Cluster]
+                      ) -> dict[str, tuple[Service, str | None]]:
+    """Every Service-port cluster of ``clusters`` -> (its Service, the port's appProtocol).
+
+    Only the Service that the cluster was built for (its ref) is recorded, so a
+    name two Services produce can never lend one's TLS settings to the other.
+    """
     out: dict[str, tuple[Service, str | None]] = {}
     for svc in state.services.values():
         for p in svc.ports:
-            out[names.service_cluster(svc.meta.namespace, svc.meta.name, p.port)] = (
-                svc, p.app_protocol)
+            name = names.service_cluster(svc.meta.namespace, svc.meta.name, p.port)
+            cluster = clusters.get(name)
+            if cluster is not None and cluster.ref == svc.meta.ref:
+                out[name] = (svc, p.app_protocol)
     return out
+
+
+_COLLISION = "\x00collision"
+"""What :meth:`_Builder.twin` gives when the twin's name is held by other settings."""
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _is_dns_name(value: str) -> bool:
+    """Whether ``value`` is a DNS name (RFC 1123 labels; what an SNI may carry)."""
+    labels = value.lower().rstrip(".").split(".")
+    return len(value) <= 253 and all(_DNS_LABEL.fullmatch(lbl) for lbl in labels)
 
 
 def _default_sni(svc: Service) -> str:
@@ -104,13 +123,14 @@ class _Builder:
 
     def __init__(self, state: ClusterState, base: ir.IR) -> None:
         self.state = state
-        self.ports = _ports_by_cluster(state)
         self.clusters = {c.name: c for c in base.clusters}
+        self.ports = _ports_by_cluster(state, self.clusters)
         self.assignments = {a.cluster: a for a in base.load_assignments}
         self.new_clusters: dict[str, ir.Cluster] = {}
         self.new_assignments: dict[str, ir.LoadAssignment] = {}
         self.secrets: dict[str, ir.Secret] = {}
         self.bad_ca: set[tuple[tuple[str, str], str]] = set()
+        self.reported: set[tuple[ObjectRef, str]] = set()
         self.diagnostics: list[Diagnostic] = []
 
     def ca_ok(self, ing: Ingress, name: str) -> bool:
@@ -148,18 +168,28 @@ class _Builder:
             return None
         name = names.upstream_tls_cluster(base_name, http2=want.http2, sni=want.sni,
                                           ca_secret=want.ca)
-        if name in self.new_clusters:
-            return name
         validation = names.ca_secret(svc.meta.namespace, want.ca) if want.ca else None
         protocol = ir.UpstreamProtocol.HTTP2 if want.http2 else base.protocol
-        self.new_clusters[name] = dataclasses.replace(
+        cluster = dataclasses.replace(
             base, name=name, protocol=protocol, upstream_tls=ir.UpstreamTLS(
                 sni=want.sni or _default_sni(svc), validation_secret=validation,
                 alpn=("h2",) if want.http2 else ()))
+        held = self.new_clusters.get(name)
+        if held is not None:
+            # The same name for other TLS settings would connect this route as
+            # another asked (unverified, say): the first keeps it, this one fails closed.
+            return name if held == cluster else _COLLISION
+        self.new_clusters[name] = cluster
         if base_name in self.assignments:
             self.new_assignments[name] = dataclasses.replace(
                 self.assignments[base_name], cluster=name)
         return name
+
+    def report_once(self, ref: ObjectRef, field: str, reason: Reason, message: str) -> None:
+        """Report a problem of ``ref``'s routes once, however many routes it has."""
+        if (ref, field) not in self.reported:
+            self.reported.add((ref, field))
+            self.diagnostics.append(Diagnostic(ref, field, reason, message))
 
     def route(self, route: ir.Route, want: _Want | None) -> ir.Route:
         """``route`` with its backends moved to TLS twins where TLS is wanted."""
@@ -177,7 +207,18 @@ class _Builder:
             ing = self.state.ingresses.get((route.ref.namespace, route.ref.name))
             if w.ca is not None and (ing is None or not self.ca_ok(ing, w.ca)):
                 return dataclasses.replace(route, action=ir.DirectResponse(status=503))
+            if w.sni is not None and not _is_dns_name(w.sni):
+                self.report_once(route.ref, f"metadata.annotations[{BACKEND_SNI}]",
+                                 Reason.INVALID_VALUE, f"{show(w.sni)} is not a DNS name; "
+                                 "its routes answer 503 rather than connect as not asked")
+                return dataclasses.replace(route, action=ir.DirectResponse(status=503))
             twin = self.twin(b.cluster, w, svc)
+            if twin == _COLLISION:
+                self.report_once(route.ref, f"metadata.annotations[{BACKEND_SNI}]",
+                                 Reason.CONFLICT, f"the TLS cluster of backend {b.cluster} for "
+                                 "these settings has the name of another's; its routes answer "
+                                 "503")
+                return dataclasses.replace(route, action=ir.DirectResponse(status=503))
             backends.append(dataclasses.replace(b, cluster=twin) if twin else b)
         return dataclasses.replace(route, action=dataclasses.replace(
             route.action, backends=tuple(backends)))
