@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kxds.diagnostics import Diagnostic
 from kxds.envoy.bootstrap import BootstrapOptions, XdsTls, bootstrap_yaml, parse_address
 from kxds.ir import ClientIPConfig
 from kxds.kube.lbpool import Pool, parse_pool
@@ -395,15 +394,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """One line per problem (``Kind ns/name: field: reason: message``); exit 1 when any."""
-    from kxds.kube.ingress_class import skipped_summary
+    from kxds.kube.ingress_class import problems_of_ours, skipped_summary
 
     state = _load(args)
-    diagnostics: tuple[Diagnostic, ...] = _translation(args, state).diagnostics
-    for d in sorted(set(diagnostics) | set(state.problems)):
+    # An Ingress of another class that cannot be read is that controller's problem.
+    problems, _ = problems_of_ours(state, args.ingress_class)
+    found = sorted(set(_translation(args, state).diagnostics) | set(problems))
+    for d in found:
         print(d)
     for line in skipped_summary(state, args.ingress_class):
         print(f"Skipped: {line}")
-    if diagnostics or state.problems:
+    if found:
         return 1
     count = sum(1 for _ in state.objects())
     print(f"OK: {count} objects in {args.filename}, no problems")

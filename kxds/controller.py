@@ -72,7 +72,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kxds.certs.check import next_validity_change
-from kxds.diagnostics import Diagnostic
+from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.kube.models import ClusterState
@@ -175,6 +175,7 @@ class Controller:
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
         self._logged: set[Diagnostic] = set()
+        self._skipped: set[ObjectRef] = set()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         registry = metrics.registry if metrics is not None else CollectorRegistry()
@@ -276,6 +277,7 @@ class Controller:
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
                 self._edge, self._bounds = edge.resources, edge.bounds
+                self._log_skipped(edge.skipped)
                 for group in self._edge_groups():
                     self.cache.set_view(group, edge.resources)
             else:
@@ -381,6 +383,14 @@ class Controller:
                         bind_address=identity.bind_address)
         self._nodes[identity.group] = node
         return node
+
+    def _log_skipped(self, skipped: tuple[ObjectRef, ...]) -> None:
+        """One debug line per object left alone as another controller's, when it
+        first is (not every rebuild)."""
+        now = set(skipped)
+        for ref in sorted(now - self._skipped):
+            log.debug("event=skipped_not_ours object=%s reason=another_ingress_class", ref)
+        self._skipped = now
 
     def _reject(self, group: str, built: Built) -> None:
         self._rejected.labels(group).inc()

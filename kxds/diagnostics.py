@@ -8,6 +8,7 @@ field, a closed :class:`Reason` and a sentence for humans, so that logs,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 import reprlib
@@ -117,6 +118,11 @@ class Diagnostic:
     field: str
     reason: Reason
     message: str
+    asked_class: tuple[str | None, str | None] | None = dataclasses.field(
+        default=None, compare=False, repr=False)
+    """For an Ingress kxds could not read: the class it asks for
+    (``spec.ingressClassName``, the legacy ``kubernetes.io/ingress.class``
+    annotation), so its problem is reported only when the Ingress is ours."""
 
     def __post_init__(self) -> None:
         # Messages quote input; one bounded line each, whoever wrote them.

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kxds.diagnostics import Diagnostic
+from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.envoy.build import BuildCache, build_resources
 from kxds.envoy.resource import Resources
 from kxds.errors import InconsistentSnapshotError
@@ -46,6 +46,8 @@ class Built:
     bounds: frozenset[dt.datetime] = frozenset()
     """When a certificate check of the view may change its verdict (see
     :attr:`~kxds.translators.translation.Translation.bounds`)."""
+    skipped: tuple[ObjectRef, ...] = ()
+    """Objects left alone as another controller's (see ``Translation.skipped``)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +108,7 @@ def _build(run: Callable[[], Translation], state: ClusterState,
     try:
         translation = run()
         return Built(_checked(translation.ir, memo), translation.diagnostics,
-                     bounds=translation.bounds)
+                     bounds=translation.bounds, skipped=translation.skipped)
     except InconsistentSnapshotError as e:
         return Built(None, state.problems, rejected=f"inconsistent: {e}")
     except Exception as e:  # a translator bug: keep serving the last good view

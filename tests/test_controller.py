@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import logging
@@ -414,3 +415,22 @@ def test_the_frozen_state_is_thawed_so_cyclic_garbage_is_collected(
         run(scenario, in_thread=False, node_grace=0.04)
     finally:
         gc.unfreeze()
+
+
+def test_ingresses_of_another_class_are_logged_once_at_debug(
+        caplog: pytest.LogCaptureFixture) -> None:
+    other = load_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
+                      "spec: {ports: [{name: http, port: 80}]}\n---\n"
+                      "apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+                      "metadata: {name: theirs}\nspec:\n  ingressClassName: nginx\n"
+                      "  defaultBackend: {service: {name: web, port: {number: 80}}}\n")
+
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        await ctl.rebuild(other)
+        await ctl.rebuild(dataclasses.replace(other))
+
+    with caplog.at_level(logging.DEBUG, logger="kxds.controller"):
+        run(scenario, in_thread=False)
+    lines = [r.getMessage() for r in caplog.records if "skipped_not_ours" in r.getMessage()]
+    assert lines == ["event=skipped_not_ours object=Ingress default/theirs "
+                     "reason=another_ingress_class"]

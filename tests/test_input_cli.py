@@ -119,3 +119,50 @@ def test_limit_hits_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture
     levels = [r.levelno for r in caplog.records]
     assert levels == [logging.WARNING, logging.DEBUG]
     assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
+def broken_ingress(name: str, cls: str | None, annotation: str | None = None) -> str:
+    """An Ingress kxds cannot read (``pathType: prefix``), asking for ``cls``."""
+    meta = f"{{name: {name}" + (f", annotations: {{kubernetes.io/ingress.class: {annotation}}}"
+                                if annotation else "") + "}"
+    spec = f"  ingressClassName: {cls}\n" if cls else ""
+    return (f"---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {meta}\n"
+            f"spec:\n{spec}  rules:\n  - http:\n      paths:\n      - path: /\n"
+            "        pathType: prefix\n"
+            "        backend: {service: {name: web, port: {number: 80}}}\n")
+
+
+def test_an_unreadable_ingress_of_another_class_is_not_ours_to_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another controller's Ingress with a schema error gets no kxds diagnostic (and so
+    no Event); ours, by name, by annotation or by a default class of ours, does."""
+    from kxds.kube.ingress_class import problems_of_ours
+    from kxds.translators.config import TranslateConfig
+    from kxds.translators.edge import translate
+
+    foreign = (broken_ingress("nginx-one", "nginx")
+               + broken_ingress("legacy", None, annotation="nginx")
+               + broken_ingress("classless", None))
+    state = load_text(SERVICE + foreign)
+    assert len(state.problems) == 3  # the loader reports what it read...
+    problems, skipped = problems_of_ours(state, "kxds")
+    assert problems == [] and len(skipped) == 3  # ...but none of them is ours
+    translation = translate(state, TranslateConfig())
+    assert translation.diagnostics == ()
+    assert {r.name for r in translation.skipped} == {"nginx-one", "legacy", "classless"}
+    (tmp_path / "a.yaml").write_text(SERVICE + foreign)
+    assert cli.main(["validate", "-f", str(tmp_path)]) == 0
+    assert "OK:" in capsys.readouterr().out
+
+    default_class = ("---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\n"
+                     "metadata: {name: edge, annotations: "
+                     "{ingressclass.kubernetes.io/is-default-class: 'true'}}\n"
+                     "spec: {controller: kxds.io/ingress-controller}\n")
+    ours = load_text(SERVICE + broken_ingress("mine", "kxds")
+                     + broken_ingress("by-annotation", None, annotation="kxds")
+                     + broken_ingress("classless", None) + default_class)
+    reported = {d.ref.name for d in translate(ours, TranslateConfig()).diagnostics}
+    assert reported == {"mine", "by-annotation", "classless"}
+    (tmp_path / "a.yaml").write_text(SERVICE + broken_ingress("mine", "kxds"))
+    assert cli.main(["validate", "-f", str(tmp_path)]) == 1
+    assert "pathType" in capsys.readouterr().out

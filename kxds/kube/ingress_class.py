@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from kxds.diagnostics import escape
+from kxds.diagnostics import Diagnostic, ObjectRef, escape
 from kxds.kube.models import ClusterState, Ingress
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,39 @@ def _default_class_is_ours(state: ClusterState) -> bool:
 
 def _is_ours(ingress: Ingress, state: ClusterState, ingress_class: str,
              default_is_ours: bool) -> bool:
-    name = ingress.ingress_class_name
+    return _asks_ours(ingress.ingress_class_name, ingress.meta.annotations.get(CLASS_ANNOTATION),
+                      state, ingress_class, default_is_ours)
+
+
+def _asks_ours(name: str | None, annotated: str | None, state: ClusterState,
+               ingress_class: str, default_is_ours: bool) -> bool:
     if name is not None:
         cls = state.ingress_classes.get(("", name))
         return name == ingress_class or (cls is not None and cls.controller == CONTROLLER_NAME)
-    annotated = ingress.meta.annotations.get(CLASS_ANNOTATION)
     if annotated is not None:
         return annotated == ingress_class
     return default_is_ours
+
+
+def problems_of_ours(state: ClusterState, ingress_class: str
+                     ) -> tuple[list[Diagnostic], list[ObjectRef]]:
+    """The parse problems to report, and the Ingresses whose problems are skipped.
+
+    An Ingress kxds could not read is still another controller's when it asks
+    for another class: its problem is that controller's to report, not ours
+    (no diagnostic, no Event). One asking for our class, or for none while a
+    default IngressClass of ours exists, is reported as usual.
+    """
+    default_is_ours = _default_class_is_ours(state)
+    ours: list[Diagnostic] = []
+    skipped: list[ObjectRef] = []
+    for d in state.problems:
+        if d.asked_class is None or _asks_ours(*d.asked_class, state, ingress_class,
+                                                 default_is_ours):
+            ours.append(d)
+        else:
+            skipped.append(d.ref)
+    return ours, skipped
 
 
 def age_order(ingress: Ingress) -> tuple[str, str, str]:

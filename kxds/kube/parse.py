@@ -416,9 +416,24 @@ def parse_object(doc: Any, origin: str = "", limits: Limits | None = None
     try:
         return parser(doc, limits or Limits()), note
     except Invalid as e:
-        return None, Diagnostic(ref_of(doc, origin), e.field.lstrip("."), e.reason, e.message)
+        return None, Diagnostic(ref_of(doc, origin), e.field.lstrip("."), e.reason, e.message,
+                                asked_class=_asked_class(doc))
     except Exception as e:  # a bug: this object is left out, never the others
         log.exception("event=parse_failed object=%s", ref_of(doc, origin))
         return None, Diagnostic(ref_of(doc, origin), "", Reason.INTERNAL_ERROR,
                                 f"kxds failed to read this object ({type(e).__name__}); "
-                                "it is left out: please report it")
+                                "it is left out: please report it",
+                                asked_class=_asked_class(doc))
+
+
+def _asked_class(doc: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """The class an Ingress that could not be read asks for (None for other kinds)."""
+    if doc.get("kind") != "Ingress":
+        return None
+    spec, meta = doc.get("spec"), doc.get("metadata")
+    name = spec.get("ingressClassName") if isinstance(spec, Mapping) else None
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    annotated = (annotations.get("kubernetes.io/ingress.class")
+                 if isinstance(annotations, Mapping) else None)
+    return (name if isinstance(name, str) else None,
+            annotated if isinstance(annotated, str) else None)

@@ -42,7 +42,7 @@ from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
-from kxds.kube.ingress_class import our_ingresses
+from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
@@ -304,12 +304,27 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))
+    parse_problems, skipped = ctx.query(PARSE_PROBLEMS, None)
     translation = Translation(
-        ir=secured.ir, bounds=secured.bounds,
-        diagnostics=sorted_diagnostics(state.problems, svc.diagnostics,
+        ir=secured.ir, bounds=secured.bounds, skipped=skipped,
+        diagnostics=sorted_diagnostics(parse_problems, svc.diagnostics,
                                        ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
+
+
+def _parse_problems(ctx: Context, _: None
+                    ) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]:
+    """The input's problems that are ours to report, and the Ingresses left alone as
+    another controller's (valid or not): those get no diagnostic, no Event."""
+    problems, rejected = problems_of_ours(ctx.state, ctx.config.ingress_class)
+    ours = {i.meta.key for i in ctx.query(OURS, None)}
+    foreign = [i.meta.ref for key, i in ctx.state.ingresses.items() if key not in ours]
+    return tuple(problems), tuple(sorted({*rejected, *foreign}))
+
+
+PARSE_PROBLEMS: Query[None, tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]] = Query(
+    "parse-problems", _parse_problems)
 
 
 def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeView | None:

@@ -26,6 +26,9 @@ class Translation:
     bounds: frozenset[dt.datetime] = frozenset()
     """When a certificate check of this translation may change its verdict (the
     ``not_before`` and ``not_after`` of each certificate checked)."""
+    skipped: tuple[ObjectRef, ...] = ()
+    """Objects left alone on purpose, as another controller's (Ingresses of another
+    class): no diagnostic, no Event; the caller logs each once at debug level."""
 
 
 class TranslationBug(KxdsError):
