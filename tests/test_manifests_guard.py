@@ -288,4 +288,4 @@ def test_parsing_many_documents_leaves_the_event_loop_free(tmp_path: Path,
     # ...and the loop kept running meanwhile. The bound leaves room for a loaded
     # machine (the parser thread holds the GIL through long C calls); the bug this
     # guards against blocked the loop for the whole parse (21 s for 50 MB).
-    assert max(lags) < 1.0, (max(lags), took)
+    assert max(lags) < 3.0, (max(lags), took)
