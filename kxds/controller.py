@@ -356,6 +356,9 @@ class Controller:
             built = await self._call(build_node, state, self._config_now(), node,
                                      self._node_memo(group))
             self._set_node_view(group, built)
+            # Its problems are told now, not at the next rebuild (a node without the
+            # set-up for transparent source addresses reports its fallbacks at once).
+            self._log_diagnostics(self._logged | set(built.diagnostics))
 
     def _set_node_view(self, group: str, built: Built) -> None:
         if built.resources is None:
