@@ -72,8 +72,10 @@ def _original_src() -> listener_components_pb2.ListenerFilter:
     No ``mark``: the node set-up recognises the replies by their transparent
     socket (:mod:`kxds.noderouting`), which works for UDP too, where udp_proxy
     sets no mark; and a mark matched by that routing rule would also send
-    Envoy's own packets to the backend into the local table. ``bind_port``
-    stays off: two connections from one client port to one backend would clash.
+    Envoy's own packets to the backend into the local table (measured: the
+    connection never reaches the pod). ``bind_port`` stays off: one client
+    connection to a nodePort and one to a LoadBalancer IP of the same Service,
+    from the same client port, would need the same upstream 4-tuple.
     """
     return listener_components_pb2.ListenerFilter(
         name=ORIGINAL_SRC, typed_config=pack(original_src_pb2.OriginalSrc()))
