@@ -17,6 +17,10 @@ FROM python:3.11-slim
 # that, but this builds with the classic builder too.
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/kxds-*.whl && rm -rf /wheels
+# `kxds node-routing apply` (the per-node init container of deploy/transparent/)
+# sets nodes up for transparent source addresses with ip and iptables.
+RUN apt-get update && apt-get install -y --no-install-recommends iproute2 iptables \
+    && rm -rf /var/lib/apt/lists/*
 COPY examples /examples
 
 # Not root: kxds needs no privilege (it binds only unprivileged ports).

@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 # Debian's docker-compose (1.29) validates docker-compose.yml without a Docker
 # engine; there is no PyPI package for it that fits beside our dependencies.
 # Best effort: where apt-get is missing the compose test checks structure only.
+# The transparent-source tests build network namespaces with iproute2 (`ip netns`,
+# veth pairs) and set nodes up with iptables; as root they need both.
 $(SYSTEM): $(STAMP)
 	command -v docker-compose >/dev/null || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } || \
 	  echo "note: docker-compose not installed; docker-compose.yml gets the structural check only"
+	{ command -v ip >/dev/null && command -v iptables >/dev/null; } || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; } || \
+	  echo "note: iproute2/iptables not installed; the network-namespace tests cannot run"
 	touch $(SYSTEM)
 
 sandbox: $(STAMP)

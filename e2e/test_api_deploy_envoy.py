@@ -25,9 +25,36 @@ pytestmark = pytest.mark.e2e
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 
+def _merge(base: Any, patch: Any) -> Any:
+    """A Kubernetes strategic merge patch, as far as deploy/ uses it: mappings merge,
+    lists of named items (containers) merge by name, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in patch.items()}}
+    if (isinstance(base, list) and isinstance(patch, list)
+            and all(isinstance(i, dict) and "name" in i for i in [*base, *patch])):
+        patches = {i["name"]: i for i in patch}
+        merged = [_merge(i, patches.pop(i["name"])) if i["name"] in patches else i
+                  for i in base]
+        return merged + [i for i in patch if i["name"] in patches]
+    return patch
+
+
+def _workloads(file: str) -> list[dict[str, Any]]:
+    """The documents of ``file``; ``transparent/...`` is deploy/node.yaml with that patch."""
+    if file.startswith("transparent/"):
+        kustomization = yaml.safe_load((DEPLOY / "transparent/kustomization.yaml").read_text())
+        assert kustomization["resources"] == [".."]
+        assert kustomization["patches"] == [{"path": file.split("/", 1)[1]}]
+        patch = yaml.safe_load((DEPLOY / file).read_text())
+        docs = _workloads("node.yaml")
+        return [_merge(d, patch) if (d["kind"], d["metadata"]["name"]) ==
+                (patch["kind"], patch["metadata"]["name"]) else d for d in docs]
+    return [d for d in yaml.safe_load_all((DEPLOY / file).read_text()) if d]
+
+
 def _container(file: str, kind: str) -> tuple[dict[str, Any], str]:
     """The Envoy container of the workload in ``file`` and its bootstrap ConfigMap's text."""
-    docs = [d for d in yaml.safe_load_all((DEPLOY / file).read_text()) if d]
+    docs = _workloads(file)
     [workload] = [d for d in docs if d["kind"] == kind]
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
     [container] = [c for c in workload["spec"]["template"]["spec"]["containers"]
@@ -89,3 +116,28 @@ def test_edge_envoy_is_named_after_its_pod(tmp_path: Path) -> None:
     node = _server_node(tmp_path, "edge.yaml", "Deployment", {"POD_NAME": "kxds-edge-abc12"})
     assert node["id"] == "kxds-edge-abc12"
     assert node["metadata"]["role"] == "edge"
+
+
+def test_transparent_daemonset_sets_the_node_up_and_says_so(tmp_path: Path) -> None:
+    """deploy/transparent/: the patched DaemonSet is a valid one, its init container runs
+    `kxds node-routing apply`, and its Envoy announces the set-up in its node metadata."""
+    from kubernetes import client
+
+    from kxds.cli import _parser
+
+    [daemonset] = [d for d in _workloads("transparent/node-transparent.yaml")
+                   if d["kind"] == "DaemonSet"]
+    api = client.ApiClient()
+    parsed = api.deserialize(json.dumps(daemonset), "V1DaemonSet", "application/json")
+    assert api.sanitize_for_serialization(parsed) == daemonset
+    spec = daemonset["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == ["node-cert-init", "node-routing"]
+    routing = spec["initContainers"][1]
+    assert _parser().parse_args(routing["args"]).action == "apply"
+    [envoy] = [c for c in spec["containers"] if c["name"] == "envoy"]
+    assert "NET_ADMIN" in envoy["securityContext"]["capabilities"]["add"]
+    assert envoy["env"] and envoy["volumeMounts"]  # kept from node.yaml
+    node = _server_node(tmp_path, "transparent/node-transparent.yaml", "DaemonSet",
+                        {"NODE_NAME": "worker-7"})
+    assert node["metadata"] == {"role": "node", "node_name": "worker-7",
+                                "source_ip_mode": "transparent"}

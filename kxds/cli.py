@@ -141,6 +141,17 @@ def add_lb_pool_flag(p: argparse.ArgumentParser) -> None:
                         "Kubernetes API source and its leader lease)")
 
 
+def _mark_bit(text: str) -> int:
+    """A packet mark with exactly one bit set (``0x2000`` or ``8192``)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = 0
+    if value <= 0 or value >= 1 << 32 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a single mark bit (e.g. 0x2000)")
+    return value
+
+
 def _hops(text: str) -> int:
     """A trusted-hop count: 0 or more."""
     try:
@@ -301,6 +312,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="the view of the per-node proxy on node NAME instead of the edge")
         t.add_argument("--node-zone", metavar="ZONE",
                        help="with --node: the node's topology zone (same-zone endpoints first)")
+        t.add_argument("--node-transparent", action="store_true",
+                       help="with --node: the node is set up for transparent source addresses")
         add_translate_flags(t)
         add_input_limit_flags(t, serving=False)
 
@@ -312,6 +325,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--bind-address", metavar="IP",
                    help="--role node: the address this proxy binds nodePorts to "
                         "(node metadata bind_address; default: kxds's --node-bind-address)")
+    b.add_argument("--transparent", action="store_true",
+                   help="--role node: the node is set up for transparent source addresses "
+                        "(`kxds node-routing`; Envoy needs CAP_NET_ADMIN), so backends may "
+                        "see clients' own addresses (node metadata source_ip_mode)")
     b.add_argument("--cluster", metavar="GROUP", help="gateway group (node.cluster)")
     b.add_argument("--xds-address", type=_address, required=True, help="kxds's HOST:PORT")
     b.add_argument("--admin-port", type=int, default=9901)
@@ -329,6 +346,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--tls-server-name", metavar="NAME",
                    help="SNI and the name kxds's certificate must carry "
                         "(default: the --xds-address host)")
+
+    r = sub.add_parser("node-routing", help="print, apply or remove the node set-up for "
+                       "transparent source addresses (policy routing of replies to the "
+                       "per-node Envoy; needs CAP_NET_ADMIN)")
+    r.add_argument("action", choices=("print", "apply", "remove"))
+    r.add_argument("--mark", type=_mark_bit, default=None, metavar="BIT",
+                   help="the packet mark bit (default: 0x2000)")
+    r.add_argument("--table", type=int, default=None, help="the routing table (default: 2000)")
+    r.add_argument("--priority", type=int, default=None,
+                   help="the routing rule's priority (default: 100)")
+    r.add_argument("--ipv4-only", action="store_true", help="leave IPv6 alone")
 
     n = sub.add_parser("node-cert", help="obtain and renew this node's xDS client "
                        "certificate from kxds, proving the node with a ServiceAccount token")
@@ -376,7 +404,8 @@ def _translation(args: argparse.Namespace, state: ClusterState) -> Translation:
     # Translators read no clock: certificates are checked against the time of this run.
     config = dataclasses.replace(config_from_args(args), tls_now=dt.datetime.now(dt.UTC))
     if args.node:
-        return translate_node(state, config, NodeInfo(name=args.node, zone=args.node_zone))
+        return translate_node(state, config, NodeInfo(name=args.node, zone=args.node_zone,
+                                                      transparent=args.node_transparent))
     return translate(state, config)
 
 
@@ -429,15 +458,36 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         raise SystemExit("kxds bootstrap: --role node needs --node-name")
     if args.bind_address is not None and (args.role != "node" or not _is_ip(args.bind_address)):
         raise SystemExit("kxds bootstrap: --bind-address needs --role node and an IP address")
+    if args.transparent and args.role != "node":
+        raise SystemExit("kxds bootstrap: --transparent needs --role node")
     text = bootstrap_yaml(BootstrapOptions(
         role=args.role, node_id=args.node_id, node_name=args.node_name, zone=args.zone,
         group=args.cluster, xds_host=host, xds_port=port, admin_host=args.admin_host,
         admin_port=args.admin_port, delta=args.delta, tls=_bootstrap_tls(args),
-        initial_fetch_timeout=args.initial_fetch_timeout, bind_address=args.bind_address))
+        initial_fetch_timeout=args.initial_fetch_timeout, bind_address=args.bind_address,
+        transparent=args.transparent))
     if args.output:
         args.output.write_text(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_node_routing(args: argparse.Namespace) -> int:
+    """Print, apply or remove the node set-up for transparent source addresses."""
+    from kxds import noderouting
+
+    given = {k: getattr(args, k) for k in ("mark", "table", "priority")
+             if getattr(args, k) is not None}
+    routing = noderouting.Routing(**given, ipv6=not args.ipv4_only)
+    if args.action == "print":
+        sys.stdout.write(noderouting.script(routing))
+        return 0
+    try:
+        (noderouting.apply if args.action == "apply" else noderouting.remove)(routing)
+    except (noderouting.RoutingError, OSError) as e:
+        print(f"kxds node-routing: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -473,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_validate(args)
     if args.command == "bootstrap":
         return cmd_bootstrap(args)
+    if args.command == "node-routing":
+        return cmd_node_routing(args)
     if args.command == "node-cert":
         _setup_logging(args.log_level)
         return cmd_node_cert(args)

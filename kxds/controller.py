@@ -72,7 +72,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kxds.certs.check import next_validity_change
-from kxds.diagnostics import Diagnostic, ObjectRef
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.kube.models import ClusterState
@@ -184,6 +184,10 @@ class Controller:
                                  registry=registry)
         self._diagnostics = Gauge("kxds_diagnostics", "Problems found in the input, by reason",
                                   ["reason"], registry=registry)
+        self._fallbacks = Gauge("kxds_source_ip_fallbacks", "Service ports whose backends "
+                                "see the node's address instead of the client's they were "
+                                "to see, by node group (Fallback diagnostics say why)",
+                                ["group"], registry=registry)
         cache.on_new_group = self._on_new_group
 
     # -- the source's side ----------------------------------------------------
@@ -286,10 +290,7 @@ class Controller:
                 built = await self._call(build_node, state, config, node,
                                          self._node_memo(group))
                 diagnostics |= set(built.diagnostics)
-                if built.resources is not None:
-                    self.cache.set_view(group, built.resources)
-                else:
-                    self._reject(group, built)
+                self._set_node_view(group, built)
             self.state = state
             self._recheck_at = self._next_recheck(config)
             published = edge.resources is not None
@@ -348,6 +349,8 @@ class Controller:
                     self._nodes.pop(group, None)
                     self._node_memos.pop(group, None)
                     self.cache.remove_view(group)
+                    with contextlib.suppress(KeyError):  # never built
+                        self._fallbacks.remove(group)
                     with contextlib.suppress(KeyError):  # never rejected
                         self._rejected.remove(group)
                     gone.append(group)
@@ -380,7 +383,8 @@ class Controller:
 
     def _remember(self, identity: NodeIdentity) -> NodeInfo:
         node = NodeInfo(name=identity.node_name or identity.node_id, zone=identity.zone,
-                        bind_address=identity.bind_address)
+                        bind_address=identity.bind_address,
+                        transparent=identity.source_ip_mode == "transparent")
         self._nodes[identity.group] = node
         return node
 
@@ -433,7 +437,15 @@ class Controller:
             assert state is not None
             built = await self._call(build_node, state, self._config_now(), node,
                                      self._node_memo(group))
-            if built.resources is not None:
-                self.cache.set_view(group, built.resources)
-            else:
-                self._reject(group, built)
+            self._set_node_view(group, built)
+            # Its problems are told now, not at the next rebuild (a node without the
+            # set-up for transparent source addresses reports its fallbacks at once).
+            self._log_diagnostics(self._logged | set(built.diagnostics))
+
+    def _set_node_view(self, group: str, built: Built) -> None:
+        if built.resources is None:
+            self._reject(group, built)
+            return
+        self.cache.set_view(group, built.resources)
+        self._fallbacks.labels(group).set(
+            sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))

@@ -106,6 +106,10 @@ class Reason(enum.StrEnum):
     """An old API version, converted as the API server converted it."""
     ALLOCATED = "Allocated"
     """A value the API server would have filled in (a nodePort), chosen by kxds."""
+    FALLBACK = "Fallback"
+    """Served, but with less than was asked for where it is served (the message says
+    what is used instead and why): a transparent source address on a node not set up
+    for it."""
     INTERNAL_ERROR = "InternalError"
     """kxds failed on this object (a bug); the object is left out, the rest goes on."""
 

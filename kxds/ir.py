@@ -46,6 +46,20 @@ class UpstreamProtocol(enum.StrEnum):
     UDP = "udp"
 
 
+class UpstreamSource(enum.StrEnum):
+    """Which source address a layer-4 listener's upstream connections and datagrams carry."""
+
+    PROXY = "proxy"
+    """The proxy's own address (the node's, for a per-node proxy): what the
+    backend sees behind kube-proxy's SNAT."""
+    CLIENT = "client"
+    """The downstream client's address, as kube-proxy's ``externalTrafficPolicy:
+    Local`` delivers it: Envoy's original-source listener filter (TCP) and the
+    ``udp_proxy`` ``use_original_src_ip`` option (UDP), both with ``IP_TRANSPARENT``.
+    Replies reach Envoy only where the host routes them back to it (policy
+    routing on the node), so only endpoints on the proxy's own node may be used."""
+
+
 class LbPolicy(enum.StrEnum):
     """Envoy's cluster ``lb_policy``: how a request or connection picks a host."""
 
@@ -454,6 +468,8 @@ class TcpListener:
     """Carried beside the other listener kinds; the TCP builder does not read it:
     a per-node proxy is the client's first hop, so the peer is the client."""
     internal: InternalRoute | None = None
+    upstream_source: UpstreamSource = UpstreamSource.PROXY
+    """The source address of upstream connections (every filter chain's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -478,6 +494,8 @@ class UdpListener:
     internal: InternalRoute | None = None
     access: AccessPolicy | None = None
     """Client-IP rules: only datagrams from admitted sources are routed (shadow sets unused)."""
+    upstream_source: UpstreamSource = UpstreamSource.PROXY
+    """The source address of datagrams sent upstream (every route's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -79,6 +79,38 @@ def test_bootstrap_identity_fields() -> None:
     assert doc["static_resources"]["clusters"][0]["type"] == "STATIC"
 
 
+def test_transparent_node_says_so_in_its_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bootstrap", "--role", "node", "--node-id", "n1", "--node-name", "w1",
+            "--transparent", "--xds-address", "10.0.0.1:18000"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text)["node"]["metadata"] == {
+        "role": "node", "node_name": "w1", "source_ip_mode": "transparent"}
+    # The header's command renders the same file.
+    command = shlex.split(text.splitlines()[1].split(": ", 1)[1])
+    assert "--transparent" in command
+    assert cli.main(command[1:]) == 0 and capsys.readouterr().out == text
+    with pytest.raises(SystemExit, match="--transparent needs --role node"):
+        cli.main(["bootstrap", "--node-id", "e", "--transparent", "--xds-address", "h:1"])
+
+
+def test_node_routing_prints_the_set_up(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["node-routing", "print", "--mark", "0x100", "--table", "7",
+                     "--ipv4-only"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "iptables -t mangle -A PREROUTING -m socket --transparent --nowildcard -m comment "
+        "--comment 'kxds transparent source' -j MARK --set-mark 0x100/0x100",
+        "ip -4 rule add pref 100 fwmark 0x100/0x100 lookup 7",
+        "ip -4 route replace local 0.0.0.0/0 dev lo table 7",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["0", "0x3", "x", "0x100000000"])
+def test_node_routing_mark_is_one_bit(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["node-routing", "print", "--mark", bad])
+
+
 def test_node_role_needs_a_node_name(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["bootstrap", "--role", "node", "--node-id", "n", "--xds-address", "h:1"])

@@ -94,3 +94,12 @@ def test_make_target_creates_the_venv_then_runs(target: str, runs: str, tmp_path
     install = out.index(f"{venv}/bin/pip install --quiet -e '.[test]'")
     run = out.index(f"{venv}{runs}")
     assert create < install < run, out
+
+
+def test_readme_node_set_up_is_what_node_routing_prints() -> None:
+    """The README's transparent-source set-up is exactly ``kxds node-routing print``."""
+    from kxds import noderouting
+
+    section = README.split("\n### Transparent source addresses\n", 1)[1].split("\n#", 1)[0]
+    [block] = code_blocks(section)
+    assert [line + "\n" for line in block] == noderouting.script().splitlines(keepends=True)

@@ -33,7 +33,10 @@ EDGE = NodeIdentity("envoy-1", "edge", "edge/default", None, None, "default")
      NodeIdentity("worker-2", "node", "node/worker-2", "worker-2", None, "default")),
     (t.make_node("p3", role="node", node_name="w3", bind_address="10.0.0.3"),
      NodeIdentity("p3", "node", "node/w3", "w3", None, "default", "10.0.0.3")),
-], ids=["edge-default", "edge-cluster", "node-metadata", "node-from-id", "node-bind-address"])
+    (t.make_node("p4", role="node", node_name="w4", source_ip_mode="transparent"),
+     NodeIdentity("p4", "node", "node/w4", "w4", None, "default", None, "transparent")),
+], ids=["edge-default", "edge-cluster", "node-metadata", "node-from-id", "node-bind-address",
+        "node-transparent"])
 def test_node_identity(node: object, expected: NodeIdentity) -> None:
     assert node_identity(node) == expected
 
@@ -47,7 +50,8 @@ def test_zone_from_locality_when_metadata_has_none() -> None:
 @pytest.mark.parametrize(("node", "fragment"), [
     (t.make_node("x", role=None), "metadata 'role' is missing"),
     (t.make_node("x", role="mesh"), "unknown role 'mesh'"),
-], ids=["missing-role", "unknown-role"])
+    (t.make_node("x", role="node", source_ip_mode="tproxy"), "unknown source_ip_mode 'tproxy'"),
+], ids=["missing-role", "unknown-role", "unknown-source-ip-mode"])
 def test_bad_role_is_refused(node: object, fragment: str) -> None:
     with pytest.raises(InvalidNodeError, match=fragment):
         node_identity(node)

@@ -53,6 +53,9 @@ class BootstrapOptions:
     zone: str | None = None
     bind_address: str | None = None
     """``role="node"``: where this proxy binds nodePorts (node metadata ``bind_address``)."""
+    transparent: bool = False
+    """``role="node"``: the node is set up for transparent source addresses (node
+    metadata ``source_ip_mode: transparent``; see :mod:`kxds.noderouting`)."""
     group: str | None = None
     """``node.cluster``: the gateway group an edge proxy belongs to (``default`` when unset)."""
     admin_host: str = "127.0.0.1"
@@ -98,6 +101,8 @@ def _node(opts: BootstrapOptions) -> dict[str, Any]:
         metadata["zone"] = opts.zone
     if opts.bind_address:
         metadata["bind_address"] = opts.bind_address
+    if opts.transparent:
+        metadata["source_ip_mode"] = "transparent"
     node: dict[str, Any] = {
         "id": opts.node_id,
         "cluster": opts.group or "default",
@@ -200,6 +205,8 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     """The bootstrap for one proxy, as the data Envoy's YAML loader reads."""
     if opts.role == "node" and not opts.node_name:
         raise ValueError("a node-role proxy needs its node name")
+    if opts.transparent and opts.role != "node":
+        raise ValueError("transparent source addresses are for node-role proxies")
     return {
         "node": _node(opts),
         "dynamic_resources": _dynamic_resources(opts),
@@ -215,6 +222,8 @@ def bootstrap_command(opts: BootstrapOptions) -> str:
                         ("--bind-address", opts.bind_address), ("--cluster", opts.group)):
         if value:
             words += [flag, value]
+    if opts.transparent:
+        words.append("--transparent")
     words += ["--xds-address", f"{opts.xds_host}:{opts.xds_port}"]
     if opts.tls is not None:
         words += ["--tls-cert", opts.tls.cert, "--tls-key", opts.tls.key,

@@ -49,6 +49,7 @@ _ANY_MODULES = (
     "envoy.extensions.filters.udp.udp_proxy.v3.route_pb2",
     "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
     "envoy.extensions.filters.listener.proxy_protocol.v3.proxy_protocol_pb2",
+    "envoy.extensions.filters.listener.original_src.v3.original_src_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.transport_sockets.proxy_protocol.v3.upstream_proxy_protocol_pb2",
     "envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2",

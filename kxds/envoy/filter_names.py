@@ -9,6 +9,7 @@ from __future__ import annotations
 # Listener filters.
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
+ORIGINAL_SRC = "envoy.filters.listener.original_src"
 
 # Network filters.
 HCM = "envoy.filters.network.http_connection_manager"

@@ -5,6 +5,12 @@ TCP goes through ``tcp_proxy`` (behind the network RBAC filter when the
 listener has an access policy), UDP through the ``udp_proxy`` listener filter,
 and the ``healthCheckNodePort`` answers a fixed HTTP response from the
 listener itself (``direct_response``), so it needs neither RDS nor a cluster.
+
+``upstream_source: client`` (transparent source addresses) maps to Envoy's
+original-source listener filter on TCP and to ``use_original_src_ip`` in
+``udp_proxy``; both open their upstream sockets with ``IP_TRANSPARENT`` (Envoy
+needs ``CAP_NET_ADMIN``), and the node's policy routing brings the replies back
+(:mod:`kxds.noderouting`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from envoy.config.listener.v3 import (
 )
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -35,7 +42,7 @@ from xds.type.matcher.v3 import ip_pb2, matcher_pb2
 from kxds import ir
 from kxds.envoy import rbac
 from kxds.envoy.common import ads_config_source, pack, stat_name
-from kxds.envoy.filter_names import HCM, ROUTER, TCP_PROXY, UDP_PROXY
+from kxds.envoy.filter_names import HCM, ORIGINAL_SRC, ROUTER, TCP_PROXY, UDP_PROXY
 
 
 def _address(host: str, port: int, protocol: int) -> address_pb2.Address:
@@ -57,6 +64,21 @@ def _listener(name: str, host: str, port: int, protocol: int) -> listener_pb2.Li
         msg.freebind.value = True
     return msg
 
+
+
+def _original_src() -> listener_components_pb2.ListenerFilter:
+    """Upstream connections from the client's address (its IP; the port is Envoy's).
+
+    No ``mark``: the node set-up recognises the replies by their transparent
+    socket (:mod:`kxds.noderouting`), which works for UDP too, where udp_proxy
+    sets no mark; and a mark matched by that routing rule would also send
+    Envoy's own packets to the backend into the local table (measured: the
+    connection never reaches the pod). ``bind_port`` stays off: one client
+    connection to a nodePort and one to a LoadBalancer IP of the same Service,
+    from the same client port, would need the same upstream 4-tuple.
+    """
+    return listener_components_pb2.ListenerFilter(
+        name=ORIGINAL_SRC, typed_config=pack(original_src_pb2.OriginalSrc()))
 
 
 def _rbac_filter(access: ir.AccessPolicy) -> listener_components_pb2.Filter:
@@ -98,6 +120,8 @@ def build_tcp_listener(listener: ir.TcpListener) -> listener_pb2.Listener:
     rbac = [] if listener.access is None else [_rbac_filter(listener.access)]
     msg = _listener(listener.name, listener.address, listener.port,
                     address_pb2.SocketAddress.TCP)
+    if listener.upstream_source is ir.UpstreamSource.CLIENT:
+        msg.listener_filters.append(_original_src())
     internal = listener.internal
     if internal is not None:
         match = listener_components_pb2.FilterChainMatch(source_prefix_ranges=[
@@ -164,9 +188,13 @@ def build_udp_proxy(listener: ir.UdpListener) -> udp_proxy_pb2.UdpProxyConfig:
     ``on_no_match`` sends every datagram to one cluster, and a source-IP range
     matcher picks the internal cluster for in-cluster clients. ``hash_policies``
     ``source_ip`` pins a client to one endpoint for ClientIP affinity.
+    ``use_original_src_ip`` sends each datagram from the client's address (not
+    its port): Envoy's upstream socket is transparent, which the node set-up's
+    routing rule recognises in the replies.
     """
-    config = udp_proxy_pb2.UdpProxyConfig(stat_prefix=stat_name(listener.name),
-                                          matcher=_udp_matcher(listener))
+    config = udp_proxy_pb2.UdpProxyConfig(
+        stat_prefix=stat_name(listener.name), matcher=_udp_matcher(listener),
+        use_original_src_ip=listener.upstream_source is ir.UpstreamSource.CLIENT)
     if listener.hash_source_ip:
         config.hash_policies.append(udp_proxy_pb2.UdpProxyConfig.HashPolicy(source_ip=True))
     return config

@@ -43,3 +43,7 @@ class NodeInfo:
     bind_address: str | None = None
     """Where this node's proxy binds nodePorts (node metadata ``bind_address``);
     None means ``TranslateConfig.node_bind_address``."""
+    transparent: bool = False
+    """The node is set up for transparent source addresses (node metadata
+    ``source_ip_mode: transparent``): its proxy may open upstream connections
+    from the client's address, and the node routes the replies back to it."""

@@ -26,6 +26,16 @@ guard every listener of the Service, matched on the real peer address: the
 network RBAC filter on TCP; on UDP, which has no RBAC filter, the ``udp_proxy``
 matcher routes only the admitted source ranges and drops the rest.
 
+Which source address the backend sees (``kxds.io/source-ip``): the client's
+(``transparent``: Envoy connects from the client's address, as kube-proxy
+delivers ``externalTrafficPolicy: Local`` traffic unchanged), the node's with
+a PROXY protocol header (``proxy-protocol``), or the node's (``node``, as
+kube-proxy's SNAT). ``Local`` Services default to ``transparent``, the others
+to ``node``. Transparent needs a node set up for it (node metadata
+``source_ip_mode: transparent``) and endpoints on this node only; wherever it
+cannot be had the node's address is used and the Service gets a ``Fallback``
+diagnostic that says why.
+
 Two Services claiming one address and port: the older one (by
 ``creationTimestamp``, then namespace/name) keeps it; the other gets CONFLICT.
 """
@@ -50,11 +60,26 @@ from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count,
 from kxds.translators.translation import Translation, TranslationBug, guarded
 
 ProxyVersion = Literal["v1", "v2"]
+SourceIpMode = Literal["transparent", "proxy-protocol", "node"]
 
 PROXY_PROTOCOL_ANNOTATION = "kxds.io/upstream-proxy-protocol"
 """``"v1"`` or ``"v2"``: send a PROXY protocol header to the Service's backends."""
 
+SOURCE_IP_ANNOTATION = "kxds.io/source-ip"
+"""Which source address the backend sees: ``transparent``, ``proxy-protocol`` or ``node``."""
+
+_SOURCE_IP_MODES: tuple[SourceIpMode, ...] = ("transparent", "proxy-protocol", "node")
+
 _EXPOSED_TYPES = ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A Service's choice of source address for its backends."""
+
+    mode: SourceIpMode
+    field: str
+    """What chose it: the annotation, or the traffic policy (the default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +326,7 @@ def _truncate(table: dict[str, Any], size: int) -> None:
 
 def _add_service(b: _Builder, svc: Service) -> None:
     proxy_protocol = _proxy_protocol(b, svc)
+    source = _source_ip(b, svc)
     lb_ips = _addresses(b, svc, svc.load_balancer_ingress, "status.loadBalancer.ingress")
     external_ips = [ip for ip in _addresses(b, svc, svc.external_ips, "spec.externalIPs")
                     if _external_ip_allowed(b, svc, ip)]
@@ -312,7 +338,7 @@ def _add_service(b: _Builder, svc: Service) -> None:
                       f"port {sp.port}/SCTP is not served: Envoy does not proxy SCTP")
             continue
         entries = _entries(b, svc, i, sp, lb_ips, external_ips)
-        _add_port(b, svc, sp, entries, proxy_protocol)
+        _add_port(b, svc, sp, entries, proxy_protocol, source)
     _add_health_check(b, svc)
 
 
@@ -374,8 +400,52 @@ def _proxy_protocol(b: _Builder, svc: Service) -> ProxyVersion | None:
     return None
 
 
+def _source_ip(b: _Builder, svc: Service) -> _Source:
+    """The Service's ``kxds.io/source-ip``, else the default of its traffic policy."""
+    value = svc.meta.annotations.get(SOURCE_IP_ANNOTATION)
+    field_ = f"metadata.annotations[{SOURCE_IP_ANNOTATION}]"
+    if value in _SOURCE_IP_MODES:
+        return _Source(value, field_)
+    local = svc.external_traffic_policy == "Local"
+    if value is not None:
+        b.problem(svc, field_, Reason.INVALID_VALUE,
+                  f"{value!r} is not one of {', '.join(_SOURCE_IP_MODES)}; the default for "
+                  f"externalTrafficPolicy {'Local' if local else 'Cluster'} is used")
+    return _Source("transparent" if local else "node", "spec.externalTrafficPolicy")
+
+
+def _upstream_source(b: _Builder, svc: Service, sp: ServicePort, source: _Source,
+                     internal: ir.InternalRoute | None) -> ir.UpstreamSource:
+    """The client's address when ``source`` asks for it and it can be had here, else
+    the node's, with a ``Fallback`` diagnostic saying why.
+
+    The backend answers the client's address by its default route; the reply
+    comes back to Envoy only when that route is this node, that is when the
+    endpoint runs on this node (``Local``), and the node sends replies to
+    Envoy's transparent sockets (:mod:`kxds.noderouting`).
+    """
+    if source.mode != "transparent":
+        return ir.UpstreamSource.PROXY
+    if svc.external_traffic_policy != "Local":
+        why = ("with externalTrafficPolicy Cluster, endpoints on other nodes would answer "
+               "the client directly instead of through this node")
+    elif internal is not None:
+        why = ("in-cluster clients (--cluster-cidrs) follow internalTrafficPolicy Cluster "
+               "to endpoints on other nodes, which would answer them directly; set "
+               "internalTrafficPolicy: Local")
+    elif not b.node.transparent:
+        why = ("the node is not set up for it (its proxy's node metadata has no "
+               "source_ip_mode: transparent; see kxds bootstrap --transparent)")
+    else:
+        return ir.UpstreamSource.CLIENT
+    b.problem(svc, source.field, Reason.FALLBACK,
+              f"port {sp.port}/{sp.protocol}: the backend sees the node's address "
+              f"instead of the client's: {why}")
+    return ir.UpstreamSource.PROXY
+
+
 def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
-              proxy_protocol: ProxyVersion | None) -> None:
+              proxy_protocol: ProxyVersion | None, source: _Source) -> None:
     access, problems = service_access(b.state, svc, sp, b.policies)
     b.diagnostics.update(problems)
     if sp.protocol == "UDP" and access is not None and access.shadow and entries:
@@ -385,6 +455,11 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
     entries = [e for e in entries if b.claim(svc, e, sp.protocol)]
     if not entries:
         return
+    if source.mode == "proxy-protocol" and sp.protocol == "UDP":
+        b.problem(svc, source.field, Reason.FALLBACK, f"port {sp.port}/UDP: the backend "
+                  "sees the node's address: there is no PROXY protocol for UDP")
+    elif source.mode == "proxy-protocol" and proxy_protocol is None:
+        proxy_protocol = "v2"
     external_local = svc.external_traffic_policy == "Local"
     taken = _name_taken(b, svc, sp, external_local)
     if taken is not None:
@@ -394,6 +469,7 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
         return
     cluster = _cluster(b, svc, sp, proxy_protocol, local=external_local)
     internal = _internal_route(b, svc, sp, proxy_protocol, external_local)
+    upstream = _upstream_source(b, svc, sp, source, internal)
     ns, name = svc.meta.namespace, svc.meta.name
     affinity = svc.session_affinity == "ClientIP"
     for e in entries:
@@ -407,11 +483,13 @@ def _add_port(b: _Builder, svc: Service, sp: ServicePort, entries: list[_Entry],
         if sp.protocol == "UDP":
             b.listeners[lname] = ir.UdpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
-                cluster=cluster, hash_source_ip=affinity, internal=internal, access=access)
+                cluster=cluster, hash_source_ip=affinity, internal=internal, access=access,
+                upstream_source=upstream)
         else:
             b.listeners[lname] = ir.TcpListener(
                 name=lname, ref=svc.meta.ref, address=e.address, port=e.port,
-                cluster=cluster, access=access, hash_source_ip=affinity, internal=internal)
+                cluster=cluster, access=access, hash_source_ip=affinity, internal=internal,
+                upstream_source=upstream)
 
 
 def _internal_route(b: _Builder, svc: Service, sp: ServicePort,

@@ -8,6 +8,9 @@ from typing import Any
 from kxds.errors import KxdsError
 
 ROLES = ("edge", "node")
+SOURCE_IP_MODES = ("transparent", "node")
+"""Node metadata ``source_ip_mode`` of a per-node proxy: ``transparent`` when the
+node is set up to route replies to the proxy's transparent sockets back to it."""
 
 
 class InvalidNodeError(KxdsError):
@@ -28,6 +31,8 @@ class NodeIdentity:
     cluster: str
     bind_address: str | None = None
     """Node metadata ``bind_address`` (per-node proxies only), if given."""
+    source_ip_mode: str | None = None
+    """Node metadata ``source_ip_mode`` (per-node proxies only), if given."""
 
 
 def _metadata_str(node: Any, key: str) -> str | None:
@@ -61,5 +66,9 @@ def node_identity(node: Any) -> NodeIdentity:
     node_name = _metadata_str(node, "node_name") or node_id
     if not node_name:
         raise InvalidNodeError("per-node proxy without node id or metadata 'node_name'")
+    mode = _metadata_str(node, "source_ip_mode")
+    if mode is not None and mode not in SOURCE_IP_MODES:
+        raise InvalidNodeError(f"node {node_id!r}: unknown source_ip_mode {mode!r}; "
+                               f"expected one of {', '.join(SOURCE_IP_MODES)}")
     return NodeIdentity(node_id, role, f"node/{node_name}", node_name, zone, cluster,
-                        _metadata_str(node, "bind_address"))
+                        _metadata_str(node, "bind_address"), mode)
