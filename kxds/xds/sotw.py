@@ -48,6 +48,11 @@ class SotwStream(ProtocolStream):
         bad = self.check_type(type_url)
         if bad is not None:
             return self.bad(bad)
+        names = req.resource_names
+        if len(names) > self.limits.max_subscribed_names:
+            bad = self.too_many_names(type_url, len(set(names)))
+            if bad is not None:
+                return bad
         st = self.states[type_url]
         nonce = str(req.response_nonce)
         if nonce:
@@ -69,7 +74,7 @@ class SotwStream(ProtocolStream):
             # version (it reconnected, or kxds restarted): trust the content hash.
             st.version_held = str(req.version_info)
         # Interned: every stream's subscriptions then share one string per name.
-        self._subscribe(st, [sys.intern(str(n)) for n in req.resource_names])
+        self._subscribe(st, [sys.intern(str(n)) for n in names])
         return None
 
     def _subscribe(self, st: TypeState, names: list[str]) -> None:
