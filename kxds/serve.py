@@ -26,6 +26,7 @@ from kxds.kube.leader import LeaderElector, default_identity
 from kxds.kube.models import ClusterState
 from kxds.kube.status import StatusConfig, StatusWriter
 from kxds.translators.config import TranslateConfig
+from kxds.xds.limits import XdsLimits
 
 log = logging.getLogger("kxds")
 
@@ -56,6 +57,18 @@ def make_source(args: argparse.Namespace, config: TranslateConfig) -> Source:
         extra = (config.default_certificate,) if config.default_certificate else ()
         return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra))
     raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
+
+
+def limits_from_args(args: argparse.Namespace) -> XdsLimits:
+    """The :class:`XdsLimits` the flags of :func:`kxds.cli.add_xds_limit_flags` give."""
+    return XdsLimits(
+        max_subscribed_names=args.max_subscribed_names,
+        max_message_bytes=args.max_message_bytes,
+        max_streams_per_client=args.max_streams_per_client,
+        max_groups_per_client=args.max_groups_per_client,
+        max_groups=args.max_groups,
+        nack_retry_initial=args.nack_retry_initial,
+        nack_retry_max=max(args.nack_retry_max, args.nack_retry_initial))
 
 
 def _pod_namespace() -> str:
@@ -147,7 +160,7 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     metrics.attach(cache)
     controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
                             max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
-    server = XdsServer(cache, metrics=metrics)
+    server = XdsServer(cache, metrics=metrics, limits=limits_from_args(args))
     admin = AdminServer(cache, metrics=metrics)
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, config)

@@ -89,6 +89,8 @@ class DeltaStream(ProtocolStream):
         subscribe = req.resource_names_subscribe
         if len(st.names) + len(subscribe) <= cap:
             return None  # the cheap bound suffices (every request of a normal client)
+        if len(subscribe) > cap:
+            return self.too_many_names(st.type_url, len(subscribe))  # counted as sent
         after = (st.names | set(subscribe)) - set(req.resource_names_unsubscribe) - {"*"}
         return self.too_many_names(st.type_url, len(after))
 

@@ -16,8 +16,10 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kxds.xds.metrics import XdsMetrics
+if TYPE_CHECKING:  # the command line reads the defaults without loading metrics
+    from kxds.xds.metrics import XdsMetrics
 
 log = logging.getLogger("kxds.xds.limits")
 

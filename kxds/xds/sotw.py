@@ -49,10 +49,9 @@ class SotwStream(ProtocolStream):
         if bad is not None:
             return self.bad(bad)
         names = req.resource_names
-        if len(names) > self.limits.max_subscribed_names:
-            bad = self.too_many_names(type_url, len(set(names)))
-            if bad is not None:
-                return bad
+        bad = self.too_many_names(type_url, len(names))  # counted as sent, no copy made
+        if bad is not None:
+            return bad
         st = self.states[type_url]
         nonce = str(req.response_nonce)
         if nonce:
