@@ -363,6 +363,23 @@ async def test_reconnect_with_current_version_gets_no_response() -> None:
 
 
 @t.run_async
+async def test_reconnect_after_a_subscription_left_unanswered_gets_the_new_names() -> None:
+    """kxds killed mid-push: Envoy had subscribed to one more cluster's endpoints and
+    got no answer. Its version covers the names it was answered for, not the new one."""
+    items = (t.endpoints("a", [1]), t.endpoints("b", [2]))
+    async with t.serving(_cache(*items)) as (_, target), \
+            t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, resource_names=["a"])
+        eds = await envoy.recv()
+        await envoy.ack(eds, ["a"])
+    async with t.serving(_cache(*items)) as (_, target), \
+            t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, version_info=eds.version_info, resource_names=["a", "b"])
+        again = await envoy.recv()
+        assert "b" in _names(again)
+
+
+@t.run_async
 async def test_missing_type_url_ends_the_stream() -> None:
     async with t.serving(_cache()) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
         await envoy.send("")

@@ -183,6 +183,8 @@ class TypeState:
     """Whether a reply of this type went out (or the client said what it holds)."""
     retries: dict[str, Retry] = field(default_factory=dict)
     """name -> a rejected version to offer again (the error may pass), bounded."""
+    names_digest: str = ""
+    """SotW named types: a hash of ``names``, part of every reply's version."""
 
     synced: Mapping[str, Resource] | None = None
     """The view mapping this state was last fully reconciled with (None: never)."""

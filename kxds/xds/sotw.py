@@ -17,11 +17,16 @@ Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
   absent one is simply not updated; an unknown name is never answered);
 * no response when the type version equals the one Envoy holds: a reconnecting
   Envoy whose ``version_info`` matches gets nothing (versions are content
-  hashes, so this holds across a kxds restart too).
+  hashes, so this holds across a kxds restart too). For named types the
+  version also hashes the subscribed names: a reply carries only what changed,
+  so the view's version alone would not say which names Envoy got. An Envoy
+  that subscribed to more names and lost its stream before the answer (kxds
+  killed mid-push) reports a version that no longer matches, and gets them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
@@ -79,6 +84,7 @@ class SotwStream(ProtocolStream):
     def _subscribe(self, st: TypeState, names: list[str]) -> None:
         first = not st.subscribed
         was_wildcard = st.wildcard
+        previous = st.names
         st.subscribed = True
         st.wildcard = st.type_url in WILDCARD_TYPES and (not names or "*" in names)
         new = set(names) - {"*"}
@@ -96,6 +102,8 @@ class SotwStream(ProtocolStream):
             st.objs = {}
         if first or was_wildcard != st.wildcard:
             st.resync()
+        if st.type_url not in WILDCARD_TYPES and (first or new != previous):
+            st.names_digest = _digest(new)
 
     def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
         """Full state for clusters and listeners, changed named resources otherwise.
@@ -110,10 +118,12 @@ class SotwStream(ProtocolStream):
             resources = changed(st.desired_subset(view, names), st)
             if not resources:
                 return None
-            return Plan(resources, [], view.type_version(st.type_url), {})
+            return Plan(resources, [], _named(view.type_version(st.type_url), st), {})
         desired, version = st.desired(view)
         if full_state and not st.wildcard:
             version = type_version(desired.values())
+        elif not full_state:
+            version = _named(version, st)
         if not st.held and st.version_held and version == st.version_held:
             # Reconnected with the current version: adopt it, send nothing.
             st.held = {n: r.version for n, r in desired.items()}
@@ -149,3 +159,13 @@ class SotwStream(ProtocolStream):
                 st.held[res.name] = res.version
                 st.objs[res.name] = res
         st.version_held = plan.version
+
+
+def _digest(names: set[str]) -> str:
+    """A hash of a subscription's names (computed when they change, not per reply)."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+
+
+def _named(version: str, st: TypeState) -> str:
+    """The version of a named type's reply: the resources' version and the names."""
+    return hashlib.sha256(f"{version}:{st.names_digest}".encode()).hexdigest()[:16]
