@@ -198,6 +198,9 @@ def add_xds_limit_flags(p: argparse.ArgumentParser) -> None:
                    "passing reason (a port in use) is sent again (default: %(default)s)")
     g.add_argument("--nack-retry-max", type=_seconds, default=d.nack_retry_max,
                    metavar="SECONDS", help="the delay doubles up to this (default: %(default)s)")
+    g.add_argument("--group-grace", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="forget a group (node/<name>, edge/<cluster> but edge/default) "
+                        "this long after its last stream ended (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> TranslateConfig:

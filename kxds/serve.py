@@ -159,7 +159,8 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     metrics = XdsMetrics()
     metrics.attach(cache)
     controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
-                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
+                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics,
+                            node_grace=args.group_grace)
     server = XdsServer(cache, metrics=metrics, limits=limits_from_args(args))
     admin = AdminServer(cache, metrics=metrics)
     # With the API source: leader election, Ingress status and Events beside it.
