@@ -278,3 +278,31 @@ def _subscribed(cache: SnapshotCache, node: str) -> int:
 def _growth(base: tracemalloc.Snapshot) -> tuple[int, int]:
     stats = tracemalloc.take_snapshot().compare_to(base, "filename")
     return sum(s.size_diff for s in stats), sum(s.count_diff for s in stats)
+
+
+def test_every_limit_is_a_serve_flag_with_the_documented_default() -> None:
+    import argparse
+    from pathlib import Path
+
+    from kxds import cli
+    from kxds.serve import limits_from_args
+    from kxds.xds.limits import DEFAULTS
+
+    p = argparse.ArgumentParser()
+    cli.add_xds_limit_flags(p)
+    assert limits_from_args(p.parse_args([])) == DEFAULTS
+    given = limits_from_args(p.parse_args([
+        "--max-subscribed-names", "5", "--max-message-bytes", "1000",
+        "--max-streams-per-client", "2", "--max-groups-per-client", "3", "--max-groups", "4",
+        "--nack-retry-initial", "0.5", "--nack-retry-max", "10"]))
+    assert given == XdsLimits(5, 1000, 2, 3, 4, 0.5, 10.0)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--max-groups", "0"])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    for flag, default in (("--max-subscribed-names", DEFAULTS.max_subscribed_names),
+                          ("--max-message-bytes", DEFAULTS.max_message_bytes),
+                          ("--max-streams-per-client", DEFAULTS.max_streams_per_client),
+                          ("--max-groups-per-client", DEFAULTS.max_groups_per_client),
+                          ("--max-groups", DEFAULTS.max_groups)):
+        assert f"| `{flag}` | {default}" in section, flag

@@ -270,6 +270,8 @@ class ProtocolStream:
         """When to look again at replies held back (see :meth:`next_replies`)."""
         self.record: NodeRecord = tracker.connect(identity, self.protocol, self.states)
         self._nonce = 0
+        self._logged: set[str] = set()
+        """Reasons of bad requests already logged on this stream."""
 
     def close(self) -> None:
         """The stream ended: its subscriptions are released at once."""
@@ -302,9 +304,12 @@ class ProtocolStream:
             code="RESOURCE_EXHAUSTED")
 
     def bad(self, bad: BadRequest) -> BadRequest:
-        """Log and count a refused or ignored request."""
-        log.warning("event=bad_request node=%s protocol=%s reason=%s message=%r",
-                    self.identity.node_id, self.protocol, bad.reason, bad.message)
+        """Count a refused or ignored request; log it once per stream and reason (a
+        client repeating it gets a debug line each time, not a warning)."""
+        level = logging.DEBUG if bad.reason in self._logged else logging.WARNING
+        self._logged.add(bad.reason)
+        log.log(level, "event=bad_request node=%s protocol=%s reason=%s message=%r",
+                self.identity.node_id, self.protocol, bad.reason, bad.message[:300])
         if self.metrics is not None:
             self.metrics.bad_requests.labels(bad.reason).inc()
         return bad

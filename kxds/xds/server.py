@@ -246,7 +246,7 @@ class XdsServer:
                 raise InvalidNodeError("the first request of a stream must carry the node")
             return node_identity(first.node)
         except InvalidNodeError as err:
-            log.warning("event=bad_node node=%s message=%r", first.node.id, str(err))
+            log.warning("event=bad_node node=%r message=%r", first.node.id[:64], str(err))
             self.metrics.bad_requests.labels("bad_node").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             raise  # abort raises; this keeps type checkers content
