@@ -130,10 +130,11 @@ def test_a_node_that_reconnects_within_the_grace_period_keeps_its_group() -> Non
 
 
 def test_edge_groups_without_streams_are_forgotten_but_the_default_stays() -> None:
-    """``node.cluster`` is whatever a client sends: its edge groups must not pile up."""
+    """The issue's reproducer: 2,000 streams with distinct ``node.cluster`` (whatever a
+    client sends) must not leave 2,000 edge groups behind."""
     async def scenario(ctl: Controller, cache: SnapshotCache, metrics: XdsMetrics) -> None:
         watches = [await connect(ctl, cache, NodeIdentity(
-            f"edge-{i}", "edge", f"edge/g{i}", None, None, f"g{i}")) for i in range(50)]
+            f"edge-{i}", "edge", f"edge/g{i}", None, None, f"g{i}")) for i in range(2000)]
         default = await connect(ctl, cache, edge("edge-d"))
         kept = watches.pop()
         for watch in [*watches, default]:
@@ -141,15 +142,15 @@ def test_edge_groups_without_streams_are_forgotten_but_the_default_stays() -> No
         left = time.monotonic()
         assert await ctl.prune(left + GRACE - 1) == []
         gone = await ctl.prune(left + GRACE + 1)
-        assert sorted(gone) == sorted(f"edge/g{i}" for i in range(49))
-        assert cache.groups() == {EDGE_DEFAULT, "edge/g49"}
+        assert sorted(gone) == sorted(f"edge/g{i}" for i in range(1999))
+        assert cache.groups() == {EDGE_DEFAULT, "edge/g1999"}
         assert view_series(metrics, "edge/g0") is None
-        assert cache.view(EDGE_DEFAULT) is not None and cache.view("edge/g49") is not None
+        assert cache.view(EDGE_DEFAULT) is not None and cache.view("edge/g1999") is not None
         # Rebuilds serve only the groups left; a returning proxy gets its group back.
         seq = ctl.rebuild_seq
         ctl.publish(state())
         await until(lambda: ctl.rebuild_seq > seq, "rebuild")
-        assert cache.groups() == {EDGE_DEFAULT, "edge/g49"}
+        assert cache.groups() == {EDGE_DEFAULT, "edge/g1999"}
         await connect(ctl, cache, NodeIdentity("edge-0", "edge", "edge/g0", None, None, "g0"))
         assert cache.view("edge/g0") is not None
         cache.cancel(kept)
