@@ -55,7 +55,15 @@ from kxds.xds.cache import View, type_version
 from kxds.xds.identity import NodeIdentity
 from kxds.xds.limits import DEFAULTS, XdsLimits
 from kxds.xds.metrics import XdsMetrics, short
-from kxds.xds.retry import Retry, error_for, find_name, is_transient, schedule
+from kxds.xds.retry import (
+    Retry,
+    error_for,
+    find_name,
+    forget_rejected,
+    is_transient,
+    remember_rejected,
+    schedule,
+)
 from kxds.xds.tracker import NodeRecord, NodeTracker
 
 log = logging.getLogger("kxds.xds")
@@ -76,37 +84,6 @@ and listeners that use them go out only once they can take traffic."""
 WARMING_HOLD_LIMIT = 5.0
 """Seconds to hold listeners and routes for warming clusters at most (a cluster
 that never warms must not freeze every other change)."""
-
-
-MAX_REJECTED_NAMES = 256
-"""Per stream and type, how many resources' rejected versions are remembered."""
-MAX_REJECTED_VERSIONS = 8
-"""Per resource, how many rejected versions are remembered (the newest)."""
-
-
-def _remember_rejected(rejected: dict[str, list[str]], name: str, version: str) -> None:
-    """Record a rejected version, keeping memory bounded however long the stream lives.
-
-    The oldest resource (and, per resource, the oldest version) is forgotten
-    first: at worst a long-gone rejected version would be offered once more.
-    """
-    versions = rejected.pop(name, [])  # re-inserted: dict order = least recently rejected
-    if version not in versions:
-        versions.append(version)
-    rejected[name] = versions[-MAX_REJECTED_VERSIONS:]
-    while len(rejected) > MAX_REJECTED_NAMES:
-        del rejected[next(iter(rejected))]
-
-
-def _forget_rejected(rejected: dict[str, list[str]], name: str, version: str) -> bool:
-    """Allow ``version`` of ``name`` again; False when it was not rejected."""
-    versions = rejected.get(name)
-    if not versions or version not in versions:
-        return False
-    versions.remove(version)
-    if not versions:
-        del rejected[name]
-    return True
 
 
 def blamed_names(error: str, names: Iterable[str]) -> set[str]:
@@ -358,7 +335,7 @@ class ProtocolStream:
             if name not in names:
                 st.acked[name] = res  # Envoy applies the resources it did not reject
                 continue
-            _remember_rejected(st.rejected, name, res.version)
+            remember_rejected(st.rejected, name, res.version)
             if is_transient(error_for(name, error, names)):
                 retry = schedule(st.retries, name, res.version, error, now,
                                  self.limits.nack_retry_initial, self.limits.nack_retry_max)
@@ -440,7 +417,7 @@ class ProtocolStream:
                 del st.retries[name]  # the view moved on: nothing to retry
             elif retry.due > now:
                 self._wake(retry.due)
-            elif _forget_rejected(st.rejected, name, retry.version):
+            elif forget_rejected(st.rejected, name, retry.version):
                 st.dirty.add(name)
                 if self.metrics is not None:
                     self.metrics.nack_retries.labels(short(st.type_url)).inc()

@@ -1,4 +1,4 @@
-"""Which NACKs may pass on their own, and when to offer a rejected resource again.
+"""Rejected resource versions: remembered (bounded), and which may be offered again.
 
 Most rejections are about the resource itself (an invalid field): sending the
 same bytes again would be rejected again, so kxds never does. A few are about
@@ -27,6 +27,37 @@ TRANSIENT = re.compile(
     r"address already in use|cannot assign requested address|does not exist"
     r"|no such file or directory", re.IGNORECASE)
 """Error texts that can pass without the resource changing."""
+
+MAX_REJECTED_NAMES = 256
+"""Per stream and type, how many resources' rejected versions are remembered."""
+MAX_REJECTED_VERSIONS = 8
+"""Per resource, how many rejected versions are remembered (the newest)."""
+
+
+def remember_rejected(rejected: dict[str, list[str]], name: str, version: str) -> None:
+    """Record a rejected version, keeping memory bounded however long the stream lives.
+
+    The oldest resource (and, per resource, the oldest version) is forgotten
+    first: at worst a long-gone rejected version would be offered once more.
+    """
+    versions = rejected.pop(name, [])  # re-inserted: dict order = least recently rejected
+    if version not in versions:
+        versions.append(version)
+    rejected[name] = versions[-MAX_REJECTED_VERSIONS:]
+    while len(rejected) > MAX_REJECTED_NAMES:
+        del rejected[next(iter(rejected))]
+
+
+def forget_rejected(rejected: dict[str, list[str]], name: str, version: str) -> bool:
+    """Allow ``version`` of ``name`` again; False when it was not rejected."""
+    versions = rejected.get(name)
+    if not versions or version not in versions:
+        return False
+    versions.remove(version)
+    if not versions:
+        del rejected[name]
+    return True
+
 
 MAX_RETRIES_TRACKED = 256
 """Per stream and type, how many resources may wait for a retry (oldest dropped)."""
