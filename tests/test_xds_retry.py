@@ -199,3 +199,27 @@ def test_backoff_doubles_to_its_cap_and_restarts_for_a_new_version() -> None:
     for i in range(300):
         schedule(retries, f"n{i}", "v", "e", 0.0, 1.0, 60.0)
     assert len(retries) == 256 and "n299" in retries
+
+
+def test_a_huge_error_text_is_searched_in_linear_time_and_kept_short() -> None:
+    """A client may NACK with megabytes of text: blaming stays linear, and records,
+    retries and log lines keep only the start of it."""
+    import time
+
+    from kxds.xds.protocol import MAX_ERROR_KEPT, blamed_names
+
+    names = [f"default/svc{i}/80" for i in range(10_000)] + ["ns/s/443/tls/sni=a.example"]
+    error = "x: " * 1_000_000 + "default/svc7/80: bad, ns/s/443/tls/sni=a.example: bad"
+    started = time.monotonic()
+    assert blamed_names(error, names) == {"default/svc7/80"}  # the other is past the head
+    assert blamed_names("ns/s/443/tls/sni=a.example: bad", names) == {
+        "ns/s/443/tls/sni=a.example"}
+    assert time.monotonic() - started < 5.0
+    d = Driver(SotwStream)
+    view = view_of(t.listener("http", 8080, "http"))
+    [first] = d.send(view, 0.0)
+    d.answer(first, BIND + " " + "y" * 1_000_000)
+    retry = d.retry_json("http")
+    assert retry is not None and len(retry["last_error"]) < MAX_ERROR_KEPT + 100
+    nack = d.machine.record.nacks[-1]
+    assert len(nack.error) < MAX_ERROR_KEPT + 100 and nack.error.endswith("characters)")

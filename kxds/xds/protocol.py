@@ -37,6 +37,7 @@ Rules ported from Envoy's xDS protocol documentation
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,9 +87,32 @@ WARMING_HOLD_LIMIT = 5.0
 that never warms must not freeze every other change)."""
 
 
+MAX_ERROR_KEPT = 4096
+"""Characters of a NACK's error text kept in records and log lines (a client
+may send megabytes of it)."""
+MAX_ERROR_SEARCHED = 256 * 1024
+"""Characters of a NACK's error text searched for names of unusual spelling."""
+_TOKEN = re.compile(r"[\w./-]+")
+
+
 def blamed_names(error: str, names: Iterable[str]) -> set[str]:
-    """The resource names that Envoy's error text mentions as whole words."""
-    return {name for name in names if find_name(error, name) >= 0}
+    """The resource names that Envoy's error text mentions as whole words.
+
+    Linear in the text and the names: most names are one token of the text
+    (letters, digits, ``_ . / -``); any other is looked for in its first
+    :data:`MAX_ERROR_SEARCHED` characters only.
+    """
+    tokens = set(_TOKEN.findall(error))
+    head = error[:MAX_ERROR_SEARCHED]
+    return {name for name in names if name in tokens or (
+        name and _TOKEN.fullmatch(name) is None and name in head and find_name(head, name) >= 0)}
+
+
+def _kept(error: str) -> str:
+    """``error`` cut to :data:`MAX_ERROR_KEPT` characters, saying how long it was."""
+    if len(error) <= MAX_ERROR_KEPT:
+        return error
+    return f"{error[:MAX_ERROR_KEPT]}... ({len(error)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +352,7 @@ class ProtocolStream:
         new = {n for n, r in sent.items()
                if (prev := st.acked.get(n)) is None or prev.version != r.version}
         names = blamed_names(error, new) or new
+        error = _kept(error)
         st.dirty |= names
         now = self.clock()
         retrying = []
