@@ -306,3 +306,27 @@ def test_every_limit_is_a_serve_flag_with_the_documented_default() -> None:
                           ("--max-groups-per-client", DEFAULTS.max_groups_per_client),
                           ("--max-groups", DEFAULTS.max_groups)):
         assert f"| `{flag}` | {default}" in section, flag
+
+
+def test_what_a_client_claims_to_hold_is_not_kept_after_its_stream() -> None:
+    """Delta ``initial_resource_versions`` and SotW ``version_info`` are the client's
+    words: versions are cut to 64 characters, and claims kxds never sent go with the
+    stream (the config dump of a disconnected node keeps only what kxds sent)."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from kxds.xds.delta import DeltaStream
+    from kxds.xds.identity import NodeIdentity
+    from kxds.xds.sotw import SotwStream
+    from kxds.xds.tracker import NodeTracker
+
+    ident = NodeIdentity("claims", "edge", GROUP, None, None, "default")
+    delta = DeltaStream(ident, NodeTracker())
+    delta.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, initial_resource_versions={n: "v" * 10_000 for n in _names(5000)}))
+    st = delta.states[ENDPOINT]
+    assert len(st.held) == 5000 and {len(v) for v in st.held.values()} == {64}
+    delta.close()
+    assert st.held == {} and st.names == set()
+    sotw = SotwStream(ident, NodeTracker())
+    sotw.on_request(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info="v" * 10_000))
+    assert len(sotw.states[CLUSTER].version_held) == 64

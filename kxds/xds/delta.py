@@ -31,6 +31,7 @@ from typing import Any
 
 from kxds.xds.cache import View
 from kxds.xds.protocol import (
+    MAX_VERSION,
     WILDCARD_TYPES,
     BadRequest,
     Plan,
@@ -69,7 +70,8 @@ class DeltaStream(ProtocolStream):
         if not st.subscribed:
             st.subscribed = True
             st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
-            st.held = {str(k): str(v) for k, v in req.initial_resource_versions.items()}
+            st.held = {str(k): str(v)[:MAX_VERSION]
+                       for k, v in req.initial_resource_versions.items()}
             st.answered = bool(st.held)
             first = True
         else:

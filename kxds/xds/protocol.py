@@ -87,6 +87,8 @@ WARMING_HOLD_LIMIT = 5.0
 that never warms must not freeze every other change)."""
 
 
+MAX_VERSION = 64
+"""Characters of a version a client reports that are kept (kxds's own have 16)."""
 MAX_ERROR_KEPT = 4096
 """Characters of a NACK's error text kept in records and log lines (a client
 may send megabytes of it)."""
@@ -212,6 +214,8 @@ class TypeState:
         self.synced = None
         self.pending = None
         self.retries = {}
+        # Delta: versions the client claimed on connecting, never sent by kxds.
+        self.held = {n: v for n, v in self.held.items() if n in self.objs}
 
     def desired_subset(self, view: View, names: Iterable[str]) -> dict[str, Resource]:
         """:meth:`desired`, for some names only."""

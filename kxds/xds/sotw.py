@@ -32,6 +32,7 @@ from typing import Any
 
 from kxds.xds.cache import View, type_version
 from kxds.xds.protocol import (
+    MAX_VERSION,
     WILDCARD_TYPES,
     BadRequest,
     Plan,
@@ -71,12 +72,12 @@ class SotwStream(ProtocolStream):
                     self.nack(st, reply, str(req.error_detail.message))
                 else:
                     self.ack(st, reply)
-                st.version_held = str(req.version_info)
+                st.version_held = str(req.version_info)[:MAX_VERSION]
             # Otherwise a new subscription with the latest nonce (already ACKed).
         elif not st.subscribed and req.version_info:
             # First request on a new stream from an Envoy that already holds a
             # version (it reconnected, or kxds restarted): trust the content hash.
-            st.version_held = str(req.version_info)
+            st.version_held = str(req.version_info)[:MAX_VERSION]
         # Interned: every stream's subscriptions then share one string per name.
         self._subscribe(st, [sys.intern(str(n)) for n in names])
         return None
