@@ -81,11 +81,15 @@ class ControlPlane:
 
     async def start(self, state: ClusterState) -> None:
         """Serve ``state`` (first sync) on a free port."""
+        from kxds.xds.limits import XdsLimits
         from kxds.xds.server import XdsServer
 
         self._task = asyncio.get_running_loop().create_task(self.controller.run())
         await self.publish_and_wait(state, timeout=300.0)
-        self.server = XdsServer(self.cache, self.metrics)
+        # Every simulated proxy connects from 127.0.0.1, which kxds counts as one
+        # client: lift the per-client caps (thousands of streams and node groups).
+        limits = XdsLimits(max_streams_per_client=100_000, max_groups_per_client=100_000)
+        self.server = XdsServer(self.cache, self.metrics, limits=limits)
         self.port = await self.server.start("127.0.0.1:0")
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -346,3 +347,43 @@ def test_delta_tells_envoy_a_subscribed_resource_does_not_exist(
                      what="the cluster without endpoints warmed")
     assert envoy.stat("cluster_manager.warming_clusters") == 0
     assert _backend_of(port) == "web"
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
+def test_a_listener_rejected_for_a_held_port_binds_once_the_port_is_free(
+        delta: bool, tmp_path: Path, started: list[Process], echo: Callable[..., EchoBackend],
+        xds: list[ServerThread]) -> None:
+    # Another process still holds the port (a restart, a hot upgrade): Envoy NACKs the
+    # listener. Once the port is free, kxds's retry binds it with no change to the view.
+    server = ServerThread()
+    xds.append(server)
+    web = echo("web")
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        ready = free_port()
+        server.set_view(*_gateway(port, [web]), t.listener("ready", ready, "http"))
+        envoy = _start(tmp_path, started, server, delta, ready)
+        envoy.wait_until(lambda e: e.stat("listener_manager.lds.update_rejected") >= 1,
+                         what="LDS NACK for the held port")
+        entry = wait_for(lambda: _retry(server, "http"), what="retry state in the dump")
+        assert "Address already in use" in entry["last_error"], entry
+        assert entry["attempts"] >= 1 and entry["next_retry_in_seconds"] <= 60
+        assert _backend_of(ready) == "web"  # the other listener serves meanwhile
+    finally:
+        held.close()
+    envoy.wait_listening(port, timeout=20)
+    wait_for(lambda: _backend_of(port) == "web", what="traffic through the healed listener")
+    wait_for(lambda: _retry(server, "http") is None, what="retry state cleared")
+    assert server.counter(server.metrics.nack_retries, "listeners") >= 1
+
+
+def _retry(server: ServerThread, name: str) -> dict[str, Any] | None:
+    status, dump = http_json(f"http://127.0.0.1:{server.admin_port}/debug/config_dump"
+                             "?node=edge-1")
+    if status != 200:
+        return None
+    entry = dump["types"].get("listeners", {}).get("resources", {}).get(name, {})
+    return entry.get("retry")  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -178,3 +179,97 @@ def _serve_args(kxds: Kxds) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def test_the_http_listener_on_a_held_port_binds_once_the_port_is_free(
+        manifests_dir: Path, echo: Callable[..., EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    """kxds serve's own listener, its port held by another process when Envoy gets it."""
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        http_port = held.getsockname()[1]
+        gw = kxds_envoy(manifests_dir, ["--http-port", str(http_port)], wait=False)
+        envoy = gw.envoy
+        assert envoy is not None
+        envoy.wait_until(lambda e: e.stat("listener_manager.lds.update_rejected") >= 1,
+                         what="LDS NACK for the held port")
+        wait_for(lambda: (gw.kxds.metric("kxds_xds_nacks_total", {"type": "listeners"})
+                          or 0) >= 1, what="the NACK seen by kxds")
+        seq = gw.kxds.rebuild_seq()
+    finally:
+        held.close()
+    envoy.wait_listening(http_port, timeout=20)
+    wait_for(lambda: harness.http_get(f"http://127.0.0.1:{http_port}/")[1].get(
+        "x-echo-backend") == "one", what="traffic through the healed listener")
+    assert gw.kxds.rebuild_seq() == seq  # healed without any new input
+    assert (gw.kxds.metric("kxds_xds_nack_retries_total", {"type": "listeners"}) or 0) >= 1
+
+
+def _many(count: int, port: int) -> str:
+    """``count`` Services with endpoints, each routed to by a host of one Ingress."""
+    docs, rules = [], []
+    for i in range(count):
+        docs.append(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: s{i}, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: s{i}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: s{i}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.3"]}}]
+""")
+        rules.append(f"  - host: s{i}.example.com\n    http: {{paths: [{{path: /, pathType: "
+                     f"Prefix, backend: {{service: {{name: s{i}, port: {{number: 80}}}}}}}}]}}")
+    docs.append("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: many, "
+                "namespace: default}\nspec:\n  ingressClassName: kxds\n  rules:\n"
+                + "\n".join(rules) + "\n")
+    return "\n---\n".join(docs)
+
+
+@pytest.mark.parametrize("delta", PROTOCOLS)
+def test_kxds_killed_during_a_push_envoy_keeps_serving_and_converges_after_restart(
+        delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
+        kxds_envoy: Callable[..., Gateway], started: list[Any]) -> None:
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    gw = kxds_envoy(manifests_dir, delta=delta)
+    envoy = gw.envoy
+    assert envoy is not None
+    gw.wait_backend("/", None, (200, "one"))
+    clusters = envoy.stat("cluster_manager.active_clusters")
+    with Traffic(functools.partial(gw.backend, "/")) as traffic:
+        # One change that moves web and adds 100 routed Services: a push of a few
+        # hundred resources, cut by SIGKILL as soon as its rebuild is published.
+        seq = gw.kxds.rebuild_seq()
+        gw.write("many.yaml", _many(100, port))
+        gw.write("web.yaml", _manifests(port, "127.0.0.3"))
+        gw.kxds.wait_rebuild(seq + 1, timeout=30)
+        os.kill(gw.kxds.pid, signal.SIGKILL)
+        gw.kxds.stop()
+        again = Kxds(tmp_path, _serve_args(gw.kxds), xds_port=gw.kxds.xds_port,
+                     admin_port=gw.kxds.admin_port, name="kxds-restarted")
+        started.append(again)
+        again.wait_ready(30)
+        # Envoy reconnects within its own backoff (0.5 s doubling, jittered).
+        envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
+                         what="Envoy reconnected")
+        envoy.wait_until(lambda e: e.stat("cluster_manager.active_clusters") >= clusters + 100
+                         and e.stat("cluster_manager.warming_clusters") == 0, timeout=10,
+                         what="Envoy converged on the new configuration")
+        gw.wait_backend("/", None, (200, "two"))
+        gw.wait_backend("/", "s99.example.com", (200, "two"))
+        traffic.wait_more(5)
+    assert traffic.failures() == [], traffic.failures()[:5]
+    assert again.get(f"/debug/config_dump?node={envoy.node_id}")[0] == 200

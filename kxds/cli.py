@@ -30,6 +30,7 @@ from kxds.kube.limits import Limits, limits_from_flags
 from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
 from kxds.translators.translation import Translation
+from kxds.xds.limits import DEFAULTS as XDS_DEFAULTS
 
 log = logging.getLogger("kxds")
 
@@ -209,6 +210,48 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0-86400]: {text!r}")
+    return value
+
+
+def add_xds_limit_flags(p: argparse.ArgumentParser) -> None:
+    """What one xDS client may cost (README "Limits"); see :func:`kxds.serve.limits_from_args`."""
+    d = XDS_DEFAULTS
+    g = p.add_argument_group("xDS client limits (over one: RESOURCE_EXHAUSTED, "
+                             "counted in kxds_xds_limit_hits_total)")
+    for flag, default, what in (
+            ("--max-subscribed-names", d.max_subscribed_names,
+             "resource names one stream may subscribe to, per type"),
+            ("--max-message-bytes", d.max_message_bytes, "largest xDS request read"),
+            ("--max-streams-per-client", d.max_streams_per_client,
+             "open streams per client address"),
+            ("--max-groups-per-client", d.max_groups_per_client,
+             "groups (edge/<cluster>, node/<name>) per client address"),
+            ("--max-groups", d.max_groups, "groups in all")):
+        g.add_argument(flag, type=_positive, default=default, metavar="N",
+                       help=f"{what} (default: %(default)s)")
+    g.add_argument("--nack-retry-initial", type=_seconds, default=d.nack_retry_initial,
+                   metavar="SECONDS", help="first delay before a resource rejected for a "
+                   "passing reason (a port in use) is sent again (default: %(default)s)")
+    g.add_argument("--nack-retry-max", type=_seconds, default=d.nack_retry_max,
+                   metavar="SECONDS", help="the delay doubles up to this (default: %(default)s)")
+    g.add_argument("--group-grace", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="forget a group (node/<name>, edge/<cluster> but edge/default) "
+                        "this long after its last stream ended (default: %(default)s)")
+
+
 def config_from_args(args: argparse.Namespace) -> TranslateConfig:
     """The one place command-line flags become a :class:`TranslateConfig`."""
     return TranslateConfig(
@@ -301,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     add_input_limit_flags(s, serving=True)
     add_lb_pool_flag(s)
     add_xds_security_flags(s)
+    add_xds_limit_flags(s)
     _log_flag(s)
 
     for name, what in (("translate", "print the Envoy resources for PATH as YAML"),

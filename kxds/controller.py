@@ -30,7 +30,9 @@ Per-node proxies come and go with their nodes: a ``node/<name>`` group none
 of whose streams has been connected for ``node_grace`` seconds is forgotten
 (its view, memo and node info), so memory follows the nodes that exist; a
 proxy that reconnects within the grace period finds everything in place.
-Edge groups are never forgotten.
+Edge groups (``edge/<cluster>``, named by whatever ``node.cluster`` a client
+sends) are forgotten the same way, except ``edge/default``, which is always
+built.
 
 Certificates are checked against the rebuild's instant; when one of the
 served state's certificates becomes valid or expires later, the controller
@@ -120,6 +122,11 @@ class _GcPause:
 gc_paused = _GcPause()
 """Held around the first rebuild, before anything is served (also by the benchmark's
 cold translation, to measure the same)."""
+
+
+def _prunable(group: str) -> bool:
+    """Whether a group is forgotten once it has had no stream for the grace period."""
+    return group.startswith("node/") or (group.startswith("edge/") and group != EDGE_DEFAULT)
 
 
 class RebuildObserver(Protocol):
@@ -337,13 +344,13 @@ class Controller:
                 log.exception("event=prune_failed")
 
     async def prune(self, now: float | None = None) -> list[str]:
-        """Forget every node group without a stream for ``node_grace`` seconds (at
-        ``now``, a ``time.monotonic()`` value); returns the groups forgotten."""
+        """Forget every group but ``edge/default`` without a stream for ``node_grace``
+        seconds (at ``now``, a ``time.monotonic()`` value); returns the groups forgotten."""
         async with self._lock:  # not while a rebuild reads the groups
             now = time.monotonic() if now is None else now
             known = {*self._nodes, *self._node_memos, *self.cache.groups()}
             gone = []
-            for group in sorted(g for g in known if g.startswith("node/")):
+            for group in sorted(g for g in known if _prunable(g)):
                 since = self.cache.idle_since(group)
                 if since is not None and now - since >= self.node_grace:
                     self._nodes.pop(group, None)
@@ -355,8 +362,9 @@ class Controller:
                         self._rejected.remove(group)
                     gone.append(group)
             if gone:
-                log.info("event=node_groups_pruned groups=%s idle_seconds=%.0f",
-                         ",".join(gone), self.node_grace)
+                log.info("event=groups_pruned count=%d groups=%s idle_seconds=%.0f",
+                         len(gone), ",".join(gone[:20]) + ("..." if len(gone) > 20 else ""),
+                         self.node_grace)
             return gone
 
     @property

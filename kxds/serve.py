@@ -35,6 +35,7 @@ from kxds.xds.tls import TlsFiles
 if TYPE_CHECKING:
     from kxds.xds.cache import SnapshotCache
     from kxds.xds.metrics import XdsMetrics
+from kxds.xds.limits import XdsLimits
 
 log = logging.getLogger("kxds")
 
@@ -72,6 +73,18 @@ def make_source(args: argparse.Namespace, config: TranslateConfig,
         return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra,
                                             limits=limits_from_flags(args)))
     raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
+
+
+def limits_from_args(args: argparse.Namespace) -> XdsLimits:
+    """The :class:`XdsLimits` the flags of :func:`kxds.cli.add_xds_limit_flags` give."""
+    return XdsLimits(
+        max_subscribed_names=args.max_subscribed_names,
+        max_message_bytes=args.max_message_bytes,
+        max_streams_per_client=args.max_streams_per_client,
+        max_groups_per_client=args.max_groups_per_client,
+        max_groups=args.max_groups,
+        nack_retry_initial=args.nack_retry_initial,
+        nack_retry_max=max(args.nack_retry_max, args.nack_retry_initial))
 
 
 def _pod_namespace() -> str:
@@ -198,10 +211,12 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     metrics.attach(cache)
     source = make_source(args, config, LimitCounter(metrics.registry))
     controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
-                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics)
+                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics,
+                            node_grace=args.group_grace)
     authorizer = (Authorizer(metrics.registry, args.xds_trust_domain)
                   if security.credentials is not None else None)
-    server = XdsServer(cache, metrics=metrics, authorizer=authorizer)
+    server = XdsServer(cache, metrics=metrics, authorizer=authorizer,
+                       limits=limits_from_args(args))
     # A manifest source holding back a mass removal makes /readyz say so (503).
     held = lambda: getattr(source, "held", None)  # noqa: E731 - read at each request
     supervisor = Supervisor(metrics.registry)

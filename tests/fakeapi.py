@@ -232,6 +232,9 @@ class FakeApi:
         self._conns: set[socket.socket] = set()
         """Every open connection."""
         self.tokens: dict[str, BoundToken] = {}
+        self.cut_mid_event: str | None = None
+        """A resource (plural name) whose next watch event is cut in the middle: half
+        its bytes are written, then the connection drops (a proxy or node going away)."""
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -703,6 +706,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
+    def _cut_here(self, res: Resource, event: Obj) -> bool:
+        """Whether to cut this event in the middle (see ``FakeApi.cut_mid_event``)."""
+        with self.fake.lock:
+            if self.fake.cut_mid_event != res[1] or event.get("type") == "BOOKMARK":
+                return False
+            self.fake.cut_mid_event = None
+            return True
+
     def _list_or_watch(self, res: Resource, ns: str | None, query: dict[str, str]) -> None:
         q = Query(res, ns, query.get("fieldSelector", ""), query.get("labelSelector", ""))
         if query.get("watch") not in ("true", "1", "True"):
@@ -725,6 +736,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for event in self.fake.watch(q, query.get("resourceVersion", ""), bookmarks, timeout):
                 line = json.dumps(event).encode() + b"\n"
+                if self._cut_here(res, event):
+                    self.wfile.write(b"%x\r\n%s" % (len(line), line[:len(line) // 2]))
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             with self.fake.lock:

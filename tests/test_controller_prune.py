@@ -4,7 +4,7 @@ A ``node/<name>`` group keeps a view, a memo and the node's info in the
 controller. Once none of its streams has been connected for ``node_grace``
 seconds they are dropped (and the group's metric series with them); a proxy
 that reconnects within the grace period keeps everything; other node groups
-and edge groups are never touched.
+are never touched. Edge groups go the same way, except ``edge/default``.
 """
 
 from __future__ import annotations
@@ -129,13 +129,31 @@ def test_a_node_that_reconnects_within_the_grace_period_keeps_its_group() -> Non
     run(scenario)
 
 
-def test_edge_groups_are_never_forgotten() -> None:
+def test_edge_groups_without_streams_are_forgotten_but_the_default_stays() -> None:
+    """The issue's reproducer: 2,000 streams with distinct ``node.cluster`` (whatever a
+    client sends) must not leave 2,000 edge groups behind."""
     async def scenario(ctl: Controller, cache: SnapshotCache, metrics: XdsMetrics) -> None:
-        internal = NodeIdentity("edge-2", "edge", "edge/internal", None, None, "internal")
-        watch = await connect(ctl, cache, internal)
-        cache.cancel(watch)
-        assert await ctl.prune(time.monotonic() + GRACE * 100) == []
-        assert cache.view("edge/internal") is not None
+        watches = [await connect(ctl, cache, NodeIdentity(
+            f"edge-{i}", "edge", f"edge/g{i}", None, None, f"g{i}")) for i in range(2000)]
+        default = await connect(ctl, cache, edge("edge-d"))
+        kept = watches.pop()
+        for watch in [*watches, default]:
+            cache.cancel(watch)
+        left = time.monotonic()
+        assert await ctl.prune(left + GRACE - 1) == []
+        gone = await ctl.prune(left + GRACE + 1)
+        assert sorted(gone) == sorted(f"edge/g{i}" for i in range(1999))
+        assert cache.groups() == {EDGE_DEFAULT, "edge/g1999"}
+        assert view_series(metrics, "edge/g0") is None
+        assert cache.view(EDGE_DEFAULT) is not None and cache.view("edge/g1999") is not None
+        # Rebuilds serve only the groups left; a returning proxy gets its group back.
+        seq = ctl.rebuild_seq
+        ctl.publish(state())
+        await until(lambda: ctl.rebuild_seq > seq, "rebuild")
+        assert cache.groups() == {EDGE_DEFAULT, "edge/g1999"}
+        await connect(ctl, cache, NodeIdentity("edge-0", "edge", "edge/g0", None, None, "g0"))
+        assert cache.view("edge/g0") is not None
+        cache.cancel(kept)
 
     run(scenario)
 

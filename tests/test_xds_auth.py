@@ -84,7 +84,7 @@ def _cache() -> SnapshotCache:
 async def tls_server(pki: Pki, cache: SnapshotCache
                      ) -> AsyncIterator[tuple[XdsServer, XdsMetrics, str]]:
     metrics = XdsMetrics()
-    server = XdsServer(cache, metrics, Authorizer(metrics.registry))
+    server = XdsServer(cache, metrics, authorizer=Authorizer(metrics.registry))
     port = await server.start("127.0.0.1:0", server_credentials(pki.files))
     try:
         yield server, metrics, f"127.0.0.1:{port}"

@@ -262,10 +262,10 @@ def test_a_change_larger_than_its_map_is_not_remembered() -> None:
 
 
 def test_nack_records_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kxds.xds import protocol, tracker
+    from kxds.xds import retry, tracker
 
-    monkeypatch.setattr(protocol, "MAX_REJECTED_NAMES", 2)
-    monkeypatch.setattr(protocol, "MAX_REJECTED_VERSIONS", 2)
+    monkeypatch.setattr(retry, "MAX_REJECTED_NAMES", 2)
+    monkeypatch.setattr(retry, "MAX_REJECTED_VERSIONS", 2)
     monkeypatch.setattr(tracker, "MAX_NACKED_RESOURCES", 2)
     machine = DeltaStream(EDGE, NodeTracker())
     machine.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER))

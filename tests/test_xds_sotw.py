@@ -71,7 +71,10 @@ async def test_node_taken_from_first_request() -> None:
 @pytest.mark.parametrize(("node", "fragment"), [
     (t.make_node(role="mesh"), "unknown role 'mesh'"),
     (t.make_node(role=None), "metadata 'role' is missing"),
-], ids=["unknown-role", "missing-role"])
+    (t.make_node(cluster="g" * 254), "node.cluster is 254 characters long; at most 253"),
+    (t.make_node("edge-1\nevent=forged"), "holds control characters"),
+    (t.make_node(role="node", node_name="n" * 300), "node name is 300 characters"),
+], ids=["unknown-role", "missing-role", "long-cluster", "newline-in-id", "long-node-name"])
 @t.run_async
 async def test_bad_role_ends_stream_with_invalid_argument(node: Any, fragment: str) -> None:
     async with t.serving(_cache()) as (server, target), t.XdsTestClient(target, node) as envoy:
@@ -363,6 +366,23 @@ async def test_reconnect_with_current_version_gets_no_response() -> None:
 
 
 @t.run_async
+async def test_reconnect_after_a_subscription_left_unanswered_gets_the_new_names() -> None:
+    """kxds killed mid-push: Envoy had subscribed to one more cluster's endpoints and
+    got no answer. Its version covers the names it was answered for, not the new one."""
+    items = (t.endpoints("a", [1]), t.endpoints("b", [2]))
+    async with t.serving(_cache(*items)) as (_, target), \
+            t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, resource_names=["a"])
+        eds = await envoy.recv()
+        await envoy.ack(eds, ["a"])
+    async with t.serving(_cache(*items)) as (_, target), \
+            t.XdsTestClient(target, t.make_node()) as envoy:
+        await envoy.send(ENDPOINT, version_info=eds.version_info, resource_names=["a", "b"])
+        again = await envoy.recv()
+        assert "b" in _names(again)
+
+
+@t.run_async
 async def test_missing_type_url_ends_the_stream() -> None:
     async with t.serving(_cache()) as (_, target), t.XdsTestClient(target, t.make_node()) as envoy:
         await envoy.send("")
@@ -371,15 +391,20 @@ async def test_missing_type_url_ends_the_stream() -> None:
 
 
 @t.run_async
-async def test_unknown_type_is_ignored_and_stream_continues() -> None:
+async def test_unknown_type_is_ignored_and_stream_continues(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "kxds.xds")
     cache = _cache(t.cluster("a"))
     async with t.serving(cache) as (server, target), \
             t.XdsTestClient(target, t.make_node()) as envoy:
-        await envoy.send("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig")
+        for _ in range(5):
+            await envoy.send("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig")
         await envoy.nothing(0.2)
         await envoy.send(CLUSTER)
         assert _names(await envoy.recv()) == ["a"]
-        assert server.metrics.bad_requests.labels("unknown_type")._value.get() == 1
+        assert server.metrics.bad_requests.labels("unknown_type")._value.get() == 5
+    # Counted each time, logged once: a client repeating it cannot flood the log.
+    assert sum("event=bad_request" in r.getMessage() for r in caplog.records) == 1
 
 
 @t.run_async

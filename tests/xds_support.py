@@ -31,6 +31,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from kxds.diagnostics import ObjectRef
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resource, Resources
 from kxds.xds.cache import SnapshotCache
+from kxds.xds.limits import DEFAULTS, XdsLimits
 from kxds.xds.metrics import XdsMetrics
 from kxds.xds.server import XdsServer
 
@@ -229,10 +230,10 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
 
 
 @contextlib.asynccontextmanager
-async def serving(cache: SnapshotCache,
-                  metrics: XdsMetrics | None = None) -> AsyncIterator[tuple[XdsServer, str]]:
+async def serving(cache: SnapshotCache, metrics: XdsMetrics | None = None,
+                  limits: XdsLimits = DEFAULTS) -> AsyncIterator[tuple[XdsServer, str]]:
     """An :class:`XdsServer` for ``cache`` on a free loopback port: ``(server, target)``."""
-    server = XdsServer(cache, metrics)
+    server = XdsServer(cache, metrics, limits=limits)
     port = await server.start("127.0.0.1:0")
     try:
         yield server, f"127.0.0.1:{port}"

@@ -31,6 +31,7 @@ from typing import Any
 
 from kxds.xds.cache import View
 from kxds.xds.protocol import (
+    MAX_VERSION,
     WILDCARD_TYPES,
     BadRequest,
     Plan,
@@ -53,6 +54,9 @@ class DeltaStream(ProtocolStream):
         if bad is not None:
             return self.bad(bad)
         st = self.states[type_url]
+        bad = self._check_size(st, req)
+        if bad is not None:
+            return bad
         nonce = str(req.response_nonce)
         if nonce:
             if st.pending is not None and nonce == st.pending.nonce:
@@ -66,7 +70,8 @@ class DeltaStream(ProtocolStream):
         if not st.subscribed:
             st.subscribed = True
             st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
-            st.held = {str(k): str(v) for k, v in req.initial_resource_versions.items()}
+            st.held = {str(k): str(v)[:MAX_VERSION]
+                       for k, v in req.initial_resource_versions.items()}
             st.answered = bool(st.held)
             first = True
         else:
@@ -75,6 +80,21 @@ class DeltaStream(ProtocolStream):
         self._subscribe(st, [sys.intern(str(n)) for n in req.resource_names_subscribe],
                         [str(n) for n in req.resource_names_unsubscribe], first)
         return None
+
+    def _check_size(self, st: TypeState, req: Any) -> BadRequest | None:
+        """Refuse a request that would leave more names subscribed (or claimed held)
+        than the stream may have."""
+        cap = self.limits.max_subscribed_names
+        held = len(req.initial_resource_versions)
+        if held > cap:
+            return self.too_many_names(st.type_url, held)
+        subscribe = req.resource_names_subscribe
+        if len(st.names) + len(subscribe) <= cap:
+            return None  # the cheap bound suffices (every request of a normal client)
+        if len(subscribe) > cap:
+            return self.too_many_names(st.type_url, len(subscribe))  # counted as sent
+        after = (st.names | set(subscribe)) - set(req.resource_names_unsubscribe) - {"*"}
+        return self.too_many_names(st.type_url, len(after))
 
     @staticmethod
     def _subscribe(st: TypeState, subscribe: list[str], unsubscribe: list[str],

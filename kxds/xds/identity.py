@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,11 @@ ROLES = ("edge", "node")
 SOURCE_IP_MODES = ("transparent", "node")
 """Node metadata ``source_ip_mode`` of a per-node proxy: ``transparent`` when the
 node is set up to route replies to the proxy's transparent sockets back to it."""
+MAX_NAME = 253
+"""Longest ``node.cluster`` or node name (a DNS subdomain's limit): it names a group,
+which appears in metric labels and log lines."""
+MAX_NODE_ID = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidNodeError(KxdsError):
@@ -45,13 +51,23 @@ def _metadata_str(node: Any, key: str) -> str | None:
     return str(value.string_value) or None
 
 
+def _checked(value: str, what: str, limit: int) -> str:
+    """``value``, unless it is too long or holds control characters (which would
+    forge log lines); those raise :class:`InvalidNodeError`."""
+    if len(value) > limit:
+        raise InvalidNodeError(f"{what} is {len(value)} characters long; at most {limit}")
+    if _CONTROL.search(value):
+        raise InvalidNodeError(f"{what} {value[:64]!r} holds control characters")
+    return value
+
+
 def node_identity(node: Any) -> NodeIdentity:
     """Derive the :class:`NodeIdentity` of an ``envoy.config.core.v3.Node``.
 
     Raises :class:`InvalidNodeError` with a message meant for the Envoy
     operator when metadata ``role`` is missing or unknown.
     """
-    node_id = str(node.id)
+    node_id = _checked(str(node.id), "node id", MAX_NODE_ID)
     role = _metadata_str(node, "role")
     if role is None:
         raise InvalidNodeError(
@@ -59,11 +75,11 @@ def node_identity(node: Any) -> NodeIdentity:
     if role not in ROLES:
         raise InvalidNodeError(
             f"node {node_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    cluster = str(node.cluster) or "default"
+    cluster = _checked(str(node.cluster), "node.cluster", MAX_NAME) or "default"
     zone = _metadata_str(node, "zone") or (str(node.locality.zone) or None)
     if role == "edge":
         return NodeIdentity(node_id, role, f"edge/{cluster}", None, zone, cluster)
-    node_name = _metadata_str(node, "node_name") or node_id
+    node_name = _checked(_metadata_str(node, "node_name") or node_id, "node name", MAX_NAME)
     if not node_name:
         raise InvalidNodeError("per-node proxy without node id or metadata 'node_name'")
     mode = _metadata_str(node, "source_ip_mode")

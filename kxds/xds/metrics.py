@@ -42,6 +42,12 @@ class XdsMetrics:
         self.acks = Counter("kxds_xds_acks", "ACKs received", ["type"], registry=r)
         self.bad_requests = Counter("kxds_xds_bad_requests", "Requests ignored or refused",
                                     ["reason"], registry=r)
+        self.limit_hits = Counter("kxds_xds_limit_hits",
+                                  "Requests or streams refused by a limit (--max-* flags)",
+                                  ["limit"], registry=r)
+        self.nack_retries = Counter("kxds_xds_nack_retries",
+                                    "Rejected resources sent again after a passing error",
+                                    ["type"], registry=r)
         self.convergence = Histogram(
             "kxds_proxy_convergence_time_seconds",
             "Delay from a view being set to the proxy ACKing it, per type",

@@ -26,6 +26,12 @@ Rules ported from Envoy's xDS protocol documentation
   rolled back to their last ACKed version, their rejected version is never sent
   again, and the record keeps Envoy's words and the objects they came from.
   When the text names none of them, every resource of the reply is rejected.
+  Unless the error can pass by itself (a port still in use, a file not yet
+  there: :mod:`kxds.xds.retry`): then that version is offered again with
+  backoff until Envoy accepts it or the view moves on;
+* a stream may subscribe to at most ``max_subscribed_names`` names per type
+  (:mod:`kxds.xds.limits`); a request beyond that ends it with
+  ``RESOURCE_EXHAUSTED``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +54,17 @@ from kxds.envoy.resource import (
 )
 from kxds.xds.cache import View, type_version
 from kxds.xds.identity import NodeIdentity
+from kxds.xds.limits import DEFAULTS, XdsLimits
 from kxds.xds.metrics import XdsMetrics, short
+from kxds.xds.retry import (
+    Retry,
+    error_for,
+    find_name,
+    forget_rejected,
+    is_transient,
+    remember_rejected,
+    schedule,
+)
 from kxds.xds.tracker import NodeRecord, NodeTracker
 
 log = logging.getLogger("kxds.xds")
@@ -71,41 +87,34 @@ WARMING_HOLD_LIMIT = 5.0
 that never warms must not freeze every other change)."""
 
 
-MAX_REJECTED_NAMES = 256
-"""Per stream and type, how many resources' rejected versions are remembered."""
-MAX_REJECTED_VERSIONS = 8
-"""Per resource, how many rejected versions are remembered (the newest)."""
-
-
-def _remember_rejected(rejected: dict[str, list[str]], name: str, version: str) -> None:
-    """Record a rejected version, keeping memory bounded however long the stream lives.
-
-    The oldest resource (and, per resource, the oldest version) is forgotten
-    first: at worst a long-gone rejected version would be offered once more.
-    """
-    versions = rejected.pop(name, [])  # re-inserted: dict order = least recently rejected
-    if version not in versions:
-        versions.append(version)
-    rejected[name] = versions[-MAX_REJECTED_VERSIONS:]
-    while len(rejected) > MAX_REJECTED_NAMES:
-        del rejected[next(iter(rejected))]
-
-
-_NAME_CHARS = r"[\w./-]"
+MAX_VERSION = 64
+"""Characters of a version a client reports that are kept (kxds's own have 16)."""
+MAX_ERROR_KEPT = 4096
+"""Characters of a NACK's error text kept in records and log lines (a client
+may send megabytes of it)."""
+MAX_ERROR_SEARCHED = 256 * 1024
+"""Characters of a NACK's error text searched for names of unusual spelling."""
+_TOKEN = re.compile(r"[\w./-]+")
 
 
 def blamed_names(error: str, names: Iterable[str]) -> set[str]:
     """The resource names that Envoy's error text mentions as whole words.
 
-    Envoy names what it rejects ("Error adding/updating cluster(s) default/web/80:
-    ..."), so ``default/web/80`` must not match inside ``default/web/8080``.
+    Linear in the text and the names: most names are one token of the text
+    (letters, digits, ``_ . / -``); any other is looked for in its first
+    :data:`MAX_ERROR_SEARCHED` characters only.
     """
-    found = set()
-    for name in names:
-        pattern = rf"(?<!{_NAME_CHARS}){re.escape(name)}(?!{_NAME_CHARS})"
-        if name and re.search(pattern, error):
-            found.add(name)
-    return found
+    tokens = set(_TOKEN.findall(error))
+    head = error[:MAX_ERROR_SEARCHED]
+    return {name for name in names if name in tokens or (
+        name and _TOKEN.fullmatch(name) is None and name in head and find_name(head, name) >= 0)}
+
+
+def _kept(error: str) -> str:
+    """``error`` cut to :data:`MAX_ERROR_KEPT` characters, saying how long it was."""
+    if len(error) <= MAX_ERROR_KEPT:
+        return error
+    return f"{error[:MAX_ERROR_KEPT]}... ({len(error)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,9 @@ class BadRequest:
     reason: str
     message: str
     fatal: bool = False
+    code: str = "INVALID_ARGUMENT"
+    """The gRPC status a fatal refusal ends the stream with (``RESOURCE_EXHAUSTED``:
+    a limit of :class:`~kxds.xds.limits.XdsLimits`, named by ``reason``)."""
 
 
 @dataclass(slots=True)
@@ -172,6 +184,10 @@ class TypeState:
     force: set[str] = field(default_factory=set)
     answered: bool = False
     """Whether a reply of this type went out (or the client said what it holds)."""
+    retries: dict[str, Retry] = field(default_factory=dict)
+    """name -> a rejected version to offer again (the error may pass), bounded."""
+    names_digest: str = ""
+    """SotW named types: a hash of ``names``, part of every reply's version."""
 
     synced: Mapping[str, Resource] | None = None
     """The view mapping this state was last fully reconciled with (None: never)."""
@@ -187,6 +203,19 @@ class TypeState:
         """Forget ``synced``: the next plan looks at every resource."""
         self.synced = None
         self.dirty.clear()
+
+    def release(self) -> None:
+        """The stream ended: drop what only a live stream needs (subscriptions,
+        work lists); what the proxy was sent and ACKed stays for the config dump."""
+        self.names = set()
+        self.dirty = set()
+        self.force = set()
+        self.absent = set()
+        self.synced = None
+        self.pending = None
+        self.retries = {}
+        # Delta: versions the client claimed on connecting, never sent by kxds.
+        self.held = {n: v for n, v in self.held.items() if n in self.objs}
 
     def desired_subset(self, view: View, names: Iterable[str]) -> dict[str, Resource]:
         """:meth:`desired`, for some names only."""
@@ -233,9 +262,12 @@ class ProtocolStream:
 
     def __init__(self, identity: NodeIdentity, tracker: NodeTracker,
                  metrics: XdsMetrics | None = None,
-                 types: Iterable[str] = TYPE_ORDER) -> None:
+                 types: Iterable[str] = TYPE_ORDER, limits: XdsLimits = DEFAULTS) -> None:
         self.identity = identity
         self.metrics = metrics
+        self.limits = limits
+        self.clock: Callable[[], float] = time.monotonic
+        """The stream's time (``time.monotonic``; tests set their own)."""
         self.tracker = tracker
         self.types = tuple(types)
         self.states = {t: TypeState(t) for t in self.types}
@@ -243,9 +275,13 @@ class ProtocolStream:
         """When to look again at replies held back (see :meth:`next_replies`)."""
         self.record: NodeRecord = tracker.connect(identity, self.protocol, self.states)
         self._nonce = 0
+        self._logged: set[str] = set()
+        """Reasons of bad requests already logged on this stream."""
 
     def close(self) -> None:
-        """The stream ended."""
+        """The stream ended: its subscriptions are released at once."""
+        for st in self.states.values():
+            st.release()
         self.tracker.disconnect(self.identity)
 
     # -- requests ----------------------------------------------------------
@@ -262,10 +298,23 @@ class ProtocolStream:
             return BadRequest("unknown_type", f"type {type_url!r} is not served here")
         return None
 
+    def too_many_names(self, type_url: str, count: int) -> BadRequest | None:
+        """Refuse a subscription of more than ``max_subscribed_names`` names."""
+        cap = self.limits.max_subscribed_names
+        if count <= cap:
+            return None
+        return BadRequest(
+            "subscribed_names", f"{count} {short(type_url)} names on one stream; kxds serves "
+            f"at most {cap} per type (--max-subscribed-names)", fatal=True,
+            code="RESOURCE_EXHAUSTED")
+
     def bad(self, bad: BadRequest) -> BadRequest:
-        """Log and count a refused or ignored request."""
-        log.warning("event=bad_request node=%s protocol=%s reason=%s message=%r",
-                    self.identity.node_id, self.protocol, bad.reason, bad.message)
+        """Count a refused or ignored request; log it once per stream and reason (a
+        client repeating it gets a debug line each time, not a warning)."""
+        level = logging.DEBUG if bad.reason in self._logged else logging.WARNING
+        self._logged.add(bad.reason)
+        log.log(level, "event=bad_request node=%s protocol=%s reason=%s message=%r",
+                self.identity.node_id, self.protocol, bad.reason, bad.message[:300])
         if self.metrics is not None:
             self.metrics.bad_requests.labels(bad.reason).inc()
         return bad
@@ -281,6 +330,14 @@ class ProtocolStream:
             for name in reply.removed:
                 st.acked.pop(name, None)
         st.acked_version = reply.version
+        if st.retries:
+            for res in reply.full.values() if reply.full else reply.resources:
+                retry = st.retries.get(res.name)
+                if retry is not None and retry.version == res.version:
+                    del st.retries[res.name]  # the passing error passed
+                    log.info("event=nack_healed node=%s type=%s resource=%s version=%s "
+                             "attempts=%d", self.identity.node_id, short(st.type_url),
+                             res.name, res.version, retry.attempts)
         if self.metrics is not None:
             self.metrics.acks.labels(short(st.type_url)).inc()
             self.metrics.convergence.labels(short(st.type_url)).observe(
@@ -299,12 +356,19 @@ class ProtocolStream:
         new = {n for n, r in sent.items()
                if (prev := st.acked.get(n)) is None or prev.version != r.version}
         names = blamed_names(error, new) or new
+        error = _kept(error)
         st.dirty |= names
+        now = self.clock()
+        retrying = []
         for name, res in sent.items():
             if name not in names:
                 st.acked[name] = res  # Envoy applies the resources it did not reject
                 continue
-            _remember_rejected(st.rejected, name, res.version)
+            remember_rejected(st.rejected, name, res.version)
+            if is_transient(error_for(name, error, names)):
+                retry = schedule(st.retries, name, res.version, error, now,
+                                 self.limits.nack_retry_initial, self.limits.nack_retry_max)
+                retrying.append(f"{name}@{retry.due - now:.0f}s")
             previous = st.acked.get(name)
             if previous is None:
                 st.held.pop(name, None)
@@ -322,6 +386,9 @@ class ProtocolStream:
             self.protocol, short(st.type_url), reply.nonce,
             ",".join(r.name for r in rejected), ",".join(r.version for r in rejected),
             ";".join(str(ref) for r in rejected for ref in r.refs), error)
+        if retrying:
+            log.info("event=nack_retry_scheduled node=%s type=%s retry=%s",
+                     self.identity.node_id, short(st.type_url), ",".join(retrying))
 
     # -- responses ---------------------------------------------------------
 
@@ -346,8 +413,11 @@ class ProtocolStream:
         Sets :attr:`wake_at` when a held reply should be reconsidered at a given
         time even if nothing else happens.
         """
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         self.wake_at = None
+        for st in self.states.values():
+            if st.retries:
+                self._release_due(st, view, now)
         ready = [t for t in self.types
                  if self.states[t].subscribed and self.states[t].pending is None]
         busy = {t for t in self.types if self.states[t].pending is not None}
@@ -367,6 +437,26 @@ class ProtocolStream:
             replies.append(self._emit(st, plan, view, now))
         return replies
 
+    def _release_due(self, st: TypeState, view: View, now: float) -> None:
+        """Offer again the rejected versions whose retry is due; wake for the next."""
+        by_name = view.of_type(st.type_url)
+        for name, retry in list(st.retries.items()):
+            current = by_name.get(name)
+            if current is None or current.version != retry.version:
+                del st.retries[name]  # the view moved on: nothing to retry
+            elif retry.due > now:
+                self._wake(retry.due)
+            elif forget_rejected(st.rejected, name, retry.version):
+                st.dirty.add(name)
+                if self.metrics is not None:
+                    self.metrics.nack_retries.labels(short(st.type_url)).inc()
+                log.info("event=nack_retry node=%s type=%s resource=%s version=%s attempt=%d",
+                         self.identity.node_id, short(st.type_url), name, retry.version,
+                         retry.attempts + 1)
+
+    def _wake(self, at: float) -> None:
+        self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
     def _clusters_warming(self, now: float) -> bool:
         """Whether a clusters reply awaits its ACK (Envoy ACKs once they are warm)."""
         cds = self.states.get(CLUSTER)
@@ -375,7 +465,7 @@ class ProtocolStream:
         deadline = cds.pending.sent_at + WARMING_HOLD_LIMIT
         if now >= deadline:
             return False
-        self.wake_at = deadline if self.wake_at is None else min(self.wake_at, deadline)
+        self._wake(deadline)
         return True
 
     def _plan(self, st: TypeState, view: View) -> Plan | None:

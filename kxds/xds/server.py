@@ -7,6 +7,12 @@ ready to write: nothing queues up behind a client that does not read.
 
 Resources go out as ``Any(type_url, value=resource.body)``: the bytes the
 builders serialized once are reused for every stream and every group.
+
+What a client may cost is capped (:mod:`kxds.xds.limits`): a request over
+``max_message_bytes`` or a subscription over ``max_subscribed_names`` ends its
+stream, and :mod:`kxds.xds.admission` refuses streams beyond the per-client and
+global caps, all with ``RESOURCE_EXHAUSTED``. gRPC itself drops a request over
+twice ``max_message_bytes`` before it is read (same status, gRPC's message).
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER
+from kxds.xds.admission import Admission, ClientKey, peer_client
 from kxds.xds.auth import Authorizer, IdentityRefused, SecretFilter
 from kxds.xds.cache import SnapshotCache, View, Watch
 from kxds.xds.delta import DeltaStream
 from kxds.xds.identity import InvalidNodeError, NodeIdentity, node_identity
+from kxds.xds.limits import DEFAULTS, LimitReporter, XdsLimits
 from kxds.xds.metrics import XdsMetrics
 from kxds.xds.protocol import BadRequest, ProtocolStream, Reply
 from kxds.xds.sotw import SotwStream
@@ -62,8 +70,9 @@ class _Stream:
     """The async shell around one protocol state machine."""
 
     def __init__(self, server: XdsServer, machine: ProtocolStream, watch: Watch,
-                 context: Any, fixed_type: str | None) -> None:
+                 context: Any, fixed_type: str | None, client: str) -> None:
         self.server = server
+        self.client = client
         self.machine = machine
         self.watch = watch
         self.context = context
@@ -73,6 +82,11 @@ class _Stream:
 
     def take(self, req: Any) -> bool:
         """Feed one request; False when the stream must end."""
+        size, cap = req.ByteSize(), self.server.limits.max_message_bytes
+        if size > cap:
+            return self._refuse(BadRequest(
+                "message_bytes", f"a request of {size} bytes; kxds reads at most {cap} "
+                "(--max-message-bytes)", fatal=True, code="RESOURCE_EXHAUSTED"))
         if self.fixed_type is not None:
             if not req.type_url:
                 req.type_url = self.fixed_type
@@ -90,10 +104,16 @@ class _Stream:
                       req.HasField("error_detail"))
         bad = self.machine.on_request(req)
         if bad is not None and bad.fatal:
-            self.fatal = bad
-            return False
+            return self._refuse(bad)
         self.watch.notify()
         return True
+
+    def _refuse(self, bad: BadRequest) -> bool:
+        """End the stream for ``bad`` (a limit: counted, logged once per client)."""
+        self.fatal = bad
+        if bad.code == "RESOURCE_EXHAUSTED":
+            self.server.limit_log.hit(bad.reason, self.client, bad.message)
+        return False
 
     async def read(self, requests: AsyncIterator[Any]) -> None:
         try:
@@ -137,13 +157,19 @@ class XdsServer:
     """Serves the cache's views over ADS and the per-type xDS services."""
 
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics | None = None,
-                 authorizer: Authorizer | None = None) -> None:
+                 *, authorizer: Authorizer | None = None, limits: XdsLimits = DEFAULTS,
+                 client_key: ClientKey = peer_client) -> None:
         self.cache = cache
         self.metrics = metrics if metrics is not None else XdsMetrics()
         self.authorizer = authorizer
         """With TLS: checks each stream's claims against its client certificate."""
         self.secrets = SecretFilter()
         cache.removal_listeners.append(self.secrets.forget)
+        self.limits = limits
+        self.client_key = client_key
+        """Who opened a stream, for the per-client caps (see :mod:`kxds.xds.admission`)."""
+        self.admission = Admission(cache, limits)
+        self.limit_log = LimitReporter(self.metrics)
         self._server: Any = None
         self._streams: set[asyncio.Task[Any]] = set()
 
@@ -161,7 +187,9 @@ class XdsServer:
         """
         server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            # Over the limit kxds refuses (and counts) a request itself; this is
+            # the hard ceiling gRPC enforces before reading one.
+            ("grpc.max_receive_message_length", 2 * self.limits.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ])
@@ -193,10 +221,16 @@ class XdsServer:
         except StopAsyncIteration:
             return
         identity = await self._identify(first, context)
+        client = self.client_key(context, identity)
+        refused = self.admission.admit(client, identity.group)
+        if refused is not None:
+            self.limit_log.hit(refused.reason, client, refused.message)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused.message)
+        self.admission.opened(client, identity.group)
         factory = SotwStream if protocol == "sotw" else DeltaStream
-        machine = factory(identity, self.cache.nodes, self.metrics, types)
+        machine = factory(identity, self.cache.nodes, self.metrics, types, self.limits)
         watch = self.cache.watch(identity)
-        stream = _Stream(self, machine, watch, context, fixed_type)
+        stream = _Stream(self, machine, watch, context, fixed_type, client)
         gauge = self.metrics.connected.labels(identity.group, protocol)
         gauge.inc()
         log.info("event=stream_open node=%s group=%s protocol=%s service=%s",
@@ -217,11 +251,12 @@ class XdsServer:
         finally:
             gauge.dec()
             self.cache.cancel(watch)
+            self.admission.closed(client, identity.group)
             machine.close()
             log.info("event=stream_closed node=%s group=%s protocol=%s",
                      identity.node_id, identity.group, protocol)
         if stream.fatal is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, stream.fatal.message)
+            await context.abort(grpc.StatusCode[stream.fatal.code], stream.fatal.message)
         if failed:
             await context.abort(grpc.StatusCode.INTERNAL, "xDS stream failed; see kxds logs")
 
@@ -231,7 +266,7 @@ class XdsServer:
                 raise InvalidNodeError("the first request of a stream must carry the node")
             identity = node_identity(first.node)
         except InvalidNodeError as err:
-            log.warning("event=bad_node node=%s message=%r", first.node.id, str(err))
+            log.warning("event=bad_node node=%r message=%r", first.node.id[:64], str(err))
             self.metrics.bad_requests.labels("bad_node").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             raise  # abort raises; this keeps type checkers content

@@ -17,16 +17,22 @@ Rules (Envoy xds_protocol, "ACK/NACK and resource type instance version",
   absent one is simply not updated; an unknown name is never answered);
 * no response when the type version equals the one Envoy holds: a reconnecting
   Envoy whose ``version_info`` matches gets nothing (versions are content
-  hashes, so this holds across a kxds restart too).
+  hashes, so this holds across a kxds restart too). For named types the
+  version also hashes the subscribed names: a reply carries only what changed,
+  so the view's version alone would not say which names Envoy got. An Envoy
+  that subscribed to more names and lost its stream before the answer (kxds
+  killed mid-push) reports a version that no longer matches, and gets them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
 from kxds.xds.cache import View, type_version
 from kxds.xds.protocol import (
+    MAX_VERSION,
     WILDCARD_TYPES,
     BadRequest,
     Plan,
@@ -48,6 +54,10 @@ class SotwStream(ProtocolStream):
         bad = self.check_type(type_url)
         if bad is not None:
             return self.bad(bad)
+        names = req.resource_names
+        bad = self.too_many_names(type_url, len(names))  # counted as sent, no copy made
+        if bad is not None:
+            return bad
         st = self.states[type_url]
         nonce = str(req.response_nonce)
         if nonce:
@@ -62,19 +72,20 @@ class SotwStream(ProtocolStream):
                     self.nack(st, reply, str(req.error_detail.message))
                 else:
                     self.ack(st, reply)
-                st.version_held = str(req.version_info)
+                st.version_held = str(req.version_info)[:MAX_VERSION]
             # Otherwise a new subscription with the latest nonce (already ACKed).
         elif not st.subscribed and req.version_info:
             # First request on a new stream from an Envoy that already holds a
             # version (it reconnected, or kxds restarted): trust the content hash.
-            st.version_held = str(req.version_info)
+            st.version_held = str(req.version_info)[:MAX_VERSION]
         # Interned: every stream's subscriptions then share one string per name.
-        self._subscribe(st, [sys.intern(str(n)) for n in req.resource_names])
+        self._subscribe(st, [sys.intern(str(n)) for n in names])
         return None
 
     def _subscribe(self, st: TypeState, names: list[str]) -> None:
         first = not st.subscribed
         was_wildcard = st.wildcard
+        previous = st.names
         st.subscribed = True
         st.wildcard = st.type_url in WILDCARD_TYPES and (not names or "*" in names)
         new = set(names) - {"*"}
@@ -92,6 +103,8 @@ class SotwStream(ProtocolStream):
             st.objs = {}
         if first or was_wildcard != st.wildcard:
             st.resync()
+        if st.type_url not in WILDCARD_TYPES and (first or new != previous):
+            st.names_digest = _digest(new)
 
     def plan(self, st: TypeState, view: View, names: set[str] | None) -> Plan | None:
         """Full state for clusters and listeners, changed named resources otherwise.
@@ -106,10 +119,12 @@ class SotwStream(ProtocolStream):
             resources = changed(st.desired_subset(view, names), st)
             if not resources:
                 return None
-            return Plan(resources, [], view.type_version(st.type_url), {})
+            return Plan(resources, [], _named(view.type_version(st.type_url), st), {})
         desired, version = st.desired(view)
         if full_state and not st.wildcard:
             version = type_version(desired.values())
+        elif not full_state:
+            version = _named(version, st)
         if not st.held and st.version_held and version == st.version_held:
             # Reconnected with the current version: adopt it, send nothing.
             st.held = {n: r.version for n, r in desired.items()}
@@ -145,3 +160,13 @@ class SotwStream(ProtocolStream):
                 st.held[res.name] = res.version
                 st.objs[res.name] = res
         st.version_held = plan.version
+
+
+def _digest(names: set[str]) -> str:
+    """A hash of a subscription's names (computed when they change, not per reply)."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+
+
+def _named(version: str, st: TypeState) -> str:
+    """The version of a named type's reply: the resources' version and the names."""
+    return hashlib.sha256(f"{version}:{st.names_digest}".encode()).hexdigest()[:16]

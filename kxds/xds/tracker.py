@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER, Resource
 from kxds.xds.identity import NodeIdentity
+from kxds.xds.retry import Retry
 
 MAX_NACKS_PER_NODE = 32
 """Recent NACKs kept per node (the ``recent_nacks`` of the config dump)."""
@@ -34,6 +35,7 @@ class TypeStateView(Protocol):
     acked: dict[str, Resource]
     version_held: str
     acked_version: str
+    retries: dict[str, Retry]
 
     @property
     def pending_version(self) -> str | None: ...
@@ -67,6 +69,8 @@ class ResourceRecord:
     acked_version: str | None = None
     refs: tuple[str, ...] = ()
     nacked: NackRecord | None = None
+    retry: Retry | None = None
+    """A rejected version waiting to be offered again (the error may pass)."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -74,6 +78,8 @@ class ResourceRecord:
                                "acked_version": self.acked_version, "refs": list(self.refs)}
         if self.nacked is not None:
             out["nacked"] = self.nacked.to_json()
+        if self.retry is not None:
+            out["retry"] = self.retry.to_json()
         return out
 
 
@@ -95,19 +101,25 @@ class ResourceTable(Mapping[str, ResourceRecord]):
         st = self._state
         acked = st.acked.get(name)
         sent = st.held.get(name)
-        if acked is None and sent is None:
+        retry = st.retries.get(name)
+        if acked is None and sent is None and retry is None:
             raise KeyError(name)
         nack = self._node.nacked.get((self._type_url, name))
         acked_version = acked.version if acked is not None else None
-        if nack is not None and acked_version not in (None, nack.kept_version, nack.version):
-            nack = None  # a newer version was accepted since
-        return ResourceRecord(sent, acked_version, _refs(st.objs.get(name) or acked), nack)
+        if nack is not None and acked_version not in (None, nack.kept_version):
+            nack = None  # a newer version (or, retried, the rejected one) was accepted since
+        refs = _refs(st.objs.get(name) or acked) or (nack.refs if nack is not None else ())
+        return ResourceRecord(sent, acked_version, refs, nack, retry)
+
+    def _names(self) -> set[str]:
+        st = self._state
+        return st.held.keys() | st.acked.keys() | st.retries.keys()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._state.held.keys() | self._state.acked.keys()))
+        return iter(sorted(self._names()))
 
     def __len__(self) -> int:
-        return len(self._state.held.keys() | self._state.acked.keys())
+        return len(self._names())
 
 
 @dataclass(slots=True)
@@ -131,7 +143,7 @@ class NodeRecord:
         costs one lookup however many the node holds.
         """
         return {t: ResourceTable(self, t, st) for t, st in self.states.items()
-                if st.held or st.acked}
+                if st.held or st.acked or st.retries}
 
     @property
     def versions(self) -> dict[str, dict[str, str]]:
