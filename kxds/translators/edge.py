@@ -148,7 +148,8 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
     if ing is None:  # gone since a view that used it was built
         return ingress.IngressRoutes(ref=ObjectRef("Ingress", *key), paths=(), default=None,
                                      diagnostics=())
-    return ingress.ingress_routes(ctx.state, ing, has_cluster, ctx.query(POLICIES, None))
+    return ingress.ingress_routes(ctx.state, ing, has_cluster, ctx.query(POLICIES, None),
+                                  ctx.config.limit_status)
 
 
 INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
