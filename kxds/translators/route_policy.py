@@ -112,10 +112,11 @@ def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
 
 
 def _forward(parsed: ann.Parsed) -> ir.Forward:
+    # The stream idle timeout counts silence both ways: the read timeout (what
+    # nginx waits for the backend) is the one users tune for slow answers.
     read = parsed.get(r.READ_TIMEOUT) or DEFAULT_TIMEOUT_MS
-    send = parsed.get(r.SEND_TIMEOUT) or DEFAULT_TIMEOUT_MS
     host = parsed.get(r.UPSTREAM_VHOST)
-    return ir.Forward(backends=(), timeout_ms=0, idle_timeout_ms=max(read, send),
+    return ir.Forward(backends=(), timeout_ms=0, idle_timeout_ms=read,
                       host_rewrite=host, session_cookie=_session_cookie(parsed))
 
 

@@ -10,9 +10,9 @@ gets an ``Unsupported`` diagnostic: nothing is ignored silently.
 Timeouts: ingress-nginx's ``proxy-read-timeout`` and ``proxy-send-timeout`` are
 the longest pause between two reads from, and two writes to, the backend.
 Envoy's closest per-route setting is the stream idle timeout (no bytes either
-way for that long), which also keeps WebSockets and long polls open while they
-are active; the route's total timeout is turned off so a long-lived stream is
-never cut while it moves data.
+way for that long), set from ``proxy-read-timeout``; it also keeps WebSockets
+and long polls open while they are active, and the route's total timeout is
+turned off so a long-lived stream is never cut while it moves data.
 """
 
 from __future__ import annotations
@@ -48,12 +48,14 @@ CONNECT_TIMEOUT = Annotation(
     "", v.seconds(1, 3600))
 READ_TIMEOUT = Annotation(
     "proxy-read-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
-    "Envoy's stream idle timeout counts silence both ways (the longer of read and send "
-    "timeouts, default 60 s); no total timeout, so long-lived streams stay up",
+    "Envoy's stream idle timeout (default 60 s) counts silence both ways; a backend "
+    "silent that long is answered 408 before its headers (nginx: 504), reset after; no "
+    "total timeout, so long-lived streams stay up while they move data",
     v.seconds(1, 31_536_000))
 SEND_TIMEOUT = Annotation(
     "proxy-send-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
-    "folded with proxy-read-timeout into one idle timeout (the longer of the two)",
+    "accepted; Envoy has one idle timeout for both directions, set by "
+    "proxy-read-timeout",
     v.seconds(1, 31_536_000))
 BODY_SIZE = Annotation(
     "proxy-body-size", F.PROTOCOLS, S, "buffer filter per route (max_request_bytes) -> 413",
