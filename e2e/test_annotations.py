@@ -284,8 +284,8 @@ def test_header_annotations(gw: Gateway) -> None:
 def test_access_log_line(gw: Gateway) -> None:
     assert gw.envoy is not None
     log = Path(gw.envoy.log_path)
-    status, headers, _ = http_get(gw.url("/logged?a=b"), host="canary.test",
-                                  source_ip="127.0.0.7", headers={"x-canary": "never"})
+    status, _, _ = http_get(gw.url("/logged?a=b"), host="canary.test",
+                            source_ip="127.0.0.7", headers={"x-canary": "never"})
     assert status == 200
     gw.get("/quiet-path", host="quiet.test")
 

@@ -417,8 +417,6 @@ class RateLimit:
     burst: int
     """The bucket's size: requests a client may make at once."""
     status: int = 429
-    exempt: tuple[str, ...] = ()
-    """Client CIDRs never limited."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

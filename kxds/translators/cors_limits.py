@@ -12,7 +12,6 @@ and the bucket refills at the rate. The status is ``--limit-status-code``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import urllib.parse
 
@@ -92,14 +91,5 @@ def rate_limit(parsed: ann.Parsed, diags: list[Diagnostic]) -> ir.RateLimit | No
         return None
     multiplier = parsed.get(r.LIMIT_BURST_MULTIPLIER) or DEFAULT_BURST_MULTIPLIER
     rate, interval = (rps, 1000) if rps is not None else (rpm or 0, 60_000)
-    exempt: list[str] = []
-    which = r.LIMIT_ALLOWLIST if parsed.has(r.LIMIT_ALLOWLIST) else r.LIMIT_WHITELIST
-    for raw in parsed.get(which) or ():
-        try:
-            exempt.append(str(ipaddress.ip_network(raw, strict=False)))
-        except ValueError:
-            # Dropping a bad entry limits more clients, never fewer: the safe side.
-            diags.append(parsed.problem(which, f"{show(raw)} is not a CIDR or address; "
-                                        "left out (those clients are limited)"))
     return ir.RateLimit(tokens_per_fill=rate, fill_interval_ms=interval,
-                        burst=rate * multiplier, exempt=tuple(sorted(set(exempt))))
+                        burst=rate * multiplier)

@@ -247,11 +247,11 @@ LIMIT_RPM = Annotation("limit-rpm", F.LIMITS, P,
                        v.integer(1, 60_000_000))
 LIMIT_BURST_MULTIPLIER = Annotation("limit-burst-multiplier", F.LIMITS, S,
                                     "token bucket max_tokens", "", v.integer(1, 1000))
-LIMIT_ALLOWLIST = Annotation("limit-allowlist", F.LIMITS, S,
-                             "rate limit skipped for these client CIDRs", "", v.items,
-                             documented=False)
-LIMIT_WHITELIST = Annotation("limit-whitelist", F.LIMITS, S,
-                             "rate limit skipped for these client CIDRs", "", v.items)
+LIMIT_ALLOWLIST = _unsupported(
+    "limit-allowlist", F.LIMITS,
+    "not yet: every client address is limited (the safe side)", documented=False)
+LIMIT_WHITELIST = _unsupported("limit-whitelist", F.LIMITS,
+                               "not yet: every client address is limited (the safe side)")
 LIMIT_CONNECTIONS = _unsupported(
     "limit-connections", F.LIMITS,
     "not yet: connections per client address are not limited")
