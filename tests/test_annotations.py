@@ -19,7 +19,8 @@ DOC = Path(__file__).parent.parent / "docs" / "ingress-nginx.md"
 
 # The names of ingress-nginx's annotation documentation (user-guide/nginx-configuration/
 # annotations.md): every one must be in the registry.
-DOCUMENTED = """app-root affinity affinity-mode affinity-canary-behavior auth-realm auth-secret
+_DOCUMENTED_TEXT = """app-root affinity affinity-mode affinity-canary-behavior auth-realm
+auth-secret
 auth-secret-type auth-type auth-tls-secret auth-tls-verify-depth auth-tls-verify-client
 auth-tls-error-page auth-tls-pass-certificate-to-upstream auth-url auth-cache-key
 auth-cache-duration auth-proxy-set-headers auth-snippet enable-global-auth backend-protocol
@@ -48,7 +49,8 @@ limit-rpm limit-burst-multiplier limit-rate limit-rate-after limit-whitelist
 session-cookie-max-age session-cookie-expires session-cookie-secure session-cookie-domain
 auth-method auth-signin auth-signin-redirect-param auth-response-headers
 auth-request-redirect auth-always-set-cookie custom-headers enable-opentelemetry
-opentelemetry-trust-incoming-span upstream-hash-by-subset upstream-hash-by-subset-size""".split()
+opentelemetry-trust-incoming-span upstream-hash-by-subset upstream-hash-by-subset-size"""
+DOCUMENTED = _DOCUMENTED_TEXT.split()
 
 
 def test_registry_knows_every_documented_annotation() -> None:
