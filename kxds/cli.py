@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kxds.envoy.bootstrap import BootstrapOptions, XdsTls, bootstrap_yaml, parse_address
-from kxds.ir import ClientIPConfig
+from kxds.ir import ClientIPConfig, HttpOptions
 from kxds.kube.lbpool import Pool, parse_pool
 from kxds.kube.limits import Limits, limits_from_flags
 from kxds.kube.models import ClusterState
@@ -208,6 +208,21 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                    help="with --client-ip-source xff: how many proxies in front of the "
                         "gateway append to X-Forwarded-For; 0 never trusts the header "
                         "(default: %(default)s)")
+    g.add_argument("--limit-status-code", type=_limit_status, default=429, metavar="CODE",
+                   help="the status of a request refused by a limit-rps / limit-rpm "
+                        "annotation (default: %(default)s)")
+    g.add_argument("--access-log-format", metavar="FORMAT", default=None,
+                   help="an Envoy format string for the access log line (default: one "
+                        "JSON object per request)")
+    g.add_argument("--no-access-log", action="store_true",
+                   help="log no request (default: every request, one line on Envoy's stdout)")
+
+
+def _limit_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"{value} is not a 4xx or 5xx status")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -267,6 +282,9 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         cluster_cidrs=args.cluster_cidrs,
         client_ip=ClientIPConfig(source=args.client_ip_source,
                                  xff_trusted_hops=args.xff_trusted_hops),
+        http=HttpOptions(access_log=not args.no_access_log,
+                         access_log_format=args.access_log_format),
+        limit_status=args.limit_status_code,
     )
 
 

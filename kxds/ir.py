@@ -69,6 +69,9 @@ class LbPolicy(enum.StrEnum):
     MAGLEV = "maglev"
     """Consistent hashing with a fixed lookup table: what ``sessionAffinity: ClientIP``
     gets, with the listener hashing the client IP (``hash_source_ip``)."""
+    LEAST_REQUEST = "least_request"
+    """The host with fewer active requests of two picked at random (ingress-nginx's
+    ``ewma`` comes closest to this)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +217,16 @@ class ClientIPConfig:
     """With ``xff``: how many proxies in front of Envoy append to X-Forwarded-For."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpOptions:
+    """What every HTTP connection manager of a listener does, whatever the route."""
+
+    access_log: bool = True
+    """One line per request on Envoy's stdout (routes may opt out)."""
+    access_log_format: str | None = None
+    """An Envoy format string; None writes kxds's JSON line."""
+
+
 # --- HTTP routing ----------------------------------------------------------
 
 
@@ -227,6 +240,29 @@ class MatchKind(enum.StrEnum):
     (Envoy ``path_separated_prefix``)."""
     PREFIX = "prefix"
     """Plain string prefix; used for ``/``."""
+    REGEX = "regex"
+    """An RE2 regular expression the whole path must match (Envoy ``safe_regex``)."""
+
+
+class HeaderMatchKind(enum.StrEnum):
+    """How a :class:`HeaderMatch` tests a request header."""
+
+    EXACT = "exact"
+    REGEX = "regex"
+    """RE2, matching the whole value."""
+    PRESENT = "present"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    """A condition on a request header (Envoy ``HeaderMatcher``); a cookie is tested
+    as a REGEX on the ``cookie`` header."""
+
+    name: str
+    kind: HeaderMatchKind = HeaderMatchKind.EXACT
+    value: str = ""
+    invert: bool = False
+    """Match when the condition is false (a missing header included)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,7 +292,19 @@ class Forward:
     backends: tuple[WeightedBackend, ...]
     timeout_ms: int | None = None
     """The whole request's timeout (Envoy's route ``timeout``); None keeps
-    Envoy's default (15 s)."""
+    Envoy's default (15 s); 0 is none (long-lived streams)."""
+    idle_timeout_ms: int | None = None
+    """How long the request's stream may see no bytes either way (Envoy's route
+    ``idle_timeout``); None keeps the connection manager's default (5 min)."""
+    rewrite: PathRewrite | None = None
+    host_rewrite: str | None = None
+    """The Host (``:authority``) sent upstream (Envoy ``host_rewrite_literal``)."""
+    hash_on: tuple[HashOn, ...] = ()
+    """What consistent hashing hashes to pick a host (Envoy ``hash_policy``); the
+    clusters need a hashing ``lb_policy``."""
+    session_cookie: SessionCookie | None = None
+    """Sticky sessions: the host is remembered in a cookie (Envoy's stateful session
+    filter, per route)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,10 +327,127 @@ class Redirect:
     """None drops the port (default port of the scheme)."""
     status: int = 301
     """301, 302, 303, 307 or 308."""
+    scheme: str | None = None
+    """With ``https`` false: the scheme to switch to (``http``); None keeps the request's."""
+    host: str | None = None
+    """None keeps the request's host."""
+    path: str | None = None
+    """The whole new path (Envoy ``path_redirect``); None keeps the request's."""
+    strip_query: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathRewrite:
+    """The path sent upstream: the matched prefix replaced (``prefix``) or the regex
+    ``pattern`` substituted (``substitution`` may name groups as ``\\1``)."""
+
+    prefix: str | None = None
+    """Envoy ``prefix_rewrite``: replaces the part of the path the route's prefix matched."""
+    pattern: str | None = None
+    """Envoy ``regex_rewrite``: RE2 over the whole path."""
+    substitution: str = ""
+
+
+class HashKind(enum.StrEnum):
+    """What a :class:`HashOn` hashes."""
+
+    CLIENT_IP = "client_ip"
+    HEADER = "header"
+    COOKIE = "cookie"
+    PATH = "path"
+    """The request's path with its query string (``:path``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HashOn:
+    """One input of consistent hashing (an Envoy route ``hash_policy`` entry)."""
+
+    kind: HashKind
+    name: str = ""
+    """The header or cookie name."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCookie:
+    """The cookie that keeps a client on its host."""
+
+    name: str
+    path: str = "/"
+    ttl_s: int | None = None
+    """Max-Age; None makes a session cookie."""
+    same_site: str | None = None
+    """``None``, ``Lax`` or ``Strict``."""
+    secure: bool = False
 
 
 RouteAction = Forward | DirectResponse | Redirect
 """What a matched route does."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """A header name and value."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderChanges:
+    """Headers to set (replacing), add (appending) and remove, in that order."""
+
+    set: tuple[Header, ...] = ()
+    add: tuple[Header, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsPolicy:
+    """Cross-origin requests a route allows (Envoy's CORS filter, per route): it
+    answers preflights itself and adds the ``Access-Control-*`` headers."""
+
+    origins: tuple[str, ...] = ()
+    """Exact origins (``https://a.example``); ``*`` allows any."""
+    origin_patterns: tuple[str, ...] = ()
+    """RE2 patterns an origin must match as a whole (wildcard subdomains)."""
+    methods: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    credentials: bool = False
+    max_age_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """Requests (and connections) per client address; over the limit: ``status``.
+
+    A token bucket per client address (Envoy's local rate limit with a
+    descriptor keyed on the client address as the listener derives it).
+    """
+
+    tokens_per_fill: int
+    """Requests allowed per ``fill_interval_ms``."""
+    fill_interval_ms: int
+    burst: int
+    """The bucket's size: requests a client may make at once."""
+    status: int = 429
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutePolicy:
+    """What a route does besides choosing its action: header changes, CORS, limits,
+    logging. Filled from Ingress annotations (and, later, Gateway API filters)."""
+
+    request_headers: HeaderChanges | None = None
+    """Changes to the request before it goes upstream."""
+    response_headers: HeaderChanges | None = None
+    """Changes to the response before it goes to the client."""
+    cors: CorsPolicy | None = None
+    max_request_bytes: int | None = None
+    """A larger request body is refused with 413 (Envoy's buffer filter, per route)."""
+    rate_limit: RateLimit | None = None
+    access_log: bool = True
+    """Whether requests of this route are written to the access log."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +466,9 @@ class Route:
     action: RouteAction
     access: AccessPolicy | None = None
     """Client-IP rules for the route (per-route RBAC config); None is open."""
+    headers: tuple[HeaderMatch, ...] = ()
+    """Further conditions on request headers (canary by header or cookie)."""
+    policy: RoutePolicy | None = None
     wildcard_host: str | None = None
     """For a rule of a ``*.`` host: the route also requires the request host to be
     exactly one DNS label before the suffix, as Kubernetes defines ``*.foo.com``
@@ -361,6 +529,7 @@ class HttpListener:
     route_table: str
     """The name of the :class:`RouteTable` the listener routes with."""
     client_ip: ClientIPConfig = ClientIPConfig()
+    http: HttpOptions = HttpOptions()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,6 +593,8 @@ class TlsListener:
     chains: tuple[TerminatedChain | PassthroughChain, ...]
     """The filter chains, in order; no two serve the same SNI name."""
     client_ip: ClientIPConfig = ClientIPConfig()
+    http: HttpOptions = HttpOptions()
+    """For the terminated chains' connection managers."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -207,6 +207,18 @@ def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
         "kxds.io/tls-passthrough": names(("true", "false")),
         "kxds.io/ssl-redirect": names(("false", "maybe")),
         "kxds.io/backend-protocol": names(("HTTPS", "GRPC")),
+        # Route policies, canaries and rewrites (kxds.translators.annotations).
+        "nginx.ingress.kubernetes.io/canary": names(("true", "false")),
+        "nginx.ingress.kubernetes.io/canary-weight": names(("30", "200", "x")),
+        "nginx.ingress.kubernetes.io/canary-by-header": names(("x-canary",)),
+        "nginx.ingress.kubernetes.io/rewrite-target": names(("/$1", "/")),
+        "nginx.ingress.kubernetes.io/use-regex": names(("true",)),
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": names(("5", "soon")),
+        "nginx.ingress.kubernetes.io/enable-cors": names(("true",)),
+        "nginx.ingress.kubernetes.io/affinity": names(("cookie",)),
+        "nginx.ingress.kubernetes.io/limit-rps": names(("2",)),
+        "nginx.ingress.kubernetes.io/permanent-redirect": names(("https://x.test/",)),
+        "nginx.ingress.kubernetes.io/mirror-target": names(("http://m/",)),
     }))
     stamp = draw(names(("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")))
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",

@@ -85,7 +85,9 @@ def test_edge_the_older_service_keeps_the_name() -> None:
     assert [e.address for e in assignment.endpoints] == ["10.0.0.1"]  # a's, never b's
     (vh,) = result.ir.route_tables[0].virtual_hosts
     actions = {r.match.path: r.action for r in vh.routes}
-    assert actions["/a"] == ir.Forward(backends=(ir.WeightedBackend(cluster="default/x/80"),))
+    forward = actions["/a"]
+    assert isinstance(forward, ir.Forward)
+    assert forward.backends == (ir.WeightedBackend(cluster="default/x/80"),)
     assert actions["/b"] == ingress.UNAVAILABLE  # b's route must not reach a's endpoints
     assert ir.consistency_problems(result.ir) == []
 

@@ -402,10 +402,21 @@ def test_backend_protocol_https_uses_a_tls_twin() -> None:
     assert {a.cluster for a in t.ir.load_assignments} >= {"default/web/443",
                                                          "default/web/443/tls"}
     http = table(t, "http/8080")
-    assert http["up.test"].routes[0].action == ir.Forward(
-        backends=(ir.WeightedBackend(cluster="default/web/443/tls"),))
-    assert http["plain.test"].routes[0].action == ir.Forward(
-        backends=(ir.WeightedBackend(cluster="default/web/443"),))
+    assert _backends(http["up.test"].routes[0]) == ("default/web/443/tls",)
+    assert _backends(http["plain.test"].routes[0]) == ("default/web/443",)
+
+
+def test_backend_protocol_grpc_uses_a_plain_http2_twin() -> None:
+    t = run(ingress("up", ["up.test"], annotations={
+                "nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}, port=443))
+    twin = _clusters(t)["default/web/443/h2"]
+    assert twin.protocol is ir.UpstreamProtocol.HTTP2 and twin.upstream_tls is None
+    assert _backends(table(t, "http/8080")["up.test"].routes[0]) == ("default/web/443/h2",)
+
+
+def _backends(route: ir.Route) -> tuple[str, ...]:
+    assert isinstance(route.action, ir.Forward)
+    return tuple(b.cluster for b in route.action.backends)
 
 
 def test_grpcs_with_sni_and_ca(ca: KeyPair) -> None:
@@ -443,18 +454,19 @@ def test_service_app_protocol_https() -> None:
     assert _clusters(t)["default/web/9443/tls"].upstream_tls == ir.UpstreamTLS(
         sni="web.default.svc")
     action = table(t, "http/8080")["up.test"].routes[0].action
-    assert action == ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/9443/tls"),))
+    assert isinstance(action, ir.Forward)
+    assert action.backends == (ir.WeightedBackend(cluster="default/web/9443/tls"),)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
-    ("HTTP", None), ("https", None), (" GRPCS ", None),
-    ("GRPC", Reason.UNSUPPORTED), ("AUTO_HTTP", Reason.UNSUPPORTED),
-    ("FCGI", Reason.UNSUPPORTED), ("HTTPZ", Reason.INVALID_VALUE), ("", Reason.INVALID_VALUE),
+    ("HTTP", None), ("https", None), (" GRPCS ", None), ("GRPC", None), ("AUTO_HTTP", None),
+    ("h2c", None), ("FCGI", Reason.UNSUPPORTED), ("HTTPZ", Reason.INVALID_VALUE),
+    ("", Reason.INVALID_VALUE),
 ])
 @pytest.mark.parametrize("key", ["nginx.ingress.kubernetes.io/backend-protocol",
                                  "kxds.io/backend-protocol"])
 def test_backend_protocol_values(key: str, value: str, reason: Reason | None) -> None:
-    """Values other than HTTP, HTTPS and GRPCS are reported naming the annotation,
+    """Values other than HTTP, HTTPS, GRPC(S), H2C and AUTO_HTTP are reported naming the annotation,
     and the backend is reached over plain HTTP, as ingress-nginx falls back to."""
     t = run(ingress("up", ["up.test"], annotations={key: value}, port=443))
     assert [(d.ref.name, d.field, d.reason) for d in t.diagnostics] == (
@@ -462,7 +474,8 @@ def test_backend_protocol_values(key: str, value: str, reason: Reason | None) ->
     if reason is not None:
         assert repr(value) in t.diagnostics[0].message
         action = table(t, "http/8080")["up.test"].routes[0].action
-        assert action == ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/443"),))
+        assert isinstance(action, ir.Forward)
+        assert action.backends == (ir.WeightedBackend(cluster="default/web/443"),)
 
 
 def test_other_classes_backend_protocol_is_not_ours() -> None:

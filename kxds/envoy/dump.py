@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory, struct_pb2
 from google.protobuf.message import Message
 
 from kxds.envoy.resource import (
@@ -101,6 +101,11 @@ def _sort_maps(message: Message, value: Any) -> None:
     differently run to run.
     """
     if not isinstance(value, dict):
+        return
+    if isinstance(message, struct_pb2.Struct):  # a JSON object: a map too
+        entries = sorted(value.items())
+        value.clear()
+        value.update(entries)
         return
     if isinstance(message, any_pb2.Any):
         try:

@@ -19,6 +19,13 @@ UDP_PROXY = "envoy.filters.udp_listener.udp_proxy"
 
 # HTTP filters.
 HTTP_RBAC = "envoy.filters.http.rbac"
+CORS = "envoy.filters.http.cors"
+LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+BUFFER = "envoy.filters.http.buffer"
+STATEFUL_SESSION = "envoy.filters.http.stateful_session"
+COOKIE_SESSION_STATE = "envoy.http.stateful_session.cookie"
+CEL_LOG_FILTER = "envoy.access_loggers.extension_filters.cel"
+STDOUT_LOG = "envoy.access_loggers.stdout"
 ROUTER = "envoy.filters.http.router"
 
 # Transport sockets and upstream options.

@@ -20,9 +20,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import rbac
+from kxds.envoy import http_policy, rbac
+from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
+
+DEFAULT_OPTIONS = ir.HttpOptions()
 
 
 def access_filters() -> list[hcm_pb2.HttpFilter]:
@@ -37,13 +40,18 @@ def access_filters() -> list[hcm_pb2.HttpFilter]:
 def build_http_filters() -> list[hcm_pb2.HttpFilter]:
     """The HTTP filter chain: access control first, the router last (Envoy requires it)."""
     router = hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))
-    return [*access_filters(), router]
+    return [*access_filters(), *http_policy.policy_filters(), router]
 
 
 def build_http_connection_manager(
-    name: str, route_table: str, client_ip: ir.ClientIPConfig
+    name: str, route_table: str, client_ip: ir.ClientIPConfig,
+    options: ir.HttpOptions = DEFAULT_OPTIONS,
 ) -> listener_components_pb2.Filter:
-    """An HTTP connection manager routing with ``route_table`` (fetched over RDS/ADS)."""
+    """An HTTP connection manager routing with ``route_table`` (fetched over RDS/ADS).
+
+    WebSocket upgrades are allowed on every route (ingress-nginx proxies them
+    by default); every request is logged unless ``options`` says not to.
+    """
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_name(name),
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_table),
@@ -54,6 +62,8 @@ def build_http_connection_manager(
         xff_num_trusted_hops=client_ip.xff_trusted_hops if client_ip.source == "xff" else 0,
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+        access_log=build_access_logs(options),
     )
     # A refused client gets a short 403 body that names nothing internal.
     hcm.local_reply_config.CopyFrom(rbac.local_reply_config())
@@ -71,7 +81,8 @@ def listener_filters(client_ip: ir.ClientIPConfig) -> list[listener_components_p
 def build_http_listener(listener: ir.HttpListener) -> listener_pb2.Listener:
     """The Envoy ``Listener`` for a plain-HTTP IR listener."""
     chain = listener_components_pb2.FilterChain(filters=[
-        build_http_connection_manager(listener.name, listener.route_table, listener.client_ip)])
+        build_http_connection_manager(listener.name, listener.route_table, listener.client_ip,
+                                      listener.http)])
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(

@@ -19,8 +19,14 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import rbac
-from kxds.envoy.filter_names import HTTP_RBAC
+from kxds.envoy import http_policy, rbac
+from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
+
+METADATA = "kxds"
+"""The route metadata namespace: ``ingress`` names the Ingress (``ns/name``), which
+the access log shows."""
+NO_LOG = "kxds.nolog"
+"""Present in a route's metadata when its requests are not logged."""
 
 _REDIRECT_CODES = {
     301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -52,13 +58,33 @@ def _fill_match(match: rc_pb2.RouteMatch, route: ir.Route) -> None:
         match.path = path
     elif route.match.kind is ir.MatchKind.PATH_PREFIX:
         match.path_separated_prefix = path
+    elif route.match.kind is ir.MatchKind.REGEX:
+        match.safe_regex.regex = _path_regex(path)
     else:
         match.prefix = path
+    for h in route.headers:
+        match.headers.append(_header_matcher(h))
     if route.wildcard_host is not None:
         match.headers.append(_one_label_matcher(route.wildcard_host, invert=False))
     if route.below_wildcard_host is not None:
         # Deeper subdomains only: the one-label hosts belong to the wildcard's own rules.
         match.headers.append(_one_label_matcher(route.below_wildcard_host, invert=True))
+
+
+def _path_regex(path: str) -> str:
+    """The regex of a REGEX match (a case-insensitive start anchored ingress-nginx regex)."""
+    return f"(?i)^(?:{path}).*"
+
+
+def _header_matcher(h: ir.HeaderMatch) -> rc_pb2.HeaderMatcher:
+    out = rc_pb2.HeaderMatcher(name=h.name, invert_match=h.invert)
+    if h.kind is ir.HeaderMatchKind.PRESENT:
+        out.present_match = True
+    elif h.kind is ir.HeaderMatchKind.REGEX:
+        out.string_match.safe_regex.regex = h.value
+    else:
+        out.string_match.exact = h.value
+    return out
 
 
 def _one_label_matcher(host: str, *, invert: bool) -> rc_pb2.HeaderMatcher:
@@ -85,8 +111,37 @@ def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
                 name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight))
             for b in action.backends)
     if action.timeout_ms is not None:
-        out.timeout.CopyFrom(duration_pb2.Duration(
-            seconds=action.timeout_ms // 1000, nanos=(action.timeout_ms % 1000) * 1_000_000))
+        out.timeout.CopyFrom(_duration(action.timeout_ms))
+    if action.idle_timeout_ms is not None:
+        out.idle_timeout.CopyFrom(_duration(action.idle_timeout_ms))
+    # WebSockets (enabled on every connection manager) are allowed on every route.
+    if action.rewrite is not None:
+        if action.rewrite.prefix is not None:
+            out.prefix_rewrite = action.rewrite.prefix
+        elif action.rewrite.pattern is not None:
+            out.regex_rewrite.pattern.regex = action.rewrite.pattern
+            out.regex_rewrite.substitution = action.rewrite.substitution
+    if action.host_rewrite is not None:
+        out.host_rewrite_literal = action.host_rewrite
+    for h in action.hash_on:
+        out.hash_policy.append(_hash_policy(h))
+
+
+def _duration(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _hash_policy(h: ir.HashOn) -> rc_pb2.RouteAction.HashPolicy:
+    out = rc_pb2.RouteAction.HashPolicy()
+    if h.kind is ir.HashKind.CLIENT_IP:
+        out.connection_properties.source_ip = True
+    elif h.kind is ir.HashKind.HEADER:
+        out.header.header_name = h.name
+    elif h.kind is ir.HashKind.COOKIE:
+        out.cookie.name = h.name
+    else:
+        out.header.header_name = ":path"
+    return out
 
 
 def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
@@ -94,8 +149,15 @@ def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
     out = rc_pb2.RedirectAction(response_code=_REDIRECT_CODES[action.status])
     if action.https:
         out.https_redirect = True
+    elif action.scheme is not None:
+        out.scheme_redirect = action.scheme
     if action.port is not None:
         out.port_redirect = action.port
+    if action.host is not None:
+        out.host_redirect = action.host
+    if action.path is not None:
+        out.path_redirect = action.path
+    out.strip_query = action.strip_query
     return out
 
 
@@ -116,7 +178,38 @@ def build_route(route: ir.Route) -> rc_pb2.Route:
         msg.redirect.CopyFrom(build_redirect(action))
     if route.access is not None:
         _set_access(msg, route.access)
+    if isinstance(action, ir.Forward) and action.session_cookie is not None:
+        msg.typed_per_filter_config[STATEFUL_SESSION].CopyFrom(
+            http_policy.session(action.session_cookie))
+    if route.policy is not None:
+        _set_policy(msg, route.policy)
+    if route.ref.kind == "Ingress":
+        meta = msg.metadata.filter_metadata[METADATA]
+        meta.fields["ingress"].string_value = route.ref.key
     return msg
+
+
+def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
+    """Header changes, and the per-route configs of the policy filters."""
+    if policy.request_headers is not None:
+        msg.request_headers_to_add.extend(
+            http_policy.header_options(policy.request_headers.set, overwrite=True)
+            + http_policy.header_options(policy.request_headers.add, overwrite=False))
+        msg.request_headers_to_remove.extend(policy.request_headers.remove)
+    if policy.response_headers is not None:
+        msg.response_headers_to_add.extend(
+            http_policy.header_options(policy.response_headers.set, overwrite=True)
+            + http_policy.header_options(policy.response_headers.add, overwrite=False))
+        msg.response_headers_to_remove.extend(policy.response_headers.remove)
+    per_filter = msg.typed_per_filter_config
+    if policy.cors is not None:
+        per_filter[CORS].CopyFrom(http_policy.cors(policy.cors))
+    if policy.max_request_bytes is not None:
+        per_filter[BUFFER].CopyFrom(http_policy.body_limit(policy.max_request_bytes))
+    if policy.rate_limit is not None:
+        per_filter[LOCAL_RATE_LIMIT].CopyFrom(http_policy.rate_limit(policy.rate_limit))
+    if not policy.access_log:
+        msg.metadata.filter_metadata[NO_LOG].SetInParent()
 
 
 def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:

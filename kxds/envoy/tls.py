@@ -23,7 +23,11 @@ from kxds import ir
 from kxds.envoy import rbac
 from kxds.envoy.common import pack, stat_name
 from kxds.envoy.filter_names import TCP_PROXY, TLS_INSPECTOR, TLS_SOCKET
-from kxds.envoy.listeners import build_http_connection_manager, listener_filters
+from kxds.envoy.listeners import (
+    DEFAULT_OPTIONS,
+    build_http_connection_manager,
+    listener_filters,
+)
 from kxds.envoy.secrets import sds_config
 
 _TLS_VERSIONS = {
@@ -51,14 +55,15 @@ def _match(server_names: tuple[str, ...]) -> listener_components_pb2.FilterChain
         server_names=list(server_names), transport_protocol="tls")
 
 
-def build_terminated_chain(chain: ir.TerminatedChain,
-                           client_ip: ir.ClientIPConfig) -> listener_components_pb2.FilterChain:
+def build_terminated_chain(chain: ir.TerminatedChain, client_ip: ir.ClientIPConfig,
+                           options: ir.HttpOptions = DEFAULT_OPTIONS
+                           ) -> listener_components_pb2.FilterChain:
     """A chain terminating TLS with ``chain.secret`` and routing HTTP over RDS.
 
     The connection manager is the plain-HTTP listener's (same client-IP
     handling and access filters), so HTTPS routes enforce what HTTP ones do.
     """
-    hcm = build_http_connection_manager(chain.name, chain.route_table, client_ip)
+    hcm = build_http_connection_manager(chain.name, chain.route_table, client_ip, options)
     return listener_components_pb2.FilterChain(
         name=chain.name, filter_chain_match=_match(chain.server_names),
         filters=[hcm], transport_socket=_downstream_tls(chain))
@@ -77,7 +82,7 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
 
 def build_tls_listener(listener: ir.TlsListener) -> listener_pb2.Listener:
     """The Envoy ``Listener`` for ``listener``: one filter chain per IR chain, in IR order."""
-    chains = [build_terminated_chain(c, listener.client_ip)
+    chains = [build_terminated_chain(c, listener.client_ip, listener.http)
               if isinstance(c, ir.TerminatedChain) else build_passthrough_chain(c)
               for c in listener.chains]
     inspector = listener_components_pb2.ListenerFilter(

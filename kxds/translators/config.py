@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kxds.ir import ClientIPConfig
+from kxds.ir import ClientIPConfig, HttpOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -15,6 +15,10 @@ class TranslateConfig:
     https_port: int = 8443
     listen_address: str = "0.0.0.0"
     client_ip: ClientIPConfig = field(default_factory=ClientIPConfig)
+    http: HttpOptions = field(default_factory=HttpOptions)
+    """Access logging of the HTTP connection managers."""
+    limit_status: int = 429
+    """The status of a request refused by a rate limit (``--limit-status-code``)."""
     default_certificate: tuple[str, str] | None = None
     """``(namespace, name)`` of the Secret served to clients without SNI."""
     min_tls_version: str = "1.2"

@@ -246,7 +246,8 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
                                      diagnostics=())
     policies = ctx.query(POLICIES, None)
     return guarded(ing.meta.ref,
-                   lambda: ingress.ingress_routes(ctx.state, ing, has_cluster, policies),
+                   lambda: ingress.ingress_routes(ctx.state, ing, has_cluster, policies,
+                                                  ctx.config.limit_status),
                    lambda problem: ingress.failed_routes(ing, problem))
 
 

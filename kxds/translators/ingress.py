@@ -51,8 +51,16 @@ from kxds.ir import (
 )
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
 from kxds.translators.access import route_access
+from kxds.translators.annotations.registry import APP_ROOT
+from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.route_policy import (
+    IngressPolicy,
+    app_root_route,
+    ingress_policy,
+    regex_problem,
+)
 
 CATCH_ALL = ""
 """The host of rules without ``host``: their virtual host has domain ``*``."""
@@ -70,7 +78,7 @@ def http_listener(config: TranslateConfig) -> HttpListener:
     """The plain-HTTP listener; its route table has the same name."""
     name = f"http/{config.http_port}"
     return HttpListener(name=name, address=config.listen_address, port=config.http_port,
-                        route_table=name, client_ip=config.client_ip)
+                        route_table=name, client_ip=config.client_ip, http=config.http)
 
 
 HasCluster = Callable[[Key, str], bool]
@@ -122,8 +130,14 @@ def merge_routes(ones: Iterable[IngressRoutes],
     find them unchanged by identity.
     """
     acc = _Routes()
+    canaries = []
     for one in ones:
-        _merge(one, acc)
+        if one.canary is not None:
+            acc.diagnostics += one.diagnostics
+            canaries.append((one.ref, *one.canary))
+        else:
+            _merge(one, acc)
+    apply_canaries(acc.by_host, canaries, acc.diagnostics, acc.backends)
     hosts = sorted(acc.by_host)
     if CATCH_ALL not in acc.by_host and acc.default is not None:
         hosts.append(CATCH_ALL)
@@ -183,38 +197,54 @@ class IngressRoutes:
     default: _Candidate | None
     diagnostics: tuple[Diagnostic, ...]
     """Problems of the Ingress itself (unusable paths): always reported."""
+    canary: tuple[CanaryRule, tuple[CanaryPath, ...]] | None = None
+    """A canary Ingress: its rule and paths, added to the main Ingresses' routes
+    (it then has no ``paths`` of its own)."""
 
 
 def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
-                   policies: PolicyIndex | None) -> IngressRoutes:
-    """The route of each usable path of ``ing`` and of its default backend."""
+                   policies: PolicyIndex | None, limit_status: int = 429) -> IngressRoutes:
+    """The route of each usable path of ``ing`` and of its default backend.
+
+    Its annotations (:mod:`kxds.translators.route_policy`) are applied to every
+    route; a canary Ingress's paths are kept apart (:mod:`kxds.translators.canary`).
+    """
     ref = ing.meta.ref
-    own: list[Diagnostic] = []
+    pol = ingress_policy(ing, limit_status)
+    own: list[Diagnostic] = list(pol.diagnostics)
     paths: list[_Candidate] = []
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
             field_path = f"spec.rules[{i}].http.paths[{j}]"
-            match = path_match(path, ref, field_path, own)
+            match = _match(ing, pol, path, field_path, own)
             if match is None:
                 continue
             diags: list[Diagnostic] = []
             action, access, target = _backend_action(
                 state, ing, path.backend, f"{field_path}.backend", clusters, diags, policies)
-            route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
-                          match=match, action=action, access=access,
-                          wildcard_host=rule.host if rule.host.startswith("*.") else None)
+            route = pol.apply(Route(
+                name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
+                match=match, action=action, access=access,
+                wildcard_host=rule.host if rule.host.startswith("*.") else None))
             paths.append(_Candidate(rule.host, match, field_path,
                                     f"{path.path_type} {path.path!r}", route, tuple(diags),
                                     target))
+    paths += _app_roots(pol, paths)
+    rule_of = canary_rule(pol.parsed, own)
+    if rule_of is not None:
+        canary = tuple(CanaryPath(c.host, c.route, c.field_path, c.diagnostics, c.target)
+                       for c in paths)
+        return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=tuple(own),
+                             canary=(rule_of, canary))
     default = None
     if ing.default_backend is not None:
         diags = []
         action, access, target = _backend_action(
             state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
         match = PathMatch(kind=MatchKind.PREFIX, path="/")
-        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
+        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
-            action=action, access=access), tuple(diags), target)
+            action=action, access=access)), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
 
 
@@ -268,6 +298,31 @@ def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
 
     return replace(table, virtual_hosts=tuple(
         replace(vh, routes=tuple(fixed(r) for r in vh.routes)) for vh in table.virtual_hosts))
+
+
+def _match(ing: Ingress, pol: IngressPolicy, path: IngressPath, field_path: str,
+           diagnostics: list[Diagnostic]) -> PathMatch | None:
+    """The path's match: a regex when the Ingress's annotations make paths regexes."""
+    if pol.regex_paths and path.path_type != "Exact":
+        problem = regex_problem(ing, field_path, path.path)
+        if problem is not None:
+            diagnostics.append(problem)
+            return None
+        return PathMatch(kind=MatchKind.REGEX, path=path.path)
+    return path_match(path, ing.meta.ref, field_path, diagnostics)
+
+
+def _app_roots(pol: IngressPolicy, paths: list[_Candidate]) -> list[_Candidate]:
+    """``app-root``: one redirect of exactly ``/`` per host of the Ingress."""
+    out: list[_Candidate] = []
+    hosts = {c.host: c for c in paths}
+    for host, c in hosts.items():
+        name = f"{c.route.name.rsplit('/rule/', 1)[0]}/app-root/{host or '*'}"
+        route = app_root_route(pol, name, c.route)
+        if route is not None:
+            out.append(_Candidate(host, route.match, pol.parsed.field(APP_ROOT),
+                                  "app-root '/'", route, ()))
+    return out
 
 
 def _merge(one: IngressRoutes, acc: _Routes) -> None:
@@ -386,7 +441,10 @@ def precedence(route: Route) -> tuple[int, int, str]:
     """
     if route.match.kind is MatchKind.EXACT:
         return (0, 0, route.match.path)
-    return (1, -len(route.match.path), route.match.path)
+    if route.match.kind is MatchKind.REGEX:
+        # ingress-nginx orders regex locations longest first; they come before prefixes.
+        return (1, -len(route.match.path), route.match.path)
+    return (2, -len(route.match.path), route.match.path)
 
 
 def _virtual_host(host: str, own: tuple[Route, ...], shared: tuple[Route, ...],

@@ -444,7 +444,7 @@ def _dedupe_names(sets: list[ClientSet]) -> tuple[ClientSet, ...]:
     """Give sets sharing a name (same policies, different ports per pod) distinct names."""
     out: list[ClientSet] = []
     used: dict[str, int] = {}
-    for s in sorted(sets, key=lambda c: (c.name, c.ranges)):
+    for s in sorted(sets, key=lambda c: (c.name, [(r.cidr, r.except_) for r in c.ranges])):
         n = used.get(s.name, 0)
         used[s.name] = n + 1
         out.append(s if n == 0 else ClientSet(name=names.cap(f"{s.name}#{n + 1}"),

@@ -463,7 +463,7 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     if chains:
         listeners.append(ir.TlsListener(name=listener, address=config.listen_address,
                                         port=config.https_port, chains=tuple(chains),
-                                        client_ip=config.client_ip))
+                                        client_ip=config.client_ip, http=config.http))
         if any(isinstance(c, ir.TerminatedChain) for c in chains):
             tables.append(_https_table(listener, http_tables, p.claims))
     all_secrets = {s.name: s for s in (*base.secrets, *secrets)}

@@ -35,9 +35,13 @@ BACKEND_CA = "kxds.io/backend-ca-secret"
 _T = TypeVar("_T", ir.Cluster, ir.Secret)
 _TLS_PROTOCOLS = {"HTTPS": False, "GRPCS": True}
 """backend-protocol values meaning TLS, and whether they also mean HTTP/2."""
-_UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "GRPC", "FCGI")
-"""The other values ingress-nginx accepts (HTTP, HTTPS, AUTO_HTTP, GRPC, GRPCS,
-FCGI; case-insensitive), which kxds does not implement."""
+_H2C_PROTOCOLS = ("GRPC", "H2C")
+"""backend-protocol values meaning HTTP/2 in plain text (a ``/h2`` twin cluster)."""
+_PLAIN_PROTOCOLS = ("HTTP", "AUTO_HTTP")
+"""HTTP/1.1, or what the Service port's ``appProtocol`` says (the cluster's own)."""
+_UNSUPPORTED_PROTOCOLS = ("FCGI", "AJP")
+"""The other values ingress-nginx accepts (case-insensitive), which kxds does not
+implement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +52,15 @@ class _Want:
     sni: str | None
     ca: str | None
     """The CA Secret's name in the Ingress's namespace."""
+    tls: bool = True
+    """False: plain HTTP/2 (gRPC, h2c)."""
 
 
 def _ingress_want(ing: Ingress) -> _Want | None:
     ann = ing.meta.annotations
     proto = next((ann[k].strip().upper() for k in BACKEND_PROTOCOL if k in ann), "")
+    if proto in _H2C_PROTOCOLS:
+        return _Want(http2=True, sni=None, ca=None, tls=False)
     if proto not in _TLS_PROTOCOLS:
         return None
     return _Want(http2=_TLS_PROTOCOLS[proto], sni=ann.get(BACKEND_SNI) or None,
@@ -73,11 +81,11 @@ def protocol_diagnostics(ingresses: Iterable[Ingress]) -> list[Diagnostic]:
             continue
         raw = ing.meta.annotations[key]
         value = raw.strip().upper()
-        if value == "HTTP" or value in _TLS_PROTOCOLS:
+        if value in _PLAIN_PROTOCOLS or value in _TLS_PROTOCOLS or value in _H2C_PROTOCOLS:
             continue
         reason = Reason.UNSUPPORTED if value in _UNSUPPORTED_PROTOCOLS else Reason.INVALID_VALUE
         what = "is not supported" if reason is Reason.UNSUPPORTED else (
-            "is not one of HTTP, HTTPS, GRPCS")
+            "is not one of HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP")
         out.append(Diagnostic(ing.meta.ref, f"metadata.annotations[{key}]", reason,
                               f"backend protocol {raw!r} {what}; its backends are reached "
                               "over plain HTTP/1.1"))
@@ -166,6 +174,8 @@ class _Builder:
         base = self.clusters.get(base_name)
         if base is None:
             return None
+        if not want.tls:
+            return self._h2c_twin(base)
         name = names.upstream_tls_cluster(base_name, http2=want.http2, sni=want.sni,
                                           ca_secret=want.ca)
         validation = names.ca_secret(svc.meta.namespace, want.ca) if want.ca else None
@@ -190,6 +200,19 @@ class _Builder:
         if (ref, field) not in self.reported:
             self.reported.add((ref, field))
             self.diagnostics.append(Diagnostic(ref, field, reason, message))
+
+    def _h2c_twin(self, base: ir.Cluster) -> str:
+        """The plain HTTP/2 twin ``<cluster>/h2`` (gRPC and h2c backends)."""
+        if base.protocol is ir.UpstreamProtocol.HTTP2:
+            return base.name  # the Service port says so already (appProtocol)
+        name = f"{base.name}/h2"
+        if name not in self.new_clusters:
+            self.new_clusters[name] = dataclasses.replace(
+                base, name=name, protocol=ir.UpstreamProtocol.HTTP2)
+            if base.name in self.assignments:
+                self.new_assignments[name] = dataclasses.replace(
+                    self.assignments[base.name], cluster=name)
+        return name
 
     def route(self, route: ir.Route, want: _Want | None) -> ir.Route:
         """``route`` with its backends moved to TLS twins where TLS is wanted."""

@@ -1,0 +1,409 @@
+"""Every annotation kxds knows: ingress-nginx's documented ones and kxds's own.
+
+One entry per short name, with its parser, its status and the Envoy feature
+it maps to. :mod:`kxds.translators.annotations` parses an Ingress's
+annotations through this table, and ``docs/ingress-nginx.md`` is generated
+from it (a test checks they agree). An annotation under
+``nginx.ingress.kubernetes.io/`` that is not here, or is here as unsupported,
+gets an ``Unsupported`` diagnostic: nothing is ignored silently.
+
+Timeouts: ingress-nginx's ``proxy-read-timeout`` and ``proxy-send-timeout`` are
+the longest pause between two reads from, and two writes to, the backend.
+Envoy's closest per-route setting is the stream idle timeout (no bytes either
+way for that long), set from ``proxy-read-timeout``; it also keeps WebSockets
+and long polls open while they are active, and the route's total timeout is
+turned off so a long-lived stream is never cut while it moves data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kxds.translators.annotations import values as v
+from kxds.translators.annotations.spec import Annotation, Family, Status
+
+S, P, U = Status.SUPPORTED, Status.PARTIAL, Status.UNSUPPORTED
+F = Family
+
+_SECURITY = ("belongs to the security rules: served without it for now and reported; "
+             "kxds will refuse such routes (fail closed) once they are enforced")
+
+
+def _unsupported(name: str, family: Family, why: str, *, narrows: bool = False,
+                 documented: bool = True) -> Annotation[Any]:
+    return Annotation(name, family, U, "", why, narrows=narrows, documented=documented)
+
+
+# --- protocols and timeouts -------------------------------------------------------
+
+BACKEND_PROTOCOL = Annotation(
+    "backend-protocol", F.PROTOCOLS, P,
+    "cluster transport socket (TLS) and HttpProtocolOptions (HTTP/2)",
+    "HTTP, HTTPS, GRPC, GRPCS, H2C and AUTO_HTTP (the Service port's appProtocol); "
+    "FCGI and AJP are reported and the backend is reached over HTTP/1.1",
+    v.choice("HTTP", "HTTPS", "GRPC", "GRPCS", "H2C", "AUTO_HTTP", "FCGI", "AJP"),
+    reported_elsewhere=True)
+CONNECT_TIMEOUT = Annotation(
+    "proxy-connect-timeout", F.PROTOCOLS, S, "cluster connect_timeout (default 5 s)",
+    "", v.seconds(1, 3600))
+READ_TIMEOUT = Annotation(
+    "proxy-read-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
+    "Envoy's stream idle timeout (default 60 s) counts silence both ways; a backend "
+    "silent that long is answered 408 before its headers (nginx: 504), reset after; no "
+    "total timeout, so long-lived streams stay up while they move data",
+    v.seconds(1, 31_536_000))
+SEND_TIMEOUT = Annotation(
+    "proxy-send-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
+    "accepted; Envoy has one idle timeout for both directions, set by "
+    "proxy-read-timeout",
+    v.seconds(1, 31_536_000))
+BODY_SIZE = Annotation(
+    "proxy-body-size", F.PROTOCOLS, S, "buffer filter per route (max_request_bytes) -> 413",
+    "no limit unless set (ingress-nginx's global default is 1m)", v.size)
+WEBSOCKET_SERVICES = Annotation(
+    "websocket-services", F.PROTOCOLS, S, "upgrade_configs: websocket on every listener",
+    "WebSockets work on every route; the annotation is accepted and needs nothing",
+    v.text, documented=False)
+PROXY_HTTP_VERSION = _unsupported(
+    "proxy-http-version", F.PROTOCOLS,
+    "Envoy speaks HTTP/1.1 (or HTTP/2 with backend-protocol) to backends, never 1.0")
+CONNECTION_PROXY_HEADER = _unsupported(
+    "connection-proxy-header", F.PROTOCOLS,
+    "Envoy manages upstream connections itself (keep-alive); the header is not sent")
+NEXT_UPSTREAM = _unsupported(
+    "proxy-next-upstream", F.PROTOCOLS,
+    "no retries yet: a failed request is answered with its error (Envoy retry policy to come)")
+NEXT_UPSTREAM_TRIES = _unsupported("proxy-next-upstream-tries", F.PROTOCOLS,
+                                   "no retries yet (see proxy-next-upstream)")
+NEXT_UPSTREAM_TIMEOUT = _unsupported("proxy-next-upstream-timeout", F.PROTOCOLS,
+                                     "no retries yet (see proxy-next-upstream)")
+SERVICE_UPSTREAM = _unsupported(
+    "service-upstream", F.PROTOCOLS,
+    "kxds always balances over the Service's endpoints, never its cluster IP")
+
+# --- canary -----------------------------------------------------------------------
+
+CANARY = Annotation("canary", F.CANARY, S, "weighted_clusters and header-matched routes",
+                    "", v.boolean)
+CANARY_WEIGHT = Annotation("canary-weight", F.CANARY, S, "weighted_clusters", "",
+                           v.integer(0))
+CANARY_WEIGHT_TOTAL = Annotation("canary-weight-total", F.CANARY, S, "weighted_clusters",
+                                 "", v.integer(1, 1_000_000))
+CANARY_BY_HEADER = Annotation("canary-by-header", F.CANARY, S,
+                              "route header match (always / never)", "", v.header_name)
+CANARY_BY_HEADER_VALUE = Annotation("canary-by-header-value", F.CANARY, S,
+                                    "route header match (exact)", "", v.text)
+CANARY_BY_HEADER_PATTERN = Annotation(
+    "canary-by-header-pattern", F.CANARY, P, "route header match (safe_regex)",
+    "RE2, not PCRE: a pattern RE2 cannot compile is reported and not applied; the "
+    "pattern must match the whole value", v.regex)
+CANARY_BY_COOKIE = Annotation("canary-by-cookie", F.CANARY, S,
+                              "route match on the cookie header (always / never)", "",
+                              v.header_name)
+AFFINITY_CANARY_BEHAVIOR = _unsupported(
+    "affinity-canary-behavior", F.CANARY,
+    "a canary route keeps the main Ingress's session cookie ('sticky' behaviour is not "
+    "kept across the split)")
+
+# --- rewrites and redirects --------------------------------------------------------
+
+REWRITE_TARGET = Annotation(
+    "rewrite-target", F.REWRITES, S, "route prefix_rewrite / regex_rewrite",
+    "", v.text)
+USE_REGEX = Annotation(
+    "use-regex", F.REWRITES, P, "route safe_regex match (RE2)",
+    "applies to this Ingress's paths only (ingress-nginx makes every path of the host a "
+    "regex); RE2, not PCRE: what RE2 cannot compile is reported and the path not served",
+    v.boolean)
+APP_ROOT = Annotation("app-root", F.REWRITES, S, "redirect (302) of the exact path /", "",
+                      v.text)
+PERMANENT_REDIRECT = Annotation("permanent-redirect", F.REWRITES, S, "route redirect (301)",
+                                "", v.text)
+PERMANENT_REDIRECT_CODE = Annotation(
+    "permanent-redirect-code", F.REWRITES, S, "redirect response_code",
+    "", v.choice("301", "302", "303", "307", "308"))
+TEMPORAL_REDIRECT = Annotation("temporal-redirect", F.REWRITES, S, "route redirect (302)",
+                               "", v.text)
+TEMPORAL_REDIRECT_CODE = Annotation(
+    "temporal-redirect-code", F.REWRITES, S, "redirect response_code", "",
+    v.choice("301", "302", "303", "307", "308"), documented=False)
+FROM_TO_WWW = _unsupported(
+    "from-to-www-redirect", F.REWRITES,
+    "no virtual host is added for the other name; requests to it are not redirected")
+X_FORWARDED_PREFIX = Annotation("x-forwarded-prefix", F.REWRITES, S,
+                                "request_headers_to_add x-forwarded-prefix", "", v.text)
+UPSTREAM_VHOST = Annotation("upstream-vhost", F.REWRITES, S, "route host_rewrite_literal",
+                            "", v.text)
+SERVER_ALIAS = _unsupported(
+    "server-alias", F.REWRITES,
+    "the alias names get no virtual host; list them as rule hosts instead")
+PRESERVE_TRAILING_SLASH = _unsupported(
+    "preserve-trailing-slash", F.REWRITES,
+    "HTTPS redirects keep the path exactly as requested (the slash is always kept)")
+PROXY_REDIRECT_FROM = _unsupported("proxy-redirect-from", F.REWRITES,
+                                   "Location headers from the backend are passed unchanged")
+PROXY_REDIRECT_TO = _unsupported("proxy-redirect-to", F.REWRITES,
+                                 "Location headers from the backend are passed unchanged")
+PROXY_COOKIE_DOMAIN = _unsupported("proxy-cookie-domain", F.REWRITES,
+                                   "Set-Cookie headers from the backend are passed unchanged")
+PROXY_COOKIE_PATH = _unsupported("proxy-cookie-path", F.REWRITES,
+                                 "Set-Cookie headers from the backend are passed unchanged")
+ENABLE_REWRITE_LOG = _unsupported("enable-rewrite-log", F.REWRITES,
+                                  "Envoy has no rewrite log; the access log shows the path")
+
+# --- session affinity and load balancing -----------------------------------------
+
+AFFINITY = Annotation(
+    "affinity", F.AFFINITY, P, "stateful session filter (cookie) per route",
+    "the cookie holds the chosen endpoint (address, encoded), not a hash; a client "
+    "whose endpoint is gone is balanced again and gets a new cookie", v.choice("cookie"))
+AFFINITY_MODE = Annotation(
+    "affinity-mode", F.AFFINITY, P, "stateful session filter",
+    "both modes keep a client on its endpoint until it is gone ('persistent')",
+    v.choice("balanced", "persistent"))
+SESSION_COOKIE_NAME = Annotation("session-cookie-name", F.AFFINITY, S,
+                                 "stateful session cookie name (default INGRESSCOOKIE)",
+                                 "", v.text)
+SESSION_COOKIE_PATH = Annotation("session-cookie-path", F.AFFINITY, S,
+                                 "stateful session cookie path", "", v.text)
+SESSION_COOKIE_MAX_AGE = Annotation("session-cookie-max-age", F.AFFINITY, S,
+                                    "stateful session cookie ttl", "", v.integer(1))
+SESSION_COOKIE_EXPIRES = Annotation(
+    "session-cookie-expires", F.AFFINITY, P, "stateful session cookie ttl",
+    "sent as Max-Age (with session-cookie-max-age winning), not as Expires",
+    v.integer(1))
+SESSION_COOKIE_SAMESITE = Annotation("session-cookie-samesite", F.AFFINITY, S,
+                                     "stateful session cookie attribute SameSite", "",
+                                     v.choice("None", "Lax", "Strict"))
+SESSION_COOKIE_SECURE = Annotation("session-cookie-secure", F.AFFINITY, S,
+                                   "stateful session cookie attribute Secure", "", v.boolean)
+SESSION_COOKIE_DOMAIN = _unsupported(
+    "session-cookie-domain", F.AFFINITY, "the cookie is set for the request's host only")
+SESSION_COOKIE_CHANGE_ON_FAILURE = Annotation(
+    "session-cookie-change-on-failure", F.AFFINITY, P, "stateful session (not strict)",
+    "always on: a client whose endpoint is gone is balanced again", v.boolean)
+SESSION_COOKIE_CONDITIONAL_SAMESITE_NONE = _unsupported(
+    "session-cookie-conditional-samesite-none", F.AFFINITY,
+    "SameSite is sent to every browser alike")
+UPSTREAM_HASH_BY = _unsupported(
+    "upstream-hash-by", F.AFFINITY,
+    "not yet: requests are balanced round robin (Envoy ring hash with a hash_policy to come)")
+UPSTREAM_HASH_BY_SUBSET = _unsupported("upstream-hash-by-subset", F.AFFINITY,
+                                       "not yet (see upstream-hash-by)")
+UPSTREAM_HASH_BY_SUBSET_SIZE = _unsupported("upstream-hash-by-subset-size", F.AFFINITY,
+                                            "not yet (see upstream-hash-by)")
+LOAD_BALANCE = _unsupported(
+    "load-balance", F.AFFINITY,
+    "not yet: requests are balanced round robin (Envoy least request for ewma to come)")
+
+# --- headers and CORS ---------------------------------------------------------------
+
+ENABLE_CORS = Annotation("enable-cors", F.HEADERS, S, "CORS filter, per-route CorsPolicy", "",
+                         v.boolean)
+CORS_ALLOW_ORIGIN = Annotation(
+    "cors-allow-origin", F.HEADERS, S, "CorsPolicy allow_origin_string_match",
+    "", v.items)
+CORS_ALLOW_METHODS = Annotation("cors-allow-methods", F.HEADERS, S, "CorsPolicy allow_methods",
+                                "", v.items)
+CORS_ALLOW_HEADERS = Annotation("cors-allow-headers", F.HEADERS, S, "CorsPolicy allow_headers",
+                                "", v.header_names)
+CORS_EXPOSE_HEADERS = Annotation("cors-expose-headers", F.HEADERS, S,
+                                 "CorsPolicy expose_headers", "", v.items)
+CORS_ALLOW_CREDENTIALS = Annotation("cors-allow-credentials", F.HEADERS, S,
+                                    "CorsPolicy allow_credentials", "", v.boolean)
+CORS_MAX_AGE = Annotation("cors-max-age", F.HEADERS, S, "CorsPolicy max_age", "",
+                          v.integer(0))
+CUSTOM_HEADERS = _unsupported(
+    "custom-headers", F.HEADERS,
+    "names a ConfigMap, and kxds does not watch ConfigMaps: use kxds.io/response-headers-set")
+REQUEST_HEADERS_SET = Annotation(
+    "request-headers-set", F.HEADERS, S, "route request_headers_to_add (overwrite)",
+    "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
+REQUEST_HEADERS_ADD = Annotation(
+    "request-headers-add", F.HEADERS, S, "route request_headers_to_add (append)",
+    "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
+REQUEST_HEADERS_REMOVE = Annotation(
+    "request-headers-remove", F.HEADERS, S, "route request_headers_to_remove",
+    "comma-separated names", v.header_names, kxds_only=True, documented=False)
+RESPONSE_HEADERS_SET = Annotation(
+    "response-headers-set", F.HEADERS, S, "route response_headers_to_add (overwrite)",
+    "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
+RESPONSE_HEADERS_ADD = Annotation(
+    "response-headers-add", F.HEADERS, S, "route response_headers_to_add (append)",
+    "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
+RESPONSE_HEADERS_REMOVE = Annotation(
+    "response-headers-remove", F.HEADERS, S, "route response_headers_to_remove",
+    "comma-separated names", v.header_names, kxds_only=True, documented=False)
+
+# --- limits -----------------------------------------------------------------------
+
+LIMIT_RPS = Annotation(
+    "limit-rps", F.LIMITS, P, "local rate limit filter, a token bucket per client address",
+    "refused with --limit-status-code (default 429; ingress-nginx's default is 503); the "
+    "bucket holds rps x burst multiplier and refills at the rate", v.integer(1, 1_000_000))
+LIMIT_RPM = Annotation("limit-rpm", F.LIMITS, P,
+                       "local rate limit filter, a token bucket per client address",
+                       "as limit-rps; when both are set, limit-rps is used",
+                       v.integer(1, 60_000_000))
+LIMIT_BURST_MULTIPLIER = Annotation("limit-burst-multiplier", F.LIMITS, S,
+                                    "token bucket max_tokens", "", v.integer(1, 1000))
+LIMIT_ALLOWLIST = _unsupported(
+    "limit-allowlist", F.LIMITS,
+    "not yet: every client address is limited (the safe side)", documented=False)
+LIMIT_WHITELIST = _unsupported("limit-whitelist", F.LIMITS,
+                               "not yet: every client address is limited (the safe side)")
+LIMIT_CONNECTIONS = _unsupported(
+    "limit-connections", F.LIMITS,
+    "not yet: connections per client address are not limited")
+LIMIT_RATE = _unsupported("limit-rate", F.LIMITS, "response bandwidth is not limited")
+LIMIT_RATE_AFTER = _unsupported("limit-rate-after", F.LIMITS,
+                                "response bandwidth is not limited")
+GLOBAL_RATE_LIMIT = _unsupported(
+    "global-rate-limit", F.LIMITS,
+    "needs a rate limit service shared by every proxy; not limited")
+GLOBAL_RATE_LIMIT_WINDOW = _unsupported("global-rate-limit-window", F.LIMITS,
+                                        "see global-rate-limit")
+GLOBAL_RATE_LIMIT_KEY = _unsupported("global-rate-limit-key", F.LIMITS,
+                                     "see global-rate-limit")
+GLOBAL_RATE_LIMIT_IGNORED_CIDRS = _unsupported("global-rate-limit-ignored-cidrs", F.LIMITS,
+                                               "see global-rate-limit")
+
+# --- logs and tracing --------------------------------------------------------------
+
+ENABLE_ACCESS_LOG = Annotation(
+    "enable-access-log", F.LOGS, S, "access log filter on route metadata",
+    "", v.boolean)
+ENABLE_OPENTELEMETRY = _unsupported("enable-opentelemetry", F.LOGS,
+                                    "no tracing yet: requests are not traced")
+OPENTELEMETRY_TRUST_INCOMING_SPAN = _unsupported(
+    "opentelemetry-trust-incoming-span", F.LOGS, "no tracing yet")
+OPENTELEMETRY_OPERATION_NAME = _unsupported("opentelemetry-operation-name", F.LOGS,
+                                            "no tracing yet")
+ENABLE_OPENTRACING = _unsupported("enable-opentracing", F.LOGS,
+                                  "OpenTracing is retired; no tracing yet")
+OPENTRACING_TRUST_INCOMING_SPAN = _unsupported("opentracing-trust-incoming-span", F.LOGS,
+                                               "no tracing yet")
+ENABLE_INFLUXDB = _unsupported("enable-influxdb", F.LOGS,
+                               "no InfluxDB export; use Envoy's stats")
+INFLUXDB_MEASUREMENT = _unsupported("influxdb-measurement", F.LOGS, "see enable-influxdb")
+INFLUXDB_PORT = _unsupported("influxdb-port", F.LOGS, "see enable-influxdb")
+INFLUXDB_HOST = _unsupported("influxdb-host", F.LOGS, "see enable-influxdb")
+INFLUXDB_SERVER_NAME = _unsupported("influxdb-server-name", F.LOGS, "see enable-influxdb")
+
+# --- TLS (read by kxds.translators.tls and upstream_tls) -------------------------------
+
+SSL_REDIRECT = Annotation("ssl-redirect", F.TLS, P, "route redirect to https",
+                          "301, not ingress-nginx's 308", v.boolean, reported_elsewhere=True)
+FORCE_SSL_REDIRECT = Annotation("force-ssl-redirect", F.TLS, P, "route redirect to https",
+                                "301, not ingress-nginx's 308", v.boolean,
+                                reported_elsewhere=True)
+SSL_PASSTHROUGH = Annotation("ssl-passthrough", F.TLS, S,
+                             "filter chain by SNI with tcp_proxy", "", v.boolean,
+                             reported_elsewhere=True)
+TLS_PASSTHROUGH = Annotation("tls-passthrough", F.TLS, S, "filter chain by SNI with tcp_proxy",
+                             "", v.boolean, kxds_only=True, reported_elsewhere=True,
+                             documented=False)
+BACKEND_SNI = Annotation("backend-sni", F.TLS, S, "UpstreamTlsContext sni", "", v.text,
+                         kxds_only=True, reported_elsewhere=True, documented=False)
+BACKEND_CA_SECRET = Annotation("backend-ca-secret", F.TLS, S,
+                               "UpstreamTlsContext validation context (SDS)", "", v.text,
+                               kxds_only=True, reported_elsewhere=True, documented=False)
+SSL_CIPHERS = _unsupported("ssl-ciphers", F.TLS,
+                           "Envoy's default cipher suites are used for every host")
+SSL_PREFER_SERVER_CIPHERS = _unsupported("ssl-prefer-server-ciphers", F.TLS,
+                                         "Envoy's defaults are used")
+PROXY_SSL_SECRET = _unsupported(
+    "proxy-ssl-secret", F.TLS,
+    "no client certificate to backends; verify backends with kxds.io/backend-ca-secret",
+    narrows=False)
+PROXY_SSL_VERIFY = _unsupported("proxy-ssl-verify", F.TLS,
+                                "use kxds.io/backend-ca-secret to verify backends")
+PROXY_SSL_VERIFY_DEPTH = _unsupported("proxy-ssl-verify-depth", F.TLS,
+                                      "the whole chain is verified")
+PROXY_SSL_CIPHERS = _unsupported("proxy-ssl-ciphers", F.TLS, "Envoy's defaults are used")
+PROXY_SSL_PROTOCOLS = _unsupported("proxy-ssl-protocols", F.TLS, "Envoy's defaults are used")
+PROXY_SSL_NAME = _unsupported("proxy-ssl-name", F.TLS, "use kxds.io/backend-sni")
+PROXY_SSL_SERVER_NAME = _unsupported("proxy-ssl-server-name", F.TLS,
+                                     "SNI is always sent to TLS backends")
+
+# --- access control and authentication (the security rules) ---------------------------
+
+WHITELIST_SOURCE_RANGE = Annotation(
+    "whitelist-source-range", F.ACCESS, S, "RBAC per route (remote_ip)", "", v.items,
+    reported_elsewhere=True)
+ALLOWLIST_SOURCE_RANGE = Annotation(
+    "allowlist-source-range", F.ACCESS, S, "RBAC per route (remote_ip)", "", v.items,
+    reported_elsewhere=True, documented=False)
+DENYLIST_SOURCE_RANGE = Annotation(
+    "denylist-source-range", F.ACCESS, S, "RBAC per route (remote_ip)", "", v.items,
+    reported_elsewhere=True, documented=False)
+_AUTH = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm", "auth-url",
+         "auth-method", "auth-signin", "auth-signin-redirect-param", "auth-response-headers",
+         "auth-proxy-set-headers", "auth-request-redirect", "auth-cache-key",
+         "auth-cache-duration", "auth-always-set-cookie", "auth-keepalive",
+         "auth-keepalive-requests", "auth-keepalive-share-vars", "auth-keepalive-timeout",
+         "enable-global-auth", "auth-tls-secret", "auth-tls-verify-depth",
+         "auth-tls-verify-client", "auth-tls-error-page",
+         "auth-tls-pass-certificate-to-upstream", "auth-tls-match-cn", "satisfy")
+AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication {_SECURITY}", narrows=True)
+             for n in _AUTH)
+ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
+                                  f"no web application firewall; {_SECURITY}", narrows=True)
+ENABLE_OWASP_CORE_RULES = _unsupported("enable-owasp-core-rules", F.ACCESS,
+                                       f"no web application firewall; {_SECURITY}",
+                                       narrows=True)
+MODSECURITY_TRANSACTION_ID = _unsupported("modsecurity-transaction-id", F.ACCESS,
+                                          "no web application firewall")
+
+# --- snippets (never interpreted) --------------------------------------------------------
+
+SNIPPETS = tuple(
+    _unsupported(n, F.SNIPPETS, f"nginx configuration is never interpreted; {_SECURITY}",
+                 narrows=True)
+    for n in ("configuration-snippet", "server-snippet", "auth-snippet", "modsecurity-snippet",
+              "stream-snippet"))
+
+# --- errors, default backends, mirroring -------------------------------------------------
+
+CUSTOM_HTTP_ERRORS = _unsupported(
+    "custom-http-errors", F.ERRORS, "not yet: the backend's own error responses are passed on")
+DEFAULT_BACKEND = _unsupported(
+    "default-backend", F.ERRORS,
+    "not yet: a backend without endpoints is answered 503 by Envoy")
+DISABLE_PROXY_INTERCEPT_ERRORS = _unsupported(
+    "disable-proxy-intercept-errors", F.ERRORS, "errors are never intercepted",
+    documented=False)
+MIRROR_TARGET = _unsupported("mirror-target", F.ERRORS,
+                             "not yet: requests are not mirrored")
+MIRROR_REQUEST_BODY = _unsupported("mirror-request-body", F.ERRORS, "see mirror-target")
+MIRROR_HOST = _unsupported("mirror-host", F.ERRORS, "see mirror-target", documented=False)
+
+# --- buffering and nginx tuning ----------------------------------------------------------
+
+_TUNING = ("an nginx buffer setting with no Envoy equivalent; Envoy streams bodies with "
+           "its own flow control")
+BUFFERS = tuple(_unsupported(n, F.BUFFERS, _TUNING) for n in (
+    "client-body-buffer-size", "proxy-buffering", "proxy-buffers-number", "proxy-buffer-size",
+    "proxy-max-temp-file-size", "proxy-request-buffering"))
+HTTP2_PUSH_PRELOAD = _unsupported("http2-push-preload", F.OTHER,
+                                  "HTTP/2 server push is obsolete and not done")
+
+REGISTRY: dict[str, Annotation[Any]] = {}
+"""Short name -> annotation, every one declared above."""
+
+
+def _register() -> None:
+    found: list[Annotation[Any]] = []
+    for value in list(globals().values()):
+        if isinstance(value, Annotation):
+            found.append(value)
+        elif isinstance(value, tuple) and value and all(isinstance(x, Annotation)
+                                                        for x in value):
+            found.extend(value)
+    for a in found:
+        if a.name in REGISTRY and REGISTRY[a.name] is not a:
+            raise AssertionError(f"annotation {a.name} declared twice")
+        REGISTRY[a.name] = a
+
+
+_register()
