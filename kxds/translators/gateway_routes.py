@@ -96,9 +96,9 @@ def unsupported(route: HTTPRoute) -> list[str]:
 class RouteOutcome:
     """One HTTPRoute's contribution: routes per host, its status, its problems."""
 
-    hosts: dict[str, list[tuple[tuple[int, int, str, int, int], Route]]] = field(
+    hosts: dict[tuple[Key, str, str], list[tuple[tuple[int, int, str, int, int], Route]]] = field(
         default_factory=dict)
-    """Host -> (precedence key, route)."""
+    """(Gateway, listener, host) -> (precedence key, route)."""
     backends: set[Target] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     attached: dict[tuple[Key, str], int] = field(default_factory=dict)
@@ -132,7 +132,9 @@ def route_outcome(state: ClusterState, route: HTTPRoute,
             key = (plan.gateway, plan.listener.name)
             out.attached[key] = out.attached.get(key, 0) + 1
             for host in route_hosts(plan.listener.hostname, route.hostnames):
-                _add_routes(out, host, route, actions, order)
+                _add_routes(out, (*key, host), route, actions, order)
+    if not out.hosts:
+        out.backends.clear()  # attached nowhere: its backends get no cluster
     out.status = RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
                              parents=tuple(parents))
     return out
@@ -251,10 +253,10 @@ def path_match(kind: str, value: str) -> PathMatch:
             else PathMatch(kind=MatchKind.PREFIX, path="/"))
 
 
-def _add_routes(out: RouteOutcome, host: str, route: HTTPRoute, actions: list[RouteAction],
-                order: int) -> None:
+def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
+                actions: list[RouteAction], order: int) -> None:
     ref = route.meta.ref
-    routes = out.hosts.setdefault(host, [])
+    routes = out.hosts.setdefault(where, [])
     have = {r.name for _, r in routes}
     for i, (rule, action) in enumerate(zip(route.rules, actions, strict=True)):
         for j, m in enumerate(rule.matches):
@@ -286,24 +288,51 @@ class GatewayRoutes:
     statuses: tuple[RouteStatus, ...]
 
 
+def _covered(per_host: Mapping[str, list[tuple[tuple[int, int, str, int, int], Route]]]
+             ) -> dict[str, list[Route]]:
+    """One listener's routes per host, each host also given the routes of the wider
+    hosts (wildcards, then every host) that cover it, after its own: Envoy serves a
+    request from its most specific virtual host only, and the spec gives the rules
+    of the Route with the more specific matching hostname precedence. Only within
+    one listener: a request belongs to one listener (listener isolation)."""
+    out: dict[str, list[Route]] = {}
+    for host in per_host:
+        wider = sorted((w for w in per_host if w != host and _covers(w, host)),
+                       key=lambda w: (w == "", -len(w)))
+        out[host] = [r for h in (host, *wider) for _, r in sorted(per_host[h],
+                                                                  key=lambda kr: kr[0])]
+    return out
+
+
+def _covers(wide: str, host: str) -> bool:
+    """Whether every name ``host`` stands for is also one of ``wide``'s."""
+    return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
+
+
 def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts."""
-    hosts: dict[str, list[tuple[tuple[int, int, str, int, int], Route]]] = {}
+    listeners: dict[tuple[Key, str], dict[str, list[tuple[tuple[int, int, str, int, int],
+                                                          Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
     attached: dict[tuple[Key, str], int] = {}
     statuses: list[RouteStatus] = []
     for o in outcomes:
-        for host, routes in o.hosts.items():
-            hosts.setdefault(host, []).extend(routes)
+        for (gw, lis, host), routes in o.hosts.items():
+            listeners.setdefault((gw, lis), {}).setdefault(host, []).extend(routes)
         backends |= o.backends
         diags += o.diagnostics
         for k, n in o.attached.items():
             attached[k] = attached.get(k, 0) + n
         if o.status is not None and o.status.parents:
             statuses.append(o.status)
+    hosts: dict[str, list[Route]] = {}
+    for per_host in listeners.values():
+        for host, served in _covered(per_host).items():
+            have = hosts.setdefault(host, [])
+            names_in = {r.name for r in have}
+            have += [r for r in served if r.name not in names_in]
     return GatewayRoutes(
-        by_host={h: tuple(r for _, r in sorted(rs, key=lambda kr: kr[0]))
-                 for h, rs in sorted(hosts.items())},
+        by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
         statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
