@@ -486,13 +486,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """One line per problem (``Kind ns/name: field: reason: message``); exit 1 when any."""
     from kxds.kube.ingress_class import problems_of_ours, skipped_summary
+    from kxds.translators.gateway_status import status_lines
 
     state = _load(args)
     # An Ingress of another class that cannot be read is that controller's problem.
     problems, _ = problems_of_ours(state, args.ingress_class)
-    found = sorted(set(_translation(args, state).diagnostics) | set(problems))
+    translation = _translation(args, state)
+    found = sorted(set(translation.diagnostics) | set(problems))
     for d in found:
         print(d)
+    for line in status_lines(translation.gateway_status):
+        print(f"Status: {line}")
     for line in skipped_summary(state, args.ingress_class):
         print(f"Skipped: {line}")
     if found:

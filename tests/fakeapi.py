@@ -35,7 +35,8 @@ Test controls: :meth:`FakeApi.cut_watches` (close every watch stream without
 the terminating chunk), :meth:`FakeApi.freeze_watches` (streams go silent but
 stay open, like a peer that vanished without a FIN), :meth:`FakeApi.compact`
 (forget event history, so older versions get 410), :meth:`FakeApi.go_offline`
-(connection refused, or ``503``), :meth:`FakeApi.go_online`, ``unavailable``
+(connection refused, or ``503``), :meth:`FakeApi.go_online`, ``not_installed``
+(API groups answered ``404``, as without their CRDs), ``unavailable``
 (resources answered ``503`` while the others work), and ``on_request`` (a
 hook run before each request, to inject races).
 
@@ -95,6 +96,14 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
         ("networking.k8s.io/v1", "IngressClass", False),
     ("/apis/networking.k8s.io/v1", "networkpolicies"):
         ("networking.k8s.io/v1", "NetworkPolicy", True),
+    ("/apis/gateway.networking.k8s.io/v1", "gatewayclasses"):
+        ("gateway.networking.k8s.io/v1", "GatewayClass", False),
+    ("/apis/gateway.networking.k8s.io/v1", "gateways"):
+        ("gateway.networking.k8s.io/v1", "Gateway", True),
+    ("/apis/gateway.networking.k8s.io/v1", "httproutes"):
+        ("gateway.networking.k8s.io/v1", "HTTPRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1beta1", "referencegrants"):
+        ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", True),
     ("/apis/coordination.k8s.io/v1", "leases"): ("coordination.k8s.io/v1", "Lease", True),
     # Create-only: answered by FakeApi.review_token, never stored.
     ("/apis/authentication.k8s.io/v1", "tokenreviews"):
@@ -215,6 +224,9 @@ class FakeApi:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.offline: str | None = None
+        self.not_installed: set[str] = set()
+        """API groups whose CRDs are not installed: every path under them is ``404``,
+        as for any resource the server does not know (``gateway.networking.k8s.io``)."""
         self.unavailable: set[str] = set()
         """Resources (plural names) answered ``503`` while the rest work (a partial outage)."""
         self.requests: list[tuple[str, str]] = []
@@ -636,7 +648,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rest[:1] == ["namespaces"] and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
         res = (prefix, rest[0])
-        if res not in RESOURCES:
+        if res not in RESOURCES or (parts[1:2] and parts[1] in self.fake.not_installed):
             raise ApiError(404, "NotFound", f"the server could not find {url.path}")
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kxds.kube.client import KubeClient, describe, is_gone
+from kxds.kube.client import KubeClient, describe, is_gone, status_code
 from kxds.kube.limits import Limits
 from kxds.kube.models import ClusterState, Key
 from kxds.kube.store import KINDS, Kind, Store
@@ -59,6 +59,9 @@ class ApiOptions:
     connect_timeout: float = 5.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    absent_retry: float = 60.0
+    """How often a kind the server does not serve (its CRD not installed: 404) is
+    listed again; meanwhile it counts as listed, with no objects."""
     extra_secrets: tuple[Key, ...] = ()
     """Secrets referenced by configuration (the default certificate)."""
     kinds: tuple[Kind, ...] = field(default_factory=lambda: KINDS)
@@ -102,6 +105,8 @@ class Reflector:
         self.rv: str | None = None
         """The resourceVersion to resume from; None: list first."""
         self.failing = False
+        self.missing = False
+        """The server answered 404 for the kind (an optional kind whose CRD is absent)."""
         self.backoff = Backoff(options.backoff_initial, options.backoff_max)
 
     def start(self) -> None:
@@ -133,13 +138,31 @@ class Reflector:
             except Exception as e:  # any failure: keep the state and rv, retry later
                 if self.stopping.is_set():
                     break
+                if self.kind.optional and status_code(e) == 404:
+                    self._absent()
+                    continue
                 # One warning per outage; the retries after it are debug noise.
                 level = logging.DEBUG if self.failing else logging.WARNING
                 log.log(level, "event=watch_failed kind=%s error=%s", self.kind.plural, describe(e))
                 self.failing = True
             self.stopping.wait(self.backoff.next())
 
+    def _absent(self) -> None:
+        """The server does not serve the kind (its CRD is not installed, or was removed):
+        it has no objects; look again every ``absent_retry`` seconds, saying so once."""
+        if not self.missing:
+            log.info("event=kind_not_served kind=%s api=%s retry_seconds=%g (CRD not "
+                     "installed?)", self.kind.plural, self.kind.api_version,
+                     self.options.absent_retry)
+            self.missing = True
+        self.rv = None
+        self.store.replace(self.kind, [])
+        self.stopping.wait(self.options.absent_retry)
+
     def _recovered(self) -> None:
+        if self.missing:
+            self.missing = False
+            log.info("event=kind_served kind=%s api=%s", self.kind.plural, self.kind.api_version)
         self.backoff.reset()
         if self.failing:
             self.failing = False

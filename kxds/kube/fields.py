@@ -199,6 +199,31 @@ def items(
     return tuple(out)
 
 
+# --- label selectors -------------------------------------------------------
+
+
+_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def parse_requirement(raw: Mapping[str, Any], path: str) -> m.Requirement:
+    key = get_str(raw, "key", path, required=True)
+    op = one_of(get_str(raw, "operator", path, required=True), _OPERATORS, f"{path}.operator", "")
+    values = str_list(raw, "values", path)
+    if op in ("In", "NotIn") and not values:
+        fail(f"{path}.values", f"must not be empty for operator {op}")
+    if op in ("Exists", "DoesNotExist") and values:
+        fail(f"{path}.values", f"must be empty for operator {op}")
+    assert key is not None
+    return m.Requirement(key=key, operator=op, values=values)  # type: ignore[arg-type]
+
+
+def parse_selector(raw: Mapping[str, Any], path: str) -> m.LabelSelector:
+    return m.LabelSelector(
+        match_labels=tuple(sorted(str_map(raw, "matchLabels", path).items())),
+        match_expressions=items(raw, "matchExpressions", path, parse_requirement),
+    )
+
+
 # --- metadata --------------------------------------------------------------
 
 
@@ -228,4 +253,5 @@ def parse_meta(doc: Mapping[str, Any], kind: str, *, namespaced: bool) -> m.Meta
         resource_version=scalar(meta.get("resourceVersion") or "", "metadata.resourceVersion"),
         creation_timestamp=scalar(meta.get("creationTimestamp") or "",
                                   "metadata.creationTimestamp"),
+        generation=get_int(meta, "generation", "metadata", lo=0, hi=2**63 - 1) or 0,
     )

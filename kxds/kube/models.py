@@ -13,80 +13,19 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from kxds.diagnostics import Diagnostic, ObjectRef
+from kxds.diagnostics import Diagnostic
+
+# Re-exported: every model is reached through this module.
+from kxds.kube.gateway_models import Gateway as Gateway
+from kxds.kube.gateway_models import GatewayClass as GatewayClass
+from kxds.kube.gateway_models import HTTPRoute as HTTPRoute
+from kxds.kube.gateway_models import ReferenceGrant as ReferenceGrant
+from kxds.kube.meta import Key as Key
+from kxds.kube.meta import LabelSelector as LabelSelector
+from kxds.kube.meta import Meta as Meta
+from kxds.kube.meta import Requirement as Requirement
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
-Key = tuple[str, str]
-"""``(namespace, name)``; namespace is ``""`` for cluster-scoped objects."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Meta:
-    """The part of ``metadata`` kxds uses."""
-
-    kind: str
-    namespace: str
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    uid: str = ""
-    resource_version: str = ""
-    creation_timestamp: str = ""
-    """RFC 3339 as the API writes it; sorts chronologically as a string."""
-    _ref: ObjectRef | None = field(default=None, init=False, repr=False, compare=False)
-    """:attr:`ref`, made on first use: translation asks for it many times per object,
-    and one shared value spares the IR a copy per node. Not part of the value."""
-
-    @property
-    def ref(self) -> ObjectRef:
-        ref = self._ref
-        if ref is None:
-            ref = ObjectRef(self.kind, self.namespace, self.name)
-            object.__setattr__(self, "_ref", ref)  # a cache: the value stays the same
-        return ref
-
-    @property
-    def key(self) -> Key:
-        return (self.namespace, self.name)
-
-
-# --- label selectors -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Requirement:
-    """One ``matchExpressions`` entry; operator is In, NotIn, Exists or DoesNotExist."""
-
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        if self.operator == "Exists":
-            return present
-        if self.operator == "DoesNotExist":
-            return not present
-        if self.operator == "In":
-            return present and labels[self.key] in self.values
-        return not present or labels[self.key] not in self.values
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LabelSelector:
-    """A ``metav1.LabelSelector``. The empty selector matches everything."""
-
-    match_labels: tuple[tuple[str, str], ...] = ()
-    match_expressions: tuple[Requirement, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.match_labels) and all(
-            r.matches(labels) for r in self.match_expressions
-        )
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
 
 
 # --- core/v1 ---------------------------------------------------------------
@@ -338,7 +277,8 @@ class NetworkPolicy:
     ingress: tuple[PolicyRule, ...] = ()
 
 
-Model = Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
+Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
+         | GatewayClass | Gateway | HTTPRoute | ReferenceGrant)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -361,6 +301,11 @@ class ClusterState:
     secrets: Mapping[Key, Secret] = field(default_factory=dict)
     namespaces: Mapping[Key, Namespace] = field(default_factory=dict)
     pods: Mapping[Key, Pod] = field(default_factory=dict)
+    gateway_classes: Mapping[Key, GatewayClass] = field(default_factory=dict)
+    gateways: Mapping[Key, Gateway] = field(default_factory=dict)
+    http_routes: Mapping[Key, HTTPRoute] = field(default_factory=dict)
+    reference_grants: Mapping[Key, ReferenceGrant] = field(default_factory=dict)
+    """Gateway API objects (``gateway.networking.k8s.io``); empty without the CRDs."""
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
     problems: tuple[Diagnostic, ...] = ()
@@ -393,6 +338,10 @@ class ClusterState:
             secrets=view(Secret),  # type: ignore[arg-type]
             namespaces=view(Namespace),  # type: ignore[arg-type]
             pods=view(Pod),  # type: ignore[arg-type]
+            gateway_classes=view(GatewayClass),  # type: ignore[arg-type]
+            gateways=view(Gateway),  # type: ignore[arg-type]
+            http_routes=view(HTTPRoute),  # type: ignore[arg-type]
+            reference_grants=view(ReferenceGrant),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
             ),
@@ -410,5 +359,9 @@ class ClusterState:
             self.secrets,
             self.namespaces,
             self.pods,
+            self.gateway_classes,
+            self.gateways,
+            self.http_routes,
+            self.reference_grants,
         ):
             yield from mapping.values()

@@ -30,6 +30,7 @@ from kxds.kube.fields import (
     items,
     one_of,
     parse_meta,
+    parse_selector,
     scalar,
     str_list,
     str_map,
@@ -41,6 +42,7 @@ from kxds.kube.limits import (
     MAX_PORTS_PER_SLICE,
     Limits,
 )
+from kxds.kube.parse_gateway import PARSERS as GATEWAY_PARSERS
 from kxds.kube.parse_ingress import parse_ingress, parse_ingress_class
 
 log = logging.getLogger(__name__)
@@ -49,29 +51,9 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 # --- metadata and selectors ------------------------------------------------
-
-
-def parse_requirement(raw: Mapping[str, Any], path: str) -> m.Requirement:
-    key = get_str(raw, "key", path, required=True)
-    op = one_of(get_str(raw, "operator", path, required=True), _OPERATORS, f"{path}.operator", "")
-    values = str_list(raw, "values", path)
-    if op in ("In", "NotIn") and not values:
-        fail(f"{path}.values", f"must not be empty for operator {op}")
-    if op in ("Exists", "DoesNotExist") and values:
-        fail(f"{path}.values", f"must be empty for operator {op}")
-    assert key is not None
-    return m.Requirement(key=key, operator=op, values=values)  # type: ignore[arg-type]
-
-
-def parse_selector(raw: Mapping[str, Any], path: str) -> m.LabelSelector:
-    return m.LabelSelector(
-        match_labels=tuple(sorted(str_map(raw, "matchLabels", path).items())),
-        match_expressions=items(raw, "matchExpressions", path, parse_requirement),
-    )
 
 
 # --- kinds -----------------------------------------------------------------
@@ -355,9 +337,11 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
     ("networking.k8s.io/v1", "Ingress"): parse_ingress,
     ("networking.k8s.io/v1", "IngressClass"): parse_ingress_class,
     ("networking.k8s.io/v1", "NetworkPolicy"): parse_network_policy,
+    **GATEWAY_PARSERS,
 }
 
-_NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy")
+_NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy", "Gateway",
+               "HTTPRoute", "ReferenceGrant")
 
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:

@@ -16,6 +16,7 @@ from typing import Any
 
 from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.kube import models as m
+from kxds.kube.gateway_models import GROUP
 from kxds.kube.limits import Limits
 from kxds.kube.parse import parse_object
 
@@ -54,6 +55,8 @@ class Kind:
     namespaced: bool
     field_selector: str = ""
     strip: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    optional: bool = False
+    """Served only when its CRD is installed: a 404 means "none" (see :mod:`kxds.kube.api`)."""
 
     def path(self, namespace: str | None) -> str:
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
@@ -72,6 +75,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("pods", "v1", "Pod", True, strip=strip_pod),
     # Only TLS secrets are ever read; the server filters the rest out.
     Kind("secrets", "v1", "Secret", True, field_selector=f"type={TLS_SECRET_TYPE}"),
+    # Gateway API (standard channel v1.4): CRDs a cluster may not have installed.
+    Kind("gatewayclasses", f"{GROUP}/v1", "GatewayClass", False, optional=True),
+    Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
+    Kind("httproutes", f"{GROUP}/v1", "HTTPRoute", True, optional=True),
+    # The standard channel serves ReferenceGrant as v1beta1.
+    Kind("referencegrants", f"{GROUP}/v1beta1", "ReferenceGrant", True, optional=True),
 )
 
 
@@ -125,9 +134,13 @@ def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
                     yield (ns or ing.meta.namespace, name)
 
 
-def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key]) -> set[m.Key]:
-    """Secrets an Ingress (of any class) or the configuration refers to."""
+def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key],
+                       gateways: Iterable[m.Gateway] = ()) -> set[m.Key]:
+    """Secrets an Ingress (of any class), a Gateway listener or the configuration refers to."""
     out = set(extra)
+    for gw in gateways:
+        out.update((ref.namespace or gw.meta.namespace, ref.name) for lis in gw.listeners
+                   if lis.tls is not None for ref in lis.tls.certificate_refs)
     for ing in ingresses:
         out.update((ing.meta.namespace, t.secret_name) for t in ing.tls if t.secret_name)
         out.update(_names_in_annotations(ing))
@@ -208,7 +221,8 @@ class Store:
             tables = {k: list(v.values()) for k, v in self.entries.items()}
             generation = self.generation
         ingresses = [e[0] for e in tables.get("ingresses", ()) if isinstance(e[0], m.Ingress)]
-        wanted = referenced_secrets(ingresses, self.extra_secrets)
+        gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
+        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
         for plural, entries in tables.items():

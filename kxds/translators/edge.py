@@ -46,6 +46,7 @@ from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
+from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import OneService, cluster_names, translate_service
 from kxds.translators.translation import (
@@ -204,6 +205,7 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     passthrough chain. TLS twins copy a cluster that a route names."""
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
+    targets += ctx.query(GATEWAY_API, None).routes.backends
     for ing in ctx.query(OURS, None):
         targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
                     if name in ctx.query(CLUSTER_NAMES, key)]
@@ -264,6 +266,17 @@ def _routes(ctx: Context, _: None) -> ingress.MergedRoutes:
 ROUTES: Query[None, ingress.MergedRoutes] = Query("routes", _routes)
 
 
+def _gateway_api(ctx: Context, _: None) -> GatewayApi:
+    def has(key: Key, name: str) -> bool:
+        return name in ctx.query(CLUSTER_NAMES, key)
+
+    return translate_gateway_api(ctx.state, ctx.config, has)
+
+
+GATEWAY_API: Query[None, GatewayApi] = Query("gateway-api", _gateway_api)
+"""Gateways and HTTPRoutes of ours: routes per host, and their status."""
+
+
 # --- TLS -----------------------------------------------------------------------------
 
 
@@ -295,6 +308,9 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     listener = ingress.http_listener(config)
     merged = ctx.query(ROUTES, None)
     table = ingress.route_table(listener.route_table, merged)
+    gateway_api = ctx.query(GATEWAY_API, None)
+    defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
+    table, joined = merge_into(table, gateway_api.routes, defaults)
     if svc.failed:  # fail closed: routes to a Service left out answer 503
         table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
     base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
@@ -308,9 +324,12 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     parse_problems, skipped = ctx.query(PARSE_PROBLEMS, None)
     translation = Translation(
         ir=secured.ir, bounds=secured.bounds, skipped=skipped,
+        gateway_status=gateway_api.status,
         diagnostics=sorted_diagnostics(parse_problems, svc.diagnostics,
                                        ctx.query(CONTESTED, None).diagnostics,
-                                       merged.diagnostics, secured.diagnostics))
+                                       merged.diagnostics, secured.diagnostics,
+                                       gateway_api.routes.diagnostics, joined,
+                                       gateway_api.diagnostics))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.errors import KxdsError
 from kxds.ir import IR
+from kxds.translators.gateway_status import GatewayApiStatus
 
 log = logging.getLogger("kxds.translators")
 
@@ -26,6 +27,8 @@ class Translation:
     bounds: frozenset[dt.datetime] = frozenset()
     """When a certificate check of this translation may change its verdict (the
     ``not_before`` and ``not_after`` of each certificate checked)."""
+    gateway_status: GatewayApiStatus = field(default_factory=GatewayApiStatus)
+    """The status of every Gateway API object kxds controls (conditions as data)."""
     skipped: tuple[ObjectRef, ...] = ()
     """Objects left alone on purpose, as another controller's (Ingresses of another
     class): no diagnostic, no Event; the caller logs each once at debug level."""

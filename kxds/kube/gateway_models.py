@@ -1,0 +1,189 @@
+"""Typed models of the Gateway API objects kxds reads (``gateway.networking.k8s.io``).
+
+GatewayClass, Gateway, HTTPRoute and ReferenceGrant, keeping the fields kxds
+uses and, for the fields the translation cannot serve yet, enough to name them
+in a status condition (nothing a route asks for is silently dropped). Parsed
+by :mod:`kxds.kube.parse_gateway`; defaults are applied there, as the CRD
+schema applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kxds.kube.meta import LabelSelector, Meta
+
+GROUP = "gateway.networking.k8s.io"
+"""The Gateway API group: the default group of parent references."""
+
+FromNamespaces = Literal["All", "Same", "Selector", "None"]
+PathMatchType = Literal["Exact", "PathPrefix", "RegularExpression"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayClass:
+    meta: Meta
+    controller_name: str
+    """``spec.controllerName``: the controller that owns the class's Gateways."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupKind:
+    """A ``RouteGroupKind`` (``group`` ``""`` is the core group)."""
+
+    group: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretObjectReference:
+    """A listener's ``certificateRefs`` entry (a Secret unless group/kind say otherwise)."""
+
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+    """None: the Gateway's own namespace."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTLS:
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: tuple[SecretObjectReference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedRoutes:
+    """Which Routes may attach to a listener."""
+
+    namespaces_from: FromNamespaces = "Same"
+    selector: LabelSelector | None = None
+    """With ``namespaces_from == "Selector"``: the namespaces' labels it must match."""
+    kinds: tuple[GroupKind, ...] = ()
+    """Empty: the kinds the listener's protocol supports."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    name: str
+    port: int
+    protocol: str
+    """As written (HTTP, HTTPS, TLS, TCP, UDP, or a domain-prefixed custom one)."""
+    hostname: str | None = None
+    """Lower-cased; ``*.`` wildcards allowed; None matches every host."""
+    tls: ListenerTLS | None = None
+    allowed_routes: AllowedRoutes = AllowedRoutes()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gateway:
+    meta: Meta
+    gateway_class_name: str
+    listeners: tuple[Listener, ...]
+    addresses: tuple[str, ...] = ()
+    """``spec.addresses`` values: kxds assigns none (reported as unsupported)."""
+    infrastructure: bool = False
+    """Whether ``spec.infrastructure`` is set (not supported: reported)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParentReference:
+    group: str = GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    """None: the Route's own namespace."""
+    name: str
+    section_name: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathMatch:
+    type: PathMatchType = "PathPrefix"
+    value: str = "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteMatch:
+    """One ``matches`` entry. Header, query and method matches are kept only as
+    what they are (the translation cannot serve them yet and says so)."""
+
+    path: PathMatch = PathMatch()
+    headers: tuple[str, ...] = ()
+    """The header names matched."""
+    query_params: tuple[str, ...] = ()
+    """The query parameter names matched."""
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendRef:
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: int | None = None
+    weight: int = 1
+    filters: tuple[str, ...] = ()
+    """The ``type`` of each of the backend's own filters."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRule:
+    name: str | None = None
+    matches: tuple[RouteMatch, ...] = (RouteMatch(),)
+    """Defaulted as the CRD does: one PathPrefix ``/`` match."""
+    filters: tuple[str, ...] = ()
+    """The ``type`` of each filter of the rule."""
+    backend_refs: tuple[BackendRef, ...] = ()
+    request_timeout_ms: int | None = None
+    """``timeouts.request``; 0 disables the timeout."""
+    unsupported: tuple[str, ...] = ()
+    """Fields set on the rule that kxds cannot serve yet (``timeouts.backendRequest``,
+    ``retry``, ``sessionPersistence``): each makes the route's parents not Accepted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRoute:
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    """Lower-cased; ``*.`` wildcards allowed."""
+    rules: tuple[RouteRule, ...] = (RouteRule(),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantFrom:
+    group: str
+    kind: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantTo:
+    group: str
+    kind: str
+    name: str | None = None
+    """None: every object of the kind in the grant's namespace."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferenceGrant:
+    """Allows references from ``from_`` (in other namespaces) to ``to`` in its namespace."""
+
+    meta: Meta
+    from_: tuple[GrantFrom, ...]
+    to: tuple[GrantTo, ...]
+
+    def allows(self, group: str, kind: str, namespace: str, to_group: str, to_kind: str,
+               name: str) -> bool:
+        """Whether a ``group``/``kind`` object in ``namespace`` may refer to
+        ``to_group``/``to_kind`` ``name`` in this grant's namespace."""
+        return (any(f.group == group and f.kind == kind and f.namespace == namespace
+                    for f in self.from_)
+                and any(t.group == to_group and t.kind == to_kind
+                        and (t.name is None or t.name == name) for t in self.to))
+
+
+GatewayModel = GatewayClass | Gateway | HTTPRoute | ReferenceGrant

@@ -1,0 +1,186 @@
+"""Gateway API front-end, part one: GatewayClasses, Gateways and their listeners (pure).
+
+Which Envoys serve which Gateway: every edge Envoy serves every Gateway of a
+GatewayClass whose ``controllerName`` is ``kxds.io/gateway-controller`` (the
+edge groups share one view; a Gateway does not choose a group yet). A
+listener is served on the edge's own listeners:
+
+* ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
+  Service publishes 80 and forwards it there, so both name the same Envoy
+  listener;
+* ``HTTPS`` (Terminate) on 443 or ``--https-port``: certificate references are
+  resolved and reported (``ResolvedRefs``), but the listener is not served
+  yet: ``Accepted=False``, ``UnsupportedProtocol``;
+* any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
+
+Listeners of every Gateway of ours that land on the same Envoy listener with
+the same hostname are not distinct: the oldest Gateway (then namespace/name)
+keeps the hostname, the others' listeners are ``Conflicted``
+(``HostnameConflict``) and not accepted; within one Gateway, none of the
+indistinct listeners is accepted (the spec forbids picking a winner there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kxds.kube.gateway_models import GROUP, Gateway, GatewayClass, GroupKind, Listener
+from kxds.kube.models import ClusterState, Key
+from kxds.translators.config import TranslateConfig
+from kxds.translators.gateway_status import CONTROLLER_NAME, ClassStatus, Condition
+
+HTTPROUTE = GroupKind(group=GROUP, kind="HTTPRoute")
+SUPPORTED_FEATURES = ("Gateway", "HTTPRoute", "ReferenceGrant")
+"""The conformance suite's feature names of what kxds implements (core only so far)."""
+
+
+def age(meta_owner: Gateway | GatewayClass) -> tuple[bool, str, str, str]:
+    """Oldest first; objects without a timestamp (hand-written manifests) after the rest."""
+    meta = meta_owner.meta
+    ts = meta.creation_timestamp
+    return (ts == "", ts, meta.namespace, meta.name)
+
+
+def our_classes(state: ClusterState) -> dict[str, GatewayClass]:
+    """The GatewayClasses kxds controls, by name."""
+    return {c.meta.name: c for c in state.gateway_classes.values()
+            if c.controller_name == CONTROLLER_NAME}
+
+
+def class_status(cls: GatewayClass) -> ClassStatus:
+    """A class of ours is always accepted (it has no parameters kxds would read)."""
+    return ClassStatus(ref=cls.meta.ref, generation=cls.meta.generation,
+                       conditions=(Condition("Accepted", True, "Accepted",
+                                             "kxds serves Gateways of this class"),),
+                       supported_features=SUPPORTED_FEATURES)
+
+
+def our_gateways(state: ClusterState) -> list[Gateway]:
+    """The Gateways of our classes, oldest first."""
+    classes = our_classes(state)
+    return sorted((g for g in state.gateways.values() if g.gateway_class_name in classes),
+                  key=age)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    """What becomes of one listener: whether routes may attach, and its conditions."""
+
+    gateway: Key
+    listener: Listener
+    accepted: bool
+    supported_kinds: tuple[GroupKind, ...]
+    conditions: tuple[Condition, ...]
+    """Without ``Programmed`` (it follows from ``accepted``) and without the count."""
+
+
+def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
+    proto = lis.protocol.upper()
+    if proto not in ("HTTP", "HTTPS") or lis.protocol != proto:
+        return Condition("Accepted", False, "UnsupportedProtocol",
+                         f"protocol {lis.protocol} is not supported (HTTP only so far)")
+    ports = (80, config.http_port) if proto == "HTTP" else (443, config.https_port)
+    if lis.port not in ports:
+        return Condition("Accepted", False, "PortUnavailable",
+                         f"{proto} is served on port {' or '.join(map(str, sorted(set(ports))))} "
+                         "(the edge Service's port and kxds's own)")
+    if proto == "HTTPS":
+        return Condition("Accepted", False, "UnsupportedProtocol",
+                         "HTTPS listeners are not served yet (HTTP only so far)")
+    return None
+
+
+def _kinds(lis: Listener) -> tuple[tuple[GroupKind, ...], Condition | None]:
+    """The route kinds the listener supports, and ``ResolvedRefs=False`` for the others."""
+    if not lis.allowed_routes.kinds:
+        return (HTTPROUTE,), None
+    good = tuple(k for k in lis.allowed_routes.kinds if k == HTTPROUTE)
+    bad = [f"{k.group}/{k.kind}" for k in lis.allowed_routes.kinds if k != HTTPROUTE]
+    if not bad:
+        return good, None
+    return good, Condition("ResolvedRefs", False, "InvalidRouteKinds",
+                           f"route kinds {', '.join(bad)} are not supported on "
+                           f"{lis.protocol} listeners")
+
+
+def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
+                   cert_refs: dict[tuple[Key, str], Condition]) -> list[ListenerPlan]:
+    """Every listener of ``gateways`` (oldest Gateway first), with conflicts settled.
+
+    ``cert_refs``: the ``ResolvedRefs`` condition of each HTTPS listener's
+    certificates (absent: none to resolve).
+    """
+    plans: list[ListenerPlan] = []
+    claimed: dict[tuple[str, str | None], Key] = {}
+    for gw in gateways:
+        local: dict[tuple[str, str | None], list[int]] = {}
+        for lis in gw.listeners:
+            problem = _port_problem(lis, config)
+            kinds, kinds_problem = _kinds(lis)
+            conds = [problem or Condition("Accepted", True, "Accepted", "")]
+            conds.append(cert_refs.get((gw.meta.key, lis.name)) or kinds_problem
+                         or Condition("ResolvedRefs", True, "ResolvedRefs", ""))
+            ok = problem is None and conds[1].status
+            if ok:
+                local.setdefault((lis.protocol, lis.hostname), []).append(len(plans))
+            plans.append(ListenerPlan(gw.meta.key, lis, ok, kinds, tuple(conds)))
+        for slot, indexes in local.items():
+            owner = claimed.get(slot)
+            if len(indexes) == 1 and owner is None:
+                claimed[slot] = gw.meta.key
+                continue
+            why = (f"hostname {slot[1] or '(any)'} is also served by Gateway "
+                   f"{owner[0]}/{owner[1]}" if owner is not None else
+                   f"listeners {', '.join(plans[i].listener.name for i in indexes)} of this "
+                   "Gateway are not distinct (port 80 and the edge port are one listener)")
+            for i in indexes:
+                plans[i] = _conflicted(plans[i], why)
+    return plans
+
+
+def _conflicted(plan: ListenerPlan, why: str) -> ListenerPlan:
+    conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
+             Condition("Conflicted", True, "HostnameConflict", why))
+    return ListenerPlan(plan.gateway, plan.listener, False, plan.supported_kinds, conds)
+
+
+def certificate_refs(state: ClusterState, gw: Gateway) -> dict[tuple[Key, str], Condition]:
+    """``ResolvedRefs`` of each HTTPS listener of ``gw`` that names certificates.
+
+    A reference must be a core ``Secret`` of type ``kubernetes.io/tls``; one in
+    another namespace needs a ReferenceGrant there from Gateways of ``gw``'s.
+    """
+    out: dict[tuple[Key, str], Condition] = {}
+    ns = gw.meta.namespace
+    for lis in gw.listeners:
+        if lis.tls is None:
+            continue
+        for ref in lis.tls.certificate_refs:
+            target = ref.namespace or ns
+            name = f"{target}/{ref.name}"
+            if ref.group != "" or ref.kind != "Secret":
+                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
+                                 f"{ref.group or 'core'}/{ref.kind} {name} is not a Secret")
+            elif target != ns and not granted(state, "Gateway", ns, "", "Secret", target,
+                                              ref.name):
+                cond = Condition("ResolvedRefs", False, "RefNotPermitted",
+                                 f"no ReferenceGrant in {target} allows Gateways of {ns} "
+                                 f"to use Secret {name}")
+            elif (secret := state.secrets.get((target, ref.name))) is None \
+                    or secret.type != "kubernetes.io/tls":
+                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
+                                 f"Secret {name} is missing or not of type kubernetes.io/tls")
+            else:
+                continue
+            out.setdefault((gw.meta.key, lis.name), cond)
+    return out
+
+
+def granted(state: ClusterState, from_kind: str, from_ns: str, to_group: str, to_kind: str,
+            to_ns: str, name: str) -> bool:
+    """Whether a ReferenceGrant in ``to_ns`` lets ``from_kind`` objects of ``from_ns``
+    (Gateway API group) refer to ``to_group``/``to_kind`` ``name``."""
+    return any(grant.meta.namespace == to_ns
+               and grant.allows(GROUP, from_kind, from_ns, to_group, to_kind, name)
+               for grant in state.reference_grants.values())

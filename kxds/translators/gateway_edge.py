@@ -1,0 +1,184 @@
+"""Gateway API on the edge: the whole front-end's result, and how it joins the Ingress routes.
+
+Ingress and Gateway API may route the same host on the edge HTTP listener.
+Their routes share the host's virtual host, ordered by the same precedence
+(Exact, then the longest prefix). When an HTTPRoute and an Ingress ask for
+the very same path match on one host, **the Ingress wins** and the HTTPRoute's
+route is reported as a ``Conflict``: adding an HTTPRoute never takes traffic
+from a live Ingress path; a migration removes the Ingress path to hand it over.
+An Ingress host's unmatched paths still reach the Ingress default backend
+(after every route of the host, both front-ends'); a host only HTTPRoutes
+serve answers 404 for them, as the Gateway API asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from kxds import names
+from kxds.diagnostics import Diagnostic, Reason
+from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
+from kxds.kube.gateway_models import Gateway, HTTPRoute
+from kxds.kube.models import ClusterState, Key
+from kxds.translators.config import TranslateConfig
+from kxds.translators.gateway import (
+    ListenerPlan,
+    certificate_refs,
+    class_status,
+    our_classes,
+    our_gateways,
+    plan_listeners,
+)
+from kxds.translators.gateway_routes import GatewayRoutes, HasCluster, collect, route_outcome
+from kxds.translators.gateway_status import (
+    Condition,
+    GatewayApiStatus,
+    GatewayStatus,
+    ListenerStatus,
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GatewayApi:
+    """The Gateway API front-end's routes and the status of every object of ours."""
+
+    routes: GatewayRoutes
+    status: GatewayApiStatus
+    diagnostics: tuple[Diagnostic, ...] = ()
+    """Problems of the Gateways themselves (listeners not served)."""
+
+
+def translate_gateway_api(state: ClusterState, config: TranslateConfig,
+                          clusters: HasCluster) -> GatewayApi:
+    """Every Gateway and HTTPRoute of ours -> routes per host and status."""
+    gateways = our_gateways(state)
+    cert_refs = {k: v for gw in gateways for k, v in certificate_refs(state, gw).items()}
+    plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
+             for p in plan_listeners(gateways, config, cert_refs)]
+    by_gateway: dict[Key, list[ListenerPlan]] = {}
+    for plan in plans:
+        by_gateway.setdefault(plan.gateway, []).append(plan)
+    routes = sorted(state.http_routes.values(), key=age_of_route)
+    gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i)
+                        for i, r in enumerate(routes))
+    statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
+                     for gw in sorted(gateways, key=lambda g: g.meta.ref))
+    classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
+                                                     key=lambda c: c.meta.name))
+    return GatewayApi(gw_routes, GatewayApiStatus(classes=classes, gateways=statuses,
+                                                  routes=gw_routes.statuses),
+                      tuple(_listener_problems(state, plans)))
+
+
+def _listener_problems(state: ClusterState, plans: list[ListenerPlan]) -> Iterable[Diagnostic]:
+    """A diagnostic for each listener not served (its status says the same)."""
+    for p in plans:
+        if p.accepted:
+            continue
+        gw = state.gateways[p.gateway]
+        index = gw.listeners.index(p.listener)
+        why = next(c for c in p.conditions if not c.status)
+        reason = Reason.CONFLICT if why.reason == "HostnameConflict" else Reason.UNSUPPORTED
+        yield Diagnostic(gw.meta.ref, f"spec.listeners[{index}]", reason,
+                         f"listener {p.listener.name} is not served: {why.reason}: {why.message}")
+
+
+def age_of_route(route: HTTPRoute) -> tuple[bool, str, str, str]:
+    """Oldest first (it wins precedence ties); no timestamp after the rest."""
+    ts = route.meta.creation_timestamp
+    return (ts == "", ts, route.meta.namespace, route.meta.name)
+
+
+def _unaddressable(plan: ListenerPlan) -> ListenerPlan:
+    """A listener of a Gateway asking for addresses kxds cannot give: not accepted."""
+    why = Condition("Accepted", False, "UnsupportedAddress",
+                    "the Gateway asks for spec.addresses, which kxds cannot assign")
+    return replace(plan, accepted=False, conditions=(why, *plan.conditions[1:]))
+
+
+def _gateway_status(gw: Gateway, plans: list[ListenerPlan],
+                    attached: Mapping[tuple[Key, str], int]) -> GatewayStatus:
+    listeners = []
+    for p in plans:
+        programmed = (Condition("Programmed", True, "Programmed", "") if p.accepted
+                      else Condition("Programmed", False, "Invalid",
+                                     "the listener is not accepted"))
+        conflicted = [c for c in p.conditions if c.type == "Conflicted"] or [
+            Condition("Conflicted", False, "NoConflicts", "")]
+        others = [c for c in p.conditions if c.type != "Conflicted"]
+        listeners.append(ListenerStatus(
+            name=p.listener.name, supported_kinds=p.supported_kinds,
+            attached_routes=attached.get((p.gateway, p.listener.name), 0),
+            conditions=(*others, programmed, *conflicted)))
+    good = sum(p.accepted for p in plans)
+    if gw.addresses:
+        accepted = Condition("Accepted", False, "UnsupportedAddress",
+                             "spec.addresses is not supported: kxds serves every Gateway on "
+                             "the edge Envoys' own addresses")
+    elif good == len(plans):
+        accepted = Condition("Accepted", True, "Accepted", "")
+    else:
+        bad = ", ".join(p.listener.name for p in plans if not p.accepted)
+        accepted = Condition("Accepted", good > 0, "ListenersNotValid",
+                             f"listeners not accepted: {bad}")
+    programmed = (Condition("Programmed", True, "Programmed", "served by every edge Envoy")
+                  if accepted.status and good else
+                  Condition("Programmed", False, "Invalid", "no listener is served"))
+    return GatewayStatus(ref=gw.meta.ref, generation=gw.meta.generation,
+                         conditions=(accepted, programmed), listeners=tuple(listeners))
+
+
+def merge_into(table: RouteTable, gw: GatewayRoutes, defaults: frozenset[str]
+               ) -> tuple[RouteTable, tuple[Diagnostic, ...]]:
+    """``table`` (the Ingress routes) with the HTTPRoutes' routes added per host.
+
+    ``defaults``: the names of Ingress default-backend routes (they stay last).
+    An HTTPRoute route whose match an Ingress route of the host already has is
+    left out and reported (the Ingress wins).
+    """
+    if not gw.by_host:
+        return table, ()
+    hosts = {vh.name: vh for vh in table.virtual_hosts}
+    diagnostics: list[Diagnostic] = []
+    for host, routes in gw.by_host.items():
+        name = names.virtual_host(host)
+        old = hosts.get(name)
+        if old is None:
+            hosts[name] = VirtualHost(name=name, domains=(host or "*",), routes=routes,
+                                      refs=tuple(sorted({r.ref for r in routes})))
+            continue
+        hosts[name] = _joined(old, routes, defaults, diagnostics)
+    return (replace(table, virtual_hosts=tuple(hosts[k] for k in sorted(hosts))),
+            tuple(diagnostics))
+
+
+def _joined(vh: VirtualHost, routes: tuple[Route, ...], defaults: frozenset[str],
+            diagnostics: list[Diagnostic]) -> VirtualHost:
+    """An Ingress virtual host with HTTPRoute routes placed by precedence."""
+    own = [r for r in vh.routes if r.below_wildcard_host is None and r.name not in defaults]
+    tail = [r for r in vh.routes if r.below_wildcard_host is not None or r.name in defaults]
+    taken = {r.match: r.ref for r in own}
+    added: list[Route] = []
+    for r in routes:
+        owner = taken.get(r.match)
+        if owner is not None:
+            diagnostics.append(Diagnostic(
+                r.ref, "spec.rules", Reason.CONFLICT,
+                f"host {vh.domains[0]!r} {r.match.kind.value} {r.match.path!r} is already "
+                f"served by {owner} (an Ingress wins over an HTTPRoute); route {r.name} "
+                "is not served"))
+            continue
+        added.append(r)
+    ordered = sorted([(0, i, r) for i, r in enumerate(own)] + [(1, i, r) for i, r in
+                                                               enumerate(added)],
+                     key=lambda t: (_rank(t[2]), t[0], t[1]))
+    merged = tuple(r for _, _, r in ordered) + tuple(tail)
+    return replace(vh, routes=merged, refs=tuple(sorted({*vh.refs, *(r.ref for r in added)})))
+
+
+def _rank(route: Route) -> tuple[int, int]:
+    """Exact first, then prefixes longest first (both front-ends' rule)."""
+    if route.match.kind is MatchKind.EXACT:
+        return (0, 0)
+    return (1, -len(route.match.path))

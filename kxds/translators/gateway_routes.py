@@ -1,0 +1,338 @@
+"""Gateway API front-end, part two: HTTPRoutes -> IR routes, with their status (pure).
+
+Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
+
+* A parent reference attaches to the listeners of one of our Gateways that
+  ``sectionName`` and ``port`` select (none: ``NoMatchingParent``), that admit
+  the Route's namespace and kind (none: ``NotAllowedByListeners``) and whose
+  hostname intersects the Route's (none: ``NoMatchingListenerHostname``).
+* Hostname intersection (:func:`intersect`): a wildcard covers any number of
+  labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
+  of two intersecting hostnames the more specific one is served.
+* What the IR cannot express yet (header, query parameter and method
+  matches, ``RegularExpression`` paths, every filter, ``retry``,
+  ``sessionPersistence``, ``timeouts.backendRequest``) makes the parent
+  ``Accepted=False`` (``UnsupportedValue``) and the Route is not served there:
+  serving it without them would route more than it asks for.
+* A backend reference that does not resolve (``BackendNotFound``,
+  ``RefNotPermitted``, ``InvalidKind``) sets ``ResolvedRefs=False``; the spec
+  wants a 500 for its share of the requests, and the IR has no weighted
+  direct response yet, so the whole rule answers 500. So does a rule
+  without backends or whose weights are all zero.
+* Precedence across the Routes of a host: Exact, then the longest prefix,
+  then the oldest Route, then namespace/name, then rule and match order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kxds import names
+from kxds.diagnostics import Diagnostic, Reason
+from kxds.ir import (
+    DirectResponse,
+    Forward,
+    MatchKind,
+    PathMatch,
+    Route,
+    RouteAction,
+    WeightedBackend,
+)
+from kxds.kube.gateway_models import GROUP, BackendRef, HTTPRoute, ParentReference, RouteRule
+from kxds.kube.models import ClusterState, Key
+from kxds.translators.gateway import HTTPROUTE, ListenerPlan, granted
+from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+
+SERVER_ERROR = DirectResponse(status=500, body="backend not available")
+
+HasCluster = Callable[[Key, str], bool]
+Target = tuple[Key, str]
+
+
+def intersect(listener: str | None, route: str) -> str | None:
+    """The hostnames both a listener and a Route hostname match, as one hostname; None
+    when they share none. ``listener`` None matches every host."""
+    if listener is None or listener == route:
+        return route
+    if listener.startswith("*.") and route.endswith(listener[1:]):
+        return route  # a name (or narrower wildcard) under the listener's wildcard
+    if route.startswith("*.") and listener.endswith(route[1:]):
+        return listener
+    return None
+
+
+def route_hosts(listener: str | None, hostnames: tuple[str, ...]) -> list[str]:
+    """The hosts a Route serves on a listener (``""``: every host)."""
+    if not hostnames:
+        return [listener or ""]
+    return sorted({h for h in (intersect(listener, n) for n in hostnames) if h is not None})
+
+
+def unsupported(route: HTTPRoute) -> list[str]:
+    """Each field of ``route`` the IR cannot serve yet, as ``field: what``."""
+    out: list[str] = []
+    for i, rule in enumerate(route.rules):
+        at = f"spec.rules[{i}]"
+        for j, m in enumerate(rule.matches):
+            mat = f"{at}.matches[{j}]"
+            if m.path.type == "RegularExpression":
+                out.append(f"{mat}.path: RegularExpression paths are not supported yet")
+            if m.headers:
+                out.append(f"{mat}.headers: header matches are not supported yet")
+            if m.query_params:
+                out.append(f"{mat}.queryParams: query parameter matches are not supported yet")
+            if m.method is not None:
+                out.append(f"{mat}.method: method matches are not supported yet")
+        out += [f"{at}.filters: {t} filters are not supported yet" for t in rule.filters]
+        out += [f"{at}.{f}: not supported yet" for f in rule.unsupported]
+        for k, b in enumerate(rule.backend_refs):
+            out += [f"{at}.backendRefs[{k}].filters: {t} filters are not supported yet"
+                    for t in b.filters]
+    return out
+
+
+@dataclass(slots=True)
+class RouteOutcome:
+    """One HTTPRoute's contribution: routes per host, its status, its problems."""
+
+    hosts: dict[tuple[Key, str, str], list[tuple[tuple[int, int, str, int, int], Route]]] = field(
+        default_factory=dict)
+    """(Gateway, listener, host) -> (precedence key, route)."""
+    backends: set[Target] = field(default_factory=set)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    attached: dict[tuple[Key, str], int] = field(default_factory=dict)
+    status: RouteStatus | None = None
+
+
+def route_outcome(state: ClusterState, route: HTTPRoute,
+                  listeners: Mapping[Key, list[ListenerPlan]],
+                  clusters: HasCluster, order: int) -> RouteOutcome:
+    """Attach ``route`` to its parents among ``listeners`` (by Gateway); ``order``
+    is its place among all Routes by age (precedence after path)."""
+    out = RouteOutcome()
+    actions, resolved = _actions(state, route, clusters, out)
+    problems = unsupported(route)
+    parents: list[ParentStatus] = []
+    for p in route.parent_refs:
+        gw_key = (p.namespace or route.meta.namespace, p.name)
+        if p.group != GROUP or p.kind != "Gateway" or gw_key not in listeners:
+            continue  # not a parent of ours: its controller reports it
+        accepted, attached = _attach(state, route, p, listeners[gw_key])
+        if accepted.status and problems:
+            accepted = Condition("Accepted", False, "UnsupportedValue", "; ".join(problems))
+        parents.append(ParentStatus(parent=p, conditions=(accepted, resolved)))
+        if not accepted.status:
+            out.diagnostics.append(Diagnostic(route.meta.ref, "spec.parentRefs", Reason.NOT_ALLOWED
+                                              if accepted.reason != "UnsupportedValue"
+                                              else Reason.UNSUPPORTED,
+                                              f"{p.name}: {accepted.reason}: {accepted.message}"))
+            continue
+        for plan in attached:
+            key = (plan.gateway, plan.listener.name)
+            out.attached[key] = out.attached.get(key, 0) + 1
+            for host in route_hosts(plan.listener.hostname, route.hostnames):
+                _add_routes(out, (*key, host), route, actions, order)
+    if not out.hosts:
+        out.backends.clear()  # attached nowhere: its backends get no cluster
+    out.status = RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
+                             parents=tuple(parents))
+    return out
+
+
+def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: list[ListenerPlan]
+            ) -> tuple[Condition, list[ListenerPlan]]:
+    """``Accepted`` for one parent reference, and the listeners it attaches to."""
+    selected = [pl for pl in plans
+                if (p.section_name is None or pl.listener.name == p.section_name)
+                and (p.port is None or pl.listener.port == p.port)]
+    if not selected:
+        return Condition("Accepted", False, "NoMatchingParent",
+                         "no listener matches sectionName/port"), []
+    allowed = [pl for pl in selected if pl.accepted and HTTPROUTE in pl.supported_kinds
+               and _namespace_allowed(state, route, pl)]
+    if not allowed:
+        return Condition("Accepted", False, "NotAllowedByListeners",
+                         "no accepted listener admits HTTPRoutes from namespace "
+                         f"{route.meta.namespace}"), []
+    matching = [pl for pl in allowed if route_hosts(pl.listener.hostname, route.hostnames)]
+    if not matching:
+        return Condition("Accepted", False, "NoMatchingListenerHostname",
+                         "no listener hostname intersects the route's hostnames"), []
+    return Condition("Accepted", True, "Accepted", ""), matching
+
+
+def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan) -> bool:
+    allowed = plan.listener.allowed_routes
+    ns = route.meta.namespace
+    if allowed.namespaces_from == "All":
+        return True
+    if allowed.namespaces_from == "Same":
+        return ns == plan.gateway[0]
+    if allowed.namespaces_from == "Selector" and allowed.selector is not None:
+        namespace = state.namespaces.get(("", ns))
+        return namespace is not None and allowed.selector.matches(namespace.meta.labels)
+    return False  # None, or Selector without a selector: nothing (fail closed)
+
+
+def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: str,
+             clusters: HasCluster) -> tuple[str | None, Condition | None]:
+    """The cluster a backend reference names, or why it does not resolve."""
+    ns = b.namespace or route.meta.namespace
+    name = f"{ns}/{b.name}"
+    if b.group != "" or b.kind != "Service":
+        return None, Condition("ResolvedRefs", False, "InvalidKind",
+                               f"{field_path}: {b.group or 'core'}/{b.kind} {name} is not a "
+                               "Service")
+    if ns != route.meta.namespace and not granted(state, "HTTPRoute", route.meta.namespace,
+                                                  "", "Service", ns, b.name):
+        return None, Condition("ResolvedRefs", False, "RefNotPermitted",
+                               f"{field_path}: no ReferenceGrant in {ns} allows HTTPRoutes of "
+                               f"{route.meta.namespace} to use Service {name}")
+    service = state.services.get((ns, b.name))
+    port = service.port_by_number(b.port) if service is not None and b.port else None
+    if service is None or port is None or port.protocol != "TCP":
+        what = "not found" if service is None else f"has no TCP port {b.port}"
+        return None, Condition("ResolvedRefs", False, "BackendNotFound",
+                               f"{field_path}: Service {name} {what}")
+    cluster = names.service_cluster(ns, b.name, port.port)
+    if not clusters((ns, b.name), cluster):
+        return None, Condition("ResolvedRefs", False, "BackendNotFound",
+                               f"{field_path}: Service {name} cannot be a backend "
+                               "(see its own diagnostics)")
+    return cluster, None
+
+
+def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
+                 clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
+                 ) -> RouteAction:
+    """Forward by weight, or 500 when a backend with a share does not resolve (the
+    whole rule: the IR has no weighted direct response yet) or none has a share."""
+    backends: list[WeightedBackend] = []
+    broken = False
+    for k, b in enumerate(rule.backend_refs):
+        cluster, problem = _backend(state, route, b, f"spec.rules[{i}].backendRefs[{k}]",
+                                    clusters)
+        if problem is not None:
+            problems.append(problem)
+            broken = broken or b.weight > 0
+        elif cluster is not None and b.weight > 0:
+            backends.append(WeightedBackend(cluster=cluster, weight=b.weight))
+            out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
+    if broken or not backends:
+        return SERVER_ERROR
+    return Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms)
+
+
+def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
+             out: RouteOutcome) -> tuple[list[RouteAction], Condition]:
+    """Each rule's action, and the Route's ``ResolvedRefs`` condition."""
+    problems: list[Condition] = []
+    actions = [_rule_action(state, route, i, rule, clusters, out, problems)
+               for i, rule in enumerate(route.rules)]
+    for c in problems:
+        where, what = c.message.split(": ", 1)
+        found = c.reason == "BackendNotFound"
+        out.diagnostics.append(Diagnostic(
+            route.meta.ref, where, Reason.BACKEND_NOT_FOUND if found else Reason.NOT_ALLOWED,
+            f"{'' if found else c.reason + ': '}{what}; its rule answers 500"))
+    if not problems:
+        return actions, Condition("ResolvedRefs", True, "ResolvedRefs", "")
+    first = problems[0]
+    return actions, Condition("ResolvedRefs", False, first.reason,
+                              "; ".join(c.message for c in problems))
+
+
+def path_match(kind: str, value: str) -> PathMatch:
+    """Exact is the whole path; PathPrefix matches whole path elements, a trailing slash
+    ignored (the spec: equivalent to the Ingress ``Prefix`` type)."""
+    if kind == "Exact":
+        return PathMatch(kind=MatchKind.EXACT, path=value)
+    trimmed = value.rstrip("/")
+    return (PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed) if trimmed
+            else PathMatch(kind=MatchKind.PREFIX, path="/"))
+
+
+def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
+                actions: list[RouteAction], order: int) -> None:
+    ref = route.meta.ref
+    routes = out.hosts.setdefault(where, [])
+    have = {r.name for _, r in routes}
+    for i, (rule, action) in enumerate(zip(route.rules, actions, strict=True)):
+        for j, m in enumerate(rule.matches):
+            name = names.cap(f"httproute/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
+            if name in have:
+                continue  # the same rule through a second listener of the same host
+            match = path_match(m.path.type, m.path.value)
+            routes.append((precedence(match, order, i, j), Route(name=name, ref=ref,
+                                                                 match=match, action=action)))
+
+
+def precedence(match: PathMatch, order: int, rule: int, index: int
+               ) -> tuple[int, int, str, int, int]:
+    """Envoy order (first match wins), per the HTTPRoute spec: Exact, then the longest
+    prefix; on ties the oldest Route (``order``), then rule and match order."""
+    if match.kind is MatchKind.EXACT:
+        return (0, 0, f"{order:09d}", rule, index)
+    return (1, -len(match.path), f"{order:09d}", rule, index)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GatewayRoutes:
+    """The routes of every HTTPRoute of ours, per host (``""``: every host), in Envoy order."""
+
+    by_host: Mapping[str, tuple[Route, ...]]
+    backends: frozenset[Target]
+    diagnostics: tuple[Diagnostic, ...]
+    attached: Mapping[tuple[Key, str], int]
+    statuses: tuple[RouteStatus, ...]
+
+
+def _covered(per_host: Mapping[str, list[tuple[tuple[int, int, str, int, int], Route]]]
+             ) -> dict[str, list[Route]]:
+    """One listener's routes per host, each host also given the routes of the wider
+    hosts (wildcards, then every host) that cover it, after its own: Envoy serves a
+    request from its most specific virtual host only, and the spec gives the rules
+    of the Route with the more specific matching hostname precedence. Only within
+    one listener: a request belongs to one listener (listener isolation)."""
+    out: dict[str, list[Route]] = {}
+    for host in per_host:
+        wider = sorted((w for w in per_host if w != host and _covers(w, host)),
+                       key=lambda w: (w == "", -len(w)))
+        out[host] = [r for h in (host, *wider) for _, r in sorted(per_host[h],
+                                                                  key=lambda kr: kr[0])]
+    return out
+
+
+def _covers(wide: str, host: str) -> bool:
+    """Whether every name ``host`` stands for is also one of ``wide``'s."""
+    return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
+
+
+def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
+    """Merge the Routes' outcomes (each already in age order) into hosts."""
+    listeners: dict[tuple[Key, str], dict[str, list[tuple[tuple[int, int, str, int, int],
+                                                          Route]]]] = {}
+    backends: set[Target] = set()
+    diags: list[Diagnostic] = []
+    attached: dict[tuple[Key, str], int] = {}
+    statuses: list[RouteStatus] = []
+    for o in outcomes:
+        for (gw, lis, host), routes in o.hosts.items():
+            listeners.setdefault((gw, lis), {}).setdefault(host, []).extend(routes)
+        backends |= o.backends
+        diags += o.diagnostics
+        for k, n in o.attached.items():
+            attached[k] = attached.get(k, 0) + n
+        if o.status is not None and o.status.parents:
+            statuses.append(o.status)
+    hosts: dict[str, list[Route]] = {}
+    for per_host in listeners.values():
+        for host, served in _covered(per_host).items():
+            have = hosts.setdefault(host, [])
+            names_in = {r.name for r in have}
+            have += [r for r in served if r.name not in names_in]
+    return GatewayRoutes(
+        by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
+        backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
+        statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
