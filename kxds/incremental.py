@@ -42,7 +42,7 @@ since (a Service deleted): such queries answer for a missing key too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -90,7 +90,7 @@ class Query(Generic[K, V]):
 class _Entry:
     """One query's value at one key, with what it read and which queries it used."""
 
-    __slots__ = ("changed", "changed_at", "deps", "dirty", "key", "parents", "positions",
+    __slots__ = ("changed", "changed_at", "deps", "dirty", "key", "parents",
                  "query", "reads", "suspect", "suspects", "value", "verified_at")
 
     def __init__(self, query: Query[Any, Any], key: Hashable) -> None:
@@ -100,13 +100,13 @@ class _Entry:
         self.reads: frozenset[Read] = frozenset()
         self.deps: tuple[_Entry, ...] = ()
         self.parents: set[_Entry] = set()
-        self.positions: dict[int, int] = {}
-        """id of a dependency -> its place in ``deps``."""
         self.dirty = True
         self.suspect = False
-        self.suspects: set[_Entry] = set()
-        """The dependencies that made this entry suspect: only they need a look."""
-        self.changed: set[Read] = set()
+        self.suspects: set[_Entry] | None = None
+        """The dependencies that made this entry suspect: only they need a look.
+        (None rather than an empty set, here and below: a view holds thousands of
+        entries, most of them never suspect.)"""
+        self.changed: set[Read] | None = None
         """Reads found changed while dirty (kept until the entry runs: for ``update``)."""
         self.changed_at = 0
         self.verified_at = 0
@@ -313,11 +313,14 @@ class Store:
             self._roots.discard(gone)
             self._release(gone)
         self._roots |= self._asked
+        self._previous = None  # only this rebuild's updates compared with it
 
     # -- invalidation ------------------------------------------------------------
 
     def _invalidate(self, read: Read) -> None:
         for entry in self._readers.get(read, ()):
+            if entry.changed is None:
+                entry.changed = set()
             entry.changed.add(read)
             if not entry.dirty:
                 entry.dirty = True
@@ -328,6 +331,8 @@ class Store:
         while todo:
             child = todo.pop()
             for parent in child.parents:
+                if parent.suspects is None:
+                    parent.suspects = set()
                 parent.suspects.add(child)
                 if not parent.suspect:
                     parent.suspect = True
@@ -350,7 +355,7 @@ class Store:
         if not entry.dirty:
             # In the order they were used: an earlier one may have decided what
             # the later ones are (a list of keys, then a query per key).
-            for dep in sorted(entry.suspects, key=lambda d: entry.positions.get(id(d), -1)):
+            for dep in _in_order(entry.suspects or (), entry.deps):
                 self._refresh(ctx, dep)
                 if dep.changed_at > entry.verified_at:
                     changed_deps.append(dep)
@@ -358,7 +363,7 @@ class Store:
                         break  # it runs again anyway: the rest may no longer be needed
             if not changed_deps:
                 entry.suspect = False
-                entry.suspects = set()
+                entry.suspects = None
                 entry.verified_at = self._revision
                 return
         self._recompute(ctx, entry, changed_deps)
@@ -372,7 +377,7 @@ class Store:
         try:
             if query.update is not None and old is not _MISSING:
                 before = self._previous if entry.verified_at == self._revision - 1 else None
-                changes = Changes(frozenset(entry.changed),
+                changes = Changes(frozenset(entry.changed or ()),
                                   tuple((d.query.name, d.key) for d in changed_deps), before)
                 patched = query.update(ctx, entry.key, old, changes)
                 if patched is not None:
@@ -389,7 +394,8 @@ class Store:
         else:
             # A patch reads what the last run read, and what it read now besides
             # (usually nothing new: the changed dependencies it looked at again).
-            new_deps = [d for d in frame.deps.values() if id(d) not in entry.positions]
+            known = {id(d) for d in entry.deps}
+            new_deps = [d for d in frame.deps.values() if id(d) not in known]
             if new_deps or not frame.reads <= entry.reads:
                 frame.reads |= entry.reads
                 frame.deps = {**{id(d): d for d in entry.deps}, **frame.deps}
@@ -398,8 +404,7 @@ class Store:
             entry.value = value
             entry.changed_at = self._revision
         entry.dirty = entry.suspect = False
-        entry.changed = set()
-        entry.suspects = set()
+        entry.changed = entry.suspects = None
         entry.verified_at = self._revision
 
     def _record(self, entry: _Entry, frame: _Frame) -> None:
@@ -423,7 +428,6 @@ class Store:
                 dep.parents.discard(entry)
                 self._release(dep)
         entry.deps = new
-        entry.positions = {id(d): i for i, d in enumerate(new)}
 
     def _release(self, entry: _Entry) -> None:
         """Drop ``entry`` (and what only it used) when nothing depends on it any more."""
@@ -443,7 +447,7 @@ class Store:
             for dep in e.deps:
                 dep.parents.discard(e)
                 todo.append(dep)
-            e.deps, e.suspects = (), set()  # no cycles left: freed by reference counting
+            e.deps, e.suspects = (), None  # no cycles left: freed by reference counting
 
 
 class _RootContext(Context):
@@ -515,3 +519,12 @@ def _same_tuple(a: object, b: object) -> bool:
     """Two tuples of the very same objects (a group of EndpointSlices rebuilt unchanged)."""
     return (type(a) is tuple and type(b) is tuple and len(a) == len(b)
             and all(x is y for x, y in zip(a, b, strict=True)))
+
+
+def _in_order(some: Iterable[_Entry], deps: tuple[_Entry, ...]) -> list[_Entry]:
+    """``some`` of ``deps``, in the order of ``deps`` (the order they were used in)."""
+    chosen = list(some)
+    if len(chosen) < 2:
+        return chosen
+    place = {id(d): i for i, d in enumerate(deps)}
+    return sorted(chosen, key=lambda d: place.get(id(d), -1))

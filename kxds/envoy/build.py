@@ -108,6 +108,12 @@ class BuildCache:
         now[id(node)] = (node, value)
         return value
 
+    def rebuilding(self, *spaces: str) -> None:
+        """These spaces are built again in full this time: what the build does not ask
+        for in them is dropped at :meth:`finish` (even when it asks for nothing)."""
+        for space in spaces:
+            self._now.setdefault(space, {})
+
     def finish(self, model: ir.IR, resources: Resources) -> None:
         """End a build: keep what it used (a space it did not visit stays as it was)."""
         self._last.update(self._now)
@@ -233,6 +239,7 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
     if built is not None and same("clusters", *(("load_assignments",) if dns else ())):
         out[CLUSTER] = built[CLUSTER]
     else:
+        view.rebuilding("cluster", "dns-cluster")
         out[CLUSTER] = _mapping([
             view.get("dns-cluster", (c, assignments.get(c.name)), _dns_cluster) if c.name in dns
             else view.get("cluster", c, _cluster) for c in model.clusters])
@@ -241,11 +248,13 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
     elif (patched := _patched_endpoints(before, model, built, dns)) is not None:
         out[ENDPOINT] = patched
     else:
+        view.rebuilding("endpoint")
         out[ENDPOINT] = _mapping([view.get("endpoint", a, endpoint_resource)
                                   for a in model.load_assignments if a.cluster not in dns])
     if built is not None and same("listeners", "route_tables"):
         out[LISTENER], out[ROUTE] = built[LISTENER], built[ROUTE]
     else:
+        view.rebuilding("listener", "route", "virtual-host", "health-check-route")
         out[LISTENER] = _mapping([view.get("listener", lis, _listener)
                                   for lis in model.listeners])
         out[ROUTE] = _mapping([*(_route_resource(t, view) for t in model.route_tables),
@@ -255,6 +264,7 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
     if built is not None and same("secrets"):
         out[SECRET] = built[SECRET]
     else:
+        view.rebuilding("secret")
         out[SECRET] = _mapping([view.get("secret", s, _secret, by_value=False)
                                 for s in model.secrets])
     resources = {t: out[t] for t in TYPE_ORDER}

@@ -43,9 +43,10 @@ BACKEND_PROTOCOL = Annotation(
     "FCGI and AJP are reported and the backend is reached over HTTP/1.1",
     v.choice("HTTP", "HTTPS", "GRPC", "GRPCS", "H2C", "AUTO_HTTP", "FCGI", "AJP"),
     reported_elsewhere=True)
-CONNECT_TIMEOUT = Annotation(
-    "proxy-connect-timeout", F.PROTOCOLS, S, "cluster connect_timeout (default 5 s)",
-    "", v.seconds(1, 3600))
+CONNECT_TIMEOUT = _unsupported(
+    "proxy-connect-timeout", F.PROTOCOLS,
+    "every cluster keeps Envoy's 5 s connect timeout: a Service's cluster is shared by "
+    "every Ingress routing to it, so one Ingress's timeout needs a cluster of its own")
 READ_TIMEOUT = Annotation(
     "proxy-read-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
     "Envoy's stream idle timeout (default 60 s) counts silence both ways; a backend "
