@@ -246,3 +246,22 @@ def test_bad_manifest_keeps_envoy_serving(manifests_dir: Path,
     assert gw.backend("/", host="a.test") == (200, "a")
     assert gw.envoy is not None and gw.envoy.alive()
     assert http_get(gw.url("/"), host="c.test")[0] == 200
+
+
+def test_an_annotation_kxds_cannot_honour_fails_closed(
+        manifests_dir: Path, backends: dict[str, EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    """Authentication kxds does not enforce, or an nginx snippet, on an Ingress: its routes
+    answer 503 through Envoy, never serve open; another Ingress's host still serves, and
+    a more general route on the same host does not take the refused path's traffic."""
+    write_manifests(manifests_dir, "backends.yaml", backends_yaml(backends))
+    write_manifests(manifests_dir, "open.yaml", ingress("open", "a.test", [("/", "Prefix", "a")]))
+    protected = ingress("admin", "a.test", [("/admin", "Prefix", "b")]).replace(
+        "metadata: {name: admin, namespace: default}",
+        "metadata: {name: admin, namespace: default, annotations: "
+        "{nginx.ingress.kubernetes.io/auth-url: 'http://auth.default.svc/verify'}}")
+    write_manifests(manifests_dir, "admin.yaml", protected)
+    gw = kxds_envoy(manifests_dir)
+    gw.wait_backend("/", "a.test", (200, "a"))
+    assert gw.backend("/admin", host="a.test") == (503, None)
+    assert gw.backend("/admin/users", host="a.test") == (503, None)  # not a's "/"

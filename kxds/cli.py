@@ -211,6 +211,10 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit-status-code", type=_limit_status, default=429, metavar="CODE",
                    help="the status of a request refused by a limit-rps / limit-rpm "
                         "annotation (default: %(default)s)")
+    g.add_argument("--ignore-snippets", action="store_true",
+                   help="serve Ingresses that carry nginx snippet annotations, without the "
+                        "snippets (reported); by default their routes answer 503, since a "
+                        "snippet may be what restricted access")
     g.add_argument("--access-log-format", metavar="FORMAT", default=None,
                    help="an Envoy format string for the access log line (default: one "
                         "JSON object per request)")
@@ -285,6 +289,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         http=HttpOptions(access_log=not args.no_access_log,
                          access_log_format=args.access_log_format),
         limit_status=args.limit_status_code,
+        ignore_snippets=args.ignore_snippets,
     )
 
 

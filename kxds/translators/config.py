@@ -19,6 +19,9 @@ class TranslateConfig:
     """Access logging of the HTTP connection managers."""
     limit_status: int = 429
     """The status of a request refused by a rate limit (``--limit-status-code``)."""
+    ignore_snippets: bool = False
+    """Serve Ingresses that carry nginx snippets, without the snippets (still reported);
+    by default their routes answer 503: a snippet may be exactly what denied access."""
     default_certificate: tuple[str, str] | None = None
     """``(namespace, name)`` of the Secret served to clients without SNI."""
     min_tls_version: str = "1.2"

@@ -249,7 +249,8 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
     policies = ctx.query(POLICIES, None)
     return guarded(ing.meta.ref,
                    lambda: ingress.ingress_routes(ctx.state, ing, has_cluster, policies,
-                                                  ctx.config.limit_status),
+                                                  ctx.config.limit_status,
+                                                  ctx.config.ignore_snippets),
                    lambda problem: ingress.failed_routes(ing, problem))
 
 

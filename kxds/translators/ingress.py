@@ -203,14 +203,24 @@ class IngressRoutes:
 
 
 def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
-                   policies: PolicyIndex | None, limit_status: int = 429) -> IngressRoutes:
+                   policies: PolicyIndex | None, limit_status: int = 429,
+                   ignore_snippets: bool = False) -> IngressRoutes:
     """The route of each usable path of ``ing`` and of its default backend.
 
     Its annotations (:mod:`kxds.translators.route_policy`) are applied to every
     route; a canary Ingress's paths are kept apart (:mod:`kxds.translators.canary`).
+    An annotation that narrows who may reach the routes and that kxds cannot
+    honour (authentication, a WAF, an nginx snippet) makes every route of the
+    Ingress answer 503 (:func:`refused_routes`): fail closed, never open.
     """
     ref = ing.meta.ref
     pol = ingress_policy(ing, limit_status)
+    refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets)
+    if refused is not None:
+        # The annotation's own diagnostic (among the policy's) says so already.
+        if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
+            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=pol.diagnostics)
+        return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
     own: list[Diagnostic] = list(pol.diagnostics)
     paths: list[_Candidate] = []
     for i, rule in enumerate(ing.rules):
@@ -246,6 +256,27 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
             action=action, access=access)), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
+
+
+SNIPPETS = frozenset({"configuration-snippet", "server-snippet", "auth-snippet",
+                      "modsecurity-snippet", "stream-snippet"})
+"""Annotations carrying nginx configuration, which kxds never interprets."""
+
+
+def narrowing_problem(ing: Ingress, narrowing: Iterable[str],
+                      ignore_snippets: bool) -> Diagnostic | None:
+    """Why ``ing``'s routes must refuse traffic, if they must: the first annotation that
+    narrows access and that kxds cannot honour (``--ignore-snippets`` lets snippets pass)."""
+    for key in sorted(narrowing):
+        short = key.rsplit("/", 1)[-1]
+        if ignore_snippets and short in SNIPPETS:
+            continue
+        return Diagnostic(ing.meta.ref, f"metadata.annotations[{key}]", Reason.UNSUPPORTED,
+                          "it may restrict who reaches these routes and kxds cannot honour "
+                          "it: every route of this Ingress answers 503 (fail closed)"
+                          + (" unless kxds runs with --ignore-snippets"
+                             if short in SNIPPETS else ""))
+    return None
 
 
 def failed_routes(ing: Ingress, problem: Diagnostic) -> IngressRoutes:

@@ -57,7 +57,9 @@ from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
 from kxds.translators.access import route_access
+from kxds.translators.annotations import parse as parse_annotations
 from kxds.translators.config import TranslateConfig
+from kxds.translators.ingress import narrowing_problem
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.translation import guarded
 from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
@@ -211,6 +213,13 @@ class _Planner:
     def plan(self, ing: Ingress) -> None:
         """Claim the TLS hosts of ``ing`` (passthrough or terminated)."""
         if flag(ing, PASSTHROUGH, False, self.diagnostics):
+            # A passthrough chain bypasses the HTTP routes that fail closed for an
+            # annotation narrowing access: refuse its hosts' handshakes instead.
+            refused = narrowing_problem(ing, parse_annotations(ing).narrowing,
+                                        self.config.ignore_snippets)
+            if refused is not None:
+                self.failed(ing, refused)
+                return
             self.passthrough(ing)
         else:
             self.terminated(ing)

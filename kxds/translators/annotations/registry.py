@@ -25,8 +25,8 @@ from kxds.translators.annotations.spec import Annotation, Family, Status
 S, P, U = Status.SUPPORTED, Status.PARTIAL, Status.UNSUPPORTED
 F = Family
 
-_SECURITY = ("belongs to the security rules: served without it for now and reported; "
-             "kxds will refuse such routes (fail closed) once they are enforced")
+_SECURITY = ("it may restrict who reaches the routes, and kxds cannot honour it yet: every "
+             "route of the Ingress answers 503 (fail closed)")
 
 
 def _unsupported(name: str, family: Family, why: str, *, narrows: bool = False,
@@ -346,7 +346,7 @@ _AUTH = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm", "auth-url
          "enable-global-auth", "auth-tls-secret", "auth-tls-verify-depth",
          "auth-tls-verify-client", "auth-tls-error-page",
          "auth-tls-pass-certificate-to-upstream", "auth-tls-match-cn", "satisfy")
-AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication {_SECURITY}", narrows=True)
+AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication; {_SECURITY}", narrows=True)
              for n in _AUTH)
 ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
                                   f"no web application firewall; {_SECURITY}", narrows=True)
@@ -359,7 +359,8 @@ MODSECURITY_TRANSACTION_ID = _unsupported("modsecurity-transaction-id", F.ACCESS
 # --- snippets (never interpreted) --------------------------------------------------------
 
 SNIPPETS = tuple(
-    _unsupported(n, F.SNIPPETS, f"nginx configuration is never interpreted; {_SECURITY}",
+    _unsupported(n, F.SNIPPETS, f"nginx configuration is never interpreted; {_SECURITY}, "
+                 "unless kxds runs with --ignore-snippets (then served without it)",
                  narrows=True)
     for n in ("configuration-snippet", "server-snippet", "auth-snippet", "modsecurity-snippet",
               "stream-snippet"))
