@@ -330,3 +330,26 @@ def test_what_a_client_claims_to_hold_is_not_kept_after_its_stream() -> None:
     sotw = SotwStream(ident, NodeTracker())
     sotw.on_request(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info="v" * 10_000))
     assert len(sotw.states[CLUSTER].version_held) == 64
+
+
+@t.run_async
+async def test_a_refused_request_is_not_kept_after_its_stream_ends() -> None:
+    """gRPC's request iterator holds the last request it read; kxds closes it when a
+    stream ends, so refused floods of large requests do not keep their memory (the
+    finished call outlives the stream through the exception an abort raises)."""
+    limits = XdsLimits(max_subscribed_names=100, max_streams_per_client=20)
+
+    def big_requests() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "DiscoveryRequest"
+                   and len(o.resource_names) > 1000)
+
+    async with t.serving(_cache(), XdsMetrics(), limits) as (_, target):
+        async def flood(i: int) -> None:
+            async with t.XdsTestClient(target, t.make_node(f"flood-{i}")) as client:
+                await client.send(ENDPOINT, resource_names=_names(5000, f"n{i}"))
+                assert "--max-subscribed-names" in await _refused(client)
+
+        await asyncio.gather(*(flood(i) for i in range(4)))
+        await asyncio.sleep(0.2)
+        assert big_requests() == 0

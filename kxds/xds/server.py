@@ -253,6 +253,7 @@ class XdsServer:
             self.cache.cancel(watch)
             self.admission.closed(client, identity.group)
             machine.close()
+            await _close(iterator)
             log.info("event=stream_closed node=%s group=%s protocol=%s",
                      identity.node_id, identity.group, protocol)
         if stream.fatal is not None:
@@ -277,6 +278,17 @@ class XdsServer:
         except IdentityRefused as err:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
             raise
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    """End gRPC's request iterator: it holds the last request it read (up to
+    ``--max-message-bytes``) for as long as anything keeps the finished call,
+    such as the exception an abort raises; a flood of refused large requests
+    then kept its memory."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 def _handler(server: XdsServer, protocol: str, types: tuple[str, ...],
