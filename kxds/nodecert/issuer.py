@@ -31,14 +31,12 @@ from kxds.certs.issue import CsrError, sign_csr
 from kxds.certs.make import KeyPair
 from kxds.certs.spiffe import ProxyId, valid_name
 from kxds.nodecert.review import RequestClient, TokenRefused, review_token, verdict
+from kxds.xds.httpd import Request, Response, SmallHttpServer
 
 log = logging.getLogger("kxds.nodecert")
 
 PATH = "/v1/node-certificate"
 MAX_BODY = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-            500: "Internal Server Error"}
 
 
 def add_issuer_flags(g: argparse._ArgumentGroup) -> None:
@@ -94,23 +92,23 @@ class IssuerServer:
     def __init__(self, issuer: NodeCertIssuer, context: ssl.SSLContext) -> None:
         self.issuer = issuer
         self.context = context
-        self._server: asyncio.Server | None = None
+        self._http = SmallHttpServer(
+            "node_cert", self._handle, context=context, max_body=MAX_BODY, deadline=30.0,
+            bad_request=(400, "application/json", _json(400, {"error": "bad request"})[1]),
+            too_large=(413, "application/json", _json(413, {"error": "request too large"})[1]))
 
     async def start(self, address: str) -> int:
         """Listen on ``host:port`` (port 0 picks one); returns the bound port."""
-        host, _, port = address.rpartition(":")
-        self._server = await asyncio.start_server(self._client, host.strip("[]") or None,
-                                                  int(port), ssl=self.context)
-        bound = int(self._server.sockets[0].getsockname()[1])
-        log.info("event=node_cert_listening address=%s port=%d", address, bound)
-        return bound
+        return await self._http.start(address)
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self._http.stop()
+
+    async def _handle(self, request: Request) -> Response:
+        status, body = await self.answer(request.method, request.target, request.headers,
+                                         request.body)
+        return status, "application/json", body
 
     async def answer(self, method: str, target: str, headers: dict[str, str],
                      body: bytes) -> tuple[int, bytes]:
@@ -144,41 +142,6 @@ class IssuerServer:
     def _refused(status: int, node: str, why: str) -> tuple[int, bytes]:
         log.warning("event=node_cert_refused node=%s status=%d reason=%r", node, status, why)
         return _json(status, {"error": why})
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            status, body = await asyncio.wait_for(self._read_and_answer(reader), 30)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ValueError, UnicodeDecodeError):
-            status, body = _json(400, {"error": "bad request"})
-        except (ConnectionError, ssl.SSLError):
-            writer.close()
-            return
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode()
-        try:
-            writer.write(head + body)
-            await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    async def _read_and_answer(self, reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length") or 0)
-        if length > MAX_BODY:
-            return _json(413, {"error": "request too large"})
-        body = await reader.readexactly(length)
-        return await self.answer(method, target, headers, body)
 
 
 def _load_ca(cert: Path, key: Path) -> KeyPair:

@@ -20,7 +20,6 @@ by default; ``--metrics-address`` serves an instance without them
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -31,15 +30,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from kxds.envoy.resource import SHORT_NAMES
 from kxds.xds.cache import SnapshotCache
+from kxds.xds.httpd import Request, Response, SmallHttpServer
 from kxds.xds.metrics import XdsMetrics
 
 log = logging.getLogger("kxds.xds.admin")
 
-_MAX_HEADER_BYTES = 16 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
-
-Response = tuple[int, str, bytes]
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -66,23 +61,18 @@ class AdminServer:
         """The body of ``/healthz`` (what was restarted, if anything); always 200."""
         self.held = held
         """Why the source holds back its input (``/readyz`` answers 503 with it), or None."""
-        self._server: asyncio.Server | None = None
+        self._http = SmallHttpServer("admin", self._handle)
 
     async def start(self, address: str) -> int:
         """Listen on ``host:port`` (port 0 picks one); returns the bound port."""
-        host, _, port = address.rpartition(":")
-        self._server = await asyncio.start_server(self._client, host.strip("[]") or None,
-                                                  int(port))
-        bound = int(self._server.sockets[0].getsockname()[1])
-        log.info("event=admin_listening address=%s port=%d", address, bound)
-        return bound
+        return await self._http.start(address)
 
     async def stop(self) -> None:
-        """Stop listening and close open connections."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening."""
+        await self._http.stop()
+
+    async def _handle(self, request: Request) -> Response:
+        return self.route(request.method, request.target)
 
     def route(self, method: str, target: str) -> Response:
         """The response for one request (pure, so it is easy to test)."""
@@ -122,28 +112,3 @@ class AdminServer:
         if rec is None:
             return _json(404, {"error": f"no node {nodes[0]!r}"})
         return _json(200, rec.dump())
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            if len(head) > _MAX_HEADER_BYTES:
-                raise ValueError("header too large")
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            status, ctype, body = self.route(method, target)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ValueError, UnicodeDecodeError):
-            status, ctype, body = _text(400, "bad request")
-            method = "GET"
-        except ConnectionError:
-            writer.close()
-            return
-        head_out = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                    f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n").encode()
-        try:
-            writer.write(head_out + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
