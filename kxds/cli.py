@@ -222,6 +222,13 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                    help="log no request (default: every request, one line on Envoy's stdout)")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected namespace names, comma separated")
+    return names
+
+
 def _limit_status(text: str) -> int:
     value = int(text)
     if not 400 <= value <= 599:
@@ -300,6 +307,9 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--in-cluster", action="store_true",
                    help="watch the API with the pod's service account")
     g.add_argument("--namespace", metavar="NS", help="watch namespaced objects only in NS")
+    g.add_argument("--watch-namespaces", metavar="NS[,NS...]", type=_names, default=(),
+                   help="read Secrets only in these namespaces (a Role each is then enough; "
+                        "default: wherever the other kinds are read)")
     g.add_argument("--publish-service", metavar="NS/NAME",
                    help="copy this Service's load-balancer status into Ingress status")
     g.add_argument("--publish-address", metavar="IP|HOST",

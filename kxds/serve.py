@@ -71,7 +71,8 @@ def make_source(args: argparse.Namespace, config: TranslateConfig,
         client = KubeClient.from_config(args.kubeconfig, in_cluster=args.in_cluster)
         extra = (config.default_certificate,) if config.default_certificate else ()
         return ApiSource(client, ApiOptions(namespace=args.namespace, extra_secrets=extra,
-                                            limits=limits_from_flags(args)))
+                                            limits=limits_from_flags(args),
+                                            secret_namespaces=args.watch_namespaces))
     raise SystemExit("kxds serve: give --manifests DIR, --kubeconfig FILE or --in-cluster")
 
 

@@ -424,9 +424,36 @@ def test_serve_flags_make_the_api_source(tmp_path: Path) -> None:
 
     config = kubeconfig("http://127.0.0.1:9", str(tmp_path / "kubeconfig"))
     args = _parser().parse_args(["serve", "--kubeconfig", config, "--namespace", "team-a",
-                                 "--default-certificate", "certs/default"])
+                                 "--default-certificate", "certs/default",
+                                 "--watch-namespaces", "team-a, certs"])
     src = make_source(args, config_from_args(args))
     assert isinstance(src, ApiSource)
     assert src.options.namespace == "team-a"
     assert src.options.extra_secrets == (("certs", "default"),), "kept although unreferenced"
+    assert src.options.secret_namespaces == ("team-a", "certs")
+    assert {k.path(None) for k in src.options.watched_kinds() if k.plural == "secrets"} == {
+        "/api/v1/namespaces/team-a/secrets", "/api/v1/namespaces/certs/secrets"}
     assert src.client.api.configuration.host == "http://127.0.0.1:9"
+
+
+def test_secrets_read_only_in_the_watched_namespaces(api: FakeApi) -> None:
+    """``--watch-namespaces``: Secrets are listed and watched in those namespaces alone
+    (one reflector each, a Role each is enough); the other kinds everywhere as before."""
+    populate(api)
+    api.apply(ingress("team", tls_secret="team-tls", ns="team"))
+    api.apply(secret("team-tls", ns="team"))
+    api.apply(ingress("other", tls_secret="other-tls", ns="other"))
+    api.apply(secret("other-tls", ns="other"))
+    src = source(api, secret_namespaces=("default", "team"))
+    with SourceRunner(src) as run:
+        state = run.wait(lambda s: ("team", "team-tls") in s.secrets)
+        assert ("default", "shop-tls") in state.secrets
+        assert ("other", "other-tls") not in state.secrets  # never read
+        assert ("other", "other") in state.ingresses  # the other kinds: everywhere
+        api.apply(secret("later", ns="team"))
+        api.apply(ingress("later", tls_secret="later", ns="team"))
+        run.wait(lambda s: ("team", "later") in s.secrets)
+    assert api.count("GET", "/api/v1/namespaces/team/secrets", "watch=")
+    assert api.count("GET", "/api/v1/namespaces/default/secrets", "watch=")
+    assert not api.count("GET", "/api/v1/secrets")
+    assert not api.count("GET", "/api/v1/namespaces/other/secrets")

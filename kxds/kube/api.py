@@ -65,6 +65,19 @@ class ApiOptions:
     extra_secrets: tuple[Key, ...] = ()
     """Secrets referenced by configuration (the default certificate)."""
     kinds: tuple[Kind, ...] = field(default_factory=lambda: KINDS)
+    secret_namespaces: tuple[str, ...] = ()
+    """Read Secrets only in these namespaces (``--watch-namespaces``); empty: everywhere
+    the other kinds are read."""
+
+    def watched_kinds(self) -> tuple[Kind, ...]:
+        """The kinds, with Secrets split per namespace when ``secret_namespaces`` says so."""
+        if not self.secret_namespaces:
+            return self.kinds
+        out: list[Kind] = []
+        for kind in self.kinds:
+            out += kind.in_namespaces(self.secret_namespaces) if kind.plural == "secrets" \
+                else [kind]
+        return tuple(out)
     limits: Limits = field(default_factory=Limits)
     """Input limits the parser applies (``--max-service-ports``)."""
 
@@ -236,7 +249,8 @@ class ApiSource:
     def __init__(self, client: KubeClient, options: ApiOptions | None = None) -> None:
         self.client = client
         self.options = options or ApiOptions()
-        self.store = Store(self.options.kinds, extra_secrets=self.options.extra_secrets,
+        self.store = Store(self.options.watched_kinds(),
+                           extra_secrets=self.options.extra_secrets,
                            limits=self.options.limits)
         self._subscribers: list[Publish] = []
         self.last: ClusterState | None = None
@@ -259,7 +273,7 @@ class ApiSource:
 
         self.store.on_change = notify
         reflectors = self.reflectors = [Reflector(k, self.client, self.store, self.options)
-                                        for k in self.options.kinds]
+                                        for k in self.options.watched_kinds()]
         for r in reflectors:
             r.start()
         published = -1

@@ -57,8 +57,21 @@ class Kind:
     strip: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     optional: bool = False
     """Served only when its CRD is installed: a 404 means "none" (see :mod:`kxds.kube.api`)."""
+    namespace: str | None = None
+    """Watch it only in this namespace, whatever the source's (``--watch-namespaces``)."""
+
+    @property
+    def slot(self) -> str:
+        """Where the store keeps its objects: the plural, and the namespace when it has one
+        (one reflector per namespace lists and replaces only its own objects)."""
+        return self.plural if self.namespace is None else f"{self.plural}@{self.namespace}"
+
+    def in_namespaces(self, namespaces: Iterable[str]) -> tuple[Kind, ...]:
+        """This kind watched separately in each of ``namespaces``."""
+        return tuple(dataclasses.replace(self, namespace=ns) for ns in sorted(set(namespaces)))
 
     def path(self, namespace: str | None) -> str:
+        namespace = self.namespace or namespace
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         if namespace and self.namespaced:
             return f"{prefix}/namespaces/{namespace}/{self.plural}"
@@ -155,7 +168,7 @@ class Store:
         self.lock = threading.Lock()
         self.limits = limits
         self.kinds = tuple(kinds)
-        self.entries: dict[str, dict[m.Key, Entry]] = {k.plural: {} for k in self.kinds}
+        self.entries: dict[str, dict[m.Key, Entry]] = {k.slot: {} for k in self.kinds}
         self.synced: set[str] = set()
         self.generation = 0
         self.extra_secrets = tuple(extra_secrets)
@@ -178,12 +191,12 @@ class Store:
                 failed[key] = _doc_uid(doc)
         with self.lock:
             self.failed_uids[kind.kind] = failed
-            old = self.entries[kind.plural]
+            old = self.entries[kind.slot]
             new = {k: keep_last_good(old.get(k), e) for k, e in new.items()}
             same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
-            self.entries[kind.plural] = new
-            first = kind.plural not in self.synced
-            self.synced.add(kind.plural)
+            self.entries[kind.slot] = new
+            first = kind.slot not in self.synced
+            self.synced.add(kind.slot)
             if first or not same:
                 self._changed()
 
@@ -194,7 +207,7 @@ class Store:
                 self.failed_uids[kind.kind][key] = _doc_uid(doc)
             else:
                 self.failed_uids[kind.kind].pop(key, None)
-            table = self.entries[kind.plural]
+            table = self.entries[kind.slot]
             entry = keep_last_good(table.get(key), entry)
             unchanged = _same(table.get(key), entry)
             table[key] = entry
@@ -205,7 +218,7 @@ class Store:
         key, _ = parse_doc(kind, doc)
         with self.lock:
             self.failed_uids[kind.kind].pop(key, None)
-            if self.entries[kind.plural].pop(key, None) is not None:
+            if self.entries[kind.slot].pop(key, None) is not None:
                 self._changed()
 
     def uid(self, ref: ObjectRef) -> str:
@@ -222,10 +235,12 @@ class Store:
             generation = self.generation
         ingresses = [e[0] for e in tables.get("ingresses", ()) if isinstance(e[0], m.Ingress)]
         gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
+        # (kinds watched per namespace are in slots "plural@ns"; these two never are)
         wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
-        for plural, entries in tables.items():
+        for slot, entries in tables.items():
+            plural = slot.partition("@")[0]
             for model, problem in entries:
                 if plural == "secrets" and not _wanted(model, problem, wanted):
                     continue
