@@ -110,3 +110,9 @@ def test_gateway_routes_beside_an_ingress(manifests_dir: Path, backends: dict[st
     seen = Counter(gw.backend("/split", host="shop.test")[1] for _ in range(80))
     # Equal weights: each backend's share of 80 requests within ~4.5 standard deviations.
     assert set(seen) == {"a", "b"} and all(20 <= n <= 60 for n in seen.values()), seen
+    # The status kxds computed, on its debug page (the API source also writes it).
+    status, page = gw.kxds.get("/debug/gateway-api")
+    assert status == 200
+    assert "GatewayClass kxds: Accepted=True" in page
+    assert "Gateway default/gw: Accepted=True" in page
+    assert "HTTPRoute default/shop: parent" in page and "BackendNotFound" in page

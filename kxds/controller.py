@@ -79,6 +79,7 @@ from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.gateway_status import GatewayApiStatus
 from kxds.views import Built, ViewMemo, build_edge, build_node
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.identity import NodeIdentity
@@ -183,6 +184,8 @@ class Controller:
         """When a certificate check of the served edge view may change its verdict."""
         self._logged: set[Diagnostic] = set()
         self._skipped: set[ObjectRef] = set()
+        self.gateway_status: GatewayApiStatus | None = None
+        """The Gateway API status of the served edge view (``/debug/gateway-api``)."""
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         registry = metrics.registry if metrics is not None else CollectorRegistry()
@@ -288,6 +291,7 @@ class Controller:
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
                 self._edge, self._bounds = edge.resources, edge.bounds
+                self.gateway_status = edge.gateway_status
                 self._log_skipped(edge.skipped)
                 for group in self._edge_groups():
                     self.cache.set_view(group, edge.resources)

@@ -16,6 +16,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,7 @@ from kxds.xds.auth import Authorizer
 from kxds.xds.tls import TlsFiles
 
 if TYPE_CHECKING:
+    from kxds.controller import Controller
     from kxds.xds.cache import SnapshotCache
     from kxds.xds.metrics import XdsMetrics
 from kxds.xds.limits import XdsLimits
@@ -221,7 +223,8 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     # A manifest source holding back a mass removal makes /readyz say so (503).
     held = lambda: getattr(source, "held", None)  # noqa: E731 - read at each request
     supervisor = Supervisor(metrics.registry)
-    admin = AdminServer(cache, metrics=metrics, held=held, health=supervisor.health)
+    admin = AdminServer(cache, metrics=metrics, held=held, health=supervisor.health,
+                        pages={"/debug/gateway-api": partial(_gateway_page, controller)})
     extra = await start_extra_servers(args, cache, metrics, security, held, supervisor.health)
     # With the API source: leader election, Ingress status and Events beside it.
     kube = (start_status_and_leader(args, source, config)
@@ -274,3 +277,12 @@ async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,
     if issuer is not None:
         stops.append(issuer.stop)
     return stops
+
+
+def _gateway_page(controller: Controller) -> str:
+    """``/debug/gateway-api``: one line per condition of the served edge view."""
+    from kxds.translators.gateway_status import status_lines
+
+    status = controller.gateway_status
+    lines = list(status_lines(status)) if status is not None else []
+    return "\n".join(lines) if lines else "no GatewayClass, Gateway or Route of ours"

@@ -28,6 +28,7 @@ from kxds.ir import IR, consistency_problems
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.gateway_status import GatewayApiStatus
 from kxds.translators.node import translate_node
 from kxds.translators.translation import Translation
 
@@ -48,6 +49,8 @@ class Built:
     :attr:`~kxds.translators.translation.Translation.bounds`)."""
     skipped: tuple[ObjectRef, ...] = ()
     """Objects left alone as another controller's (see ``Translation.skipped``)."""
+    gateway_status: GatewayApiStatus | None = None
+    """The Gateway API status the edge view computed (None for node views)."""
 
 
 @dataclass(slots=True)
@@ -108,7 +111,8 @@ def _build(run: Callable[[], Translation], state: ClusterState,
     try:
         translation = run()
         return Built(_checked(translation.ir, memo), translation.diagnostics,
-                     bounds=translation.bounds, skipped=translation.skipped)
+                     bounds=translation.bounds, skipped=translation.skipped,
+                     gateway_status=translation.gateway_status)
     except InconsistentSnapshotError as e:
         return Built(None, state.problems, rejected=f"inconsistent: {e}")
     except Exception as e:  # a translator bug: keep serving the last good view

@@ -10,7 +10,10 @@ connection) so kxds needs no web framework:
 * ``/debug/config_dump?node=ID``  what that node was sent, what it ACKed and
   NACKed, per type and resource, with versions, Envoy's error text and the
   Kubernetes objects each resource came from;
-* ``/debug/views``  the groups and the size of their views.
+* ``/debug/views``  the groups and the size of their views;
+* ``/debug/gateway-api``  the Gateway API status kxds computed (conditions per
+  GatewayClass, Gateway, listener and Route parent), written to the API by the
+  leader, shown here for every source.
 
 The debug pages show names, versions, sources and errors, never resource
 bodies (so never a private key). They answer on ``--admin-address``, loopback
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,12 +54,15 @@ class AdminServer:
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics,
                  ready: Callable[[], bool] | None = None,
                  held: Callable[[], str | None] | None = None, *, debug: bool = True,
-                 health: Callable[[], str] | None = None) -> None:
+                 health: Callable[[], str] | None = None,
+                 pages: Mapping[str, Callable[[], str]] | None = None) -> None:
         self.cache = cache
         self.metrics = metrics
         self.debug = debug
         """False: ``/metrics``, ``/healthz`` and ``/readyz`` only (the public address)."""
         self.ready: Callable[[], bool] = ready if ready is not None else (lambda: cache.synced)
+        self.pages = dict(pages or {})
+        """More debug pages (path -> their text), e.g. the Gateway API status."""
         self.health = health
         """The body of ``/healthz`` (what was restarted, if anything); always 200."""
         self.held = held
@@ -97,6 +103,8 @@ class AdminServer:
             return _json(200, [rec.summary() for rec in self.cache.nodes.all()])
         if path == "/debug/config_dump":
             return self._config_dump(query.get("node", []))
+        if path in self.pages:
+            return _text(200, self.pages[path]())
         if path == "/debug/views":
             return _json(200, {group: {"seq": view.seq, "bytes": view.byte_size(),
                                        "resources": {SHORT_NAMES.get(t, t): len(r)
