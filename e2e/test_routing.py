@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, Traffic, http_get, write_manifests
+from e2e.harness import EchoBackend, Gateway, Traffic, free_port, http_get, write_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -265,3 +265,43 @@ def test_an_annotation_kxds_cannot_honour_fails_closed(
     gw.wait_backend("/", "a.test", (200, "a"))
     assert gw.backend("/admin", host="a.test") == (503, None)
     assert gw.backend("/admin/users", host="a.test") == (503, None)  # not a's "/"
+
+
+def test_proxy_next_upstream_tries_another_endpoint(
+        manifests_dir: Path, backends: dict[str, EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    """One of two endpoints refuses connections: without retries about half the requests
+    fail; with ``proxy-next-upstream: error`` each goes to the other endpoint and succeeds."""
+    live = backends["a"]
+    dead = free_port()  # nothing listens there
+    slice_ = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: flaky, namespace: default}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: flaky-1, namespace: default, labels: {{kubernetes.io/service-name: flaky}}}}
+addressType: IPv4
+ports: [{{name: http, port: {live.port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{live.host}"]}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: flaky-2, namespace: default, labels: {{kubernetes.io/service-name: flaky}}}}
+addressType: IPv4
+ports: [{{name: http, port: {dead}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""
+    plain = ingress("plain", "plain.test", [("/", "Prefix", "flaky")])
+    retried = ingress("retried", "retried.test", [("/", "Prefix", "flaky")]).replace(
+        "metadata: {name: retried, namespace: default}",
+        "metadata: {name: retried, namespace: default, annotations: "
+        "{nginx.ingress.kubernetes.io/proxy-next-upstream: error}}")
+    write_manifests(manifests_dir, "flaky.yaml", slice_ + "---" + plain + "---" + retried)
+    gw = kxds_envoy(manifests_dir)
+    gw.wait_backend("/", "retried.test", (200, "a"))
+    plain_statuses = [gw.backend("/", host="plain.test")[0] for _ in range(40)]
+    assert 503 in plain_statuses  # the dead endpoint is hit without retries
+    assert all(gw.backend("/", host="retried.test") == (200, "a") for _ in range(40))

@@ -305,6 +305,21 @@ class Forward:
     session_cookie: SessionCookie | None = None
     """Sticky sessions: the host is remembered in a cookie (Envoy's stateful session
     filter, per route)."""
+    retry: RetryPolicy | None = None
+    """Try another endpoint when an attempt fails (Envoy's route ``retry_policy``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When a failed attempt is tried again on another endpoint, and how often."""
+
+    attempts: int
+    """Attempts in all, the first included (at least 2)."""
+    reset: bool = False
+    """Also when the connection failed after the request was sent (the backend may
+    have acted on it: only safe for idempotent requests)."""
+    status_codes: tuple[int, ...] = ()
+    """Also when the backend answered one of these statuses."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
 from kxds.envoy import http_policy, rbac
+from kxds.envoy.common import pack
 from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
 
 METADATA = "kxds"
@@ -123,6 +125,8 @@ def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
             out.regex_rewrite.substitution = action.rewrite.substitution
     if action.host_rewrite is not None:
         out.host_rewrite_literal = action.host_rewrite
+    if action.retry is not None:
+        out.retry_policy.CopyFrom(build_retry_policy(action.retry))
     for h in action.hash_on:
         out.hash_policy.append(_hash_policy(h))
 
@@ -238,3 +242,22 @@ def build_route_table(table: ir.RouteTable) -> route_pb2.RouteConfiguration:
 def _real_ip_header() -> base_pb2.HeaderValueOption:
     """X-Real-IP to the backend: the client address as the listener derived it."""
     return rbac.real_ip_header()
+
+
+def build_retry_policy(retry: ir.RetryPolicy) -> rc_pb2.RetryPolicy:
+    """Retry on another endpoint (``previous_hosts``): always when nothing reached the
+    backend (connect failure, refused stream, a reset before the request was sent), and
+    as ``retry`` says when something did."""
+    on = ["connect-failure", "refused-stream", "reset-before-request"]
+    if retry.reset:
+        on.append("reset")
+    if retry.status_codes:
+        on.append("retriable-status-codes")
+    out = rc_pb2.RetryPolicy(retry_on=",".join(on),
+                             retriable_status_codes=list(retry.status_codes),
+                             host_selection_retry_max_attempts=3)
+    out.num_retries.value = retry.attempts - 1
+    out.retry_host_predicate.add(
+        name="envoy.retry_host_predicates.previous_hosts",
+        typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
+    return out

@@ -117,7 +117,24 @@ def _forward(parsed: ann.Parsed) -> ir.Forward:
     read = parsed.get(r.READ_TIMEOUT) or DEFAULT_TIMEOUT_MS
     host = parsed.get(r.UPSTREAM_VHOST)
     return ir.Forward(backends=(), timeout_ms=0, idle_timeout_ms=read,
-                      host_rewrite=host, session_cookie=_session_cookie(parsed))
+                      host_rewrite=host, session_cookie=_session_cookie(parsed),
+                      retry=_retry(parsed))
+
+
+DEFAULT_TRIES = 3
+"""``proxy-next-upstream-tries``'s default in ingress-nginx."""
+
+
+def _retry(parsed: ann.Parsed) -> ir.RetryPolicy | None:
+    """``proxy-next-upstream`` (+ ``-tries``) as a retry policy; None when not asked for."""
+    words = parsed.get(r.NEXT_UPSTREAM)
+    if not words or "off" in words:
+        return None
+    tries = parsed.get(r.NEXT_UPSTREAM_TRIES) or DEFAULT_TRIES
+    if tries < 2:
+        return None
+    codes = tuple(sorted(int(w[5:]) for w in words if w.startswith("http_")))
+    return ir.RetryPolicy(attempts=tries, reset="non_idempotent" in words, status_codes=codes)
 
 
 def _session_cookie(parsed: ann.Parsed) -> ir.SessionCookie | None:

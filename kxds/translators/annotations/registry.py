@@ -71,11 +71,19 @@ PROXY_HTTP_VERSION = _unsupported(
 CONNECTION_PROXY_HEADER = _unsupported(
     "connection-proxy-header", F.PROTOCOLS,
     "Envoy manages upstream connections itself (keep-alive); the header is not sent")
-NEXT_UPSTREAM = _unsupported(
-    "proxy-next-upstream", F.PROTOCOLS,
-    "no retries yet: a failed request is answered with its error (Envoy retry policy to come)")
-NEXT_UPSTREAM_TRIES = _unsupported("proxy-next-upstream-tries", F.PROTOCOLS,
-                                   "no retries yet (see proxy-next-upstream)")
+NEXT_UPSTREAM = Annotation(
+    "proxy-next-upstream", F.PROTOCOLS, P,
+    "route retry_policy (previous_hosts: another endpoint each time)",
+    "applied only when set (nginx's default 'error timeout' is not); a failure before "
+    "the request was sent is always tried again; 'timeout' and 'invalid_header' add "
+    "nothing more, 'non_idempotent' adds resets after sending, http_NNN retry on those "
+    "statuses also for non-idempotent requests (Envoy cannot tell them apart); 'off' "
+    "turns retries off",
+    v.words("error", "timeout", "invalid_header", "http_500", "http_502", "http_503",
+            "http_504", "http_403", "http_404", "http_429", "non_idempotent", "off"))
+NEXT_UPSTREAM_TRIES = Annotation(
+    "proxy-next-upstream-tries", F.PROTOCOLS, S, "retry_policy num_retries (tries - 1)",
+    "attempts in all; default 3 with proxy-next-upstream", v.integer(1, 100))
 NEXT_UPSTREAM_TIMEOUT = _unsupported("proxy-next-upstream-timeout", F.PROTOCOLS,
                                      "no retries yet (see proxy-next-upstream)")
 SERVICE_UPSTREAM = _unsupported(

@@ -168,3 +168,16 @@ def regex(text: str) -> str:
     if problem is not None:
         raise BadValue(problem)
     return raw
+
+
+def words(*allowed: str) -> Parser[tuple[str, ...]]:
+    """A space-separated list of ``allowed`` words (nginx's way of listing flags)."""
+    def parse(text: str) -> tuple[str, ...]:
+        out = tuple(text.split())
+        if not out:
+            raise BadValue("is empty")
+        bad = [w for w in out if w not in allowed]
+        if bad:
+            raise BadValue(f"has {bad[0]!r}; expected words of: {', '.join(allowed)}")
+        return out
+    return parse
