@@ -15,6 +15,7 @@ answered 2xx. Results go to bench/results/soak.{json,md}, like the benchmark's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import subprocess
@@ -131,8 +132,6 @@ def file_of(doc: dict[str, Any]) -> str:
 
 def dataclassed(spec: Spec, port: int) -> Spec:
     """``spec`` with every endpoint on the local backend at ``port``."""
-    import dataclasses
-
     return dataclasses.replace(spec, address=lambda i, e: ("127.0.0.1", port))
 
 

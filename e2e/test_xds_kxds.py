@@ -138,22 +138,14 @@ def test_forced_nack_through_kxds_keeps_traffic_and_names_the_service(
 def test_kxds_killed_and_restarted_envoy_keeps_serving_without_repush(
         delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
         kxds_envoy: Callable[..., Gateway], started: list[Any]) -> None:
-    port, _, _ = _backends(echo)
-    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
-    gw = kxds_envoy(manifests_dir, delta=delta)
-    envoy = gw.envoy
-    assert envoy is not None
-    gw.wait_backend("/", None, (200, "one"))
+    gw, envoy, _ = _serving_web(delta, manifests_dir, echo, kxds_envoy)
     before = _update_counters(envoy)
     os.kill(gw.kxds.pid, signal.SIGKILL)
     gw.kxds.stop()
     envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 0,
                      what="Envoy sees kxds gone")
     assert gw.backend("/") == (200, "one")  # serving without a control plane
-    again = Kxds(tmp_path, _serve_args(gw.kxds), xds_port=gw.kxds.xds_port,
-                 admin_port=gw.kxds.admin_port, name="kxds-restarted")
-    started.append(again)
-    again.wait_ready()
+    again = _restarted(gw, tmp_path, started)
     envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
                      what="Envoy reconnected")
     wait_for(lambda: again.get(f"/debug/config_dump?node={envoy.node_id}")[0] == 200,
@@ -164,6 +156,26 @@ def test_kxds_killed_and_restarted_envoy_keeps_serving_without_repush(
     for kind in ("clusters", "listeners", "routes", "endpoints"):
         sent = again.metric("kxds_xds_responses_total", {"type": kind, "protocol": protocol})
         assert not sent, f"{kind} re-pushed after restart"
+
+
+def _serving_web(delta: bool, manifests_dir: Path, echo: Callable[..., EchoBackend],
+                 kxds_envoy: Callable[..., Gateway]) -> tuple[Gateway, Envoy, int]:
+    """kxds and an edge Envoy serving web (backend "one"); the backends' port."""
+    port, _, _ = _backends(echo)
+    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
+    gw = kxds_envoy(manifests_dir, delta=delta)
+    assert gw.envoy is not None
+    gw.wait_backend("/", None, (200, "one"))
+    return gw, gw.envoy, port
+
+
+def _restarted(gw: Gateway, tmp_path: Path, started: list[Any]) -> Kxds:
+    """A new ``kxds serve`` with the stopped one's arguments and ports, ready."""
+    again = Kxds(tmp_path, _serve_args(gw.kxds), xds_port=gw.kxds.xds_port,
+                 admin_port=gw.kxds.admin_port, name="kxds-restarted")
+    started.append(again)
+    again.wait_ready(30)
+    return again
 
 
 def _serve_args(kxds: Kxds) -> list[str]:
@@ -242,12 +254,7 @@ endpoints: [{{addresses: ["127.0.0.3"]}}]
 def test_kxds_killed_during_a_push_envoy_keeps_serving_and_converges_after_restart(
         delta: bool, manifests_dir: Path, tmp_path: Path, echo: Callable[..., EchoBackend],
         kxds_envoy: Callable[..., Gateway], started: list[Any]) -> None:
-    port, _, _ = _backends(echo)
-    (manifests_dir / "web.yaml").write_text(_manifests(port, "127.0.0.2"))
-    gw = kxds_envoy(manifests_dir, delta=delta)
-    envoy = gw.envoy
-    assert envoy is not None
-    gw.wait_backend("/", None, (200, "one"))
+    gw, envoy, port = _serving_web(delta, manifests_dir, echo, kxds_envoy)
     clusters = envoy.stat("cluster_manager.active_clusters")
     with Traffic(functools.partial(gw.backend, "/")) as traffic:
         # One change that moves web and adds 100 routed Services: a push of a few
@@ -258,10 +265,7 @@ def test_kxds_killed_during_a_push_envoy_keeps_serving_and_converges_after_resta
         gw.kxds.wait_rebuild(seq + 1, timeout=30)
         os.kill(gw.kxds.pid, signal.SIGKILL)
         gw.kxds.stop()
-        again = Kxds(tmp_path, _serve_args(gw.kxds), xds_port=gw.kxds.xds_port,
-                     admin_port=gw.kxds.admin_port, name="kxds-restarted")
-        started.append(again)
-        again.wait_ready(30)
+        again = _restarted(gw, tmp_path, started)
         # Envoy reconnects within its own backoff (0.5 s doubling, jittered).
         envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
                          what="Envoy reconnected")

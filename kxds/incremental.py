@@ -238,10 +238,9 @@ _CONFIG_CLASSES: dict[type, type] = {}
 class Context:
     """What a running query reads through: the recorded state and config, other queries."""
 
-    __slots__ = ("_frames", "_store", "config", "previous_state", "state")
+    __slots__ = ("_frames", "_store", "config", "state")
 
-    def __init__(self, store: Store, state: ClusterState, config: Any,
-                 previous: ClusterState | None) -> None:
+    def __init__(self, store: Store, state: ClusterState, config: Any) -> None:
         self._store = store
         self._frames: list[_Frame] = []
         fields: dict[str, Any] = {}
@@ -253,8 +252,6 @@ class Context:
         """The state; every read through it is recorded for the running query."""
         self.config = _recorded_config(config, self._frames)
         """The translation config; every attribute read is recorded."""
-        self.previous_state = previous
-        """The state of the last rebuild (not recorded: for ``update`` functions only)."""
 
     def previous_value(self) -> object | None:
         """The running query's last value (None the first time): a query may reuse parts
@@ -305,7 +302,7 @@ class Store:
                 self._invalidate(read)
         self._previous, self._state, self._config = previous, state, config
         self._asked = set()
-        return _RootContext(self, state, config, previous)
+        return _RootContext(self, state, config)
 
     def end(self) -> None:
         """Finish the rebuild: forget every entry no root asked for, directly or not."""

@@ -85,8 +85,6 @@ class BuildCache:
         self._now: dict[str, dict[int, tuple[object, object]]] = {}
         self.last: tuple[ir.IR, Resources] | None = None
         """The IR of the last build and its resources."""
-        self.built = 0
-        """Values built (cumulative; for tests and profiling)."""
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._last.values())
@@ -104,7 +102,6 @@ class BuildCache:
             value = self.shared.get(space, node, build)
         else:
             value = build(node)
-        self.built += 1
         now[id(node)] = (node, value)
         return value
 

@@ -33,7 +33,6 @@ proportion to the Services it touches.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -361,9 +360,3 @@ def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeV
 
 
 EDGE: Query[None, EdgeView] = Query("edge", _edge, _patch_edge)
-
-
-def validity_bounds(translation: Translation, now: dt.datetime) -> dt.datetime | None:
-    """The first instant after ``now`` at which a certificate check of ``translation``
-    may change its verdict (the caller rebuilds then); None when none will."""
-    return min((b for b in translation.bounds if b >= now), default=None)
