@@ -73,3 +73,58 @@ def test_snippets_pass_only_with_the_flag_and_authentication_never() -> None:
         (auth,) = actions(t, "b.example.com")
         assert isinstance(snip, ir.Forward) is snippet_served
         assert isinstance(auth, ir.DirectResponse) and auth.status == 503
+
+
+def test_an_httproute_carries_its_backends_networkpolicy_rules_like_an_ingress() -> None:
+    """A NetworkPolicy restricting the Service's pods to some client addresses restricts
+    an HTTPRoute to it as it does an Ingress route: it never serves every client."""
+    state = load_text("""apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.0.0.1], targetRef: {kind: Pod, name: web-0}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: default, labels: {app: web}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: office, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{ipBlock: {cidr: 192.168.0.0/16}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [route.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+""" + ingress("web", "ingress.example.com", {}))
+    t = translate(state, TranslateConfig())
+    routes = {vh.domains[0]: r for table in t.ir.route_tables for vh in table.virtual_hosts
+              for r in vh.routes}
+    assert routes["ingress.example.com"].access is not None
+    assert routes["route.example.com"].access == routes["ingress.example.com"].access

@@ -19,7 +19,9 @@ whose deny list does not parse.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from collections.abc import Iterable
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
@@ -167,3 +169,21 @@ def _access(state: ClusterState, ingress: Ingress | None, service: Service,
             name = f"{ingress.meta.namespace}/{ingress.meta.name}/{svc}/{port.port}"
     policy = _combine(names.cap(name), result.enforced, result.shadow, extra)
     return policy, sorted(set(diags) | result.diagnostics)
+
+
+def all_admit(policies: Iterable[AccessPolicy | None]) -> AccessPolicy | None:
+    """Only the clients every one of ``policies`` admits (None admits everyone): a
+    request split by weight may reach any of the backends, so it must pass all
+    their rules."""
+    out: AccessPolicy | None = None
+    for p in policies:
+        if p is None:
+            continue
+        if out is None:
+            out = p
+            continue
+        sets = {s.name: s for s in (*out.all_of, *p.all_of)}
+        shadow = {s.name: s for s in (*out.shadow, *p.shadow)}
+        out = dataclasses.replace(out, all_of=tuple(sets[k] for k in sorted(sets)),
+                                  shadow=tuple(shadow[k] for k in sorted(shadow)))
+    return out

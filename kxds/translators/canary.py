@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from kxds import ir
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.translators import annotations as ann
+from kxds.translators.access import all_admit
 from kxds.translators.annotations import registry as r
 
 DEFAULT_TOTAL = 100
@@ -93,16 +94,6 @@ def _to(route: ir.Route, suffix: str, backends: tuple[ir.WeightedBackend, ...],
                                headers=headers, access=access)
 
 
-def _both(a: ir.AccessPolicy | None, b: ir.AccessPolicy | None) -> ir.AccessPolicy | None:
-    """Clients both admit: a request split by weight may reach either backend."""
-    if a is None or b is None:
-        return a or b
-    sets = {s.name: s for s in (*a.all_of, *b.all_of)}
-    shadow = {s.name: s for s in (*a.shadow, *b.shadow)}
-    return dataclasses.replace(a, all_of=tuple(sets[k] for k in sorted(sets)),
-                               shadow=tuple(shadow[k] for k in sorted(shadow)))
-
-
 def _split(main: tuple[ir.WeightedBackend, ...], canary: tuple[ir.WeightedBackend, ...],
            rule: CanaryRule) -> tuple[ir.WeightedBackend, ...]:
     """The main backends with ``total - weight`` and the canary's with ``weight``."""
@@ -138,8 +129,8 @@ def expand(main: ir.Route, canary: ir.Route, rule: CanaryRule) -> list[ir.Route]
                        (*main.headers, _cookie(rule.cookie, "never")), main.access))
     if rule.weight > 0:
         split = _split(to_main, to_canary, rule)
-        access = canary.access if rule.weight == rule.total else _both(main.access,
-                                                                        canary.access)
+        access = canary.access if rule.weight == rule.total else all_admit(
+            (main.access, canary.access))
         main = dataclasses.replace(main, action=dataclasses.replace(main.action, backends=split),
                                    access=access)
     out.append(main)

@@ -270,7 +270,7 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
     def has(key: Key, name: str) -> bool:
         return name in ctx.query(CLUSTER_NAMES, key)
 
-    return translate_gateway_api(ctx.state, ctx.config, has)
+    return translate_gateway_api(ctx.state, ctx.config, has, ctx.query(POLICIES, None))
 
 
 GATEWAY_API: Query[None, GatewayApi] = Query("gateway-api", _gateway_api)

@@ -37,6 +37,7 @@ from kxds.translators.gateway_status import (
     GatewayStatus,
     ListenerStatus,
 )
+from kxds.translators.network_policy import PolicyIndex
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -50,8 +51,10 @@ class GatewayApi:
 
 
 def translate_gateway_api(state: ClusterState, config: TranslateConfig,
-                          clusters: HasCluster) -> GatewayApi:
-    """Every Gateway and HTTPRoute of ours -> routes per host and status."""
+                          clusters: HasCluster, policies: PolicyIndex | None = None
+                          ) -> GatewayApi:
+    """Every Gateway and HTTPRoute of ours -> routes per host and status; a route to a
+    Service carries its client-IP rules (NetworkPolicy) as an Ingress route does."""
     gateways = our_gateways(state)
     cert_refs = {k: v for gw in gateways for k, v in certificate_refs(state, gw).items()}
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
@@ -60,7 +63,7 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
     routes = sorted(state.http_routes.values(), key=age_of_route)
-    gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i)
+    gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i, policies)
                         for i, r in enumerate(routes))
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import (
+    AccessPolicy,
     DirectResponse,
     Forward,
     MatchKind,
@@ -41,8 +42,10 @@ from kxds.ir import (
 )
 from kxds.kube.gateway_models import GROUP, BackendRef, HTTPRoute, ParentReference, RouteRule
 from kxds.kube.models import ClusterState, Key
+from kxds.translators.access import all_admit, route_access
 from kxds.translators.gateway import HTTPROUTE, ListenerPlan, granted
 from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
 
@@ -103,14 +106,17 @@ class RouteOutcome:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     attached: dict[tuple[Key, str], int] = field(default_factory=dict)
     status: RouteStatus | None = None
+    policies: PolicyIndex | None = None
+    """The translation's NetworkPolicy index, for the backends' access rules."""
 
 
 def route_outcome(state: ClusterState, route: HTTPRoute,
                   listeners: Mapping[Key, list[ListenerPlan]],
-                  clusters: HasCluster, order: int) -> RouteOutcome:
+                  clusters: HasCluster, order: int,
+                  policies: PolicyIndex | None = None) -> RouteOutcome:
     """Attach ``route`` to its parents among ``listeners`` (by Gateway); ``order``
     is its place among all Routes by age (precedence after path)."""
-    out = RouteOutcome()
+    out = RouteOutcome(policies=policies)
     actions, resolved = _actions(state, route, clusters, out)
     problems = unsupported(route)
     parents: list[ParentStatus] = []
@@ -176,56 +182,65 @@ def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan
 
 
 def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: str,
-             clusters: HasCluster) -> tuple[str | None, Condition | None]:
-    """The cluster a backend reference names, or why it does not resolve."""
+             clusters: HasCluster, out: RouteOutcome
+             ) -> tuple[str | None, AccessPolicy | None, Condition | None]:
+    """The cluster a backend reference names and the client-IP rules of its Service
+    port (NetworkPolicy, loadBalancerSourceRanges, as for an Ingress), or why it does
+    not resolve."""
     ns = b.namespace or route.meta.namespace
     name = f"{ns}/{b.name}"
     if b.group != "" or b.kind != "Service":
-        return None, Condition("ResolvedRefs", False, "InvalidKind",
+        return None, None, Condition("ResolvedRefs", False, "InvalidKind",
                                f"{field_path}: {b.group or 'core'}/{b.kind} {name} is not a "
                                "Service")
     if ns != route.meta.namespace and not granted(state, "HTTPRoute", route.meta.namespace,
                                                   "", "Service", ns, b.name):
-        return None, Condition("ResolvedRefs", False, "RefNotPermitted",
+        return None, None, Condition("ResolvedRefs", False, "RefNotPermitted",
                                f"{field_path}: no ReferenceGrant in {ns} allows HTTPRoutes of "
                                f"{route.meta.namespace} to use Service {name}")
     service = state.services.get((ns, b.name))
     port = service.port_by_number(b.port) if service is not None and b.port else None
     if service is None or port is None or port.protocol != "TCP":
         what = "not found" if service is None else f"has no TCP port {b.port}"
-        return None, Condition("ResolvedRefs", False, "BackendNotFound",
-                               f"{field_path}: Service {name} {what}")
+        return None, None, Condition("ResolvedRefs", False, "BackendNotFound",
+                                     f"{field_path}: Service {name} {what}")
     cluster = names.service_cluster(ns, b.name, port.port)
     if not clusters((ns, b.name), cluster):
-        return None, Condition("ResolvedRefs", False, "BackendNotFound",
-                               f"{field_path}: Service {name} cannot be a backend "
-                               "(see its own diagnostics)")
-    return cluster, None
+        return None, None, Condition("ResolvedRefs", False, "BackendNotFound",
+                                     f"{field_path}: Service {name} cannot be a backend "
+                                     "(see its own diagnostics)")
+    access, problems = route_access(state, None, service, port, out.policies)
+    out.diagnostics.extend(problems)
+    return cluster, access, None
 
 
 def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
                  clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
-                 ) -> RouteAction:
+                 ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward by weight, or 500 when a backend with a share does not resolve (the
     whole rule: the IR has no weighted direct response yet) or none has a share."""
     backends: list[WeightedBackend] = []
+    accesses: list[AccessPolicy | None] = []
     broken = False
     for k, b in enumerate(rule.backend_refs):
-        cluster, problem = _backend(state, route, b, f"spec.rules[{i}].backendRefs[{k}]",
-                                    clusters)
+        cluster, access, problem = _backend(state, route, b,
+                                            f"spec.rules[{i}].backendRefs[{k}]", clusters, out)
         if problem is not None:
             problems.append(problem)
             broken = broken or b.weight > 0
         elif cluster is not None and b.weight > 0:
             backends.append(WeightedBackend(cluster=cluster, weight=b.weight))
+            accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
     if broken or not backends:
-        return SERVER_ERROR
-    return Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms)
+        return SERVER_ERROR, None
+    return (Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms),
+            all_admit(accesses))
 
 
 def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
-             out: RouteOutcome) -> tuple[list[RouteAction], Condition]:
+             out: RouteOutcome
+             ) -> tuple[list[tuple[RouteAction, AccessPolicy | None]], Condition]:
     """Each rule's action, and the Route's ``ResolvedRefs`` condition."""
     problems: list[Condition] = []
     actions = [_rule_action(state, route, i, rule, clusters, out, problems)
@@ -254,18 +269,18 @@ def path_match(kind: str, value: str) -> PathMatch:
 
 
 def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
-                actions: list[RouteAction], order: int) -> None:
+                actions: list[tuple[RouteAction, AccessPolicy | None]], order: int) -> None:
     ref = route.meta.ref
     routes = out.hosts.setdefault(where, [])
     have = {r.name for _, r in routes}
-    for i, (rule, action) in enumerate(zip(route.rules, actions, strict=True)):
+    for i, (rule, (action, access)) in enumerate(zip(route.rules, actions, strict=True)):
         for j, m in enumerate(rule.matches):
             name = names.cap(f"httproute/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
             if name in have:
                 continue  # the same rule through a second listener of the same host
             match = path_match(m.path.type, m.path.value)
-            routes.append((precedence(match, order, i, j), Route(name=name, ref=ref,
-                                                                 match=match, action=action)))
+            routes.append((precedence(match, order, i, j), Route(
+                name=name, ref=ref, match=match, action=action, access=access)))
 
 
 def precedence(match: PathMatch, order: int, rule: int, index: int
