@@ -449,6 +449,40 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BasicAuth:
+    """HTTP basic authentication of a route (Envoy's basic auth filter, per route)."""
+
+    ref: ObjectRef
+    """The Secret the users come from."""
+    users: tuple[str, ...]
+    """htpasswd lines (``user:{SHA}base64``), the only scheme Envoy checks; never
+    empty (a route whose Secret admits nobody refuses instead)."""
+    realm: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalAuth:
+    """An external HTTP authentication service asked about every request of a route
+    (Envoy's ext_authz filter, per route)."""
+
+    cluster: str
+    """The :class:`Cluster` of the authentication service."""
+    url: str
+    """The URL the check request goes to."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteAuth:
+    """Who must authenticate on a route, and how (Ingress ``auth-*`` annotations)."""
+
+    basic: BasicAuth | None = None
+    external: ExternalAuth | None = None
+    satisfy_any: ClientSet | None = None
+    """``satisfy: any``: a client in this set is admitted without authenticating
+    (ingress-nginx's source ranges or authentication); None requires both."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What a route does besides choosing its action: header changes, CORS, limits,
     logging. Filled from Ingress annotations (and, later, Gateway API filters)."""
@@ -461,6 +495,8 @@ class RoutePolicy:
     max_request_bytes: int | None = None
     """A larger request body is refused with 413 (Envoy's buffer filter, per route)."""
     rate_limit: RateLimit | None = None
+    auth: RouteAuth | None = None
+    """Authentication the route requires (None: none)."""
     access_log: bool = True
     """Whether requests of this route are written to the access log."""
 
