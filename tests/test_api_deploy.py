@@ -289,8 +289,11 @@ def test_the_xds_channel_is_mtls_end_to_end() -> None:
     [envoy] = [c for c in node_spec["containers"] if c["name"] == "envoy"]
     boot = yaml.safe_load(one("ConfigMap", "kxds-node-bootstrap")["data"]["bootstrap.yaml"])
     tls = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
-    cert = tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
-    assert str(Path(cert).parent) == str(client.out_dir)
+    # The node's certificate comes through the SDS file node-cert writes, so Envoy
+    # reloads it when renewed.
+    [sds] = tls["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    sds_file = Path(sds["sds_config"]["path_config_source"]["path"])
+    assert sds_file == client.out_dir / "sds.yaml"
     assert _mounts(node_spec, envoy)[str(client.out_dir)] == "emptyDir"
 
 
