@@ -12,16 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from fakeapi import RESOURCES, FakeApi
+from fakeapi import RESOURCES, FakeApi, SourceRunner
+from test_api_gateway_crds import gateway_objects
 from test_api_source import FAST, OTHERS, ingress, secret, svc
 
 from kxds.cli import _parser, cmd_bootstrap
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
 from kxds.kube.leader import LeaderElector
 from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.translators.edge import translate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 FILES = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -152,6 +155,12 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
     from kxds.nodecert.review import review_token
 
     ApiStatusWriter(client).write_load_balancer(Ref("Service", "default", "web"), ("192.0.2.9",))
+    # Gateway API status, written by the leader for the objects of our class.
+    for obj in gateway_objects():
+        api.apply(obj)
+    with SourceRunner(ApiSource(client, ApiOptions(**FAST))) as run:
+        state = run.wait(lambda s: s.http_routes and s.gateways, what="Gateway API objects")
+    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 3
     review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)
