@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from kxds.ir import Forward, MatchKind
+from kxds.kube.gateway_models import PathModifier, RequestRedirect, RouteMatch, ValueMatch
 from kxds.kube.loader import load_text
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.gateway_filters import path_rewrite, redirect
 from kxds.translators.gateway_routes import intersect, path_match, precedence
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -70,7 +73,7 @@ def _status(case: str) -> dict[str, str]:
 
 def test_route_parent_conditions_name_the_specs_reasons() -> None:
     assert _status("gateway-invalid-refs") == {
-        "default/header-match -> gw/same":
+        "default/extension -> gw/same":
             "Accepted=False:UnsupportedValue ResolvedRefs=True:ResolvedRefs",
         "default/odd-refs -> gw/nope":
             "Accepted=False:NoMatchingParent ResolvedRefs=False:InvalidKind",
@@ -144,9 +147,29 @@ def test_gateway_cel_rules_are_checked_for_manifests(spec: str, message: str) ->
     ("{matches: [{path: {value: '/a b'}}]}", "must only contain valid characters"),
     ("{backendRefs: [{name: web}]}", "Must have port for Service reference"),
     ("{timeouts: {request: 1s, backendRequest: 2s}}", "cannot be longer than request"),
-    ("{filters: [{type: RequestRedirect}], backendRefs: [{name: web, port: 80}]}",
+    ("{filters: [{type: RequestRedirect, requestRedirect: {}}],"
+     " backendRefs: [{name: web, port: 80}]}",
      "RequestRedirect filter must not be used together with backendRefs"),
-], ids=["relative", "double-slash", "space", "port", "timeouts", "redirect-backends"])
+    ("{filters: [{type: RequestRedirect}]}", "filter.requestRedirect must be specified"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {}, requestRedirect: {}}]}",
+     "filter.requestRedirect must be nil"),
+    ("{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite:"
+     " {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}",
+     "exactly one PathPrefix match"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}",
+     "replaceFullPath must be specified"),
+    ("{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]}",
+     "304 is not one of"),
+    ("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {}},"
+     " {type: RequestHeaderModifier, requestHeaderModifier: {}}]}", "cannot be repeated"),
+    ("{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80},"
+     " percent: 5, fraction: {numerator: 1}}}]}", "Only one of percent or fraction"),
+    ("{matches: [{headers: [{name: 'a b', value: x}]}]}", "is not a header"),
+    ("{matches: [{method: FETCH}]}", "FETCH"),
+], ids=["relative", "double-slash", "space", "port", "timeouts", "redirect-backends",
+        "filter-settings-missing", "filter-settings-other", "prefix-needs-prefix-match",
+        "full-path-missing", "status-code", "repeated-modifier", "mirror-percent-and-fraction",
+        "header-name", "method"])
 def test_httproute_cel_rules_are_checked_for_manifests(rule: str, message: str) -> None:
     state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
                       f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
@@ -162,3 +185,105 @@ def test_weights_are_kept_and_a_zero_weight_backend_gets_no_share() -> None:
     action = vh.routes[0].action
     assert isinstance(action, Forward)
     assert [(b.cluster, b.weight) for b in action.backends] == [("default/web/80", 3)]
+
+
+def test_precedence_after_the_path_method_then_headers_then_query_params() -> None:
+    prefix = path_match("PathPrefix", "/a")
+    entries = {
+        "plain-old": precedence(prefix, 0, 0, 0, RouteMatch()),
+        "query": precedence(prefix, 5, 0, 0, RouteMatch(query_params=(_v("q"),))),
+        "one-header": precedence(prefix, 5, 0, 0, RouteMatch(headers=(_v("a"),))),
+        "two-headers": precedence(prefix, 6, 0, 0, RouteMatch(headers=(_v("a"), _v("b")))),
+        "method": precedence(prefix, 7, 0, 0, RouteMatch(method="GET")),
+        "longer-prefix": precedence(path_match("PathPrefix", "/a/b"), 9, 0, 0, RouteMatch()),
+        "regex": precedence(path_match("RegularExpression", "/a.*"), 9, 0, 0, RouteMatch()),
+        "exact": precedence(path_match("Exact", "/a"), 9, 0, 0, RouteMatch()),
+    }
+    assert sorted(entries, key=entries.__getitem__) == [
+        "exact", "regex", "longer-prefix", "method", "two-headers", "one-header", "query",
+        "plain-old"]
+
+
+def _v(name: str) -> ValueMatch:
+    return ValueMatch(name=name, value="x")
+
+
+@pytest.mark.parametrize(("prefix", "value", "request_path", "expected"), [
+    ("/prefix/one", "/one", "/prefix/one/two", "/one/two"),
+    ("/prefix/one", "/one", "/prefix/one", "/one"),
+    ("/strip-prefix", "/", "/strip-prefix/three", "/three"),
+    ("/strip-prefix", "/", "/strip-prefix", "/"),
+    ("/strip-prefix/", "/", "/strip-prefix/three", "/three"),
+    ("/a", "/b/", "/a/x", "/b/x"),
+    ("/", "/api", "/x", "/api/x"),
+    ("/", "/api/", "/", "/api/"),
+    ("/a.b", "/c", "/a.b/d", "/c/d"),
+])
+def test_replace_prefix_match_replaces_whole_path_elements(prefix: str, value: str,
+                                                           request_path: str,
+                                                           expected: str) -> None:
+    rw = path_rewrite(PathModifier(type="ReplacePrefixMatch", value=value),
+                      path_match("PathPrefix", prefix))
+    assert rw.pattern is not None
+    # Envoy's regex_rewrite substitutes every match of the pattern (anchored: one).
+    assert re.sub(rw.pattern, rw.substitution, request_path, count=1) == expected
+
+
+def test_replace_full_path_replaces_the_path() -> None:
+    rw = path_rewrite(PathModifier(type="ReplaceFullPath", value="/new"),
+                      path_match("PathPrefix", "/old"))
+    assert rw.pattern is not None
+    assert re.sub(rw.pattern, rw.substitution, "/old/a/b") == "/new"
+
+
+@pytest.mark.parametrize(("spec", "https", "scheme", "port"), [
+    (RequestRedirect(scheme="https"), True, None, None),
+    (RequestRedirect(scheme="https", port=443), True, None, None),  # the well-known port
+    (RequestRedirect(scheme="https", port=8443), True, None, 8443),
+    (RequestRedirect(scheme="http", port=80), False, "http", None),
+    (RequestRedirect(port=80), False, None, None),  # served on HTTP: 80 is its own
+    (RequestRedirect(port=8080), False, None, 8080),
+])
+def test_redirect_leaves_out_the_schemes_well_known_port(
+        spec: RequestRedirect, https: bool, scheme: str | None, port: int | None) -> None:
+    r = redirect(spec, path_match("PathPrefix", "/"))
+    assert (r.https, r.scheme, r.port, r.status) == (https, scheme, port, 302)
+
+
+def test_a_header_or_query_name_given_twice_keeps_the_first() -> None:
+    state = load_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec:\n  rules: [{matches: [{headers: [{name: X-A, value: '1'}, {name: x-a, value: '2'}],"
+        " queryParams: [{name: q, value: '1'}, {name: Q, value: '2'}, {name: q, value: '3'}]}]}]\n")
+    (route,) = state.http_routes.values()
+    m = route.rules[0].matches[0]
+    assert [(h.name, h.value) for h in m.headers] == [("X-A", "1")]
+    assert [(q.name, q.value) for q in m.query_params] == [("q", "1"), ("Q", "2")]
+
+
+def test_an_httproute_with_header_matches_goes_before_an_ingress_path_it_shares() -> None:
+    text = (GOLDEN / "gateway-with-ingress" / "input.yaml").read_text()
+    state = load_text(text)
+    ingress_paths = {(r.match.kind, r.match.path) for vh in
+                     translate(state, TranslateConfig()).ir.route_tables[0].virtual_hosts
+                     for r in vh.routes if r.ref.kind == "Ingress"}
+    assert ingress_paths  # the case has Ingress routes to share a host with
+    host = next(iter(state.ingresses.values())).rules[0].host
+    path = next(p for k, p in sorted(ingress_paths) if k is MatchKind.PATH_PREFIX)
+    extra = f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: by-header, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{host}]
+  rules:
+  - matches: [{{path: {{value: {path}}}, headers: [{{name: x-beta, value: "1"}}]}}]
+    backendRefs: [{{name: web, port: 80}}]
+"""
+    tables = translate(load_text(text + extra), TranslateConfig()).ir.route_tables
+    (vh,) = [v for t in tables for v in t.virtual_hosts if v.name == host]
+    same = [r for r in vh.routes if r.match.path == path]
+    assert [r.ref.kind for r in same][:2] == ["HTTPRoute", "Ingress"], vh.routes
+    assert same[0].headers[0].name == "x-beta"

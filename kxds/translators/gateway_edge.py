@@ -161,10 +161,10 @@ def _joined(vh: VirtualHost, routes: tuple[Route, ...], defaults: frozenset[str]
     """An Ingress virtual host with HTTPRoute routes placed by precedence."""
     own = [r for r in vh.routes if r.below_wildcard_host is None and r.name not in defaults]
     tail = [r for r in vh.routes if r.below_wildcard_host is not None or r.name in defaults]
-    taken = {r.match: r.ref for r in own}
+    taken = {(r.match, r.headers, r.query): r.ref for r in own}
     added: list[Route] = []
     for r in routes:
-        owner = taken.get(r.match)
+        owner = taken.get((r.match, r.headers, r.query))
         if owner is not None:
             diagnostics.append(Diagnostic(
                 r.ref, "spec.rules", Reason.CONFLICT,
@@ -173,8 +173,10 @@ def _joined(vh: VirtualHost, routes: tuple[Route, ...], defaults: frozenset[str]
                 "is not served"))
             continue
         added.append(r)
-    ordered = sorted([(0, i, r) for i, r in enumerate(own)] + [(1, i, r) for i, r in
-                                                               enumerate(added)],
+    # An HTTPRoute route with header or query conditions goes before the Ingress
+    # routes of the same path, which would otherwise take all its requests.
+    ordered = sorted([(0, i, r) for i, r in enumerate(own)] + [
+        (-1 if r.headers or r.query else 1, i, r) for i, r in enumerate(added)],
                      key=lambda t: (_rank(t[2]), t[0], t[1]))
     merged = tuple(r for _, _, r in ordered) + tuple(tail)
     return replace(vh, routes=merged, refs=tuple(sorted({*vh.refs, *(r.ref for r in added)})))
@@ -184,4 +186,6 @@ def _rank(route: Route) -> tuple[int, int]:
     """Exact first, then prefixes longest first (both front-ends' rule)."""
     if route.match.kind is MatchKind.EXACT:
         return (0, 0)
+    if route.match.kind is MatchKind.FULL_REGEX:
+        return (0, 1)  # an HTTPRoute's regex: after the exact paths, before prefixes
     return (1, -len(route.match.path))

@@ -9,24 +9,26 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 * Hostname intersection (:func:`intersect`): a wildcard covers any number of
   labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
   of two intersecting hostnames the more specific one is served.
-* What the IR cannot express yet (header, query parameter and method
-  matches, ``RegularExpression`` paths, every filter, ``retry``,
-  ``sessionPersistence``, ``timeouts.backendRequest``) makes the parent
-  ``Accepted=False`` (``UnsupportedValue``) and the Route is not served there:
-  serving it without them would route more than it asks for.
+* Matches and filters: :mod:`kxds.translators.gateway_filters`. What kxds
+  cannot serve (``retry``, ``sessionPersistence``, ``ExtensionRef`` and other
+  filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
+  (``UnsupportedValue``) and the Route is not served there: serving it without
+  them would route more than it asks for.
 * A backend reference that does not resolve (``BackendNotFound``,
   ``RefNotPermitted``, ``InvalidKind``) sets ``ResolvedRefs=False``; the spec
   wants a 500 for its share of the requests, and the IR has no weighted
   direct response yet, so the whole rule answers 500. So does a rule
   without backends or whose weights are all zero.
-* Precedence across the Routes of a host: Exact, then the longest prefix,
-  then the oldest Route, then namespace/name, then rule and match order.
+* Precedence across the Routes of a host: Exact, then RegularExpression
+  (longest first), then the longest prefix; then a method match, then more
+  header matches, then more query parameter matches; then the oldest Route,
+  then namespace/name, then rule and match order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
@@ -35,22 +37,47 @@ from kxds.ir import (
     DirectResponse,
     Forward,
     MatchKind,
+    Mirror,
     PathMatch,
     Route,
     RouteAction,
     WeightedBackend,
 )
-from kxds.kube.gateway_models import GROUP, BackendRef, HTTPRoute, ParentReference, RouteRule
+from kxds.kube.gateway_models import (
+    GROUP,
+    BackendRef,
+    HTTPRoute,
+    ParentReference,
+    RouteMatch,
+    RouteRule,
+)
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.access import all_admit, route_access
 from kxds.translators.gateway import HTTPROUTE, ListenerPlan, granted
+from kxds.translators.gateway_filters import (
+    BACKEND_FILTERS,
+    ROUTE_FILTERS,
+    filter_problems,
+    header_changes,
+    header_matches,
+    match_problems,
+    path_match,
+    path_rewrite,
+    query_matches,
+    redirect,
+    route_policy,
+)
 from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
+REDIRECT_PLACEHOLDER = DirectResponse(status=302)
+"""A redirecting rule's action before its match gives the path (never served)."""
 
 HasCluster = Callable[[Key, str], bool]
 Target = tuple[Key, str]
+Rank = tuple[int, int, int, int, int, str, int, int]
+"""A route's precedence key (see :func:`precedence`): smaller comes first."""
 
 
 def intersect(listener: str | None, route: str) -> str | None:
@@ -78,20 +105,11 @@ def unsupported(route: HTTPRoute) -> list[str]:
     for i, rule in enumerate(route.rules):
         at = f"spec.rules[{i}]"
         for j, m in enumerate(rule.matches):
-            mat = f"{at}.matches[{j}]"
-            if m.path.type == "RegularExpression":
-                out.append(f"{mat}.path: RegularExpression paths are not supported yet")
-            if m.headers:
-                out.append(f"{mat}.headers: header matches are not supported yet")
-            if m.query_params:
-                out.append(f"{mat}.queryParams: query parameter matches are not supported yet")
-            if m.method is not None:
-                out.append(f"{mat}.method: method matches are not supported yet")
-        out += [f"{at}.filters: {t} filters are not supported yet" for t in rule.filters]
+            out += match_problems(m, f"{at}.matches[{j}]")
+        out += filter_problems(rule.filters, at, ROUTE_FILTERS)
         out += [f"{at}.{f}: not supported yet" for f in rule.unsupported]
         for k, b in enumerate(rule.backend_refs):
-            out += [f"{at}.backendRefs[{k}].filters: {t} filters are not supported yet"
-                    for t in b.filters]
+            out += filter_problems(b.filters, f"{at}.backendRefs[{k}]", BACKEND_FILTERS)
     return out
 
 
@@ -99,8 +117,7 @@ def unsupported(route: HTTPRoute) -> list[str]:
 class RouteOutcome:
     """One HTTPRoute's contribution: routes per host, its status, its problems."""
 
-    hosts: dict[tuple[Key, str, str], list[tuple[tuple[int, int, str, int, int], Route]]] = field(
-        default_factory=dict)
+    hosts: dict[tuple[Key, str, str], list[tuple[Rank, Route]]] = field(default_factory=dict)
     """(Gateway, listener, host) -> (precedence key, route)."""
     backends: set[Target] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -218,7 +235,8 @@ def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
                  clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
                  ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward by weight, or 500 when a backend with a share does not resolve (the
-    whole rule: the IR has no weighted direct response yet) or none has a share."""
+    whole rule: the IR has no weighted direct response yet) or none has a share.
+    A redirect is made per match (:func:`_match_action`); here a placeholder."""
     backends: list[WeightedBackend] = []
     accesses: list[AccessPolicy | None] = []
     broken = False
@@ -229,13 +247,47 @@ def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
             problems.append(problem)
             broken = broken or b.weight > 0
         elif cluster is not None and b.weight > 0:
-            backends.append(WeightedBackend(cluster=cluster, weight=b.weight))
+            backends.append(WeightedBackend(
+                cluster=cluster, weight=b.weight,
+                request_headers=next((header_changes(f.request_headers) for f in b.filters
+                                      if f.request_headers), None),
+                response_headers=next((header_changes(f.response_headers) for f in b.filters
+                                       if f.response_headers), None)))
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
+    mirrors: list[Mirror] = []
+    for k, f in enumerate(rule.filters):
+        if f.mirror is None:
+            continue
+        cluster, _, problem = _backend(state, route, f.mirror.backend,
+                                       f"spec.rules[{i}].filters[{k}].requestMirror.backendRef",
+                                       clusters, out)
+        if problem is not None:
+            problems.append(problem)  # only the copies are lost: the rule is served
+        elif cluster is not None:
+            mirrors.append(Mirror(cluster=cluster, percent=f.mirror.percent))
+            out.backends.add(((f.mirror.backend.namespace or route.meta.namespace,
+                               f.mirror.backend.name), cluster))
+    if any(f.redirect is not None for f in rule.filters):
+        return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
         return SERVER_ERROR, None
-    return (Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms),
+    per_try = rule.backend_request_timeout_ms or None
+    return (Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms,
+                    mirrors=tuple(mirrors), per_try_timeout_ms=per_try),
             all_admit(accesses))
+
+
+def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> RouteAction:
+    """The rule's action for one of its matches: a redirect or a rewrite depends on
+    the path the match matched."""
+    for f in rule.filters:
+        if f.redirect is not None:
+            return redirect(f.redirect, match)
+        if f.rewrite is not None and isinstance(action, Forward):
+            rewrite = path_rewrite(f.rewrite.path, match) if f.rewrite.path else None
+            return replace(action, rewrite=rewrite, host_rewrite=f.rewrite.hostname)
+    return action
 
 
 def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
@@ -258,16 +310,6 @@ def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
                               "; ".join(c.message for c in problems))
 
 
-def path_match(kind: str, value: str) -> PathMatch:
-    """Exact is the whole path; PathPrefix matches whole path elements, a trailing slash
-    ignored (the spec: equivalent to the Ingress ``Prefix`` type)."""
-    if kind == "Exact":
-        return PathMatch(kind=MatchKind.EXACT, path=value)
-    trimmed = value.rstrip("/")
-    return (PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed) if trimmed
-            else PathMatch(kind=MatchKind.PREFIX, path="/"))
-
-
 def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
                 actions: list[tuple[RouteAction, AccessPolicy | None]], order: int) -> None:
     ref = route.meta.ref
@@ -279,17 +321,26 @@ def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute
             if name in have:
                 continue  # the same rule through a second listener of the same host
             match = path_match(m.path.type, m.path.value)
-            routes.append((precedence(match, order, i, j), Route(
-                name=name, ref=ref, match=match, action=action, access=access)))
+            routes.append((precedence(match, order, i, j, m), Route(
+                name=name, ref=ref, match=match, action=_match_action(rule, action, match),
+                access=access, headers=header_matches(m), query=query_matches(m),
+                policy=route_policy(rule.filters))))
 
 
-def precedence(match: PathMatch, order: int, rule: int, index: int
-               ) -> tuple[int, int, str, int, int]:
-    """Envoy order (first match wins), per the HTTPRoute spec: Exact, then the longest
-    prefix; on ties the oldest Route (``order``), then rule and match order."""
+def precedence(match: PathMatch, order: int, rule: int, index: int,
+               conditions: RouteMatch | None = None) -> Rank:
+    """Envoy order (first match wins), per the HTTPRoute spec: Exact, then
+    RegularExpression (longest first: implementation-specific), then the longest
+    prefix; then a method match, more header matches, more query parameter matches;
+    on ties the oldest Route (``order``), then rule and match order."""
+    c = conditions or RouteMatch()
+    rest = (0 if c.method else 1, -len(c.headers), -len(c.query_params), f"{order:09d}",
+            rule, index)
     if match.kind is MatchKind.EXACT:
-        return (0, 0, f"{order:09d}", rule, index)
-    return (1, -len(match.path), f"{order:09d}", rule, index)
+        return (0, 0, *rest)
+    if match.kind is MatchKind.FULL_REGEX:
+        return (1, -len(match.path), *rest)
+    return (2, -len(match.path), *rest)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -303,8 +354,7 @@ class GatewayRoutes:
     statuses: tuple[RouteStatus, ...]
 
 
-def _covered(per_host: Mapping[str, list[tuple[tuple[int, int, str, int, int], Route]]]
-             ) -> dict[str, list[Route]]:
+def _covered(per_host: Mapping[str, list[tuple[Rank, Route]]]) -> dict[str, list[Route]]:
     """One listener's routes per host, each host also given the routes of the wider
     hosts (wildcards, then every host) that cover it, after its own: Envoy serves a
     request from its most specific virtual host only, and the spec gives the rules
@@ -326,8 +376,7 @@ def _covers(wide: str, host: str) -> bool:
 
 def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts."""
-    listeners: dict[tuple[Key, str], dict[str, list[tuple[tuple[int, int, str, int, int],
-                                                          Route]]]] = {}
+    listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
     attached: dict[tuple[Key, str], int] = {}
