@@ -6,12 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
+from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
+from kxds.envoy.routes import build_route
 from kxds.ir import Forward, MatchKind
 from kxds.kube.gateway_models import PathModifier, RequestRedirect, RouteMatch, ValueMatch
 from kxds.kube.loader import load_text
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.gateway import SUPPORTED_FEATURES
 from kxds.translators.gateway_filters import path_rewrite, redirect
 from kxds.translators.gateway_routes import intersect, path_match, precedence
 
@@ -287,3 +290,80 @@ spec:
     same = [r for r in vh.routes if r.match.path == path]
     assert [r.ref.kind for r in same][:2] == ["HTTPRoute", "Ingress"], vh.routes
     assert same[0].headers[0].name == "x-beta"
+
+
+def test_supported_features_are_sorted_and_named_as_the_suite_names_them() -> None:
+    assert list(SUPPORTED_FEATURES) == sorted(SUPPORTED_FEATURES)
+    assert {"Gateway", "HTTPRoute", "ReferenceGrant", "HTTPRouteQueryParamMatching",
+            "HTTPRouteMethodMatching", "HTTPRouteRequestMirror"} <= set(SUPPORTED_FEATURES)
+    # Not served yet: HTTPS listeners, CORS, GRPCRoute.
+    assert not {"GatewayHTTPListenerIsolation", "HTTPRouteCORS",
+                "GRPCRoute"} & set(SUPPORTED_FEATURES)
+
+
+_FILTER_CASE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: copy, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.example.com]
+  rules:
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: copy, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: copy, port: 80},
+                                            fraction: {numerator: 1, denominator: 8}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 80}}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /s303}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 303}}]
+  - matches: [{path: {value: /s307}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 307}}]
+  - matches: [{path: {value: /s308}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 308}}]
+"""
+
+
+def test_several_mirrors_percentages_and_redirect_codes_reach_envoy() -> None:
+    result = translate(load_text(_FILTER_CASE), TranslateConfig())
+    (vh,) = [v for t in result.ir.route_tables for v in t.virtual_hosts
+             if v.name == "a.example.com"]
+    built = {r.name.split("/rule/")[1]: build_route(r) for r in vh.routes}
+    mirrors = built["0/match/0"].route.request_mirror_policies
+    assert [m.cluster for m in mirrors] == ["default/copy/80", "default/copy/80"]
+    assert not mirrors[0].HasField("runtime_fraction")
+    assert mirrors[1].runtime_fraction.default_value.numerator == 125_000  # 12.5%
+    codes = {k: built[f"{k}/match/0"].redirect.response_code for k in (1, 2, 3)}
+    assert codes == {1: RedirectAction.SEE_OTHER, 2: RedirectAction.TEMPORARY_REDIRECT,
+                     3: RedirectAction.PERMANENT_REDIRECT}
+    # A mirror that does not resolve is left out and reported; the rule is served.
+    (route_status,) = result.gateway_status.routes
+    conds = {c.type: c for c in route_status.parents[0].conditions}
+    assert conds["Accepted"].status
+    assert not conds["ResolvedRefs"].status and conds["ResolvedRefs"].reason == "BackendNotFound"
+    assert "requestMirror.backendRef" in conds["ResolvedRefs"].message
+    (diag,) = [d for d in result.diagnostics if "requestMirror" in d.field]
+    assert diag.message.endswith("the mirror is left out")

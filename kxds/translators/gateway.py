@@ -31,8 +31,16 @@ from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_status import CONTROLLER_NAME, ClassStatus, Condition
 
 HTTPROUTE = GroupKind(group=GROUP, kind="HTTPRoute")
-SUPPORTED_FEATURES = ("Gateway", "HTTPRoute", "ReferenceGrant")
-"""The conformance suite's feature names of what kxds implements (core only so far)."""
+SUPPORTED_FEATURES = (
+    "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode", "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+    "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant")
+"""The conformance suite's feature names of what kxds implements, sorted (the core
+features and the HTTPRoute extended ones kxds serves)."""
 
 
 def age(meta_owner: Gateway | GatewayClass) -> tuple[bool, str, str, str]:

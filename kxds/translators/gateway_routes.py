@@ -302,7 +302,9 @@ def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
         found = c.reason == "BackendNotFound"
         out.diagnostics.append(Diagnostic(
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if found else Reason.NOT_ALLOWED,
-            f"{'' if found else c.reason + ': '}{what}; its rule answers 500"))
+            f"{'' if found else c.reason + ': '}{what}; "
+            + ("the mirror is left out" if ".requestMirror." in where
+               else "its rule answers 500")))
     if not problems:
         return actions, Condition("ResolvedRefs", True, "ResolvedRefs", "")
     first = problems[0]
