@@ -15,14 +15,16 @@ HTTPRouteRewriteHost, HTTPRouteRequestMirror).
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, write_manifests
+from e2e.harness import EchoBackend, Gateway, Process, wait_for, write_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -323,3 +325,116 @@ def test_httproute_matches_and_filters_through_envoy(
         assert gw.backend("/mirror", host=host) == (200, "a")
     gw.envoy.wait_until(
         lambda e: e.stat("cluster.default/shadow/80.upstream_rq_total") >= before + 3 or None)
+
+
+GRPC_ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.test]
+  rules:
+  # GRPCExactMethodMatching: service and method.
+  - matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
+    backendRefs: [{name: one, port: 50051}]
+  # A service's methods with a header (GRPCRouteHeaderMatching), and a header filter.
+  - matches: [{method: {service: helloworld.Greeter}, headers: [{name: version, value: two}]}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-route, value: greeter}]}
+    backendRefs: [{name: two, port: 50051}]
+  - matches: [{method: {service: helloworld.Greeter}}]
+    backendRefs: [{name: one, port: 50051}]
+"""
+
+
+def _grpc_service(name: str, port: int) -> str:
+    """A Service without appProtocol: the GRPCRoute alone makes kxds speak HTTP/2."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: grpc, port: 50051, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""
+
+
+@pytest.fixture
+def grpc_backends(tmp_path: Path) -> Iterator[dict[str, int]]:
+    script = str(Path(__file__).parent / "grpc_backend.py")
+    started: list[Process] = []
+    ports: dict[str, int] = {}
+    try:
+        for name in ("one", "two"):
+            proc = Process(f"grpc {name}", [sys.executable, script, name],
+                           tmp_path / f"grpc-{name}.log")
+            started.append(proc)
+            ports[name] = int(wait_for(lambda p=proc: _port_line(p), 15.0,
+                                       what=f"grpc backend {name}"))
+        yield ports
+    finally:
+        for p in started:
+            p.stop()
+
+
+def _port_line(proc: Process) -> str | None:
+    text = proc.log_path.read_text(errors="replace")
+    return text.split("\n", 1)[0] if "\n" in text else None
+
+
+def _call(gw: Gateway, method: str, metadata: tuple[tuple[str, str], ...] = ()
+          ) -> tuple[str, Any]:
+    """One unary call through Envoy's HTTP listener (HTTP/2 without TLS):
+    ("OK", the answer) or (the status code's name, None)."""
+    with grpc.insecure_channel(f"127.0.0.1:{gw.http_port}",
+                               options=[("grpc.default_authority", "grpc.test")]) as ch:
+        try:
+            answer = ch.unary_unary(method)(b"{}", metadata=metadata, timeout=5)
+        except grpc.RpcError as e:
+            return e.code().name, None  # type: ignore[attr-defined]
+    return "OK", json.loads(answer)
+
+
+def test_grpcroute_methods_and_headers_through_envoy(
+        manifests_dir: Path, grpc_backends: dict[str, int],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    write_manifests(manifests_dir, "backends.yaml",
+                    "---".join(_grpc_service(n, p) for n, p in sorted(grpc_backends.items())))
+    write_manifests(manifests_dir, "routes.yaml", GRPC_ROUTES)
+    gw = kxds_envoy(manifests_dir)
+
+    def say_hello() -> bool:
+        status, answer = _call(gw, "/helloworld.Greeter/SayHello")
+        return status == "OK" and answer["backend"] == "one"
+    wait_for(say_hello, 30.0, what="SayHello through Envoy")
+    status, answer = _call(gw, "/helloworld.Greeter/SayGoodbye", (("version", "two"),))
+    assert status == "OK" and answer["backend"] == "two"
+    assert answer["method"] == "/helloworld.Greeter/SayGoodbye"
+    assert answer["metadata"]["x-route"] == "greeter"
+    # The exact method match goes before the service's header match.
+    assert _call(gw, "/helloworld.Greeter/SayHello", (("version", "two"),))[1]["backend"] == "one"
+    assert _call(gw, "/helloworld.Greeter/SayGoodbye")[1]["backend"] == "one"
+    # No rule for another service: Envoy answers 404, which gRPC calls UNIMPLEMENTED.
+    assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
+    status, page = gw.kxds.get("/debug/gateway-api")
+    assert "GRPCRoute default/greeter: parent" in page

@@ -10,7 +10,13 @@ from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
 from kxds.envoy.routes import build_route
 from kxds.ir import Forward, MatchKind
-from kxds.kube.gateway_models import PathModifier, RequestRedirect, RouteMatch, ValueMatch
+from kxds.kube.gateway_models import (
+    GRPCRoute,
+    PathModifier,
+    RequestRedirect,
+    RouteMatch,
+    ValueMatch,
+)
 from kxds.kube.loader import load_text
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
@@ -296,9 +302,8 @@ def test_supported_features_are_sorted_and_named_as_the_suite_names_them() -> No
     assert list(SUPPORTED_FEATURES) == sorted(SUPPORTED_FEATURES)
     assert {"Gateway", "HTTPRoute", "ReferenceGrant", "HTTPRouteQueryParamMatching",
             "HTTPRouteMethodMatching", "HTTPRouteRequestMirror"} <= set(SUPPORTED_FEATURES)
-    # Not served yet: HTTPS listeners, CORS, GRPCRoute.
-    assert not {"GatewayHTTPListenerIsolation", "HTTPRouteCORS",
-                "GRPCRoute"} & set(SUPPORTED_FEATURES)
+    # Not served yet: HTTPS listeners, CORS.
+    assert not {"GatewayHTTPListenerIsolation", "HTTPRouteCORS"} & set(SUPPORTED_FEATURES)
 
 
 _FILTER_CASE = """
@@ -367,3 +372,53 @@ def test_several_mirrors_percentages_and_redirect_codes_reach_envoy() -> None:
     assert "requestMirror.backendRef" in conds["ResolvedRefs"].message
     (diag,) = [d for d in result.diagnostics if "requestMirror" in d.field]
     assert diag.message.endswith("the mirror is left out")
+
+
+def _grpc_route(rule: str) -> GRPCRoute:
+    state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"
+                      f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
+    assert not state.problems, state.problems
+    (route,) = state.grpc_routes.values()
+    return route
+
+
+@pytest.mark.parametrize(("method", "kind", "value"), [
+    ("{service: a.B, method: Do}", "Exact", "/a.B/Do"),
+    ("{service: a.B}", "PathPrefix", "/a.B/"),
+    ("{method: Do}", "RegularExpression", "/[^/]+/Do"),
+    ("{type: RegularExpression, service: 'a\\..*'}", "RegularExpression",
+     "/(?:a\\..*)/(?:[^/]+)"),
+    ("{type: RegularExpression, service: a.B, method: 'Do|Get'}", "RegularExpression",
+     "/(?:a.B)/(?:Do|Get)"),
+])
+def test_grpc_method_matches_are_the_paths_of_their_calls(method: str, kind: str,
+                                                          value: str) -> None:
+    (m,) = _grpc_route(f"{{matches: [{{method: {method}}}]}}").rules[0].matches
+    assert (m.path.type, m.path.value) == (kind, value)
+
+
+def test_a_grpcroute_without_matches_takes_every_call_and_a_listener_may_refuse_it() -> None:
+    (m,) = _grpc_route("{}").rules[0].matches
+    assert (m.path.type, m.path.value) == ("PathPrefix", "/")
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    accepted = greeter.parents[0].conditions[0]
+    assert (accepted.status, accepted.reason) == (False, "NotAllowedByListeners")
+    assert "GRPCRoutes" in accepted.message
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("{matches: [{method: {}}]}", "One or both of 'service' or 'method'"),
+    ("{matches: [{method: {service: 'a/b'}}]}", "service must only contain valid characters"),
+    ("{matches: [{method: {service: a, method: 'x.y'}}]}",
+     "method must only contain valid characters"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {}}]}", "is not one of"),
+])
+def test_grpcroute_cel_rules_are_checked_for_manifests(rule: str, message: str) -> None:
+    state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"
+                      f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
+    (problem,) = state.problems
+    assert message in problem.message

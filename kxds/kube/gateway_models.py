@@ -216,6 +216,18 @@ class HTTPRoute:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GRPCRoute:
+    """A GRPCRoute, its rules already in HTTPRoute terms: a gRPC call is an HTTP/2
+    POST to ``/<service>/<method>``, so each method match is a path match (Exact for
+    service and method, a prefix for a service alone, a RegularExpression otherwise)."""
+
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[RouteRule, ...] = (RouteRule(),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GrantFrom:
     group: str
     kind: str
@@ -248,4 +260,4 @@ class ReferenceGrant:
                         and (t.name is None or t.name == name) for t in self.to))
 
 
-GatewayModel = GatewayClass | Gateway | HTTPRoute | ReferenceGrant
+GatewayModel = GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant

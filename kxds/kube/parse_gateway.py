@@ -503,6 +503,86 @@ def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
     return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
+# --- GRPCRoute --------------------------------------------------------------------------
+
+GRPC_SERVICE = re.compile(r"(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*")
+GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror",
+                 "ExtensionRef")
+
+
+def _grpc_method(raw: Mapping[str, Any], path: str) -> g.PathMatch:
+    """A gRPC method match as the path of its HTTP/2 request (``/service/method``)."""
+    kind = one_of(get_str(raw, "type", path), ("Exact", "RegularExpression"), f"{path}.type",
+                  "Exact")
+    service = get_str(raw, "service", path)
+    method = get_str(raw, "method", path)
+    if service is None and method is None:
+        fail(path, "One or both of 'service' or 'method' must be specified")
+    for key, value in (("service", service), ("method", method)):
+        if value is not None and len(value) > 1024:
+            fail(f"{path}.{key}", f"is {len(value)} characters, more than 1024")
+    if kind == "Exact":
+        if service is not None and not GRPC_SERVICE.fullmatch(service):
+            fail(f"{path}.service", "service must only contain valid characters (matching "
+                 "^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)")
+        if method is not None and not GRPC_METHOD.fullmatch(method):
+            fail(f"{path}.method", "method must only contain valid characters (matching "
+                 "^[A-Za-z_][A-Za-z_0-9]*$)")
+        if service is not None and method is not None:
+            return g.PathMatch(type="Exact", value=f"/{service}/{method}")
+        if service is not None:
+            return g.PathMatch(type="PathPrefix", value=f"/{service}/")
+        return g.PathMatch(type="RegularExpression", value=f"/[^/]+/{re.escape(cast(str, method))}")
+    return g.PathMatch(type="RegularExpression",
+                       value=f"/(?:{service or '[^/]+'})/(?:{method or '[^/]+'})")
+
+
+def _grpc_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
+    method = get_map(raw, "method", path)
+    return g.RouteMatch(path=_grpc_method(method, f"{path}.method")
+                        if raw.get("method") is not None else g.PathMatch(),
+                        headers=_value_matches(raw, "headers", path, fold=True))
+
+
+def _grpc_rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
+    name = get_str(raw, "name", path)
+    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    check_count(get_list(raw, "matches", path), 8, f"{path}.matches", "the Gateway API allows 8")
+    check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
+                "the Gateway API allows 16")
+    filters = _filters(raw, path)
+    backends = items(raw, "backendRefs", path, _backend_ref)
+    for at, f in [(f"{path}.filters", f) for f in filters] + [
+            (f"{path}.backendRefs[{k}].filters", f) for k, b in enumerate(backends)
+            for f in b.filters]:
+        one_of(f.type, _GRPC_FILTERS, at, "")
+    return g.RouteRule(
+        name=name, matches=items(raw, "matches", path, _grpc_match) or (g.RouteMatch(),),
+        filters=filters, backend_refs=backends,
+        unsupported=("sessionPersistence",) if raw.get("sessionPersistence") is not None else ())
+
+
+def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
+    meta = parse_meta(doc, "GRPCRoute", namespaced=True)
+    spec = get_map(doc, "spec", "")
+    check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
+                "the Gateway API allows 32")
+    parents = items(spec, "parentRefs", "spec", _parent_ref)
+    _check_parents(parents)
+    check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
+                "the Gateway API allows 16")
+    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
+                                               f"spec.hostnames[{i}]"))
+                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
+    rules = items(spec, "rules", "spec", _grpc_rule) or (g.RouteRule(),)
+    names = [r.name for r in rules if r.name is not None]
+    if len(set(names)) < len(names):
+        fail("spec.rules", "Rule name must be unique within the route")
+    return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+
+
 # --- ReferenceGrant --------------------------------------------------------------------
 
 
@@ -537,6 +617,7 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], g.Gatewa
     (_V1, "GatewayClass"): parse_gateway_class,
     (_V1, "Gateway"): parse_gateway,
     (_V1, "HTTPRoute"): parse_http_route,
+    (_V1, "GRPCRoute"): parse_grpc_route,
     (_V1, "ReferenceGrant"): parse_reference_grant,
     # The standard channel serves ReferenceGrant as v1beta1 (v1 came later).
     (f"{g.GROUP}/v1beta1", "ReferenceGrant"): parse_reference_grant,

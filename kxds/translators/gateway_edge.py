@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
-from kxds.kube.gateway_models import Gateway, HTTPRoute
+from kxds.kube.gateway_models import Gateway, GRPCRoute, HTTPRoute
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import (
@@ -62,7 +62,9 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
-    routes = sorted(state.http_routes.values(), key=age_of_route)
+    both: list[HTTPRoute | GRPCRoute] = [*state.http_routes.values(),
+                                         *state.grpc_routes.values()]
+    routes = sorted(both, key=age_of_route)
     gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i, policies)
                         for i, r in enumerate(routes))
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
@@ -87,10 +89,10 @@ def _listener_problems(state: ClusterState, plans: list[ListenerPlan]) -> Iterab
                          f"listener {p.listener.name} is not served: {why.reason}: {why.message}")
 
 
-def age_of_route(route: HTTPRoute) -> tuple[bool, str, str, str]:
+def age_of_route(route: HTTPRoute | GRPCRoute) -> tuple[bool, str, str, str, str]:
     """Oldest first (it wins precedence ties); no timestamp after the rest."""
     ts = route.meta.creation_timestamp
-    return (ts == "", ts, route.meta.namespace, route.meta.name)
+    return (ts == "", ts, route.meta.namespace, route.meta.name, route.meta.ref.kind)
 
 
 def _unaddressable(plan: ListenerPlan) -> ListenerPlan:

@@ -1,5 +1,9 @@
 """Gateway API front-end, part two: HTTPRoutes -> IR routes, with their status (pure).
 
+GRPCRoutes take the same way: the parser gives their rules in HTTPRoute terms
+(a method match is the path of the call), their route names start ``grpcroute/``,
+and the TLS stage moves their backends to plain HTTP/2 clusters.
+
 Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 
 * A parent reference attaches to the listeners of one of our Gateways that
@@ -46,6 +50,8 @@ from kxds.ir import (
 from kxds.kube.gateway_models import (
     GROUP,
     BackendRef,
+    GroupKind,
+    GRPCRoute,
     HTTPRoute,
     ParentReference,
     RouteMatch,
@@ -53,7 +59,7 @@ from kxds.kube.gateway_models import (
 )
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.access import all_admit, route_access
-from kxds.translators.gateway import HTTPROUTE, ListenerPlan, granted
+from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_filters import (
     BACKEND_FILTERS,
     ROUTE_FILTERS,
@@ -76,6 +82,8 @@ REDIRECT_PLACEHOLDER = DirectResponse(status=302)
 
 HasCluster = Callable[[Key, str], bool]
 Target = tuple[Key, str]
+AnyRoute = HTTPRoute | GRPCRoute
+"""A Route kind served on HTTP listeners (a GRPCRoute comes with its rules in HTTPRoute terms)."""
 Rank = tuple[int, int, int, int, int, str, int, int]
 """A route's precedence key (see :func:`precedence`): smaller comes first."""
 
@@ -99,7 +107,7 @@ def route_hosts(listener: str | None, hostnames: tuple[str, ...]) -> list[str]:
     return sorted({h for h in (intersect(listener, n) for n in hostnames) if h is not None})
 
 
-def unsupported(route: HTTPRoute) -> list[str]:
+def unsupported(route: AnyRoute) -> list[str]:
     """Each field of ``route`` the IR cannot serve yet, as ``field: what``."""
     out: list[str] = []
     for i, rule in enumerate(route.rules):
@@ -127,7 +135,7 @@ class RouteOutcome:
     """The translation's NetworkPolicy index, for the backends' access rules."""
 
 
-def route_outcome(state: ClusterState, route: HTTPRoute,
+def route_outcome(state: ClusterState, route: AnyRoute,
                   listeners: Mapping[Key, list[ListenerPlan]],
                   clusters: HasCluster, order: int,
                   policies: PolicyIndex | None = None) -> RouteOutcome:
@@ -163,7 +171,7 @@ def route_outcome(state: ClusterState, route: HTTPRoute,
     return out
 
 
-def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: list[ListenerPlan]
+def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: list[ListenerPlan]
             ) -> tuple[Condition, list[ListenerPlan]]:
     """``Accepted`` for one parent reference, and the listeners it attaches to."""
     selected = [pl for pl in plans
@@ -172,11 +180,12 @@ def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: li
     if not selected:
         return Condition("Accepted", False, "NoMatchingParent",
                          "no listener matches sectionName/port"), []
-    allowed = [pl for pl in selected if pl.accepted and HTTPROUTE in pl.supported_kinds
+    kind = GroupKind(group=GROUP, kind=route.meta.ref.kind)
+    allowed = [pl for pl in selected if pl.accepted and kind in pl.supported_kinds
                and _namespace_allowed(state, route, pl)]
     if not allowed:
         return Condition("Accepted", False, "NotAllowedByListeners",
-                         "no accepted listener admits HTTPRoutes from namespace "
+                         f"no accepted listener admits {kind.kind}s from namespace "
                          f"{route.meta.namespace}"), []
     matching = [pl for pl in allowed if route_hosts(pl.listener.hostname, route.hostnames)]
     if not matching:
@@ -185,7 +194,7 @@ def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: li
     return Condition("Accepted", True, "Accepted", ""), matching
 
 
-def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan) -> bool:
+def _namespace_allowed(state: ClusterState, route: AnyRoute, plan: ListenerPlan) -> bool:
     allowed = plan.listener.allowed_routes
     ns = route.meta.namespace
     if allowed.namespaces_from == "All":
@@ -198,7 +207,7 @@ def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan
     return False  # None, or Selector without a selector: nothing (fail closed)
 
 
-def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: str,
+def _backend(state: ClusterState, route: AnyRoute, b: BackendRef, field_path: str,
              clusters: HasCluster, out: RouteOutcome
              ) -> tuple[str | None, AccessPolicy | None, Condition | None]:
     """The cluster a backend reference names and the client-IP rules of its Service
@@ -210,10 +219,12 @@ def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: s
         return None, None, Condition("ResolvedRefs", False, "InvalidKind",
                                f"{field_path}: {b.group or 'core'}/{b.kind} {name} is not a "
                                "Service")
-    if ns != route.meta.namespace and not granted(state, "HTTPRoute", route.meta.namespace,
-                                                  "", "Service", ns, b.name):
+    if ns != route.meta.namespace and not granted(state, route.meta.ref.kind,
+                                                  route.meta.namespace, "", "Service", ns,
+                                                  b.name):
         return None, None, Condition("ResolvedRefs", False, "RefNotPermitted",
-                               f"{field_path}: no ReferenceGrant in {ns} allows HTTPRoutes of "
+                               f"{field_path}: no ReferenceGrant in {ns} allows "
+                               f"{route.meta.ref.kind}s of "
                                f"{route.meta.namespace} to use Service {name}")
     service = state.services.get((ns, b.name))
     port = service.port_by_number(b.port) if service is not None and b.port else None
@@ -231,7 +242,7 @@ def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: s
     return cluster, access, None
 
 
-def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
+def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
                  clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
                  ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward by weight, or 500 when a backend with a share does not resolve (the
@@ -290,7 +301,7 @@ def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> Rou
     return action
 
 
-def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
+def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
              out: RouteOutcome
              ) -> tuple[list[tuple[RouteAction, AccessPolicy | None]], Condition]:
     """Each rule's action, and the Route's ``ResolvedRefs`` condition."""
@@ -312,14 +323,14 @@ def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
                               "; ".join(c.message for c in problems))
 
 
-def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
+def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
                 actions: list[tuple[RouteAction, AccessPolicy | None]], order: int) -> None:
     ref = route.meta.ref
     routes = out.hosts.setdefault(where, [])
     have = {r.name for _, r in routes}
     for i, (rule, (action, access)) in enumerate(zip(route.rules, actions, strict=True)):
         for j, m in enumerate(rule.matches):
-            name = names.cap(f"httproute/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
+            name = names.cap(f"{ref.kind.lower()}/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
             if name in have:
                 continue  # the same rule through a second listener of the same host
             match = path_match(m.path.type, m.path.value)

@@ -247,7 +247,13 @@ class _Builder:
             route.action, backends=tuple(backends)))
 
 
+_GRPC = _Want(http2=True, sni=None, ca=None, tls=False)
+"""A GRPCRoute's backends speak plain HTTP/2 (gRPC)."""
+
+
 def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
+    if ref.kind == "GRPCRoute":
+        return _GRPC
     if ref.kind != "Ingress":
         return None
     ing = state.ingresses.get((ref.namespace, ref.name))
@@ -266,11 +272,11 @@ def apply_upstream_tls(base: ir.IR, state: ClusterState,
     asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
     tls_ports = {name for name, (_, proto) in b.ports.items()
                  if proto is not None and proto.lower() == "https"}
-    if not asking and not tls_ports:
+    if not asking and not tls_ports and not state.grpc_routes:
         return base, []  # the common case: no backend speaks TLS
 
     def concerned(r: ir.Route) -> bool:
-        return (r.ref.namespace, r.ref.name) in asking or (
+        return r.ref.kind == "GRPCRoute" or (r.ref.namespace, r.ref.name) in asking or (
             isinstance(r.action, ir.Forward)
             and any(w.cluster in tls_ports for w in r.action.backends))
 
