@@ -422,3 +422,23 @@ def test_grpcroute_cel_rules_are_checked_for_manifests(rule: str, message: str) 
                       f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
     (problem,) = state.problems
     assert message in problem.message
+
+
+@pytest.mark.parametrize(("timeouts", "whole", "per_try"), [
+    ("{request: 10s, backendRequest: 2s}", 10_000, 2000),
+    ("{backendRequest: 30s}", 30_000, 30_000),  # not cut by Envoy's 15 s default
+    ("{request: 0s, backendRequest: 5s}", 0, 5000),
+    ("{request: 3s}", 3000, None),
+    ("{backendRequest: 0s}", None, None),
+])
+def test_backend_request_timeout_is_each_attempts(timeouts: str, whole: int | None,
+                                                  per_try: int | None) -> None:
+    text = _FILTER_CASE.replace(
+        "  - matches: [{path: {value: /s303}}]",
+        f"  - matches: [{{path: {{value: /t}}}}]\n    timeouts: {timeouts}\n"
+        "    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {value: /s303}}]")
+    (vh,) = [v for t in translate(load_text(text), TranslateConfig()).ir.route_tables
+             for v in t.virtual_hosts if v.name == "a.example.com"]
+    (route,) = [r for r in vh.routes if r.match.path == "/t"]
+    assert isinstance(route.action, Forward)
+    assert (route.action.timeout_ms, route.action.per_try_timeout_ms) == (whole, per_try)

@@ -284,7 +284,9 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     if broken or not backends:
         return SERVER_ERROR, None
     per_try = rule.backend_request_timeout_ms or None
-    return (Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms,
+    # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
+    whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
+    return (Forward(backends=tuple(backends), timeout_ms=whole,
                     mirrors=tuple(mirrors), per_try_timeout_ms=per_try),
             all_admit(accesses))
 
