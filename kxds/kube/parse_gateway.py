@@ -28,62 +28,24 @@ from kxds.kube.fields import (
     parse_meta,
     parse_selector,
 )
+from kxds.kube.gateway_fields import (
+    CONTROLLER_NAME,
+    DURATION,
+    METHODS,
+    PROTOCOL,
+    SECTION_NAME,
+    check_path,
+    group_kind,
+    matching,
+    object_name,
+    parse_hostname,
+)
 from kxds.kube.limits import Limits
 from kxds.kube.meta import LabelSelector
+from kxds.kube.parse_route_filters import backend_ref, route_filters, value_matches
 
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-CONTROLLER_NAME = re.compile(_DNS_SUBDOMAIN + r"/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
-SECTION_NAME = re.compile(_DNS_SUBDOMAIN)
-HOSTNAME = re.compile(r"(\*\.)?" + _DNS_SUBDOMAIN)
-PROTOCOL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?|" + _DNS_SUBDOMAIN
-                      + r"/[A-Za-z0-9]+")
-KIND = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
-GROUP = re.compile(r"|" + _DNS_SUBDOMAIN)
-DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
-PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
-METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
-
-
-def _matching(value: str | None, pattern: re.Pattern[str], limit: int, field: str,
-              what: str) -> str | None:
-    """``value`` when it fits the CRD's pattern and length, else fail (None passes)."""
-    if value is not None and (len(value) > limit or not pattern.fullmatch(value)):
-        fail(field, f"{show(value)} is not {what}")
-    return value
-
-
-def _name(raw: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-    """An ``ObjectName`` (1-253 characters) or a namespace (a DNS label)."""
-    value = get_str(raw, key, path, required=required)
-    if value is not None and len(value) > 253:
-        fail(f"{path}.{key}", f"is {len(value)} characters, more than 253")
-    return value
-
-
-def _group_kind(raw: Mapping[str, Any], path: str, group: str, kind: str) -> tuple[str, str]:
-    """``group`` and ``kind`` of a reference, defaulted as the CRD defaults them."""
-    grp = raw.get("group")
-    if grp is not None and not isinstance(grp, str):
-        fail(f"{path}.group", f"must be a string, not {show(grp)}")
-    value_group = group if grp is None else grp
-    _matching(value_group, GROUP, 253, f"{path}.group", "a group (a DNS subdomain, or empty)")
-    value_kind = get_str(raw, "kind", path) or kind
-    _matching(value_kind, KIND, 63, f"{path}.kind", "a kind")
-    return value_group, value_kind
-
-
-def parse_hostname(value: str | None, field: str) -> str | None:
-    """A Gateway API ``Hostname``: a DNS name, optionally ``*.`` first; no IP, no port."""
-    if value is None:
-        return None
-    host = value.lower()
-    _matching(host, HOSTNAME, 253, field, "a host name (a DNS name, optionally '*.' first)")
-    labels = host.removeprefix("*.").split(".")
-    if all(lbl.isdigit() for lbl in labels) and len(labels) == 4:
-        fail(field, f"{show(value)} is an IP address, not a host name")
-    return host
 
 
 # --- GatewayClass ----------------------------------------------------------------------
@@ -93,7 +55,7 @@ def parse_gateway_class(doc: Mapping[str, Any], limits: Limits) -> g.GatewayClas
     meta = parse_meta(doc, "GatewayClass", namespaced=False)
     spec = get_map(doc, "spec", "")
     controller = get_str(spec, "controllerName", "spec", required=True)
-    _matching(controller, CONTROLLER_NAME, 253, "spec.controllerName",
+    matching(controller, CONTROLLER_NAME, 253, "spec.controllerName",
               "a controller name (a domain-prefixed path, like example.com/controller)")
     return g.GatewayClass(meta=meta, controller_name=cast(str, controller))
 
@@ -102,9 +64,10 @@ def parse_gateway_class(doc: Mapping[str, Any], limits: Limits) -> g.GatewayClas
 
 
 def _certificate_ref(raw: Mapping[str, Any], path: str) -> g.SecretObjectReference:
-    group, kind = _group_kind(raw, path, "", "Secret")
-    return g.SecretObjectReference(group=group, kind=kind, name=cast(str, _name(raw, "name", path)),
-                                   namespace=_name(raw, "namespace", path, required=False))
+    group, kind = group_kind(raw, path, "", "Secret")
+    return g.SecretObjectReference(group=group, kind=kind,
+                                   name=cast(str, object_name(raw, "name", path)),
+                                   namespace=object_name(raw, "namespace", path, required=False))
 
 
 def _listener_tls(raw: Mapping[str, Any], path: str) -> g.ListenerTLS:
@@ -119,7 +82,7 @@ def _listener_tls(raw: Mapping[str, Any], path: str) -> g.ListenerTLS:
 
 
 def _route_kind(raw: Mapping[str, Any], path: str) -> g.GroupKind:
-    group, kind = _group_kind(raw, path, g.GROUP, "")
+    group, kind = group_kind(raw, path, g.GROUP, "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
     return g.GroupKind(group=group, kind=kind)
@@ -140,9 +103,9 @@ def _allowed_routes(raw: Mapping[str, Any], path: str) -> g.AllowedRoutes:
 
 def _listener(raw: Mapping[str, Any], path: str) -> g.Listener:
     name = get_str(raw, "name", path, required=True)
-    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name (a DNS subdomain)")
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name (a DNS subdomain)")
     protocol = get_str(raw, "protocol", path, required=True)
-    _matching(protocol, PROTOCOL, 255, f"{path}.protocol", "a protocol name")
+    matching(protocol, PROTOCOL, 255, f"{path}.protocol", "a protocol name")
     tls = get_map(raw, "tls", path)
     return g.Listener(
         name=cast(str, name), port=cast(int, get_int(raw, "port", path, required=True)),
@@ -181,7 +144,7 @@ def _check_listeners(listeners: tuple[g.Listener, ...]) -> None:
 def parse_gateway(doc: Mapping[str, Any], limits: Limits) -> g.Gateway:
     meta = parse_meta(doc, "Gateway", namespaced=True)
     spec = get_map(doc, "spec", "")
-    cls = _name(spec, "gatewayClassName", "spec")
+    cls = object_name(spec, "gatewayClassName", "spec")
     raw = get_list(spec, "listeners", "spec")
     if not raw:
         fail("spec.listeners", "must have at least one listener", Reason.MISSING_FIELD)
@@ -201,12 +164,12 @@ def parse_gateway(doc: Mapping[str, Any], limits: Limits) -> g.Gateway:
 
 
 def _parent_ref(raw: Mapping[str, Any], path: str) -> g.ParentReference:
-    group, kind = _group_kind(raw, path, g.GROUP, "Gateway")
+    group, kind = group_kind(raw, path, g.GROUP, "Gateway")
     section = get_str(raw, "sectionName", path)
-    _matching(section, SECTION_NAME, 253, f"{path}.sectionName", "a section name")
+    matching(section, SECTION_NAME, 253, f"{path}.sectionName", "a section name")
     return g.ParentReference(group=group, kind=kind,
-                             namespace=_name(raw, "namespace", path, required=False),
-                             name=cast(str, _name(raw, "name", path)), section_name=section,
+                             namespace=object_name(raw, "namespace", path, required=False),
+                             name=cast(str, object_name(raw, "name", path)), section_name=section,
                              port=get_int(raw, "port", path))
 
 
@@ -234,206 +197,17 @@ def _path_match(raw: Mapping[str, Any], path: str) -> g.PathMatch:
     if len(value) > 1024:
         fail(field, f"is {len(value)} characters, more than 1024")
     if kind != "RegularExpression":
-        _check_path(value, field)
+        check_path(value, field)
     return g.PathMatch(type=kind, value=value)  # type: ignore[arg-type]
-
-
-def _check_path(value: str, field: str) -> None:
-    """The CEL rules of an Exact or PathPrefix ``value``, in the CRD's words."""
-    if not value.startswith("/"):
-        fail(field, "value must be an absolute path and start with '/' when type one of "
-             "['Exact', 'PathPrefix']")
-    for bad in ("//", "/./", "/../", "%2f", "%2F", "#"):
-        if bad in value:
-            fail(field, f"must not contain '{bad}' when type one of ['Exact', 'PathPrefix']")
-    for end in ("/..", "/."):
-        if value.endswith(end):
-            fail(field, f"must not end with '{end}' when type one of ['Exact', 'PathPrefix']")
-    if not PATH_CHARS.fullmatch(value):
-        fail(field, f"{show(value)} must only contain valid characters (matching "
-             "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types "
-             "['Exact', 'PathPrefix']")
-
-
-HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
-_FILTER_FIELDS = {"RequestHeaderModifier": "requestHeaderModifier",
-                  "ResponseHeaderModifier": "responseHeaderModifier",
-                  "RequestRedirect": "requestRedirect", "URLRewrite": "urlRewrite",
-                  "RequestMirror": "requestMirror", "ExtensionRef": "extensionRef",
-                  "CORS": "cors", "ExternalAuth": "externalAuth"}
-
-
-def _value_match(raw: Mapping[str, Any], path: str) -> g.ValueMatch:
-    kind = one_of(get_str(raw, "type", path), ("Exact", "RegularExpression"), f"{path}.type",
-                  "Exact")
-    name = get_str(raw, "name", path, required=True)
-    _matching(name, HEADER_NAME, 256, f"{path}.name", "a header or query parameter name")
-    value = raw.get("value")
-    if not isinstance(value, str):
-        fail(f"{path}.value", f"must be a string, not {show(value)}",
-             Reason.MISSING_FIELD if value is None else Reason.INVALID_VALUE)
-    if len(value) > 4096:
-        fail(f"{path}.value", f"is {len(value)} characters, more than 4096")
-    return g.ValueMatch(type=kind, name=cast(str, name), value=value)  # type: ignore[arg-type]
-
-
-def _value_matches(raw: Mapping[str, Any], key: str, path: str, *, fold: bool
-                   ) -> tuple[g.ValueMatch, ...]:
-    """A header (``fold``: names case-insensitive) or query parameter match list; a
-    name given again is ignored, as the spec says (the first wins)."""
-    check_count(get_list(raw, key, path), 16, f"{path}.{key}", "the Gateway API allows 16")
-    out: dict[str, g.ValueMatch] = {}
-    for m in items(raw, key, path, _value_match):
-        out.setdefault(m.name.lower() if fold else m.name, m)
-    return tuple(out.values())
 
 
 def _route_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
     method = get_str(raw, "method", path)
     one_of(method, METHODS, f"{path}.method", "")
     return g.RouteMatch(path=_path_match(get_map(raw, "path", path), f"{path}.path"),
-                        headers=_value_matches(raw, "headers", path, fold=True),
-                        query_params=_value_matches(raw, "queryParams", path, fold=False),
+                        headers=value_matches(raw, "headers", path, fold=True),
+                        query_params=value_matches(raw, "queryParams", path, fold=False),
                         method=method)
-
-
-def _header_modifier(raw: Mapping[str, Any], path: str) -> g.HeaderModifier:
-    def pairs(key: str) -> tuple[tuple[str, str], ...]:
-        check_count(get_list(raw, key, path), 16, f"{path}.{key}", "the Gateway API allows 16")
-        out = items(raw, key, path, _header_value)
-        if len({n.lower() for n, _ in out}) < len(out):
-            fail(f"{path}.{key}", "header names must be unique")
-        return out
-    check_count(get_list(raw, "remove", path), 16, f"{path}.remove", "the Gateway API allows 16")
-    remove = tuple(str(v) for v in get_list(raw, "remove", path))
-    for i, name in enumerate(remove):
-        _matching(name, HEADER_NAME, 256, f"{path}.remove[{i}]", "a header name")
-    return g.HeaderModifier(set=pairs("set"), add=pairs("add"), remove=remove)
-
-
-def _header_value(raw: Mapping[str, Any], path: str) -> tuple[str, str]:
-    name = get_str(raw, "name", path, required=True)
-    _matching(name, HEADER_NAME, 256, f"{path}.name", "a header name")
-    value = raw.get("value")
-    if not isinstance(value, str):
-        fail(f"{path}.value", f"must be a string, not {show(value)}",
-             Reason.MISSING_FIELD if value is None else Reason.INVALID_VALUE)
-    return cast(str, name), value
-
-
-def _path_modifier(raw: Mapping[str, Any], path: str) -> g.PathModifier | None:
-    if not raw:
-        return None
-    kind = one_of(get_str(raw, "type", path, required=True),
-                  ("ReplaceFullPath", "ReplacePrefixMatch"), f"{path}.type", "")
-    key = "replaceFullPath" if kind == "ReplaceFullPath" else "replacePrefixMatch"
-    other = "replacePrefixMatch" if kind == "ReplaceFullPath" else "replaceFullPath"
-    if raw.get(other) is not None:
-        fail(f"{path}.{other}", f"{other} must not be specified when type is not "
-             f"{other[0].upper()}{other[1:]}")
-    value = get_str(raw, key, path)
-    if value is None:
-        fail(f"{path}.{key}", f"{key} must be specified when type is set to '{kind}'",
-             Reason.MISSING_FIELD)
-    _check_path(value, f"{path}.{key}")
-    return g.PathModifier(type=kind, value=value)  # type: ignore[arg-type]
-
-
-def _redirect(raw: Mapping[str, Any], path: str) -> g.RequestRedirect:
-    scheme = get_str(raw, "scheme", path)
-    one_of(scheme, ("http", "https"), f"{path}.scheme", "")
-    code = get_int(raw, "statusCode", path, lo=301, hi=308)
-    if code is not None and code not in (301, 302, 303, 307, 308):
-        fail(f"{path}.statusCode", f"{code} is not one of 301, 302, 303, 307, 308")
-    return g.RequestRedirect(
-        scheme=scheme, hostname=_redirect_host(raw, path),
-        path=_path_modifier(get_map(raw, "path", path), f"{path}.path"),
-        port=get_int(raw, "port", path), status_code=code or 302)
-
-
-def _redirect_host(raw: Mapping[str, Any], path: str) -> str | None:
-    host = parse_hostname(get_str(raw, "hostname", path), f"{path}.hostname")
-    if host is not None and host.startswith("*."):
-        fail(f"{path}.hostname", f"{show(host)} must be a host name, not a wildcard")
-    return host
-
-
-def _rewrite(raw: Mapping[str, Any], path: str) -> g.URLRewrite:
-    return g.URLRewrite(hostname=_redirect_host(raw, path),
-                        path=_path_modifier(get_map(raw, "path", path), f"{path}.path"))
-
-
-def _mirror(raw: Mapping[str, Any], path: str) -> g.RequestMirror:
-    ref = get_map(raw, "backendRef", path)
-    if not ref:
-        fail(f"{path}.backendRef", "is required", Reason.MISSING_FIELD)
-    group, kind = _group_kind(ref, f"{path}.backendRef", "", "Service")
-    port = get_int(ref, "port", f"{path}.backendRef")
-    if group == "" and kind == "Service" and port is None:
-        fail(f"{path}.backendRef", "Must have port for Service reference", Reason.MISSING_FIELD)
-    backend = g.BackendRef(group=group, kind=kind,
-                           name=cast(str, _name(ref, "name", f"{path}.backendRef")),
-                           namespace=_name(ref, "namespace", f"{path}.backendRef",
-                                           required=False), port=port)
-    percent = get_int(raw, "percent", path, lo=0, hi=100)
-    fraction = get_map(raw, "fraction", path)
-    if percent is not None and fraction:
-        fail(path, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter")
-    if fraction:
-        num = cast(int, get_int(fraction, "numerator", f"{path}.fraction", lo=0, hi=2**31 - 1,
-                                required=True))
-        den = get_int(fraction, "denominator", f"{path}.fraction", lo=1, hi=2**31 - 1) or 100
-        if num > den:
-            fail(f"{path}.fraction", "numerator must be less than or equal to denominator")
-        return g.RequestMirror(backend=backend, percent=100.0 * num / den)
-    return g.RequestMirror(backend=backend, percent=100.0 if percent is None else float(percent))
-
-
-def _filter(raw: Mapping[str, Any], path: str) -> g.RouteFilter:
-    kind = cast(str, get_str(raw, "type", path, required=True))
-    for other, name in _FILTER_FIELDS.items():
-        if other != kind and raw.get(name) is not None:
-            fail(f"{path}.{name}", f"filter.{name} must be nil if the filter.type is not {other}")
-    key = _FILTER_FIELDS.get(kind)
-    settings = get_map(raw, key, path) if key else {}
-    if key is not None and raw.get(key) is None:
-        fail(f"{path}.{key}", f"filter.{key} must be specified for {kind} filter.type",
-             Reason.MISSING_FIELD)
-    at = f"{path}.{key}"
-    if kind == "RequestHeaderModifier":
-        return g.RouteFilter(type=kind, request_headers=_header_modifier(settings, at))
-    if kind == "ResponseHeaderModifier":
-        return g.RouteFilter(type=kind, response_headers=_header_modifier(settings, at))
-    if kind == "RequestRedirect":
-        return g.RouteFilter(type=kind, redirect=_redirect(settings, at))
-    if kind == "URLRewrite":
-        return g.RouteFilter(type=kind, rewrite=_rewrite(settings, at))
-    if kind == "RequestMirror":
-        return g.RouteFilter(type=kind, mirror=_mirror(settings, at))
-    return g.RouteFilter(type=kind)
-
-
-def _filters(raw: Mapping[str, Any], path: str) -> tuple[g.RouteFilter, ...]:
-    check_count(get_list(raw, "filters", path), 16, f"{path}.filters",
-                "the Gateway API allows 16")
-    out = items(raw, "filters", path, _filter)
-    for once in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect",
-                 "URLRewrite"):
-        if sum(f.type == once for f in out) > 1:
-            fail(f"{path}.filters", f"{once} filter cannot be repeated")
-    return out
-
-
-def _backend_ref(raw: Mapping[str, Any], path: str) -> g.BackendRef:
-    group, kind = _group_kind(raw, path, "", "Service")
-    port = get_int(raw, "port", path)
-    if group == "" and kind == "Service" and port is None:
-        fail(path, "Must have port for Service reference", Reason.MISSING_FIELD)
-    weight = get_int(raw, "weight", path, lo=0, hi=1_000_000)
-    return g.BackendRef(group=group, kind=kind, name=cast(str, _name(raw, "name", path)),
-                        namespace=_name(raw, "namespace", path, required=False), port=port,
-                        weight=1 if weight is None else weight,
-                        filters=_filters(raw, path))
 
 
 def duration_ms(value: str, field: str) -> int:
@@ -445,7 +219,7 @@ def duration_ms(value: str, field: str) -> int:
 
 def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     name = get_str(raw, "name", path)
-    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
     check_count(get_list(raw, "matches", path), 64, f"{path}.matches", "the Gateway API allows 64")
     check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
                 "the Gateway API allows 16")
@@ -460,7 +234,7 @@ def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     unsupported = tuple(f for f, present in (
         ("retry", raw.get("retry") is not None),
         ("sessionPersistence", raw.get("sessionPersistence") is not None)) if present)
-    filters = _filters(raw, path)
+    filters = route_filters(raw, path)
     types = {f.type for f in filters}
     if "RequestRedirect" in types and get_list(raw, "backendRefs", path):
         fail(path, "RequestRedirect filter must not be used together with backendRefs")
@@ -472,7 +246,7 @@ def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
         fail(f"{path}.filters", "When using ReplacePrefixMatch, exactly one PathPrefix match "
              "must be specified")
     return g.RouteRule(name=name, matches=matches, filters=filters,
-                       backend_refs=items(raw, "backendRefs", path, _backend_ref),
+                       backend_refs=items(raw, "backendRefs", path, backend_ref),
                        request_timeout_ms=request_ms, backend_request_timeout_ms=backend_ms,
                        unsupported=unsupported)
 
@@ -542,17 +316,17 @@ def _grpc_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
     method = get_map(raw, "method", path)
     return g.RouteMatch(path=_grpc_method(method, f"{path}.method")
                         if raw.get("method") is not None else g.PathMatch(),
-                        headers=_value_matches(raw, "headers", path, fold=True))
+                        headers=value_matches(raw, "headers", path, fold=True))
 
 
 def _grpc_rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     name = get_str(raw, "name", path)
-    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
     check_count(get_list(raw, "matches", path), 8, f"{path}.matches", "the Gateway API allows 8")
     check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
                 "the Gateway API allows 16")
-    filters = _filters(raw, path)
-    backends = items(raw, "backendRefs", path, _backend_ref)
+    filters = route_filters(raw, path)
+    backends = items(raw, "backendRefs", path, backend_ref)
     for at, f in [(f"{path}.filters", f) for f in filters] + [
             (f"{path}.backendRefs[{k}].filters", f) for k, b in enumerate(backends)
             for f in b.filters]:
@@ -587,7 +361,7 @@ def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
 
 
 def _grant_from(raw: Mapping[str, Any], path: str) -> g.GrantFrom:
-    group, kind = _group_kind(raw, path, "", "")
+    group, kind = group_kind(raw, path, "", "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
     return g.GrantFrom(group=group, kind=kind,
@@ -595,10 +369,10 @@ def _grant_from(raw: Mapping[str, Any], path: str) -> g.GrantFrom:
 
 
 def _grant_to(raw: Mapping[str, Any], path: str) -> g.GrantTo:
-    group, kind = _group_kind(raw, path, "", "")
+    group, kind = group_kind(raw, path, "", "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
-    return g.GrantTo(group=group, kind=kind, name=_name(raw, "name", path, required=False))
+    return g.GrantTo(group=group, kind=kind, name=object_name(raw, "name", path, required=False))
 
 
 def parse_reference_grant(doc: Mapping[str, Any], limits: Limits) -> g.ReferenceGrant:
