@@ -83,6 +83,9 @@ spec:
     backendRefs: [{name: a, port: 80, weight: 1}, {name: b, port: 80, weight: 1}]
   - matches: [{path: {type: Exact, value: /missing}}]
     backendRefs: [{name: nowhere, port: 80}]
+  # The Ingress's own path, for requests with a header only: before the Ingress route.
+  - matches: [{path: {value: /ingress}, headers: [{name: x-beta, value: "1"}]}]
+    backendRefs: [{name: b, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -113,6 +116,7 @@ def test_gateway_routes_beside_an_ingress(manifests_dir: Path, backends: dict[st
     gw = kxds_envoy(manifests_dir)
     gw.wait_backend("/gateway", "shop.test", (200, "b"))
     assert gw.backend("/ingress/x", host="shop.test") == (200, "a")  # the Ingress, same host
+    assert gw.backend("/ingress/x", host="shop.test", headers={"x-beta": "1"}) == (200, "b")
     assert gw.backend("/", host="api.test") == (200, "a")  # a route of its own hostname
     assert gw.backend("/missing", host="shop.test")[0] == 500  # the spec's answer
     assert gw.backend("/other", host="shop.test")[0] == 404  # nothing matches
