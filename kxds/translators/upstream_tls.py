@@ -243,8 +243,13 @@ class _Builder:
                                  "503")
                 return dataclasses.replace(route, action=ir.DirectResponse(status=503))
             backends.append(dataclasses.replace(b, cluster=twin) if twin else b)
+        mirrors = route.action.mirrors
+        if want is _GRPC:  # the copies of gRPC calls are gRPC calls too
+            mirrors = tuple(dataclasses.replace(m, cluster=self._h2c_twin(base))
+                            if (base := self.clusters.get(m.cluster)) is not None else m
+                            for m in mirrors)
         return dataclasses.replace(route, action=dataclasses.replace(
-            route.action, backends=tuple(backends)))
+            route.action, backends=tuple(backends), mirrors=mirrors))
 
 
 _GRPC = _Want(http2=True, sni=None, ca=None, tls=False)
