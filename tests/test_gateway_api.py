@@ -442,3 +442,19 @@ def test_backend_request_timeout_is_each_attempts(timeouts: str, whole: int | No
     (route,) = [r for r in vh.routes if r.match.path == "/t"]
     assert isinstance(route.action, Forward)
     assert (route.action.timeout_ms, route.action.per_try_timeout_ms) == (whole, per_try)
+
+
+def test_a_mirror_to_a_backend_that_admits_only_some_clients_is_left_out() -> None:
+    text = _FILTER_CASE.replace(
+        "metadata: {name: copy, namespace: default}\nspec: {ports: [{name: http, port: 80}]}",
+        "metadata: {name: copy, namespace: default}\nspec: {type: LoadBalancer, ports: "
+        "[{name: http, port: 80}], loadBalancerSourceRanges: [10.0.0.0/8]}")
+    assert text != _FILTER_CASE
+    result = translate(load_text(text), TranslateConfig())
+    (vh,) = [v for t in result.ir.route_tables for v in t.virtual_hosts
+             if v.name == "a.example.com"]
+    (route,) = [r for r in vh.routes if r.match.path == "/mirror"]
+    assert isinstance(route.action, Forward) and route.action.mirrors == ()
+    left_out = [d for d in result.diagnostics if d.message.endswith("the mirror is left out")
+                and "admits only some clients" in d.message]
+    assert len(left_out) == 2  # the two mirrors to that Service

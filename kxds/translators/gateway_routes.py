@@ -266,19 +266,7 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
                                        if f.response_headers), None)))
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
-    mirrors: list[Mirror] = []
-    for k, f in enumerate(rule.filters):
-        if f.mirror is None:
-            continue
-        cluster, _, problem = _backend(state, route, f.mirror.backend,
-                                       f"spec.rules[{i}].filters[{k}].requestMirror.backendRef",
-                                       clusters, out)
-        if problem is not None:
-            problems.append(problem)  # only the copies are lost: the rule is served
-        elif cluster is not None:
-            mirrors.append(Mirror(cluster=cluster, percent=f.mirror.percent))
-            out.backends.add(((f.mirror.backend.namespace or route.meta.namespace,
-                               f.mirror.backend.name), cluster))
+    mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
     if any(f.redirect is not None for f in rule.filters):
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
@@ -287,8 +275,36 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
     whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
     return (Forward(backends=tuple(backends), timeout_ms=whole,
-                    mirrors=tuple(mirrors), per_try_timeout_ms=per_try),
+                    mirrors=mirrors, per_try_timeout_ms=per_try),
             all_admit(accesses))
+
+
+def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
+             clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
+             ) -> tuple[Mirror, ...]:
+    """The rule's mirrors whose backends resolve (the others only lose the copies:
+    ``ResolvedRefs`` says so, the rule is served). A backend with client-IP rules
+    gets no copies: they would reach it from clients its rules may refuse."""
+    mirrors: list[Mirror] = []
+    for k, f in enumerate(rule.filters):
+        if f.mirror is None:
+            continue
+        where = f"spec.rules[{i}].filters[{k}].requestMirror.backendRef"
+        cluster, access, problem = _backend(state, route, f.mirror.backend, where, clusters,
+                                            out)
+        if problem is not None:
+            problems.append(problem)
+        elif access is not None:
+            out.diagnostics.append(Diagnostic(
+                route.meta.ref, where, Reason.UNSUPPORTED,
+                f"Service {f.mirror.backend.name} admits only some clients (NetworkPolicy or "
+                "loadBalancerSourceRanges), which copies of requests cannot honour; the "
+                "mirror is left out"))
+        elif cluster is not None:
+            mirrors.append(Mirror(cluster=cluster, percent=f.mirror.percent))
+            out.backends.add(((f.mirror.backend.namespace or route.meta.namespace,
+                               f.mirror.backend.name), cluster))
+    return tuple(mirrors)
 
 
 def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> RouteAction:
