@@ -458,3 +458,46 @@ def test_a_mirror_to_a_backend_that_admits_only_some_clients_is_left_out() -> No
     left_out = [d for d in result.diagnostics if d.message.endswith("the mirror is left out")
                 and "admits only some clients" in d.message]
     assert len(left_out) == 2  # the two mirrors to that Service
+
+
+def test_grpcroute_weights_and_listener_hostnames_as_for_httproute() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, hostname: '*.example.com'}").replace(
+        "  - backendRefs: [{name: greeter, port: 50051}]",
+        "  - backendRefs: [{name: greeter, port: 50051, weight: 3},"
+        " {name: greeter-v2, port: 50051, weight: 1}]")
+    result = translate(load_text(text), TranslateConfig())
+    hosts = {v.name: v for t in result.ir.route_tables for v in t.virtual_hosts}
+    assert "grpc.example.com" in hosts  # inside the listener's wildcard
+    last = hosts["grpc.example.com"].routes[-1]
+    assert isinstance(last.action, Forward)
+    assert [(b.cluster, b.weight) for b in last.action.backends] == [
+        ("default/greeter/50051/h2", 3), ("default/greeter-v2/50051", 1)]
+    other = text.replace("hostnames: [grpc.example.com]", "hostnames: [grpc.example.org]")
+    status = translate(load_text(other), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    assert greeter.parents[0].conditions[0].reason == "NoMatchingListenerHostname"
+
+
+def test_a_parent_port_no_listener_has_is_no_matching_parent() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "kind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n"
+        "  parentRefs: [{name: gw}]",
+        "kind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n"
+        "  parentRefs: [{name: gw, port: 81}]")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    assert greeter.parents[0].conditions[0].reason == "NoMatchingParent"
+
+
+def test_a_listener_asking_for_a_route_kind_it_cannot_serve_reports_invalid_route_kinds() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (listener,) = status.gateways[0].listeners
+    conds = {c.type: c for c in listener.conditions}
+    assert (conds["ResolvedRefs"].status, conds["ResolvedRefs"].reason) == (
+        False, "InvalidRouteKinds")
+    assert listener.supported_kinds == ()
