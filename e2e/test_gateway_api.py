@@ -9,7 +9,9 @@ matches, precedence across Routes, header modifiers, redirects, rewrites and mir
 (HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
 HTTPRouteMatchingAcrossRoutes, HTTPRouteRequestHeaderModifier,
 HTTPRouteResponseHeaderModifier, HTTPRouteRequestRedirect, HTTPRouteRewritePath,
-HTTPRouteRewriteHost, HTTPRouteRequestMirror).
+HTTPRouteRewriteHost, HTTPRouteRequestMirror, HTTPRouteTimeoutBackendRequest), and
+GRPCRoute methods and headers to a gRPC backend (GRPCExactMethodMatching,
+GRPCRouteHeaderMatching).
 """
 
 from __future__ import annotations
@@ -238,6 +240,10 @@ spec:
     - type: URLRewrite
       urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /replaced}}
     backendRefs: [{name: a, port: 80}]
+  # HTTPRouteTimeoutBackendRequest: each attempt's timeout.
+  - matches: [{path: {value: /slow}}]
+    timeouts: {request: 20s, backendRequest: 1s}
+    backendRefs: [{name: a, port: 80}]
   # HTTPRouteRequestMirror.
   - matches: [{path: {value: /mirror}}]
     filters:
@@ -321,6 +327,10 @@ def test_httproute_matches_and_filters_through_envoy(
     assert status == 200 and (echo["path"], echo["host"]) == ("/three?x=1", "internal.test")
     assert _echo(gw, "/strip")[2]["path"] == "/"
     assert _echo(gw, "/full-rewrite/any/thing")[2]["path"] == "/replaced"
+
+    # The attempt's timeout (1 s) cuts a 4 s answer: Envoy's 504.
+    assert gw.backend("/slow", host=host) == (200, "a")
+    assert gw.get("/slow", host=host, headers={"x-echo-delay-ms": "4000"}, timeout=15)[0] == 504
 
     # Mirror: the shadow backend gets a copy; the client gets a's answer.
     assert gw.envoy is not None
