@@ -307,6 +307,19 @@ class Forward:
     filter, per route)."""
     retry: RetryPolicy | None = None
     """Try another endpoint when an attempt fails (Envoy's route ``retry_policy``)."""
+    mirrors: tuple[Mirror, ...] = ()
+    """Copies of each request sent elsewhere, their answers dropped (Envoy's
+    ``request_mirror_policies``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """Where a copy of each request of a route goes (fire and forget)."""
+
+    cluster: str
+    """The name of a :class:`Cluster`."""
+    host: str | None = None
+    """The Host (``:authority``) of the copy; None keeps the request's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -798,13 +811,16 @@ class IR:
 
 
 def _route_clusters(table: RouteTable) -> set[str]:
-    return {
+    out = {
         b.cluster
         for vh in table.virtual_hosts
         for r in vh.routes
         if isinstance(r.action, Forward)
         for b in r.action.backends
     }
+    out.update(m.cluster for vh in table.virtual_hosts for r in vh.routes
+               if isinstance(r.action, Forward) for m in r.action.mirrors)
+    return out
 
 
 def consistency_problems(ir: IR) -> list[str]:

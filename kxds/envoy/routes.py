@@ -129,6 +129,12 @@ def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
         out.retry_policy.CopyFrom(build_retry_policy(action.retry))
     for h in action.hash_on:
         out.hash_policy.append(_hash_policy(h))
+    for m in action.mirrors:
+        mirror = out.request_mirror_policies.add(cluster=m.cluster)
+        if m.host is not None:
+            # The copy's Host as asked (Envoy would otherwise append "-shadow").
+            mirror.host_rewrite_literal = m.host
+        mirror.disable_shadow_host_suffix_append = True
 
 
 def _duration(ms: int) -> duration_pb2.Duration:

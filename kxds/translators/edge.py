@@ -311,9 +311,12 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     gateway_api = ctx.query(GATEWAY_API, None)
     defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
     table, joined = merge_into(table, gateway_api.routes, defaults)
+    clusters = svc.clusters
+    if merged.clusters:  # the routes' own (DNS mirror targets)
+        clusters = tuple(sorted((*clusters, *merged.clusters), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
-        table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
-    base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
+        table = ingress.unavailable_without(table, {c.name for c in clusters})
+    base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
     ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),

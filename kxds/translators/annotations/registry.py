@@ -383,10 +383,19 @@ DEFAULT_BACKEND = _unsupported(
 DISABLE_PROXY_INTERCEPT_ERRORS = _unsupported(
     "disable-proxy-intercept-errors", F.ERRORS, "errors are never intercepted",
     documented=False)
-MIRROR_TARGET = _unsupported("mirror-target", F.ERRORS,
-                             "not yet: requests are not mirrored")
-MIRROR_REQUEST_BODY = _unsupported("mirror-request-body", F.ERRORS, "see mirror-target")
-MIRROR_HOST = _unsupported("mirror-host", F.ERRORS, "see mirror-target", documented=False)
+MIRROR_TARGET = Annotation(
+    "mirror-target", F.ERRORS, P, "route request_mirror_policies",
+    "an in-cluster http://<svc>.<ns>.svc[:port] target goes to that Service's endpoints, "
+    "any other host to a DNS cluster (https: TLS with the host as SNI, not verified); the "
+    "copy keeps the request's path (a target path other than $request_uri is reported); "
+    "loopback, link-local and metadata addresses are refused", v.text)
+MIRROR_REQUEST_BODY = Annotation(
+    "mirror-request-body", F.ERRORS, P, "route request_mirror_policies",
+    "'on' only: Envoy always mirrors the body ('off' is reported)", v.boolean)
+MIRROR_HOST = Annotation("mirror-host", F.ERRORS, S,
+                         "request_mirror_policies host_rewrite_literal",
+                         "the copy's Host; default the target's host", v.text,
+                         documented=False)
 
 # --- buffering and nginx tuning ----------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""More ingress-nginx annotations through the real Envoy: mirroring, hashing, load
+balancing and connect timeouts (the settings of a route's upstream).
+
+Backends: echo servers (``kxds.sandbox.echo``) and a recorder started by this
+module, which notes every request it gets (a mirror's copies).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from e2e.harness import EchoBackend, Gateway, wait_for
+from e2e.test_annotations import N, _ingress, _service
+
+pytestmark = pytest.mark.e2e
+
+
+class Recorder:
+    """An HTTP server on loopback that records (method, path, host, body) of each request."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str, bytes]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _record(self) -> None:
+                size = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(size) if size else b""
+                recorder.seen.append((self.command, self.path, self.headers.get("host", ""),
+                                      body))
+                self.send_response(200)
+                self.send_header("content-length", "6")
+                self.send_header("x-echo-backend", "mirror")
+                self.end_headers()
+                self.wfile.write(b"mirror")
+
+            do_GET = do_POST = _record
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    yield rec
+    rec.close()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("upstream")
+    echoes = {n: EchoBackend(n, tmp) for n in ("main", "h1", "h2", "h3")}
+    manifests = tmp / "manifests"
+    docs = [
+        _service("main", [echoes["main"]]), _service("shadow", [recorder.port]),
+        _service("hashed", [echoes["h1"], echoes["h2"], echoes["h3"]]),
+        _ingress("mirrored", "mirror.test", "main", {
+            N + "mirror-target": "http://shadow.default.svc/$request_uri"}),
+    ]
+    manifests.mkdir()
+    (manifests / "all.yaml").write_text("".join(docs))
+    g = Gateway(tmp, manifests)
+    try:
+        g.wait_backend("/", "mirror.test", (200, "main"))
+        yield g
+    finally:
+        g.stop()
+        for e in echoes.values():
+            e.stop()
+
+
+def test_mirror_target_gets_a_copy_and_the_client_the_main_answer(
+        gw: Gateway, recorder: Recorder) -> None:
+    assert gw.backend("/copy/1?x=1", host="mirror.test") == (200, "main")
+    wait_for(lambda: any(p == "/copy/1?x=1" for _, p, _, _ in recorder.seen),
+             what="the mirrored GET")
+    method, _, host, _ = next(s for s in recorder.seen if s[1] == "/copy/1?x=1")
+    assert method == "GET" and host == "shadow.default.svc"
+    conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=5)
+    try:
+        conn.request("POST", "/posted", body=b"payload-42", headers={"Host": "mirror.test"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.getheader("x-echo-backend")) == (200, "main")
+    finally:
+        conn.close()
+    wait_for(lambda: any(s[1] == "/posted" for s in recorder.seen), what="the mirrored POST")
+    assert next(s for s in recorder.seen if s[1] == "/posted")[3] == b"payload-42"
