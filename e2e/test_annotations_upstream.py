@@ -73,6 +73,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator
         _service("hashed", [echoes["h1"], echoes["h2"], echoes["h3"]]),
         _ingress("mirrored", "mirror.test", "main", {
             N + "mirror-target": "http://shadow.default.svc/$request_uri"}),
+        _ingress("plain", "plain.test", "hashed", {}),
+        _ingress("by-header", "by-header.test", "hashed", {N + "upstream-hash-by": "$http_x_user"}),
+        _ingress("by-client", "by-client.test", "hashed", {N + "upstream-hash-by": "$remote_addr"}),
+        _ingress("ewma", "ewma.test", "hashed", {
+            N + "load-balance": "ewma", N + "proxy-connect-timeout": "2"}),
     ]
     manifests.mkdir()
     (manifests / "all.yaml").write_text("".join(docs))
@@ -102,3 +107,38 @@ def test_mirror_target_gets_a_copy_and_the_client_the_main_answer(
         conn.close()
     wait_for(lambda: any(s[1] == "/posted" for s in recorder.seen), what="the mirrored POST")
     assert next(s for s in recorder.seen if s[1] == "/posted")[3] == b"payload-42"
+
+
+def test_upstream_hash_by_header_and_client_address(gw: Gateway) -> None:
+    chosen = {}
+    for user in ("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal"):
+        got = {gw.backend("/", host="by-header.test", headers={"x-user": user})
+               for _ in range(8)}
+        assert len(got) == 1 and next(iter(got))[0] == 200, (user, got)
+        chosen[user] = next(iter(got))[1]
+    # Eight users on a ring of three: more than one endpoint is used (all on one would
+    # mean the header is not hashed); the odds of one endpoint for all are 3 * (1/3)^8.
+    assert len(set(chosen.values())) > 1
+    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        got = {gw.backend("/", host="by-client.test", source_ip=source) for _ in range(8)}
+        assert len(got) == 1, (source, got)
+
+
+def test_plain_ingress_to_the_same_service_keeps_round_robin(gw: Gateway) -> None:
+    # The hashing Ingresses have twin clusters of their own: this one still spreads.
+    seen = {gw.backend("/", host="plain.test", headers={"x-user": "ann"})[1]
+            for _ in range(30)}
+    assert seen == {"h1", "h2", "h3"}
+
+
+def test_load_balance_and_connect_timeout_on_a_twin_cluster(gw: Gateway) -> None:
+    assert gw.envoy is not None
+    seen = {gw.backend("/", host="ewma.test")[1] for _ in range(30)}
+    assert seen == {"h1", "h2", "h3"}
+    dump = gw.envoy.config_dump("dynamic_active_clusters")
+    clusters = {c["cluster"]["name"]: c["cluster"] for c in dump["configs"]}
+    twin = clusters["default/hashed/80/lb=least_request/connect=2000ms"]
+    assert twin["lb_policy"] == "LEAST_REQUEST" and twin["connect_timeout"] == "2s"
+    plain = clusters["default/hashed/80"]
+    assert plain.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"
+    assert plain["connect_timeout"] == "5s"

@@ -310,6 +310,19 @@ class Forward:
     mirrors: tuple[Mirror, ...] = ()
     """Copies of each request sent elsewhere, their answers dropped (Envoy's
     ``request_mirror_policies``)."""
+    cluster_options: ClusterOptions | None = None
+    """Cluster settings this route's backends need that their shared clusters lack;
+    translation points the route at twin clusters that have them (and then clears
+    this), so one route's choice never changes another's."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterOptions:
+    """Per-route upstream settings that live on an Envoy cluster."""
+
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    connect_timeout_ms: int | None = None
+    """None keeps the cluster's own (Envoy's 5 s)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,6 +397,8 @@ class HashKind(enum.StrEnum):
     COOKIE = "cookie"
     PATH = "path"
     """The request's path with its query string (``:path``)."""
+    QUERY_PARAMETER = "query_parameter"
+    """One query parameter's value (by ``name``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -149,6 +149,8 @@ def _hash_policy(h: ir.HashOn) -> rc_pb2.RouteAction.HashPolicy:
         out.header.header_name = h.name
     elif h.kind is ir.HashKind.COOKIE:
         out.cookie.name = h.name
+    elif h.kind is ir.HashKind.QUERY_PARAMETER:
+        out.query_parameter.name = h.name
     else:
         out.header.header_name = ":path"
     return out

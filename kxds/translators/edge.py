@@ -54,6 +54,7 @@ from kxds.translators.translation import (
     guarded,
     sorted_diagnostics,
 )
+from kxds.translators.upstream_lb import apply_cluster_options
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -321,6 +322,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
+    secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))

@@ -35,6 +35,7 @@ from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations.values import re2_problem
 from kxds.translators.cors_limits import cors_policy, rate_limit
+from kxds.translators.upstream_lb import with_upstream
 
 DEFAULT_TIMEOUT_MS = 60_000
 """ingress-nginx's proxy-read-timeout and proxy-send-timeout default (60 s)."""
@@ -106,7 +107,8 @@ def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
     return IngressPolicy(
-        parsed=parsed, forward=_forward(parsed), policy=route_policy(parsed, diags, limit_status),
+        parsed=parsed, forward=with_upstream(_forward(parsed), parsed, diags),
+        policy=route_policy(parsed, diags, limit_status),
         redirect=_redirect(parsed, diags), app_root=_app_root(parsed, diags),
         regex_paths=regex_paths, rewrite=rewrite, diagnostics=tuple(diags))
 

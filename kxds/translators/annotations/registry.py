@@ -43,10 +43,10 @@ BACKEND_PROTOCOL = Annotation(
     "FCGI and AJP are reported and the backend is reached over HTTP/1.1",
     v.choice("HTTP", "HTTPS", "GRPC", "GRPCS", "H2C", "AUTO_HTTP", "FCGI", "AJP"),
     reported_elsewhere=True)
-CONNECT_TIMEOUT = _unsupported(
-    "proxy-connect-timeout", F.PROTOCOLS,
-    "every cluster keeps Envoy's 5 s connect timeout: a Service's cluster is shared by "
-    "every Ingress routing to it, so one Ingress's timeout needs a cluster of its own")
+CONNECT_TIMEOUT = Annotation(
+    "proxy-connect-timeout", F.PROTOCOLS, S,
+    "cluster connect_timeout (a twin of the Service's cluster for the Ingress's routes)",
+    "default 5 s, as nginx", v.seconds(1, 3600))
 READ_TIMEOUT = Annotation(
     "proxy-read-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
     "Envoy's stream idle timeout (default 60 s) counts silence both ways; a backend "
@@ -194,16 +194,25 @@ SESSION_COOKIE_CHANGE_ON_FAILURE = Annotation(
 SESSION_COOKIE_CONDITIONAL_SAMESITE_NONE = _unsupported(
     "session-cookie-conditional-samesite-none", F.AFFINITY,
     "SameSite is sent to every browser alike")
-UPSTREAM_HASH_BY = _unsupported(
-    "upstream-hash-by", F.AFFINITY,
-    "not yet: requests are balanced round robin (Envoy ring hash with a hash_policy to come)")
-UPSTREAM_HASH_BY_SUBSET = _unsupported("upstream-hash-by-subset", F.AFFINITY,
-                                       "not yet (see upstream-hash-by)")
+UPSTREAM_HASH_BY = Annotation(
+    "upstream-hash-by", F.AFFINITY, P,
+    "route hash_policy, cluster lb_policy RING_HASH (a twin of the Service's cluster)",
+    "variables $remote_addr, $request_uri, $host, $http_<name>, $cookie_<name>, "
+    "$arg_<name>, alone or combined (one hash_policy each; text between them is "
+    "ignored); others are reported; a request without the header, cookie or parameter "
+    "is balanced at random (nginx hashes the empty string)", v.text)
+UPSTREAM_HASH_BY_SUBSET = _unsupported(
+    "upstream-hash-by-subset", F.AFFINITY,
+    "Envoy hashes to one endpoint, not to a subset balanced within; upstream-hash-by "
+    "alone applies")
 UPSTREAM_HASH_BY_SUBSET_SIZE = _unsupported("upstream-hash-by-subset-size", F.AFFINITY,
-                                            "not yet (see upstream-hash-by)")
-LOAD_BALANCE = _unsupported(
-    "load-balance", F.AFFINITY,
-    "not yet: requests are balanced round robin (Envoy least request for ewma to come)")
+                                            "see upstream-hash-by-subset")
+LOAD_BALANCE = Annotation(
+    "load-balance", F.AFFINITY, P,
+    "cluster lb_policy (a twin of the Service's cluster)",
+    "round_robin; ewma is Envoy's LEAST_REQUEST (fewer active requests of two hosts "
+    "picked at random), the closest Envoy policy; upstream-hash-by wins when both are set",
+    v.choice("round_robin", "ewma"))
 
 # --- headers and CORS ---------------------------------------------------------------
 
