@@ -136,16 +136,20 @@ TEMPORAL_REDIRECT = Annotation("temporal-redirect", F.REWRITES, S, "route redire
 TEMPORAL_REDIRECT_CODE = Annotation(
     "temporal-redirect-code", F.REWRITES, S, "redirect response_code", "",
     v.choice("301", "302", "303", "307", "308"), documented=False)
-FROM_TO_WWW = _unsupported(
-    "from-to-www-redirect", F.REWRITES,
-    "no virtual host is added for the other name; requests to it are not redirected")
+FROM_TO_WWW = Annotation(
+    "from-to-www-redirect", F.REWRITES, P, "a virtual host for the other name, redirect (308)",
+    "www.x redirects to x (and x to www.x for a host www.x) unless the other name is "
+    "served already (reported); over HTTPS only where a TLS chain serves the other name; "
+    "not for wildcard hosts", v.boolean)
 X_FORWARDED_PREFIX = Annotation("x-forwarded-prefix", F.REWRITES, S,
                                 "request_headers_to_add x-forwarded-prefix", "", v.text)
 UPSTREAM_VHOST = Annotation("upstream-vhost", F.REWRITES, S, "route host_rewrite_literal",
                             "", v.text)
-SERVER_ALIAS = _unsupported(
-    "server-alias", F.REWRITES,
-    "the alias names get no virtual host; list them as rule hosts instead")
+SERVER_ALIAS = Annotation(
+    "server-alias", F.REWRITES, P, "more domains on the host's virtual host",
+    "the names serve the Ingress's first host (every Ingress's paths of it); an alias "
+    "already served as a host or alias is reported and not added; over HTTPS only where "
+    "a TLS chain serves the alias", v.items)
 PRESERVE_TRAILING_SLASH = _unsupported(
     "preserve-trailing-slash", F.REWRITES,
     "HTTPS redirects keep the path exactly as requested (the slash is always kept)")

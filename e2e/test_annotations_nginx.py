@@ -1,5 +1,5 @@
 """More ingress-nginx annotations through the real Envoy: mirroring, hashing, load
-balancing and connect timeouts (the settings of a route's upstream).
+balancing, connect timeouts, host aliases and www redirects.
 
 Backends: echo servers (``kxds.sandbox.echo``) and a recorder started by this
 module, which notes every request it gets (a mirror's copies).
@@ -74,6 +74,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator
         _ingress("mirrored", "mirror.test", "main", {
             N + "mirror-target": "http://shadow.default.svc/$request_uri"}),
         _ingress("plain", "plain.test", "hashed", {}),
+        _ingress("alias", "alias.test", "main", {
+            N + "server-alias": "other-name.test", N + "from-to-www-redirect": "true"}),
         _ingress("by-header", "by-header.test", "hashed", {N + "upstream-hash-by": "$http_x_user"}),
         _ingress("by-client", "by-client.test", "hashed", {N + "upstream-hash-by": "$remote_addr"}),
         _ingress("ewma", "ewma.test", "hashed", {
@@ -142,3 +144,12 @@ def test_load_balance_and_connect_timeout_on_a_twin_cluster(gw: Gateway) -> None
     plain = clusters["default/hashed/80"]
     assert plain.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"
     assert plain["connect_timeout"] == "5s"
+
+
+def test_server_alias_and_www_redirect(gw: Gateway) -> None:
+    assert gw.backend("/x", host="other-name.test") == (200, "main")
+    assert gw.backend("/x", host="alias.test") == (200, "main")
+    status, headers, _ = gw.get("/some/path?q=1", host="www.alias.test")
+    assert status == 308
+    # The port is dropped, as nginx's redirect to $scheme://host$request_uri does.
+    assert headers["location"] == "http://alias.test/some/path?q=1"
