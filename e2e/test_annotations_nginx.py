@@ -74,6 +74,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator
         _ingress("mirrored", "mirror.test", "main", {
             N + "mirror-target": "http://shadow.default.svc/$request_uri"}),
         _ingress("plain", "plain.test", "hashed", {}),
+        _ingress("allow", "allow.test", "main", {
+            N + "limit-rps": "1", N + "limit-burst-multiplier": "2",
+            N + "limit-allowlist": "127.0.0.2/32, 10.0.0.0/8"}),
         _ingress("alias", "alias.test", "main", {
             N + "server-alias": "other-name.test", N + "from-to-www-redirect": "true"}),
         _ingress("by-header", "by-header.test", "hashed", {N + "upstream-hash-by": "$http_x_user"}),
@@ -153,3 +156,10 @@ def test_server_alias_and_www_redirect(gw: Gateway) -> None:
     assert status == 308
     # The port is dropped, as nginx's redirect to $scheme://host$request_uri does.
     assert headers["location"] == "http://alias.test/some/path?q=1"
+
+
+def test_limit_allowlist_exempts_its_clients_only(gw: Gateway) -> None:
+    allowed = [gw.get("/", host="allow.test", source_ip="127.0.0.2")[0] for _ in range(8)]
+    assert allowed == [200] * 8
+    limited = [gw.get("/", host="allow.test", source_ip="127.0.0.3")[0] for _ in range(6)]
+    assert limited[:2] == [200, 200] and 429 in limited[2:]

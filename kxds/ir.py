@@ -474,6 +474,8 @@ class RateLimit:
     burst: int
     """The bucket's size: requests a client may make at once."""
     status: int = 429
+    exempt: tuple[str, ...] = ()
+    """CIDRs of clients never limited (normalized)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -269,14 +269,21 @@ LIMIT_RPM = Annotation("limit-rpm", F.LIMITS, P,
                        v.integer(1, 60_000_000))
 LIMIT_BURST_MULTIPLIER = Annotation("limit-burst-multiplier", F.LIMITS, S,
                                     "token bucket max_tokens", "", v.integer(1, 1000))
-LIMIT_ALLOWLIST = _unsupported(
-    "limit-allowlist", F.LIMITS,
-    "not yet: every client address is limited (the safe side)", documented=False)
-LIMIT_WHITELIST = _unsupported("limit-whitelist", F.LIMITS,
-                               "not yet: every client address is limited (the safe side)")
+LIMIT_ALLOWLIST = Annotation(
+    "limit-allowlist", F.LIMITS, P,
+    "local rate limit descriptor: clients in these CIDRs match no bucket",
+    "IPv4 CIDRs and single IPv6 addresses; a wider IPv6 range is reported and those "
+    "clients stay limited; limit-allowlist wins over limit-whitelist", v.items,
+    documented=False)
+LIMIT_WHITELIST = Annotation(
+    "limit-whitelist", F.LIMITS, P,
+    "local rate limit descriptor: clients in these CIDRs match no bucket",
+    "as limit-allowlist", v.items)
 LIMIT_CONNECTIONS = _unsupported(
     "limit-connections", F.LIMITS,
-    "not yet: connections per client address are not limited")
+    "Envoy has no limit of concurrent connections per client address (its connection "
+    "limit filter counts all clients together, which would let one client lock out the "
+    "rest): connections are not limited; limit-rps/limit-rpm limit each client's requests")
 LIMIT_RATE = _unsupported("limit-rate", F.LIMITS, "response bandwidth is not limited")
 LIMIT_RATE_AFTER = _unsupported("limit-rate-after", F.LIMITS,
                                 "response bandwidth is not limited")
