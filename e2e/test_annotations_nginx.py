@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from e2e.harness import EchoBackend, Gateway, wait_for
-from e2e.test_annotations import N, _ingress, _service
+from e2e.test_annotations import N, RawBackend, _ingress, _service
 
 pytestmark = pytest.mark.e2e
 
@@ -66,11 +67,19 @@ def recorder() -> Iterator[Recorder]:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("upstream")
-    echoes = {n: EchoBackend(n, tmp) for n in ("main", "h1", "h2", "h3")}
+    echoes = {n: EchoBackend(n, tmp) for n in ("main", "h1", "h2", "h3", "fast")}
+    raw = RawBackend()  # answers after 3 s
     manifests = tmp / "manifests"
     docs = [
         _service("main", [echoes["main"]]), _service("shadow", [recorder.port]),
         _service("hashed", [echoes["h1"], echoes["h2"], echoes["h3"]]),
+        _service("halfslow", [echoes["fast"], raw.port]),
+        _ingress("retry-fast", "retry-fast.test", "halfslow", {
+            N + "proxy-next-upstream": "error timeout non_idempotent",
+            N + "proxy-next-upstream-tries": "3", N + "proxy-next-upstream-timeout": "1"}),
+        _ingress("no-retry", "no-retry.test", "halfslow", {
+            N + "proxy-next-upstream": "error timeout",
+            N + "proxy-next-upstream-tries": "3", N + "proxy-next-upstream-timeout": "1"}),
         _ingress("mirrored", "mirror.test", "main", {
             N + "mirror-target": "http://shadow.default.svc/$request_uri"}),
         _ingress("plain", "plain.test", "hashed", {}),
@@ -92,6 +101,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator
         yield g
     finally:
         g.stop()
+        raw.close()
         for e in echoes.values():
             e.stop()
 
@@ -163,3 +173,19 @@ def test_limit_allowlist_exempts_its_clients_only(gw: Gateway) -> None:
     assert allowed == [200] * 8
     limited = [gw.get("/", host="allow.test", source_ip="127.0.0.3")[0] for _ in range(6)]
     assert limited[:2] == [200, 200] and 429 in limited[2:]
+
+
+def test_next_upstream_timeout_bounds_each_attempt(gw: Gateway) -> None:
+    # One endpoint of two answers after 3 s: an attempt there is given up after 1 s and
+    # the request tried on the other, so every answer is the fast one's, in well under 3 s.
+    for _ in range(4):
+        start = time.monotonic()
+        assert gw.backend("/", host="retry-fast.test") == (200, "fast")
+        assert time.monotonic() - start < 2.8
+    # Without non_idempotent a timed-out attempt is not tried again: 504 after 1 s.
+    answers = []
+    for _ in range(4):
+        start = time.monotonic()
+        answers.append((gw.backend("/", host="no-retry.test")[0], time.monotonic() - start))
+    assert {a for a, _ in answers} == {200, 504}
+    assert all(took < 2.8 for a, took in answers if a == 504)

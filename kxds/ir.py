@@ -346,6 +346,9 @@ class RetryPolicy:
     have acted on it: only safe for idempotent requests)."""
     status_codes: tuple[int, ...] = ()
     """Also when the backend answered one of these statuses."""
+    per_try_timeout_ms: int | None = None
+    """How long each attempt may wait for its answer to begin (Envoy's
+    ``per_try_timeout``; an answer once begun is never cut); None: no bound."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -265,6 +265,8 @@ def build_retry_policy(retry: ir.RetryPolicy) -> rc_pb2.RetryPolicy:
                              retriable_status_codes=list(retry.status_codes),
                              host_selection_retry_max_attempts=3)
     out.num_retries.value = retry.attempts - 1
+    if retry.per_try_timeout_ms is not None:
+        out.per_try_timeout.CopyFrom(_duration(retry.per_try_timeout_ms))
     out.retry_host_predicate.add(
         name="envoy.retry_host_predicates.previous_hosts",
         typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))

@@ -104,6 +104,10 @@ def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
     with ``limit_status``."""
     parsed = ann.parse(ing)
     diags = list(parsed.diagnostics)
+    if parsed.get(r.NEXT_UPSTREAM_TIMEOUT) and _retry(parsed) is None:
+        diags.append(parsed.problem(r.NEXT_UPSTREAM_TIMEOUT, "no effect: requests are tried "
+                                    "once (kxds retries only as proxy-next-upstream asks)",
+                                    Reason.UNSUPPORTED))
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
     return IngressPolicy(
@@ -136,7 +140,8 @@ def _retry(parsed: ann.Parsed) -> ir.RetryPolicy | None:
     if tries < 2:
         return None
     codes = tuple(sorted(int(w[5:]) for w in words if w.startswith("http_")))
-    return ir.RetryPolicy(attempts=tries, reset="non_idempotent" in words, status_codes=codes)
+    return ir.RetryPolicy(attempts=tries, reset="non_idempotent" in words, status_codes=codes,
+                          per_try_timeout_ms=parsed.get(r.NEXT_UPSTREAM_TIMEOUT) or None)
 
 
 def _session_cookie(parsed: ann.Parsed) -> ir.SessionCookie | None:

@@ -84,8 +84,12 @@ NEXT_UPSTREAM = Annotation(
 NEXT_UPSTREAM_TRIES = Annotation(
     "proxy-next-upstream-tries", F.PROTOCOLS, S, "retry_policy num_retries (tries - 1)",
     "attempts in all; default 3 with proxy-next-upstream", v.integer(1, 100))
-NEXT_UPSTREAM_TIMEOUT = _unsupported("proxy-next-upstream-timeout", F.PROTOCOLS,
-                                     "no retries yet (see proxy-next-upstream)")
+NEXT_UPSTREAM_TIMEOUT = Annotation(
+    "proxy-next-upstream-timeout", F.PROTOCOLS, P, "retry_policy per_try_timeout",
+    "bounds each attempt's wait for its answer to begin (an answer once begun is never "
+    "cut), not the whole time spent trying as nginx does; an attempt over it is tried "
+    "again on another endpoint (within the tries) only with 'non_idempotent', else "
+    "answered 504; 0 is no bound; with proxy-next-upstream only", v.seconds(0, 31_536_000))
 SERVICE_UPSTREAM = _unsupported(
     "service-upstream", F.PROTOCOLS,
     "kxds always balances over the Service's endpoints, never its cluster IP")
