@@ -1,5 +1,6 @@
 """More ingress-nginx annotations through the real Envoy: mirroring, hashing, load
-balancing, connect timeouts, host aliases and www redirects.
+balancing, connect timeouts, host aliases, www redirects, rate limit allowlists, retry
+timeouts, and the --hide-response-headers flag.
 
 Backends: echo servers (``kxds.sandbox.echo``) and a recorder started by this
 module, which notes every request it gets (a mirror's copies).
@@ -8,10 +9,12 @@ module, which notes every request it gets (a mirror's copies).
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +192,23 @@ def test_next_upstream_timeout_bounds_each_attempt(gw: Gateway) -> None:
         answers.append((gw.backend("/", host="no-retry.test")[0], time.monotonic() - start))
     assert {a for a, _ in answers} == {200, 504}
     assert all(took < 2.8 for a, took in answers if a == 504)
+
+
+def test_hide_response_headers_flag(tmp_path: Path, gw: Gateway) -> None:
+    # A gateway of its own (the flag is global), on the same manifests.
+    hidden = Gateway(tmp_path, gw.manifests,
+                     ["--hide-response-headers", "server,x-envoy-upstream-service-time,x-echo-*"])
+    try:
+        def served() -> tuple[int, dict[str, str], bytes] | None:
+            got = hidden.get("/", host="mirror.test")
+            return got if got[0] == 200 else None
+        status, headers, body = wait_for(served, what="the route through the second gateway")
+        assert json.loads(body)["backend"] == "main"
+        assert not {"server", "x-envoy-upstream-service-time", "x-echo-backend"} & set(headers)
+        status, headers, _ = hidden.get("/", host="no-such-host.test")  # Envoy's own 404
+        assert status == 404 and "server" not in headers
+    finally:
+        hidden.stop()
+    # The other gateway keeps them.
+    status, headers, _ = gw.get("/", host="mirror.test")
+    assert headers.get("server") == "envoy" and "x-envoy-upstream-service-time" in headers

@@ -225,6 +225,9 @@ class HttpOptions:
     """One line per request on Envoy's stdout (routes may opt out)."""
     access_log_format: str | None = None
     """An Envoy format string; None writes kxds's JSON line."""
+    hide_response_headers: tuple[str, ...] = ()
+    """Header names (lower case) removed from every response; a name ending in ``*``
+    removes every header with that prefix."""
 
 
 # --- HTTP routing ----------------------------------------------------------
