@@ -235,7 +235,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=pol.diagnostics)
         return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
     own: list[Diagnostic] = list(pol.diagnostics)
-    plan = mirror_plan(state, pol.parsed, clusters, own)
+    plan = mirror_plan(state, pol.parsed, clusters, own, policies)
     if plan is not None:
         pol = replace(pol, forward=replace(pol.forward, mirrors=(plan.mirror,)))
     paths: list[_Candidate] = []

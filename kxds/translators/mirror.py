@@ -9,7 +9,9 @@ backend:
 
 * ``<svc>.<ns>.svc`` (or ``.svc.cluster.local``) over ``http``: that Service's
   cluster for the URL's port (80 when none), so the copy reaches the Service's
-  endpoints as a route to it would;
+  endpoints as a route to it would; a Service that admits only some client
+  addresses (NetworkPolicy ipBlocks, source ranges) gets no copies (reported),
+  since they would come from every client of the route;
 * any other host (and an in-cluster name over ``https``): a STRICT_DNS cluster
   ``mirror/<scheme>/<host>/<port>`` that Envoy resolves, with TLS (SNI the host)
   for ``https``; loopback, link-local and metadata addresses are refused as
@@ -33,8 +35,10 @@ from kxds import ir, names
 from kxds.diagnostics import Diagnostic, Reason, show
 from kxds.kube.models import ClusterState, Key
 from kxds.translators import annotations as ann
+from kxds.translators.access import route_access
 from kxds.translators.annotations import registry as r
 from kxds.translators.guards import forbidden_target, parse_ip
+from kxds.translators.network_policy import PolicyIndex
 
 _IN_CLUSTER = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\.?$")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -59,7 +63,8 @@ class MirrorPlan:
 
 
 def mirror_plan(state: ClusterState, parsed: ann.Parsed, has_cluster: HasCluster,
-                diags: list[Diagnostic]) -> MirrorPlan | None:
+                diags: list[Diagnostic], policies: PolicyIndex | None = None
+                ) -> MirrorPlan | None:
     """The mirror ``parsed`` asks for, or None (reported when the target is unusable)."""
     raw = parsed.get(r.MIRROR_TARGET)
     if raw is None:
@@ -92,7 +97,7 @@ def mirror_plan(state: ClusterState, parsed: ann.Parsed, has_cluster: HasCluster
     found = _IN_CLUSTER.match(host)
     if found is not None and u.scheme == "http":
         return _service_plan(state, parsed, found.group(2), found.group(1), port, mirror_host,
-                             has_cluster, diags)
+                             has_cluster, diags, policies)
     name = names.cap(f"mirror/{u.scheme}/{host}/{port}")
     tls = None
     if u.scheme == "https":
@@ -103,14 +108,23 @@ def mirror_plan(state: ClusterState, parsed: ann.Parsed, has_cluster: HasCluster
 
 
 def _service_plan(state: ClusterState, parsed: ann.Parsed, ns: str, svc: str, port: int,
-                  host: str, has_cluster: HasCluster,
-                  diags: list[Diagnostic]) -> MirrorPlan | None:
+                  host: str, has_cluster: HasCluster, diags: list[Diagnostic],
+                  policies: PolicyIndex | None) -> MirrorPlan | None:
     service = state.services.get((ns, svc))
-    if service is None or service.port_by_number(port) is None:
+    sp = service.port_by_number(port) if service is not None else None
+    if service is None or sp is None:
         what = (f"Service {ns}/{svc} not found" if service is None
                 else f"port {port} not found on Service {ns}/{svc}")
         diags.append(parsed.problem(r.MIRROR_TARGET, f"{what}; requests are not mirrored",
                                     Reason.BACKEND_NOT_FOUND))
+        return None
+    access, _ = route_access(state, None, service, sp, policies)
+    if access is not None:
+        # The copies would reach the Service from every client of the route, past the
+        # client-IP rules the gateway enforces for it (fail closed: no copy at all).
+        diags.append(parsed.problem(r.MIRROR_TARGET, f"Service {ns}/{svc} admits only some "
+                                    "client addresses (NetworkPolicy or source ranges); "
+                                    "requests are not mirrored to it", Reason.NOT_ALLOWED))
         return None
     cluster = names.service_cluster(ns, svc, port)
     if not has_cluster((ns, svc), cluster):

@@ -412,7 +412,8 @@ MIRROR_TARGET = Annotation(
     "an in-cluster http://<svc>.<ns>.svc[:port] target goes to that Service's endpoints, "
     "any other host to a DNS cluster (https: TLS with the host as SNI, not verified); the "
     "copy keeps the request's path (a target path other than $request_uri is reported); "
-    "loopback, link-local and metadata addresses are refused", v.text)
+    "loopback, link-local and metadata addresses, and Services admitting only some "
+    "clients, are refused", v.text)
 MIRROR_REQUEST_BODY = Annotation(
     "mirror-request-body", F.ERRORS, P, "route request_mirror_policies",
     "'on' only: Envoy always mirrors the body ('off' is reported)", v.boolean)
