@@ -90,6 +90,9 @@ def rate_limit(parsed: ann.Parsed, diags: list[Diagnostic]) -> ir.RateLimit | No
     """
     rps, rpm = parsed.get(r.LIMIT_RPS), parsed.get(r.LIMIT_RPM)
     if rps is None and rpm is None:
+        diags.extend(parsed.problem(a, "no effect without limit-rps or limit-rpm",
+                                    Reason.UNSUPPORTED)
+                     for a in (r.LIMIT_ALLOWLIST, r.LIMIT_WHITELIST) if parsed.has(a))
         return None
     multiplier = parsed.get(r.LIMIT_BURST_MULTIPLIER) or DEFAULT_BURST_MULTIPLIER
     rate, interval = (rps, 1000) if rps is not None else (rpm or 0, 60_000)

@@ -68,6 +68,8 @@ def mirror_plan(state: ClusterState, parsed: ann.Parsed, has_cluster: HasCluster
     """The mirror ``parsed`` asks for, or None (reported when the target is unusable)."""
     raw = parsed.get(r.MIRROR_TARGET)
     if raw is None:
+        diags.extend(parsed.problem(a, "no effect without mirror-target", Reason.UNSUPPORTED)
+                     for a in (r.MIRROR_HOST, r.MIRROR_REQUEST_BODY) if parsed.has(a))
         return None
     if parsed.get(r.MIRROR_REQUEST_BODY) is False:
         diags.append(parsed.problem(r.MIRROR_REQUEST_BODY, "'off' is not supported: Envoy "
