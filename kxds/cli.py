@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -218,6 +219,11 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--access-log-format", metavar="FORMAT", default=None,
                    help="an Envoy format string for the access log line (default: one "
                         "JSON object per request)")
+    g.add_argument("--hide-response-headers", type=_hidden_headers, default=(),
+                   metavar="NAME[,NAME...]",
+                   help="remove these headers from every response (e.g. server,"
+                        "x-envoy-upstream-service-time); a name ending in * removes every "
+                        "header with that prefix (default: none)")
     g.add_argument("--no-access-log", action="store_true",
                    help="log no request (default: every request, one line on Envoy's stdout)")
 
@@ -226,6 +232,26 @@ def _names(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
         raise argparse.ArgumentTypeError("expected namespace names, comma separated")
+    return names
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'+\-.^_`|~0-9a-z]+\*?$")
+_FRAMING = ("content-length", "transfer-encoding", "connection", "upgrade", "content-type")
+"""Headers a response cannot lose and stay well formed (or usable)."""
+
+
+def _hidden_headers(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("expected header names, comma separated")
+    for n in names:
+        if not _HEADER_NAME.match(n) or n == "*":
+            raise argparse.ArgumentTypeError(f"{n!r} is not a header name (or prefix ending "
+                                             "in *)")
+        kept = [f for f in _FRAMING if f == n or (n.endswith("*") and f.startswith(n[:-1]))]
+        if kept:
+            raise argparse.ArgumentTypeError(f"{n!r} would remove {kept[0]}, which a "
+                                             "response needs")
     return names
 
 
@@ -294,7 +320,8 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         client_ip=ClientIPConfig(source=args.client_ip_source,
                                  xff_trusted_hops=args.xff_trusted_hops),
         http=HttpOptions(access_log=not args.no_access_log,
-                         access_log_format=args.access_log_format),
+                         access_log_format=args.access_log_format,
+                         hide_response_headers=args.hide_response_headers),
         limit_status=args.limit_status_code,
         ignore_snippets=args.ignore_snippets,
     )

@@ -225,6 +225,9 @@ class HttpOptions:
     """One line per request on Envoy's stdout (routes may opt out)."""
     access_log_format: str | None = None
     """An Envoy format string; None writes kxds's JSON line."""
+    hide_response_headers: tuple[str, ...] = ()
+    """Header names (lower case) removed from every response; a name ending in ``*``
+    removes every header with that prefix."""
 
 
 # --- HTTP routing ----------------------------------------------------------
@@ -304,11 +307,15 @@ class WeightedBackend:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mirror:
-    """A copy of the requests sent to ``cluster`` (its answers are dropped)."""
+    """A copy of the requests sent to ``cluster``, fire and forget (its answers are
+    dropped)."""
 
     cluster: str
+    """The name of a :class:`Cluster`."""
     percent: float = 100.0
     """Of the requests, 0-100."""
+    host: str | None = None
+    """The Host (``:authority``) of the copy; None keeps the request's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -335,10 +342,24 @@ class Forward:
     retry: RetryPolicy | None = None
     """Try another endpoint when an attempt fails (Envoy's route ``retry_policy``)."""
     mirrors: tuple[Mirror, ...] = ()
-    """Copies of the requests to other clusters (Envoy ``request_mirror_policies``)."""
+    """Copies of each request sent elsewhere, their answers dropped (Envoy's
+    ``request_mirror_policies``)."""
     per_try_timeout_ms: int | None = None
     """Each attempt's timeout (Envoy's retry policy ``per_try_timeout``); None: none
     but the route's."""
+    cluster_options: ClusterOptions | None = None
+    """Cluster settings this route's backends need that their shared clusters lack;
+    translation points the route at twin clusters that have them (and then clears
+    this), so one route's choice never changes another's."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterOptions:
+    """Per-route upstream settings that live on an Envoy cluster."""
+
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    connect_timeout_ms: int | None = None
+    """None keeps the cluster's own (Envoy's 5 s)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +373,9 @@ class RetryPolicy:
     have acted on it: only safe for idempotent requests)."""
     status_codes: tuple[int, ...] = ()
     """Also when the backend answered one of these statuses."""
+    per_try_timeout_ms: int | None = None
+    """How long each attempt may wait for its answer to begin (Envoy's
+    ``per_try_timeout``; an answer once begun is never cut); None: no bound."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -406,6 +430,8 @@ class HashKind(enum.StrEnum):
     COOKIE = "cookie"
     PATH = "path"
     """The request's path with its query string (``:path``)."""
+    QUERY_PARAMETER = "query_parameter"
+    """One query parameter's value (by ``name``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -481,6 +507,8 @@ class RateLimit:
     burst: int
     """The bucket's size: requests a client may make at once."""
     status: int = 429
+    exempt: tuple[str, ...] = ()
+    """CIDRs of clients never limited (normalized)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -850,19 +878,16 @@ class IR:
 
 
 def _route_clusters(table: RouteTable) -> set[str]:
-    return {
+    out = {
         b.cluster
         for vh in table.virtual_hosts
         for r in vh.routes
         if isinstance(r.action, Forward)
         for b in r.action.backends
-    } | {
-        m.cluster
-        for vh in table.virtual_hosts
-        for r in vh.routes
-        if isinstance(r.action, Forward)
-        for m in r.action.mirrors
     }
+    out.update(m.cluster for vh in table.virtual_hosts for r in vh.routes
+               if isinstance(r.action, Forward) for m in r.action.mirrors)
+    return out
 
 
 def consistency_problems(ir: IR) -> list[str]:

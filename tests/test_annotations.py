@@ -101,7 +101,10 @@ def _translate(*docs: str) -> tuple[list[ir.Route], list[tuple[str, str, Reason]
 
 
 @pytest.mark.parametrize(("annotations", "field", "reason"), [
-    ({N + "mirror-target": "http://m/"}, N + "mirror-target", Reason.UNSUPPORTED),
+    ({N + "proxy-cookie-path": "/ /app"}, N + "proxy-cookie-path", Reason.UNSUPPORTED),
+    ({N + "mirror-target": "ftp://m/"}, N + "mirror-target", Reason.INVALID_VALUE),
+    ({N + "mirror-target": "http://169.254.169.254/"}, N + "mirror-target",
+     Reason.NOT_ALLOWED),
     ({N + "no-such-thing": "1"}, N + "no-such-thing", Reason.UNSUPPORTED),
     ({N + "request-headers-set": "A: b"}, N + "request-headers-set", Reason.UNSUPPORTED),
     ({N + "auth-url": "http://auth/"}, N + "auth-url", Reason.UNSUPPORTED),

@@ -27,6 +27,7 @@ _LB_POLICIES = {
     ir.LbPolicy.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
     ir.LbPolicy.RING_HASH: cluster_pb2.Cluster.RING_HASH,
     ir.LbPolicy.MAGLEV: cluster_pb2.Cluster.MAGLEV,
+    ir.LbPolicy.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
 }
 
 

@@ -26,6 +26,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.http.custom_response.redirect_policy.v3 import redirect_policy_pb2 as rp_pb2
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+from envoy.extensions.rate_limit_descriptors.expr.v3 import expr_pb2
 from envoy.type.matcher.v3 import regex_pb2, status_code_input_pb2, string_pb2
 from envoy.type.v3 import http_status_pb2, token_bucket_pb2
 from google.protobuf import any_pb2
@@ -34,6 +35,7 @@ from xds.type.matcher.v3 import matcher_pb2 as xds_matcher_pb2
 from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 from kxds import ir
+from kxds.envoy.client_ranges import address_pattern
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import (
     BUFFER,
@@ -114,13 +116,32 @@ def rate_limit(limit: ir.RateLimit) -> any_pb2.Any:
     for which, key in ((msg.filter_enabled, "enabled"), (msg.filter_enforced, "enforced")):
         which.runtime_key = f"{RATE_LIMIT_STAT}_{key}"
         which.default_value.numerator = 100
-    msg.descriptors.append(ratelimit_pb2.LocalRateLimitDescriptor(
-        entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key="remote_address")],
-        token_bucket=_bucket(limit)))
+    entries = [ratelimit_pb2.RateLimitDescriptor.Entry(key="remote_address")]
     action = rc_pb2.RateLimit.Action()
     action.remote_address.SetInParent()
-    msg.rate_limits.append(rc_pb2.RateLimit(actions=[action]))
+    actions = [action]
+    if limit.exempt:
+        # Exempt clients yield another value, so their descriptor matches no bucket
+        # and only the route's own (never exhausted) bucket counts them.
+        entries.append(ratelimit_pb2.RateLimitDescriptor.Entry(key=EXEMPT_KEY, value="no"))
+        actions.append(_exempt_action(limit.exempt))
+    msg.descriptors.append(ratelimit_pb2.LocalRateLimitDescriptor(
+        entries=entries, token_bucket=_bucket(limit)))
+    msg.rate_limits.append(rc_pb2.RateLimit(actions=actions))
     return pack(msg)
+
+
+EXEMPT_KEY = "client_exempt"
+"""The descriptor entry saying whether the client is in the limit's exempt ranges."""
+
+
+def _exempt_action(cidrs: tuple[str, ...]) -> rc_pb2.RateLimit.Action:
+    """``client_exempt``: "yes" for a client in ``cidrs``, else "no" (a CEL expression)."""
+    pattern = address_pattern(cidrs)  # no quote in it: a CEL raw string holds it
+    text = f"source.address.matches(r'{pattern}') ? 'yes' : 'no'"
+    expr = expr_pb2.Descriptor(descriptor_key=EXEMPT_KEY, text=text)
+    return rc_pb2.RateLimit.Action(extension=extension_pb2.TypedExtensionConfig(
+        name="envoy.rate_limit_descriptors.expr", typed_config=pack(expr)))
 
 
 def session(cookie: ir.SessionCookie) -> any_pb2.Any:

@@ -24,6 +24,7 @@ from kxds.envoy import http_policy, rbac
 from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
+from kxds.envoy.hidden_headers import hide_response_headers
 
 DEFAULT_OPTIONS = ir.HttpOptions()
 
@@ -67,6 +68,7 @@ def build_http_connection_manager(
     )
     # A refused client gets a short 403 body that names nothing internal.
     hcm.local_reply_config.CopyFrom(rbac.local_reply_config())
+    hide_response_headers(hcm, options.hide_response_headers)
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 

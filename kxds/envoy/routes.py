@@ -132,6 +132,10 @@ def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
             mirror.runtime_fraction.default_value.numerator = round(m.percent * 10_000)
             mirror.runtime_fraction.default_value.denominator = (
                 percent_pb2.FractionalPercent.MILLION)
+        if m.host is not None:
+            mirror.host_rewrite_literal = m.host
+        # The copy keeps the request's Host, or the one asked (Envoy would append "-shadow").
+        mirror.disable_shadow_host_suffix_append = True
     if action.timeout_ms is not None:
         out.timeout.CopyFrom(_duration(action.timeout_ms))
     if action.idle_timeout_ms is not None:
@@ -186,6 +190,8 @@ def _hash_policy(h: ir.HashOn) -> rc_pb2.RouteAction.HashPolicy:
         out.header.header_name = h.name
     elif h.kind is ir.HashKind.COOKIE:
         out.cookie.name = h.name
+    elif h.kind is ir.HashKind.QUERY_PARAMETER:
+        out.query_parameter.name = h.name
     else:
         out.header.header_name = ":path"
     return out
@@ -309,6 +315,8 @@ def build_retry_policy(retry: ir.RetryPolicy) -> rc_pb2.RetryPolicy:
                              retriable_status_codes=list(retry.status_codes),
                              host_selection_retry_max_attempts=3)
     out.num_retries.value = retry.attempts - 1
+    if retry.per_try_timeout_ms is not None:
+        out.per_try_timeout.CopyFrom(_duration(retry.per_try_timeout_ms))
     out.retry_host_predicate.add(
         name="envoy.retry_host_predicates.previous_hosts",
         typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))

@@ -8,15 +8,17 @@ credentials allowed, preflights cached 1728000 s. An origin of the form
 Rate limits follow ``limit-rps`` / ``limit-rpm`` with ``limit-burst-multiplier``
 (default 5): a client address may send ``rate x multiplier`` requests at once,
 and the bucket refills at the rate. The status is ``--limit-status-code``.
+Clients in ``limit-allowlist`` (or ``limit-whitelist``) CIDRs are not limited.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
 
 from kxds import ir
-from kxds.diagnostics import Diagnostic, show
+from kxds.diagnostics import Diagnostic, Reason, show
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 
@@ -88,8 +90,36 @@ def rate_limit(parsed: ann.Parsed, diags: list[Diagnostic]) -> ir.RateLimit | No
     """
     rps, rpm = parsed.get(r.LIMIT_RPS), parsed.get(r.LIMIT_RPM)
     if rps is None and rpm is None:
+        diags.extend(parsed.problem(a, "no effect without limit-rps or limit-rpm",
+                                    Reason.UNSUPPORTED)
+                     for a in (r.LIMIT_ALLOWLIST, r.LIMIT_WHITELIST) if parsed.has(a))
         return None
     multiplier = parsed.get(r.LIMIT_BURST_MULTIPLIER) or DEFAULT_BURST_MULTIPLIER
     rate, interval = (rps, 1000) if rps is not None else (rpm or 0, 60_000)
     return ir.RateLimit(tokens_per_fill=rate, fill_interval_ms=interval,
-                        burst=rate * multiplier)
+                        burst=rate * multiplier, exempt=exempt_ranges(parsed, diags))
+
+
+def exempt_ranges(parsed: ann.Parsed, diags: list[Diagnostic]) -> tuple[str, ...]:
+    """``limit-allowlist`` (or ``limit-whitelist``): the CIDRs never limited, normalized.
+
+    An entry that is not a CIDR, or an IPv6 range wider than one address (which
+    the Envoy match cannot express), is reported and left out: those clients
+    stay limited, the safe side."""
+    which = r.LIMIT_ALLOWLIST if parsed.has(r.LIMIT_ALLOWLIST) else r.LIMIT_WHITELIST
+    out: list[str] = []
+    for raw in parsed.get(which) or ():
+        try:
+            net = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            diags.append(parsed.problem(which, f"{show(raw)} is not an address or CIDR; "
+                                        "left out (those clients stay limited)"))
+            continue
+        if net.version == 6 and net.prefixlen != 128:
+            diags.append(parsed.problem(which, f"{show(raw)}: IPv6 ranges other than one "
+                                        "address are not supported; left out (those "
+                                        "clients stay limited)", Reason.UNSUPPORTED))
+            continue
+        if str(net) not in out:
+            out.append(str(net))
+    return tuple(sorted(out))

@@ -46,6 +46,7 @@ from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
+from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import OneService, cluster_names, translate_service
 from kxds.translators.translation import (
@@ -54,6 +55,7 @@ from kxds.translators.translation import (
     guarded,
     sorted_diagnostics,
 )
+from kxds.translators.upstream_lb import apply_cluster_options
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -311,13 +313,18 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     gateway_api = ctx.query(GATEWAY_API, None)
     defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
     table, joined = merge_into(table, gateway_api.routes, defaults)
+    ours: tuple[Ingress, ...] = ctx.query(OURS, None)
+    table, named = apply_host_names(table, ours)
+    clusters = svc.clusters
+    if merged.clusters:  # the routes' own (DNS mirror targets)
+        clusters = tuple(sorted((*clusters, *merged.clusters), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
-        table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
-    base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
+        table = ingress.unavailable_without(table, {c.name for c in clusters})
+    base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
-    ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
+    secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))
@@ -329,7 +336,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics,
                                        gateway_api.routes.diagnostics, joined,
-                                       gateway_api.diagnostics))
+                                       gateway_api.diagnostics, named))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

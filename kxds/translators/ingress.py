@@ -39,6 +39,7 @@ from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.ir import (
     AccessPolicy,
+    Cluster,
     DirectResponse,
     Forward,
     HttpListener,
@@ -53,7 +54,7 @@ from kxds.ir import (
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.annotations import Annotation
-from kxds.translators.annotations.registry import APP_ROOT, DEFAULT_BACKEND
+from kxds.translators.annotations.registry import APP_ROOT, DEFAULT_BACKEND, MIRROR_TARGET
 from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
 from kxds.translators.config import TranslateConfig
 from kxds.translators.error_pages import (
@@ -62,6 +63,7 @@ from kxds.translators.error_pages import (
     error_route,
     with_error_pages,
 )
+from kxds.translators.mirror import MirrorPlan, mirror_plan
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.route_policy import (
     IngressPolicy,
@@ -127,6 +129,8 @@ class MergedRoutes:
     backends: frozenset[Target]
     """Every Service cluster a route (or the default backend) forwards to: the edge
     builds these clusters and no others."""
+    clusters: tuple[Cluster, ...] = ()
+    """Clusters of the routes' own (DNS mirror targets), sorted by name."""
 
 
 def merge_routes(ones: Iterable[IngressRoutes],
@@ -139,7 +143,13 @@ def merge_routes(ones: Iterable[IngressRoutes],
     """
     acc = _Routes()
     canaries = []
+    own_clusters: dict[str, Cluster] = {}
     for one in ones:
+        if one.mirror is not None and one.canary is None:
+            if one.mirror.target is not None:
+                acc.backends.add(one.mirror.target)
+            if one.mirror.cluster is not None:
+                own_clusters.setdefault(one.mirror.cluster.name, one.mirror.cluster)
         if one.canary is not None:
             acc.diagnostics += one.diagnostics
             canaries.append((one.ref, *one.canary))
@@ -159,7 +169,8 @@ def merge_routes(ones: Iterable[IngressRoutes],
         else:
             built[host] = (inputs, _virtual_host(host, *inputs))
     vhosts = sorted((vh for _, vh in built.values()), key=lambda vh: vh.name)
-    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built, frozenset(acc.backends))
+    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built, frozenset(acc.backends),
+                        tuple(own_clusters[k] for k in sorted(own_clusters)))
 
 
 def _host_inputs(host: str, acc: _Routes) -> _HostInputs:
@@ -208,6 +219,8 @@ class IngressRoutes:
     canary: tuple[CanaryRule, tuple[CanaryPath, ...]] | None = None
     """A canary Ingress: its rule and paths, added to the main Ingresses' routes
     (it then has no ``paths`` of its own)."""
+    mirror: MirrorPlan | None = None
+    """Where copies of its requests go (``mirror-target``)."""
 
 
 def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
@@ -230,6 +243,9 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=pol.diagnostics)
         return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
     own: list[Diagnostic] = list(pol.diagnostics)
+    plan = mirror_plan(state, pol.parsed, clusters, own, policies)
+    if plan is not None:
+        pol = replace(pol, forward=replace(pol.forward, mirrors=(plan.mirror,)))
     paths: list[_Candidate] = []
     errors = _error_backend(state, ing, pol, own)
     for i, rule in enumerate(ing.rules):
@@ -254,6 +270,10 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     if errors is not None:
         paths += _error_routes(state, ing, pol, errors, paths, clusters, policies)
     rule_of = canary_rule(pol.parsed, own)
+    if rule_of is not None and plan is not None:
+        own.append(pol.parsed.problem(MIRROR_TARGET, "not applied on a canary Ingress: its "
+                                      "requests are mirrored as the main Ingress says",
+                                      Reason.UNSUPPORTED))
     if rule_of is not None:
         canary = tuple(CanaryPath(c.host, c.route, c.field_path, c.diagnostics, c.target)
                        for c in paths)
@@ -268,7 +288,8 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
         default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
             action=action, access=access)), tuple(diags), target)
-    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own))
+    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own),
+                         mirror=plan)
 
 
 SNIPPETS = frozenset({"configuration-snippet", "server-snippet", "auth-snippet",
@@ -338,6 +359,10 @@ def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
         if isinstance(r.action, Forward) and any(
                 b.cluster not in clusters for b in r.action.backends):
             return replace(r, action=UNAVAILABLE, access=None)
+        if isinstance(r.action, Forward) and any(
+                m.cluster not in clusters for m in r.action.mirrors):
+            return replace(r, action=replace(r.action, mirrors=tuple(
+                m for m in r.action.mirrors if m.cluster in clusters)))
         return r
 
     return replace(table, virtual_hosts=tuple(

@@ -35,6 +35,7 @@ from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations.values import re2_problem
 from kxds.translators.cors_limits import cors_policy, rate_limit
+from kxds.translators.upstream_lb import with_upstream
 
 DEFAULT_TIMEOUT_MS = 60_000
 """ingress-nginx's proxy-read-timeout and proxy-send-timeout default (60 s)."""
@@ -103,10 +104,15 @@ def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
     with ``limit_status``."""
     parsed = ann.parse(ing)
     diags = list(parsed.diagnostics)
+    if parsed.get(r.NEXT_UPSTREAM_TIMEOUT) and _retry(parsed) is None:
+        diags.append(parsed.problem(r.NEXT_UPSTREAM_TIMEOUT, "no effect: requests are tried "
+                                    "once (kxds retries only as proxy-next-upstream asks)",
+                                    Reason.UNSUPPORTED))
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
     return IngressPolicy(
-        parsed=parsed, forward=_forward(parsed), policy=route_policy(parsed, diags, limit_status),
+        parsed=parsed, forward=with_upstream(_forward(parsed), parsed, diags),
+        policy=route_policy(parsed, diags, limit_status),
         redirect=_redirect(parsed, diags), app_root=_app_root(parsed, diags),
         regex_paths=regex_paths, rewrite=rewrite, diagnostics=tuple(diags))
 
@@ -134,7 +140,8 @@ def _retry(parsed: ann.Parsed) -> ir.RetryPolicy | None:
     if tries < 2:
         return None
     codes = tuple(sorted(int(w[5:]) for w in words if w.startswith("http_")))
-    return ir.RetryPolicy(attempts=tries, reset="non_idempotent" in words, status_codes=codes)
+    return ir.RetryPolicy(attempts=tries, reset="non_idempotent" in words, status_codes=codes,
+                          per_try_timeout_ms=parsed.get(r.NEXT_UPSTREAM_TIMEOUT) or None)
 
 
 def _session_cookie(parsed: ann.Parsed) -> ir.SessionCookie | None:

@@ -43,10 +43,10 @@ BACKEND_PROTOCOL = Annotation(
     "FCGI and AJP are reported and the backend is reached over HTTP/1.1",
     v.choice("HTTP", "HTTPS", "GRPC", "GRPCS", "H2C", "AUTO_HTTP", "FCGI", "AJP"),
     reported_elsewhere=True)
-CONNECT_TIMEOUT = _unsupported(
-    "proxy-connect-timeout", F.PROTOCOLS,
-    "every cluster keeps Envoy's 5 s connect timeout: a Service's cluster is shared by "
-    "every Ingress routing to it, so one Ingress's timeout needs a cluster of its own")
+CONNECT_TIMEOUT = Annotation(
+    "proxy-connect-timeout", F.PROTOCOLS, S,
+    "cluster connect_timeout (a twin of the Service's cluster for the Ingress's routes)",
+    "default 5 s, as nginx", v.seconds(1, 3600))
 READ_TIMEOUT = Annotation(
     "proxy-read-timeout", F.PROTOCOLS, P, "route idle_timeout, route timeout 0",
     "Envoy's stream idle timeout (default 60 s) counts silence both ways; a backend "
@@ -84,8 +84,12 @@ NEXT_UPSTREAM = Annotation(
 NEXT_UPSTREAM_TRIES = Annotation(
     "proxy-next-upstream-tries", F.PROTOCOLS, S, "retry_policy num_retries (tries - 1)",
     "attempts in all; default 3 with proxy-next-upstream", v.integer(1, 100))
-NEXT_UPSTREAM_TIMEOUT = _unsupported("proxy-next-upstream-timeout", F.PROTOCOLS,
-                                     "no retries yet (see proxy-next-upstream)")
+NEXT_UPSTREAM_TIMEOUT = Annotation(
+    "proxy-next-upstream-timeout", F.PROTOCOLS, P, "retry_policy per_try_timeout",
+    "bounds each attempt's wait for its answer to begin (an answer once begun is never "
+    "cut), not the whole time spent trying as nginx does; an attempt over it is tried "
+    "again on another endpoint (within the tries) only with 'non_idempotent', else "
+    "answered 504; 0 is no bound; with proxy-next-upstream only", v.seconds(0, 31_536_000))
 SERVICE_UPSTREAM = _unsupported(
     "service-upstream", F.PROTOCOLS,
     "kxds always balances over the Service's endpoints, never its cluster IP")
@@ -136,16 +140,20 @@ TEMPORAL_REDIRECT = Annotation("temporal-redirect", F.REWRITES, S, "route redire
 TEMPORAL_REDIRECT_CODE = Annotation(
     "temporal-redirect-code", F.REWRITES, S, "redirect response_code", "",
     v.choice("301", "302", "303", "307", "308"), documented=False)
-FROM_TO_WWW = _unsupported(
-    "from-to-www-redirect", F.REWRITES,
-    "no virtual host is added for the other name; requests to it are not redirected")
+FROM_TO_WWW = Annotation(
+    "from-to-www-redirect", F.REWRITES, P, "a virtual host for the other name, redirect (308)",
+    "www.x redirects to x (and x to www.x for a host www.x) unless the other name is "
+    "served already (reported); over HTTPS only where a TLS chain serves the other name; "
+    "not for wildcard hosts", v.boolean)
 X_FORWARDED_PREFIX = Annotation("x-forwarded-prefix", F.REWRITES, S,
                                 "request_headers_to_add x-forwarded-prefix", "", v.text)
 UPSTREAM_VHOST = Annotation("upstream-vhost", F.REWRITES, S, "route host_rewrite_literal",
                             "", v.text)
-SERVER_ALIAS = _unsupported(
-    "server-alias", F.REWRITES,
-    "the alias names get no virtual host; list them as rule hosts instead")
+SERVER_ALIAS = Annotation(
+    "server-alias", F.REWRITES, P, "more domains on the host's virtual host",
+    "the names serve the Ingress's first host (every Ingress's paths of it); an alias "
+    "already served as a host or alias is reported and not added; over HTTPS only where "
+    "a TLS chain serves the alias", v.items)
 PRESERVE_TRAILING_SLASH = _unsupported(
     "preserve-trailing-slash", F.REWRITES,
     "HTTPS redirects keep the path exactly as requested (the slash is always kept)")
@@ -194,16 +202,25 @@ SESSION_COOKIE_CHANGE_ON_FAILURE = Annotation(
 SESSION_COOKIE_CONDITIONAL_SAMESITE_NONE = _unsupported(
     "session-cookie-conditional-samesite-none", F.AFFINITY,
     "SameSite is sent to every browser alike")
-UPSTREAM_HASH_BY = _unsupported(
-    "upstream-hash-by", F.AFFINITY,
-    "not yet: requests are balanced round robin (Envoy ring hash with a hash_policy to come)")
-UPSTREAM_HASH_BY_SUBSET = _unsupported("upstream-hash-by-subset", F.AFFINITY,
-                                       "not yet (see upstream-hash-by)")
+UPSTREAM_HASH_BY = Annotation(
+    "upstream-hash-by", F.AFFINITY, P,
+    "route hash_policy, cluster lb_policy RING_HASH (a twin of the Service's cluster)",
+    "variables $remote_addr, $request_uri, $host, $http_<name>, $cookie_<name>, "
+    "$arg_<name>, alone or combined (one hash_policy each; text between them is "
+    "ignored); others are reported; a request without the header, cookie or parameter "
+    "is balanced at random (nginx hashes the empty string)", v.text)
+UPSTREAM_HASH_BY_SUBSET = _unsupported(
+    "upstream-hash-by-subset", F.AFFINITY,
+    "Envoy hashes to one endpoint, not to a subset balanced within; upstream-hash-by "
+    "alone applies")
 UPSTREAM_HASH_BY_SUBSET_SIZE = _unsupported("upstream-hash-by-subset-size", F.AFFINITY,
-                                            "not yet (see upstream-hash-by)")
-LOAD_BALANCE = _unsupported(
-    "load-balance", F.AFFINITY,
-    "not yet: requests are balanced round robin (Envoy least request for ewma to come)")
+                                            "see upstream-hash-by-subset")
+LOAD_BALANCE = Annotation(
+    "load-balance", F.AFFINITY, P,
+    "cluster lb_policy (a twin of the Service's cluster)",
+    "round_robin; ewma is Envoy's LEAST_REQUEST (fewer active requests of two hosts "
+    "picked at random), the closest Envoy policy; upstream-hash-by wins when both are set",
+    v.choice("round_robin", "ewma"))
 
 # --- headers and CORS ---------------------------------------------------------------
 
@@ -256,14 +273,21 @@ LIMIT_RPM = Annotation("limit-rpm", F.LIMITS, P,
                        v.integer(1, 60_000_000))
 LIMIT_BURST_MULTIPLIER = Annotation("limit-burst-multiplier", F.LIMITS, S,
                                     "token bucket max_tokens", "", v.integer(1, 1000))
-LIMIT_ALLOWLIST = _unsupported(
-    "limit-allowlist", F.LIMITS,
-    "not yet: every client address is limited (the safe side)", documented=False)
-LIMIT_WHITELIST = _unsupported("limit-whitelist", F.LIMITS,
-                               "not yet: every client address is limited (the safe side)")
+LIMIT_ALLOWLIST = Annotation(
+    "limit-allowlist", F.LIMITS, P,
+    "local rate limit descriptor: clients in these CIDRs match no bucket",
+    "IPv4 CIDRs and single IPv6 addresses; a wider IPv6 range is reported and those "
+    "clients stay limited; limit-allowlist wins over limit-whitelist", v.items,
+    documented=False)
+LIMIT_WHITELIST = Annotation(
+    "limit-whitelist", F.LIMITS, P,
+    "local rate limit descriptor: clients in these CIDRs match no bucket",
+    "as limit-allowlist", v.items)
 LIMIT_CONNECTIONS = _unsupported(
     "limit-connections", F.LIMITS,
-    "not yet: connections per client address are not limited")
+    "Envoy has no limit of concurrent connections per client address (its connection "
+    "limit filter counts all clients together, which would let one client lock out the "
+    "rest): connections are not limited; limit-rps/limit-rpm limit each client's requests")
 LIMIT_RATE = _unsupported("limit-rate", F.LIMITS, "response bandwidth is not limited")
 LIMIT_RATE_AFTER = _unsupported("limit-rate-after", F.LIMITS,
                                 "response bandwidth is not limited")
@@ -395,10 +419,20 @@ DEFAULT_BACKEND = Annotation(
 DISABLE_PROXY_INTERCEPT_ERRORS = _unsupported(
     "disable-proxy-intercept-errors", F.ERRORS, "errors are never intercepted",
     documented=False)
-MIRROR_TARGET = _unsupported("mirror-target", F.ERRORS,
-                             "not yet: requests are not mirrored")
-MIRROR_REQUEST_BODY = _unsupported("mirror-request-body", F.ERRORS, "see mirror-target")
-MIRROR_HOST = _unsupported("mirror-host", F.ERRORS, "see mirror-target", documented=False)
+MIRROR_TARGET = Annotation(
+    "mirror-target", F.ERRORS, P, "route request_mirror_policies",
+    "an in-cluster http://<svc>.<ns>.svc[:port] target goes to that Service's endpoints, "
+    "any other host to a DNS cluster (https: TLS with the host as SNI, not verified); the "
+    "copy keeps the request's path (a target path other than $request_uri is reported); "
+    "loopback, link-local and metadata addresses, and Services admitting only some "
+    "clients, are refused", v.text)
+MIRROR_REQUEST_BODY = Annotation(
+    "mirror-request-body", F.ERRORS, P, "route request_mirror_policies",
+    "'on' only: Envoy always mirrors the body ('off' is reported)", v.boolean)
+MIRROR_HOST = Annotation("mirror-host", F.ERRORS, S,
+                         "request_mirror_policies host_rewrite_literal",
+                         "the copy's Host; default the target's host", v.text,
+                         documented=False)
 
 # --- buffering and nginx tuning ----------------------------------------------------------
 
