@@ -214,13 +214,15 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     Ingress answer 503 (:func:`refused_routes`): fail closed, never open.
     """
     ref = ing.meta.ref
-    pol = ingress_policy(ing, limit_status)
-    refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets)
+    pol = ingress_policy(ing, limit_status, state.secrets)
+    refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets) or pol.refused
     if refused is not None:
-        # The annotation's own diagnostic (among the policy's) says so already.
+        # The annotation's own diagnostic (among the policy's) says so already, but
+        # for authentication that cannot be honoured (its refusal says why).
+        own_diags = (*pol.diagnostics, *((refused,) if refused is pol.refused else ()))
         if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
-            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=pol.diagnostics)
-        return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
+            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=own_diags)
+        return replace(failed_routes(ing, refused), diagnostics=own_diags)
     own: list[Diagnostic] = list(pol.diagnostics)
     paths: list[_Candidate] = []
     for i, rule in enumerate(ing.rules):
