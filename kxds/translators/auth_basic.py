@@ -130,7 +130,8 @@ def _users(parsed: ann.Parsed, key: Key, secrets: Mapping[Key, Secret] | None,
            diags: list[Diagnostic]) -> tuple[str, ...] | None:
     """The Secret's usable htpasswd lines; None (a refusal last in ``diags``) when none."""
     shown = f"Secret {key[0]}/{key[1]}"
-    secret = (secrets or {}).get(key)
+    # .get only: the incremental translation then re-runs this Ingress for this Secret alone.
+    secret = secrets.get(key) if secrets is not None else None
     if secret is None:
         diags.append(parsed.problem(r.AUTH_SECRET, f"{shown} not found; {_REFUSE}",
                                     Reason.SECRET_NOT_FOUND))
