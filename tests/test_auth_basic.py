@@ -176,3 +176,28 @@ def test_route_dump_redacts_the_hashes() -> None:
     unredacted = resources_to_yaml(build_resources(translate(state, TranslateConfig()).ir),
                                    redact=False)
     assert sha("a") in unredacted
+
+
+def test_auth_filters_follow_access_rules_and_cors_and_are_off_by_default() -> None:
+    from kxds.envoy.filter_names import BASIC_AUTH, CORS, HTTP_RBAC, ROUTER, SATISFY_ANY
+    from kxds.envoy.listeners import build_http_filters
+
+    filters = build_http_filters()
+    order = [f.name for f in filters]
+    assert order.index(HTTP_RBAC) < order.index(CORS) < order.index(SATISFY_ANY)
+    assert order.index(SATISFY_ANY) < order.index(BASIC_AUTH) < order.index(ROUTER)
+    by_name = {f.name: f for f in filters}
+    assert by_name[BASIC_AUTH].disabled and by_name[SATISFY_ANY].disabled
+
+
+def test_satisfy_any_marker_per_route_and_none_for_an_empty_set() -> None:
+    from kxds.envoy import satisfy_any
+
+    ref = ir.ObjectRef("Ingress", "default", "site")
+    basic = ir.BasicAuth(ref=ref, users=(ALICE,))
+    assert satisfy_any.per_route(ir.RouteAuth(basic=basic)) == {}
+    empty = ir.ClientSet(name="x", refs=(ref,))
+    assert satisfy_any.per_route(ir.RouteAuth(basic=basic, satisfy_any=empty)) == {}
+    some = ir.ClientSet(name="x", refs=(ref,), ranges=(ir.IPRange(cidr="10.0.0.0/8"),))
+    assert list(satisfy_any.per_route(ir.RouteAuth(basic=basic, satisfy_any=some))) == [
+        "kxds.filters.http.satisfy_any"]

@@ -98,7 +98,7 @@ def basic_auth(ing: Ingress, parsed: ann.Parsed,
             r.AUTH_REALM, "not sent: Envoy's basic auth filter always uses the request's URL "
             "as the realm", Reason.UNSUPPORTED))
     basic = ir.BasicAuth(ref=ObjectRef("Secret", *secret_ref), users=users, realm=realm)
-    satisfy_any = _satisfy_any(ing, parsed, diags)
+    satisfy_any = satisfy_any_set(ing, parsed, diags)
     return AuthResult(ir.RouteAuth(basic=basic, satisfy_any=satisfy_any), None, tuple(diags))
 
 
@@ -250,10 +250,12 @@ def _usable(parsed: ann.Parsed, shown: str, entries: list[tuple[str, str]],
     return tuple(out)
 
 
-def _satisfy_any(ing: Ingress, parsed: ann.Parsed,
+def satisfy_any_set(ing: Ingress, parsed: ann.Parsed,
                  diags: list[Diagnostic]) -> ir.ClientSet | None:
     """With ``satisfy: any``, the clients admitted without authenticating: those the
-    allow-list annotations admit (every one of them, when several are set)."""
+    allow-list annotations admit (every one of them, when several are set). Any
+    authentication kind puts it in :attr:`~kxds.ir.RouteAuth.satisfy_any`, and the
+    Ingress's routes then drop those allow lists (:func:`relax_access`)."""
     raw = parsed.get(r.SATISFY)
     if raw is None:
         if r.SATISFY.name in parsed.keys:
