@@ -28,6 +28,7 @@ from kxds.envoy.filter_names import (
     BASIC_AUTH,
     BUFFER,
     CORS,
+    CUSTOM_RESPONSE,
     HTTP_RBAC,
     LOCAL_RATE_LIMIT,
     STATEFUL_SESSION,
@@ -223,6 +224,10 @@ def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
         per_filter[LOCAL_RATE_LIMIT].CopyFrom(http_policy.rate_limit(policy.rate_limit))
     if policy.auth is not None:
         _set_auth(per_filter, policy.auth)
+    if policy.error_pages is not None:
+        per_filter[CUSTOM_RESPONSE].CopyFrom(http_policy.error_pages(policy.error_pages))
+        msg.request_headers_to_add.extend(http_policy.header_options(
+            (ir.Header(name=http_policy.ORIGINAL_URI, value="%REQ(:PATH)%"),), overwrite=True))
     if not policy.access_log:
         msg.metadata.filter_metadata[NO_LOG].SetInParent()
 
