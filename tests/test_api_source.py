@@ -460,6 +460,7 @@ def test_secrets_read_only_in_the_watched_namespaces(api: FakeApi) -> None:
         api.apply(ingress("later", tls_secret="later", ns="team"))
         run.wait(lambda s: ("team", "later") in s.secrets)
     assert api.count("GET", "/api/v1/namespaces/team/secrets", "watch=")
+    assert api.count("GET", "/api/v1/namespaces/team/secrets", "fieldSelector=type%3DOpaque")
     assert api.count("GET", "/api/v1/namespaces/default/secrets", "watch=")
     assert not api.count("GET", "/api/v1/secrets")
     assert not api.count("GET", "/api/v1/namespaces/other/secrets")
@@ -485,6 +486,10 @@ def test_opaque_secrets_are_read_for_authentication(api: FakeApi) -> None:
     populate(api)
     applied = "kubectl.kubernetes.io/last-applied-configuration"
     api.apply(opaque("users", annotations={applied: "{...a copy of the data...}"}))
+    untyped = opaque("untyped")
+    del untyped["type"]  # the API server defaults it to Opaque
+    api.apply(untyped)
+    api.apply(basic_auth_ingress("untyped-user", "untyped"))
     api.apply(basic_auth_ingress("private", "users"))
     api.apply(secret("token", "kubernetes.io/service-account-token"))
     api.apply(basic_auth_ingress("token-user", "token"))
@@ -494,6 +499,7 @@ def test_opaque_secrets_are_read_for_authentication(api: FakeApi) -> None:
         assert users.type == "Opaque" and users.data["auth"].startswith(b"alice:")
         assert users.meta.annotations == {}
         assert ("default", "token") not in state.secrets  # filtered by the server
+        assert state.secrets[("default", "untyped")].type == "Opaque"
         assert ("default", "shop-tls") in state.secrets
         # A change to the Opaque Secret arrives through its own watch.
         api.apply(opaque("users", labels={"rotated": "yes"}))
