@@ -218,8 +218,9 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     Its annotations (:mod:`kxds.translators.route_policy`) are applied to every
     route; a canary Ingress's paths are kept apart (:mod:`kxds.translators.canary`).
     An annotation that narrows who may reach the routes and that kxds cannot
-    honour (authentication, a WAF, an nginx snippet) makes every route of the
-    Ingress answer 503 (:func:`refused_routes`): fail closed, never open.
+    honour (authentication other than basic, basic authentication whose Secret
+    is unusable, a WAF, an nginx snippet) makes every route of the Ingress
+    answer 503 (:func:`failed_routes`): fail closed, never open.
     """
     ref = ing.meta.ref
     pol = ingress_policy(ing, limit_status, state.secrets)
