@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kxds import ir
 from kxds.diagnostics import Reason
@@ -201,3 +205,45 @@ def test_satisfy_any_marker_per_route_and_none_for_an_empty_set() -> None:
     some = ir.ClientSet(name="x", refs=(ref,), ranges=(ir.IPRange(cidr="10.0.0.0/8"),))
     assert list(satisfy_any.per_route(ir.RouteAuth(basic=basic, satisfy_any=some))) == [
         "kxds.filters.http.satisfy_any"]
+
+
+_SHA_LINE = re.compile(r"[^:\s]+:\{SHA\}[A-Za-z0-9+/]{27}=")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda u, p: f"{u}:{sha(p)}", st.text(min_size=1, max_size=12), st.text()),
+    st.builds(lambda u, h: f"{u}:{h}", st.text(max_size=12), st.text(max_size=40))),
+    max_size=12))
+def test_any_htpasswd_text_gives_only_lines_envoy_accepts(lines: list[str]) -> None:
+    """Whatever a Secret holds, only ``user:{SHA}<28 chars>`` lines reach Envoy (a line
+    it rejects would NACK the whole route table), each user once."""
+    state = load_text(SERVICE + secret("users", {"auth": ""}) + ingress(BASIC))
+    ing = state.ingresses[("default", "site")]
+    template = state.secrets[("default", "users")]
+    # Built directly: the YAML loader has its own rules for what text it reads.
+    raw = "\n".join(lines).encode("utf-8", "surrogatepass")
+    held = {("default", "users"): dataclasses.replace(template, data={"auth": raw})}
+    result = basic_auth(ing, ann.parse(ing), held)
+    users = result.auth.basic.users if result.auth and result.auth.basic else ()
+    assert all(_SHA_LINE.fullmatch(u) and u.isprintable() for u in users)
+    names = [u.partition(":")[0] for u in users]
+    assert len(names) == len(set(names))
+    assert (result.refused is None) == bool(users)
+
+
+def test_unusual_user_names_pass_envoy_validation() -> None:
+    from kxds.envoy.validate import find_envoy, validate_with_envoy
+
+    if find_envoy() is None:
+        pytest.skip("no envoy binary")
+    text = "\n".join(f"{u}:{sha(u)}" for u in ("jürgen", "a.b-c_d@example.com", "ÆØÅ", "x!#$%"))
+    state = load_text(SERVICE + secret("users", {"auth": text}) + ingress({
+        **BASIC, N + "satisfy": "any", N + "whitelist-source-range": "10.0.0.0/8, fd00::/8"}))
+    t = translate(state, TranslateConfig())
+    [route] = _routes(state, "site.test")
+    assert route.policy is not None and route.policy.auth is not None
+    assert route.policy.auth.basic is not None and len(route.policy.auth.basic.users) == 4
+    ok, output = validate_with_envoy(build_resources(t.ir))
+    assert ok, output[-2000:]
