@@ -4,18 +4,29 @@ Conformance intent restated (kubernetes-sigs/gateway-api conformance/tests): a r
 attached to a Gateway listener serves its hostnames and paths (HTTPRouteSimpleSameNamespace,
 HTTPRouteMatching), weighted backendRefs split traffic (HTTPRouteWeight), and a backendRef
 that does not resolve answers 500 (HTTPRouteInvalidNonExistentBackendRef); an Ingress and
-an HTTPRoute share a host.
+an HTTPRoute share a host. Header, query parameter, method and RegularExpression path
+matches, precedence across Routes, header modifiers, redirects, rewrites and mirrors
+(HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
+HTTPRouteMatchingAcrossRoutes, HTTPRouteRequestHeaderModifier,
+HTTPRouteResponseHeaderModifier, HTTPRouteRequestRedirect, HTTPRouteRewritePath,
+HTTPRouteRewriteHost, HTTPRouteRequestMirror, HTTPRouteTimeoutBackendRequest), and
+GRPCRoute methods and headers to a gRPC backend (GRPCExactMethodMatching,
+GRPCRouteHeaderMatching).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, write_manifests
+from e2e.harness import EchoBackend, Gateway, Process, wait_for, write_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +85,9 @@ spec:
     backendRefs: [{name: a, port: 80, weight: 1}, {name: b, port: 80, weight: 1}]
   - matches: [{path: {type: Exact, value: /missing}}]
     backendRefs: [{name: nowhere, port: 80}]
+  # The Ingress's own path, for requests with a header only: before the Ingress route.
+  - matches: [{path: {value: /ingress}, headers: [{name: x-beta, value: "1"}]}]
+    backendRefs: [{name: b, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -104,6 +118,7 @@ def test_gateway_routes_beside_an_ingress(manifests_dir: Path, backends: dict[st
     gw = kxds_envoy(manifests_dir)
     gw.wait_backend("/gateway", "shop.test", (200, "b"))
     assert gw.backend("/ingress/x", host="shop.test") == (200, "a")  # the Ingress, same host
+    assert gw.backend("/ingress/x", host="shop.test", headers={"x-beta": "1"}) == (200, "b")
     assert gw.backend("/", host="api.test") == (200, "a")  # a route of its own hostname
     assert gw.backend("/missing", host="shop.test")[0] == 500  # the spec's answer
     assert gw.backend("/other", host="shop.test")[0] == 404  # nothing matches
@@ -116,3 +131,324 @@ def test_gateway_routes_beside_an_ingress(manifests_dir: Path, backends: dict[st
     assert "GatewayClass kxds: Accepted=True" in page
     assert "Gateway default/gw: Accepted=True" in page
     assert "HTTPRoute default/shop: parent" in page and "BackendNotFound" in page
+
+
+# Matches and filters, each rule restating the intent of an upstream conformance test
+# (named beside it) on its own path of one host.
+MATCHES_AND_FILTERS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [match.test]
+  rules:
+  # HTTPRouteMatchingAcrossRoutes: the newer Route's header match wins over age.
+  - matches: [{path: {value: /across}}]
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matches, namespace: default, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [match.test]
+  rules:
+  - matches: [{path: {value: /across}, headers: [{name: x-team, value: b}]}]
+    backendRefs: [{name: b, port: 80}]
+  # HTTPRouteHeaderMatching: exact values, names case-insensitive, and a regex.
+  - matches: [{path: {value: /headers}, headers: [{name: Version, value: one}]}]
+    backendRefs: [{name: a, port: 80}]
+  - matches:
+    - path: {value: /headers}
+      headers: [{name: version, value: two}, {name: color, type: RegularExpression,
+                 value: "(red|blue)"}]
+    backendRefs: [{name: b, port: 80}]
+  # HTTPRouteQueryParamMatching.
+  - matches: [{path: {value: /query}, queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /query}, queryParams: [{name: animal, type: RegularExpression,
+                                                     value: "dol.*"}]}]
+    backendRefs: [{name: b, port: 80}]
+  # HTTPRouteMethodMatching.
+  - matches: [{path: {value: /method}, method: POST}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /method}, method: GET}]
+    backendRefs: [{name: b, port: 80}]
+  # RegularExpression paths: the whole path.
+  - matches: [{path: {type: RegularExpression, value: "/regex/[0-9]+"}}]
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [match.test]
+  rules:
+  # HTTPRouteRequestHeaderModifier and HTTPRouteResponseHeaderModifier, and a
+  # backendRef's own request header modifier.
+  - matches: [{path: {value: /modify}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: set}]
+        add: [{name: X-Add, value: added}]
+        remove: [X-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Response-Set, value: set}]
+        remove: [X-Echo-Backend]
+    backendRefs:
+    - name: b
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: X-Backend, value: b}]}
+  # HTTPRouteRequestRedirect (scheme, hostname, prefix path, status) and the port.
+  - matches: [{path: {value: /redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: new.test, statusCode: 301,
+                        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {value: /moved}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8081, path: {type: ReplaceFullPath, replaceFullPath: /full}}
+  # HTTPRouteRewritePath and HTTPRouteRewriteHost.
+  - matches: [{path: {value: /strip}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.test,
+                   path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /full-rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /replaced}}
+    backendRefs: [{name: a, port: 80}]
+  # HTTPRouteTimeoutBackendRequest: each attempt's timeout.
+  - matches: [{path: {value: /slow}}]
+    timeouts: {request: 20s, backendRequest: 1s}
+    backendRefs: [{name: a, port: 80}]
+  # HTTPRouteRequestMirror.
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}}
+    backendRefs: [{name: a, port: 80}]
+"""
+
+
+@pytest.fixture
+def three_backends(tmp_path: Path) -> Iterator[dict[str, EchoBackend]]:
+    started = {name: EchoBackend(name, tmp_path) for name in ("a", "b", "shadow")}
+    try:
+        yield started
+    finally:
+        for b in started.values():
+            b.stop()
+
+
+def _echo(gw: Gateway, path: str, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+    status, headers, body = gw.get(path, host="match.test", **kwargs)
+    try:
+        return status, headers, json.loads(body)
+    except ValueError:
+        return status, headers, None
+
+
+def test_httproute_matches_and_filters_through_envoy(
+        manifests_dir: Path, three_backends: dict[str, EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    write_manifests(manifests_dir, "backends.yaml",
+                    "---".join(service(n, e) for n, e in sorted(three_backends.items())))
+    write_manifests(manifests_dir, "routes.yaml", MATCHES_AND_FILTERS)
+    gw = kxds_envoy(manifests_dir)
+    host = "match.test"
+    gw.wait_backend("/across", host, (200, "a"))
+    # Across Routes: more header matches before the older Route's plain prefix.
+    assert gw.backend("/across", host=host, headers={"x-team": "b"}) == (200, "b")
+    # Headers.
+    assert gw.backend("/headers", host=host, headers={"version": "one"}) == (200, "a")
+    assert gw.backend("/headers", host=host, headers={"VERSION": "one"}) == (200, "a")
+    assert gw.backend("/headers", host=host,
+                      headers={"version": "two", "color": "blue"}) == (200, "b")
+    # The regex matches the whole value; every header match must hold.
+    assert gw.backend("/headers", host=host,
+                      headers={"version": "two", "color": "blueish"})[0] == 404
+    assert gw.backend("/headers", host=host, headers={"version": "two"})[0] == 404
+    assert gw.backend("/headers", host=host)[0] == 404
+    # Query parameters.
+    assert gw.backend("/query?animal=whale", host=host) == (200, "a")
+    assert gw.backend("/query?animal=dolphin", host=host) == (200, "b")
+    assert gw.backend("/query?animal=whaleshark", host=host)[0] == 404
+    assert gw.backend("/query", host=host)[0] == 404
+    # Methods.
+    assert gw.backend("/method", host=host, method="POST") == (200, "a")
+    assert gw.backend("/method", host=host) == (200, "b")
+    assert gw.backend("/method", host=host, method="PUT")[0] == 404
+    # RegularExpression paths match the whole path.
+    assert gw.backend("/regex/42", host=host) == (200, "a")
+    assert gw.backend("/regex/42/more", host=host)[0] == 404
+    assert gw.backend("/regex/abc", host=host)[0] == 404
+
+    # Header modifiers.
+    status, headers, echo = _echo(gw, "/modify", headers={
+        "X-Set": "client", "X-Add": "client", "X-Remove": "gone"})
+    assert status == 200 and echo["backend"] == "b"
+    sent = echo["headers"]
+    assert sent["x-set"] == "set" and "x-remove" not in sent and sent["x-backend"] == "b"
+    # Appended as a second line (the echo backend shows the last line of a name).
+    assert sent["x-add"] in ("added", "client,added"), sent["x-add"]
+    assert headers["x-response-set"] == "set" and "x-echo-backend" not in headers
+
+    # Redirects: the Location is built as the filter says; no backend is asked.
+    status, headers, _ = gw.get("/redirect/page?q=1", host=host)
+    assert (status, headers["location"]) == (301, "https://new.test/new/page?q=1")
+    status, headers, _ = gw.get("/moved/x", host=host)
+    assert (status, headers["location"]) == (302, "http://match.test:8081/full")
+
+    # Rewrites: path prefix and host.
+    status, _, echo = _echo(gw, "/strip/three?x=1")
+    assert status == 200 and (echo["path"], echo["host"]) == ("/three?x=1", "internal.test")
+    assert _echo(gw, "/strip")[2]["path"] == "/"
+    assert _echo(gw, "/full-rewrite/any/thing")[2]["path"] == "/replaced"
+
+    # The attempt's timeout (1 s) cuts a 4 s answer: Envoy's 504.
+    assert gw.backend("/slow", host=host) == (200, "a")
+    assert gw.get("/slow", host=host, headers={"x-echo-delay-ms": "4000"}, timeout=15)[0] == 504
+
+    # Mirror: the shadow backend gets a copy; the client gets a's answer.
+    assert gw.envoy is not None
+    before = gw.envoy.stat("cluster.default/shadow/80.upstream_rq_total")
+    for _ in range(3):
+        assert gw.backend("/mirror", host=host) == (200, "a")
+    gw.envoy.wait_until(
+        lambda e: e.stat("cluster.default/shadow/80.upstream_rq_total") >= before + 3 or None)
+
+
+GRPC_ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.test]
+  rules:
+  # GRPCExactMethodMatching: service and method.
+  - matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
+    backendRefs: [{name: one, port: 50051}]
+  # A service's methods with a header (GRPCRouteHeaderMatching), and a header filter.
+  - matches: [{method: {service: helloworld.Greeter}, headers: [{name: version, value: two}]}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-route, value: greeter}]}
+    backendRefs: [{name: two, port: 50051}]
+  - matches: [{method: {service: helloworld.Greeter}}]
+    backendRefs: [{name: one, port: 50051}]
+"""
+
+
+def _grpc_service(name: str, port: int) -> str:
+    """A Service without appProtocol: the GRPCRoute alone makes kxds speak HTTP/2."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: grpc, port: 50051, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""
+
+
+@pytest.fixture
+def grpc_backends(tmp_path: Path) -> Iterator[dict[str, int]]:
+    script = str(Path(__file__).parent / "grpc_backend.py")
+    started: list[Process] = []
+    ports: dict[str, int] = {}
+    try:
+        for name in ("one", "two"):
+            proc = Process(f"grpc {name}", [sys.executable, script, name],
+                           tmp_path / f"grpc-{name}.log")
+            started.append(proc)
+            ports[name] = int(wait_for(lambda p=proc: _port_line(p), 15.0,
+                                       what=f"grpc backend {name}"))
+        yield ports
+    finally:
+        for p in started:
+            p.stop()
+
+
+def _port_line(proc: Process) -> str | None:
+    text = proc.log_path.read_text(errors="replace")
+    return text.split("\n", 1)[0] if "\n" in text else None
+
+
+def _call(gw: Gateway, method: str, metadata: tuple[tuple[str, str], ...] = ()
+          ) -> tuple[str, Any]:
+    """One unary call through Envoy's HTTP listener (HTTP/2 without TLS):
+    ("OK", the answer) or (the status code's name, None)."""
+    with grpc.insecure_channel(f"127.0.0.1:{gw.http_port}",
+                               options=[("grpc.default_authority", "grpc.test")]) as ch:
+        try:
+            answer = ch.unary_unary(method)(b"{}", metadata=metadata, timeout=5)
+        except grpc.RpcError as e:
+            return e.code().name, None  # type: ignore[attr-defined]
+    return "OK", json.loads(answer)
+
+
+def test_grpcroute_methods_and_headers_through_envoy(
+        manifests_dir: Path, grpc_backends: dict[str, int],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    write_manifests(manifests_dir, "backends.yaml",
+                    "---".join(_grpc_service(n, p) for n, p in sorted(grpc_backends.items())))
+    write_manifests(manifests_dir, "routes.yaml", GRPC_ROUTES)
+    gw = kxds_envoy(manifests_dir)
+
+    def say_hello() -> bool:
+        status, answer = _call(gw, "/helloworld.Greeter/SayHello")
+        return status == "OK" and answer["backend"] == "one"
+    wait_for(say_hello, 30.0, what="SayHello through Envoy")
+    status, answer = _call(gw, "/helloworld.Greeter/SayGoodbye", (("version", "two"),))
+    assert status == "OK" and answer["backend"] == "two"
+    assert answer["method"] == "/helloworld.Greeter/SayGoodbye"
+    assert answer["metadata"]["x-route"] == "greeter"
+    # The exact method match goes before the service's header match.
+    assert _call(gw, "/helloworld.Greeter/SayHello", (("version", "two"),))[1]["backend"] == "one"
+    assert _call(gw, "/helloworld.Greeter/SayGoodbye")[1]["backend"] == "one"
+    # No rule for another service: Envoy answers 404, which gRPC calls UNIMPLEMENTED.
+    assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
+    status, page = gw.kxds.get("/debug/gateway-api")
+    assert "GRPCRoute default/greeter: parent" in page

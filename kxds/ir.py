@@ -242,6 +242,10 @@ class MatchKind(enum.StrEnum):
     """Plain string prefix; used for ``/``."""
     REGEX = "regex"
     """An RE2 regular expression the whole path must match (Envoy ``safe_regex``)."""
+    FULL_REGEX = "full_regex"
+    """An RE2 regular expression matching the whole path as written, case-sensitive
+    (Gateway API ``RegularExpression``; REGEX is ingress-nginx's case-insensitive
+    prefix)."""
 
 
 class HeaderMatchKind(enum.StrEnum):
@@ -266,6 +270,16 @@ class HeaderMatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QueryMatch:
+    """A condition on a query parameter (Envoy ``QueryParameterMatcher``): EXACT or
+    REGEX (RE2, the whole value)."""
+
+    name: str
+    kind: HeaderMatchKind = HeaderMatchKind.EXACT
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PathMatch:
     """The path a route matches, and how."""
 
@@ -282,6 +296,19 @@ class WeightedBackend:
     weight: int = 1
     """Relative to the weights of the route's other backends (Envoy's
     ``weighted_clusters``); unused when the route has one backend."""
+    request_headers: HeaderChanges | None = None
+    """Changes to requests sent to this backend only (the weighted cluster's)."""
+    response_headers: HeaderChanges | None = None
+    """Changes to the responses of this backend only."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """A copy of the requests sent to ``cluster`` (its answers are dropped)."""
+
+    cluster: str
+    percent: float = 100.0
+    """Of the requests, 0-100."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,6 +334,11 @@ class Forward:
     filter, per route)."""
     retry: RetryPolicy | None = None
     """Try another endpoint when an attempt fails (Envoy's route ``retry_policy``)."""
+    mirrors: tuple[Mirror, ...] = ()
+    """Copies of the requests to other clusters (Envoy ``request_mirror_policies``)."""
+    per_try_timeout_ms: int | None = None
+    """Each attempt's timeout (Envoy's retry policy ``per_try_timeout``); None: none
+    but the route's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,6 +381,9 @@ class Redirect:
     path: str | None = None
     """The whole new path (Envoy ``path_redirect``); None keeps the request's."""
     strip_query: bool = False
+    rewrite: PathRewrite | None = None
+    """The request's path rewritten, as for a :class:`Forward` (Envoy
+    ``prefix_rewrite``, ``regex_rewrite``); exclusive with ``path``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -536,6 +571,8 @@ class Route:
     """Client-IP rules for the route (per-route RBAC config); None is open."""
     headers: tuple[HeaderMatch, ...] = ()
     """Further conditions on request headers (canary by header or cookie)."""
+    query: tuple[QueryMatch, ...] = ()
+    """Further conditions on query parameters."""
     policy: RoutePolicy | None = None
     wildcard_host: str | None = None
     """For a rule of a ``*.`` host: the route also requires the request host to be
@@ -821,6 +858,12 @@ def _route_clusters(table: RouteTable) -> set[str]:
         for r in vh.routes
         if isinstance(r.action, Forward)
         for b in r.action.backends
+    } | {
+        m.cluster
+        for vh in table.virtual_hosts
+        for r in vh.routes
+        if isinstance(r.action, Forward)
+        for m in r.action.mirrors
     }
 
 

@@ -210,11 +210,14 @@ def from_plain(tp: Any, data: Any, path: str = "value") -> Any:
     if tp in _SCALARS:
         if type(data) is tp:
             return data
+        if tp is float and type(data) is int:
+            return float(data)
         raise _error(path, f"expected {_SCALARS[tp]}, got {_show(data)}")
     raise KxdsError(f"{path}: the IR YAML reader does not know the type {tp!r}")
 
 
-_SCALARS: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false"}
+_SCALARS: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false",
+                            float: "a number"}
 
 
 def _error(path: str, why: str) -> IRYamlError:

@@ -102,6 +102,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
         ("gateway.networking.k8s.io/v1", "Gateway", True),
     ("/apis/gateway.networking.k8s.io/v1", "httproutes"):
         ("gateway.networking.k8s.io/v1", "HTTPRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1", "grpcroutes"):
+        ("gateway.networking.k8s.io/v1", "GRPCRoute", True),
     ("/apis/gateway.networking.k8s.io/v1beta1", "referencegrants"):
         ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", True),
     ("/apis/coordination.k8s.io/v1", "leases"): ("coordination.k8s.io/v1", "Lease", True),

@@ -156,11 +156,16 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
 
     ApiStatusWriter(client).write_load_balancer(Ref("Service", "default", "web"), ("192.0.2.9",))
     # Gateway API status, written by the leader for the objects of our class.
-    for obj in gateway_objects():
+    for obj in [*gateway_objects(), {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "g", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}],
+                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}]:
         api.apply(obj)
     with SourceRunner(ApiSource(client, ApiOptions(**FAST))) as run:
-        state = run.wait(lambda s: s.http_routes and s.gateways, what="Gateway API objects")
-    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 3
+        state = run.wait(lambda s: s.http_routes and s.grpc_routes and s.gateways,
+                         what="Gateway API objects")
+    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 4
     review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
+from kxds.envoy.routes import build_route
 from kxds.ir import Forward, MatchKind
+from kxds.kube.gateway_models import (
+    GRPCRoute,
+    PathModifier,
+    RequestRedirect,
+    RouteMatch,
+    ValueMatch,
+)
 from kxds.kube.loader import load_text
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.gateway import SUPPORTED_FEATURES
+from kxds.translators.gateway_filters import path_rewrite, redirect
 from kxds.translators.gateway_routes import intersect, path_match, precedence
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -70,7 +82,7 @@ def _status(case: str) -> dict[str, str]:
 
 def test_route_parent_conditions_name_the_specs_reasons() -> None:
     assert _status("gateway-invalid-refs") == {
-        "default/header-match -> gw/same":
+        "default/extension -> gw/same":
             "Accepted=False:UnsupportedValue ResolvedRefs=True:ResolvedRefs",
         "default/odd-refs -> gw/nope":
             "Accepted=False:NoMatchingParent ResolvedRefs=False:InvalidKind",
@@ -144,9 +156,29 @@ def test_gateway_cel_rules_are_checked_for_manifests(spec: str, message: str) ->
     ("{matches: [{path: {value: '/a b'}}]}", "must only contain valid characters"),
     ("{backendRefs: [{name: web}]}", "Must have port for Service reference"),
     ("{timeouts: {request: 1s, backendRequest: 2s}}", "cannot be longer than request"),
-    ("{filters: [{type: RequestRedirect}], backendRefs: [{name: web, port: 80}]}",
+    ("{filters: [{type: RequestRedirect, requestRedirect: {}}],"
+     " backendRefs: [{name: web, port: 80}]}",
      "RequestRedirect filter must not be used together with backendRefs"),
-], ids=["relative", "double-slash", "space", "port", "timeouts", "redirect-backends"])
+    ("{filters: [{type: RequestRedirect}]}", "filter.requestRedirect must be specified"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {}, requestRedirect: {}}]}",
+     "filter.requestRedirect must be nil"),
+    ("{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite:"
+     " {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}",
+     "exactly one PathPrefix match"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}",
+     "replaceFullPath must be specified"),
+    ("{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]}",
+     "304 is not one of"),
+    ("{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {}},"
+     " {type: RequestHeaderModifier, requestHeaderModifier: {}}]}", "cannot be repeated"),
+    ("{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80},"
+     " percent: 5, fraction: {numerator: 1}}}]}", "Only one of percent or fraction"),
+    ("{matches: [{headers: [{name: 'a b', value: x}]}]}", "is not a header"),
+    ("{matches: [{method: FETCH}]}", "FETCH"),
+], ids=["relative", "double-slash", "space", "port", "timeouts", "redirect-backends",
+        "filter-settings-missing", "filter-settings-other", "prefix-needs-prefix-match",
+        "full-path-missing", "status-code", "repeated-modifier", "mirror-percent-and-fraction",
+        "header-name", "method"])
 def test_httproute_cel_rules_are_checked_for_manifests(rule: str, message: str) -> None:
     state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
                       f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
@@ -162,3 +194,310 @@ def test_weights_are_kept_and_a_zero_weight_backend_gets_no_share() -> None:
     action = vh.routes[0].action
     assert isinstance(action, Forward)
     assert [(b.cluster, b.weight) for b in action.backends] == [("default/web/80", 3)]
+
+
+def test_precedence_after_the_path_method_then_headers_then_query_params() -> None:
+    prefix = path_match("PathPrefix", "/a")
+    entries = {
+        "plain-old": precedence(prefix, 0, 0, 0, RouteMatch()),
+        "query": precedence(prefix, 5, 0, 0, RouteMatch(query_params=(_v("q"),))),
+        "one-header": precedence(prefix, 5, 0, 0, RouteMatch(headers=(_v("a"),))),
+        "two-headers": precedence(prefix, 6, 0, 0, RouteMatch(headers=(_v("a"), _v("b")))),
+        "method": precedence(prefix, 7, 0, 0, RouteMatch(method="GET")),
+        "longer-prefix": precedence(path_match("PathPrefix", "/a/b"), 9, 0, 0, RouteMatch()),
+        "regex": precedence(path_match("RegularExpression", "/a.*"), 9, 0, 0, RouteMatch()),
+        "exact": precedence(path_match("Exact", "/a"), 9, 0, 0, RouteMatch()),
+    }
+    assert sorted(entries, key=entries.__getitem__) == [
+        "exact", "regex", "longer-prefix", "method", "two-headers", "one-header", "query",
+        "plain-old"]
+
+
+def _v(name: str) -> ValueMatch:
+    return ValueMatch(name=name, value="x")
+
+
+@pytest.mark.parametrize(("prefix", "value", "request_path", "expected"), [
+    ("/prefix/one", "/one", "/prefix/one/two", "/one/two"),
+    ("/prefix/one", "/one", "/prefix/one", "/one"),
+    ("/strip-prefix", "/", "/strip-prefix/three", "/three"),
+    ("/strip-prefix", "/", "/strip-prefix", "/"),
+    ("/strip-prefix/", "/", "/strip-prefix/three", "/three"),
+    ("/a", "/b/", "/a/x", "/b/x"),
+    ("/", "/api", "/x", "/api/x"),
+    ("/", "/api/", "/", "/api/"),
+    ("/a.b", "/c", "/a.b/d", "/c/d"),
+])
+def test_replace_prefix_match_replaces_whole_path_elements(prefix: str, value: str,
+                                                           request_path: str,
+                                                           expected: str) -> None:
+    rw = path_rewrite(PathModifier(type="ReplacePrefixMatch", value=value),
+                      path_match("PathPrefix", prefix))
+    assert rw.pattern is not None
+    # Envoy's regex_rewrite substitutes every match of the pattern (anchored: one).
+    assert re.sub(rw.pattern, rw.substitution, request_path, count=1) == expected
+
+
+def test_replace_full_path_replaces_the_path() -> None:
+    rw = path_rewrite(PathModifier(type="ReplaceFullPath", value="/new"),
+                      path_match("PathPrefix", "/old"))
+    assert rw.pattern is not None
+    assert re.sub(rw.pattern, rw.substitution, "/old/a/b") == "/new"
+
+
+@pytest.mark.parametrize(("spec", "https", "scheme", "port"), [
+    (RequestRedirect(scheme="https"), True, None, None),
+    (RequestRedirect(scheme="https", port=443), True, None, None),  # the well-known port
+    (RequestRedirect(scheme="https", port=8443), True, None, 8443),
+    (RequestRedirect(scheme="http", port=80), False, "http", None),
+    (RequestRedirect(port=80), False, None, None),  # served on HTTP: 80 is its own
+    (RequestRedirect(port=8080), False, None, 8080),
+])
+def test_redirect_leaves_out_the_schemes_well_known_port(
+        spec: RequestRedirect, https: bool, scheme: str | None, port: int | None) -> None:
+    r = redirect(spec, path_match("PathPrefix", "/"))
+    assert (r.https, r.scheme, r.port, r.status) == (https, scheme, port, 302)
+
+
+def test_a_header_or_query_name_given_twice_keeps_the_first() -> None:
+    state = load_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec:\n  rules: [{matches: [{headers: [{name: X-A, value: '1'}, {name: x-a, value: '2'}],"
+        " queryParams: [{name: q, value: '1'}, {name: Q, value: '2'}, {name: q, value: '3'}]}]}]\n")
+    (route,) = state.http_routes.values()
+    m = route.rules[0].matches[0]
+    assert [(h.name, h.value) for h in m.headers] == [("X-A", "1")]
+    assert [(q.name, q.value) for q in m.query_params] == [("q", "1"), ("Q", "2")]
+
+
+def test_an_httproute_with_header_matches_goes_before_an_ingress_path_it_shares() -> None:
+    text = (GOLDEN / "gateway-with-ingress" / "input.yaml").read_text()
+    state = load_text(text)
+    ingress_paths = {(r.match.kind, r.match.path) for vh in
+                     translate(state, TranslateConfig()).ir.route_tables[0].virtual_hosts
+                     for r in vh.routes if r.ref.kind == "Ingress"}
+    assert ingress_paths  # the case has Ingress routes to share a host with
+    host = next(iter(state.ingresses.values())).rules[0].host
+    path = next(p for k, p in sorted(ingress_paths) if k is MatchKind.PATH_PREFIX)
+    extra = f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: by-header, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{host}]
+  rules:
+  - matches: [{{path: {{value: {path}}}, headers: [{{name: x-beta, value: "1"}}]}}]
+    backendRefs: [{{name: web, port: 80}}]
+"""
+    tables = translate(load_text(text + extra), TranslateConfig()).ir.route_tables
+    (vh,) = [v for t in tables for v in t.virtual_hosts if v.name == host]
+    same = [r for r in vh.routes if r.match.path == path]
+    assert [r.ref.kind for r in same][:2] == ["HTTPRoute", "Ingress"], vh.routes
+    assert same[0].headers[0].name == "x-beta"
+
+
+def test_supported_features_are_sorted_and_named_as_the_suite_names_them() -> None:
+    assert list(SUPPORTED_FEATURES) == sorted(SUPPORTED_FEATURES)
+    assert {"Gateway", "HTTPRoute", "ReferenceGrant", "HTTPRouteQueryParamMatching",
+            "HTTPRouteMethodMatching", "HTTPRouteRequestMirror"} <= set(SUPPORTED_FEATURES)
+    # Not served yet: HTTPS listeners, CORS.
+    assert not {"GatewayHTTPListenerIsolation", "HTTPRouteCORS"} & set(SUPPORTED_FEATURES)
+
+
+_FILTER_CASE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: copy, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.example.com]
+  rules:
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: copy, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: copy, port: 80},
+                                            fraction: {numerator: 1, denominator: 8}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 80}}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /s303}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 303}}]
+  - matches: [{path: {value: /s307}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 307}}]
+  - matches: [{path: {value: /s308}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 308}}]
+"""
+
+
+def test_several_mirrors_percentages_and_redirect_codes_reach_envoy() -> None:
+    result = translate(load_text(_FILTER_CASE), TranslateConfig())
+    (vh,) = [v for t in result.ir.route_tables for v in t.virtual_hosts
+             if v.name == "a.example.com"]
+    built = {r.name.split("/rule/")[1]: build_route(r) for r in vh.routes}
+    mirrors = built["0/match/0"].route.request_mirror_policies
+    assert [m.cluster for m in mirrors] == ["default/copy/80", "default/copy/80"]
+    assert not mirrors[0].HasField("runtime_fraction")
+    assert mirrors[1].runtime_fraction.default_value.numerator == 125_000  # 12.5%
+    codes = {k: built[f"{k}/match/0"].redirect.response_code for k in (1, 2, 3)}
+    assert codes == {1: RedirectAction.SEE_OTHER, 2: RedirectAction.TEMPORARY_REDIRECT,
+                     3: RedirectAction.PERMANENT_REDIRECT}
+    # A mirror that does not resolve is left out and reported; the rule is served.
+    (route_status,) = result.gateway_status.routes
+    conds = {c.type: c for c in route_status.parents[0].conditions}
+    assert conds["Accepted"].status
+    assert not conds["ResolvedRefs"].status and conds["ResolvedRefs"].reason == "BackendNotFound"
+    assert "requestMirror.backendRef" in conds["ResolvedRefs"].message
+    (diag,) = [d for d in result.diagnostics if "requestMirror" in d.field]
+    assert diag.message.endswith("the mirror is left out")
+
+
+def _grpc_route(rule: str) -> GRPCRoute:
+    state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"
+                      f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
+    assert not state.problems, state.problems
+    (route,) = state.grpc_routes.values()
+    return route
+
+
+@pytest.mark.parametrize(("method", "kind", "value"), [
+    ("{service: a.B, method: Do}", "Exact", "/a.B/Do"),
+    ("{service: a.B}", "PathPrefix", "/a.B/"),
+    ("{method: Do}", "RegularExpression", "/[^/]+/Do"),
+    ("{type: RegularExpression, service: 'a\\..*'}", "RegularExpression",
+     "/(?:a\\..*)/(?:[^/]+)"),
+    ("{type: RegularExpression, service: a.B, method: 'Do|Get'}", "RegularExpression",
+     "/(?:a.B)/(?:Do|Get)"),
+])
+def test_grpc_method_matches_are_the_paths_of_their_calls(method: str, kind: str,
+                                                          value: str) -> None:
+    (m,) = _grpc_route(f"{{matches: [{{method: {method}}}]}}").rules[0].matches
+    assert (m.path.type, m.path.value) == (kind, value)
+
+
+def test_a_grpcroute_without_matches_takes_every_call_and_a_listener_may_refuse_it() -> None:
+    (m,) = _grpc_route("{}").rules[0].matches
+    assert (m.path.type, m.path.value) == ("PathPrefix", "/")
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    accepted = greeter.parents[0].conditions[0]
+    assert (accepted.status, accepted.reason) == (False, "NotAllowedByListeners")
+    assert "GRPCRoutes" in accepted.message
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("{matches: [{method: {}}]}", "One or both of 'service' or 'method'"),
+    ("{matches: [{method: {service: 'a/b'}}]}", "service must only contain valid characters"),
+    ("{matches: [{method: {service: a, method: 'x.y'}}]}",
+     "method must only contain valid characters"),
+    ("{filters: [{type: URLRewrite, urlRewrite: {}}]}", "is not one of"),
+])
+def test_grpcroute_cel_rules_are_checked_for_manifests(rule: str, message: str) -> None:
+    state = load_text("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\n"
+                      f"metadata: {{name: r}}\nspec:\n  rules: [{rule}]\n")
+    (problem,) = state.problems
+    assert message in problem.message
+
+
+@pytest.mark.parametrize(("timeouts", "whole", "per_try"), [
+    ("{request: 10s, backendRequest: 2s}", 10_000, 2000),
+    ("{backendRequest: 30s}", 30_000, 30_000),  # not cut by Envoy's 15 s default
+    ("{request: 0s, backendRequest: 5s}", 0, 5000),
+    ("{request: 3s}", 3000, None),
+    ("{backendRequest: 0s}", None, None),
+])
+def test_backend_request_timeout_is_each_attempts(timeouts: str, whole: int | None,
+                                                  per_try: int | None) -> None:
+    text = _FILTER_CASE.replace(
+        "  - matches: [{path: {value: /s303}}]",
+        f"  - matches: [{{path: {{value: /t}}}}]\n    timeouts: {timeouts}\n"
+        "    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {value: /s303}}]")
+    (vh,) = [v for t in translate(load_text(text), TranslateConfig()).ir.route_tables
+             for v in t.virtual_hosts if v.name == "a.example.com"]
+    (route,) = [r for r in vh.routes if r.match.path == "/t"]
+    assert isinstance(route.action, Forward)
+    assert (route.action.timeout_ms, route.action.per_try_timeout_ms) == (whole, per_try)
+
+
+def test_a_mirror_to_a_backend_that_admits_only_some_clients_is_left_out() -> None:
+    text = _FILTER_CASE.replace(
+        "metadata: {name: copy, namespace: default}\nspec: {ports: [{name: http, port: 80}]}",
+        "metadata: {name: copy, namespace: default}\nspec: {type: LoadBalancer, ports: "
+        "[{name: http, port: 80}], loadBalancerSourceRanges: [10.0.0.0/8]}")
+    assert text != _FILTER_CASE
+    result = translate(load_text(text), TranslateConfig())
+    (vh,) = [v for t in result.ir.route_tables for v in t.virtual_hosts
+             if v.name == "a.example.com"]
+    (route,) = [r for r in vh.routes if r.match.path == "/mirror"]
+    assert isinstance(route.action, Forward) and route.action.mirrors == ()
+    left_out = [d for d in result.diagnostics if d.message.endswith("the mirror is left out")
+                and "admits only some clients" in d.message]
+    assert len(left_out) == 2  # the two mirrors to that Service
+
+
+def test_grpcroute_weights_and_listener_hostnames_as_for_httproute() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, hostname: '*.example.com'}").replace(
+        "  - backendRefs: [{name: greeter, port: 50051}]",
+        "  - backendRefs: [{name: greeter, port: 50051, weight: 3},"
+        " {name: greeter-v2, port: 50051, weight: 1}]")
+    result = translate(load_text(text), TranslateConfig())
+    hosts = {v.name: v for t in result.ir.route_tables for v in t.virtual_hosts}
+    assert "grpc.example.com" in hosts  # inside the listener's wildcard
+    last = hosts["grpc.example.com"].routes[-1]
+    assert isinstance(last.action, Forward)
+    assert [(b.cluster, b.weight) for b in last.action.backends] == [
+        ("default/greeter/50051/h2", 3), ("default/greeter-v2/50051", 1)]
+    other = text.replace("hostnames: [grpc.example.com]", "hostnames: [grpc.example.org]")
+    status = translate(load_text(other), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    assert greeter.parents[0].conditions[0].reason == "NoMatchingListenerHostname"
+
+
+def test_a_parent_port_no_listener_has_is_no_matching_parent() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "kind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n"
+        "  parentRefs: [{name: gw}]",
+        "kind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n"
+        "  parentRefs: [{name: gw, port: 81}]")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (greeter,) = [r for r in status.routes if r.ref.name == "greeter"]
+    assert greeter.parents[0].conditions[0].reason == "NoMatchingParent"
+
+
+def test_a_listener_asking_for_a_route_kind_it_cannot_serve_reports_invalid_route_kinds() -> None:
+    text = (GOLDEN / "gateway-grpcroute" / "input.yaml").read_text().replace(
+        "  - {name: http, port: 80, protocol: HTTP}",
+        "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}")
+    status = translate(load_text(text), TranslateConfig()).gateway_status
+    (listener,) = status.gateways[0].listeners
+    conds = {c.type: c for c in listener.conditions}
+    assert (conds["ResolvedRefs"].status, conds["ResolvedRefs"].reason) == (
+        False, "InvalidRouteKinds")
+    assert listener.supported_kinds == ()

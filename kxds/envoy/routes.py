@@ -19,6 +19,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
@@ -72,10 +73,18 @@ def _fill_match(match: rc_pb2.RouteMatch, route: ir.Route) -> None:
         match.path_separated_prefix = path
     elif route.match.kind is ir.MatchKind.REGEX:
         match.safe_regex.regex = _path_regex(path)
+    elif route.match.kind is ir.MatchKind.FULL_REGEX:
+        match.safe_regex.regex = path
     else:
         match.prefix = path
     for h in route.headers:
         match.headers.append(_header_matcher(h))
+    for q in route.query:
+        param = match.query_parameters.add(name=q.name)
+        if q.kind is ir.HeaderMatchKind.REGEX:
+            param.string_match.safe_regex.regex = q.value
+        else:
+            param.string_match.exact = q.value
     if route.wildcard_host is not None:
         match.headers.append(_one_label_matcher(route.wildcard_host, invert=False))
     if route.below_wildcard_host is not None:
@@ -115,13 +124,17 @@ def build_forward(action: ir.Forward) -> rc_pb2.RouteAction:
 
 def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
     out.SetInParent()
-    if len(action.backends) == 1:
+    if len(action.backends) == 1 and not _backend_headers(action.backends[0]):
         out.cluster = action.backends[0].cluster
     else:
         out.weighted_clusters.clusters.extend(
-            rc_pb2.WeightedCluster.ClusterWeight(
-                name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight))
-            for b in action.backends)
+            _cluster_weight(b) for b in action.backends)
+    for m in action.mirrors:
+        mirror = out.request_mirror_policies.add(cluster=m.cluster)
+        if m.percent < 100:
+            mirror.runtime_fraction.default_value.numerator = round(m.percent * 10_000)
+            mirror.runtime_fraction.default_value.denominator = (
+                percent_pb2.FractionalPercent.MILLION)
     if action.timeout_ms is not None:
         out.timeout.CopyFrom(_duration(action.timeout_ms))
     if action.idle_timeout_ms is not None:
@@ -137,8 +150,31 @@ def _fill_forward(out: rc_pb2.RouteAction, action: ir.Forward) -> None:
         out.host_rewrite_literal = action.host_rewrite
     if action.retry is not None:
         out.retry_policy.CopyFrom(build_retry_policy(action.retry))
+    if action.per_try_timeout_ms is not None:
+        out.retry_policy.per_try_timeout.CopyFrom(_duration(action.per_try_timeout_ms))
     for h in action.hash_on:
         out.hash_policy.append(_hash_policy(h))
+
+
+def _backend_headers(b: ir.WeightedBackend) -> bool:
+    return b.request_headers is not None or b.response_headers is not None
+
+
+def _cluster_weight(b: ir.WeightedBackend) -> rc_pb2.WeightedCluster.ClusterWeight:
+    """One backend of a split, with the header changes of its requests and responses."""
+    out = rc_pb2.WeightedCluster.ClusterWeight(
+        name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight))
+    if b.request_headers is not None:
+        out.request_headers_to_add.extend(
+            http_policy.header_options(b.request_headers.set, overwrite=True)
+            + http_policy.header_options(b.request_headers.add, overwrite=False))
+        out.request_headers_to_remove.extend(b.request_headers.remove)
+    if b.response_headers is not None:
+        out.response_headers_to_add.extend(
+            http_policy.header_options(b.response_headers.set, overwrite=True)
+            + http_policy.header_options(b.response_headers.add, overwrite=False))
+        out.response_headers_to_remove.extend(b.response_headers.remove)
+    return out
 
 
 def _duration(ms: int) -> duration_pb2.Duration:
@@ -171,6 +207,11 @@ def build_redirect(action: ir.Redirect) -> rc_pb2.RedirectAction:
         out.host_redirect = action.host
     if action.path is not None:
         out.path_redirect = action.path
+    elif action.rewrite is not None and action.rewrite.prefix is not None:
+        out.prefix_rewrite = action.rewrite.prefix
+    elif action.rewrite is not None and action.rewrite.pattern is not None:
+        out.regex_rewrite.pattern.regex = action.rewrite.pattern
+        out.regex_rewrite.substitution = action.rewrite.substitution
     out.strip_query = action.strip_query
     return out
 

@@ -105,16 +105,77 @@ class PathMatch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ValueMatch:
+    """A header or query parameter match: ``name`` has exactly ``value``, or a value
+    the RE2 expression ``value`` matches as a whole."""
+
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteMatch:
-    """One ``matches`` entry. Header, query and method matches are kept only as
-    what they are (the translation cannot serve them yet and says so)."""
+    """One ``matches`` entry: every condition must hold."""
 
     path: PathMatch = PathMatch()
-    headers: tuple[str, ...] = ()
-    """The header names matched."""
-    query_params: tuple[str, ...] = ()
-    """The query parameter names matched."""
+    headers: tuple[ValueMatch, ...] = ()
+    """Header names compared case-insensitively; for a name given twice the first wins."""
+    query_params: tuple[ValueMatch, ...] = ()
+    """For a name given twice the first wins."""
     method: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderModifier:
+    """A ``RequestHeaderModifier``/``ResponseHeaderModifier``: set (replace), add
+    (append), remove, each a (name, value) pair or a name."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathModifier:
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    value: str
+    """The full path, or the prefix that replaces the matched one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRedirect:
+    scheme: str | None = None
+    """``http`` or ``https``; None keeps the request's."""
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = None
+    status_code: int = 302
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestMirror:
+    backend: BackendRef
+    percent: float = 100.0
+    """Of the requests, 0-100 (``percent`` or ``fraction``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteFilter:
+    """One ``filters`` entry: ``type`` and the settings of that type (the others None)."""
+
+    type: str
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: RequestRedirect | None = None
+    rewrite: URLRewrite | None = None
+    mirror: RequestMirror | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,8 +186,8 @@ class BackendRef:
     namespace: str | None = None
     port: int | None = None
     weight: int = 1
-    filters: tuple[str, ...] = ()
-    """The ``type`` of each of the backend's own filters."""
+    filters: tuple[RouteFilter, ...] = ()
+    """The backend's own filters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,14 +195,15 @@ class RouteRule:
     name: str | None = None
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
     """Defaulted as the CRD does: one PathPrefix ``/`` match."""
-    filters: tuple[str, ...] = ()
-    """The ``type`` of each filter of the rule."""
+    filters: tuple[RouteFilter, ...] = ()
     backend_refs: tuple[BackendRef, ...] = ()
     request_timeout_ms: int | None = None
     """``timeouts.request``; 0 disables the timeout."""
+    backend_request_timeout_ms: int | None = None
+    """``timeouts.backendRequest``: each attempt's timeout; 0 disables it."""
     unsupported: tuple[str, ...] = ()
-    """Fields set on the rule that kxds cannot serve yet (``timeouts.backendRequest``,
-    ``retry``, ``sessionPersistence``): each makes the route's parents not Accepted."""
+    """Fields set on the rule that kxds cannot serve yet (``retry``,
+    ``sessionPersistence``): each makes the route's parents not Accepted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +212,18 @@ class HTTPRoute:
     parent_refs: tuple[ParentReference, ...] = ()
     hostnames: tuple[str, ...] = ()
     """Lower-cased; ``*.`` wildcards allowed."""
+    rules: tuple[RouteRule, ...] = (RouteRule(),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GRPCRoute:
+    """A GRPCRoute, its rules already in HTTPRoute terms: a gRPC call is an HTTP/2
+    POST to ``/<service>/<method>``, so each method match is a path match (Exact for
+    service and method, a prefix for a service alone, a RegularExpression otherwise)."""
+
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
     rules: tuple[RouteRule, ...] = (RouteRule(),)
 
 
@@ -186,4 +260,4 @@ class ReferenceGrant:
                         and (t.name is None or t.name == name) for t in self.to))
 
 
-GatewayModel = GatewayClass | Gateway | HTTPRoute | ReferenceGrant
+GatewayModel = GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant

@@ -18,6 +18,7 @@ from kxds.diagnostics import Diagnostic
 # Re-exported: every model is reached through this module.
 from kxds.kube.gateway_models import Gateway as Gateway
 from kxds.kube.gateway_models import GatewayClass as GatewayClass
+from kxds.kube.gateway_models import GRPCRoute as GRPCRoute
 from kxds.kube.gateway_models import HTTPRoute as HTTPRoute
 from kxds.kube.gateway_models import ReferenceGrant as ReferenceGrant
 from kxds.kube.meta import Key as Key
@@ -278,7 +279,7 @@ class NetworkPolicy:
 
 
 Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
-         | GatewayClass | Gateway | HTTPRoute | ReferenceGrant)
+         | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -304,6 +305,7 @@ class ClusterState:
     gateway_classes: Mapping[Key, GatewayClass] = field(default_factory=dict)
     gateways: Mapping[Key, Gateway] = field(default_factory=dict)
     http_routes: Mapping[Key, HTTPRoute] = field(default_factory=dict)
+    grpc_routes: Mapping[Key, GRPCRoute] = field(default_factory=dict)
     reference_grants: Mapping[Key, ReferenceGrant] = field(default_factory=dict)
     """Gateway API objects (``gateway.networking.k8s.io``); empty without the CRDs."""
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
@@ -341,6 +343,7 @@ class ClusterState:
             gateway_classes=view(GatewayClass),  # type: ignore[arg-type]
             gateways=view(Gateway),  # type: ignore[arg-type]
             http_routes=view(HTTPRoute),  # type: ignore[arg-type]
+            grpc_routes=view(GRPCRoute),  # type: ignore[arg-type]
             reference_grants=view(ReferenceGrant),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
@@ -362,6 +365,7 @@ class ClusterState:
             self.gateway_classes,
             self.gateways,
             self.http_routes,
+            self.grpc_routes,
             self.reference_grants,
         ):
             yield from mapping.values()

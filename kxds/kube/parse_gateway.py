@@ -28,62 +28,24 @@ from kxds.kube.fields import (
     parse_meta,
     parse_selector,
 )
+from kxds.kube.gateway_fields import (
+    CONTROLLER_NAME,
+    DURATION,
+    METHODS,
+    PROTOCOL,
+    SECTION_NAME,
+    check_path,
+    group_kind,
+    matching,
+    object_name,
+    parse_hostname,
+)
 from kxds.kube.limits import Limits
 from kxds.kube.meta import LabelSelector
+from kxds.kube.parse_route_filters import backend_ref, route_filters, value_matches
 
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-CONTROLLER_NAME = re.compile(_DNS_SUBDOMAIN + r"/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
-SECTION_NAME = re.compile(_DNS_SUBDOMAIN)
-HOSTNAME = re.compile(r"(\*\.)?" + _DNS_SUBDOMAIN)
-PROTOCOL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?|" + _DNS_SUBDOMAIN
-                      + r"/[A-Za-z0-9]+")
-KIND = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
-GROUP = re.compile(r"|" + _DNS_SUBDOMAIN)
-DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
-PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
-METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
-
-
-def _matching(value: str | None, pattern: re.Pattern[str], limit: int, field: str,
-              what: str) -> str | None:
-    """``value`` when it fits the CRD's pattern and length, else fail (None passes)."""
-    if value is not None and (len(value) > limit or not pattern.fullmatch(value)):
-        fail(field, f"{show(value)} is not {what}")
-    return value
-
-
-def _name(raw: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-    """An ``ObjectName`` (1-253 characters) or a namespace (a DNS label)."""
-    value = get_str(raw, key, path, required=required)
-    if value is not None and len(value) > 253:
-        fail(f"{path}.{key}", f"is {len(value)} characters, more than 253")
-    return value
-
-
-def _group_kind(raw: Mapping[str, Any], path: str, group: str, kind: str) -> tuple[str, str]:
-    """``group`` and ``kind`` of a reference, defaulted as the CRD defaults them."""
-    grp = raw.get("group")
-    if grp is not None and not isinstance(grp, str):
-        fail(f"{path}.group", f"must be a string, not {show(grp)}")
-    value_group = group if grp is None else grp
-    _matching(value_group, GROUP, 253, f"{path}.group", "a group (a DNS subdomain, or empty)")
-    value_kind = get_str(raw, "kind", path) or kind
-    _matching(value_kind, KIND, 63, f"{path}.kind", "a kind")
-    return value_group, value_kind
-
-
-def parse_hostname(value: str | None, field: str) -> str | None:
-    """A Gateway API ``Hostname``: a DNS name, optionally ``*.`` first; no IP, no port."""
-    if value is None:
-        return None
-    host = value.lower()
-    _matching(host, HOSTNAME, 253, field, "a host name (a DNS name, optionally '*.' first)")
-    labels = host.removeprefix("*.").split(".")
-    if all(lbl.isdigit() for lbl in labels) and len(labels) == 4:
-        fail(field, f"{show(value)} is an IP address, not a host name")
-    return host
 
 
 # --- GatewayClass ----------------------------------------------------------------------
@@ -93,7 +55,7 @@ def parse_gateway_class(doc: Mapping[str, Any], limits: Limits) -> g.GatewayClas
     meta = parse_meta(doc, "GatewayClass", namespaced=False)
     spec = get_map(doc, "spec", "")
     controller = get_str(spec, "controllerName", "spec", required=True)
-    _matching(controller, CONTROLLER_NAME, 253, "spec.controllerName",
+    matching(controller, CONTROLLER_NAME, 253, "spec.controllerName",
               "a controller name (a domain-prefixed path, like example.com/controller)")
     return g.GatewayClass(meta=meta, controller_name=cast(str, controller))
 
@@ -102,9 +64,10 @@ def parse_gateway_class(doc: Mapping[str, Any], limits: Limits) -> g.GatewayClas
 
 
 def _certificate_ref(raw: Mapping[str, Any], path: str) -> g.SecretObjectReference:
-    group, kind = _group_kind(raw, path, "", "Secret")
-    return g.SecretObjectReference(group=group, kind=kind, name=cast(str, _name(raw, "name", path)),
-                                   namespace=_name(raw, "namespace", path, required=False))
+    group, kind = group_kind(raw, path, "", "Secret")
+    return g.SecretObjectReference(group=group, kind=kind,
+                                   name=cast(str, object_name(raw, "name", path)),
+                                   namespace=object_name(raw, "namespace", path, required=False))
 
 
 def _listener_tls(raw: Mapping[str, Any], path: str) -> g.ListenerTLS:
@@ -119,7 +82,7 @@ def _listener_tls(raw: Mapping[str, Any], path: str) -> g.ListenerTLS:
 
 
 def _route_kind(raw: Mapping[str, Any], path: str) -> g.GroupKind:
-    group, kind = _group_kind(raw, path, g.GROUP, "")
+    group, kind = group_kind(raw, path, g.GROUP, "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
     return g.GroupKind(group=group, kind=kind)
@@ -140,9 +103,9 @@ def _allowed_routes(raw: Mapping[str, Any], path: str) -> g.AllowedRoutes:
 
 def _listener(raw: Mapping[str, Any], path: str) -> g.Listener:
     name = get_str(raw, "name", path, required=True)
-    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name (a DNS subdomain)")
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name (a DNS subdomain)")
     protocol = get_str(raw, "protocol", path, required=True)
-    _matching(protocol, PROTOCOL, 255, f"{path}.protocol", "a protocol name")
+    matching(protocol, PROTOCOL, 255, f"{path}.protocol", "a protocol name")
     tls = get_map(raw, "tls", path)
     return g.Listener(
         name=cast(str, name), port=cast(int, get_int(raw, "port", path, required=True)),
@@ -181,7 +144,7 @@ def _check_listeners(listeners: tuple[g.Listener, ...]) -> None:
 def parse_gateway(doc: Mapping[str, Any], limits: Limits) -> g.Gateway:
     meta = parse_meta(doc, "Gateway", namespaced=True)
     spec = get_map(doc, "spec", "")
-    cls = _name(spec, "gatewayClassName", "spec")
+    cls = object_name(spec, "gatewayClassName", "spec")
     raw = get_list(spec, "listeners", "spec")
     if not raw:
         fail("spec.listeners", "must have at least one listener", Reason.MISSING_FIELD)
@@ -201,12 +164,12 @@ def parse_gateway(doc: Mapping[str, Any], limits: Limits) -> g.Gateway:
 
 
 def _parent_ref(raw: Mapping[str, Any], path: str) -> g.ParentReference:
-    group, kind = _group_kind(raw, path, g.GROUP, "Gateway")
+    group, kind = group_kind(raw, path, g.GROUP, "Gateway")
     section = get_str(raw, "sectionName", path)
-    _matching(section, SECTION_NAME, 253, f"{path}.sectionName", "a section name")
+    matching(section, SECTION_NAME, 253, f"{path}.sectionName", "a section name")
     return g.ParentReference(group=group, kind=kind,
-                             namespace=_name(raw, "namespace", path, required=False),
-                             name=cast(str, _name(raw, "name", path)), section_name=section,
+                             namespace=object_name(raw, "namespace", path, required=False),
+                             name=cast(str, object_name(raw, "name", path)), section_name=section,
                              port=get_int(raw, "port", path))
 
 
@@ -234,58 +197,17 @@ def _path_match(raw: Mapping[str, Any], path: str) -> g.PathMatch:
     if len(value) > 1024:
         fail(field, f"is {len(value)} characters, more than 1024")
     if kind != "RegularExpression":
-        _check_path(value, field)
+        check_path(value, field)
     return g.PathMatch(type=kind, value=value)  # type: ignore[arg-type]
-
-
-def _check_path(value: str, field: str) -> None:
-    """The CEL rules of an Exact or PathPrefix ``value``, in the CRD's words."""
-    if not value.startswith("/"):
-        fail(field, "value must be an absolute path and start with '/' when type one of "
-             "['Exact', 'PathPrefix']")
-    for bad in ("//", "/./", "/../", "%2f", "%2F", "#"):
-        if bad in value:
-            fail(field, f"must not contain '{bad}' when type one of ['Exact', 'PathPrefix']")
-    for end in ("/..", "/."):
-        if value.endswith(end):
-            fail(field, f"must not end with '{end}' when type one of ['Exact', 'PathPrefix']")
-    if not PATH_CHARS.fullmatch(value):
-        fail(field, f"{show(value)} must only contain valid characters (matching "
-             "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types "
-             "['Exact', 'PathPrefix']")
-
-
-def _names_of(raw: Mapping[str, Any], key: str, path: str, limit: int) -> tuple[str, ...]:
-    """The ``name`` of each entry of a header or query parameter match list."""
-    check_count(get_list(raw, key, path), limit, f"{path}.{key}", f"the Gateway API allows {limit}")
-    return items(raw, key, path, lambda r, p: cast(str, get_str(r, "name", p, required=True)))
 
 
 def _route_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
     method = get_str(raw, "method", path)
     one_of(method, METHODS, f"{path}.method", "")
     return g.RouteMatch(path=_path_match(get_map(raw, "path", path), f"{path}.path"),
-                        headers=_names_of(raw, "headers", path, 16),
-                        query_params=_names_of(raw, "queryParams", path, 16), method=method)
-
-
-def _filter_types(raw: Mapping[str, Any], path: str) -> tuple[str, ...]:
-    check_count(get_list(raw, "filters", path), 16, f"{path}.filters",
-                "the Gateway API allows 16")
-    return items(raw, "filters", path,
-                 lambda r, p: cast(str, get_str(r, "type", p, required=True)))
-
-
-def _backend_ref(raw: Mapping[str, Any], path: str) -> g.BackendRef:
-    group, kind = _group_kind(raw, path, "", "Service")
-    port = get_int(raw, "port", path)
-    if group == "" and kind == "Service" and port is None:
-        fail(path, "Must have port for Service reference", Reason.MISSING_FIELD)
-    weight = get_int(raw, "weight", path, lo=0, hi=1_000_000)
-    return g.BackendRef(group=group, kind=kind, name=cast(str, _name(raw, "name", path)),
-                        namespace=_name(raw, "namespace", path, required=False), port=port,
-                        weight=1 if weight is None else weight,
-                        filters=_filter_types(raw, path))
+                        headers=value_matches(raw, "headers", path, fold=True),
+                        query_params=value_matches(raw, "queryParams", path, fold=False),
+                        method=method)
 
 
 def duration_ms(value: str, field: str) -> int:
@@ -297,7 +219,7 @@ def duration_ms(value: str, field: str) -> int:
 
 def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     name = get_str(raw, "name", path)
-    _matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
     check_count(get_list(raw, "matches", path), 64, f"{path}.matches", "the Gateway API allows 64")
     check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
                 "the Gateway API allows 16")
@@ -310,17 +232,29 @@ def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     if request_ms and backend_ms is not None and backend_ms > request_ms:
         fail(f"{path}.timeouts", "backendRequest timeout cannot be longer than request timeout")
     unsupported = tuple(f for f, present in (
-        ("timeouts.backendRequest", backend is not None), ("retry", raw.get("retry") is not None),
+        ("retry", raw.get("retry") is not None),
         ("sessionPersistence", raw.get("sessionPersistence") is not None)) if present)
-    filters = _filter_types(raw, path)
-    if "RequestRedirect" in filters and get_list(raw, "backendRefs", path):
+    filters = route_filters(raw, path)
+    types = {f.type for f in filters}
+    if "RequestRedirect" in types and get_list(raw, "backendRefs", path):
         fail(path, "RequestRedirect filter must not be used together with backendRefs")
-    if "RequestRedirect" in filters and "URLRewrite" in filters:
+    if "RequestRedirect" in types and "URLRewrite" in types:
         fail(f"{path}.filters", "May specify either httpRouteFilterRequestRedirect or "
              "httpRouteFilterRequestRewrite, but not both")
+    if any(_replaces_prefix(f) for f in filters) and (
+            len(matches) != 1 or matches[0].path.type != "PathPrefix"):
+        fail(f"{path}.filters", "When using ReplacePrefixMatch, exactly one PathPrefix match "
+             "must be specified")
     return g.RouteRule(name=name, matches=matches, filters=filters,
-                       backend_refs=items(raw, "backendRefs", path, _backend_ref),
-                       request_timeout_ms=request_ms, unsupported=unsupported)
+                       backend_refs=items(raw, "backendRefs", path, backend_ref),
+                       request_timeout_ms=request_ms, backend_request_timeout_ms=backend_ms,
+                       unsupported=unsupported)
+
+
+def _replaces_prefix(f: g.RouteFilter) -> bool:
+    modifier = (f.redirect.path if f.redirect is not None
+                else f.rewrite.path if f.rewrite is not None else None)
+    return modifier is not None and modifier.type == "ReplacePrefixMatch"
 
 
 def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
@@ -343,11 +277,91 @@ def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
     return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
+# --- GRPCRoute --------------------------------------------------------------------------
+
+GRPC_SERVICE = re.compile(r"(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*")
+GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror",
+                 "ExtensionRef")
+
+
+def _grpc_method(raw: Mapping[str, Any], path: str) -> g.PathMatch:
+    """A gRPC method match as the path of its HTTP/2 request (``/service/method``)."""
+    kind = one_of(get_str(raw, "type", path), ("Exact", "RegularExpression"), f"{path}.type",
+                  "Exact")
+    service = get_str(raw, "service", path)
+    method = get_str(raw, "method", path)
+    if service is None and method is None:
+        fail(path, "One or both of 'service' or 'method' must be specified")
+    for key, value in (("service", service), ("method", method)):
+        if value is not None and len(value) > 1024:
+            fail(f"{path}.{key}", f"is {len(value)} characters, more than 1024")
+    if kind == "Exact":
+        if service is not None and not GRPC_SERVICE.fullmatch(service):
+            fail(f"{path}.service", "service must only contain valid characters (matching "
+                 "^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)")
+        if method is not None and not GRPC_METHOD.fullmatch(method):
+            fail(f"{path}.method", "method must only contain valid characters (matching "
+                 "^[A-Za-z_][A-Za-z_0-9]*$)")
+        if service is not None and method is not None:
+            return g.PathMatch(type="Exact", value=f"/{service}/{method}")
+        if service is not None:
+            return g.PathMatch(type="PathPrefix", value=f"/{service}/")
+        return g.PathMatch(type="RegularExpression", value=f"/[^/]+/{re.escape(cast(str, method))}")
+    return g.PathMatch(type="RegularExpression",
+                       value=f"/(?:{service or '[^/]+'})/(?:{method or '[^/]+'})")
+
+
+def _grpc_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
+    method = get_map(raw, "method", path)
+    return g.RouteMatch(path=_grpc_method(method, f"{path}.method")
+                        if raw.get("method") is not None else g.PathMatch(),
+                        headers=value_matches(raw, "headers", path, fold=True))
+
+
+def _grpc_rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
+    name = get_str(raw, "name", path)
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    check_count(get_list(raw, "matches", path), 8, f"{path}.matches", "the Gateway API allows 8")
+    check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
+                "the Gateway API allows 16")
+    filters = route_filters(raw, path)
+    backends = items(raw, "backendRefs", path, backend_ref)
+    for at, f in [(f"{path}.filters", f) for f in filters] + [
+            (f"{path}.backendRefs[{k}].filters", f) for k, b in enumerate(backends)
+            for f in b.filters]:
+        one_of(f.type, _GRPC_FILTERS, at, "")
+    return g.RouteRule(
+        name=name, matches=items(raw, "matches", path, _grpc_match) or (g.RouteMatch(),),
+        filters=filters, backend_refs=backends,
+        unsupported=("sessionPersistence",) if raw.get("sessionPersistence") is not None else ())
+
+
+def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
+    meta = parse_meta(doc, "GRPCRoute", namespaced=True)
+    spec = get_map(doc, "spec", "")
+    check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
+                "the Gateway API allows 32")
+    parents = items(spec, "parentRefs", "spec", _parent_ref)
+    _check_parents(parents)
+    check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
+                "the Gateway API allows 16")
+    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
+                                               f"spec.hostnames[{i}]"))
+                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
+    rules = items(spec, "rules", "spec", _grpc_rule) or (g.RouteRule(),)
+    names = [r.name for r in rules if r.name is not None]
+    if len(set(names)) < len(names):
+        fail("spec.rules", "Rule name must be unique within the route")
+    return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+
+
 # --- ReferenceGrant --------------------------------------------------------------------
 
 
 def _grant_from(raw: Mapping[str, Any], path: str) -> g.GrantFrom:
-    group, kind = _group_kind(raw, path, "", "")
+    group, kind = group_kind(raw, path, "", "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
     return g.GrantFrom(group=group, kind=kind,
@@ -355,10 +369,10 @@ def _grant_from(raw: Mapping[str, Any], path: str) -> g.GrantFrom:
 
 
 def _grant_to(raw: Mapping[str, Any], path: str) -> g.GrantTo:
-    group, kind = _group_kind(raw, path, "", "")
+    group, kind = group_kind(raw, path, "", "")
     if not kind:
         fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
-    return g.GrantTo(group=group, kind=kind, name=_name(raw, "name", path, required=False))
+    return g.GrantTo(group=group, kind=kind, name=object_name(raw, "name", path, required=False))
 
 
 def parse_reference_grant(doc: Mapping[str, Any], limits: Limits) -> g.ReferenceGrant:
@@ -377,6 +391,7 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], g.Gatewa
     (_V1, "GatewayClass"): parse_gateway_class,
     (_V1, "Gateway"): parse_gateway,
     (_V1, "HTTPRoute"): parse_http_route,
+    (_V1, "GRPCRoute"): parse_grpc_route,
     (_V1, "ReferenceGrant"): parse_reference_grant,
     # The standard channel serves ReferenceGrant as v1beta1 (v1 came later).
     (f"{g.GROUP}/v1beta1", "ReferenceGrant"): parse_reference_grant,

@@ -117,6 +117,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("gatewayclasses", f"{GROUP}/v1", "GatewayClass", False, optional=True),
     Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
     Kind("httproutes", f"{GROUP}/v1", "HTTPRoute", True, optional=True),
+    Kind("grpcroutes", f"{GROUP}/v1", "GRPCRoute", True, optional=True),
     # The standard channel serves ReferenceGrant as v1beta1.
     Kind("referencegrants", f"{GROUP}/v1beta1", "ReferenceGrant", True, optional=True),
 )

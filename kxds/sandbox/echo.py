@@ -5,7 +5,8 @@
 - ``http``: answers every request with JSON ``{backend, path, host, method,
   headers, client, client_port, peer}``; ``client`` is the peer address, or the
   source address of the PROXY protocol header with ``--proxy-protocol``. A
-  request header ``x-echo-status: 503`` sets the response status. With
+  request header ``x-echo-status: 503`` sets the response status, and
+  ``x-echo-delay-ms: 2000`` delays the answer (at most 30 s). With
   ``--tls-cert``/``--tls-key`` it serves HTTPS (and reports the SNI it saw).
 - ``tcp``: replies to every chunk received with ``"<name> <client> "`` + the chunk.
 - ``udp``: replies to every datagram with ``"<name> <client> "`` + the datagram.
@@ -26,6 +27,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any, cast
@@ -108,6 +110,9 @@ class EchoHandler(BaseHTTPRequestHandler):
             "sni": sni,
         }, sort_keys=True).encode() + b"\n"
         status = int(self.headers.get("x-echo-status") or 200)
+        delay_ms = int(self.headers.get("x-echo-delay-ms") or 0)
+        if delay_ms > 0:
+            time.sleep(min(delay_ms, 30_000) / 1000)
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))

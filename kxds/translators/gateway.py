@@ -31,8 +31,20 @@ from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_status import CONTROLLER_NAME, ClassStatus, Condition
 
 HTTPROUTE = GroupKind(group=GROUP, kind="HTTPRoute")
-SUPPORTED_FEATURES = ("Gateway", "HTTPRoute", "ReferenceGrant")
-"""The conformance suite's feature names of what kxds implements (core only so far)."""
+GRPCROUTE = GroupKind(group=GROUP, kind="GRPCRoute")
+HTTP_KINDS = (HTTPROUTE, GRPCROUTE)
+"""The Route kinds an HTTP listener serves."""
+SUPPORTED_FEATURES = (
+    "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+    "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant")
+"""The conformance suite's feature names of what kxds implements, sorted (the core
+features and the HTTPRoute extended ones kxds serves)."""
 
 
 def age(meta_owner: Gateway | GatewayClass) -> tuple[bool, str, str, str]:
@@ -94,9 +106,9 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
 def _kinds(lis: Listener) -> tuple[tuple[GroupKind, ...], Condition | None]:
     """The route kinds the listener supports, and ``ResolvedRefs=False`` for the others."""
     if not lis.allowed_routes.kinds:
-        return (HTTPROUTE,), None
-    good = tuple(k for k in lis.allowed_routes.kinds if k == HTTPROUTE)
-    bad = [f"{k.group}/{k.kind}" for k in lis.allowed_routes.kinds if k != HTTPROUTE]
+        return HTTP_KINDS, None
+    good = tuple(k for k in lis.allowed_routes.kinds if k in HTTP_KINDS)
+    bad = [f"{k.group}/{k.kind}" for k in lis.allowed_routes.kinds if k not in HTTP_KINDS]
     if not bad:
         return good, None
     return good, Condition("ResolvedRefs", False, "InvalidRouteKinds",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
-from kxds.kube.gateway_models import Gateway, HTTPRoute
+from kxds.kube.gateway_models import Gateway, GRPCRoute, HTTPRoute
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import (
@@ -62,7 +62,9 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
-    routes = sorted(state.http_routes.values(), key=age_of_route)
+    both: list[HTTPRoute | GRPCRoute] = [*state.http_routes.values(),
+                                         *state.grpc_routes.values()]
+    routes = sorted(both, key=age_of_route)
     gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i, policies)
                         for i, r in enumerate(routes))
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
@@ -87,10 +89,10 @@ def _listener_problems(state: ClusterState, plans: list[ListenerPlan]) -> Iterab
                          f"listener {p.listener.name} is not served: {why.reason}: {why.message}")
 
 
-def age_of_route(route: HTTPRoute) -> tuple[bool, str, str, str]:
+def age_of_route(route: HTTPRoute | GRPCRoute) -> tuple[bool, str, str, str, str]:
     """Oldest first (it wins precedence ties); no timestamp after the rest."""
     ts = route.meta.creation_timestamp
-    return (ts == "", ts, route.meta.namespace, route.meta.name)
+    return (ts == "", ts, route.meta.namespace, route.meta.name, route.meta.ref.kind)
 
 
 def _unaddressable(plan: ListenerPlan) -> ListenerPlan:
@@ -161,10 +163,10 @@ def _joined(vh: VirtualHost, routes: tuple[Route, ...], defaults: frozenset[str]
     """An Ingress virtual host with HTTPRoute routes placed by precedence."""
     own = [r for r in vh.routes if r.below_wildcard_host is None and r.name not in defaults]
     tail = [r for r in vh.routes if r.below_wildcard_host is not None or r.name in defaults]
-    taken = {r.match: r.ref for r in own}
+    taken = {(r.match, r.headers, r.query): r.ref for r in own}
     added: list[Route] = []
     for r in routes:
-        owner = taken.get(r.match)
+        owner = taken.get((r.match, r.headers, r.query))
         if owner is not None:
             diagnostics.append(Diagnostic(
                 r.ref, "spec.rules", Reason.CONFLICT,
@@ -173,8 +175,10 @@ def _joined(vh: VirtualHost, routes: tuple[Route, ...], defaults: frozenset[str]
                 "is not served"))
             continue
         added.append(r)
-    ordered = sorted([(0, i, r) for i, r in enumerate(own)] + [(1, i, r) for i, r in
-                                                               enumerate(added)],
+    # An HTTPRoute route with header or query conditions goes before the Ingress
+    # routes of the same path, which would otherwise take all its requests.
+    ordered = sorted([(0, i, r) for i, r in enumerate(own)] + [
+        (-1 if r.headers or r.query else 1, i, r) for i, r in enumerate(added)],
                      key=lambda t: (_rank(t[2]), t[0], t[1]))
     merged = tuple(r for _, _, r in ordered) + tuple(tail)
     return replace(vh, routes=merged, refs=tuple(sorted({*vh.refs, *(r.ref for r in added)})))
@@ -184,4 +188,6 @@ def _rank(route: Route) -> tuple[int, int]:
     """Exact first, then prefixes longest first (both front-ends' rule)."""
     if route.match.kind is MatchKind.EXACT:
         return (0, 0)
+    if route.match.kind is MatchKind.FULL_REGEX:
+        return (0, 1)  # an HTTPRoute's regex: after the exact paths, before prefixes
     return (1, -len(route.match.path))

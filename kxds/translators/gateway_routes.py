@@ -1,5 +1,9 @@
 """Gateway API front-end, part two: HTTPRoutes -> IR routes, with their status (pure).
 
+GRPCRoutes take the same way: the parser gives their rules in HTTPRoute terms
+(a method match is the path of the call), their route names start ``grpcroute/``,
+and the TLS stage moves their backends to plain HTTP/2 clusters.
+
 Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 
 * A parent reference attaches to the listeners of one of our Gateways that
@@ -9,24 +13,26 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 * Hostname intersection (:func:`intersect`): a wildcard covers any number of
   labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
   of two intersecting hostnames the more specific one is served.
-* What the IR cannot express yet (header, query parameter and method
-  matches, ``RegularExpression`` paths, every filter, ``retry``,
-  ``sessionPersistence``, ``timeouts.backendRequest``) makes the parent
-  ``Accepted=False`` (``UnsupportedValue``) and the Route is not served there:
-  serving it without them would route more than it asks for.
+* Matches and filters: :mod:`kxds.translators.gateway_filters`. What kxds
+  cannot serve (``retry``, ``sessionPersistence``, ``ExtensionRef`` and other
+  filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
+  (``UnsupportedValue``) and the Route is not served there: serving it without
+  them would route more than it asks for.
 * A backend reference that does not resolve (``BackendNotFound``,
   ``RefNotPermitted``, ``InvalidKind``) sets ``ResolvedRefs=False``; the spec
   wants a 500 for its share of the requests, and the IR has no weighted
   direct response yet, so the whole rule answers 500. So does a rule
   without backends or whose weights are all zero.
-* Precedence across the Routes of a host: Exact, then the longest prefix,
-  then the oldest Route, then namespace/name, then rule and match order.
+* Precedence across the Routes of a host: Exact, then RegularExpression
+  (longest first), then the longest prefix; then a method match, then more
+  header matches, then more query parameter matches; then the oldest Route,
+  then namespace/name, then rule and match order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
@@ -35,22 +41,51 @@ from kxds.ir import (
     DirectResponse,
     Forward,
     MatchKind,
+    Mirror,
     PathMatch,
     Route,
     RouteAction,
     WeightedBackend,
 )
-from kxds.kube.gateway_models import GROUP, BackendRef, HTTPRoute, ParentReference, RouteRule
+from kxds.kube.gateway_models import (
+    GROUP,
+    BackendRef,
+    GroupKind,
+    GRPCRoute,
+    HTTPRoute,
+    ParentReference,
+    RouteMatch,
+    RouteRule,
+)
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.access import all_admit, route_access
-from kxds.translators.gateway import HTTPROUTE, ListenerPlan, granted
+from kxds.translators.gateway import ListenerPlan, granted
+from kxds.translators.gateway_filters import (
+    BACKEND_FILTERS,
+    ROUTE_FILTERS,
+    filter_problems,
+    header_changes,
+    header_matches,
+    match_problems,
+    path_match,
+    path_rewrite,
+    query_matches,
+    redirect,
+    route_policy,
+)
 from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
+REDIRECT_PLACEHOLDER = DirectResponse(status=302)
+"""A redirecting rule's action before its match gives the path (never served)."""
 
 HasCluster = Callable[[Key, str], bool]
 Target = tuple[Key, str]
+AnyRoute = HTTPRoute | GRPCRoute
+"""A Route kind served on HTTP listeners (a GRPCRoute comes with its rules in HTTPRoute terms)."""
+Rank = tuple[int, int, int, int, int, str, int, int]
+"""A route's precedence key (see :func:`precedence`): smaller comes first."""
 
 
 def intersect(listener: str | None, route: str) -> str | None:
@@ -72,26 +107,17 @@ def route_hosts(listener: str | None, hostnames: tuple[str, ...]) -> list[str]:
     return sorted({h for h in (intersect(listener, n) for n in hostnames) if h is not None})
 
 
-def unsupported(route: HTTPRoute) -> list[str]:
+def unsupported(route: AnyRoute) -> list[str]:
     """Each field of ``route`` the IR cannot serve yet, as ``field: what``."""
     out: list[str] = []
     for i, rule in enumerate(route.rules):
         at = f"spec.rules[{i}]"
         for j, m in enumerate(rule.matches):
-            mat = f"{at}.matches[{j}]"
-            if m.path.type == "RegularExpression":
-                out.append(f"{mat}.path: RegularExpression paths are not supported yet")
-            if m.headers:
-                out.append(f"{mat}.headers: header matches are not supported yet")
-            if m.query_params:
-                out.append(f"{mat}.queryParams: query parameter matches are not supported yet")
-            if m.method is not None:
-                out.append(f"{mat}.method: method matches are not supported yet")
-        out += [f"{at}.filters: {t} filters are not supported yet" for t in rule.filters]
+            out += match_problems(m, f"{at}.matches[{j}]")
+        out += filter_problems(rule.filters, at, ROUTE_FILTERS)
         out += [f"{at}.{f}: not supported yet" for f in rule.unsupported]
         for k, b in enumerate(rule.backend_refs):
-            out += [f"{at}.backendRefs[{k}].filters: {t} filters are not supported yet"
-                    for t in b.filters]
+            out += filter_problems(b.filters, f"{at}.backendRefs[{k}]", BACKEND_FILTERS)
     return out
 
 
@@ -99,8 +125,7 @@ def unsupported(route: HTTPRoute) -> list[str]:
 class RouteOutcome:
     """One HTTPRoute's contribution: routes per host, its status, its problems."""
 
-    hosts: dict[tuple[Key, str, str], list[tuple[tuple[int, int, str, int, int], Route]]] = field(
-        default_factory=dict)
+    hosts: dict[tuple[Key, str, str], list[tuple[Rank, Route]]] = field(default_factory=dict)
     """(Gateway, listener, host) -> (precedence key, route)."""
     backends: set[Target] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -110,7 +135,7 @@ class RouteOutcome:
     """The translation's NetworkPolicy index, for the backends' access rules."""
 
 
-def route_outcome(state: ClusterState, route: HTTPRoute,
+def route_outcome(state: ClusterState, route: AnyRoute,
                   listeners: Mapping[Key, list[ListenerPlan]],
                   clusters: HasCluster, order: int,
                   policies: PolicyIndex | None = None) -> RouteOutcome:
@@ -146,7 +171,7 @@ def route_outcome(state: ClusterState, route: HTTPRoute,
     return out
 
 
-def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: list[ListenerPlan]
+def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: list[ListenerPlan]
             ) -> tuple[Condition, list[ListenerPlan]]:
     """``Accepted`` for one parent reference, and the listeners it attaches to."""
     selected = [pl for pl in plans
@@ -155,11 +180,12 @@ def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: li
     if not selected:
         return Condition("Accepted", False, "NoMatchingParent",
                          "no listener matches sectionName/port"), []
-    allowed = [pl for pl in selected if pl.accepted and HTTPROUTE in pl.supported_kinds
+    kind = GroupKind(group=GROUP, kind=route.meta.ref.kind)
+    allowed = [pl for pl in selected if pl.accepted and kind in pl.supported_kinds
                and _namespace_allowed(state, route, pl)]
     if not allowed:
         return Condition("Accepted", False, "NotAllowedByListeners",
-                         "no accepted listener admits HTTPRoutes from namespace "
+                         f"no accepted listener admits {kind.kind}s from namespace "
                          f"{route.meta.namespace}"), []
     matching = [pl for pl in allowed if route_hosts(pl.listener.hostname, route.hostnames)]
     if not matching:
@@ -168,7 +194,7 @@ def _attach(state: ClusterState, route: HTTPRoute, p: ParentReference, plans: li
     return Condition("Accepted", True, "Accepted", ""), matching
 
 
-def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan) -> bool:
+def _namespace_allowed(state: ClusterState, route: AnyRoute, plan: ListenerPlan) -> bool:
     allowed = plan.listener.allowed_routes
     ns = route.meta.namespace
     if allowed.namespaces_from == "All":
@@ -181,7 +207,7 @@ def _namespace_allowed(state: ClusterState, route: HTTPRoute, plan: ListenerPlan
     return False  # None, or Selector without a selector: nothing (fail closed)
 
 
-def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: str,
+def _backend(state: ClusterState, route: AnyRoute, b: BackendRef, field_path: str,
              clusters: HasCluster, out: RouteOutcome
              ) -> tuple[str | None, AccessPolicy | None, Condition | None]:
     """The cluster a backend reference names and the client-IP rules of its Service
@@ -193,10 +219,12 @@ def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: s
         return None, None, Condition("ResolvedRefs", False, "InvalidKind",
                                f"{field_path}: {b.group or 'core'}/{b.kind} {name} is not a "
                                "Service")
-    if ns != route.meta.namespace and not granted(state, "HTTPRoute", route.meta.namespace,
-                                                  "", "Service", ns, b.name):
+    if ns != route.meta.namespace and not granted(state, route.meta.ref.kind,
+                                                  route.meta.namespace, "", "Service", ns,
+                                                  b.name):
         return None, None, Condition("ResolvedRefs", False, "RefNotPermitted",
-                               f"{field_path}: no ReferenceGrant in {ns} allows HTTPRoutes of "
+                               f"{field_path}: no ReferenceGrant in {ns} allows "
+                               f"{route.meta.ref.kind}s of "
                                f"{route.meta.namespace} to use Service {name}")
     service = state.services.get((ns, b.name))
     port = service.port_by_number(b.port) if service is not None and b.port else None
@@ -214,11 +242,12 @@ def _backend(state: ClusterState, route: HTTPRoute, b: BackendRef, field_path: s
     return cluster, access, None
 
 
-def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
+def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
                  clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
                  ) -> tuple[RouteAction, AccessPolicy | None]:
     """Forward by weight, or 500 when a backend with a share does not resolve (the
-    whole rule: the IR has no weighted direct response yet) or none has a share."""
+    whole rule: the IR has no weighted direct response yet) or none has a share.
+    A redirect is made per match (:func:`_match_action`); here a placeholder."""
     backends: list[WeightedBackend] = []
     accesses: list[AccessPolicy | None] = []
     broken = False
@@ -229,16 +258,68 @@ def _rule_action(state: ClusterState, route: HTTPRoute, i: int, rule: RouteRule,
             problems.append(problem)
             broken = broken or b.weight > 0
         elif cluster is not None and b.weight > 0:
-            backends.append(WeightedBackend(cluster=cluster, weight=b.weight))
+            backends.append(WeightedBackend(
+                cluster=cluster, weight=b.weight,
+                request_headers=next((header_changes(f.request_headers) for f in b.filters
+                                      if f.request_headers), None),
+                response_headers=next((header_changes(f.response_headers) for f in b.filters
+                                       if f.response_headers), None)))
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
+    mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
+    if any(f.redirect is not None for f in rule.filters):
+        return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
         return SERVER_ERROR, None
-    return (Forward(backends=tuple(backends), timeout_ms=rule.request_timeout_ms),
+    per_try = rule.backend_request_timeout_ms or None
+    # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
+    whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
+    return (Forward(backends=tuple(backends), timeout_ms=whole,
+                    mirrors=mirrors, per_try_timeout_ms=per_try),
             all_admit(accesses))
 
 
-def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
+def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
+             clusters: HasCluster, out: RouteOutcome, problems: list[Condition]
+             ) -> tuple[Mirror, ...]:
+    """The rule's mirrors whose backends resolve (the others only lose the copies:
+    ``ResolvedRefs`` says so, the rule is served). A backend with client-IP rules
+    gets no copies: they would reach it from clients its rules may refuse."""
+    mirrors: list[Mirror] = []
+    for k, f in enumerate(rule.filters):
+        if f.mirror is None:
+            continue
+        where = f"spec.rules[{i}].filters[{k}].requestMirror.backendRef"
+        cluster, access, problem = _backend(state, route, f.mirror.backend, where, clusters,
+                                            out)
+        if problem is not None:
+            problems.append(problem)
+        elif access is not None:
+            out.diagnostics.append(Diagnostic(
+                route.meta.ref, where, Reason.UNSUPPORTED,
+                f"Service {f.mirror.backend.name} admits only some clients (NetworkPolicy or "
+                "loadBalancerSourceRanges), which copies of requests cannot honour; the "
+                "mirror is left out"))
+        elif cluster is not None:
+            mirrors.append(Mirror(cluster=cluster, percent=f.mirror.percent))
+            out.backends.add(((f.mirror.backend.namespace or route.meta.namespace,
+                               f.mirror.backend.name), cluster))
+    return tuple(mirrors)
+
+
+def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> RouteAction:
+    """The rule's action for one of its matches: a redirect or a rewrite depends on
+    the path the match matched."""
+    for f in rule.filters:
+        if f.redirect is not None:
+            return redirect(f.redirect, match)
+        if f.rewrite is not None and isinstance(action, Forward):
+            rewrite = path_rewrite(f.rewrite.path, match) if f.rewrite.path else None
+            return replace(action, rewrite=rewrite, host_rewrite=f.rewrite.hostname)
+    return action
+
+
+def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
              out: RouteOutcome
              ) -> tuple[list[tuple[RouteAction, AccessPolicy | None]], Condition]:
     """Each rule's action, and the Route's ``ResolvedRefs`` condition."""
@@ -250,7 +331,9 @@ def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
         found = c.reason == "BackendNotFound"
         out.diagnostics.append(Diagnostic(
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if found else Reason.NOT_ALLOWED,
-            f"{'' if found else c.reason + ': '}{what}; its rule answers 500"))
+            f"{'' if found else c.reason + ': '}{what}; "
+            + ("the mirror is left out" if ".requestMirror." in where
+               else "its rule answers 500")))
     if not problems:
         return actions, Condition("ResolvedRefs", True, "ResolvedRefs", "")
     first = problems[0]
@@ -258,38 +341,37 @@ def _actions(state: ClusterState, route: HTTPRoute, clusters: HasCluster,
                               "; ".join(c.message for c in problems))
 
 
-def path_match(kind: str, value: str) -> PathMatch:
-    """Exact is the whole path; PathPrefix matches whole path elements, a trailing slash
-    ignored (the spec: equivalent to the Ingress ``Prefix`` type)."""
-    if kind == "Exact":
-        return PathMatch(kind=MatchKind.EXACT, path=value)
-    trimmed = value.rstrip("/")
-    return (PathMatch(kind=MatchKind.PATH_PREFIX, path=trimmed) if trimmed
-            else PathMatch(kind=MatchKind.PREFIX, path="/"))
-
-
-def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: HTTPRoute,
+def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
                 actions: list[tuple[RouteAction, AccessPolicy | None]], order: int) -> None:
     ref = route.meta.ref
     routes = out.hosts.setdefault(where, [])
     have = {r.name for _, r in routes}
     for i, (rule, (action, access)) in enumerate(zip(route.rules, actions, strict=True)):
         for j, m in enumerate(rule.matches):
-            name = names.cap(f"httproute/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
+            name = names.cap(f"{ref.kind.lower()}/{ref.namespace}/{ref.name}/rule/{i}/match/{j}")
             if name in have:
                 continue  # the same rule through a second listener of the same host
             match = path_match(m.path.type, m.path.value)
-            routes.append((precedence(match, order, i, j), Route(
-                name=name, ref=ref, match=match, action=action, access=access)))
+            routes.append((precedence(match, order, i, j, m), Route(
+                name=name, ref=ref, match=match, action=_match_action(rule, action, match),
+                access=access, headers=header_matches(m), query=query_matches(m),
+                policy=route_policy(rule.filters))))
 
 
-def precedence(match: PathMatch, order: int, rule: int, index: int
-               ) -> tuple[int, int, str, int, int]:
-    """Envoy order (first match wins), per the HTTPRoute spec: Exact, then the longest
-    prefix; on ties the oldest Route (``order``), then rule and match order."""
+def precedence(match: PathMatch, order: int, rule: int, index: int,
+               conditions: RouteMatch | None = None) -> Rank:
+    """Envoy order (first match wins), per the HTTPRoute spec: Exact, then
+    RegularExpression (longest first: implementation-specific), then the longest
+    prefix; then a method match, more header matches, more query parameter matches;
+    on ties the oldest Route (``order``), then rule and match order."""
+    c = conditions or RouteMatch()
+    rest = (0 if c.method else 1, -len(c.headers), -len(c.query_params), f"{order:09d}",
+            rule, index)
     if match.kind is MatchKind.EXACT:
-        return (0, 0, f"{order:09d}", rule, index)
-    return (1, -len(match.path), f"{order:09d}", rule, index)
+        return (0, 0, *rest)
+    if match.kind is MatchKind.FULL_REGEX:
+        return (1, -len(match.path), *rest)
+    return (2, -len(match.path), *rest)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -303,8 +385,7 @@ class GatewayRoutes:
     statuses: tuple[RouteStatus, ...]
 
 
-def _covered(per_host: Mapping[str, list[tuple[tuple[int, int, str, int, int], Route]]]
-             ) -> dict[str, list[Route]]:
+def _covered(per_host: Mapping[str, list[tuple[Rank, Route]]]) -> dict[str, list[Route]]:
     """One listener's routes per host, each host also given the routes of the wider
     hosts (wildcards, then every host) that cover it, after its own: Envoy serves a
     request from its most specific virtual host only, and the spec gives the rules
@@ -326,8 +407,7 @@ def _covers(wide: str, host: str) -> bool:
 
 def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts."""
-    listeners: dict[tuple[Key, str], dict[str, list[tuple[tuple[int, int, str, int, int],
-                                                          Route]]]] = {}
+    listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
     attached: dict[tuple[Key, str], int] = {}

@@ -243,11 +243,22 @@ class _Builder:
                                  "503")
                 return dataclasses.replace(route, action=ir.DirectResponse(status=503))
             backends.append(dataclasses.replace(b, cluster=twin) if twin else b)
+        mirrors = route.action.mirrors
+        if want is _GRPC:  # the copies of gRPC calls are gRPC calls too
+            mirrors = tuple(dataclasses.replace(m, cluster=self._h2c_twin(base))
+                            if (base := self.clusters.get(m.cluster)) is not None else m
+                            for m in mirrors)
         return dataclasses.replace(route, action=dataclasses.replace(
-            route.action, backends=tuple(backends)))
+            route.action, backends=tuple(backends), mirrors=mirrors))
+
+
+_GRPC = _Want(http2=True, sni=None, ca=None, tls=False)
+"""A GRPCRoute's backends speak plain HTTP/2 (gRPC)."""
 
 
 def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
+    if ref.kind == "GRPCRoute":
+        return _GRPC
     if ref.kind != "Ingress":
         return None
     ing = state.ingresses.get((ref.namespace, ref.name))
@@ -266,11 +277,11 @@ def apply_upstream_tls(base: ir.IR, state: ClusterState,
     asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
     tls_ports = {name for name, (_, proto) in b.ports.items()
                  if proto is not None and proto.lower() == "https"}
-    if not asking and not tls_ports:
+    if not asking and not tls_ports and not state.grpc_routes:
         return base, []  # the common case: no backend speaks TLS
 
     def concerned(r: ir.Route) -> bool:
-        return (r.ref.namespace, r.ref.name) in asking or (
+        return r.ref.kind == "GRPCRoute" or (r.ref.namespace, r.ref.name) in asking or (
             isinstance(r.action, ir.Forward)
             and any(w.cluster in tls_ports for w in r.action.backends))
 
