@@ -521,6 +521,8 @@ class BasicAuth:
     """htpasswd lines (``user:{SHA}base64``), the only scheme Envoy checks; never
     empty (a route whose Secret admits nobody refuses instead)."""
     realm: str = ""
+    """What ``auth-realm`` asked for; Envoy's filter always sends the request's URL
+    as its realm, so it is carried for the record only."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

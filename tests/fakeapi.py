@@ -439,6 +439,8 @@ class FakeApi:
             meta.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", old["metadata"]["creationTimestamp"] if old
                             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if obj.get("kind") == "Secret":
+                obj.setdefault("type", "Opaque")  # the API server's default
             return copy.deepcopy(self._record(key, obj))
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

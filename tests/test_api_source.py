@@ -94,9 +94,9 @@ def poll(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def reflector(src: ApiSource, plural: str) -> Reflector:
+def reflector(src: ApiSource, plural: str, variant: str = "") -> Reflector:
     poll(lambda: bool(src.reflectors), "the reflectors to start")
-    [r] = [r for r in src.reflectors if r.kind.plural == plural]
+    [r] = [r for r in src.reflectors if r.kind.plural == plural and r.kind.variant == variant]
     return r
 
 
@@ -113,7 +113,9 @@ def populate(api: FakeApi) -> None:
 
 def test_first_sync_equals_the_manifest_loader(api: FakeApi) -> None:
     populate(api)
-    # Not TLS: the server filters it out of the watch (field selector).
+    # Neither TLS nor Opaque: the server filters it out of the watches (field selectors).
+    api.apply({**secret("token", "kubernetes.io/service-account-token")})
+    # Opaque but referenced by nothing: read, and left out of the state.
     api.apply({**secret("opaque", "Opaque")})
     with SourceRunner(source(api, page_size=1)) as run:
         state = run.wait(lambda s: True)
@@ -431,8 +433,12 @@ def test_serve_flags_make_the_api_source(tmp_path: Path) -> None:
     assert src.options.namespace == "team-a"
     assert src.options.extra_secrets == (("certs", "default"),), "kept although unreferenced"
     assert src.options.secret_namespaces == ("team-a", "certs")
-    assert {k.path(None) for k in src.options.watched_kinds() if k.plural == "secrets"} == {
-        "/api/v1/namespaces/team-a/secrets", "/api/v1/namespaces/certs/secrets"}
+    assert sorted((k.path(None), k.field_selector) for k in src.options.watched_kinds()
+                  if k.plural == "secrets") == [
+        ("/api/v1/namespaces/certs/secrets", "type=Opaque"),
+        ("/api/v1/namespaces/certs/secrets", "type=kubernetes.io/tls"),
+        ("/api/v1/namespaces/team-a/secrets", "type=Opaque"),
+        ("/api/v1/namespaces/team-a/secrets", "type=kubernetes.io/tls")]
     assert src.client.api.configuration.host == "http://127.0.0.1:9"
 
 
@@ -454,6 +460,50 @@ def test_secrets_read_only_in_the_watched_namespaces(api: FakeApi) -> None:
         api.apply(ingress("later", tls_secret="later", ns="team"))
         run.wait(lambda s: ("team", "later") in s.secrets)
     assert api.count("GET", "/api/v1/namespaces/team/secrets", "watch=")
+    assert api.count("GET", "/api/v1/namespaces/team/secrets", "fieldSelector=type%3DOpaque")
     assert api.count("GET", "/api/v1/namespaces/default/secrets", "watch=")
     assert not api.count("GET", "/api/v1/secrets")
     assert not api.count("GET", "/api/v1/namespaces/other/secrets")
+
+
+def basic_auth_ingress(name: str, secret_ref: str, ns: str = "default") -> dict[str, Any]:
+    ing = ingress(name, ns=ns)
+    ing["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/auth-type": "basic",
+                                      "nginx.ingress.kubernetes.io/auth-secret": secret_ref}
+    return ing
+
+
+def opaque(name: str, ns: str = "default", **extra: Any) -> dict[str, Any]:
+    auth = base64.b64encode(b"alice:{SHA}g2YDYHBhl9R/ddqtGep+ipAO4aU=\n").decode()
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": ns, **extra}, "data": {"auth": auth}}
+
+
+def test_opaque_secrets_are_read_for_authentication(api: FakeApi) -> None:
+    """Opaque Secrets are watched beside TLS ones (a second field selector): one an
+    Ingress names (auth-secret) reaches the state, kept without its annotations;
+    other types never leave the server."""
+    populate(api)
+    applied = "kubectl.kubernetes.io/last-applied-configuration"
+    api.apply(opaque("users", annotations={applied: "{...a copy of the data...}"}))
+    untyped = opaque("untyped")
+    del untyped["type"]  # the API server defaults it to Opaque
+    api.apply(untyped)
+    api.apply(basic_auth_ingress("untyped-user", "untyped"))
+    api.apply(basic_auth_ingress("private", "users"))
+    api.apply(secret("token", "kubernetes.io/service-account-token"))
+    api.apply(basic_auth_ingress("token-user", "token"))
+    with SourceRunner(source(api)) as run:
+        state = run.wait(lambda s: ("default", "users") in s.secrets)
+        users = state.secrets[("default", "users")]
+        assert users.type == "Opaque" and users.data["auth"].startswith(b"alice:")
+        assert users.meta.annotations == {}
+        assert ("default", "token") not in state.secrets  # filtered by the server
+        assert state.secrets[("default", "untyped")].type == "Opaque"
+        assert ("default", "shop-tls") in state.secrets
+        # A change to the Opaque Secret arrives through its own watch.
+        api.apply(opaque("users", labels={"rotated": "yes"}))
+        run.wait(lambda s: s.secrets[("default", "users")].meta.labels == {"rotated": "yes"})
+        assert reflector(run.source, "secrets", "opaque").kind.field_selector == "type=Opaque"
+    assert api.count("GET", "/api/v1/secrets", "fieldSelector=type%3DOpaque")
+    assert api.count("GET", "/api/v1/secrets", "fieldSelector=type%3Dkubernetes.io")

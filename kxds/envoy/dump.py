@@ -57,6 +57,10 @@ _ANY_MODULES = (
     "envoy.extensions.filters.network.direct_response.v3.config_pb2",
     "xds.type.matcher.v3.matcher_pb2",
     "envoy.extensions.matching.common_inputs.network.v3.network_inputs_pb2",
+    "envoy.extensions.filters.http.basic_auth.v3.basic_auth_pb2",
+    "envoy.extensions.common.matching.v3.extension_matcher_pb2",
+    "envoy.extensions.filters.common.matcher.action.v3.skip_action_pb2",
+    "envoy.extensions.matching.input_matchers.metadata.v3.metadata_pb2",
 )
 
 
@@ -152,11 +156,34 @@ def _redact(secret: dict[str, Any]) -> dict[str, Any]:
     return secret
 
 
+_USERS_TYPES = frozenset({
+    "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuthPerRoute",
+    "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
+})
+"""Configs whose ``users`` hold password hashes (htpasswd lines)."""
+
+
+def _redact_users(value: Any) -> None:
+    """Hide the password hashes of basic auth configs anywhere in ``value``; the user
+    names stay, so a dump still says who may sign in."""
+    if isinstance(value, dict):
+        if value.get("@type") in _USERS_TYPES and isinstance(value.get("users"), dict):
+            lines = str(value["users"].get("inline_string", "")).split("\n")
+            value["users"] = {"inline_string": "\n".join(
+                f"{line.partition(':')[0]}:{REDACTED}" for line in lines if line)}
+        for v in value.values():
+            _redact_users(v)
+    elif isinstance(value, list):
+        for v in value:
+            _redact_users(v)
+
+
 def resources_to_dict(resources: Resources, *, redact: bool = True
                       ) -> dict[str, list[dict[str, Any]]]:
     """``{"clusters": [...], "endpoints": [...], ...}``: kinds present, in push order.
 
-    Private keys are replaced by ``[redacted]`` unless ``redact`` is false.
+    Private keys and basic auth password hashes are replaced by ``[redacted]``
+    unless ``redact`` is false.
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for type_url in TYPE_ORDER:
@@ -165,6 +192,8 @@ def resources_to_dict(resources: Resources, *, redact: bool = True
             rendered = [to_dict(decode(by_name[n])) for n in sorted(by_name)]
             if redact and type_url == SECRET:
                 rendered = [_redact(r) for r in rendered]
+            elif redact and type_url == ROUTE:
+                _redact_users(rendered)
             out[SHORT_NAMES[type_url]] = rendered
     return out
 

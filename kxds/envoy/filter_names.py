@@ -35,3 +35,8 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
 RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+# Authentication (HTTP filters enabled per route).
+BASIC_AUTH = "envoy.filters.http.basic_auth"
+SATISFY_ANY = "kxds.filters.http.satisfy_any"
+"""An RBAC filter instance marking clients admitted without authenticating."""

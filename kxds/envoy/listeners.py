@@ -20,7 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import http_policy, rbac
+from kxds.envoy import basic_auth, http_policy, rbac, satisfy_any
 from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
@@ -38,10 +38,17 @@ def access_filters() -> list[hcm_pb2.HttpFilter]:
     return [rbac.http_filter()]
 
 
+def auth_filters() -> list[hcm_pb2.HttpFilter]:
+    """Authentication, each off until a route enables it: after access rules and CORS
+    (a preflight is answered without credentials, as ingress-nginx does), the
+    ``satisfy: any`` marker first (:mod:`kxds.envoy.satisfy_any`)."""
+    return [satisfy_any.marker_filter(), basic_auth.http_filter()]
+
+
 def build_http_filters() -> list[hcm_pb2.HttpFilter]:
     """The HTTP filter chain: access control first, the router last (Envoy requires it)."""
     router = hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))
-    return [*access_filters(), *http_policy.policy_filters(), router]
+    return [*access_filters(), *http_policy.policy_filters(), *auth_filters(), router]
 
 
 def build_http_connection_manager(

@@ -12,6 +12,8 @@ answered 404 by Envoy.
 
 from __future__ import annotations
 
+from typing import Any
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
@@ -21,9 +23,10 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import http_policy, rbac
+from kxds.envoy import basic_auth, http_policy, rbac, satisfy_any
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import (
+    BASIC_AUTH,
     BUFFER,
     CORS,
     CUSTOM_RESPONSE,
@@ -266,12 +269,22 @@ def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
         per_filter[BUFFER].CopyFrom(http_policy.body_limit(policy.max_request_bytes))
     if policy.rate_limit is not None:
         per_filter[LOCAL_RATE_LIMIT].CopyFrom(http_policy.rate_limit(policy.rate_limit))
+    if policy.auth is not None:
+        _set_auth(per_filter, policy.auth)
     if policy.error_pages is not None:
         per_filter[CUSTOM_RESPONSE].CopyFrom(http_policy.error_pages(policy.error_pages))
         msg.request_headers_to_add.extend(http_policy.header_options(
             (ir.Header(name=http_policy.ORIGINAL_URI, value="%REQ(:PATH)%"),), overwrite=True))
     if not policy.access_log:
         msg.metadata.filter_metadata[NO_LOG].SetInParent()
+
+
+def _set_auth(per_filter: Any, auth: ir.RouteAuth) -> None:
+    """The route's authentication filters, and the ``satisfy: any`` marker."""
+    if auth.basic is not None:
+        per_filter[BASIC_AUTH].CopyFrom(basic_auth.per_route(auth.basic))
+    for name, config in satisfy_any.per_route(auth).items():
+        per_filter[name].CopyFrom(config)
 
 
 def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:

@@ -23,6 +23,8 @@ from kxds.kube.parse import parse_object
 Entry = tuple[m.Model | None, Diagnostic | None]
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
+OPAQUE_SECRET_TYPE = "Opaque"
+"""Basic authentication users (htpasswd) and backend CA bundles come in Opaque Secrets."""
 
 
 def strip_pod(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,6 +47,21 @@ def strip_pod(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def strip_secret(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Only what kxds reads from a Secret: its type, data and identifying metadata.
+
+    Annotations go (``kubectl apply`` keeps a copy of the whole Secret, data
+    included, in one), and so do managed fields: a Secret is kept once.
+    """
+    meta = doc.get("metadata") or {}
+    return {
+        "apiVersion": "v1", "kind": "Secret",
+        **{k: doc[k] for k in ("type", "data") if k in doc},
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
+                                          "resourceVersion", "creationTimestamp") if k in meta},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """One watched resource."""
@@ -59,12 +76,16 @@ class Kind:
     """Served only when its CRD is installed: a 404 means "none" (see :mod:`kxds.kube.api`)."""
     namespace: str | None = None
     """Watch it only in this namespace, whatever the source's (``--watch-namespaces``)."""
+    variant: str = ""
+    """Tells apart two watches of one resource with different field selectors."""
 
     @property
     def slot(self) -> str:
-        """Where the store keeps its objects: the plural, and the namespace when it has one
-        (one reflector per namespace lists and replaces only its own objects)."""
-        return self.plural if self.namespace is None else f"{self.plural}@{self.namespace}"
+        """Where the store keeps its objects: the plural (and variant), and the namespace
+        when it has one (one reflector per namespace and variant lists and replaces only
+        its own objects)."""
+        base = f"{self.plural}#{self.variant}" if self.variant else self.plural
+        return base if self.namespace is None else f"{base}@{self.namespace}"
 
     def in_namespaces(self, namespaces: Iterable[str]) -> tuple[Kind, ...]:
         """This kind watched separately in each of ``namespaces``."""
@@ -86,8 +107,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy", True),
     Kind("namespaces", "v1", "Namespace", False),
     Kind("pods", "v1", "Pod", True, strip=strip_pod),
-    # Only TLS secrets are ever read; the server filters the rest out.
-    Kind("secrets", "v1", "Secret", True, field_selector=f"type={TLS_SECRET_TYPE}"),
+    # Only TLS and Opaque secrets are ever read; the server filters the rest out
+    # (service-account tokens, Helm releases, registry credentials never reach kxds).
+    Kind("secrets", "v1", "Secret", True, field_selector=f"type={TLS_SECRET_TYPE}",
+         strip=strip_secret),
+    Kind("secrets", "v1", "Secret", True, field_selector=f"type={OPAQUE_SECRET_TYPE}",
+         strip=strip_secret, variant="opaque"),
     # Gateway API (standard channel v1.4): CRDs a cluster may not have installed.
     Kind("gatewayclasses", f"{GROUP}/v1", "GatewayClass", False, optional=True),
     Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
@@ -174,8 +199,9 @@ class Store:
         self.generation = 0
         self.extra_secrets = tuple(extra_secrets)
         self.on_change: Callable[[], None] = lambda: None
-        self.failed_uids: dict[str, dict[m.Key, str]] = {k.kind: {} for k in self.kinds}
-        """The uid of each object that failed to parse (it is in no model), for Events."""
+        self.failed_uids: dict[str, dict[m.Key, str]] = {k.slot: {} for k in self.kinds}
+        """Per slot, the uid of each object that failed to parse (it is in no model), for
+        Events."""
 
     def _changed(self) -> None:
         self.generation += 1
@@ -191,7 +217,7 @@ class Store:
             if entry[0] is None:
                 failed[key] = _doc_uid(doc)
         with self.lock:
-            self.failed_uids[kind.kind] = failed
+            self.failed_uids[kind.slot] = failed
             old = self.entries[kind.slot]
             new = {k: keep_last_good(old.get(k), e) for k, e in new.items()}
             same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
@@ -205,9 +231,9 @@ class Store:
         key, entry = parse_doc(kind, doc, self.limits)
         with self.lock:
             if entry[0] is None:
-                self.failed_uids[kind.kind][key] = _doc_uid(doc)
+                self.failed_uids[kind.slot][key] = _doc_uid(doc)
             else:
-                self.failed_uids[kind.kind].pop(key, None)
+                self.failed_uids[kind.slot].pop(key, None)
             table = self.entries[kind.slot]
             entry = keep_last_good(table.get(key), entry)
             unchanged = _same(table.get(key), entry)
@@ -218,14 +244,18 @@ class Store:
     def delete(self, kind: Kind, doc: Mapping[str, Any]) -> None:
         key, _ = parse_doc(kind, doc)
         with self.lock:
-            self.failed_uids[kind.kind].pop(key, None)
+            self.failed_uids[kind.slot].pop(key, None)
             if self.entries[kind.slot].pop(key, None) is not None:
                 self._changed()
 
     def uid(self, ref: ObjectRef) -> str:
         """The uid of an object that failed to parse ("" when unknown)."""
+        key = (ref.namespace, ref.name)
         with self.lock:
-            return self.failed_uids.get(ref.kind, {}).get((ref.namespace, ref.name), "")
+            for kind in self.kinds:
+                if kind.kind == ref.kind and key in self.failed_uids[kind.slot]:
+                    return self.failed_uids[kind.slot][key]
+        return ""
 
     def snapshot(self) -> tuple[m.ClusterState | None, int]:
         """``(state, generation)``; the state is None until every kind has been listed."""
@@ -236,12 +266,13 @@ class Store:
             generation = self.generation
         ingresses = [e[0] for e in tables.get("ingresses", ()) if isinstance(e[0], m.Ingress)]
         gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
-        # (kinds watched per namespace are in slots "plural@ns"; these two never are)
+        # (kinds watched per namespace or variant are in slots "plural#variant@ns";
+        # these two never are)
         wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
         for slot, entries in tables.items():
-            plural = slot.partition("@")[0]
+            plural = slot.partition("@")[0].partition("#")[0]
             for model, problem in entries:
                 if plural == "secrets" and not _wanted(model, problem, wanted):
                     continue

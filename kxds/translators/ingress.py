@@ -231,17 +231,20 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     Its annotations (:mod:`kxds.translators.route_policy`) are applied to every
     route; a canary Ingress's paths are kept apart (:mod:`kxds.translators.canary`).
     An annotation that narrows who may reach the routes and that kxds cannot
-    honour (authentication, a WAF, an nginx snippet) makes every route of the
-    Ingress answer 503 (:func:`refused_routes`): fail closed, never open.
+    honour (authentication other than basic, basic authentication whose Secret
+    is unusable, a WAF, an nginx snippet) makes every route of the Ingress
+    answer 503 (:func:`failed_routes`): fail closed, never open.
     """
     ref = ing.meta.ref
-    pol = ingress_policy(ing, limit_status)
-    refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets)
+    pol = ingress_policy(ing, limit_status, state.secrets)
+    refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets) or pol.refused
     if refused is not None:
-        # The annotation's own diagnostic (among the policy's) says so already.
+        # The annotation's own diagnostic (among the policy's) says so already, but
+        # for authentication that cannot be honoured (its refusal says why).
+        own_diags = (*pol.diagnostics, *((refused,) if refused is pol.refused else ()))
         if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
-            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=pol.diagnostics)
-        return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
+            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=own_diags)
+        return replace(failed_routes(ing, refused), diagnostics=own_diags)
     own: list[Diagnostic] = list(pol.diagnostics)
     plan = mirror_plan(state, pol.parsed, clusters, own, policies)
     if plan is not None:

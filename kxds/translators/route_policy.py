@@ -26,14 +26,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic, Reason, show
-from kxds.kube.models import Ingress
+from kxds.kube.models import Ingress, Key, Secret
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations.values import re2_problem
+from kxds.translators.auth_basic import allow_set_names, basic_auth, relax_access
 from kxds.translators.cors_limits import cors_policy, rate_limit
 from kxds.translators.upstream_lb import with_upstream
 
@@ -58,6 +60,10 @@ class IngressPolicy:
     rewrite: str | None
     """The RE2 substitution for the path (``rewrite-target``), groups as ``\\1``."""
     diagnostics: tuple[Diagnostic, ...]
+    refused: Diagnostic | None = None
+    """Authentication asked for that cannot be honoured: every route answers 503."""
+    relaxed: frozenset[str] = frozenset()
+    """With ``satisfy: any``: the allow-list client sets that authentication replaces."""
 
     def regex_for(self, path: str) -> str | None:
         """The route regex for ``path`` when paths are regexes, else None."""
@@ -79,6 +85,8 @@ class IngressPolicy:
                                          rewrite=rewrite)
         if action is route.action and self.policy is None:
             return route
+        if self.relaxed:
+            route = relax_access(route, self.relaxed)
         return dataclasses.replace(route, action=action, policy=self.policy)
 
     def apply_default(self, route: ir.Route) -> ir.Route:
@@ -89,8 +97,12 @@ class IngressPolicy:
         action = dataclasses.replace(route.action, timeout_ms=self.forward.timeout_ms,
                                      idle_timeout_ms=self.forward.idle_timeout_ms)
         log = self.policy is not None and not self.policy.access_log
+        auth = self.policy.auth if self.policy is not None else None
+        policy = ir.RoutePolicy(access_log=not log, auth=auth)
+        if self.relaxed:
+            route = relax_access(route, self.relaxed)
         return dataclasses.replace(route, action=action,
-                                   policy=ir.RoutePolicy(access_log=False) if log else None)
+                                   policy=None if policy == ir.RoutePolicy() else policy)
 
 
 def path_regex(path: str) -> str:
@@ -99,9 +111,10 @@ def path_regex(path: str) -> str:
     return f"(?i)^(?:{path}).*"
 
 
-def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
+def ingress_policy(ing: Ingress, limit_status: int = 429,
+                   secrets: Mapping[Key, Secret] | None = None) -> IngressPolicy:
     """Read ``ing``'s annotations once into what its routes carry; a rate limit refuses
-    with ``limit_status``."""
+    with ``limit_status``; authentication reads its users from ``secrets``."""
     parsed = ann.parse(ing)
     diags = list(parsed.diagnostics)
     if parsed.get(r.NEXT_UPSTREAM_TIMEOUT) and _retry(parsed) is None:
@@ -110,11 +123,19 @@ def ingress_policy(ing: Ingress, limit_status: int = 429) -> IngressPolicy:
                                     Reason.UNSUPPORTED))
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
+    policy = route_policy(parsed, diags, limit_status)
+    auth = basic_auth(ing, parsed, secrets)
+    diags += auth.diagnostics
+    relaxed: frozenset[str] = frozenset()
+    if auth.auth is not None:
+        policy = dataclasses.replace(policy or ir.RoutePolicy(), auth=auth.auth)
+        if auth.auth.satisfy_any is not None:
+            relaxed = allow_set_names(ing)
     return IngressPolicy(
-        parsed=parsed, forward=with_upstream(_forward(parsed), parsed, diags),
-        policy=route_policy(parsed, diags, limit_status),
+        parsed=parsed, forward=with_upstream(_forward(parsed), parsed, diags), policy=policy,
         redirect=_redirect(parsed, diags), app_root=_app_root(parsed, diags),
-        regex_paths=regex_paths, rewrite=rewrite, diagnostics=tuple(diags))
+        regex_paths=regex_paths, rewrite=rewrite, diagnostics=tuple(diags),
+        refused=auth.refused, relaxed=relaxed)
 
 
 def _forward(parsed: ann.Parsed) -> ir.Forward:

@@ -58,6 +58,7 @@ from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
 from kxds.translators.access import route_access
 from kxds.translators.annotations import parse as parse_annotations
+from kxds.translators.auth_basic import passthrough_problem
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import narrowing_problem
 from kxds.translators.network_policy import PolicyIndex
@@ -216,7 +217,7 @@ class _Planner:
             # A passthrough chain bypasses the HTTP routes that fail closed for an
             # annotation narrowing access: refuse its hosts' handshakes instead.
             refused = narrowing_problem(ing, parse_annotations(ing).narrowing,
-                                        self.config.ignore_snippets)
+                                        self.config.ignore_snippets) or passthrough_problem(ing)
             if refused is not None:
                 self.failed(ing, refused)
                 return

@@ -370,14 +370,41 @@ ALLOWLIST_SOURCE_RANGE = Annotation(
 DENYLIST_SOURCE_RANGE = Annotation(
     "denylist-source-range", F.ACCESS, S, "RBAC per route (remote_ip)", "", v.items,
     reported_elsewhere=True, documented=False)
-_AUTH = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm", "auth-url",
+AUTH_TYPE = Annotation(
+    "auth-type", F.ACCESS, P, "basic auth filter, per route (BasicAuthPerRoute users)",
+    "basic only; digest (or anything else) is reported and every route of the Ingress "
+    "answers 503 (fail closed)", v.text, reported_elsewhere=True)
+AUTH_SECRET = Annotation(
+    "auth-secret", F.ACCESS, P, "basic auth filter, per route (BasicAuthPerRoute users)",
+    "name or namespace/name of an Opaque Secret; Envoy checks only {SHA} users "
+    "(htpasswd -s): a user with another scheme (apr1, bcrypt, crypt, plain) is left out "
+    "and reported; a missing or unusable Secret makes every route of the Ingress answer "
+    "503 (fail closed)", v.text, reported_elsewhere=True)
+AUTH_SECRET_TYPE = Annotation(
+    "auth-secret-type", F.ACCESS, S, "basic auth filter, per route (BasicAuthPerRoute users)",
+    "auth-file (htpasswd lines under the key auth, the default) or auth-map (a key per "
+    "user, its hash as the value)", v.text, reported_elsewhere=True)
+AUTH_REALM = Annotation(
+    "auth-realm", F.ACCESS, P, "basic auth filter (WWW-Authenticate)",
+    "accepted and reported: Envoy's basic auth filter always sends realm=\"http://HOST/PATH\" "
+    "(the request's URL) in WWW-Authenticate and cannot be given another realm",
+    v.text, reported_elsewhere=True)
+SATISFY = Annotation(
+    "satisfy", F.ACCESS, S,
+    "RBAC per route (shadow rules) marks clients in the source ranges; the auth filter, "
+    "wrapped in a matcher, is skipped for them",
+    "any: a client in whitelist-source-range/allowlist-source-range is admitted without "
+    "authenticating, any other client must authenticate; all (the default): both are "
+    "required; NetworkPolicy and loadBalancerSourceRanges rules and the deny list are "
+    "always enforced", v.text, reported_elsewhere=True)
+_AUTH = ("auth-url",
          "auth-method", "auth-signin", "auth-signin-redirect-param", "auth-response-headers",
          "auth-proxy-set-headers", "auth-request-redirect", "auth-cache-key",
          "auth-cache-duration", "auth-always-set-cookie", "auth-keepalive",
          "auth-keepalive-requests", "auth-keepalive-share-vars", "auth-keepalive-timeout",
          "enable-global-auth", "auth-tls-secret", "auth-tls-verify-depth",
          "auth-tls-verify-client", "auth-tls-error-page",
-         "auth-tls-pass-certificate-to-upstream", "auth-tls-match-cn", "satisfy")
+         "auth-tls-pass-certificate-to-upstream", "auth-tls-match-cn")
 AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication; {_SECURITY}", narrows=True)
              for n in _AUTH)
 ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
