@@ -21,6 +21,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
 from kxds.envoy import http_policy, rbac
+from kxds.envoy.client_cert import client_cert_headers
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
 
@@ -224,8 +225,11 @@ def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:
 
 def build_virtual_host(vhost: ir.VirtualHost) -> rc_pb2.VirtualHost:
     """A virtual host: its domains and its routes in match order."""
-    return rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains),
-                              routes=[build_route(r) for r in vhost.routes])
+    msg = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains),
+                             routes=[build_route(r) for r in vhost.routes])
+    if vhost.client_certificate is not None:
+        client_cert_headers(msg, vhost.client_certificate)
+    return msg
 
 
 def build_route_table(table: ir.RouteTable) -> route_pb2.RouteConfiguration:

@@ -1,0 +1,48 @@
+"""What the backend of a host checking client certificates is told about the client's.
+
+ingress-nginx passes the verified client certificate's details to the backend
+in request headers (``ssl-client-verify``, ``ssl-client-subject-dn``,
+``ssl-client-issuer-dn``, and with ``auth-tls-pass-certificate-to-upstream``
+the URL-encoded PEM in ``ssl-client-cert``). Envoy's header formatters give
+the same values: ``%DOWNSTREAM_PEER_CERT%`` is the URL-encoded PEM (nginx's
+``$ssl_client_escaped_cert``), ``%DOWNSTREAM_PEER_SUBJECT%`` and
+``%DOWNSTREAM_PEER_ISSUER%`` are RFC 2253 names, like ``$ssl_client_s_dn``
+(https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/headers#custom-request-response-headers).
+
+They are set on the virtual hosts of the chain's own route table: whatever a
+client sent under those names is removed first, so a backend never sees a
+forged value. ``ssl-client-verify`` is ``SUCCESS`` only where the handshake
+required a valid certificate; where it was optional Envoy has no formatter
+telling whether one was presented, so the header is removed, not guessed.
+The ``x-forwarded-client-cert`` header is dropped by the connection manager
+(its default ``SANITIZE``).
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+
+from kxds import ir
+
+HEADERS = ("ssl-client-cert", "ssl-client-verify", "ssl-client-subject-dn",
+           "ssl-client-issuer-dn")
+"""The headers ingress-nginx sets for the backend of a host checking certificates."""
+
+
+def _set(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
+def client_cert_headers(vhost: rc_pb2.VirtualHost, client: ir.ClientCertificate) -> None:
+    """Remove the client's own ``ssl-client-*`` headers and set Envoy's values instead."""
+    vhost.request_headers_to_remove.extend(HEADERS)
+    if client.forward_certificate:
+        vhost.request_headers_to_add.append(_set("ssl-client-cert", "%DOWNSTREAM_PEER_CERT%"))
+    if client.required:
+        vhost.request_headers_to_add.append(_set("ssl-client-verify", "SUCCESS"))
+    vhost.request_headers_to_add.extend([
+        _set("ssl-client-subject-dn", "%DOWNSTREAM_PEER_SUBJECT%"),
+        _set("ssl-client-issuer-dn", "%DOWNSTREAM_PEER_ISSUER%")])
