@@ -27,7 +27,9 @@ from kxds.certs.make import KeyPair, _pem_key, make_ca, make_leaf, sign_leaf, tl
 
 pytestmark = pytest.mark.e2e
 
-HOSTS = ("on.test", "opt.test", "noca.test", "missing.test", "open.test", "noredirect.test")
+HOSTS = ("on.test", "opt.test", "noca.test", "missing.test", "open.test", "noredirect.test",
+         "errpage.test", "opterr.test")
+ERROR_PAGE = "https://errors.example/denied?why=cert"
 REFUSED = -1
 
 
@@ -99,6 +101,11 @@ endpoints: [{{addresses: ["{web.host}"]}}]""",
                                       f"{auth}verify-client": "optional_no_ca"}),
         ingress("missing", "missing.test", {f"{auth}secret": "nope"}),
         ingress("open", "open.test", {}),
+        ingress("errpage", "errpage.test", {f"{auth}secret": "client-ca",
+                                            f"{auth}error-page": ERROR_PAGE}),
+        ingress("opterr", "opterr.test", {f"{auth}secret": "client-ca",
+                                          f"{auth}verify-client": "optional",
+                                          f"{auth}error-page": ERROR_PAGE}),
         ingress("noredirect", "noredirect.test", {
             f"{auth}secret": "client-ca", "nginx.ingress.kubernetes.io/ssl-redirect": "false"}),
     ]
@@ -150,8 +157,9 @@ def call(port: int, sni: str, pki: dict[str, object], cert: str | None,
         return REFUSED, {}
     finally:
         conn.close()
-    seen = json.loads(body)["headers"] if resp.status == 200 else {}
-    return resp.status, seen
+    if resp.status == 200:
+        return 200, json.loads(body)["headers"]
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}
 
 
 def test_required_certificate(gateway: Gateway, pki: dict[str, object]) -> None:
@@ -160,6 +168,7 @@ def test_required_certificate(gateway: Gateway, pki: dict[str, object]) -> None:
     assert call(port, "on.test", pki, "bad")[0] == REFUSED
     status, seen = call(port, "on.test", pki, "good")
     assert status == 200
+    assert seen["ssl-client-verify"] == "SUCCESS"
     assert seen["ssl-client-verify"] == "SUCCESS"
     assert "CN=good-client" in seen["ssl-client-subject-dn"]
     assert "CN=client CA" in seen["ssl-client-issuer-dn"]
@@ -214,3 +223,18 @@ def test_plain_http_does_not_bypass(gateway: Gateway, pki: dict[str, object]) ->
     assert gateway.get("/", host="noredirect.test")[0] == 403
     assert call(gateway.https_port, "noredirect.test", pki, "good")[0] == 200
 
+
+
+def test_error_page(gateway: Gateway, pki: dict[str, object]) -> None:
+    """A failed check is redirected to the error page (302) instead of refused."""
+    port = gateway.https_port
+    for cert in (None, "bad"):
+        status, headers = call(port, "errpage.test", pki, cert)
+        assert (status, headers.get("location")) == (302, ERROR_PAGE), cert
+    status, seen = call(port, "errpage.test", pki, "good")
+    assert status == 200 and seen["ssl-client-verify"] == "SUCCESS"
+    # optional: no certificate is fine, an invalid one goes to the error page.
+    assert call(port, "opterr.test", pki, None)[0] == 200
+    assert call(port, "opterr.test", pki, "good")[0] == 200
+    status, headers = call(port, "opterr.test", pki, "bad")
+    assert (status, headers.get("location")) == (302, ERROR_PAGE)

@@ -634,6 +634,11 @@ class ClientCertificate:
     """The longest chain accepted above the client's certificate."""
     forward_certificate: bool = False
     """Tell the backend the client's certificate (URL-encoded PEM header)."""
+    error_redirect: Redirect | None = None
+    """Redirect a request whose certificate fails verification (or, when
+    ``required``, is missing) here instead of refusing the handshake: the
+    handshake then takes any certificate, and requests are routed on whether
+    theirs was validated."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -243,3 +243,61 @@ def test_match_cn_fails_closed(pki: dict[str, KeyPair]) -> None:
     assert isinstance(chain, ir.TerminatedChain)
     (route,) = routes_of(t, chain.route_table, "a.example.com")
     assert isinstance(route.action, ir.DirectResponse) and route.action.status == 503
+
+
+@pytest.mark.parametrize(("mode", "required", "presented"), [
+    ("on", True, None), ("optional", False, True)])
+def test_error_page_redirects_failed_checks(pki: dict[str, KeyPair], mode: str,
+                                            required: bool, presented: bool | None) -> None:
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca", "verify-client": mode,
+                                            "error-page": "https://err.example/x?y=1"}),
+            secret("srv", pki["server"]), ca_secret(pki))
+    assert t.diagnostics == ()
+    (chain,) = tls_listener(t).chains
+    assert isinstance(chain, ir.TerminatedChain) and chain.client_certificate is not None
+    assert chain.client_certificate.error_redirect == ir.Redirect(
+        https=True, host="err.example", status=302, path="/x?y=1", strip_query=True)
+    res = build_resources(t.ir)
+    lis = listener_pb2.Listener.FromString(res[LISTENER]["https/8443"].body)
+    ctx = tls_pb2.DownstreamTlsContext()
+    lis.filter_chains[0].transport_socket.typed_config.Unpack(ctx)
+    # The handshake lets everyone in; the first route sends failed checks away.
+    assert ctx.require_client_certificate.value is False
+    assert ctx.common_tls_context.combined_validation_context.default_validation_context \
+        .trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    rc = route_pb2.RouteConfiguration.FromString(res[ROUTE][chain.route_table].body)
+    first = rc.virtual_hosts[0].routes[0]
+    assert first.match.tls_context.validated.value is False
+    assert first.match.tls_context.HasField("presented") is (presented is not None)
+    assert first.redirect.host_redirect == "err.example"
+    assert first.redirect.path_redirect == "/x?y=1"
+    assert len(rc.virtual_hosts[0].routes) == 2
+
+
+@pytest.mark.parametrize(("mode", "page", "reason"), [
+    ("on", "/denied", Reason.UNSUPPORTED),
+    ("on", "ftp://x/denied", Reason.UNSUPPORTED),
+    ("optional_no_ca", "https://err.example/", Reason.INVALID_VALUE),
+], ids=["path", "scheme", "no-ca"])
+def test_error_page_not_applied(pki: dict[str, KeyPair], mode: str, page: str,
+                                reason: Reason) -> None:
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca", "verify-client": mode,
+                                            "error-page": page}),
+            secret("srv", pki["server"]), ca_secret(pki))
+    (d,) = t.diagnostics
+    assert (d.reason, d.field) == (reason, f"metadata.annotations[{AUTH}error-page]")
+    (chain,) = tls_listener(t).chains
+    assert isinstance(chain, ir.TerminatedChain) and chain.client_certificate is not None
+    assert chain.client_certificate.error_redirect is None
+
+
+def test_different_error_pages_get_different_chains(pki: dict[str, KeyPair]) -> None:
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca",
+                                            "error-page": "https://err.example/a"}),
+            asking("b", ["b.example.com"], {"secret": "client-ca",
+                                            "error-page": "https://err.example/b"},
+                   created="2024-02-01T00:00:00Z"),
+            secret("srv", pki["server"]), ca_secret(pki))
+    pages = {c.server_names: c.client_certificate.error_redirect.path  # type: ignore[union-attr]
+             for c in tls_listener(t).chains}
+    assert pages == {("a.example.com",): "/a", ("b.example.com",): "/b"}

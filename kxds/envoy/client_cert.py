@@ -16,12 +16,18 @@ required a valid certificate; where it was optional Envoy has no formatter
 telling whether one was presented, so the header is removed, not guessed.
 The ``x-forwarded-client-cert`` header is dropped by the connection manager
 (its default ``SANITIZE``).
+
+With an error page (ingress-nginx ``auth-tls-error-page``, nginx's
+``error_page 495 496``), the chain takes any certificate and the first route of
+each virtual host redirects the requests whose certificate Envoy did not
+validate (``tls_context`` route match), before any other route is tried.
 """
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from google.protobuf import wrappers_pb2
 
 from kxds import ir
 
@@ -46,3 +52,18 @@ def client_cert_headers(vhost: rc_pb2.VirtualHost, client: ir.ClientCertificate)
     vhost.request_headers_to_add.extend([
         _set("ssl-client-subject-dn", "%DOWNSTREAM_PEER_SUBJECT%"),
         _set("ssl-client-issuer-dn", "%DOWNSTREAM_PEER_ISSUER%")])
+
+
+def unverified_route(vhost: str, client: ir.ClientCertificate,
+                     redirect: rc_pb2.RedirectAction) -> rc_pb2.Route:
+    """The route sending a request without a validated certificate to the error page.
+
+    Required: any request whose certificate was not validated (none, or one
+    that failed); optional: only one whose presented certificate failed.
+    """
+    match = rc_pb2.RouteMatch(prefix="/", tls_context=rc_pb2.RouteMatch.TlsContextMatchOptions(
+        validated=wrappers_pb2.BoolValue(value=False)))
+    if not client.required:
+        match.tls_context.presented.value = True
+    return rc_pb2.Route(name=f"{vhost}/client-certificate-error", match=match,
+                        redirect=redirect)

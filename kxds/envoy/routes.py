@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
 from kxds.envoy import http_policy, rbac
-from kxds.envoy.client_cert import client_cert_headers
+from kxds.envoy.client_cert import client_cert_headers, unverified_route
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
 
@@ -225,10 +225,14 @@ def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:
 
 def build_virtual_host(vhost: ir.VirtualHost) -> rc_pb2.VirtualHost:
     """A virtual host: its domains and its routes in match order."""
-    msg = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains),
-                             routes=[build_route(r) for r in vhost.routes])
-    if vhost.client_certificate is not None:
-        client_cert_headers(msg, vhost.client_certificate)
+    routes = [build_route(r) for r in vhost.routes]
+    client = vhost.client_certificate
+    if client is not None and client.error_redirect is not None:
+        routes.insert(0, unverified_route(vhost.name, client,
+                                          build_redirect(client.error_redirect)))
+    msg = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=routes)
+    if client is not None:
+        client_cert_headers(msg, client)
     return msg
 
 

@@ -61,10 +61,13 @@ def _ask_client_certificate(context: tls_pb2.DownstreamTlsContext,
     ``max_verify_depth`` does not count the client's own certificate, as
     nginx's ``ssl_verify_depth``.
     """
-    context.require_client_certificate.value = client.required
+    # With an error page, a failed check is answered per request (a redirect on the
+    # routes, see kxds.envoy.client_cert), so the handshake must let the client in.
+    redirects = client.error_redirect is not None
+    context.require_client_certificate.value = client.required and not redirects
     default = common_pb2.CertificateValidationContext()
     default.max_verify_depth.value = client.max_verify_depth
-    if client.accept_untrusted:
+    if client.accept_untrusted or redirects:
         default.trust_chain_verification = (
             common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED)
     context.common_tls_context.combined_validation_context.CopyFrom(

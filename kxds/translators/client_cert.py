@@ -12,6 +12,9 @@ that host
   ``optional`` lets a client without a certificate in and refuses an invalid
   one; ``optional_no_ca`` also lets a certificate the CA did not sign in;
   ``off`` asks for none (the annotations then change nothing);
+* ``auth-tls-error-page`` (an absolute URL): a request without a valid
+  certificate (``on``) or with an invalid one (``optional``) is redirected
+  there (302) instead, as nginx does; the handshake then lets every client in;
 * ``auth-tls-verify-depth`` (default 1): the longest chain above the client's
   certificate;
 * ``auth-tls-pass-certificate-to-upstream``: the backend gets the URL-encoded
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +83,7 @@ class _Want:
     accept_untrusted: bool
     depth: int
     forward: bool
+    error_page: ir.Redirect | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +158,43 @@ def _read(ing: Ingress, diagnostics: list[Diagnostic]) -> _Want | bool | None:
     if not name or "/" in ns:
         r.bad(SECRET, Reason.INVALID_VALUE, f"{show(secret)} is not NAME or NAMESPACE/NAME")
         return False
-    if r.raw(ERROR_PAGE) is not None:
-        diagnostics.append(Diagnostic(
-            ing.meta.ref, r.field(ERROR_PAGE), Reason.UNSUPPORTED,
-            "not applied: a client without a valid certificate is refused at the TLS "
-            "handshake (verify on), before any request could be redirected"))
     return _Want(ca=(ns or ing.meta.namespace, name), required=mode == "on",
                  accept_untrusted=mode == "optional_no_ca", depth=int(depth_raw),
-                 forward=forward_raw in _TRUE)
+                 forward=forward_raw in _TRUE, error_page=_error_page(r, mode))
+
+
+def _error_page(r: _Reader, mode: str) -> ir.Redirect | None:
+    """The redirect for a failed check (``auth-tls-error-page``), when it can apply.
+
+    nginx redirects to an absolute URL (302) and serves a local path itself
+    (an internal redirect); a redirect to a path of the same host would meet the
+    same check again, so only absolute http(s) URLs are applied.
+    """
+    raw = r.raw(ERROR_PAGE)
+    if raw is None:
+        return None
+    if mode == "optional_no_ca":
+        r.out.append(Diagnostic(r.ing.meta.ref, r.field(ERROR_PAGE), Reason.INVALID_VALUE,
+                                "has no effect with optional_no_ca, where no certificate "
+                                "fails the check"))
+        return None
+    u = urllib.parse.urlsplit(raw.strip())
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if u.scheme not in ("http", "https") or not u.hostname or port == -1 or any(
+            c in raw for c in " \r\n\t"):
+        r.out.append(Diagnostic(
+            r.ing.meta.ref, r.field(ERROR_PAGE), Reason.UNSUPPORTED,
+            f"{show(raw)} is not an absolute http(s) URL (a path of this host is not "
+            "supported); not applied: a client without a valid certificate is refused at "
+            "the TLS handshake instead"))
+        return None
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    return ir.Redirect(https=u.scheme == "https", scheme=None if u.scheme == "https"
+                       else "http", host=u.hostname, port=port, status=302, path=path,
+                       strip_query=True)
 
 
 def _load_ca(state: ClusterState, key: Key) -> ir.ValidationContext | str:
@@ -204,7 +238,7 @@ def plan_client_certs(state: ClusterState, ingresses: Iterable[Ingress]) -> Clie
                 client = ir.ClientCertificate(
                     validation_secret=loaded.name, required=want.required,
                     accept_untrusted=want.accept_untrusted, max_verify_depth=want.depth,
-                    forward_certificate=want.forward)
+                    forward_certificate=want.forward, error_redirect=want.error_page)
         check = HostCheck(ing.meta.ref, client, want if isinstance(want, _Want) else None)
         for i, rule in enumerate(ing.rules):
             host = rule.host.lower()
@@ -360,6 +394,11 @@ def _checking_chain(target: ir.TerminatedChain, client: ir.ClientCertificate,
         else "optional"
     key = (f"{target.secret}/ca={client.validation_secret}/{mode}/"
            f"depth={client.max_verify_depth}{'/pass' if client.forward_certificate else ''}")
+    if client.error_redirect is not None:  # hosts with other error pages need other chains
+        page = client.error_redirect
+        port = f":{page.port}" if page.port is not None else ""
+        key += f"/error-page={'https' if page.https else page.scheme}://{page.host}{port}"
+        key += page.path or ""
     name = names.tls_chain(listener, "client-cert", key)
     # Its refs: the Ingresses asking (added by the caller), the certificate's Secret.
     refs = tuple(r for r in target.refs if r.kind == "Secret")

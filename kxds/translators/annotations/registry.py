@@ -360,7 +360,8 @@ AUTH_TLS_SECRET: Annotation[str] = Annotation(
     "DownstreamTlsContext: client certificate validated against the CA (SDS "
     "validation_context), an SNI chain and route table per checked host",
     "the check belongs to the host, as in ingress-nginx; a client without a valid "
-    "certificate is refused at the TLS handshake (nginx: 400); other SNI names answer "
+    "certificate is refused at the TLS handshake (nginx: 400) unless auth-tls-error-page "
+    "names a URL; other SNI names answer "
     "the host 421; plain HTTP redirects to HTTPS or answers 403; a missing or malformed "
     "CA, or a ca.crl (revocation lists are not applied), makes the host refuse clients; "
     f"{_CLIENT_CERT}", reported_elsewhere=True)
@@ -374,9 +375,12 @@ AUTH_TLS_VERIFY_DEPTH: Annotation[str] = Annotation(
     "auth-tls-verify-depth", F.ACCESS, S, "CertificateValidationContext max_verify_depth",
     "default 1; an invalid value makes the host refuse clients", reported_elsewhere=True)
 AUTH_TLS_ERROR_PAGE: Annotation[str] = Annotation(
-    "auth-tls-error-page", F.ACCESS, P, "",
-    "not applied, reported: Envoy refuses the handshake of a client without a valid "
-    "certificate, so there is no request to redirect", reported_elsewhere=True)
+    "auth-tls-error-page", F.ACCESS, P,
+    "route match tls_context (validated: false) -> redirect 302, first in the host",
+    "an absolute http(s) URL only: a request without a valid certificate (verify on) or "
+    "with an invalid one (optional) is redirected there; Envoy then lets every client "
+    "through the handshake; a path of the host (nginx's internal redirect) is reported "
+    "and not applied (refused at the handshake instead)", reported_elsewhere=True)
 AUTH_TLS_PASS_CERTIFICATE: Annotation[str] = Annotation(
     "auth-tls-pass-certificate-to-upstream", F.ACCESS, S,
     "virtual host request header ssl-client-cert: %DOWNSTREAM_PEER_CERT%",
