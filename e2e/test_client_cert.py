@@ -28,7 +28,7 @@ from kxds.certs.make import KeyPair, _pem_key, make_ca, make_leaf, sign_leaf, tl
 pytestmark = pytest.mark.e2e
 
 HOSTS = ("on.test", "opt.test", "noca.test", "missing.test", "open.test", "noredirect.test",
-         "errpage.test", "opterr.test")
+         "errpage.test", "opterr.test", "cn.test")
 ERROR_PAGE = "https://errors.example/denied?why=cert"
 REFUSED = -1
 
@@ -47,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     server_ca, client_ca, other_ca = make_ca("server CA"), make_ca("client CA"), make_ca("other")
     out: dict[str, object] = {"server_ca": server_ca, "client_ca": client_ca,
                               "server": make_leaf(server_ca, list(HOSTS))}
-    for name, ca in (("good", client_ca), ("bad", other_ca)):
+    for name, ca in (("good", client_ca), ("bad", other_ca), ("other", client_ca)):
         pair = client_cert(ca, f"{name}-client")
         (tmp / f"{name}.crt").write_bytes(pair.cert_pem)
         (tmp / f"{name}.key").write_bytes(pair.key_pem)
@@ -101,6 +101,9 @@ endpoints: [{{addresses: ["{web.host}"]}}]""",
                                       f"{auth}verify-client": "optional_no_ca"}),
         ingress("missing", "missing.test", {f"{auth}secret": "nope"}),
         ingress("open", "open.test", {}),
+        ingress("cn", "cn.test", {f"{auth}secret": "client-ca",
+                                  f"{auth}verify-client": "optional",
+                                  f"{auth}match-cn": "CN=good-client$"}),
         ingress("errpage", "errpage.test", {f"{auth}secret": "client-ca",
                                             f"{auth}error-page": ERROR_PAGE}),
         ingress("opterr", "opterr.test", {f"{auth}secret": "client-ca",
@@ -238,3 +241,12 @@ def test_error_page(gateway: Gateway, pki: dict[str, object]) -> None:
     assert call(port, "opterr.test", pki, "good")[0] == 200
     status, headers = call(port, "opterr.test", pki, "bad")
     assert (status, headers.get("location")) == (302, ERROR_PAGE)
+
+
+def test_match_cn(gateway: Gateway, pki: dict[str, object]) -> None:
+    """Only a certificate whose subject matches gets through; others are answered 403."""
+    port = gateway.https_port
+    assert call(port, "cn.test", pki, "good")[0] == 200
+    assert call(port, "cn.test", pki, "other")[0] == 403  # same CA, another CN
+    assert call(port, "cn.test", pki, None)[0] == 403  # optional, but no subject to match
+    assert call(port, "cn.test", pki, "bad")[0] == REFUSED

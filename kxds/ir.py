@@ -639,6 +639,9 @@ class ClientCertificate:
     ``required``, is missing) here instead of refusing the handshake: the
     handshake then takes any certificate, and requests are routed on whether
     theirs was validated."""
+    subject_pattern: str | None = None
+    """An RE2 pattern that must match within the certificate's subject (RFC 2253,
+    ``CN=name,O=org``); a request without such a certificate is refused (403)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,7 +7,9 @@ import json
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from kxds import ir
@@ -235,14 +237,49 @@ def test_passthrough_host_is_refused(pki: dict[str, KeyPair]) -> None:
     assert {n for c in tls_listener(t).chains for n in c.server_names} == {"b.example.com"}
 
 
-def test_match_cn_fails_closed(pki: dict[str, KeyPair]) -> None:
-    t = run(asking("a", ["a.example.com"], {"secret": "client-ca", "match-cn": "CN=x"}),
+@pytest.mark.parametrize("mode", ["on", "optional"])
+def test_match_cn_denies_other_subjects(pki: dict[str, KeyPair], mode: str) -> None:
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca", "verify-client": mode,
+                                            "match-cn": "CN=(alice|bob)$"},
+                   created="2024-02-01T00:00:00Z"),
             secret("srv", pki["server"]), ca_secret(pki))
-    assert any(d.reason is Reason.UNSUPPORTED and "match-cn" in d.field for d in t.diagnostics)
+    assert t.diagnostics == ()
+    (chain,) = tls_listener(t).chains
+    assert isinstance(chain, ir.TerminatedChain) and chain.client_certificate is not None
+    assert chain.client_certificate.subject_pattern == "CN=(alice|bob)$"
+    rc = route_pb2.RouteConfiguration.FromString(
+        build_resources(t.ir)[ROUTE][chain.route_table].body)
+    (route,) = rc.virtual_hosts[0].routes
+    config = http_rbac_pb2.RBACPerRoute()
+    route.typed_per_filter_config["envoy.filters.http.rbac"].Unpack(config)
+    policy = config.rbac.rules.policies["client-certificate-subject"]
+    assert config.rbac.rules.action == rbac_pb2.RBAC.DENY
+    text = str(policy.condition)
+    assert "subject_peer_certificate" in text and "mtls" in text and "CN=(alice|bob)$" in text
+
+
+def test_match_cn_keeps_client_ip_rules(pki: dict[str, KeyPair]) -> None:
+    t = run(asking("a", ["a.example.com"], {
+        "secret": "client-ca", "match-cn": "CN=alice"}) .replace(
+            '"annotations": {', '"annotations": {"nginx.ingress.kubernetes.io/'
+            'whitelist-source-range": "10.0.0.0/8", '),
+        secret("srv", pki["server"]), ca_secret(pki))
     (chain,) = tls_listener(t).chains
     assert isinstance(chain, ir.TerminatedChain)
-    (route,) = routes_of(t, chain.route_table, "a.example.com")
-    assert isinstance(route.action, ir.DirectResponse) and route.action.status == 503
+    rc = route_pb2.RouteConfiguration.FromString(
+        build_resources(t.ir)[ROUTE][chain.route_table].body)
+    config = http_rbac_pb2.RBACPerRoute()
+    rc.virtual_hosts[0].routes[0].typed_per_filter_config[
+        "envoy.filters.http.rbac"].Unpack(config)
+    assert len(config.rbac.rules.policies) == 2  # the allowlist and the subject
+
+
+def test_match_cn_not_re2_fails_closed(pki: dict[str, KeyPair]) -> None:
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca", "match-cn": "CN=(?=x)"}),
+            secret("srv", pki["server"]), ca_secret(pki))
+    (d,) = t.diagnostics
+    assert (d.reason, d.field) == (Reason.INVALID_VALUE, f"metadata.annotations[{AUTH}match-cn]")
+    assert not any(isinstance(x, ir.TlsListener) for x in t.ir.listeners)
 
 
 @pytest.mark.parametrize(("mode", "required", "presented"), [

@@ -21,15 +21,28 @@ With an error page (ingress-nginx ``auth-tls-error-page``, nginx's
 ``error_page 495 496``), the chain takes any certificate and the first route of
 each virtual host redirects the requests whose certificate Envoy did not
 validate (``tls_context`` route match), before any other route is tried.
+
+``auth-tls-match-cn`` (nginx: ``if ($ssl_client_s_dn !~ PATTERN) { return 403; }``)
+becomes one more DENY policy in each route's RBAC config, with a CEL condition
+on the connection's peer certificate subject, which Envoy gives in RFC 2253
+form as nginx does
+(https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/advanced/attributes#connection-attributes).
+The condition denies when no certificate was presented, so that a missing
+attribute (an error in CEL, which would make the policy not apply) never
+lets a request through.
 """
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from google.api.expr.v1alpha1 import syntax_pb2  # type: ignore[import-untyped]
 from google.protobuf import wrappers_pb2
 
 from kxds import ir
+from kxds.envoy.filter_names import HTTP_RBAC
 
 HEADERS = ("ssl-client-cert", "ssl-client-verify", "ssl-client-subject-dn",
            "ssl-client-issuer-dn")
@@ -67,3 +80,45 @@ def unverified_route(vhost: str, client: ir.ClientCertificate,
         match.tls_context.presented.value = True
     return rc_pb2.Route(name=f"{vhost}/client-certificate-error", match=match,
                         redirect=redirect)
+
+
+SUBJECT_POLICY = "client-certificate-subject"
+"""The RBAC policy refusing a certificate whose subject does not match (its stats name)."""
+
+
+def _subject_refused(pattern: str) -> syntax_pb2.Expr:
+    """CEL: ``!connection.mtls || !connection.subject_peer_certificate.matches(pattern)``."""
+    ids = iter(range(1, 100))
+
+    def select(field: str) -> syntax_pb2.Expr:
+        return syntax_pb2.Expr(id=next(ids), select_expr=syntax_pb2.Expr.Select(
+            operand=syntax_pb2.Expr(id=next(ids), ident_expr=syntax_pb2.Expr.Ident(
+                name="connection")), field=field))
+
+    def call(function: str, *args: syntax_pb2.Expr,
+             target: syntax_pb2.Expr | None = None) -> syntax_pb2.Expr:
+        out = syntax_pb2.Expr(id=next(ids), call_expr=syntax_pb2.Expr.Call(
+            function=function, args=list(args)))
+        if target is not None:
+            out.call_expr.target.CopyFrom(target)
+        return out
+
+    literal = syntax_pb2.Expr(id=next(ids), const_expr=syntax_pb2.Constant(string_value=pattern))
+    matches = call("matches", literal, target=select("subject_peer_certificate"))
+    return call("_||_", call("!_", select("mtls")), call("!_", matches))
+
+
+def require_subject(route: rc_pb2.Route, pattern: str) -> None:
+    """Add to ``route``'s RBAC config (its client-IP rules, if any) a DENY policy for a
+    request whose client certificate's subject has no match of ``pattern``."""
+    config = http_rbac_pb2.RBACPerRoute()
+    if HTTP_RBAC in route.typed_per_filter_config:
+        route.typed_per_filter_config[HTTP_RBAC].Unpack(config)
+    rules = config.rbac.rules
+    rules.action = rbac_pb2.RBAC.DENY  # what build_rules gives: one more way to be refused
+    policy = rules.policies[SUBJECT_POLICY]
+    policy.permissions.add().any = True
+    policy.principals.add().any = True
+    policy.condition.CopyFrom(_subject_refused(pattern))
+    config.rbac.track_per_rule_stats = True
+    route.typed_per_filter_config[HTTP_RBAC].Pack(config, deterministic=True)

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
 from kxds.envoy import http_policy, rbac
-from kxds.envoy.client_cert import client_cert_headers, unverified_route
+from kxds.envoy.client_cert import client_cert_headers, require_subject, unverified_route
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
 
@@ -227,6 +227,9 @@ def build_virtual_host(vhost: ir.VirtualHost) -> rc_pb2.VirtualHost:
     """A virtual host: its domains and its routes in match order."""
     routes = [build_route(r) for r in vhost.routes]
     client = vhost.client_certificate
+    if client is not None and client.subject_pattern is not None:
+        for route in routes:
+            require_subject(route, client.subject_pattern)
     if client is not None and client.error_redirect is not None:
         routes.insert(0, unverified_route(vhost.name, client,
                                           build_redirect(client.error_redirect)))

@@ -18,7 +18,10 @@ that host
 * ``auth-tls-verify-depth`` (default 1): the longest chain above the client's
   certificate;
 * ``auth-tls-pass-certificate-to-upstream``: the backend gets the URL-encoded
-  PEM in ``ssl-client-cert`` (see :mod:`kxds.envoy.client_cert`).
+  PEM in ``ssl-client-cert`` (see :mod:`kxds.envoy.client_cert`);
+* ``auth-tls-match-cn``: a pattern (RE2, nginx: PCRE) that must match within the
+  certificate's subject (``CN=..,O=..``), else 403; the host fails closed when
+  RE2 cannot compile it.
 
 In Envoy each such host gets an SNI chain of its own (its certificate, and the
 CA as an SDS validation context) routing with a route table of its own. Other
@@ -56,13 +59,15 @@ from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators.annotations import NGINX, field_of
 from kxds.translators.annotations import parse as parse_annotations
+from kxds.translators.annotations.values import re2_problem
 
 SECRET = "auth-tls-secret"
 VERIFY = "auth-tls-verify-client"
 DEPTH = "auth-tls-verify-depth"
 PASS = "auth-tls-pass-certificate-to-upstream"
 ERROR_PAGE = "auth-tls-error-page"
-_OTHERS = (VERIFY, DEPTH, PASS, ERROR_PAGE)
+MATCH_CN = "auth-tls-match-cn"
+_OTHERS = (VERIFY, DEPTH, PASS, ERROR_PAGE, MATCH_CN)
 _MODES = ("on", "off", "optional", "optional_no_ca")
 _DEPTH = re.compile(r"[0-9]{1,3}")
 _TRUE = {"true", "1", "t", "yes", "on"}
@@ -84,6 +89,7 @@ class _Want:
     depth: int
     forward: bool
     error_page: ir.Redirect | None = None
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +164,15 @@ def _read(ing: Ingress, diagnostics: list[Diagnostic]) -> _Want | bool | None:
     if not name or "/" in ns:
         r.bad(SECRET, Reason.INVALID_VALUE, f"{show(secret)} is not NAME or NAMESPACE/NAME")
         return False
+    subject = (r.raw(MATCH_CN) or "").strip() or None
+    problem = re2_problem(subject) if subject is not None else None
+    if problem is not None:
+        r.bad(MATCH_CN, Reason.INVALID_VALUE, f"{show(subject)}: {problem}")
+        return False
     return _Want(ca=(ns or ing.meta.namespace, name), required=mode == "on",
                  accept_untrusted=mode == "optional_no_ca", depth=int(depth_raw),
-                 forward=forward_raw in _TRUE, error_page=_error_page(r, mode))
+                 forward=forward_raw in _TRUE, error_page=_error_page(r, mode),
+                 subject=subject)
 
 
 def _error_page(r: _Reader, mode: str) -> ir.Redirect | None:
@@ -238,7 +250,8 @@ def plan_client_certs(state: ClusterState, ingresses: Iterable[Ingress]) -> Clie
                 client = ir.ClientCertificate(
                     validation_secret=loaded.name, required=want.required,
                     accept_untrusted=want.accept_untrusted, max_verify_depth=want.depth,
-                    forward_certificate=want.forward, error_redirect=want.error_page)
+                    forward_certificate=want.forward, error_redirect=want.error_page,
+                    subject_pattern=want.subject)
         check = HostCheck(ing.meta.ref, client, want if isinstance(want, _Want) else None)
         for i, rule in enumerate(ing.rules):
             host = rule.host.lower()
@@ -394,6 +407,8 @@ def _checking_chain(target: ir.TerminatedChain, client: ir.ClientCertificate,
         else "optional"
     key = (f"{target.secret}/ca={client.validation_secret}/{mode}/"
            f"depth={client.max_verify_depth}{'/pass' if client.forward_certificate else ''}")
+    if client.subject_pattern is not None:  # as other error pages: other chains
+        key += f"/subject={client.subject_pattern}"
     if client.error_redirect is not None:  # hosts with other error pages need other chains
         page = client.error_redirect
         port = f":{page.port}" if page.port is not None else ""

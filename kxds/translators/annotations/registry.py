@@ -388,10 +388,13 @@ AUTH_TLS_PASS_CERTIFICATE: Annotation[str] = Annotation(
     "backends also get ssl-client-subject-dn and ssl-client-issuer-dn, and "
     "ssl-client-verify: SUCCESS when the certificate is required; a client's own "
     "ssl-client-* headers are removed there", reported_elsewhere=True)
-AUTH_TLS_MATCH_CN = _unsupported(
-    "auth-tls-match-cn", F.ACCESS,
-    "a regex on the certificate's subject DN, which no Envoy matcher applies to the "
-    f"subject (only to SANs); {_SECURITY}", narrows=True)
+AUTH_TLS_MATCH_CN: Annotation[str] = Annotation(
+    "auth-tls-match-cn", F.ACCESS, P,
+    "per-route RBAC DENY policy, CEL condition on connection.subject_peer_certificate",
+    "RE2 instead of PCRE, searched within the subject in RFC 2253 form (CN=name,O=org) as "
+    "nginx's $ssl_client_s_dn; no match is answered 403 (body 'access denied'), so is "
+    "a request without a certificate (verify optional); a pattern RE2 refuses makes the "
+    "host refuse clients", reported_elsewhere=True)
 ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
                                   f"no web application firewall; {_SECURITY}", narrows=True)
 ENABLE_OWASP_CORE_RULES = _unsupported("enable-owasp-core-rules", F.ACCESS,
