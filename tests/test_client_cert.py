@@ -338,3 +338,42 @@ def test_different_error_pages_get_different_chains(pki: dict[str, KeyPair]) -> 
     pages = {c.server_names: c.client_certificate.error_redirect.path  # type: ignore[union-attr]
              for c in tls_listener(t).chains}
     assert pages == {("a.example.com",): "/a", ("b.example.com",): "/b"}
+
+
+def test_a_bug_reading_the_settings_fails_closed(pki: dict[str, KeyPair],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from kxds.translators import client_cert
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client_cert, "_read", broken)
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca"}),
+            ingress("b", ["b.example.com"], [(["b.example.com"], "srv")]),
+            secret("srv", pki["server"]), ca_secret(pki))
+    assert any(d.reason is Reason.INTERNAL_ERROR and d.ref.name == "a" for d in t.diagnostics)
+    assert {n for c in tls_listener(t).chains for n in c.server_names} == {"b.example.com"}
+    (refusal,) = routes_of(t, "https/8443", "a.example.com")
+    assert isinstance(refusal.action, ir.DirectResponse) and refusal.action.status == 503
+
+
+def test_default_backend_of_an_asking_ingress_is_checked_only_on_its_hosts(
+        pki: dict[str, KeyPair]) -> None:
+    """Its default backend answers other hosts' unmatched paths: there it cannot be
+    checked, so it answers 403; on its own host it is behind the check."""
+    doc = json.loads(asking("a", ["a.example.com"], {"secret": "client-ca"}))
+    doc["spec"]["defaultBackend"] = {"service": {"name": "web", "port": {"number": 80}}}
+    other = json.loads(ingress("b", ["b.example.com"], [(["b.example.com"], "srv")],
+                               created="2024-02-01T00:00:00Z"))
+    other["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/b"
+    t = run(json.dumps(doc), json.dumps(other), secret("srv", pki["server"]), ca_secret(pki))
+    for name in ("http/8080", "https/8443"):
+        defaults = [r for r in routes_of(t, name, "b.example.com") if r.ref.name == "a"]
+        assert defaults and all(isinstance(r.action, (ir.DirectResponse, ir.Redirect))
+                                for r in defaults), name
+        assert all(r.action.status == 403 for r in defaults
+                   if isinstance(r.action, ir.DirectResponse)), name
+    checked = next(c for c in tls_listener(t).chains if c.server_names == ("a.example.com",))
+    assert isinstance(checked, ir.TerminatedChain)
+    assert all(isinstance(r.action, ir.Forward)
+               for r in routes_of(t, checked.route_table, "a.example.com"))

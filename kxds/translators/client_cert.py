@@ -51,6 +51,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from kxds import ir, names
 from kxds.certs.check import CertError, check_ca_bundle
@@ -60,6 +61,7 @@ from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators.annotations import NGINX, field_of
 from kxds.translators.annotations import parse as parse_annotations
 from kxds.translators.annotations.values import re2_problem
+from kxds.translators.translation import guarded
 
 SECRET = "auth-tls-secret"
 VERIFY = "auth-tls-verify-client"
@@ -67,6 +69,7 @@ DEPTH = "auth-tls-verify-depth"
 PASS = "auth-tls-pass-certificate-to-upstream"
 ERROR_PAGE = "auth-tls-error-page"
 MATCH_CN = "auth-tls-match-cn"
+_PREFIX = "/auth-tls-"
 _OTHERS = (VERIFY, DEPTH, PASS, ERROR_PAGE, MATCH_CN)
 _MODES = ("on", "off", "optional", "optional_no_ca")
 _DEPTH = re.compile(r"[0-9]{1,3}")
@@ -209,6 +212,12 @@ def _error_page(r: _Reader, mode: str) -> ir.Redirect | None:
                        strip_query=True)
 
 
+def _failed(diagnostics: list[Diagnostic], problem: Diagnostic) -> bool:
+    """Reading an Ingress's settings failed (a bug): reported, and its hosts fail closed."""
+    diagnostics.append(problem)
+    return False
+
+
 def _load_ca(state: ClusterState, key: Key) -> ir.ValidationContext | str:
     """The CA bundle of Secret ``key`` as an SDS validation context, or why not."""
     ref = ObjectRef("Secret", *key)
@@ -234,7 +243,10 @@ def plan_client_certs(state: ClusterState, ingresses: Iterable[Ingress]) -> Clie
     asking: set[Key] = set()
     secrets: dict[str, ir.ValidationContext] = {}
     for ing in sorted(ingresses, key=age_order):
-        want = _read(ing, diagnostics)
+        if not any(_PREFIX in k for k in ing.meta.annotations):
+            continue  # the common case, without parsing the annotations
+        want = guarded(ing.meta.ref, partial(_read, ing, diagnostics),
+                       partial(_failed, diagnostics))
         if want is None:
             continue
         asking.add(ing.meta.key)
