@@ -115,15 +115,17 @@ endpoints: [{{addresses: ["{web.host}"]}}]""",
     return "\n---\n".join(docs)
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory,
+@pytest.fixture(scope="module", params=["sotw", "delta"])
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
             pki: dict[str, object]) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("client-cert")
+    """kxds and an Envoy speaking state-of-the-world or delta xDS: the checking chains'
+    route tables and CA secrets are asked for as the listener brings them."""
+    tmp = tmp_path_factory.mktemp(f"client-cert-{request.param}")
     web = EchoBackend("web", tmp)
     gw: Gateway | None = None
     try:
         write_manifests(tmp / "manifests", "all.yaml", manifests(pki, web))
-        gw = Gateway(tmp, tmp / "manifests")
+        gw = Gateway(tmp, tmp / "manifests", delta=request.param == "delta")
         assert gw.envoy is not None
         gw.envoy.wait_listening(gw.https_port)
         ready = gw
@@ -250,3 +252,20 @@ def test_match_cn(gateway: Gateway, pki: dict[str, object]) -> None:
     assert call(port, "cn.test", pki, "other")[0] == 403  # same CA, another CN
     assert call(port, "cn.test", pki, None)[0] == 403  # optional, but no subject to match
     assert call(port, "cn.test", pki, "bad")[0] == REFUSED
+
+
+def test_the_ca_secret_appearing_turns_the_check_on(gateway: Gateway,
+                                                    pki: dict[str, object]) -> None:
+    """Last (it changes the gateway): once the missing CA Secret exists, its host serves
+    clients with a certificate from it, and still refuses the others."""
+    client_ca = pki["client_ca"]
+    assert isinstance(client_ca, KeyPair)
+    write_manifests(gateway.manifests, "nope.yaml", json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nope", "namespace": "default"},
+        "stringData": {"ca.crt": client_ca.cert_pem.decode()}}))
+    port = gateway.https_port
+    wait_for(lambda: call(port, "missing.test", pki, "good")[0] == 200,
+             what="missing.test to serve once its CA exists")
+    assert call(port, "missing.test", pki, None)[0] == REFUSED
+    assert call(port, "missing.test", pki, "bad")[0] == REFUSED
+    assert call(port, "on.test", pki, "good")[0] == 200
