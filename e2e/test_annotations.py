@@ -113,13 +113,14 @@ N = "nginx.ingress.kubernetes.io/"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("annotations")
-    echoes = {n: EchoBackend(n, tmp) for n in ("main", "canary", "s1", "s2", "s3")}
+    echoes = {n: EchoBackend(n, tmp) for n in ("main", "canary", "s1", "s2", "s3", "errors")}
     raw = RawBackend()
     manifests = tmp / "manifests"
     docs = [
         _service("main", [echoes["main"]]), _service("canary", [echoes["canary"]]),
         _service("sticky", [echoes["s1"], echoes["s2"], echoes["s3"]]),
-        _service("raw", [raw.port]),
+        _service("raw", [raw.port]), _service("errors", [echoes["errors"]]),
+        _service("empty", []),
         _ingress("main", "canary.test", "main", {}),
         _ingress("canary", "canary.test", "canary", {
             N + "canary": "true", N + "canary-weight": "30",
@@ -141,6 +142,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             N + "cors-allow-methods": "GET, PUT", N + "cors-max-age": "600"}),
         _ingress("slow", "slow.test", "raw", {N + "proxy-read-timeout": "1"}),
         _ingress("quiet", "quiet.test", "main", {N + "enable-access-log": "false"}),
+        _ingress("pages", "pages.test", "main", {
+            N + "custom-http-errors": "404,500", N + "default-backend": "errors"}),
+        _ingress("fallback", "fallback.test", "empty", {N + "default-backend": "errors"}),
         _ingress("headers", "headers.test", "main", {
             "kxds.io/request-headers-set": "X-Team: blue",
             "kxds.io/response-headers-set": "X-Served-By: kxds",
@@ -279,6 +283,35 @@ def test_header_annotations(gw: Gateway) -> None:
     assert status == 200 and headers["x-served-by"] == "kxds"
     assert seen["headers"]["x-team"] == "blue" and seen["headers"]["x-forwarded-prefix"] == "/pre"
     assert seen["host"] == "inside.local"
+
+
+def test_custom_errors_answered_by_the_default_backend(gw: Gateway) -> None:
+    # The backend answers 404 (the echo backend answers the status it is asked for,
+    # and so does the error backend, which gets the same request headers): the error
+    # Service answers, told what happened.
+    status, headers, body = gw.get("/missing?x=1", host="pages.test", headers={
+        "x-echo-status": "404", "accept": "text/html"})
+    seen = json.loads(body)
+    assert (status, headers["x-echo-backend"]) == (404, "errors")
+    assert seen["path"] == "/?x=1"
+    assert {k: seen["headers"].get(k) for k in (
+        "x-code", "x-format", "x-original-uri", "x-namespace", "x-ingress-name",
+        "x-service-name", "x-service-port")} == {
+        "x-code": "404", "x-format": "text/html", "x-original-uri": "/missing?x=1",
+        "x-namespace": "default", "x-ingress-name": "pages", "x-service-name": "main",
+        "x-service-port": "80"}
+    # A status not listed is the backend's own; a success is untouched.
+    assert gw.backend("/x", host="pages.test", headers={"x-echo-status": "502"}) == (
+        502, "main")
+    assert gw.backend("/ok", host="pages.test") == (200, "main")
+
+
+def test_default_backend_answers_for_a_service_without_endpoints(gw: Gateway) -> None:
+    # Envoy answers 503 (no healthy upstream); the error Service's page replaces it,
+    # and the client keeps the 503 although the error Service answered 200.
+    status, headers, body = gw.get("/anything", host="fallback.test")
+    assert (status, headers["x-echo-backend"]) == (503, "errors")
+    assert json.loads(body)["headers"]["x-code"] == "503"
 
 
 def test_access_log_line(gw: Gateway) -> None:

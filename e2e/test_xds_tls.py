@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from e2e.harness import EchoBackend, Envoy, Kxds, Process, free_port, kxds_command, wait_for
 from kxds.certs.make import KeyPair, make_ca, make_client, make_leaf, tls_secret_yaml
-from kxds.envoy.bootstrap import XdsTls
+from kxds.envoy.bootstrap import XdsTls, client_sds_yaml
+from kxds.nodecert.client import write_atomically
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +154,40 @@ def test_an_envoy_without_tls_is_refused(tmp_path: Path, setup: tuple[Kxds, Path
                      what="a failed connection")
     assert envoy.listener_names() == set()
     assert kxds.metric("kxds_xds_connected_proxies", {"group": "edge/default"}) in (None, 0)
+
+
+def _client_serials(envoy: Envoy) -> set[str]:
+    """Serial numbers of the client certificates Envoy holds in its contexts."""
+    certs = json.loads(envoy.admin("/certs"))["certificates"]
+    return {c["serial_number"] for ctx in certs for c in ctx.get("cert_chain", [])}
+
+
+def test_a_renewed_node_certificate_is_used_without_a_restart(
+        tmp_path: Path, setup: tuple[Kxds, Path, KeyPair], started: list[Process]) -> None:
+    """The node's Envoy reads its certificate through the SDS file ``kxds node-cert``
+    writes, and takes the renewed one when node-cert renames new files in."""
+    kxds, certs, _ = setup
+    ca = KeyPair(cert_pem=(certs / "ca.crt").read_bytes(), key_pem=(certs / "ca.key").read_bytes())
+    out = tmp_path / "node-cert"
+    out.mkdir()
+
+    def renew() -> str:
+        pair = make_client(ca, "spiffe://kxds/node/n1", hours=1)
+        # As node-cert writes them: each file renamed into place, the key first.
+        write_atomically(out / "tls.key", pair.key_pem, 0o600)
+        write_atomically(out / "tls.crt", pair.cert_pem)
+        serial = format(x509.load_pem_x509_certificate(pair.cert_pem).serial_number, "x")
+        return serial.zfill(len(serial) + len(serial) % 2)  # as Envoy shows it: whole bytes
+
+    first = renew()
+    (out / "sds.yaml").write_text(client_sds_yaml(str(out / "tls.crt"), str(out / "tls.key")))
+    envoy = Envoy(tmp_path, kxds.xds_address, role="node", node_name="n1", node_id="node-n1",
+                  tls=XdsTls(sds=str(out / "sds.yaml"), ca=str(certs / "ca.crt")))
+    started.append(envoy)
+    envoy.wait_until(lambda e: e.stats().get("control_plane.connected_state") == 1,
+                     what="the node Envoy connected over mTLS")
+    assert first in _client_serials(envoy)
+    second = renew()
+    envoy.wait_until(lambda e: second in _client_serials(e) and first not in _client_serials(e),
+                     what="the renewed certificate loaded")
+    assert envoy.stats().get("control_plane.connected_state") == 1

@@ -419,6 +419,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--tls-cert", metavar="FILE",
                    help="client certificate chain naming this proxy (spiffe://kxds/...)")
     m.add_argument("--tls-key", metavar="FILE", help="its private key")
+    m.add_argument("--tls-sds", metavar="FILE",
+                   help="instead of --tls-cert and --tls-key: the SDS file naming them, "
+                        "as `kxds node-cert` writes it (sds.yaml in its --out-dir); Envoy "
+                        "then reloads the certificate when it is renewed")
     m.add_argument("--tls-ca", metavar="FILE", help="CA that signed kxds's certificate")
     m.add_argument("--tls-server-name", metavar="NAME",
                    help="SNI and the name kxds's certificate must carry "
@@ -523,13 +527,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _bootstrap_tls(args: argparse.Namespace) -> XdsTls | None:
     """The mTLS files of ``kxds bootstrap``: all three, or none."""
-    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    files = (args.tls_cert, args.tls_key, args.tls_ca, args.tls_sds)
     if not any(files) and not args.tls_server_name:
         return None
-    if not all(files):
-        raise SystemExit("kxds bootstrap: --tls-cert, --tls-key and --tls-ca go together")
-    return XdsTls(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca,
-                  server_name=args.tls_server_name)
+    if args.tls_sds and (args.tls_cert or args.tls_key):
+        raise SystemExit("kxds bootstrap: --tls-sds names the certificate and key: "
+                         "give it instead of --tls-cert and --tls-key")
+    if not args.tls_ca or not (args.tls_sds or (args.tls_cert and args.tls_key)):
+        raise SystemExit("kxds bootstrap: --tls-ca goes with --tls-cert and --tls-key, "
+                         "or with --tls-sds")
+    return XdsTls(cert=args.tls_cert or "", key=args.tls_key or "", sds=args.tls_sds or "",
+                  ca=args.tls_ca, server_name=args.tls_server_name)
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:

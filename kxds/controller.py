@@ -170,6 +170,9 @@ class Controller:
         """The state of the last rebuild."""
         self.on_diagnostics: Callable[[set[Diagnostic]], None] | None = None
         """Told the current problems after each rebuild (the API source records Events)."""
+        self.on_gateway_status: Callable[[GatewayApiStatus], None] | None = None
+        """Told the Gateway API status of the served edge view after each rebuild (the
+        API source writes it to the objects)."""
         self._pending = _Pending()
         self._recheck_at: dt.datetime | None = None
         """When the state's certificates next change validity (see :meth:`_wait_for_state`)."""
@@ -292,6 +295,8 @@ class Controller:
             if edge.resources is not None:
                 self._edge, self._bounds = edge.resources, edge.bounds
                 self.gateway_status = edge.gateway_status
+                if self.on_gateway_status is not None and edge.gateway_status is not None:
+                    self.on_gateway_status(edge.gateway_status)
                 self._log_skipped(edge.skipped)
                 for group in self._edge_groups():
                     self.cache.set_view(group, edge.resources)

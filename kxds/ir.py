@@ -483,6 +483,20 @@ class RouteAuth:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorPages:
+    """Responses with one of ``codes`` (the backend's, or Envoy's own such as 503 when
+    the backend has no endpoints) are answered by the route at ``path`` on the same
+    host instead: an internal redirect (Envoy's custom response filter). The client
+    gets the original status with that route's body, unless it answers an error too."""
+
+    codes: tuple[int, ...]
+    path: str
+    """The path of the route serving the error pages (on every host of the Ingress)."""
+    headers: tuple[Header, ...] = ()
+    """Added to the redirected request; ``X-Code`` is added per code."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What a route does besides choosing its action: header changes, CORS, limits,
     logging. Filled from Ingress annotations (and, later, Gateway API filters)."""
@@ -495,6 +509,7 @@ class RoutePolicy:
     max_request_bytes: int | None = None
     """A larger request body is refused with 413 (Envoy's buffer filter, per route)."""
     rate_limit: RateLimit | None = None
+    error_pages: ErrorPages | None = None
     auth: RouteAuth | None = None
     """Authentication the route requires (None: none)."""
     access_log: bool = True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kxds.diagnostics import Diagnostic
+from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
@@ -107,6 +108,7 @@ class KubeRuntime:
                  elector: LeaderElector | None, events: EventRecorder | None) -> None:
         self.source = source
         self.status = status
+        self.gateway_status: GatewayStatusWriter | None = None
         self.elector = elector
         self.events = events
         self.tasks: list[asyncio.Task[None]] = []
@@ -142,17 +144,27 @@ def start_status_and_leader(args: argparse.Namespace, source: ApiSource,
             client, StatusConfig(publish_service=publish, publish_address=args.publish_address),
             config.ingress_class, is_leader=is_leader)
         source.subscribe(runtime.status.update)
+    ingress_status = runtime.status
+    # Gateway API status: always (the spec asks every implementation for it); the
+    # Gateways' addresses are the Ingresses' published ones, when there are some.
+    runtime.gateway_status = GatewayStatusWriter(
+        client, is_leader=is_leader,
+        addresses=ingress_status.published if ingress_status is not None else lambda: None)
     if args.events:
         runtime.events = EventRecorder(client, instance=socket.gethostname(), is_leader=is_leader)
     if args.leader_elect:
-        status = runtime.status
+        writers = [w for w in (ingress_status, runtime.gateway_status) if w is not None]
+
+        def started() -> None:
+            for w in writers:
+                w.poke()
+
         runtime.elector = LeaderElector(
             client, args.lease_namespace or _pod_namespace(), args.lease_name,
             args.leader_identity or default_identity(),
             lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            on_started=status.poke if status is not None else lambda: None)
-    for job in (runtime.elector, runtime.status, runtime.events):
+            retry_period=args.retry_period, on_started=started)
+    for job in (runtime.elector, runtime.status, runtime.gateway_status, runtime.events):
         if job is not None:
             runtime.tasks.append(asyncio.create_task(job.run()))
     if getattr(args, "lb_pool", None):
@@ -231,6 +243,8 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
             if isinstance(source, ApiSource) else None)
     if kube is not None:
         controller.on_diagnostics = kube.record_diagnostics
+        if kube.gateway_status is not None:
+            controller.on_gateway_status = kube.gateway_status.update
     await server.start(args.xds_address, security.credentials)
     await admin.start(args.admin_address)
     log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)

@@ -114,6 +114,10 @@ def _translate(*docs: str) -> tuple[list[ir.Route], list[tuple[str, str, Reason]
     ({N + "limit-rps": "-5"}, N + "limit-rps", Reason.INVALID_VALUE),
     ({N + "rewrite-target": "/$host"}, N + "rewrite-target", Reason.INVALID_VALUE),
     ({"kxds.io/enable-cors": "maybe"}, "kxds.io/enable-cors", Reason.INVALID_VALUE),
+    ({N + "custom-http-errors": "404,abc"}, N + "custom-http-errors", Reason.INVALID_VALUE),
+    ({N + "custom-http-errors": "399"}, N + "custom-http-errors", Reason.INVALID_VALUE),
+    ({N + "custom-http-errors": "404"}, N + "custom-http-errors", Reason.UNSUPPORTED),
+    ({N + "default-backend": "missing"}, N + "default-backend", Reason.BACKEND_NOT_FOUND),
 ])
 def test_problems_name_the_annotation_and_routing_goes_on(
         annotations: dict[str, str], field: str, reason: Reason) -> None:
@@ -162,3 +166,20 @@ def test_regex_re2_refuses_is_reported_and_other_paths_serve() -> None:
                                         path_type="ImplementationSpecific"))
     assert ("main", "spec.rules[0].http.paths[0].path", Reason.INVALID_VALUE) in diags
     assert [r.match for r in routes] == [ir.PathMatch(kind=ir.MatchKind.REGEX, path="/ok/(.*)")]
+
+
+def test_error_pages_cover_every_path_and_add_one_error_route_per_host() -> None:
+    routes, diags = _translate(_ingress("main", {
+        N + "custom-http-errors": "502, 404,404", N + "default-backend": "beta"},
+        paths=("/", "/api")))
+    assert not diags
+    [error] = [r for r in routes if r.match.path == "/.kxds/errors/default/main"]
+    assert error.match.kind is ir.MatchKind.EXACT
+    assert isinstance(error.action, ir.Forward)
+    assert [b.cluster for b in error.action.backends] == ["default/beta/80"]
+    assert error.action.rewrite == ir.PathRewrite(prefix="/")
+    for r in routes:
+        if r is not error:
+            assert r.policy is not None and r.policy.error_pages is not None
+            assert r.policy.error_pages.codes == (404, 502, 503)
+            assert r.policy.error_pages.path == error.match.path

@@ -12,16 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from fakeapi import RESOURCES, FakeApi
+from fakeapi import RESOURCES, FakeApi, SourceRunner
+from test_api_gateway_crds import gateway_objects
 from test_api_source import FAST, OTHERS, ingress, secret, svc
 
 from kxds.cli import _parser, cmd_bootstrap
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
 from kxds.kube.leader import LeaderElector
 from kxds.kube.status import StatusConfig, StatusWriter
+from kxds.translators.edge import translate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 FILES = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -152,6 +155,12 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
     from kxds.nodecert.review import review_token
 
     ApiStatusWriter(client).write_load_balancer(Ref("Service", "default", "web"), ("192.0.2.9",))
+    # Gateway API status, written by the leader for the objects of our class.
+    for obj in gateway_objects():
+        api.apply(obj)
+    with SourceRunner(ApiSource(client, ApiOptions(**FAST))) as run:
+        state = run.wait(lambda s: s.http_routes and s.gateways, what="Gateway API objects")
+    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 3
     review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)
@@ -289,8 +298,11 @@ def test_the_xds_channel_is_mtls_end_to_end() -> None:
     [envoy] = [c for c in node_spec["containers"] if c["name"] == "envoy"]
     boot = yaml.safe_load(one("ConfigMap", "kxds-node-bootstrap")["data"]["bootstrap.yaml"])
     tls = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
-    cert = tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
-    assert str(Path(cert).parent) == str(client.out_dir)
+    # The node's certificate comes through the SDS file node-cert writes, so Envoy
+    # reloads it when renewed.
+    [sds] = tls["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    sds_file = Path(sds["sds_config"]["path_config_source"]["path"])
+    assert sds_file == client.out_dir / "sds.yaml"
     assert _mounts(node_spec, envoy)[str(client.out_dir)] == "emptyDir"
 
 

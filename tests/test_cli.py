@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from kxds import cli
-from kxds.envoy.bootstrap import BootstrapOptions, parse_address, render_bootstrap
+from kxds.certs.make import make_ca, make_client
+from kxds.envoy.bootstrap import (
+    BootstrapOptions,
+    client_sds_yaml,
+    parse_address,
+    render_bootstrap,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -67,6 +73,35 @@ def test_bootstrap_is_valid_for_envoy(argv: list[str], tmp_path: Path,
     assert admin == {"address": "127.0.0.1", "port_value": int(args.get("--admin-port", 9901))}
     path = tmp_path / "bootstrap.yaml"
     path.write_text(text)
+    envoy_validate(path)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--tls-sds", "s.yaml", "--tls-cert", "c", "--tls-ca", "ca"], "instead of --tls-cert"),
+    (["--tls-sds", "s.yaml"], "--tls-ca goes with"),
+    (["--tls-cert", "c", "--tls-ca", "ca"], "--tls-ca goes with"),
+], ids=["sds-and-cert", "sds-without-ca", "cert-without-key"])
+def test_bootstrap_refuses_incomplete_tls(extra: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["bootstrap", "--node-id", "e1", "--xds-address", "127.0.0.1:18000", *extra])
+
+
+def test_bootstrap_with_an_sds_file_is_valid_for_envoy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--tls-sds``: the client certificate through a file-based SDS resource (what
+    ``kxds node-cert`` writes), which Envoy's validation loads like the real thing."""
+    ca = make_ca()
+    pair = make_client(ca, "spiffe://kxds/node/w1")
+    for name, data in (("tls.crt", pair.cert_pem), ("tls.key", pair.key_pem),
+                       ("ca.crt", ca.cert_pem)):
+        (tmp_path / name).write_bytes(data)
+    sds = tmp_path / "sds.yaml"
+    sds.write_text(client_sds_yaml(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")))
+    assert cli.main(["bootstrap", "--role", "node", "--node-id", "n1", "--node-name", "w1",
+                     "--xds-address", "127.0.0.1:18000", "--tls-sds", str(sds),
+                     "--tls-ca", str(tmp_path / "ca.crt")]) == 0
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(capsys.readouterr().out)
     envoy_validate(path)
 
 
@@ -167,7 +202,9 @@ def test_translate_reports_diagnostics_on_stderr(tmp_path: Path,
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate", "-f", str(EXAMPLES)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("OK: ") and "no problems" in out
+    # The Gateway API example's status conditions come first, then the verdict.
+    assert out.splitlines()[-1].startswith("OK: ") and "no problems" in out
+    assert all(line.startswith("Status: ") for line in out.splitlines()[:-1])
 
 
 def test_validate_lists_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal
 
 import yaml
@@ -31,13 +32,23 @@ XDS_CLUSTER = "xds_cluster"
 class XdsTls:
     """Files of the proxy's side of mTLS to kxds (paths as the proxy sees them)."""
 
-    cert: str
-    """The client certificate chain naming this proxy (``spiffe://kxds/...``)."""
-    key: str
     ca: str
     """The CA kxds's serving certificate must chain to."""
+    cert: str = ""
+    """The client certificate chain naming this proxy (``spiffe://kxds/...``)."""
+    key: str = ""
+    sds: str = ""
+    """Instead of ``cert`` and ``key``: a file-based SDS resource naming them (as
+    ``kxds node-cert`` writes it beside them, :func:`client_sds_yaml`). Envoy
+    reloads such a certificate when it is renewed; files named directly are read
+    once, at start."""
     server_name: str | None = None
     """SNI, and the name kxds's certificate must carry (default: the xDS host)."""
+
+    def __post_init__(self) -> None:
+        if bool(self.sds) == bool(self.cert and self.key) or (self.sds and (self.cert or self.key)):
+            raise ValueError("the client certificate is either a certificate and a key, "
+                             "or an SDS file naming them")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,8 +173,7 @@ def _upstream_tls(tls: XdsTls, host: str) -> dict[str, Any]:
                  "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
             "alpn_protocols": ["h2"],
-            "tls_certificates": [{"certificate_chain": {"filename": tls.cert},
-                                  "private_key": {"filename": tls.key}}],
+            **_client_certificate(tls),
             "validation_context": {
                 "trusted_ca": {"filename": tls.ca},
                 "match_typed_subject_alt_names": [
@@ -174,6 +184,36 @@ def _upstream_tls(tls: XdsTls, host: str) -> dict[str, Any]:
     if not _is_ip(name):
         context["sni"] = name
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+CLIENT_SECRET = "xds_client"
+"""The SDS name of the proxy's own certificate for the channel to kxds."""
+
+
+def _client_certificate(tls: XdsTls) -> dict[str, Any]:
+    if not tls.sds:
+        return {"tls_certificates": [{"certificate_chain": {"filename": tls.cert},
+                                      "private_key": {"filename": tls.key}}]}
+    return {"tls_certificate_sds_secret_configs": [{"name": CLIENT_SECRET, "sds_config": {
+        "resource_api_version": "V3", "path_config_source": {"path": tls.sds}}}]}
+
+
+def client_sds_yaml(cert: str, key: str) -> str:
+    """The file-based SDS resource naming the client certificate ``cert`` and its ``key``.
+
+    Envoy watches their directory and reads both again when a file is renamed
+    into it (the way :mod:`kxds.nodecert.client` writes them), so a renewed
+    certificate is used for the next connection without a restart.
+    """
+    directory = str(PurePath(cert).parent)
+    secret = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": CLIENT_SECRET,
+        "tls_certificate": {"certificate_chain": {"filename": cert},
+                            "private_key": {"filename": key},
+                            "watched_directory": {"path": directory}},
+    }
+    return yaml.safe_dump({"resources": [secret]}, sort_keys=False)
 
 
 def _dynamic_resources(opts: BootstrapOptions) -> dict[str, Any]:
@@ -226,8 +266,11 @@ def bootstrap_command(opts: BootstrapOptions) -> str:
         words.append("--transparent")
     words += ["--xds-address", f"{opts.xds_host}:{opts.xds_port}"]
     if opts.tls is not None:
-        words += ["--tls-cert", opts.tls.cert, "--tls-key", opts.tls.key,
-                  "--tls-ca", opts.tls.ca]
+        if opts.tls.sds:
+            words += ["--tls-sds", opts.tls.sds]
+        else:
+            words += ["--tls-cert", opts.tls.cert, "--tls-key", opts.tls.key]
+        words += ["--tls-ca", opts.tls.ca]
         if opts.tls.server_name:
             words += ["--tls-server-name", opts.tls.server_name]
     if opts.admin_host != "127.0.0.1":

@@ -5,9 +5,10 @@ Each feature is an HTTP filter present in every connection manager
 per-route config: CORS (``CorsPolicy``), request body limits (the buffer
 filter, disabled by default, enabled per route with ``BufferPerRoute``), rate
 limits (local rate limit with one token bucket per client address: a
-wildcard ``remote_address`` descriptor), and sticky sessions (the stateful
-session filter with a cookie, per route). A policy change is then an RDS
-change only, and never touches a listener.
+wildcard ``remote_address`` descriptor), sticky sessions (the stateful
+session filter with a cookie, per route), and error pages (the custom response
+filter, which redirects listed statuses internally to another route). A policy
+change is then an RDS change only, and never touches a listener.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2 as cr_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2 as ss_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.http.custom_response.redirect_policy.v3 import redirect_policy_pb2 as rp_pb2
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import regex_pb2, status_code_input_pb2, string_pb2
 from envoy.type.v3 import http_status_pb2, token_bucket_pb2
 from google.protobuf import any_pb2
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+from xds.type.matcher.v3 import matcher_pb2 as xds_matcher_pb2
+from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 from kxds import ir
 from kxds.envoy.common import pack
@@ -33,6 +39,7 @@ from kxds.envoy.filter_names import (
     BUFFER,
     COOKIE_SESSION_STATE,
     CORS,
+    CUSTOM_RESPONSE,
     LOCAL_RATE_LIMIT,
     STATEFUL_SESSION,
 )
@@ -54,6 +61,7 @@ def policy_filters() -> list[hcm_pb2.HttpFilter]:
             buffer_pb2.Buffer(max_request_bytes={"value": 1}))),
         hcm_pb2.HttpFilter(name=STATEFUL_SESSION, typed_config=pack(
             ss_pb2.StatefulSession())),
+        hcm_pb2.HttpFilter(name=CUSTOM_RESPONSE, typed_config=pack(cr_pb2.CustomResponse())),
     ]
 
 
@@ -131,6 +139,36 @@ def session(cookie: ir.SessionCookie) -> any_pb2.Any:
     msg = ss_pb2.StatefulSessionPerRoute(stateful_session=ss_pb2.StatefulSession(
         session_state=extension_pb2.TypedExtensionConfig(name=COOKIE_SESSION_STATE,
                                                          typed_config=pack(state))))
+    return pack(msg)
+
+
+ORIGINAL_URI = "x-original-uri"
+"""The request's path and query, set by a route with error pages (the internal
+redirect keeps it, so the error Service learns what was asked)."""
+
+
+def error_pages(pages: ir.ErrorPages) -> any_pb2.Any:
+    """The per-route custom response config: each code redirected to ``pages.path`` on
+    the same host, with ``X-Code`` and the pages' headers added."""
+    matchers = []
+    for code in pages.codes:
+        redirect = rp_pb2.RedirectPolicy(
+            redirect_action=rc_pb2.RedirectAction(path_redirect=pages.path),
+            request_headers_to_add=header_options(
+                (ir.Header(name="x-code", value=str(code)),
+                 ir.Header(name="x-format", value="%REQ(accept)%"), *pages.headers),
+                overwrite=True))
+        matchers.append(xds_matcher_pb2.Matcher.MatcherList.FieldMatcher(
+            predicate=xds_matcher_pb2.Matcher.MatcherList.Predicate(
+                single_predicate=xds_matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate(
+                    input=xds_extension_pb2.TypedExtensionConfig(
+                        name="status", typed_config=pack(
+                            status_code_input_pb2.HttpResponseStatusCodeMatchInput())),
+                    value_match=xds_string_pb2.StringMatcher(exact=str(code)))),
+            on_match=xds_matcher_pb2.Matcher.OnMatch(action=xds_extension_pb2.TypedExtensionConfig(
+                name=f"error-{code}", typed_config=pack(redirect)))))
+    msg = cr_pb2.CustomResponse()
+    msg.custom_response_matcher.matcher_list.matchers.extend(matchers)
     return pack(msg)
 
 

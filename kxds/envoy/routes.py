@@ -23,7 +23,14 @@ from kxds import ir
 from kxds.envoy import http_policy, rbac
 from kxds.envoy.client_cert import client_cert_headers, require_subject, unverified_route
 from kxds.envoy.common import pack
-from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
+from kxds.envoy.filter_names import (
+    BUFFER,
+    CORS,
+    CUSTOM_RESPONSE,
+    HTTP_RBAC,
+    LOCAL_RATE_LIMIT,
+    STATEFUL_SESSION,
+)
 
 METADATA = "kxds"
 """The route metadata namespace: ``ingress`` names the Ingress (``ns/name``), which
@@ -213,6 +220,10 @@ def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
         per_filter[BUFFER].CopyFrom(http_policy.body_limit(policy.max_request_bytes))
     if policy.rate_limit is not None:
         per_filter[LOCAL_RATE_LIMIT].CopyFrom(http_policy.rate_limit(policy.rate_limit))
+    if policy.error_pages is not None:
+        per_filter[CUSTOM_RESPONSE].CopyFrom(http_policy.error_pages(policy.error_pages))
+        msg.request_headers_to_add.extend(http_policy.header_options(
+            (ir.Header(name=http_policy.ORIGINAL_URI, value="%REQ(:PATH)%"),), overwrite=True))
     if not policy.access_log:
         msg.metadata.filter_metadata[NO_LOG].SetInParent()
 

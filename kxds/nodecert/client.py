@@ -9,7 +9,10 @@ projected ServiceAccount token to kxds's node certificate endpoint
 * ``tls.crt``  the certificate chain naming ``spiffe://kxds/node/<node>``,
 * ``ca.crt``   the CA,
 
-each atomically (a temporary file, then a rename). It renews when two thirds
+each atomically (a temporary file, then a rename), and ``sds.yaml``, the
+file-based SDS resource naming the first two (``kxds bootstrap --tls-sds``):
+Envoy watches the directory and uses a renewed certificate without a restart.
+It renews when two thirds
 of the certificate's lifetime have passed, and retries failures with a
 capped backoff while the current certificate is still valid.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kxds.certs.issue import make_csr, make_key, not_after
+from kxds.envoy.bootstrap import client_sds_yaml
 
 log = logging.getLogger("kxds.nodecert.client")
 
@@ -64,7 +68,8 @@ def add_node_cert_flags(p: argparse.ArgumentParser) -> None:
                    help="obtain a certificate (unless the current one is fresh) and exit")
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
@@ -97,9 +102,13 @@ def obtain(opts: ClientOptions) -> dt.datetime:
     key = make_key()
     chain, ca = request_certificate(opts, make_csr(key))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    _write(opts.out_dir / "ca.crt", ca)
-    _write(opts.out_dir / "tls.key", key, 0o600)
-    _write(opts.out_dir / "tls.crt", chain)
+    write_atomically(opts.out_dir / "ca.crt", ca)
+    write_atomically(opts.out_dir / "tls.key", key, 0o600)
+    write_atomically(opts.out_dir / "tls.crt", chain)
+    sds = client_sds_yaml(str(opts.out_dir / "tls.crt"), str(opts.out_dir / "tls.key"))
+    sds_file = opts.out_dir / "sds.yaml"
+    if not sds_file.exists() or sds_file.read_text() != sds:
+        write_atomically(sds_file, sds.encode())
     expiry = not_after(chain)
     log.info("event=node_cert_obtained node=%s not_after=%s", opts.node, expiry.isoformat())
     return expiry

@@ -53,6 +53,8 @@ EXAMPLES = (
     Example("shop.example.com", "/checkout", "cart", "Exact /checkout"),
     Example("en.blog.example.com", "/posts/1", "blog", "wildcard *.blog.example.com"),
     Example("unknown.example.org", "/", "web", "no rule matches: the default backend"),
+    Example("api.example.com", "/v1/orders", "cart", "HTTPRoute: PathPrefix /v1 (Gateway API)"),
+    Example("api.example.com", "/", "web", "HTTPRoute: its other rule"),
 )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
@@ -51,9 +52,16 @@ from kxds.ir import (
 )
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
 from kxds.translators.access import route_access
-from kxds.translators.annotations.registry import APP_ROOT
+from kxds.translators.annotations import Annotation
+from kxds.translators.annotations.registry import APP_ROOT, DEFAULT_BACKEND
 from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
 from kxds.translators.config import TranslateConfig
+from kxds.translators.error_pages import (
+    ErrorBackend,
+    error_backend,
+    error_route,
+    with_error_pages,
+)
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.route_policy import (
     IngressPolicy,
@@ -223,6 +231,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
         return replace(failed_routes(ing, refused), diagnostics=pol.diagnostics)
     own: list[Diagnostic] = list(pol.diagnostics)
     paths: list[_Candidate] = []
+    errors = _error_backend(state, ing, pol, own)
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
             field_path = f"spec.rules[{i}].http.paths[{j}]"
@@ -236,10 +245,14 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
                 name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                 match=match, action=action, access=access,
                 wildcard_host=rule.host if rule.host.startswith("*.") else None))
+            if errors is not None:
+                route = with_error_pages(route, ing, errors, path)
             paths.append(_Candidate(rule.host, match, field_path,
                                     f"{path.path_type} {path.path!r}", route, tuple(diags),
                                     target))
     paths += _app_roots(pol, paths)
+    if errors is not None:
+        paths += _error_routes(state, ing, pol, errors, paths, clusters, policies)
     rule_of = canary_rule(pol.parsed, own)
     if rule_of is not None:
         canary = tuple(CanaryPath(c.host, c.route, c.field_path, c.diagnostics, c.target)
@@ -341,6 +354,36 @@ def _match(ing: Ingress, pol: IngressPolicy, path: IngressPath, field_path: str,
             return None
         return PathMatch(kind=MatchKind.REGEX, path=path.path)
     return path_match(path, ing.meta.ref, field_path, diagnostics)
+
+
+def _error_backend(state: ClusterState, ing: Ingress, pol: IngressPolicy,
+                   own: list[Diagnostic]) -> ErrorBackend | None:
+    """``custom-http-errors``/``default-backend``, for an Ingress that is not a canary
+    (a canary's paths join the main Ingress's routes, whose errors are its own)."""
+    if canary_rule(pol.parsed, []) is not None:
+        return None
+    problems: list[tuple[Annotation[Any], str]] = []
+    errors = error_backend(state, ing, pol.parsed, problems)
+    own.extend(pol.parsed.problem(a, message, Reason.BACKEND_NOT_FOUND if a is DEFAULT_BACKEND
+                                  else Reason.UNSUPPORTED) for a, message in problems)
+    return errors
+
+
+def _error_routes(state: ClusterState, ing: Ingress, pol: IngressPolicy, errors: ErrorBackend,
+                  paths: list[_Candidate], clusters: HasCluster, policies: PolicyIndex | None
+                  ) -> list[_Candidate]:
+    """The error route on each host of the Ingress (see :mod:`.error_pages`)."""
+    diags: list[Diagnostic] = []
+    field_path = pol.parsed.field(DEFAULT_BACKEND)
+    action, access, target = _backend_action(state, ing, errors.backend, field_path, clusters,
+                                             diags, policies)
+    out: list[_Candidate] = []
+    for host, c in {c.host: c for c in paths}.items():
+        name = f"{c.route.name.rsplit('/rule/', 1)[0]}/errors/{host or '*'}"
+        route = pol.apply_default(error_route(name, c.route, errors, action, access))
+        out.append(_Candidate(host, route.match, field_path, f"error route {errors.path!r}",
+                              route, tuple(diags), target))
+    return out
 
 
 def _app_roots(pol: IngressPolicy, paths: list[_Candidate]) -> list[_Candidate]:

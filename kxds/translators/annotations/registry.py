@@ -414,11 +414,23 @@ SNIPPETS = tuple(
 
 # --- errors, default backends, mirroring -------------------------------------------------
 
-CUSTOM_HTTP_ERRORS = _unsupported(
-    "custom-http-errors", F.ERRORS, "not yet: the backend's own error responses are passed on")
-DEFAULT_BACKEND = _unsupported(
-    "default-backend", F.ERRORS,
-    "not yet: a backend without endpoints is answered 503 by Envoy")
+CUSTOM_HTTP_ERRORS = Annotation(
+    "custom-http-errors", F.ERRORS, P,
+    "custom response filter per route (internal redirect to the error route)",
+    "needs default-backend on the same Ingress (kxds has no global default backend: "
+    "without it the codes are reported and the responses passed on); the error Service "
+    "gets ingress-nginx's X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, "
+    "X-Service-Name and X-Service-Port headers; the client gets the original status with "
+    "the error Service's body, or the error Service's status when that is an error too; "
+    "Envoy's own responses with those codes (503 without endpoints) are replaced too",
+    v.status_codes)
+DEFAULT_BACKEND = Annotation(
+    "default-backend", F.ERRORS, P,
+    "custom response filter per route (internal redirect to the error route)",
+    "a Service of the Ingress's namespace, reached on its first port; it answers the "
+    "custom-http-errors codes and 503, which Envoy answers when the backend has no ready "
+    "endpoints (so the backend's own 503 goes there too)",
+    v.text)
 DISABLE_PROXY_INTERCEPT_ERRORS = _unsupported(
     "disable-proxy-intercept-errors", F.ERRORS, "errors are never intercepted",
     documented=False)

@@ -110,6 +110,16 @@ def items(text: str) -> tuple[str, ...]:
     return out
 
 
+def status_codes(text: str) -> tuple[int, ...]:
+    """A comma-separated list of HTTP error statuses (400-599), sorted, no repeats."""
+    codes: set[int] = set()
+    for item in items(text):
+        if not item.isdigit() or not 400 <= int(item) <= 599:
+            raise BadValue(f"has {item!r}, not an HTTP error status (400-599)")
+        codes.add(int(item))
+    return tuple(sorted(codes))
+
+
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 """An HTTP token (RFC 9110 section 5.6.2): what a header name is."""
 
