@@ -377,3 +377,22 @@ def test_default_backend_of_an_asking_ingress_is_checked_only_on_its_hosts(
     assert isinstance(checked, ir.TerminatedChain)
     assert all(isinstance(r.action, ir.Forward)
                for r in routes_of(t, checked.route_table, "a.example.com"))
+
+
+def test_error_pages_of_a_checked_host_stay_behind_the_check(pki: dict[str, KeyPair]) -> None:
+    """custom-http-errors' error route on a checked host: served in the checking chain's
+    table (where the internal redirect lands), never over plain HTTP."""
+    t = run(asking("a", ["a.example.com"], {"secret": "client-ca"}).replace(
+                '"annotations": {', '"annotations": {'
+                '"nginx.ingress.kubernetes.io/custom-http-errors": "404", '
+                '"nginx.ingress.kubernetes.io/default-backend": "web", '
+                '"nginx.ingress.kubernetes.io/ssl-redirect": "false", '),
+            secret("srv", pki["server"]), ca_secret(pki))
+    (chain,) = tls_listener(t).chains
+    assert isinstance(chain, ir.TerminatedChain)
+    checked = routes_of(t, chain.route_table, "a.example.com")
+    assert len(checked) >= 2 and all(isinstance(r.action, ir.Forward) for r in checked)
+    plain = routes_of(t, "http/8080", "a.example.com")
+    assert len(plain) == len(checked)
+    assert all(isinstance(r.action, ir.DirectResponse) and r.action.status == 403
+               for r in plain)
