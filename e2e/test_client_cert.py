@@ -207,7 +207,13 @@ def test_optional_certificate(gateway: Gateway, pki: dict[str, object]) -> None:
 def test_other_sni_does_not_bypass(gateway: Gateway, pki: dict[str, object]) -> None:
     # A connection made for open.test (no check) asking for on.test's content.
     assert call(gateway.https_port, "open.test", pki, None, host="on.test")[0] == 421
-    assert call(gateway.https_port, "open.test", pki, None)[0] == 200
+    # A host without the check: what a client claims about certificates never gets through.
+    status, seen = call(gateway.https_port, "open.test", pki, None, headers={
+        "ssl-client-cert": "forged", "ssl-client-verify": "SUCCESS",
+        "ssl-client-subject-dn": "CN=admin", "x-forwarded-client-cert": "forged"})
+    assert status == 200
+    assert not {"ssl-client-cert", "ssl-client-verify", "ssl-client-subject-dn",
+                "x-forwarded-client-cert"} & set(seen)
 
 
 def test_missing_ca_refuses_that_host_only(gateway: Gateway, pki: dict[str, object]) -> None:

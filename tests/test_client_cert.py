@@ -396,3 +396,27 @@ def test_error_pages_of_a_checked_host_stay_behind_the_check(pki: dict[str, KeyP
     assert len(plain) == len(checked)
     assert all(isinstance(r.action, ir.DirectResponse) and r.action.status == 403
                for r in plain)
+
+
+def test_every_connection_manager_drops_client_sent_certificate_headers(
+        pki: dict[str, KeyPair]) -> None:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+    from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+        header_mutation_pb2,
+    )
+
+    t = run(ingress("b", ["b.example.com"], [(["b.example.com"], "srv")]),
+            secret("srv", pki["server"]))
+    res = build_resources(t.ir)
+    for name in ("http/8080", "https/8443"):
+        lis = listener_pb2.Listener.FromString(res[LISTENER][name].body)
+        hcm = hcm_pb2.HttpConnectionManager()
+        lis.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
+        (early,) = hcm.early_header_mutation_extensions
+        mutation = header_mutation_pb2.HeaderMutation()
+        early.typed_config.Unpack(mutation)
+        assert {m.remove for m in mutation.mutations} == {
+            "ssl-client-cert", "ssl-client-verify", "ssl-client-subject-dn",
+            "ssl-client-issuer-dn"}

@@ -9,9 +9,10 @@ the same values: ``%DOWNSTREAM_PEER_CERT%`` is the URL-encoded PEM (nginx's
 ``%DOWNSTREAM_PEER_ISSUER%`` are RFC 2253 names, like ``$ssl_client_s_dn``
 (https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/headers#custom-request-response-headers).
 
-They are set on the virtual hosts of the chain's own route table: whatever a
-client sent under those names is removed first, so a backend never sees a
-forged value. ``ssl-client-verify`` is ``SUCCESS`` only where the handshake
+They are set on the virtual hosts of the chain's own route table. Whatever a
+client sends under those names is removed by every connection manager before
+routing (:func:`early_sanitizer`), so a backend never sees a forged value, on
+a checked host or any other. ``ssl-client-verify`` is ``SUCCESS`` only where the handshake
 required a valid certificate; where it was optional Envoy has no formatter
 telling whether one was presented, so the header is removed, not guessed.
 The ``x-forwarded-client-cert`` header is dropped by the connection manager
@@ -34,19 +35,33 @@ lets a request through.
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2,
+)
 from google.api.expr.v1alpha1 import syntax_pb2  # type: ignore[import-untyped]
 from google.protobuf import wrappers_pb2
 
 from kxds import ir
-from kxds.envoy.filter_names import HTTP_RBAC
+from kxds.envoy.common import pack
+from kxds.envoy.filter_names import EARLY_HEADER_MUTATION, HTTP_RBAC
 
 HEADERS = ("ssl-client-cert", "ssl-client-verify", "ssl-client-subject-dn",
            "ssl-client-issuer-dn")
 """The headers ingress-nginx sets for the backend of a host checking certificates."""
+
+
+def early_sanitizer() -> extension_pb2.TypedExtensionConfig:
+    """The connection manager's early header mutation removing the ``ssl-client-*``
+    headers a client sent, before any route is chosen or any header added."""
+    config = header_mutation_pb2.HeaderMutation(mutations=[
+        mutation_rules_pb2.HeaderMutation(remove=name) for name in HEADERS])
+    return extension_pb2.TypedExtensionConfig(name=EARLY_HEADER_MUTATION,
+                                              typed_config=pack(config))
 
 
 def _set(name: str, value: str) -> base_pb2.HeaderValueOption:

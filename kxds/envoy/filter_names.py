@@ -28,6 +28,7 @@ COOKIE_SESSION_STATE = "envoy.http.stateful_session.cookie"
 CEL_LOG_FILTER = "envoy.access_loggers.extension_filters.cel"
 STDOUT_LOG = "envoy.access_loggers.stdout"
 ROUTER = "envoy.filters.http.router"
+EARLY_HEADER_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 
 # Transport sockets and upstream options.
 TLS_SOCKET = "envoy.transport_sockets.tls"
