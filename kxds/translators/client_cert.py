@@ -419,7 +419,7 @@ def _checking_chain(target: ir.TerminatedChain, client: ir.ClientCertificate,
         else "optional"
     key = (f"{target.secret}/ca={client.validation_secret}/{mode}/"
            f"depth={client.max_verify_depth}{'/pass' if client.forward_certificate else ''}")
-    if client.subject_pattern is not None:  # as other error pages: other chains
+    if client.subject_pattern is not None:  # hosts with other patterns need other chains
         key += f"/subject={client.subject_pattern}"
     if client.error_redirect is not None:  # hosts with other error pages need other chains
         page = client.error_redirect
