@@ -629,6 +629,9 @@ class VirtualHost:
     """In Envoy match order: first match wins."""
     refs: tuple[ObjectRef, ...] = ()
     """The objects that contributed rules to the host (Ingresses)."""
+    client_certificate: ClientCertificate | None = None
+    """Its requests arrive through a chain checking client certificates with these
+    settings: the backend is told about the certificate (request headers)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -688,6 +691,39 @@ class TerminatedChain:
     """ALPN protocols offered to clients, in order of preference."""
     refs: tuple[ObjectRef, ...] = ()
     """The objects the chain stems from (Ingresses, the TLS Secret)."""
+    client_certificate: ClientCertificate | None = None
+    """Mutual TLS: the client certificates the chain asks for; None asks for none."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientCertificate:
+    """Client certificates a :class:`TerminatedChain` asks for (mutual TLS).
+
+    In Envoy: the ``DownstreamTlsContext`` requests a certificate
+    (``require_client_certificate`` when ``required``) validated against the CA
+    of the :class:`ValidationContext` ``validation_secret`` over SDS.
+    """
+
+    validation_secret: str
+    """The name of the :class:`ValidationContext` (the CA bundle) chains must lead to."""
+    required: bool = True
+    """True: a client without a valid certificate is refused at the handshake;
+    False: one without a certificate is let in, one with an invalid one is refused."""
+    accept_untrusted: bool = False
+    """Let a certificate that does not chain to the CA in too (ingress-nginx
+    ``optional_no_ca``); only with ``required`` False."""
+    max_verify_depth: int = 1
+    """The longest chain accepted above the client's certificate."""
+    forward_certificate: bool = False
+    """Tell the backend the client's certificate (URL-encoded PEM header)."""
+    error_redirect: Redirect | None = None
+    """Redirect a request whose certificate fails verification (or, when
+    ``required``, is missing) here instead of refusing the handshake: the
+    handshake then takes any certificate, and requests are routed on whether
+    theirs was validated."""
+    subject_pattern: str | None = None
+    """An RE2 pattern that must match within the certificate's subject (RFC 2253,
+    ``CN=name,O=org``); a request without such a certificate is refused (403)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -917,6 +953,8 @@ def consistency_problems(ir: IR) -> list[str]:
                 if isinstance(ch, TerminatedChain):
                     wanted_tables.append(ch.route_table)
                     wanted_secrets.append(ch.secret)
+                    if ch.client_certificate is not None:
+                        wanted_secrets.append(ch.client_certificate.validation_secret)
                 else:
                     wanted_clusters.append(ch.cluster)
         elif isinstance(lis, (TcpListener, UdpListener)):

@@ -29,6 +29,7 @@ CEL_LOG_FILTER = "envoy.access_loggers.extension_filters.cel"
 STDOUT_LOG = "envoy.access_loggers.stdout"
 ROUTER = "envoy.filters.http.router"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
+EARLY_HEADER_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 
 # Transport sockets and upstream options.
 TLS_SOCKET = "envoy.transport_sockets.tls"

@@ -20,7 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import basic_auth, http_policy, rbac, satisfy_any
+from kxds.envoy import basic_auth, client_cert, http_policy, rbac, satisfy_any
 from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
@@ -76,6 +76,8 @@ def build_http_connection_manager(
     # A refused client gets a short 403 body that names nothing internal.
     hcm.local_reply_config.CopyFrom(rbac.local_reply_config())
     hide_response_headers(hcm, options.hide_response_headers)
+    # Client certificate headers come from Envoy only (kxds.envoy.client_cert).
+    hcm.early_header_mutation_extensions.append(client_cert.early_sanitizer())
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 

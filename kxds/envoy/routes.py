@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
 from kxds.envoy import basic_auth, http_policy, rbac, satisfy_any
+from kxds.envoy.client_cert import client_cert_headers, require_subject, unverified_route
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import (
     BASIC_AUTH,
@@ -295,8 +296,18 @@ def _set_access(msg: rc_pb2.Route, policy: ir.AccessPolicy) -> None:
 
 def build_virtual_host(vhost: ir.VirtualHost) -> rc_pb2.VirtualHost:
     """A virtual host: its domains and its routes in match order."""
-    return rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains),
-                              routes=[build_route(r) for r in vhost.routes])
+    routes = [build_route(r) for r in vhost.routes]
+    client = vhost.client_certificate
+    if client is not None and client.subject_pattern is not None:
+        for route in routes:
+            require_subject(route, client.subject_pattern)
+    if client is not None and client.error_redirect is not None:
+        routes.insert(0, unverified_route(vhost.name, client,
+                                          build_redirect(client.error_redirect)))
+    msg = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=routes)
+    if client is not None:
+        client_cert_headers(msg, client)
+    return msg
 
 
 def build_route_table(table: ir.RouteTable) -> route_pb2.RouteConfiguration:

@@ -46,7 +46,34 @@ def _downstream_tls(chain: ir.TerminatedChain) -> base_pb2.TransportSocket:
             tls_minimum_protocol_version=_TLS_VERSIONS[chain.min_tls_version]),
         tls_certificate_sds_secret_configs=[sds_config(chain.secret)],
         alpn_protocols=list(chain.alpn)))
+    if chain.client_certificate is not None:
+        _ask_client_certificate(context, chain.client_certificate)
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
+
+
+def _ask_client_certificate(context: tls_pb2.DownstreamTlsContext,
+                            client: ir.ClientCertificate) -> None:
+    """Mutual TLS: request (or require) a client certificate validated against the CA.
+
+    Envoy validates a presented certificate against the CA and refuses the
+    handshake when it does not chain to it, unless ``ACCEPT_UNTRUSTED``
+    (https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/transport_sockets/tls/v3/common.proto#extensions-transport-sockets-tls-v3-certificatevalidationcontext);
+    ``max_verify_depth`` does not count the client's own certificate, as
+    nginx's ``ssl_verify_depth``.
+    """
+    # With an error page, a failed check is answered per request (a redirect on the
+    # routes, see kxds.envoy.client_cert), so the handshake must let the client in.
+    redirects = client.error_redirect is not None
+    context.require_client_certificate.value = client.required and not redirects
+    default = common_pb2.CertificateValidationContext()
+    default.max_verify_depth.value = client.max_verify_depth
+    if client.accept_untrusted or redirects:
+        default.trust_chain_verification = (
+            common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED)
+    context.common_tls_context.combined_validation_context.CopyFrom(
+        tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=default,
+            validation_context_sds_secret_config=sds_config(client.validation_secret)))
 
 
 def _match(server_names: tuple[str, ...]) -> listener_components_pb2.FilterChainMatch:

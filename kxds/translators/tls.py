@@ -59,6 +59,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, S
 from kxds.translators.access import route_access
 from kxds.translators.annotations import parse as parse_annotations
 from kxds.translators.auth_basic import passthrough_problem
+from kxds.translators.client_cert import apply_client_certs, plan_client_certs
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import narrowing_problem
 from kxds.translators.network_policy import PolicyIndex
@@ -477,12 +478,16 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
         if any(isinstance(c, ir.TerminatedChain) for c in chains):
             tables.append(_https_table(listener, http_tables, p.claims))
     all_secrets = {s.name: s for s in (*base.secrets, *secrets)}
-    return TlsResult(dataclasses.replace(
+    secured = dataclasses.replace(
         base,
         listeners=tuple(sorted(listeners, key=lambda lis: lis.name)),
         route_tables=tuple(sorted(tables, key=lambda t: t.name)),
         secrets=tuple(all_secrets[k] for k in sorted(all_secrets)),
-    ), diagnostics + p.diagnostics, frozenset(p.bounds))
+    )
+    checks = plan_client_certs(state, ingresses)
+    secured, client_diagnostics = apply_client_certs(secured, checks, listener, http_names)
+    return TlsResult(secured, diagnostics + p.diagnostics + checks.diagnostics
+                     + client_diagnostics, frozenset(p.bounds))
 
 
 Inspect = Callable[[Key, bytes, bytes], Inspected]

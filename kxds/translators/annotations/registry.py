@@ -402,11 +402,50 @@ _AUTH = ("auth-url",
          "auth-proxy-set-headers", "auth-request-redirect", "auth-cache-key",
          "auth-cache-duration", "auth-always-set-cookie", "auth-keepalive",
          "auth-keepalive-requests", "auth-keepalive-share-vars", "auth-keepalive-timeout",
-         "enable-global-auth", "auth-tls-secret", "auth-tls-verify-depth",
-         "auth-tls-verify-client", "auth-tls-error-page",
-         "auth-tls-pass-certificate-to-upstream", "auth-tls-match-cn")
+         "enable-global-auth")
 AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication; {_SECURITY}", narrows=True)
              for n in _AUTH)
+_CLIENT_CERT = "read by the TLS translator (kxds.translators.client_cert), which reports problems"
+AUTH_TLS_SECRET: Annotation[str] = Annotation(
+    "auth-tls-secret", F.ACCESS, P,
+    "DownstreamTlsContext: client certificate validated against the CA (SDS "
+    "validation_context), an SNI chain and route table per checked host",
+    "the check belongs to the host, as in ingress-nginx; a client without a valid "
+    "certificate is refused at the TLS handshake (nginx: 400) unless auth-tls-error-page "
+    "names a URL; other SNI names answer "
+    "the host 421; plain HTTP redirects to HTTPS or answers 403; a missing or malformed "
+    "CA, or a ca.crl (revocation lists are not applied), makes the host refuse clients; "
+    f"{_CLIENT_CERT}", reported_elsewhere=True)
+AUTH_TLS_VERIFY_CLIENT: Annotation[str] = Annotation(
+    "auth-tls-verify-client", F.ACCESS, S,
+    "require_client_certificate; trust_chain_verification ACCEPT_UNTRUSTED",
+    "on (required), optional (an invalid certificate is refused at the handshake), "
+    "optional_no_ca, off; another value makes the host refuse clients",
+    reported_elsewhere=True)
+AUTH_TLS_VERIFY_DEPTH: Annotation[str] = Annotation(
+    "auth-tls-verify-depth", F.ACCESS, S, "CertificateValidationContext max_verify_depth",
+    "default 1; an invalid value makes the host refuse clients", reported_elsewhere=True)
+AUTH_TLS_ERROR_PAGE: Annotation[str] = Annotation(
+    "auth-tls-error-page", F.ACCESS, P,
+    "route match tls_context (validated: false) -> redirect 302, first in the host",
+    "an absolute http(s) URL only: a request without a valid certificate (verify on) or "
+    "with an invalid one (optional) is redirected there; Envoy then lets every client "
+    "through the handshake; a path of the host (nginx's internal redirect) is reported "
+    "and not applied (refused at the handshake instead)", reported_elsewhere=True)
+AUTH_TLS_PASS_CERTIFICATE: Annotation[str] = Annotation(
+    "auth-tls-pass-certificate-to-upstream", F.ACCESS, S,
+    "virtual host request header ssl-client-cert: %DOWNSTREAM_PEER_CERT%",
+    "the URL-encoded PEM, as nginx's $ssl_client_escaped_cert; the checked hosts' "
+    "backends also get ssl-client-subject-dn and ssl-client-issuer-dn, and "
+    "ssl-client-verify: SUCCESS when the certificate is required; a client's own "
+    "ssl-client-* headers are removed there", reported_elsewhere=True)
+AUTH_TLS_MATCH_CN: Annotation[str] = Annotation(
+    "auth-tls-match-cn", F.ACCESS, P,
+    "per-route RBAC DENY policy, CEL condition on connection.subject_peer_certificate",
+    "RE2 instead of PCRE, searched within the subject in RFC 2253 form (CN=name,O=org) as "
+    "nginx's $ssl_client_s_dn; no match is answered 403 (body 'access denied'), so is "
+    "a request without a certificate (verify optional); a pattern RE2 refuses makes the "
+    "host refuse clients", reported_elsewhere=True)
 ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
                                   f"no web application firewall; {_SECURITY}", narrows=True)
 ENABLE_OWASP_CORE_RULES = _unsupported("enable-owasp-core-rules", F.ACCESS,
