@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from kxds.envoy import ext_authz_relay as ext_authz
+
 Role = Literal["edge", "node"]
 
 XDS_CLUSTER = "xds_cluster"
@@ -207,12 +209,17 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         raise ValueError("a node-role proxy needs its node name")
     if opts.transparent and opts.role != "node":
         raise ValueError("transparent source addresses are for node-role proxies")
-    return {
+    out: dict[str, Any] = {
         "node": _node(opts),
         "dynamic_resources": _dynamic_resources(opts),
         "static_resources": {"clusters": [_xds_cluster(opts)]},
         "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
     }
+    if opts.role == "edge":  # the relay of external authentication checks
+        out["bootstrap_extensions"] = [ext_authz.INTERNAL_LISTENER_EXTENSION]
+        out["static_resources"]["listeners"] = [ext_authz.relay_listener()]
+        out["static_resources"]["clusters"].append(ext_authz.relay_cluster())
+    return out
 
 
 def bootstrap_command(opts: BootstrapOptions) -> str:

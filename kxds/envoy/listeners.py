@@ -23,6 +23,7 @@ from kxds import ir
 from kxds.envoy import http_policy, rbac
 from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
+from kxds.envoy.ext_authz import ext_authz_filter
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
 
 DEFAULT_OPTIONS = ir.HttpOptions()
@@ -40,7 +41,8 @@ def access_filters() -> list[hcm_pb2.HttpFilter]:
 def build_http_filters() -> list[hcm_pb2.HttpFilter]:
     """The HTTP filter chain: access control first, the router last (Envoy requires it)."""
     router = hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))
-    return [*access_filters(), *http_policy.policy_filters(), router]
+    # ext_authz after RBAC and CORS: refused clients and preflights never reach the service.
+    return [*access_filters(), *http_policy.policy_filters(), ext_authz_filter(), router]
 
 
 def build_http_connection_manager(

@@ -20,9 +20,16 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import http_policy, rbac
+from kxds.envoy import ext_authz, http_policy, rbac
 from kxds.envoy.common import pack
-from kxds.envoy.filter_names import BUFFER, CORS, HTTP_RBAC, LOCAL_RATE_LIMIT, STATEFUL_SESSION
+from kxds.envoy.filter_names import (
+    BUFFER,
+    CORS,
+    EXT_AUTHZ,
+    HTTP_RBAC,
+    LOCAL_RATE_LIMIT,
+    STATEFUL_SESSION,
+)
 
 METADATA = "kxds"
 """The route metadata namespace: ``ingress`` names the Ingress (``ns/name``), which
@@ -212,6 +219,8 @@ def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
         per_filter[BUFFER].CopyFrom(http_policy.body_limit(policy.max_request_bytes))
     if policy.rate_limit is not None:
         per_filter[LOCAL_RATE_LIMIT].CopyFrom(http_policy.rate_limit(policy.rate_limit))
+    if policy.auth is not None and policy.auth.external is not None:
+        per_filter[EXT_AUTHZ].CopyFrom(ext_authz.per_route(policy.auth.external))
     if not policy.access_log:
         msg.metadata.filter_metadata[NO_LOG].SetInParent()
 

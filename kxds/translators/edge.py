@@ -44,6 +44,7 @@ from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
+from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.network_policy import PolicyIndex
@@ -205,6 +206,7 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
     targets += ctx.query(GATEWAY_API, None).routes.backends
+    targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
     for ing in ctx.query(OURS, None):
         targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
                     if name in ctx.query(CLUSTER_NAMES, key)]
@@ -311,9 +313,12 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     gateway_api = ctx.query(GATEWAY_API, None)
     defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
     table, joined = merge_into(table, gateway_api.routes, defaults)
+    checks = auth_clusters(table.virtual_hosts)  # external auth services reached by DNS
     if svc.failed:  # fail closed: routes to a Service left out answer 503
-        table = ingress.unavailable_without(table, {c.name for c in svc.clusters})
-    base = IR(clusters=svc.clusters, load_assignments=svc.load_assignments,
+        table = ingress.unavailable_without(table, {c.name for c in (*svc.clusters, *checks)})
+    clusters = svc.clusters if not checks else tuple(
+        sorted((*svc.clusters, *checks), key=attrgetter("name")))
+    base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
     ours = ctx.query(OURS, None)
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),

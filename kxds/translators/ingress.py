@@ -52,6 +52,7 @@ from kxds.ir import (
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
 from kxds.translators.access import route_access
 from kxds.translators.annotations.registry import APP_ROOT
+from kxds.translators.auth_external import with_external_auth
 from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
@@ -216,6 +217,8 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     ref = ing.meta.ref
     pol = ingress_policy(ing, limit_status)
     refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets)
+    if refused is None:  # the check must be possible, or the routes refuse
+        pol, refused = with_external_auth(state, pol, clusters)
     if refused is not None:
         # The annotation's own diagnostic (among the policy's) says so already.
         if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
@@ -325,6 +328,13 @@ def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
         if isinstance(r.action, Forward) and any(
                 b.cluster not in clusters for b in r.action.backends):
             return replace(r, action=UNAVAILABLE, access=None)
+        policy = r.policy
+        auth = policy.auth if policy is not None else None
+        if (policy is not None and auth is not None and auth.external is not None
+                and auth.external.cluster not in clusters):
+            # The check cannot be made: refuse, and name no missing cluster.
+            return replace(r, action=UNAVAILABLE, access=None, policy=replace(
+                policy, auth=replace(auth, external=None)))
         return r
 
     return replace(table, virtual_hosts=tuple(

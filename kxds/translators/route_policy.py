@@ -88,8 +88,11 @@ class IngressPolicy:
         action = dataclasses.replace(route.action, timeout_ms=self.forward.timeout_ms,
                                      idle_timeout_ms=self.forward.idle_timeout_ms)
         log = self.policy is not None and not self.policy.access_log
+        # Authentication narrows access: the default backend asks for it too (fail closed).
+        auth = self.policy.auth if self.policy is not None else None
         return dataclasses.replace(route, action=action,
-                                   policy=ir.RoutePolicy(access_log=False) if log else None)
+                                   policy=ir.RoutePolicy(access_log=not log, auth=auth)
+                                   if log or auth else None)
 
 
 def path_regex(path: str) -> str:
