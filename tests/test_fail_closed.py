@@ -66,7 +66,7 @@ def test_snippets_pass_only_with_the_flag_and_authentication_never() -> None:
     state = load_text(SERVICE + ingress("snip", "a.example.com", {
         "nginx.ingress.kubernetes.io/server-snippet": "deny all;"})
                       + ingress("auth", "b.example.com", {
-                          "nginx.ingress.kubernetes.io/auth-url": "http://auth/verify"}))
+                          "nginx.ingress.kubernetes.io/auth-url": "http://$host/verify"}))
     for ignore, snippet_served in ((False, False), (True, True)):
         t = translate(state, TranslateConfig(ignore_snippets=ignore))
         (snip,) = actions(t, "a.example.com")

@@ -53,6 +53,10 @@ def external_auth(state: ClusterState, parsed: ann.Parsed, clusters: HasCluster,
                   for a in _FOLLOWERS if a.name in parsed.keys]
         return None, None
     raw = parsed.get(r.AUTH_URL)
+    if parsed.get(r.CANARY) is True:  # its share would be served under the main's policy
+        return None, _refuse(parsed, "a canary Ingress cannot require authentication of its "
+                             "share of the traffic", Reason.UNSUPPORTED,
+                             "the canary is left out (fail closed)")
     if raw is None:  # present but unparsable: already reported, still refuse
         return None, _refuse(parsed, "is not usable")
     u = urllib.parse.urlsplit(raw)
@@ -88,9 +92,10 @@ def external_auth(state: ClusterState, parsed: ann.Parsed, clusters: HasCluster,
     return dataclasses.replace(base, cluster=cluster, service=service.meta.ref), None
 
 
-def _refuse(parsed: ann.Parsed, why: str, reason: Reason = Reason.INVALID_VALUE) -> Diagnostic:
-    return parsed.problem(r.AUTH_URL, f"{why}: authentication cannot be checked, every "
-                          "route of this Ingress answers 503 (fail closed)", reason)
+def _refuse(parsed: ann.Parsed, why: str, reason: Reason = Reason.INVALID_VALUE,
+            outcome: str = "authentication cannot be checked, every route of this Ingress "
+                           "answers 503 (fail closed)") -> Diagnostic:
+    return parsed.problem(r.AUTH_URL, f"{why}: {outcome}", reason)
 
 
 def _url_problem(raw: str, u: urllib.parse.SplitResult) -> str | None:
