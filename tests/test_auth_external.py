@@ -159,7 +159,7 @@ def test_the_default_backend_is_checked_too() -> None:
 
 
 def test_a_route_naming_a_missing_auth_cluster_is_inconsistent() -> None:
-    routes, model, _ = _translate({N + "auth-url": "http://a.example/auth"})
+    _, model, _ = _translate({N + "auth-url": "http://a.example/auth"})
     pruned = dataclasses.replace(model, clusters=tuple(
         c for c in model.clusters if c.name != "ext-authz/a.example/80"))
     assert ir.consistency_problems(pruned) == [

@@ -196,3 +196,13 @@ def auth_clusters(vhosts: Iterable[ir.VirtualHost]) -> tuple[ir.Cluster, ...]:
                 dns_host=a.dns_host, dns_port=a.dns_port,
                 upstream_tls=ir.UpstreamTLS(sni=a.dns_host) if a.tls else None)
     return tuple(out.values())
+
+
+def passthrough_problem(parsed: ann.Parsed) -> Diagnostic | None:
+    """Why a TLS passthrough Ingress asking for external authentication gets no chain:
+    passthrough bypasses HTTP, so no request could be checked (fail closed)."""
+    if r.AUTH_URL.name not in parsed.keys:
+        return None
+    return parsed.problem(r.AUTH_URL, "TLS passthrough bypasses HTTP, so requests cannot be "
+                          "checked: the host's handshakes are refused (fail closed)",
+                          Reason.UNSUPPORTED)

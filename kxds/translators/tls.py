@@ -58,6 +58,7 @@ from kxds.kube.ingress_class import age_order
 from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
 from kxds.translators.access import route_access
 from kxds.translators.annotations import parse as parse_annotations
+from kxds.translators.auth_external import passthrough_problem
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import narrowing_problem
 from kxds.translators.network_policy import PolicyIndex
@@ -215,8 +216,9 @@ class _Planner:
         if flag(ing, PASSTHROUGH, False, self.diagnostics):
             # A passthrough chain bypasses the HTTP routes that fail closed for an
             # annotation narrowing access: refuse its hosts' handshakes instead.
-            refused = narrowing_problem(ing, parse_annotations(ing).narrowing,
-                                        self.config.ignore_snippets)
+            parsed = parse_annotations(ing)
+            refused = (narrowing_problem(ing, parsed.narrowing, self.config.ignore_snippets)
+                       or passthrough_problem(parsed))
             if refused is not None:
                 self.failed(ing, refused)
                 return
