@@ -51,6 +51,7 @@ class AuthService:
                 else:
                     self.send_response(401)
                     self.send_header("www-authenticate", 'Bearer realm="test"')
+                    self.send_header("set-cookie", "session=; Max-Age=0")
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -117,6 +118,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory, auth: AuthService) -> Iterator[
         _ingress("signin", "signin.test", {
             N + "auth-url": in_cluster,
             N + "auth-signin": "https://login.example.com/start"}),
+        _ingress("vars", "vars.test", {
+            N + "auth-url": in_cluster, N + "auth-always-set-cookie": "true",
+            N + "auth-request-redirect": "https://vars.test/back",
+            N + "auth-signin": "https://$host/oauth2/start?rd=$escaped_request_uri",
+            N + "auth-signin-redirect-param": "rd"}),
         _ingress("dns", "dns.test", {  # any other host: a cluster resolved by DNS
             N + "auth-url": f"http://localhost:{auth.port}/check", N + "auth-method": "POST"}),
         _ingress("down", "down.test", {N + "auth-url": f"http://127.0.0.1:{free_port()}/x"}),
@@ -198,6 +204,19 @@ def test_signin_redirects_a_401_with_the_original_url(gw: Gateway) -> None:
     # 403 is not redirected; a valid session passes.
     assert gw.get("/", host="signin.test", headers={"x-test-auth": "forbid"})[0] == 403
     assert gw.backend("/", host="signin.test", headers={"cookie": "session=ok"}) == (200, "app")
+
+
+def test_signin_variables_cookies_and_request_redirect(gw: Gateway, auth: AuthService) -> None:
+    status, headers, _ = gw.get("/app?x=1", host="vars.test")  # escaped as nginx does
+    assert status == 302
+    # $host and $escaped_request_uri are the request's; rd is there, so none is added.
+    assert headers["location"] == "https://vars.test/oauth2/start?rd=/app%3Fx=1"
+    # auth-always-set-cookie: the service's cookie reaches the client on a refusal too ...
+    assert headers["set-cookie"] == "session=; Max-Age=0"
+    assert auth.last()["headers"]["x-auth-request-redirect"] == "https://vars.test/back"
+    # ... and not without it.
+    status, headers, _ = gw.get("/", host="auth.test")
+    assert status == 401 and "set-cookie" not in headers
 
 
 def test_dns_host_and_auth_method(gw: Gateway, auth: AuthService) -> None:

@@ -253,4 +253,16 @@ def bootstrap_yaml(opts: BootstrapOptions) -> str:
         f"# Envoy bootstrap for a kxds {opts.role} proxy; everything else comes over ADS.\n"
         f"# Rendered by: {bootstrap_command(opts)}\n"
     )
-    return header + yaml.safe_dump(render_bootstrap(opts), sort_keys=False)
+    return header + yaml.dump(render_bootstrap(opts), Dumper=_Dumper, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing multi-line text (the relay's Lua) as a literal block."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)

@@ -18,8 +18,14 @@ _LUA = """
 local H = "x-kxds-auth-"
 local M = "kxds.ext_authz"
 
+-- nginx's $escaped_request_uri: space, # % & + ; ? and bytes outside printable ASCII.
 local function escape(s)
-  return (s:gsub("[^%w%-%._~/]", function(c) return string.format("%%%02X", c:byte()) end))
+  return (s:gsub(".", function(c)
+    local b = c:byte()
+    if b <= 32 or b >= 127 or c:find("[#%%&%+;%?]") then
+      return string.format("%%%02X", b)
+    end
+  end))
 end
 
 local function replace(s, var, value)
