@@ -240,3 +240,19 @@ def test_unreachable_or_missing_service_refuses(gw: Gateway) -> None:
     assert gw.backend("/", host="open.test") == (200, "app")
     assert gw.backend("/", host="auth.test", headers={"cookie": "session=ok"}) == (200, "app")
 
+
+
+def test_adding_an_auth_url_changes_routes_only(gw: Gateway, auth: AuthService) -> None:
+    """The filter is in every connection manager already: no listener or cluster update."""
+    assert gw.envoy is not None
+    before = (gw.envoy.stat("listener_manager.lds.update_success"),
+              gw.envoy.stat("cluster_manager.cds.update_success"))
+    text = (gw.manifests / "all.yaml").read_text()
+    plain = _ingress("open", "open.test", {})
+    assert plain in text
+    gw.write("all.yaml", text.replace(plain, _ingress("open", "open.test", {
+        N + "auth-url": f"http://authsvc.default.svc{AUTH_PATH}"})))
+    gw.wait_backend("/", "open.test", (401, None))
+    assert gw.backend("/", host="open.test", headers={"cookie": "session=ok"}) == (200, "app")
+    assert (gw.envoy.stat("listener_manager.lds.update_success"),
+            gw.envoy.stat("cluster_manager.cds.update_success")) == before
