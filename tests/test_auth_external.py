@@ -92,6 +92,8 @@ def test_auth_url_resolves_like_a_backend(url: str, cluster: str, host: str, pat
     ("http://nope.auth.svc/", Reason.BACKEND_NOT_FOUND, "Service auth/nope not found"),
     ("http://oauth.auth.svc:81/", Reason.PORT_NOT_FOUND, "port 81"),
     ("https://oauth.auth.svc:4180/", Reason.INVALID_VALUE, "in-cluster"),
+    ("http://a.example/\u00e9", Reason.INVALID_VALUE, "printable ASCII"),
+    ("http://a.example/" + "a" * 5000, Reason.INVALID_VALUE, "printable ASCII"),
 ])
 def test_an_unusable_auth_url_fails_closed(url: str, reason: Reason, words: str) -> None:
     routes, model, diags = _translate({N + "auth-url": url}, default_backend=True)
@@ -125,7 +127,7 @@ def test_options_are_carried_and_bad_ones_reported() -> None:
 
 
 @pytest.mark.parametrize("signin", ["https://$host/a b", "https://x/$remote_user",
-                                    "ftp://x/", "https://x/%2F"])
+                                    "ftp://x/", "https://x/%2F", "https://x/\u00e9"])
 def test_a_bad_signin_is_reported_and_401_stays(signin: str) -> None:
     routes, _, diags = _translate({N + "auth-url": "http://a.example/auth",
                                    N + "auth-signin": signin})

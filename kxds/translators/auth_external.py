@@ -98,7 +98,19 @@ def _refuse(parsed: ann.Parsed, why: str, reason: Reason = Reason.INVALID_VALUE,
     return parsed.problem(r.AUTH_URL, f"{why}: {outcome}", reason)
 
 
+MAX_TEXT = 4096
+"""The longest URL kxds puts in a check's headers (Envoy refuses a route table whose
+header values are too long, which would stop every route's update)."""
+
+
+def _unsafe(text: str) -> bool:
+    """Not printable ASCII, or too long, to be sent as a header value."""
+    return not (text.isascii() and text.isprintable()) or len(text) > MAX_TEXT
+
+
 def _url_problem(raw: str, u: urllib.parse.SplitResult) -> str | None:
+    if _unsafe(raw):
+        return f"must be printable ASCII of at most {MAX_TEXT} characters"
     if "$" in raw:
         return "uses nginx variables, which kxds does not expand"
     if u.scheme not in ("http", "https") or not u.hostname or u.fragment:
@@ -127,8 +139,8 @@ def _options(parsed: ann.Parsed, diags: list[Diagnostic], base: ir.ExternalAuth
 def _plain(parsed: ann.Parsed, which: ann.Annotation[str], diags: list[Diagnostic]
            ) -> str | None:
     value = parsed.get(which)
-    if value is not None and (any(c in value for c in "\r\n\x00%") or "$" in value):
-        diags.append(parsed.problem(which, f"{show(value)} must be plain text (no nginx "
+    if value is not None and (_unsafe(value) or "%" in value or "$" in value):
+        diags.append(parsed.problem(which, f"{show(value)} must be printable ASCII (no nginx "
                                     "variables, no '%'); the annotation is not applied"))
         return None
     return value
@@ -142,7 +154,7 @@ def _signin(parsed: ann.Parsed, diags: list[Diagnostic]) -> str | None:
     for var in _SIGNIN_VARIABLES:  # longest first: $request_uri is in $escaped_request_uri
         rest = rest.replace(var, "http" if var == "$scheme" else "x")
     u = urllib.parse.urlsplit(rest if "://" in rest else "http://x" + rest)
-    if ("$" in rest or "%" in rest or any(c in raw for c in " \r\n\t\x00\\")
+    if ("$" in rest or "%" in rest or _unsafe(raw) or any(c in raw for c in " \\")
             or u.scheme not in ("http", "https") or not (rest.startswith("/") or u.netloc)):
         diags.append(parsed.problem(
             r.AUTH_SIGNIN, f"{show(raw)} must be an http(s) URL or a path using only "
