@@ -123,6 +123,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, auth: AuthService) -> Iterator[
             N + "auth-request-redirect": "https://vars.test/back",
             N + "auth-signin": "https://$host/oauth2/start?rd=$escaped_request_uri",
             N + "auth-signin-redirect-param": "rd"}),
+        _ingress("cors", "cors.test", {
+            N + "auth-url": in_cluster, N + "enable-cors": "true",
+            N + "cors-allow-origin": "https://app.example.com"}),
         _ingress("dns", "dns.test", {  # any other host: a cluster resolved by DNS
             N + "auth-url": f"http://localhost:{auth.port}/check", N + "auth-method": "POST"}),
         _ingress("down", "down.test", {N + "auth-url": f"http://127.0.0.1:{free_port()}/x"}),
@@ -217,6 +220,17 @@ def test_signin_variables_cookies_and_request_redirect(gw: Gateway, auth: AuthSe
     # ... and not without it.
     status, headers, _ = gw.get("/", host="auth.test")
     assert status == 401 and "set-cookie" not in headers
+
+
+def test_cors_preflights_are_answered_before_the_check(gw: Gateway, auth: AuthService) -> None:
+    checks = len(auth.seen)
+    status, headers, _ = gw.get("/api", host="cors.test", method="OPTIONS", headers={
+        "origin": "https://app.example.com", "access-control-request-method": "GET"})
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://app.example.com"
+    assert len(auth.seen) == checks  # as ingress-nginx: no check for a preflight
+    assert gw.get("/api", host="cors.test", headers={"origin": "https://app.example.com"}
+                  )[0] == 401
 
 
 def test_dns_host_and_auth_method(gw: Gateway, auth: AuthService) -> None:
