@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kxds.envoy.bootstrap import BootstrapOptions, Role, XdsTls, bootstrap_yaml
+from kxds.envoy.ext_authz_relay import RELAY
 
 T = TypeVar("T")
 
@@ -333,8 +334,10 @@ class Envoy(Process):
         return json.loads(self.admin("/config_dump" + query))
 
     def listener_names(self) -> set[str]:
-        """Names of the listeners Envoy has active."""
-        return {name for name in self.admin("/listeners").split() if name}
+        """Names of the listeners Envoy has active, but the edge bootstrap's own (the
+        external authentication relay, an internal listener)."""
+        return {name for name in self.admin("/listeners").split()
+                if name and not name.startswith(f"{RELAY}::")}
 
     def ready(self) -> bool:
         """Envoy's own ``/ready`` says LIVE (initialization is over)."""

@@ -534,6 +534,32 @@ class ExternalAuth:
     """The :class:`Cluster` of the authentication service."""
     url: str
     """The URL the check request goes to."""
+    host: str = ""
+    """The Host header of the check request (the URL's host, with a port when it has one)."""
+    path: str = "/"
+    """The path and query the check request asks for: exactly the URL's."""
+    service: ObjectRef | None = None
+    """The Service whose cluster ``cluster`` is; None: a cluster of its own that
+    resolves the URL's host by DNS (:attr:`dns_host`)."""
+    dns_host: str | None = None
+    dns_port: int | None = None
+    tls: bool = False
+    """The URL is ``https``: TLS to the service, SNI its host."""
+    method: str | None = None
+    """The check request's method; None: the request's own."""
+    response_headers: tuple[str, ...] = ()
+    """Headers of an accepting answer copied into the request sent to the backend."""
+    request_redirect: str | None = None
+    """X-Auth-Request-Redirect's value; None: the request's path and query."""
+    signin: str | None = None
+    """Where a client refused with 401 is redirected (302), with the original URL
+    in the ``signin_param`` query parameter unless the URL has one already.
+    ``$host``, ``$scheme``, ``$request_uri`` and ``$escaped_request_uri`` are
+    the request's."""
+    signin_param: str = "rd"
+    always_set_cookie: bool = False
+    """The service's Set-Cookie reaches the client also when it refuses (always on
+    success)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -922,6 +948,12 @@ def _route_clusters(table: RouteTable) -> set[str]:
         for r in vh.routes
         if isinstance(r.action, Forward)
         for b in r.action.backends
+    } | {
+        r.policy.auth.external.cluster
+        for vh in table.virtual_hosts
+        for r in vh.routes
+        if r.policy is not None and r.policy.auth is not None
+        and r.policy.auth.external is not None
     }
     out.update(m.cluster for vh in table.virtual_hosts for r in vh.routes
                if isinstance(r.action, Forward) for m in r.action.mirrors)

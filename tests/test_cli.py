@@ -63,8 +63,10 @@ def test_bootstrap_is_valid_for_envoy(argv: list[str], tmp_path: Path,
     for config in ("cds_config", "lds_config"):
         assert doc["dynamic_resources"][config]["ads"] == {}
         assert doc["dynamic_resources"][config]["resource_api_version"] == "V3"
-    (cluster,) = doc["static_resources"]["clusters"]
+    cluster, *relay = doc["static_resources"]["clusters"]
     assert cluster["name"] == "xds_cluster"
+    # An edge proxy relays external authentication checks through an internal listener.
+    assert [c["name"] for c in relay] == (["kxds/ext-authz"] if args["--role"] == "edge" else [])
     (xds,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     host, port = args["--xds-address"].rsplit(":", 1)
     assert xds["endpoint"]["address"]["socket_address"] == {

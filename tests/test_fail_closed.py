@@ -50,6 +50,21 @@ def test_a_passthrough_host_with_authentication_gets_no_chain() -> None:
                for d in t.diagnostics)
 
 
+def test_a_passthrough_host_with_external_authentication_gets_no_chain() -> None:
+    """Requests inside a passthrough TLS stream cannot be checked: no chain either."""
+    state = load_text(SERVICE + ingress("vault", "vault.example.com", {
+        "nginx.ingress.kubernetes.io/ssl-passthrough": "true",
+        "nginx.ingress.kubernetes.io/auth-url": "http://auth.example.com/check"})
+                      + ingress("other", "other.example.com", {
+                          "nginx.ingress.kubernetes.io/ssl-passthrough": "true"}))
+    t = translate(state, TranslateConfig())
+    chains = [c for lis in t.ir.listeners if isinstance(lis, ir.TlsListener) for c in lis.chains]
+    assert any("other.example.com" in c.server_names for c in chains)
+    assert not any("vault.example.com" in c.server_names for c in chains)
+    assert any(d.field.endswith("[nginx.ingress.kubernetes.io/auth-url]")
+               and "passthrough" in d.message for d in t.diagnostics)
+
+
 def test_a_canary_with_authentication_is_dropped_and_the_main_route_serves() -> None:
     state = load_text(SERVICE + ingress("main", "shop.example.com", {})
                       + ingress("canary", "shop.example.com", {
@@ -66,7 +81,7 @@ def test_snippets_pass_only_with_the_flag_and_authentication_never() -> None:
     state = load_text(SERVICE + ingress("snip", "a.example.com", {
         "nginx.ingress.kubernetes.io/server-snippet": "deny all;"})
                       + ingress("auth", "b.example.com", {
-                          "nginx.ingress.kubernetes.io/auth-url": "http://auth/verify"}))
+                          "nginx.ingress.kubernetes.io/auth-url": "http://$host/verify"}))
     for ignore, snippet_served in ((False, False), (True, True)):
         t = translate(state, TranslateConfig(ignore_snippets=ignore))
         (snip,) = actions(t, "a.example.com")

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from kxds.envoy import ext_authz_relay as ext_authz
+
 Role = Literal["edge", "node"]
 
 XDS_CLUSTER = "xds_cluster"
@@ -247,12 +249,17 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         raise ValueError("a node-role proxy needs its node name")
     if opts.transparent and opts.role != "node":
         raise ValueError("transparent source addresses are for node-role proxies")
-    return {
+    out: dict[str, Any] = {
         "node": _node(opts),
         "dynamic_resources": _dynamic_resources(opts),
         "static_resources": {"clusters": [_xds_cluster(opts)]},
         "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
     }
+    if opts.role == "edge":  # the relay of external authentication checks
+        out["bootstrap_extensions"] = [ext_authz.INTERNAL_LISTENER_EXTENSION]
+        out["static_resources"]["listeners"] = [ext_authz.relay_listener()]
+        out["static_resources"]["clusters"].append(ext_authz.relay_cluster())
+    return out
 
 
 def bootstrap_command(opts: BootstrapOptions) -> str:
@@ -289,4 +296,16 @@ def bootstrap_yaml(opts: BootstrapOptions) -> str:
         f"# Envoy bootstrap for a kxds {opts.role} proxy; everything else comes over ADS.\n"
         f"# Rendered by: {bootstrap_command(opts)}\n"
     )
-    return header + yaml.safe_dump(render_bootstrap(opts), sort_keys=False)
+    return header + yaml.dump(render_bootstrap(opts), Dumper=_Dumper, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing multi-line text (the relay's Lua) as a literal block."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)

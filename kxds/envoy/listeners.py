@@ -23,6 +23,7 @@ from kxds import ir
 from kxds.envoy import basic_auth, client_cert, http_policy, rbac, satisfy_any
 from kxds.envoy.access_log import build_access_logs
 from kxds.envoy.common import ads_config_source, pack, stat_name
+from kxds.envoy.ext_authz import ext_authz_filter
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
 from kxds.envoy.hidden_headers import hide_response_headers
 
@@ -41,8 +42,9 @@ def access_filters() -> list[hcm_pb2.HttpFilter]:
 def auth_filters() -> list[hcm_pb2.HttpFilter]:
     """Authentication, each off until a route enables it: after access rules and CORS
     (a preflight is answered without credentials, as ingress-nginx does), the
-    ``satisfy: any`` marker first (:mod:`kxds.envoy.satisfy_any`)."""
-    return [satisfy_any.marker_filter(), basic_auth.http_filter()]
+    ``satisfy: any`` marker first (:mod:`kxds.envoy.satisfy_any`); refused clients and
+    preflights never reach an external authentication service."""
+    return [satisfy_any.marker_filter(), basic_auth.http_filter(), ext_authz_filter()]
 
 
 def build_http_filters() -> list[hcm_pb2.HttpFilter]:

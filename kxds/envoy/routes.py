@@ -23,7 +23,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from kxds import ir
-from kxds.envoy import basic_auth, http_policy, rbac, satisfy_any
+from kxds.envoy import basic_auth, ext_authz, http_policy, rbac, satisfy_any
 from kxds.envoy.client_cert import client_cert_headers, require_subject, unverified_route
 from kxds.envoy.common import pack
 from kxds.envoy.filter_names import (
@@ -31,6 +31,7 @@ from kxds.envoy.filter_names import (
     BUFFER,
     CORS,
     CUSTOM_RESPONSE,
+    EXT_AUTHZ,
     HTTP_RBAC,
     LOCAL_RATE_LIMIT,
     STATEFUL_SESSION,
@@ -284,6 +285,8 @@ def _set_auth(per_filter: Any, auth: ir.RouteAuth) -> None:
     """The route's authentication filters, and the ``satisfy: any`` marker."""
     if auth.basic is not None:
         per_filter[BASIC_AUTH].CopyFrom(basic_auth.per_route(auth.basic))
+    if auth.external is not None:
+        per_filter[EXT_AUTHZ].CopyFrom(ext_authz.per_route(auth.external))
     for name, config in satisfy_any.per_route(auth).items():
         per_filter[name].CopyFrom(config)
 

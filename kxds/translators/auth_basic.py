@@ -74,9 +74,11 @@ def basic_auth(ing: Ingress, parsed: ann.Parsed,
     """
     present = [a for a in _ANNOTATIONS if a.name in parsed.keys]
     if not present:
+        if r.AUTH_URL.name in parsed.keys:
+            return NONE  # external authentication reads satisfy (auth_external)
         if parsed.get(r.SATISFY) is not None or r.SATISFY.name in parsed.keys:
             return AuthResult(None, None, (parsed.problem(
-                r.SATISFY, "has no effect without authentication (auth-type)",
+                r.SATISFY, "has no effect without authentication (auth-type or auth-url)",
                 Reason.UNSUPPORTED),))
         return NONE
     diags: list[Diagnostic] = []

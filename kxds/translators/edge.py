@@ -44,6 +44,7 @@ from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
+from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.host_names import apply_host_names
@@ -207,6 +208,7 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
     targets += ctx.query(GATEWAY_API, None).routes.backends
+    targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
     for ing in ctx.query(OURS, None):
         targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
                     if name in ctx.query(CLUSTER_NAMES, key)]
@@ -316,8 +318,10 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     ours: tuple[Ingress, ...] = ctx.query(OURS, None)
     table, named = apply_host_names(table, ours)
     clusters = svc.clusters
-    if merged.clusters:  # the routes' own (DNS mirror targets)
-        clusters = tuple(sorted((*clusters, *merged.clusters), key=attrgetter("name")))
+    # The routes' own: DNS mirror targets, and external auth services reached by DNS.
+    extra = (*merged.clusters, *auth_clusters(table.virtual_hosts))
+    if extra:
+        clusters = tuple(sorted((*clusters, *extra), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
         table = ingress.unavailable_without(table, {c.name for c in clusters})
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,

@@ -55,6 +55,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath,
 from kxds.translators.access import route_access
 from kxds.translators.annotations import Annotation
 from kxds.translators.annotations.registry import APP_ROOT, DEFAULT_BACKEND, MIRROR_TARGET
+from kxds.translators.auth_external import with_external_auth
 from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
 from kxds.translators.config import TranslateConfig
 from kxds.translators.error_pages import (
@@ -238,6 +239,8 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     ref = ing.meta.ref
     pol = ingress_policy(ing, limit_status, state.secrets)
     refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets) or pol.refused
+    if refused is None:  # the check must be possible, or the routes refuse
+        pol, refused = with_external_auth(state, ing, pol, clusters)
     if refused is not None:
         # The annotation's own diagnostic (among the policy's) says so already, but
         # for authentication that cannot be honoured (its refusal says why).
@@ -362,6 +365,13 @@ def unavailable_without(table: RouteTable, clusters: Set[str]) -> RouteTable:
         if isinstance(r.action, Forward) and any(
                 b.cluster not in clusters for b in r.action.backends):
             return replace(r, action=UNAVAILABLE, access=None)
+        policy = r.policy
+        auth = policy.auth if policy is not None else None
+        if (policy is not None and auth is not None and auth.external is not None
+                and auth.external.cluster not in clusters):
+            # The check cannot be made: refuse, and name no missing cluster.
+            return replace(r, action=UNAVAILABLE, access=None, policy=replace(
+                policy, auth=replace(auth, external=None)))
         if isinstance(r.action, Forward) and any(
                 m.cluster not in clusters for m in r.action.mirrors):
             return replace(r, action=replace(r.action, mirrors=tuple(

@@ -59,6 +59,7 @@ from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, S
 from kxds.translators.access import route_access
 from kxds.translators.annotations import parse as parse_annotations
 from kxds.translators.auth_basic import passthrough_problem
+from kxds.translators.auth_external import passthrough_problem as external_passthrough
 from kxds.translators.client_cert import apply_client_certs, plan_client_certs
 from kxds.translators.config import TranslateConfig
 from kxds.translators.ingress import narrowing_problem
@@ -217,8 +218,9 @@ class _Planner:
         if flag(ing, PASSTHROUGH, False, self.diagnostics):
             # A passthrough chain bypasses the HTTP routes that fail closed for an
             # annotation narrowing access: refuse its hosts' handshakes instead.
-            refused = narrowing_problem(ing, parse_annotations(ing).narrowing,
-                                        self.config.ignore_snippets) or passthrough_problem(ing)
+            parsed = parse_annotations(ing)
+            refused = (narrowing_problem(ing, parsed.narrowing, self.config.ignore_snippets)
+                       or passthrough_problem(ing) or external_passthrough(parsed))
             if refused is not None:
                 self.failed(ing, refused)
                 return

@@ -397,14 +397,9 @@ SATISFY = Annotation(
     "authenticating, any other client must authenticate; all (the default): both are "
     "required; NetworkPolicy and loadBalancerSourceRanges rules and the deny list are "
     "always enforced", v.text, reported_elsewhere=True)
-_AUTH = ("auth-url",
-         "auth-method", "auth-signin", "auth-signin-redirect-param", "auth-response-headers",
-         "auth-proxy-set-headers", "auth-request-redirect", "auth-cache-key",
-         "auth-cache-duration", "auth-always-set-cookie", "auth-keepalive",
-         "auth-keepalive-requests", "auth-keepalive-share-vars", "auth-keepalive-timeout",
-         "enable-global-auth")
-AUTH = tuple(_unsupported(n, F.ACCESS, f"authentication; {_SECURITY}", narrows=True)
-             for n in _AUTH)
+ENABLE_GLOBAL_AUTH = _unsupported(
+    "enable-global-auth", F.ACCESS,
+    f"kxds has no global external authentication; {_SECURITY}", narrows=True)
 _CLIENT_CERT = "read by the TLS translator (kxds.translators.client_cert), which reports problems"
 AUTH_TLS_SECRET: Annotation[str] = Annotation(
     "auth-tls-secret", F.ACCESS, P,
@@ -446,6 +441,52 @@ AUTH_TLS_MATCH_CN: Annotation[str] = Annotation(
     "nginx's $ssl_client_s_dn; no match is answered 403 (body 'access denied'), so is "
     "a request without a certificate (verify optional); a pattern RE2 refuses makes the "
     "host refuse clients", reported_elsewhere=True)
+# External authentication (read by kxds.translators.auth_external): the check
+# goes through the edge Envoy's internal listener, which asks exactly the URL.
+_EXT = "ext_authz per route (http_service) via an internal listener"
+AUTH_URL = Annotation(
+    "auth-url", F.ACCESS, P, _EXT,
+    "the service is asked at exactly this URL (path and query) with the request's "
+    "headers, X-Original-URL/-Method, X-Real-IP, X-Sent-From and X-Auth-Request-Redirect, "
+    "never its body; 2xx admits, 401 and 403 refuse with that status, anything else "
+    "(or the service down) refuses with 500; a Service host "
+    "(<svc>.<ns>.svc[.cluster.local][:port]) is reached through its cluster (plain http "
+    "only), any other host by DNS (https: TLS with SNI, the certificate not verified, as "
+    "nginx); nginx variables ($host...) are refused; a URL kxds cannot use makes every "
+    "route of the Ingress answer 503", v.text, narrows=True)
+AUTH_METHOD = Annotation("auth-method", F.ACCESS, S, "check request :method", "",
+                         v.choice("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+AUTH_SIGNIN = Annotation(
+    "auth-signin", F.ACCESS, P, "the internal listener turns a 401 into a 302",
+    "only $host, $scheme, $request_uri and $escaped_request_uri are replaced; an URL "
+    "with other nginx variables is reported and not applied (401 stays)", v.text)
+AUTH_SIGNIN_REDIRECT_PARAM = Annotation(
+    "auth-signin-redirect-param", F.ACCESS, S, "the query parameter of the 302", "",
+    v.header_name)
+AUTH_RESPONSE_HEADERS = Annotation(
+    "auth-response-headers", F.ACCESS, S, "http_service allowed_upstream_headers", "",
+    v.header_names)
+AUTH_REQUEST_REDIRECT = Annotation(
+    "auth-request-redirect", F.ACCESS, S, "X-Auth-Request-Redirect of the check request",
+    "", v.text)
+AUTH_ALWAYS_SET_COOKIE = Annotation(
+    "auth-always-set-cookie", F.ACCESS, P,
+    "allowed_client_headers_on_success / allowed_client_headers: set-cookie",
+    "the service's Set-Cookie always reaches the client when it admits (nginx: only for "
+    "2xx and 3xx answers of the backend, unless this is true); true adds it to refusals",
+    v.boolean)
+AUTH_CACHE = tuple(_unsupported(
+    n, F.ACCESS, "Envoy asks the service about every request, nothing is cached (access is "
+    "never wider for it)") for n in ("auth-cache-key", "auth-cache-duration"))
+AUTH_PROXY_SET_HEADERS = _unsupported(
+    "auth-proxy-set-headers", F.ACCESS,
+    f"headers from a ConfigMap for the check request; {_SECURITY}", narrows=True)
+AUTH_KEEPALIVE = tuple(Annotation(
+    n, F.ACCESS, P, "Envoy's connection pool of the service's cluster",
+    "accepted; Envoy keeps connections to the service alive and pools them itself, the "
+    "numbers are not applied", v.text) for n in (
+        "auth-keepalive", "auth-keepalive-requests", "auth-keepalive-share-vars",
+        "auth-keepalive-timeout"))
 ENABLE_MODSECURITY = _unsupported("enable-modsecurity", F.ACCESS,
                                   f"no web application firewall; {_SECURITY}", narrows=True)
 ENABLE_OWASP_CORE_RULES = _unsupported("enable-owasp-core-rules", F.ACCESS,
