@@ -19,6 +19,7 @@ import yaml
 
 from e2e.harness import Process, envoy_binary, wait_for
 from kxds.certs.make import make_ca, make_client
+from kxds.envoy.bootstrap import client_sds_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -69,9 +70,16 @@ def _local_certificates(bootstrap: dict[str, Any], tmp_path: Path) -> None:
     tls = bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
     context = tls["common_tls_context"]
     for key, data in (("certificate_chain", pair.cert_pem), ("private_key", pair.key_pem)):
-        path = tmp_path / key
-        path.write_bytes(data)
-        context["tls_certificates"][0][key] = {"filename": str(path)}
+        (tmp_path / key).write_bytes(data)
+    if "tls_certificates" in context:  # the edge: its mounted Secret's files
+        for key in ("certificate_chain", "private_key"):
+            context["tls_certificates"][0][key] = {"filename": str(tmp_path / key)}
+    else:  # a node: the SDS file node-cert writes beside its files
+        [sds] = context["tls_certificate_sds_secret_configs"]
+        sds_file = tmp_path / "sds.yaml"
+        sds_file.write_text(client_sds_yaml(str(tmp_path / "certificate_chain"),
+                                            str(tmp_path / "private_key")))
+        sds["sds_config"]["path_config_source"]["path"] = str(sds_file)
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
     context["validation_context"]["trusted_ca"] = {"filename": str(tmp_path / "ca.crt")}
 
