@@ -77,10 +77,11 @@ from kxds.certs.check import next_validity_change
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
+from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_status import GatewayApiStatus
-from kxds.views import Built, ViewMemo, build_edge, build_node
+from kxds.views import Built, ViewMemo, build_edge
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.identity import NodeIdentity
 
@@ -180,6 +181,10 @@ class Controller:
         self._node_memos: dict[str, ViewMemo] = {}
         self._shared = SharedBuilds()
         """Resources equal across node views, serialized once (swept every rebuild)."""
+        self._fleet = FleetMemo(self._shared)
+        """What node views share, built once per rebuild (see :mod:`kxds.fleet`)."""
+        self._published: dict[str, Resources] = {}
+        """Each node group's resources as last set on the cache."""
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
         self._logged: set[Diagnostic] = set()
@@ -298,7 +303,7 @@ class Controller:
             else:
                 self._reject(EDGE_DEFAULT, edge)
             for group, node in sorted(self._node_groups().items()):
-                built = await self._call(build_node, state, config, node,
+                built = await self._call(self._fleet.build, state, config, group, node,
                                          self._node_memo(group))
                 diagnostics |= set(built.diagnostics)
                 self._set_node_view(group, built)
@@ -309,6 +314,7 @@ class Controller:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
             self._shared.sweep()
+            self._fleet.sweep()
             gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
@@ -359,6 +365,8 @@ class Controller:
                 if since is not None and now - since >= self.node_grace:
                     self._nodes.pop(group, None)
                     self._node_memos.pop(group, None)
+                    self._fleet.forget(group)
+                    self._published.pop(group, None)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -447,8 +455,8 @@ class Controller:
                 return  # gone again (and maybe pruned) before its turn
             state = self.state
             assert state is not None
-            built = await self._call(build_node, state, self._config_now(), node,
-                                     self._node_memo(group))
+            built = await self._call(self._fleet.build, state, self._config_now(), group,
+                                     node, self._node_memo(group))
             self._set_node_view(group, built)
             # Its problems are told now, not at the next rebuild (a node without the
             # set-up for transparent source addresses reports its fallbacks at once).
@@ -458,6 +466,9 @@ class Controller:
         if built.resources is None:
             self._reject(group, built)
             return
+        if self._published.get(group) is built.resources:
+            return  # the very view of last time (kxds.fleet): nothing to tell its proxies
+        self._published[group] = built.resources
         self.cache.set_view(group, built.resources)
         self._fallbacks.labels(group).set(
             sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
