@@ -466,9 +466,9 @@ class Controller:
         if built.resources is None:
             self._reject(group, built)
             return
+        self._fallbacks.labels(group).set(
+            sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
         if self._published.get(group) is built.resources:
             return  # the very view of last time (kxds.fleet): nothing to tell its proxies
         self._published[group] = built.resources
         self.cache.set_view(group, built.resources)
-        self._fallbacks.labels(group).set(
-            sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))

@@ -41,7 +41,7 @@ from kxds.envoy.build import (
     endpoint_resource,
     health_check_route_resource,
 )
-from kxds.envoy.resource import ENDPOINT, LISTENER, ROUTE, Resource, Resources
+from kxds.envoy.resource import LISTENER, Resource, Resources
 from kxds.kube.models import ClusterState, Key
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.node_fleet import (
@@ -75,6 +75,10 @@ class _Node:
     template: Built | None = None
     by_service: dict[Key, dict[str, LocalPart]] = field(default_factory=dict)
     resources: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = field(default_factory=dict)
+    base: Resources | None = None
+    """The template's resources the view was last put together from."""
+    by_type: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    """The resources of the local parts that differ from the template's, by type."""
     built: Built | None = None
 
 
@@ -152,7 +156,13 @@ class FleetMemo:
             return mine.built
         resources = self._assemble(built.resources, overrides, mine)
         if resources is None:
-            mine.template, mine.built = None, build_node(state, config, node, alone)
+            mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
+                                                                           alone)
+            return mine.built
+        if mine.built is not None and resources is mine.built.resources and (
+                dataclasses.replace(mine.built, resources=None)
+                == dataclasses.replace(built, resources=None)):
+            mine.template = built
             return mine.built
         self.assembled += 1
         mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
@@ -209,7 +219,7 @@ class FleetMemo:
                 if self._history[self._round] & template.parts.services:
                     template.parts = self._parts(template, state)
             else:
-                template.built = new
+                template.built = _keeping(last, new)
                 template.parts = self._parts(template, state)
             template.round = self._round
             self.templates_built += 1
@@ -223,23 +233,50 @@ class FleetMemo:
 
     def _assemble(self, base: Resources, overrides: dict[str, LocalPart],
                   mine: _Node) -> Resources | None:
-        """``base`` with ``overrides`` in place; None when one has no place in it."""
-        if not overrides:
-            mine.resources = {}
-            return base
-        out = {t: dict(base[t]) for t in (ENDPOINT, LISTENER, ROUTE)}
+        """``base`` with ``overrides`` in place; None when one has no place in it.
+
+        A type whose base and overrides are those of the node's last view keeps
+        that view's mapping; a type without overrides is the base's very mapping.
+        """
         kept: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = {}
+        by_type: dict[str, dict[str, Resource]] = {}
         for name, value in overrides.items():
             hit = mine.resources.get(name)
             built = hit[1] if hit is not None and hit[0] == value else _resources(value)
-            for r in built:
-                if r.name not in out[r.type_url]:
-                    return None
-                out[r.type_url][r.name] = r
             kept[name] = (value, built)
-        mine.resources = kept
-        return MappingProxyType({t: (MappingProxyType(out[t]) if t in out else base[t])
-                                 for t in base})
+            for r in built:
+                there = base.get(r.type_url, {}).get(r.name)
+                if there is None:
+                    return None
+                if there.version != r.version:  # a health check's listener does not move
+                    by_type.setdefault(r.type_url, {})[r.name] = r
+        last = mine.built.resources if mine.built is not None else None
+        out: dict[str, Mapping[str, Resource]] = {}
+        for t, mapping in base.items():
+            mine_t = by_type.get(t)
+            if not mine_t:
+                out[t] = mapping
+            elif (last is not None and mine.base is not None and mine.base.get(t) is mapping
+                  and mine.by_type.get(t) == mine_t):
+                out[t] = last[t]
+            else:
+                out[t] = MappingProxyType({**mapping, **mine_t})
+        mine.resources, mine.by_type, mine.base = kept, by_type, base
+        if last is not None and all(out[t] is last.get(t) for t in out):
+            return last
+        if not by_type:
+            return base
+        return MappingProxyType(out)
+
+
+def _keeping(last: Built | None, new: Built) -> Built:
+    """``new``, with each type's mapping of ``last`` where it is equal (kept by identity)."""
+    if last is None or last.resources is None or new.resources is None:
+        return new
+    old = last.resources
+    out = {t: old[t] if t in old and (old[t] is m or old[t] == m) else m
+           for t, m in new.resources.items()}
+    return dataclasses.replace(new, resources=MappingProxyType(out))
 
 
 def _same_view(old: Built, new: Built) -> bool:

@@ -99,7 +99,10 @@ def test_a_local_endpoint_change_reassembles_only_the_nodes_concerned() -> None:
     assert fleet.templates_built == 1  # one class of nodes: one translation
     # Nodes without local endpoints serve the template's very mappings.
     assert first["node/n0"].resources is first["node/n5"].resources
-    assert first["node/n1"].resources[LISTENER] is not first["node/n0"].resources[LISTENER]
+    # n1 has web's endpoints: its own load assignments (and health-check answer), the
+    # template's listeners (a health check's count is in its route table, not its listener).
+    assert first["node/n1"].resources[ENDPOINT] is not first["node/n0"].resources[ENDPOINT]
+    assert first["node/n1"].resources[LISTENER] is first["node/n0"].resources[LISTENER]
 
     # web's endpoint moves from n2 to n5: n2 and n5 change, nobody else.
     before = fleet.assembled

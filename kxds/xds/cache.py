@@ -180,6 +180,54 @@ class TypeMap(Mapping[str, Resource]):
 
 _EMPTY = TypeMap({})
 
+_SHARED_DIFFS = 32
+"""Mappings (and diffs) remembered across groups: a few per resource type."""
+
+
+class _SharedDiffs:
+    """Copies and diffs of mappings handed to several groups (per-node views share
+    whatever their node does not change: :mod:`kxds.fleet`), made once: 500 node
+    groups given one new listener mapping copy and compare it once, not 500 times.
+
+    Keyed by the identity of the mappings, holding them so an identity is not
+    reused; only the last few are kept (they come in one rebuild).
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[int, tuple[Mapping[str, Resource], dict[str, Resource]]] = {}
+        self._diffs: dict[tuple[int, int], tuple[Mapping[str, Resource],
+                                                 Mapping[str, Resource], frozenset[str]]] = {}
+
+    def copy(self, source: Mapping[str, Resource]) -> dict[str, Resource]:
+        """``dict(source)``, shared by every group given the same ``source`` (never
+        changed: a TypeMap's data is read-only)."""
+        hit = self._copies.get(id(source))
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        out = dict(source)
+        _remember(self._copies, id(source), (source, out))
+        return out
+
+    def diff(self, old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
+        """:func:`_diff` of ``old`` and ``new``, reused when another group had the same
+        pair (``old`` copied from the same source)."""
+        if old.source is None:
+            return _diff(old, new)
+        key = (id(old.source), id(new))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0] is old.source and hit[1] is new:
+            return hit[2]
+        changed = _diff(old, new)
+        _remember(self._diffs, key, (old.source, new, changed))
+        return changed
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > _SHARED_DIFFS:
+        del table[next(iter(table))]
+
 
 def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
@@ -242,6 +290,7 @@ class SnapshotCache:
         self._idle_since: dict[str, float] = {}
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
+        self._shared = _SharedDiffs()
 
     # -- the controller's side -------------------------------------------------
 
@@ -260,7 +309,7 @@ class SnapshotCache:
             if old is not None and by_name is old.source:
                 changed: frozenset[str] | None = frozenset()  # the very mapping of last time
             else:
-                changed = _diff(old, by_name) if old is not None else None
+                changed = self._shared.diff(old, by_name) if old is not None else None
             if old is not None and not changed:
                 # Unchanged type: keep the old mapping object, so streams can tell
                 # by identity that nothing changed for them (and reuse its version).
@@ -268,7 +317,8 @@ class SnapshotCache:
                 if previous is not None and type_url in previous.versions:
                     memo[type_url] = previous.versions[type_url]
             else:
-                types[type_url] = TypeMap(dict(by_name), old, changed or frozenset(), by_name)
+                types[type_url] = TypeMap(self._shared.copy(by_name), old, changed or frozenset(),
+                                          by_name)
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
