@@ -18,7 +18,8 @@ the measured Local Services) are connected, each its own node.
 
 CPU per change is this process's CPU time (kxds's rebuild and xDS serving,
 plus the benchmark's own polling) from publish to the last ACK; RSS is this
-process's at the end, with all 500 streams connected. A profile of the
+process's at the end, with all 500 streams connected. Where the live Service
+changes spend their time is sampled (:mod:`bench.sampler`). A profile of the
 in-process rebuild (every node view built and set on a snapshot cache, no
 gRPC) goes to ``profile-m9.txt``, and the same is timed with the nodes spread
 over three zones (three classes of nodes, :mod:`kxds.fleet`); with the full
@@ -43,6 +44,7 @@ from bench import fleet as F
 from bench.live import ControlPlane, LightClients, poll
 from bench.procs import Envoy
 from bench.report import Metric
+from bench.sampler import Sampler
 from bench.timing import Summary
 from kxds import names
 from kxds.envoy.resource import ENDPOINT, LISTENER
@@ -181,7 +183,7 @@ async def _wait_envoy(envoy: Envoy, listeners: int) -> None:
     await envoy.wait_until(loaded, 300.0, interval=0.2)
 
 
-async def fleet_run(fleet: F.Fleet, repeats: int) -> dict[str, Any]:
+async def fleet_run(fleet: F.Fleet, repeats: int, sampler: Sampler) -> dict[str, Any]:
     state = F.build_state(fleet)
     cp = ControlPlane(holdoff=HOLDOFF, max_holdoff=0.05, config=CONFIG)
     groups = GroupLog()
@@ -209,7 +211,9 @@ async def fleet_run(fleet: F.Fleet, repeats: int) -> dict[str, Any]:
             await _wait_envoy(envoy, len(view.of_type(LISTENER)) if view else 1)
         connected = time.perf_counter() - t0
         await asyncio.sleep(1.0)
+        sampler.active = True
         state, spec_change = await _service_changes(cp, fleet, state, nodes, repeats)
+        sampler.active = False
         slices = await _slice_changes(cp, fleet, state, nodes, targets, clients, groups)
         stats = [await e.stats("listener_manager\\.lds\\.update_(success|rejected)")
                  for e, _ in envoys]
@@ -305,7 +309,15 @@ async def run_m9(unit: float, *, quick: bool, results: Path) -> list[Metric]:
     fleet = F.Fleet()
     results.mkdir(parents=True, exist_ok=True)
     profile = await asyncio.to_thread(profile_rebuild, fleet, results, 0 if quick else 10)
-    live = await fleet_run(fleet, 3 if quick else 10)
+    sampler = Sampler()
+    sampler.start()
+    try:
+        live = await fleet_run(fleet, 3 if quick else 10, sampler)
+    finally:
+        sampler.stop()
+    with open(results / "profile-m9.txt", "a", encoding="utf-8") as f:
+        f.write("\n\nLive Service changes (kxds serving 500 streams), sampled:\n")
+        f.write(sampler.report())
     spec, sl = live["service_change"], live["local_slice_change"]
     met = (spec["last_ack_p50_s"] <= 1.0 and spec["last_ack_p99_s"] <= 1.0
            and sl["last_ack_p50_s"] <= 0.3 and sl["last_ack_p99_s"] <= 0.3
