@@ -42,6 +42,7 @@ from typing import Any
 
 from bench import fleet as F
 from bench.live import ControlPlane, LightClients, poll
+from bench.m3 import _without_roots
 from bench.procs import Envoy
 from bench.report import Metric
 from bench.sampler import Sampler
@@ -284,7 +285,7 @@ def profile_rebuild(fleet: F.Fleet, results: Path, old_nodes: int) -> dict[str, 
     prof.disable()
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
-    (results / "profile-m9.txt").write_text(buf.getvalue(), encoding="utf-8")
+    (results / "profile-m9.txt").write_text(_without_roots(buf.getvalue()), encoding="utf-8")
     stats = pstats.Stats(prof)
     top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:8]  # type: ignore[attr-defined]
     out["profile_top_self_time"] = [
