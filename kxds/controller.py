@@ -9,7 +9,9 @@ Envoy resources and sets the view of every group:
 
 - every ``edge/<cluster>`` group shares one built view;
 - each ``node/<name>`` group gets its own view, built for that node (also
-  as soon as a proxy of a new group connects, through ``cache.on_new_group``).
+  as soon as a proxy of a new group connects, through ``cache.on_new_group``)
+  from what nodes of its class share (:mod:`kxds.fleet`); a node view that
+  did not change is not set again.
 
 Building a view is :mod:`kxds.views`; a view it rejects (inconsistent, or a
 translation bug) is not published: the last good one keeps being served, and
