@@ -110,6 +110,7 @@ async def _service_changes(cp: ControlPlane, fleet: F.Fleet, state: ClusterState
                            nodes: list[str], repeats: int) -> tuple[ClusterState, dict[str, Any]]:
     lat: list[float] = []
     cpu: list[float] = []
+    rebuild: list[float] = []
     for r in range(repeats + 1):
         i = 10 * r + 1
         lname = names.node_listener(F.scenario.namespace_of(fleet.spec, i),
@@ -118,6 +119,7 @@ async def _service_changes(cp: ControlPlane, fleet: F.Fleet, state: ClusterState
         old = {n: _version(cp, n, LISTENER, lname) for n in nodes}
         state = F.with_service(state, fleet, i, F.FREE_PORT_BASE + r)
         seq = cp.rebuild_seq
+        spent = cp.counter("kxds_rebuild_duration_seconds_sum")
         c0, t0 = time.process_time(), time.perf_counter()
         cp.publish(state)
         await poll(lambda seq=seq: cp.rebuild_seq > seq,
@@ -128,9 +130,11 @@ async def _service_changes(cp: ControlPlane, fleet: F.Fleet, state: ClusterState
         if r:
             lat.append(t_last - t0)
             cpu.append(time.process_time() - c0)
+            rebuild.append(cp.counter("kxds_rebuild_duration_seconds_sum") - spent)
         await asyncio.sleep(0.2)
     s = Summary.of(lat)
     return state, {"last_ack_p50_s": s.median, "last_ack_p99_s": s.p99, "samples": s.n,
+                   "rebuild_p50_s": Summary.of(rebuild).median,
                    "cpu_p50_s": Summary.of(cpu).median, "cpu_max_s": max(cpu),
                    "nodes_acked": len(nodes)}
 

@@ -71,7 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -86,6 +86,8 @@ from kxds.translators.gateway_status import GatewayApiStatus
 from kxds.views import Built, ViewMemo, build_edge
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.identity import NodeIdentity
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("kxds.controller")
 
@@ -280,7 +282,7 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(p.wake.wait(), remaining)
 
-    async def _call(self, fn: Callable[..., Built], *args: object) -> Built:
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
         if self.in_thread:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
@@ -304,10 +306,15 @@ class Controller:
                     self.cache.set_view(group, edge.resources)
             else:
                 self._reject(EDGE_DEFAULT, edge)
-            for group, node in sorted(self._node_groups().items()):
-                built = await self._call(self._fleet.build, state, config, group, node,
-                                         self._node_memo(group))
-                diagnostics |= set(built.diagnostics)
+            nodes = sorted(self._node_groups().items())
+            # One worker-thread call for all of them: a hop per node cost more than
+            # most node views (kxds.fleet), and let streams run between the views.
+            builts = await self._call(self._build_nodes, state, config, nodes)
+            told: tuple[Diagnostic, ...] | None = None
+            for (group, _), built in zip(nodes, builts, strict=True):
+                if built.diagnostics is not told:  # node views of a class share theirs
+                    diagnostics.update(built.diagnostics)
+                    told = built.diagnostics
                 self._set_node_view(group, built)
             self.state = state
             self._recheck_at = self._next_recheck(config)
@@ -385,6 +392,12 @@ class Controller:
     def node_groups(self) -> set[str]:
         """The node groups the controller keeps state for (node info or memo)."""
         return {*self._nodes, *self._node_memos}
+
+    def _build_nodes(self, state: ClusterState, config: TranslateConfig,
+                     nodes: list[tuple[str, NodeInfo]]) -> list[Built]:
+        """Every node view of ``nodes`` (in a worker thread, under the lock)."""
+        return [self._fleet.build(state, config, group, node, self._node_memo(group))
+                for group, node in nodes]
 
     def _node_memo(self, group: str) -> ViewMemo:
         memo = self._node_memos.get(group)
