@@ -6,8 +6,11 @@ gateway group ``default``), subscribes to the named ClusterLoadAssignments and
 ACKs every response at once. One JSON line per response goes to stdout:
 ``{"s": stream, "t": wall time after the ACK was queued, "n": resources,
 "v": {name: version}}``; ``{"ready": true}`` once every stream has its first
-response. Versions are those kxds uses: the SHA-256 prefix of the resource
-bytes (SotW) or the resource's version field (delta).
+response. ``--role node``: each stream is a per-node proxy (node metadata
+``node_name`` = its node id) instead; ``--listeners``: each stream also
+subscribes to every listener (wildcard LDS on the same ADS stream).
+Versions are those kxds uses: the SHA-256 prefix of the resource bytes
+(SotW) or the resource's version field (delta).
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 STREAMS_PER_CHANNEL = 100
 
 
-def node(node_id: str) -> base_pb2.Node:
+def node(node_id: str, role: str = "edge") -> base_pb2.Node:
     meta = struct_pb2.Struct()
-    meta.update({"role": "edge"})
+    meta.update({"role": role, **({"node_name": node_id} if role == "node" else {})})
     return base_pb2.Node(id=node_id, cluster="default", metadata=meta)
 
 
@@ -43,8 +47,10 @@ def emit(obj: dict[str, Any]) -> None:
 
 class Stream:
     def __init__(self, index: int, prefix: str, names: list[str], delta: bool,
-                 first: asyncio.Event, started: list[int], total: int) -> None:
+                 first: asyncio.Event, started: list[int], total: int,
+                 role: str = "edge", listeners: bool = False) -> None:
         self.index, self.prefix, self.names, self.delta = index, prefix, names, delta
+        self.role, self.listeners = role, listeners
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.first, self.started, self.total = first, started, total
         self.got_first = False
@@ -53,13 +59,18 @@ class Stream:
         while True:
             yield await self.queue.get()
 
-    def initial(self) -> Any:
+    def initial(self) -> list[Any]:
+        me = node(f"{self.prefix}-{self.index}", self.role)
         if self.delta:
-            return discovery_pb2.DeltaDiscoveryRequest(
-                node=node(f"{self.prefix}-{self.index}"), type_url=EDS,
-                resource_names_subscribe=self.names)
-        return discovery_pb2.DiscoveryRequest(
-            node=node(f"{self.prefix}-{self.index}"), type_url=EDS, resource_names=self.names)
+            out = [discovery_pb2.DeltaDiscoveryRequest(node=me, type_url=EDS,
+                                                       resource_names_subscribe=self.names)]
+            if self.listeners:
+                out.append(discovery_pb2.DeltaDiscoveryRequest(type_url=LDS))
+            return out
+        out = [discovery_pb2.DiscoveryRequest(node=me, type_url=EDS, resource_names=self.names)]
+        if self.listeners:
+            out.append(discovery_pb2.DiscoveryRequest(type_url=LDS))
+        return out
 
     def on_response(self, resp: Any) -> None:
         if self.delta:
@@ -74,7 +85,8 @@ class Stream:
                 versions[name] = hashlib.sha256(any_.value).hexdigest()[:16]
             self.queue.put_nowait(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
-                response_nonce=resp.nonce, resource_names=self.names))
+                response_nonce=resp.nonce,
+                resource_names=self.names if resp.type_url == EDS else []))
         now = time.time()
         if not self.got_first:
             self.got_first = True
@@ -86,7 +98,8 @@ class Stream:
               "v": versions})
 
     async def run(self, stub: Any) -> None:
-        self.queue.put_nowait(self.initial())
+        for request in self.initial():
+            self.queue.put_nowait(request)
         call = (stub.DeltaAggregatedResources if self.delta
                 else stub.StreamAggregatedResources)(self.requests())
         async for resp in call:
@@ -101,7 +114,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 for _ in range(-(-args.streams // STREAMS_PER_CHANNEL))]
     stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
     streams = [Stream(i, args.prefix, names, args.protocol == "delta", first, started,
-                      args.streams) for i in range(args.streams)]
+                      args.streams, args.role, args.listeners) for i in range(args.streams)]
     tasks = [asyncio.create_task(s.run(stubs[i // STREAMS_PER_CHANNEL]))
              for i, s in enumerate(streams)]
     await first.wait()
@@ -121,6 +134,8 @@ def main() -> None:
     p.add_argument("--protocol", choices=("sotw", "delta"), default="sotw")
     p.add_argument("--names", required=True)
     p.add_argument("--prefix", default="light")
+    p.add_argument("--role", choices=("edge", "node"), default="edge")
+    p.add_argument("--listeners", action="store_true", help="also subscribe to every listener")
     asyncio.run(main_async(p.parse_args()))
 
 

@@ -147,11 +147,16 @@ class Envoy:
     """A real Envoy bootstrapped to reach kxds at ``xds_port``."""
 
     def __init__(self, name: str, xds_port: int, *, delta: bool = False,
-                 node_id: str | None = None, concurrency: int = 1) -> None:
+                 node_id: str | None = None, concurrency: int = 1,
+                 per_node: bool = False) -> None:
+        """``per_node``: a per-node proxy (role node, node name = node id); else an
+        edge proxy."""
         self.name = name
         self.admin_port = free_port()
-        opts = BootstrapOptions(role="edge", node_id=node_id or name, xds_host="127.0.0.1",
-                                xds_port=xds_port, admin_port=self.admin_port, delta=delta)
+        opts = BootstrapOptions(role="node" if per_node else "edge",
+                                node_id=node_id or name, xds_host="127.0.0.1",
+                                xds_port=xds_port, admin_port=self.admin_port, delta=delta,
+                                node_name=(node_id or name) if per_node else None)
         path = WORKDIR / f"{name}.yaml"
         path.write_text(bootstrap_yaml(opts))
         self.proc = start([envoy_binary(), "-c", str(path), "--use-dynamic-base-id",

@@ -33,6 +33,7 @@ from e2e.harness import (
 pytestmark = pytest.mark.e2e
 
 N1, N2 = "127.0.1.1", "127.0.2.1"
+N3 = "127.0.3.1"
 ALLOWED_EXTERNAL, REFUSED_EXTERNAL = "127.0.5.1", "127.0.6.1"
 IN_CLUSTER = "127.0.0.130"
 """A client address inside ``--cluster-cidrs`` (127.0.0.128/26): an in-cluster client."""
@@ -364,3 +365,47 @@ def test_health_check_follows_local_endpoints_without_listener_updates(
         wait_for(lambda e=expected: answer() == e, what=f"health check answers {expected}")
     assert n1.stat("listener_manager.lds.update_success") == lds
     assert n1.stat("http.default/hc/healthcheck.rds.default/hc/healthcheck.update_success") >= 3
+
+
+def test_a_local_pod_moving_node_updates_only_the_two_nodes(
+        tmp_path: Path, started: list[Process]) -> None:
+    """Three nodes of one class share one translation (kxds.fleet): a Local Service's
+    only pod moves from n1 to n2; traffic follows it, and n3, which never had it,
+    hears nothing (no endpoint update, no listener update)."""
+    backend = EchoBackend("a", tmp_path, kind="tcp")
+    started.append(backend)
+    port = free_both(N1, N2, N3)
+    directory = tmp_path / "manifests"
+    cluster = f"default/moving/{port}/local"
+
+    def publish(node: str) -> None:
+        write_manifests(directory, "moving.yaml", service(
+            "moving", f"[{{name: tcp, port: {port}, nodePort: {port}}}]",
+            extra="externalTrafficPolicy: Local\n") + endpoint_slice("moving", backend, node,
+                                                                     "tcp"))
+
+    publish("n1")
+    kxds = Kxds(tmp_path, ["--node-port-range", "1024-65535"], manifests=directory)
+    started.append(kxds)
+    kxds.wait_ready()
+    envoys = {}
+    for name, host in (("n1", N1), ("n2", N2), ("n3", N3)):
+        envoys[name] = Envoy(tmp_path, kxds.xds_address, role="node", node_name=name,
+                             bind_address=host)
+        started.append(envoys[name])
+        envoys[name].wait_listening(port, host)
+    assert backend_of(tcp_echo(N1, port)) == "a"
+    assert tcp_echo(N2, port) == b""
+    n3_before = envoys["n3"].stats(f"cluster.{cluster}.update_")
+    assert n3_before.get(f"cluster.{cluster}.update_success"), n3_before
+    n2_updates = envoys["n2"].stat(f"cluster.{cluster}.update_success")
+    lds = {n: e.stat("listener_manager.lds.update_success") for n, e in envoys.items()}
+
+    publish("n2")
+    wait_for(lambda: tcp_echo(N2, port) != b"", what="n2 serving its new local endpoint")
+    assert backend_of(tcp_echo(N2, port)) == "a"
+    wait_for(lambda: tcp_echo(N1, port) == b"", what="n1 refusing: no local endpoint left")
+    assert envoys["n2"].stat(f"cluster.{cluster}.update_success") > n2_updates
+    assert envoys["n3"].stats(f"cluster.{cluster}.update_") == n3_before
+    assert tcp_echo(N3, port) == b""
+    assert {n: e.stat("listener_manager.lds.update_success") for n, e in envoys.items()} == lds

@@ -9,7 +9,9 @@ Envoy resources and sets the view of every group:
 
 - every ``edge/<cluster>`` group shares one built view;
 - each ``node/<name>`` group gets its own view, built for that node (also
-  as soon as a proxy of a new group connects, through ``cache.on_new_group``).
+  as soon as a proxy of a new group connects, through ``cache.on_new_group``)
+  from what nodes of its class share (:mod:`kxds.fleet`); a node view that
+  did not change is not set again.
 
 Building a view is :mod:`kxds.views`; a view it rejects (inconsistent, or a
 translation bug) is not published: the last good one keeps being served, and
@@ -69,7 +71,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -77,12 +79,15 @@ from kxds.certs.check import next_validity_change
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
+from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_status import GatewayApiStatus
-from kxds.views import Built, ViewMemo, build_edge, build_node
+from kxds.views import Built, ViewMemo, build_edge
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.identity import NodeIdentity
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("kxds.controller")
 
@@ -183,6 +188,10 @@ class Controller:
         self._node_memos: dict[str, ViewMemo] = {}
         self._shared = SharedBuilds()
         """Resources equal across node views, serialized once (swept every rebuild)."""
+        self._fleet = FleetMemo(self._shared)
+        """What node views share, built once per rebuild (see :mod:`kxds.fleet`)."""
+        self._published: dict[str, Resources] = {}
+        """Each node group's resources as last set on the cache."""
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
         self._logged: set[Diagnostic] = set()
@@ -276,7 +285,7 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(p.wake.wait(), remaining)
 
-    async def _call(self, fn: Callable[..., Built], *args: object) -> Built:
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
         if self.in_thread:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
@@ -302,10 +311,15 @@ class Controller:
                     self.cache.set_view(group, edge.resources)
             else:
                 self._reject(EDGE_DEFAULT, edge)
-            for group, node in sorted(self._node_groups().items()):
-                built = await self._call(build_node, state, config, node,
-                                         self._node_memo(group))
-                diagnostics |= set(built.diagnostics)
+            nodes = sorted(self._node_groups().items())
+            # One worker-thread call for all of them: a hop per node cost more than
+            # most node views (kxds.fleet), and let streams run between the views.
+            builts = await self._call(self._build_nodes, state, config, nodes)
+            told: tuple[Diagnostic, ...] | None = None
+            for (group, _), built in zip(nodes, builts, strict=True):
+                if built.diagnostics is not told:  # node views of a class share theirs
+                    diagnostics.update(built.diagnostics)
+                    told = built.diagnostics
                 self._set_node_view(group, built)
             self.state = state
             self._recheck_at = self._next_recheck(config)
@@ -314,6 +328,7 @@ class Controller:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
             self._shared.sweep()
+            self._fleet.sweep()
             gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
@@ -364,6 +379,8 @@ class Controller:
                 if since is not None and now - since >= self.node_grace:
                     self._nodes.pop(group, None)
                     self._node_memos.pop(group, None)
+                    self._fleet.forget(group)
+                    self._published.pop(group, None)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -380,6 +397,12 @@ class Controller:
     def node_groups(self) -> set[str]:
         """The node groups the controller keeps state for (node info or memo)."""
         return {*self._nodes, *self._node_memos}
+
+    def _build_nodes(self, state: ClusterState, config: TranslateConfig,
+                     nodes: list[tuple[str, NodeInfo]]) -> list[Built]:
+        """Every node view of ``nodes`` (in a worker thread, under the lock)."""
+        return [self._fleet.build(state, config, group, node, self._node_memo(group))
+                for group, node in nodes]
 
     def _node_memo(self, group: str) -> ViewMemo:
         memo = self._node_memos.get(group)
@@ -452,8 +475,8 @@ class Controller:
                 return  # gone again (and maybe pruned) before its turn
             state = self.state
             assert state is not None
-            built = await self._call(build_node, state, self._config_now(), node,
-                                     self._node_memo(group))
+            built = await self._call(self._fleet.build, state, self._config_now(), group,
+                                     node, self._node_memo(group))
             self._set_node_view(group, built)
             # Its problems are told now, not at the next rebuild (a node without the
             # set-up for transparent source addresses reports its fallbacks at once).
@@ -463,6 +486,9 @@ class Controller:
         if built.resources is None:
             self._reject(group, built)
             return
-        self.cache.set_view(group, built.resources)
         self._fallbacks.labels(group).set(
             sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
+        if self._published.get(group) is built.resources:
+            return  # the very view of last time (kxds.fleet): nothing to tell its proxies
+        self._published[group] = built.resources
+        self.cache.set_view(group, built.resources)

@@ -247,7 +247,9 @@ def test_node_groups_get_their_own_view() -> None:
         ctl.publish(state("a", "b"))
         await wait_seq(ctl, 2)
         again = cache.view("node/n1")
-        assert again is not None and again.seq > seq  # rebuilt with every rebuild
+        # A ClusterIP Service changes nothing on a node: its view is not set again
+        # (kxds.fleet gives back the very same view, which the controller skips).
+        assert again is not None and again.seq == seq
 
     run(scenario)
 

@@ -31,6 +31,7 @@ from kxds.diagnostics import Diagnostic
 from kxds.envoy import routes
 from kxds.envoy.build import BuildCache, SharedBuilds, build_resources
 from kxds.envoy.resource import ROUTE, Resources
+from kxds.fleet import FleetMemo
 from kxds.incremental import Store
 from kxds.kube.manifests import ManifestSource
 from kxds.kube.models import ClusterState, Model
@@ -38,6 +39,7 @@ from kxds.kube.parse import parse_object
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.node import translate_node
+from kxds.views import build_node
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NAMESPACES = ("a", "b")
@@ -242,6 +244,9 @@ def _bytes(resources: Resources) -> dict[str, dict[str, tuple[str, bytes]]]:
 
 
 NODE = NodeInfo(name="n1", zone="z1")
+FLEET = (("node/n1", NODE), ("node/n2", NodeInfo(name="n2", zone="z1")),
+         ("node/n3", NodeInfo(name="n3")))
+"""Node views built through :class:`~kxds.fleet.FleetMemo`: two of one class, one alone."""
 
 
 def assert_same(state: ClusterState, config: TranslateConfig, store: Store,
@@ -276,6 +281,7 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         self.node_store = Store()
         self.shared = SharedBuilds()
         self.node_build = BuildCache(self.shared)
+        self.fleet = FleetMemo(self.shared)
 
     @rule(doc=any_doc)
     def put(self, doc: dict[str, Any]) -> None:
@@ -310,6 +316,16 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
             external_ip_cidrs=("198.51.100.0/24",), cluster_cidrs=("10.1.0.0/16",))
         assert_same(state, config, self.store, self.build)
         assert_same_node(state, config, self.node_store, self.node_build)
+        for group, node in FLEET:
+            # A node view from its class's template and its own local parts is the
+            # node's own full translation.
+            got = self.fleet.build(state, config, group, node)
+            want = build_node(state, config, node)
+            assert got.diagnostics == want.diagnostics
+            assert (got.resources is None) == (want.resources is None)
+            if got.resources is not None and want.resources is not None:
+                assert _bytes(got.resources) == _bytes(want.resources)
+        self.fleet.sweep()
         self.shared.sweep()
         # Bounded: only what the last translation used remains: per Service its
         # clusters, its wanted ports, its names and those it keeps, per Ingress

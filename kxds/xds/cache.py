@@ -58,7 +58,7 @@ class View:
         """The version of all resources of one type (computed once per view)."""
         version = self.versions.get(type_url)
         if version is None:
-            version = self.versions[type_url] = type_version(self.of_type(type_url).values())
+            version = self.versions[type_url] = self.of_type(type_url).content_version()
         return version
 
     def of_type(self, type_url: str) -> TypeMap:
@@ -72,6 +72,17 @@ class View:
     def count(self) -> int:
         """Number of resources in the view."""
         return sum(len(by_name) for by_name in self.resources.values())
+
+
+class _Facts:
+    """What is computed once about a type map's resources (shared by the maps of
+    many groups handed the same mapping: see :class:`_SharedDiffs`)."""
+
+    __slots__ = ("size", "version")
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.size: int | None = None
 
 
 MAX_CHAIN = 8
@@ -104,13 +115,16 @@ class TypeMap(Mapping[str, Resource]):
     resource is kept alive by the history.
     """
 
-    __slots__ = ("_data", "_size", "history", "source")
+    __slots__ = ("_data", "_facts", "history", "source")
     history: _Changes
 
     def __init__(self, data: dict[str, Resource], prev: TypeMap | None = None,
                  changed: frozenset[str] = frozenset(),
-                 source: Mapping[str, Resource] | None = None) -> None:
+                 source: Mapping[str, Resource] | None = None,
+                 facts: _Facts | None = None) -> None:
         self._data = data
+        self._facts = facts if facts is not None else _Facts()
+        """Its version and size, computed once, shared by the maps of one ``data``."""
         if len(changed) > len(data) + MAX_CHANGE_SLACK:
             # A change larger than the map (everything deleted, say) is no cheaper
             # to follow than comparing the whole map: remember none of it.
@@ -120,7 +134,6 @@ class TypeMap(Mapping[str, Resource]):
         """What changed since the predecessor (``prev``), and before it."""
         self.source = source
         """The mapping this was copied from: given again, nothing changed."""
-        self._size: int | None = None
         node, depth = self.history, 0
         while node.prev is not None:
             depth += 1
@@ -155,9 +168,17 @@ class TypeMap(Mapping[str, Resource]):
 
     def byte_size(self) -> int:
         """Total serialized size of the resources (computed once)."""
-        if self._size is None:
-            self._size = sum(len(r.body) for r in self._data.values())
-        return self._size
+        facts = self._facts
+        if facts.size is None:
+            facts.size = sum(len(r.body) for r in self._data.values())
+        return facts.size
+
+    def content_version(self) -> str:
+        """:func:`type_version` of the resources (computed once)."""
+        facts = self._facts
+        if facts.version is None:
+            facts.version = type_version(self._data.values())
+        return facts.version
 
     def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
         """Names that changed (added, updated, removed) since ``older``; None if unknown."""
@@ -179,6 +200,55 @@ class TypeMap(Mapping[str, Resource]):
 
 
 _EMPTY = TypeMap({})
+
+_SHARED_DIFFS = 32
+"""Mappings (and diffs) remembered across groups: a few per resource type."""
+
+
+class _SharedDiffs:
+    """Copies and diffs of mappings handed to several groups (per-node views share
+    whatever their node does not change: :mod:`kxds.fleet`), made once: 500 node
+    groups given one new listener mapping copy and compare it once, not 500 times.
+
+    Keyed by the identity of the mappings, holding them so an identity is not
+    reused; only the last few are kept (they come in one rebuild).
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[int, tuple[Mapping[str, Resource], dict[str, Resource], _Facts]] = {}
+        self._diffs: dict[tuple[int, int], tuple[Mapping[str, Resource],
+                                                 Mapping[str, Resource], frozenset[str]]] = {}
+
+    def copy(self, source: Mapping[str, Resource]) -> tuple[dict[str, Resource], _Facts]:
+        """``dict(source)`` and what is known of it (its version, its size), shared by
+        every group given the same ``source`` (never changed: a TypeMap's data is
+        read-only)."""
+        hit = self._copies.get(id(source))
+        if hit is not None and hit[0] is source:
+            return hit[1], hit[2]
+        out, facts = dict(source), _Facts()
+        _remember(self._copies, id(source), (source, out, facts))
+        return out, facts
+
+    def diff(self, old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
+        """:func:`_diff` of ``old`` and ``new``, reused when another group had the same
+        pair (``old`` copied from the same source)."""
+        if old.source is None:
+            return _diff(old, new)
+        key = (id(old.source), id(new))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0] is old.source and hit[1] is new:
+            return hit[2]
+        changed = _diff(old, new)
+        _remember(self._diffs, key, (old.source, new, changed))
+        return changed
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > _SHARED_DIFFS:
+        del table[next(iter(table))]
 
 
 def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
@@ -242,6 +312,7 @@ class SnapshotCache:
         self._idle_since: dict[str, float] = {}
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
+        self._shared = _SharedDiffs()
 
     # -- the controller's side -------------------------------------------------
 
@@ -260,7 +331,7 @@ class SnapshotCache:
             if old is not None and by_name is old.source:
                 changed: frozenset[str] | None = frozenset()  # the very mapping of last time
             else:
-                changed = _diff(old, by_name) if old is not None else None
+                changed = self._shared.diff(old, by_name) if old is not None else None
             if old is not None and not changed:
                 # Unchanged type: keep the old mapping object, so streams can tell
                 # by identity that nothing changed for them (and reuse its version).
@@ -268,7 +339,8 @@ class SnapshotCache:
                 if previous is not None and type_url in previous.versions:
                     memo[type_url] = previous.versions[type_url]
             else:
-                types[type_url] = TypeMap(dict(by_name), old, changed or frozenset(), by_name)
+                data, facts = self._shared.copy(by_name)
+                types[type_url] = TypeMap(data, old, changed or frozenset(), by_name, facts)
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view

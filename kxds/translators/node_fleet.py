@@ -1,0 +1,129 @@
+"""What per-node views share, and the little by which one node's view differs.
+
+Every per-node proxy serves the same Services on the same ports: its view
+depends on the node through its zone (endpoint priorities), its bind address
+and whether it is set up for transparent source addresses, and through its
+*name* only where ``externalTrafficPolicy: Local`` (or
+``internalTrafficPolicy: Local``) keeps this node's endpoints: the load
+assignment of a ``/local`` cluster and the count a health-check listener
+answers (:mod:`kxds.translators.node_endpoints`).
+
+So a fleet of nodes is translated once per *class* of nodes (the same zone,
+bind address and set-up; :func:`node_class`), for a node of a name no
+endpoint carries (:data:`SHARED_NAME`): the *template*, whose local parts are
+empty. A node's view is the template with its *local parts* replaced, and a
+node has local parts only for the Services with an endpoint on it
+(:func:`endpoint_nodes`): a handful, whatever the size of the cluster. This
+module says which parts those are and computes them; :mod:`kxds.fleet` keeps
+them across rebuilds. ``translate_node(state, config, node)`` equals the
+template with :func:`local_parts` applied (checked by tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from kxds import ir, names
+from kxds.kube.models import ClusterState, Key, Service
+from kxds.translators.config import NodeInfo
+from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
+from kxds.translators.translation import Translation
+
+SHARED_NAME = "\x00shared"
+"""The node name of a template: not a Kubernetes node name (no NUL in DNS names)."""
+
+LocalPart = ir.LoadAssignment | ir.HealthCheckListener
+"""An IR item that depends on the node's name."""
+
+
+def node_class(node: NodeInfo) -> NodeInfo:
+    """The template node of ``node``'s class: the same but for the name."""
+    return dataclasses.replace(node, name=SHARED_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class PortPart:
+    """A ``/local`` cluster of one Service port in the template."""
+
+    cluster: str
+    port_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateParts:
+    """The local parts of a template, by Service: what a node may replace."""
+
+    ports: dict[Key, tuple[PortPart, ...]]
+    health: dict[Key, ir.HealthCheckListener]
+    template_values: dict[str, LocalPart]
+    """Name -> the template's own value of each part (empty endpoints, count 0)."""
+    nonempty: frozenset[Key]
+    """Services whose template parts are not empty (an endpoint's node name equal to
+    :data:`SHARED_NAME`): every node computes those parts of its own."""
+    services: frozenset[Key]
+    """Every Service with a local part."""
+
+
+def template_parts(template: Translation, state: ClusterState) -> TemplateParts:
+    """The local parts of ``template`` (the translation of a :func:`node_class` node)."""
+    assignments = {a.cluster: a for a in template.ir.load_assignments}
+    ports: dict[Key, tuple[PortPart, ...]] = {}
+    values: dict[str, LocalPart] = {}
+    nonempty: set[Key] = set()
+    refs = {c.ref for c in template.ir.clusters}
+    refs.update(lis.ref for lis in template.ir.listeners if isinstance(lis, ir.HealthCheckListener))
+    keys = {svc.meta.ref: key for key, svc in state.services.items() if svc.meta.ref in refs}
+    for key in sorted(keys.values()):
+        svc = state.services[key]
+        found = []
+        for i, sp in enumerate(svc.ports):
+            name = names.node_cluster(key[0], key[1], sp.port, sp.protocol, local=True)
+            assignment = assignments.get(name)
+            if assignment is not None and assignment.ref == svc.meta.ref:
+                found.append(PortPart(name, i))
+                values[name] = assignment
+                if assignment.endpoints:
+                    nonempty.add(key)
+        if found:
+            ports[key] = tuple(found)
+    health = {}
+    for lis in template.ir.listeners:
+        if isinstance(lis, ir.HealthCheckListener):
+            key = keys[lis.ref]
+            health[key] = lis
+            values[lis.name] = lis
+            if lis.local_endpoints:
+                nonempty.add(key)
+    return TemplateParts(ports, health, values, frozenset(nonempty),
+                         frozenset(ports.keys() | health.keys()))
+
+
+def endpoint_nodes(state: ClusterState, key: Key) -> frozenset[str]:
+    """The nodes with an endpoint of Service ``key`` (ready or not): the only nodes
+    whose local parts of it may differ from the template's."""
+    return frozenset(ep.node_name for sl in state.slices_by_service.get(key, ())
+                     for ep in sl.endpoints if ep.node_name is not None)
+
+
+def local_parts(state: ClusterState, parts: TemplateParts, key: Key,
+                node: NodeInfo) -> dict[str, LocalPart]:
+    """Service ``key``'s local parts for ``node``, by name (those of the template's
+    names; a part equal to the template's is left out)."""
+    svc: Service | None = state.services.get(key)
+    if svc is None:
+        return {}
+    found = ServiceSlices(state, svc)
+    out: dict[str, LocalPart] = {}
+    for part in parts.ports.get(key, ()):
+        sp = svc.ports[part.port_index]
+        endpoints, _ = port_endpoints(found, svc, sp, node, local=True)
+        value = ir.LoadAssignment(cluster=part.cluster, ref=svc.meta.ref, endpoints=endpoints)
+        if value != parts.template_values[part.cluster]:
+            out[part.cluster] = value
+    health = parts.health.get(key)
+    if health is not None:
+        count = local_endpoint_count(found, node)
+        if count != health.local_endpoints:
+            out[health.name] = dataclasses.replace(health, local_endpoints=count)
+    return out

@@ -1,0 +1,134 @@
+"""Node views of a fleet (kxds.fleet): shared templates, per-node local parts.
+
+A node view put together from its class's template and its own local parts
+must equal the node's own full translation (every per-node golden case, with
+EndpointSlice changes moving endpoints onto and off the node); and an
+EndpointSlice change of an ``externalTrafficPolicy: Local`` Service must
+re-assemble only the views of the nodes its endpoints were or are on, the
+others keeping the very same view object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from golden_support import case_settings, cases, load_case_objects
+from test_node_patch import CHANGES, _versions
+
+from kxds.envoy.resource import ENDPOINT, LISTENER
+from kxds.fleet import FleetMemo
+from kxds.kube.models import ClusterState, EndpointSlice, Model
+from kxds.kube.parse import parse_object
+from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.views import build_node
+
+NODE_CASES = [c for c in cases() if case_settings(c)[1] is not None]
+
+
+@pytest.mark.parametrize("case", NODE_CASES)
+def test_fleet_views_equal_full_translation(case: str) -> None:
+    objects, problems = load_case_objects(case)
+    config, node = case_settings(case)
+    assert node is not None
+    others = [dataclasses.replace(node, name="elsewhere"), dataclasses.replace(node, zone="z9")]
+    fleet = FleetMemo()
+    base: dict[tuple[type, tuple[str, str]], Model] = {(type(o), o.meta.key): o for o in objects}
+
+    def check(state: ClusterState, what: str) -> None:
+        for i, n in enumerate((node, *others)):
+            got = fleet.build(state, config, f"node/{i}", n)
+            assert _versions(got) == _versions(build_node(state, config, n)), f"{case}: {what}"
+        fleet.sweep()
+
+    check(ClusterState.from_objects(base.values(), problems), "initial")
+    for sl in [o for o in objects if isinstance(o, EndpointSlice)]:
+        for name, change in CHANGES.items():
+            moved = dataclasses.replace(sl, endpoints=tuple(change(ep, node)
+                                                            for ep in sl.endpoints))
+            for step in (moved, dataclasses.replace(sl, endpoints=()), sl):
+                state = ClusterState.from_objects(
+                    {**base, (EndpointSlice, sl.meta.key): step}.values(), problems)
+                check(state, f"slice {sl.meta.key} {name}")
+
+
+def _service(name: str, node_port: int, local: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "NodePort", "selector": {"app": name},
+                            "ports": [{"port": 80, "targetPort": 8080, "nodePort": node_port}]}
+    if local:
+        spec.update(externalTrafficPolicy="Local", healthCheckNodePort=node_port + 1000)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+def _slice(name: str, nodes: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [f"10.0.{i}.{len(name)}"], "nodeName": n,
+                           "conditions": {"ready": True}} for i, n in enumerate(nodes)]}
+
+
+def _state(docs: list[dict[str, Any]]) -> ClusterState:
+    models = []
+    for doc in docs:
+        model, problem = parse_object(doc, "test")
+        assert model is not None, problem
+        models.append(model)
+    return ClusterState.from_objects(models)
+
+
+def test_a_local_endpoint_change_reassembles_only_the_nodes_concerned() -> None:
+    nodes = {f"node/n{i}": NodeInfo(name=f"n{i}") for i in range(8)}
+    services = [_service("web", 30080, True), _service("api", 30081, False),
+                _service("db", 30082, True)]
+    docs = [*services, _slice("web", ["n1", "n2"]), _slice("api", ["n3"]),
+            _slice("db", ["n4"])]
+    config, fleet = TranslateConfig(), FleetMemo()
+
+    def build(state: ClusterState) -> dict[str, Any]:
+        out = {g: fleet.build(state, config, g, n) for g, n in nodes.items()}
+        fleet.sweep()
+        for g, n in nodes.items():
+            assert _versions(out[g]) == _versions(build_node(state, config, n)), g
+        return out
+
+    first = build(_state(docs))
+    assert fleet.templates_built == 1  # one class of nodes: one translation
+    # Nodes without local endpoints serve the template's very mappings.
+    assert first["node/n0"].resources is first["node/n5"].resources
+    # n1 has web's endpoints: its own load assignments (and health-check answer), the
+    # template's listeners (a health check's count is in its route table, not its listener).
+    assert first["node/n1"].resources[ENDPOINT] is not first["node/n0"].resources[ENDPOINT]
+    assert first["node/n1"].resources[LISTENER] is first["node/n0"].resources[LISTENER]
+
+    # web's endpoint moves from n2 to n5: n2 and n5 change, nobody else.
+    before = fleet.assembled
+    second = build(_state([*services, _slice("web", ["n1", "n5"]), _slice("api", ["n3"]),
+                           _slice("db", ["n4"])]))
+    assert fleet.assembled - before == 2
+    assert fleet.templates_built == 2  # the shared part is looked at once, not per node
+    changed = {g for g in nodes if second[g] is not first[g]}
+    assert changed == {"node/n2", "node/n5"}
+    assert second["node/n2"].resources is second["node/n0"].resources  # back to the template
+    web = "default/web/80/local"
+    assert [e.address for e in _endpoints(second["node/n5"], web)] == ["10.0.1.3"]
+
+    # A Cluster Service's endpoints change: every node's view changes, from one
+    # translation of the template (not one per node).
+    third = build(_state([*services, _slice("web", ["n1", "n5"]), _slice("api", ["n3", "n6"]),
+                          _slice("db", ["n4"])]))
+    assert fleet.templates_built == 3
+    assert all(third[g] is not second[g] for g in nodes)
+    api = _endpoints(third["node/n0"], "default/api/80")
+    assert [e.address for e in api] == ["10.0.0.3", "10.0.1.3"]
+
+
+def _endpoints(built: Any, cluster: str) -> list[Any]:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    cla = endpoint_pb2.ClusterLoadAssignment.FromString(built.resources[ENDPOINT][cluster].body)
+    return [lb.endpoint.address.socket_address for loc in cla.endpoints
+            for lb in loc.lb_endpoints]
