@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kxds import ir
-from kxds.diagnostics import Reason
+from kxds.diagnostics import ObjectRef, Reason
 from kxds.envoy.build import build_resources
 from kxds.envoy.dump import resources_to_yaml
 from kxds.kube.loader import load_text
@@ -75,7 +75,7 @@ def test_htpasswd_lines_keep_only_sha_users_and_report_the_others() -> None:
         "  " + f"frank:{sha('f')}" + "  \r"])}))
     assert result.refused is None and result.auth is not None and result.auth.basic is not None
     assert result.auth.basic.users == (ALICE, f"frank:{sha('f')}")
-    assert result.auth.basic.ref == ir.ObjectRef("Secret", "default", "users")
+    assert result.auth.basic.ref == ObjectRef("Secret", "default", "users")
     text = messages(result)
     for user in ("bob", "carol", "dave", "erin"):
         assert f"user '{user}'" in text
@@ -94,7 +94,7 @@ def test_auth_map_reads_a_user_per_key_across_namespaces() -> None:
                                   N + "auth-secret-type": "auth-map"})
     assert result.auth is not None and result.auth.basic is not None
     assert result.auth.basic.users == (ALICE,)
-    assert result.auth.basic.ref == ir.ObjectRef("Secret", "auth", "users")
+    assert result.auth.basic.ref == ObjectRef("Secret", "auth", "users")
     assert "user 'bob'" in messages(result)
 
 
@@ -197,7 +197,7 @@ def test_auth_filters_follow_access_rules_and_cors_and_are_off_by_default() -> N
 def test_satisfy_any_marker_per_route_and_none_for_an_empty_set() -> None:
     from kxds.envoy import satisfy_any
 
-    ref = ir.ObjectRef("Ingress", "default", "site")
+    ref = ObjectRef("Ingress", "default", "site")
     basic = ir.BasicAuth(ref=ref, users=(ALICE,))
     assert satisfy_any.per_route(ir.RouteAuth(basic=basic)) == {}
     empty = ir.ClientSet(name="x", refs=(ref,))

@@ -1,0 +1,97 @@
+"""The whole model of one view, and the check that it names nothing it lacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kxds.ir.clusters import Cluster, ClusterKind, LoadAssignment
+from kxds.ir.listeners import (
+    HttpListener,
+    Listener,
+    TcpListener,
+    TerminatedChain,
+    TlsListener,
+    UdpListener,
+)
+from kxds.ir.routes import Forward, RouteTable
+from kxds.ir.secrets import Secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IR:
+    """Everything one proxy (or group of identical proxies) should be told.
+
+    Each collection becomes one xDS resource type (clusters, endpoints,
+    listeners, route tables, secrets), every collection sorted by name.
+    """
+
+    clusters: tuple[Cluster, ...] = ()
+    load_assignments: tuple[LoadAssignment, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    route_tables: tuple[RouteTable, ...] = ()
+    secrets: tuple[Secret, ...] = ()
+
+
+def _route_clusters(table: RouteTable) -> set[str]:
+    out = {
+        b.cluster
+        for vh in table.virtual_hosts
+        for r in vh.routes
+        if isinstance(r.action, Forward)
+        for b in r.action.backends
+    } | {
+        r.policy.auth.external.cluster
+        for vh in table.virtual_hosts
+        for r in vh.routes
+        if r.policy is not None and r.policy.auth is not None
+        and r.policy.auth.external is not None
+    }
+    out.update(m.cluster for vh in table.virtual_hosts for r in vh.routes
+               if isinstance(r.action, Forward) for m in r.action.mirrors)
+    return out
+
+
+def consistency_problems(ir: IR) -> list[str]:
+    """What in ``ir`` names something ``ir`` lacks; empty when it is safe to publish."""
+    clusters = {c.name for c in ir.clusters}
+    assignments = {a.cluster for a in ir.load_assignments}
+    tables = {t.name for t in ir.route_tables}
+    secrets = {s.name for s in ir.secrets}
+    problems = [
+        f"cluster {c.name} has no load assignment"
+        for c in ir.clusters if c.kind is ClusterKind.EDS and c.name not in assignments
+    ]
+    problems += [f"load assignment {a} has no cluster" for a in sorted(assignments - clusters)]
+    for t in ir.route_tables:
+        problems += [f"route table {t.name} names missing cluster {c}"
+                     for c in sorted(_route_clusters(t) - clusters)]
+    for lis in ir.listeners:
+        wanted_tables: list[str] = []
+        wanted_clusters: list[str] = []
+        wanted_secrets: list[str] = []
+        if isinstance(lis, HttpListener):
+            wanted_tables.append(lis.route_table)
+        elif isinstance(lis, TlsListener):
+            for ch in lis.chains:
+                if isinstance(ch, TerminatedChain):
+                    wanted_tables.append(ch.route_table)
+                    wanted_secrets.append(ch.secret)
+                    if ch.client_certificate is not None:
+                        wanted_secrets.append(ch.client_certificate.validation_secret)
+                else:
+                    wanted_clusters.append(ch.cluster)
+        elif isinstance(lis, (TcpListener, UdpListener)):
+            wanted_clusters.append(lis.cluster)
+            if lis.internal is not None:
+                wanted_clusters.append(lis.internal.cluster)
+        problems += [f"listener {lis.name} names missing route table {t}"
+                     for t in wanted_tables if t not in tables]
+        problems += [f"listener {lis.name} names missing cluster {c}"
+                     for c in wanted_clusters if c not in clusters]
+        problems += [f"listener {lis.name} names missing secret {s}"
+                     for s in wanted_secrets if s not in secrets]
+    for c in ir.clusters:
+        v = c.upstream_tls.validation_secret if c.upstream_tls else None
+        if v is not None and v not in secrets:
+            problems.append(f"cluster {c.name} names missing secret {v}")
+    return problems
