@@ -20,16 +20,15 @@ for Ingress status (:mod:`kxds.kube.status`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from kxds.kube.client import KubeClient, status_code
+from kxds.kube.client import KubeClient
 from kxds.kube.gateway_models import ParentReference
-from kxds.kube.status import LbEntry
+from kxds.kube.status import LbEntry, LeaderReconciler, write_status
 from kxds.translators.gateway_status import (
     CONTROLLER_NAME,
     ClassStatus,
@@ -161,49 +160,24 @@ class GatewayStatusWriter:
                  is_leader: Callable[[], bool] = lambda: True,
                  addresses: Callable[[], list[LbEntry] | None] = lambda: None) -> None:
         self.client = client
-        self.resync = resync
-        self.is_leader = is_leader
         self.addresses = addresses
         """The Gateways' published addresses; None: unknown (left as they are)."""
         self.writes = 0
-        self._status: GatewayApiStatus | None = None
-        self._wake = asyncio.Event()
-        self._poked = False
+        self._loop: LeaderReconciler[GatewayApiStatus] = LeaderReconciler(
+            "gateway_status", self.reconcile, resync=resync, is_leader=is_leader)
 
     def update(self, status: GatewayApiStatus) -> None:
         """The status of the served view after a rebuild."""
-        if status != self._status:
-            self._status = status
-            self._wake.set()
+        self._loop.offer(status, status)
 
     def poke(self) -> None:
         """Reconcile now (leadership was just acquired)."""
-        self._poked = True
-        self._wake.set()
+        self._loop.poke()
 
     async def run(self) -> None:
         """Write when the status changes, when leadership is gained, and every ``resync``
         seconds (someone may have overwritten it); until cancelled."""
-        done: GatewayApiStatus | None = None
-        while True:
-            resync = False
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.resync)
-            except TimeoutError:
-                resync = True
-            self._wake.clear()
-            status = self._status
-            if status is None or not self.is_leader():
-                done = None
-                continue
-            if status == done and not resync and not self._poked:
-                continue
-            self._poked = False
-            try:
-                await asyncio.to_thread(self.reconcile, status)
-                done = status
-            except Exception as e:  # the API is down: the next change or resync retries
-                log.warning("event=gateway_status_failed error=%s: %s", type(e).__name__, e)
+        await self._loop.run()
 
     def reconcile(self, status: GatewayApiStatus) -> int:
         """Write every status that differs; returns how many were written (blocking)."""
@@ -227,27 +201,12 @@ class GatewayStatusWriter:
         self.writes += written
         return written
 
-    def _write(self, path: str, what: str, make: Callable[[Obj], Obj],
-               attempts: int = 5) -> bool:
-        for _ in range(attempts):
-            try:
-                current = self.client.request("GET", path)
-            except Exception as e:
-                if status_code(e) == 404:
-                    return False  # deleted meanwhile
-                raise
-            before = current.get("status") or {}
+    def _write(self, path: str, what: str, make: Callable[[Obj], Obj]) -> bool:
+        def change(before: Obj) -> Obj | None:
             after = make(before)
-            if _without_times(after) == _without_times(before):
-                return False
-            current["status"] = after
-            try:
-                self.client.request("PUT", f"{path}/status", body=current)
-            except Exception as e:
-                if status_code(e) == 409:
-                    continue  # written in between: read again
-                raise
-            log.info("event=gateway_status object=%r", what)
-            return True
-        log.warning("event=gateway_status_conflict object=%r attempts=%d", what, attempts)
-        return False
+            return None if _without_times(after) == _without_times(before) else after
+
+        if not write_status(self.client, path, what, change):
+            return False
+        log.info("event=gateway_status object=%r", what)
+        return True

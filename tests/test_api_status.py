@@ -155,7 +155,7 @@ def test_only_the_leader_writes(api: FakeApi) -> None:
 
     async def scenario(writer: StatusWriter) -> None:
         # The writer has a state to act on, and a resync (0.5 s) goes by: still nothing.
-        await until(lambda: writer._state is not None, "the first state")
+        await until(lambda: writer.state is not None, "the first state")
         await asyncio.sleep(0.7)
         assert puts(api) == 0 and not lb(api, "shop")
         leading[0] = True

@@ -21,13 +21,15 @@ import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kxds.kube.client import KubeClient, status_code
 from kxds.kube.ingress_class import is_ours
 from kxds.kube.models import ClusterState, Key
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LbEntry = dict[str, str]
 """One ``status.loadBalancer.ingress`` entry: ``{"ip": ...}`` or ``{"hostname": ...}``."""
@@ -47,6 +49,93 @@ def entry_value(entry: Mapping[str, Any]) -> str:
     return str(entry.get("ip") or entry.get("hostname") or "")
 
 
+Status = dict[str, Any]
+"""An object's ``status``, as the API server gives it."""
+
+
+def write_status(client: KubeClient, path: str, what: str,
+                 change: Callable[[Status], Status | None], attempts: int = 5) -> bool:
+    """Read the object at ``path`` and write ``change(its status)`` to its ``status``
+    subresource; ``change`` answers None when the status is already right. A 409
+    (written in between) reads again; returns whether a write was made (an object
+    deleted meanwhile is not written). Blocking."""
+    for _ in range(attempts):
+        try:
+            current = client.request("GET", path)
+        except Exception as e:
+            if status_code(e) == 404:
+                return False
+            raise
+        after = change(current.get("status") or {})
+        if after is None:
+            return False
+        current["status"] = after
+        try:
+            client.request("PUT", f"{path}/status", body=current)
+        except Exception as e:
+            if status_code(e) == 409:
+                continue
+            raise
+        return True
+    log.warning("event=status_conflict object=%r attempts=%d", what, attempts)
+    return False
+
+
+class LeaderReconciler(Generic[T]):
+    """Runs a blocking ``reconcile(value)`` (in a thread) when what it depends on
+    changes, when leadership is gained (:meth:`poke`) and every ``resync`` seconds,
+    on the leader only; a failure (the API down) waits for the next of those."""
+
+    def __init__(self, name: str, reconcile: Callable[[T], object], *, resync: float,
+                 is_leader: Callable[[], bool]) -> None:
+        self.name = name
+        self.reconcile_value = reconcile
+        self.resync = resync
+        self.is_leader = is_leader
+        self._value: T | None = None
+        self._inputs: object = None
+        self._wake = asyncio.Event()
+        self._poked = False
+
+    @property
+    def value(self) -> T | None:
+        """The newest value offered (None before the first)."""
+        return self._value
+
+    def offer(self, value: T, inputs: object) -> None:
+        """The newest ``value``; ``inputs`` is what decides whether it needs writing."""
+        self._value, self._inputs = value, inputs
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Reconcile now (leadership was just acquired)."""
+        self._poked = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        done: object = None
+        while True:
+            resync = False
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.resync)
+            except TimeoutError:
+                resync = True
+            self._wake.clear()
+            value, inputs = self._value, self._inputs
+            if value is None or not self.is_leader():
+                done = None  # a new leader starts from a full reconcile
+                continue
+            if inputs == done and not resync and not self._poked:
+                continue
+            self._poked = False
+            try:
+                await asyncio.to_thread(self.reconcile_value, value)
+                done = inputs
+            except Exception as e:
+                log.warning("event=%s_failed error=%s: %s", self.name, type(e).__name__, e)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusConfig:
     """Where the published address comes from; exactly one should be set."""
@@ -63,23 +152,23 @@ class StatusWriter:
         self.client = client
         self.config = config
         self.ingress_class = ingress_class
-        self.resync = resync
-        self.is_leader = is_leader
         self.writes = 0
         """Successful status writes (for tests and logs)."""
-        self._state: ClusterState | None = None
-        self._wake = asyncio.Event()
-        self._poked = False
+        self._loop: LeaderReconciler[ClusterState] = LeaderReconciler(
+            "status", self.reconcile, resync=resync, is_leader=is_leader)
+
+    @property
+    def state(self) -> ClusterState | None:
+        """The newest ClusterState given (None before the first)."""
+        return self._loop.value
 
     def update(self, state: ClusterState) -> None:
         """A new ClusterState (subscribe this to the API source)."""
-        self._state = state
-        self._wake.set()
+        self._loop.offer(state, self._inputs(state))
 
     def poke(self) -> None:
         """Reconcile now (leadership was just acquired)."""
-        self._poked = True
-        self._wake.set()
+        self._loop.poke()
 
     def _inputs(self, state: ClusterState) -> tuple[object, ...]:
         """What the status depends on; other changes (endpoints, pods) need no reconcile."""
@@ -90,27 +179,7 @@ class StatusWriter:
     async def run(self) -> None:
         """Reconcile when the Ingresses, classes or published Service change, when
         leadership is gained, and every ``resync`` seconds; until cancelled."""
-        done: tuple[object, ...] | None = None
-        while True:
-            resync = False
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.resync)
-            except TimeoutError:
-                resync = True
-            self._wake.clear()
-            state = self._state
-            if state is None or not self.is_leader():
-                done = None  # a new leader starts from a full reconcile
-                continue
-            inputs = self._inputs(state)
-            if inputs == done and not resync and not self._poked:
-                continue
-            self._poked = False
-            try:
-                await asyncio.to_thread(self.reconcile, state)
-                done = inputs
-            except Exception as e:  # the API is down: the next state or resync retries
-                log.warning("event=status_failed error=%s: %s", type(e).__name__, e)
+        await self._loop.run()
 
     def published(self) -> list[LbEntry] | None:
         """Our addresses now; None when they cannot be known (Service not found)."""
@@ -152,33 +221,23 @@ class StatusWriter:
         self.writes += written
         return written
 
-    def _write(self, key: Key, entries: list[LbEntry], attempts: int = 5) -> bool:
+    def _write(self, key: Key, entries: list[LbEntry]) -> bool:
         ns, name = key
         path = f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{name}"
-        for _ in range(attempts):
-            try:
-                current = self.client.request("GET", path)
-            except Exception as e:
-                if status_code(e) == 404:
-                    return False  # deleted meanwhile
-                raise
-            status = current.setdefault("status", {})
+
+        def change(status: Status) -> Status | None:
             lb = status.setdefault("loadBalancer", {})
             if [entry_value(e) for e in lb.get("ingress") or []] == [
                     entry_value(e) for e in entries]:
-                return False  # already right (the state we saw was older)
+                return None  # already right (the state we saw was older)
             if entries:
                 lb["ingress"] = entries
             else:
                 lb.pop("ingress", None)
-            try:
-                self.client.request("PUT", f"{path}/status", body=current)
-            except Exception as e:
-                if status_code(e) == 409:
-                    continue  # written in between: read again
-                raise
-            log.info("event=ingress_status ingress=%s/%s addresses=%s", ns, name,
-                     ",".join(entry_value(e) for e in entries) or "-")
-            return True
-        log.warning("event=status_conflict ingress=%s/%s attempts=%d", ns, name, attempts)
-        return False
+            return status
+
+        if not write_status(self.client, path, f"Ingress {ns}/{name}", change):
+            return False
+        log.info("event=ingress_status ingress=%s/%s addresses=%s", ns, name,
+                 ",".join(entry_value(e) for e in entries) or "-")
+        return True
