@@ -170,17 +170,24 @@ def _cluster_weight(b: ir.WeightedBackend) -> rc_pb2.WeightedCluster.ClusterWeig
     """One backend of a split, with the header changes of its requests and responses."""
     out = rc_pb2.WeightedCluster.ClusterWeight(
         name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight))
-    if b.request_headers is not None:
-        out.request_headers_to_add.extend(
-            http_policy.header_options(b.request_headers.set, overwrite=True)
-            + http_policy.header_options(b.request_headers.add, overwrite=False))
-        out.request_headers_to_remove.extend(b.request_headers.remove)
-    if b.response_headers is not None:
-        out.response_headers_to_add.extend(
-            http_policy.header_options(b.response_headers.set, overwrite=True)
-            + http_policy.header_options(b.response_headers.add, overwrite=False))
-        out.response_headers_to_remove.extend(b.response_headers.remove)
+    _set_header_changes(out, b.request_headers, b.response_headers)
     return out
+
+
+def _set_header_changes(msg: rc_pb2.Route | rc_pb2.WeightedCluster.ClusterWeight,
+                        request: ir.HeaderChanges | None,
+                        response: ir.HeaderChanges | None) -> None:
+    """Headers set (replacing), added (appending) and removed, on a route or a backend."""
+    if request is not None:
+        msg.request_headers_to_add.extend(
+            http_policy.header_options(request.set, overwrite=True)
+            + http_policy.header_options(request.add, overwrite=False))
+        msg.request_headers_to_remove.extend(request.remove)
+    if response is not None:
+        msg.response_headers_to_add.extend(
+            http_policy.header_options(response.set, overwrite=True)
+            + http_policy.header_options(response.add, overwrite=False))
+        msg.response_headers_to_remove.extend(response.remove)
 
 
 def _duration(ms: int) -> duration_pb2.Duration:
@@ -254,16 +261,7 @@ def build_route(route: ir.Route) -> rc_pb2.Route:
 
 def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
     """Header changes, and the per-route configs of the policy filters."""
-    if policy.request_headers is not None:
-        msg.request_headers_to_add.extend(
-            http_policy.header_options(policy.request_headers.set, overwrite=True)
-            + http_policy.header_options(policy.request_headers.add, overwrite=False))
-        msg.request_headers_to_remove.extend(policy.request_headers.remove)
-    if policy.response_headers is not None:
-        msg.response_headers_to_add.extend(
-            http_policy.header_options(policy.response_headers.set, overwrite=True)
-            + http_policy.header_options(policy.response_headers.add, overwrite=False))
-        msg.response_headers_to_remove.extend(policy.response_headers.remove)
+    _set_header_changes(msg, policy.request_headers, policy.response_headers)
     per_filter = msg.typed_per_filter_config
     if policy.cors is not None:
         per_filter[CORS].CopyFrom(http_policy.cors(policy.cors))
