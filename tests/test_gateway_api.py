@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.envoy.routes import build_route
 from kxds.ir import Forward, MatchKind
 from kxds.kube.gateway_models import (
@@ -501,3 +502,45 @@ def test_a_listener_asking_for_a_route_kind_it_cannot_serve_reports_invalid_rout
     assert (conds["ResolvedRefs"].status, conds["ResolvedRefs"].reason) == (
         False, "InvalidRouteKinds")
     assert listener.supported_kinds == ()
+
+
+def test_https_listener_status_follows_its_certificate_and_the_ingress_wins_its_sni() -> None:
+    """GatewaySecretInvalidReferenceGrant, GatewaySecretMissingReferenceGrant,
+    GatewaySecretReferenceGrantSpecific, GatewayInvalidTLSConfiguration (restated)."""
+    state = load_text((GOLDEN / "gateway-https" / "input.yaml").read_text())
+    translation = translate(state, TranslateConfig())
+    (gw,) = translation.gateway_status.gateways
+    conds = {lis.name: {c.type: (c.status, c.reason) for c in lis.conditions}
+             for lis in gw.listeners}
+    for served in ("shop", "granted"):
+        assert conds[served]["Accepted"] == (True, "Accepted")
+        assert conds[served]["ResolvedRefs"] == (True, "ResolvedRefs")
+        assert conds[served]["Programmed"] == (True, "Programmed")
+    assert conds["not-granted"]["ResolvedRefs"] == (False, "RefNotPermitted")
+    assert conds["missing"]["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    assert conds["wrong-type"]["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    for refused in ("not-granted", "missing", "wrong-type"):
+        assert conds[refused]["Programmed"][0] is False
+    assert conds["taken"]["Conflicted"] == (True, "HostnameConflict")
+    assert conds["taken"]["Accepted"][0] is False
+    # Only served listeners have chains; the Ingress keeps a.example.com.
+    (tls,) = [lis for lis in translation.ir.listeners if lis.name == "https/8443"]
+    assert sorted(n for c in tls.chains for n in c.server_names) == [
+        "*.granted.example.com", "a.example.com", "shop.example.com"]
+    # A route attached to HTTPS listeners only is not served on plain HTTP.
+    (http,) = [t for t in translation.ir.route_tables if t.name == "http/8080"]
+    assert all(r.ref.kind == "Ingress" for vh in http.virtual_hosts for r in vh.routes)
+
+
+def test_https_listener_without_a_hostname_yields_to_the_default_certificate() -> None:
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: s, port: 443,"
+        " protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}]}}",
+        tls_secret_yaml("default", "c", make_leaf(make_ca(), ["a.test"]))])
+    config = TranslateConfig(default_certificate=("default", "c"))
+    status = translate(load_text(docs), config).gateway_status
+    (lis,) = status.gateways[0].listeners
+    assert {c.type: c.reason for c in lis.conditions}["Conflicted"] == "HostnameConflict"

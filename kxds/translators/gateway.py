@@ -8,9 +8,9 @@ listener is served on the edge's own listeners:
 * ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
   Service publishes 80 and forwards it there, so both name the same Envoy
   listener;
-* ``HTTPS`` (Terminate) on 443 or ``--https-port``: certificate references are
-  resolved and reported (``ResolvedRefs``), but the listener is not served
-  yet: ``Accepted=False``, ``UnsupportedProtocol``;
+* ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
+  edge TLS listener, selected by the listener's hostname as SNI, when its
+  certificate resolves (:mod:`kxds.translators.gateway_tls`);
 * any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
 
 Listeners of every Gateway of ours that land on the same Envoy listener with
@@ -91,15 +91,13 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
     proto = lis.protocol.upper()
     if proto not in ("HTTP", "HTTPS") or lis.protocol != proto:
         return Condition("Accepted", False, "UnsupportedProtocol",
-                         f"protocol {lis.protocol} is not supported (HTTP only so far)")
+                         f"protocol {lis.protocol} is not supported (HTTP and HTTPS only "
+                         "so far)")
     ports = (80, config.http_port) if proto == "HTTP" else (443, config.https_port)
     if lis.port not in ports:
         return Condition("Accepted", False, "PortUnavailable",
                          f"{proto} is served on port {' or '.join(map(str, sorted(set(ports))))} "
                          "(the edge Service's port and kxds's own)")
-    if proto == "HTTPS":
-        return Condition("Accepted", False, "UnsupportedProtocol",
-                         "HTTPS listeners are not served yet (HTTP only so far)")
     return None
 
 
@@ -155,38 +153,6 @@ def _conflicted(plan: ListenerPlan, why: str) -> ListenerPlan:
     conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
              Condition("Conflicted", True, "HostnameConflict", why))
     return ListenerPlan(plan.gateway, plan.listener, False, plan.supported_kinds, conds)
-
-
-def certificate_refs(state: ClusterState, gw: Gateway) -> dict[tuple[Key, str], Condition]:
-    """``ResolvedRefs`` of each HTTPS listener of ``gw`` that names certificates.
-
-    A reference must be a core ``Secret`` of type ``kubernetes.io/tls``; one in
-    another namespace needs a ReferenceGrant there from Gateways of ``gw``'s.
-    """
-    out: dict[tuple[Key, str], Condition] = {}
-    ns = gw.meta.namespace
-    for lis in gw.listeners:
-        if lis.tls is None:
-            continue
-        for ref in lis.tls.certificate_refs:
-            target = ref.namespace or ns
-            name = f"{target}/{ref.name}"
-            if ref.group != "" or ref.kind != "Secret":
-                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
-                                 f"{ref.group or 'core'}/{ref.kind} {name} is not a Secret")
-            elif target != ns and not granted(state, "Gateway", ns, "", "Secret", target,
-                                              ref.name):
-                cond = Condition("ResolvedRefs", False, "RefNotPermitted",
-                                 f"no ReferenceGrant in {target} allows Gateways of {ns} "
-                                 f"to use Secret {name}")
-            elif (secret := state.secrets.get((target, ref.name))) is None \
-                    or secret.type != "kubernetes.io/tls":
-                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
-                                 f"Secret {name} is missing or not of type kubernetes.io/tls")
-            else:
-                continue
-            out.setdefault((gw.meta.key, lis.name), cond)
-    return out
 
 
 def granted(state: ClusterState, from_kind: str, from_ns: str, to_group: str, to_kind: str,

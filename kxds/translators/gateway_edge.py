@@ -13,6 +13,7 @@ serve answers 404 for them, as the Gateway API asks.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -20,11 +21,10 @@ from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
 from kxds.kube.gateway_models import Gateway, GRPCRoute, HTTPRoute
-from kxds.kube.models import ClusterState, Key
+from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import (
     ListenerPlan,
-    certificate_refs,
     class_status,
     our_classes,
     our_gateways,
@@ -37,6 +37,12 @@ from kxds.translators.gateway_status import (
     GatewayStatus,
     ListenerStatus,
 )
+from kxds.translators.gateway_tls import (
+    GatewayChain,
+    Inspect,
+    ingress_sni_names,
+    resolve_certificates,
+)
 from kxds.translators.network_policy import PolicyIndex
 
 
@@ -48,32 +54,63 @@ class GatewayApi:
     status: GatewayApiStatus
     diagnostics: tuple[Diagnostic, ...] = ()
     """Problems of the Gateways themselves (listeners not served)."""
+    chains: tuple[GatewayChain, ...] = ()
+    """The HTTPS listeners served, each a terminated chain of the edge TLS listener."""
+    bounds: frozenset[dt.datetime] = frozenset()
+    """The validity bounds of the listeners' certificates (a rebuild is due at each)."""
 
 
 def translate_gateway_api(state: ClusterState, config: TranslateConfig,
-                          clusters: HasCluster, policies: PolicyIndex | None = None
+                          clusters: HasCluster, policies: PolicyIndex | None = None,
+                          ingresses: tuple[Ingress, ...] = (), inspect: Inspect | None = None
                           ) -> GatewayApi:
     """Every Gateway and HTTPRoute of ours -> routes per host and status; a route to a
-    Service carries its client-IP rules (NetworkPolicy) as an Ingress route does."""
+    Service carries its client-IP rules (NetworkPolicy) as an Ingress route does.
+
+    ``ingresses``: the Ingresses of ours, whose TLS hosts win over HTTPS listeners of
+    the same hostname; ``inspect``: how a certificate pair is inspected (cached by
+    the caller)."""
     gateways = our_gateways(state)
-    cert_refs = {k: v for gw in gateways for k, v in certificate_refs(state, gw).items()}
+    certs = resolve_certificates(state, gateways, config, inspect)
+    sni = ingress_sni_names(ingresses, config)
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
-             for p in plan_listeners(gateways, config, cert_refs)]
+             for p in plan_listeners(gateways, config, dict(certs.problems))]
+    plans = [_sni_taken(p) if p.accepted and p.listener.protocol == "HTTPS"
+             and (p.listener.hostname or "") in sni else p for p in plans]
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
     both: list[HTTPRoute | GRPCRoute] = [*state.http_routes.values(),
                                          *state.grpc_routes.values()]
     routes = sorted(both, key=age_of_route)
-    gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i, policies)
-                        for i, r in enumerate(routes))
+    https = frozenset((p.gateway, p.listener.name) for p in plans
+                      if p.accepted and p.listener.protocol == "HTTPS")
+    gw_routes = collect((route_outcome(state, r, by_gateway, clusters, i, policies)
+                         for i, r in enumerate(routes)), https)
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))
     classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
                                                      key=lambda c: c.meta.name))
+    hostnames = {(p.gateway, p.listener.name): p.listener.hostname for p in plans}
+    chains = tuple(GatewayChain(gateway=state.gateways[k[0]].meta.ref, listener=k[1],
+                                hostname=hostnames[k], certificate=certs.served[k],
+                                by_host=gw_routes.https.get(k, {}))
+                   for k in sorted(https))
     return GatewayApi(gw_routes, GatewayApiStatus(classes=classes, gateways=statuses,
                                                   routes=gw_routes.statuses),
-                      tuple(_listener_problems(state, plans)))
+                      (*_listener_problems(state, plans), *certs.diagnostics), chains,
+                      certs.bounds)
+
+
+def _sni_taken(plan: ListenerPlan) -> ListenerPlan:
+    """An HTTPS listener whose hostname an Ingress serves over TLS: the Ingress wins."""
+    host = plan.listener.hostname
+    why = (f"an Ingress serves TLS for {host} on the edge (an Ingress wins)" if host else
+           "the edge's default certificate (--default-certificate) serves clients "
+           "without a known SNI name (an Ingress wins)")
+    conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
+             Condition("Conflicted", True, "HostnameConflict", why))
+    return replace(plan, accepted=False, conditions=conds)
 
 
 def _listener_problems(state: ClusterState, plans: list[ListenerPlan]) -> Iterable[Diagnostic]:

@@ -383,6 +383,10 @@ class GatewayRoutes:
     diagnostics: tuple[Diagnostic, ...]
     attached: Mapping[tuple[Key, str], int]
     statuses: tuple[RouteStatus, ...]
+    https: Mapping[tuple[Key, str], Mapping[str, tuple[Route, ...]]] = field(
+        default_factory=dict)
+    """The routes of each HTTPS listener (Gateway, listener name), per host as in
+    ``by_host``: each is its own route table, not merged with the others."""
 
 
 def _covered(per_host: Mapping[str, list[tuple[Rank, Route]]]) -> dict[str, list[Route]]:
@@ -405,8 +409,10 @@ def _covers(wide: str, host: str) -> bool:
     return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
 
 
-def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
-    """Merge the Routes' outcomes (each already in age order) into hosts."""
+def collect(outcomes: Iterable[RouteOutcome],
+            https: frozenset[tuple[Key, str]] = frozenset()) -> GatewayRoutes:
+    """Merge the Routes' outcomes (each already in age order) into hosts; the routes
+    of the ``https`` listeners go to their own tables."""
     listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
@@ -422,7 +428,11 @@ def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
         if o.status is not None and o.status.parents:
             statuses.append(o.status)
     hosts: dict[str, list[Route]] = {}
-    for per_host in listeners.values():
+    secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
+              for k, per_host in sorted(listeners.items()) if k in https}
+    for k, per_host in listeners.items():
+        if k in https:
+            continue
         for host, served in _covered(per_host).items():
             have = hosts.setdefault(host, [])
             names_in = {r.name for r in have}
@@ -430,4 +440,4 @@ def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
     return GatewayRoutes(
         by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
-        statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
+        statuses=tuple(sorted(statuses, key=lambda s: s.ref)), https=secure)
