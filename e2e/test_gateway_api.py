@@ -25,8 +25,11 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 
 from e2e.harness import EchoBackend, Gateway, Process, wait_for, write_manifests
+from e2e.test_tls import handshake, https_get, names_of, refused
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -452,3 +455,114 @@ def test_grpcroute_methods_and_headers_through_envoy(
     assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
     status, page = gw.kxds.get("/debug/gateway-api")
     assert "GRPCRoute default/greeter: parent" in page
+
+
+# HTTPS listeners: HTTPRouteHTTPSListener, GatewaySecretReferenceGrantSpecific,
+# GatewaySecretMissingReferenceGrant and GatewayInvalidTLSConfiguration restated: a
+# listener whose certificate resolves is served by SNI, one whose certificate does
+# not is refused the handshake, and an Ingress keeps the SNI name it serves.
+HTTPS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: taken, namespace: default}
+spec:
+  ingressClassName: kxds
+  tls: [{hosts: [taken.test], secretName: ingress-cert}]
+  rules:
+  - host: taken.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+  to: [{group: "", kind: Secret, name: wild-cert}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: shop.test}
+  - name: shop
+    port: 443
+    protocol: HTTPS
+    hostname: shop.test
+    tls: {certificateRefs: [{name: shop-cert}]}
+  - name: granted
+    port: 443
+    protocol: HTTPS
+    hostname: "*.wild.test"
+    tls: {certificateRefs: [{name: wild-cert, namespace: certs}]}
+  - name: not-granted
+    port: 443
+    protocol: HTTPS
+    hostname: nogrant.test
+    tls: {certificateRefs: [{name: nogrant-cert, namespace: certs}]}
+  - name: taken
+    port: 443
+    protocol: HTTPS
+    hostname: taken.test
+    tls: {certificateRefs: [{name: shop-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: plain, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  rules:
+  - backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: shop}, {name: gw, sectionName: granted},
+               {name: gw, sectionName: taken}]
+  rules:
+  - backendRefs: [{name: b, port: 80}]
+"""
+
+
+def test_https_listeners_through_envoy(manifests_dir: Path, backends: dict[str, EchoBackend],
+                                       kxds_envoy: Callable[..., Gateway]) -> None:
+    ca = make_ca("kxds gateway e2e CA")
+    pairs = {"shop-cert": ("default", ["shop.test"]), "wild-cert": ("certs", ["*.wild.test"]),
+             "nogrant-cert": ("certs", ["nogrant.test"]),
+             "ingress-cert": ("default", ["taken.test"])}
+    secrets = {name: make_leaf(ca, hosts) for name, (_, hosts) in pairs.items()}
+    write_manifests(manifests_dir, "backends.yaml",
+                    "---".join(service(n, e) for n, e in sorted(backends.items())))
+    write_manifests(manifests_dir, "secrets.yaml", "\n---\n".join(
+        tls_secret_yaml(ns, name, secrets[name]) for name, (ns, _) in pairs.items()))
+    write_manifests(manifests_dir, "routes.yaml", HTTPS)
+    gw = kxds_envoy(manifests_dir)
+    assert gw.envoy is not None
+    gw.envoy.wait_listening(gw.https_port)
+    wait_for(lambda: https_get(gw.https_port, "shop.test", ca)[0] == 200,
+             what="shop.test over HTTPS")
+    # The HTTPS listener's route, and over plain HTTP the HTTP listener's.
+    assert https_get(gw.https_port, "shop.test", ca)[1]["x-echo-backend"] == "b"
+    assert gw.backend("/", host="shop.test") == (200, "a")
+    # A cross-namespace certificate a ReferenceGrant allows, by the listener's wildcard.
+    cert, _ = handshake(gw.https_port, "x.wild.test", ca)
+    assert names_of(cert) == ["*.wild.test"]
+    assert https_get(gw.https_port, "x.wild.test", ca)[1]["x-echo-backend"] == "b"
+    # No grant: the listener is not served, its SNI name is refused the handshake.
+    assert refused(gw.https_port, "nogrant.test", ca)
+    # The Ingress keeps taken.test: its certificate, its backend.
+    cert, _ = handshake(gw.https_port, "taken.test", ca)
+    assert cert.serial_number == x509.load_pem_x509_certificate(
+        secrets["ingress-cert"].cert_pem).serial_number
+    assert https_get(gw.https_port, "taken.test", ca)[1]["x-echo-backend"] == "a"
+    _, page = gw.kxds.get("/debug/gateway-api")
+    assert "RefNotPermitted" in page and "HostnameConflict" in page
