@@ -544,3 +544,32 @@ def test_https_listener_without_a_hostname_yields_to_the_default_certificate() -
     status = translate(load_text(docs), config).gateway_status
     (lis,) = status.gateways[0].listeners
     assert {c.type: c.reason for c in lis.conditions}["Conflicted"] == "HostnameConflict"
+
+
+@pytest.mark.parametrize(("grant", "expected"), [
+    ("", (False, "RefNotPermitted")),  # GatewaySecretMissingReferenceGrant
+    ("{group: '', kind: Secret, name: other}", (False, "RefNotPermitted")),  # ...Invalid...
+    ("{group: '', kind: Secret, name: c}", (True, "ResolvedRefs")),  # ...Specific
+    ("{group: '', kind: Secret}", (True, "ResolvedRefs")),  # ...AllInNamespace
+], ids=["missing", "other-secret", "specific", "all-in-namespace"])
+def test_https_certificate_in_another_namespace_needs_a_reference_grant(
+        grant: str, expected: tuple[bool, str]) -> None:
+    docs = [
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: s, port: 443,"
+        " protocol: HTTPS, hostname: a.test, tls: {certificateRefs: [{name: c,"
+        " namespace: certs}]}}]}}",
+        tls_secret_yaml("certs", "c", make_leaf(make_ca(), ["a.test"]))]
+    if grant:
+        docs.append("{apiVersion: gateway.networking.k8s.io/v1beta1, kind: ReferenceGrant,"
+                    " metadata: {name: r, namespace: certs}, spec: {from: [{group:"
+                    " gateway.networking.k8s.io, kind: Gateway, namespace: default}],"
+                    f" to: [{grant}]}}}}")
+    translation = translate(load_text("\n---\n".join(docs)), TranslateConfig())
+    (lis,) = translation.gateway_status.gateways[0].listeners
+    assert {c.type: (c.status, c.reason) for c in lis.conditions}["ResolvedRefs"] == expected
+    chains = [c for lis in translation.ir.listeners if lis.name == "https/8443"
+              for c in lis.chains]  # type: ignore[union-attr]
+    assert len(chains) == (1 if expected[0] else 0)
