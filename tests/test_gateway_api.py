@@ -107,8 +107,8 @@ def test_gateway_and_listener_status() -> None:
         ("Accepted", True, "ListenersNotValid"), ("Programmed", True, "Programmed")]
     by_name = {lis.name: lis for lis in gw.listeners}
     assert by_name["http"].attached_routes == 2
-    assert {c.type: c.reason for c in by_name["tcp"].conditions}["Accepted"] == \
-        "UnsupportedProtocol"
+    assert {c.type: c.reason for c in by_name["tcp"].conditions}["Accepted"] == "Accepted"
+    assert [k.kind for k in by_name["tcp"].supported_kinds] == ["TCPRoute"]
     assert {c.type: c.reason for c in by_name["odd-port"].conditions}["Accepted"] == \
         "PortUnavailable"
     (shop,) = [r for r in status.routes if r.ref.name == "shop"]
@@ -573,3 +573,57 @@ def test_https_certificate_in_another_namespace_needs_a_reference_grant(
     chains = [c for lis in translation.ir.listeners if lis.name == "https/8443"
               for c in lis.chains]  # type: ignore[union-attr]
     assert len(chains) == (1 if expected[0] else 0)
+
+
+def test_l4_routes_status_and_listeners() -> None:
+    """TLSRouteSimpleSameNamespace, TCPRoute and UDPRoute intents (restated): the
+    golden case gateway-l4's computed status."""
+    state = load_text((GOLDEN / "gateway-l4" / "input.yaml").read_text())
+    translation = translate(state, TranslateConfig())
+    status = translation.gateway_status
+    (gw,) = status.gateways
+    listeners = {lis.name: lis for lis in gw.listeners}
+    assert [k.kind for k in listeners["tls"].supported_kinds] == ["TLSRoute"]
+    assert [k.kind for k in listeners["dns"].supported_kinds] == ["UDPRoute"]
+    assert listeners["tls"].attached_routes == 2
+    assert listeners["pg"].attached_routes == 2
+    assert {c.type: c.reason for c in listeners["terminate"].conditions}["Accepted"] == \
+        "UnsupportedProtocol"
+    assert {c.type: c.reason for c in listeners["on-http-port"].conditions}["Accepted"] == \
+        "PortUnavailable"
+    routes = {(r.ref.kind, r.ref.name): {c.type: c.reason for c in r.parents[0].conditions}
+              for r in status.routes}
+    assert routes[("TLSRoute", "shop")] == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
+    assert routes[("TLSRoute", "broken")]["ResolvedRefs"] == "BackendNotFound"
+    assert routes[("UDPRoute", "dns-split")]["Accepted"] == "UnsupportedValue"
+    assert routes[("UDPRoute", "dns")]["Accepted"] == "Accepted"
+    names = {lis.name for lis in translation.ir.listeners}
+    assert {"gateway/default/gw/pg/5432/tcp", "gateway/default/gw/dns/5353/udp"} <= names
+    assert not any("dns-split" in n for n in names)
+
+
+@pytest.mark.parametrize(("kind", "rules", "problem"), [
+    ("TCPRoute", "[]", "must have at least one rule"),
+    ("UDPRoute", "[{backendRefs: []}]", "must have at least one entry"),
+    ("TLSRoute", "[{backendRefs: [{name: a, port: 1, filters: [{type: X}]}]}]",
+     "is not a field of this Route kind"),
+], ids=["no-rules", "no-backends", "filters"])
+def test_l4_route_parse_problems(kind: str, rules: str, problem: str) -> None:
+    doc = (f"{{apiVersion: gateway.networking.k8s.io/v1alpha2, kind: {kind}, metadata:"
+           f" {{name: r, namespace: default}}, spec: {{parentRefs: [{{name: gw}}],"
+           f" rules: {rules}}}}}")
+    state = load_text(doc)
+    assert problem in " ".join(d.message for d in state.problems)
+
+
+def test_an_http_route_does_not_attach_to_a_tcp_listener() -> None:
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: t, port: 9000,"
+        " protocol: TCP}]}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: h,"
+        " namespace: default}, spec: {parentRefs: [{name: g}]}}"])
+    (route,) = translate(load_text(docs), TranslateConfig()).gateway_status.routes
+    assert route.parents[0].conditions[0].reason == "NotAllowedByListeners"

@@ -47,6 +47,7 @@ from kxds.translators import ingress, tls
 from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
+from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
@@ -209,6 +210,7 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
     targets += ctx.query(GATEWAY_API, None).routes.backends
+    targets += ctx.query(GATEWAY_API, None).l4.backends  # TLS, TCP and UDP Routes
     targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
     for ing in ctx.query(OURS, None):
         targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
@@ -332,6 +334,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
     secured = gateway_https(secured, state, config, gateway_api)
+    secured = dataclasses.replace(secured, ir=add_l4(secured.ir, gateway_api.l4, config))
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     problems = consistency_problems(secured.ir)
     if problems:

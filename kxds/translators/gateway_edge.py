@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
@@ -30,6 +30,7 @@ from kxds.translators.gateway import (
     our_gateways,
     plan_listeners,
 )
+from kxds.translators.gateway_l4 import L4Result, sni_owners, translate_l4
 from kxds.translators.gateway_routes import GatewayRoutes, HasCluster, collect, route_outcome
 from kxds.translators.gateway_status import (
     Condition,
@@ -58,6 +59,8 @@ class GatewayApi:
     """The HTTPS listeners served, each a terminated chain of the edge TLS listener."""
     bounds: frozenset[dt.datetime] = frozenset()
     """The validity bounds of the listeners' certificates (a rebuild is due at each)."""
+    l4: L4Result = field(default_factory=L4Result)
+    """TLS passthrough, TCP and UDP listeners and their Routes."""
 
 
 def translate_gateway_api(state: ClusterState, config: TranslateConfig,
@@ -75,7 +78,7 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     sni = ingress_sni_names(ingresses, config)
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
              for p in plan_listeners(gateways, config, dict(certs.problems))]
-    plans = [_sni_taken(p) if p.accepted and p.listener.protocol == "HTTPS"
+    plans = [_sni_taken(p) if p.accepted and p.listener.protocol in ("HTTPS", "TLS")
              and (p.listener.hostname or "") in sni else p for p in plans]
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
@@ -87,23 +90,30 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                       if p.accepted and p.listener.protocol == "HTTPS")
     gw_routes = collect((route_outcome(state, r, by_gateway, clusters, i, policies)
                          for i, r in enumerate(routes)), https)
-    statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
-                     for gw in sorted(gateways, key=lambda g: g.meta.ref))
-    classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
-                                                     key=lambda c: c.meta.name))
     hostnames = {(p.gateway, p.listener.name): p.listener.hostname for p in plans}
     chains = tuple(GatewayChain(gateway=state.gateways[k[0]].meta.ref, listener=k[1],
                                 hostname=hostnames[k], certificate=certs.served[k],
                                 by_host=gw_routes.https.get(k, {}))
                    for k in sorted(https))
+    l4 = translate_l4(state, config, by_gateway, clusters, policies,
+                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)))
+    attached = dict(gw_routes.attached)
+    for k, n in l4.attached.items():
+        attached[k] = attached.get(k, 0) + n
+    statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), attached)
+                     for gw in sorted(gateways, key=lambda g: g.meta.ref))
+    classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
+                                                     key=lambda c: c.meta.name))
+    route_statuses = tuple(sorted((*gw_routes.statuses, *l4.statuses), key=lambda s: s.ref))
     return GatewayApi(gw_routes, GatewayApiStatus(classes=classes, gateways=statuses,
-                                                  routes=gw_routes.statuses),
-                      (*_listener_problems(state, plans), *certs.diagnostics), chains,
-                      certs.bounds)
+                                                  routes=route_statuses),
+                      (*_listener_problems(state, plans), *certs.diagnostics,
+                       *l4.diagnostics), chains, certs.bounds, l4)
 
 
 def _sni_taken(plan: ListenerPlan) -> ListenerPlan:
-    """An HTTPS listener whose hostname an Ingress serves over TLS: the Ingress wins."""
+    """An HTTPS or TLS listener whose hostname an Ingress serves over TLS: the Ingress
+    wins."""
     host = plan.listener.hostname
     why = (f"an Ingress serves TLS for {host} on the edge (an Ingress wins)" if host else
            "the edge's default certificate (--default-certificate) serves clients "

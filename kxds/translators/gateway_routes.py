@@ -53,6 +53,7 @@ from kxds.kube.gateway_models import (
     GroupKind,
     GRPCRoute,
     HTTPRoute,
+    L4Route,
     ParentReference,
     RouteMatch,
     RouteRule,
@@ -171,8 +172,8 @@ def route_outcome(state: ClusterState, route: AnyRoute,
     return out
 
 
-def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: list[ListenerPlan]
-            ) -> tuple[Condition, list[ListenerPlan]]:
+def _attach(state: ClusterState, route: AnyRoute | L4Route, p: ParentReference,
+            plans: list[ListenerPlan]) -> tuple[Condition, list[ListenerPlan]]:
     """``Accepted`` for one parent reference, and the listeners it attaches to."""
     selected = [pl for pl in plans
                 if (p.section_name is None or pl.listener.name == p.section_name)
@@ -194,7 +195,8 @@ def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: lis
     return Condition("Accepted", True, "Accepted", ""), matching
 
 
-def _namespace_allowed(state: ClusterState, route: AnyRoute, plan: ListenerPlan) -> bool:
+def _namespace_allowed(state: ClusterState, route: AnyRoute | L4Route,
+                       plan: ListenerPlan) -> bool:
     allowed = plan.listener.allowed_routes
     ns = route.meta.namespace
     if allowed.namespaces_from == "All":
@@ -356,6 +358,10 @@ def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
                 name=name, ref=ref, match=match, action=_match_action(rule, action, match),
                 access=access, headers=header_matches(m), query=query_matches(m),
                 policy=route_policy(rule.filters))))
+
+
+attach = _attach
+"""Which listeners of one parent a Route (of any kind) attaches to, and ``Accepted``."""
 
 
 def precedence(match: PathMatch, order: int, rule: int, index: int,
