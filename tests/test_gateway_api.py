@@ -627,3 +627,37 @@ def test_an_http_route_does_not_attach_to_a_tcp_listener() -> None:
         " namespace: default}, spec: {parentRefs: [{name: g}]}}"])
     (route,) = translate(load_text(docs), TranslateConfig()).gateway_status.routes
     assert route.parents[0].conditions[0].reason == "NotAllowedByListeners"
+
+
+@pytest.mark.parametrize("kind", ["TLSRoute", "TCPRoute", "UDPRoute"])
+@pytest.mark.parametrize("grant", [False, True], ids=["no-grant", "grant"])
+def test_l4_backend_in_another_namespace_needs_a_reference_grant(kind: str, grant: bool) -> None:
+    """TLSRouteInvalidReferenceGrant, UDPRouteInvalidCrossNamespaceBackendRef and
+    TCPRouteReferenceGrant (restated)."""
+    proto, listener = {"TLSRoute": ("TCP", "{name: l, port: 443, protocol: TLS, tls: {mode:"
+                                    " Passthrough}}"),
+                       "TCPRoute": ("TCP", "{name: l, port: 9000, protocol: TCP}"),
+                       "UDPRoute": ("UDP", "{name: l, port: 9000, protocol: UDP}")}[kind]
+    docs = [
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        f" namespace: default}}, spec: {{gatewayClassName: k, listeners: [{listener}]}}}}",
+        "{apiVersion: v1, kind: Service, metadata: {name: s, namespace: other}, spec:"
+        f" {{ports: [{{port: 9000, protocol: {proto}}}]}}}}",
+        f"{{apiVersion: gateway.networking.k8s.io/v1alpha2, kind: {kind}, metadata: {{name: r,"
+        " namespace: default}, spec: {parentRefs: [{name: g}],"
+        + (" hostnames: [a.test]," if kind == "TLSRoute" else "")
+        + " rules: [{backendRefs: [{name: s, namespace: other, port: 9000}]}]}}"]
+    if grant:
+        docs.append("{apiVersion: gateway.networking.k8s.io/v1beta1, kind: ReferenceGrant,"
+                    " metadata: {name: r, namespace: other}, spec: {from: [{group:"
+                    f" gateway.networking.k8s.io, kind: {kind}, namespace: default}}],"
+                    " to: [{group: '', kind: Service}]}}")
+    translation = translate(load_text("\n---\n".join(docs)), TranslateConfig())
+    (route,) = translation.gateway_status.routes
+    conds = {c.type: c.reason for c in route.parents[0].conditions}
+    assert conds == {"Accepted": "Accepted",
+                     "ResolvedRefs": "ResolvedRefs" if grant else "RefNotPermitted"}
+    served = [lis for lis in translation.ir.listeners if lis.name != "http/8080"]
+    assert bool(served) == grant  # refused without the grant: no listener, no chain
