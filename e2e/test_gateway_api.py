@@ -28,7 +28,15 @@ import grpc
 import pytest
 from cryptography import x509
 
-from e2e.harness import EchoBackend, Gateway, Process, free_port, wait_for, write_manifests
+from e2e.harness import (
+    EchoBackend,
+    Envoy,
+    Gateway,
+    Process,
+    free_port,
+    wait_for,
+    write_manifests,
+)
 from e2e.test_tls import handshake, https_get, names_of, refused
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
@@ -718,3 +726,51 @@ def test_tls_tcp_and_udp_listeners_through_envoy(
     finally:
         for b in started.values():
             b.stop()
+
+
+def _has_listener(envoy: Envoy, name: str) -> bool:
+    return any(n.partition("::")[0] == name for n in envoy.listener_names())
+
+
+def test_a_gateway_pinned_to_an_edge_group_is_served_by_its_envoys_only(
+        manifests_dir: Path, tmp_path: Path, kxds_envoy: Callable[..., Gateway]) -> None:
+    """``kxds.io/edge-group`` on a Gateway: only the Envoys of that group (their
+    ``node.cluster``) get its listeners; the default group's Envoy does not."""
+    echo = EchoBackend("db", tmp_path, kind="tcp")
+    internal: Envoy | None = None
+    try:
+        port = free_port()
+        write_manifests(manifests_dir, "all.yaml", "---".join([
+            _l4_service("db", echo, 7000), f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: kxds}}
+spec: {{controllerName: kxds.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default, annotations: {{kxds.io/edge-group: internal}}}}
+spec:
+  gatewayClassName: kxds
+  listeners: [{{name: db, port: {port}, protocol: TCP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: db, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: db, port: 7000}}]}}]
+"""]))
+        gw = kxds_envoy(manifests_dir, wait=False)
+        assert gw.envoy is not None
+        internal = Envoy(tmp_path, gw.kxds.xds_address, group="internal", name="internal")
+        name = f"gateway/default/gw/db/{port}/tcp"
+        internal.wait_until(lambda e: _has_listener(e, name) or None)
+        internal.wait_listening(port)
+        assert _tcp_echo(port).startswith(b"db ")  # only the internal Envoy binds it
+        gw.envoy.wait_until(lambda e: _has_listener(e, f"http/{gw.http_port}") or None)
+        assert not _has_listener(gw.envoy, name)
+    finally:
+        echo.stop()
+        if internal is not None:
+            internal.stop()

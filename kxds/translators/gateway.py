@@ -1,8 +1,8 @@
 """Gateway API front-end, part one: GatewayClasses, Gateways and their listeners (pure).
 
 Which Envoys serve which Gateway: every edge Envoy serves every Gateway of a
-GatewayClass whose ``controllerName`` is ``kxds.io/gateway-controller`` (the
-edge groups share one view; a Gateway does not choose a group yet). A
+GatewayClass whose ``controllerName`` is ``kxds.io/gateway-controller``, but a
+Gateway pinned to one edge group (:mod:`kxds.translators.gateway_groups`). A
 listener is served on the edge's own listeners:
 
 * ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
@@ -11,6 +11,8 @@ listener is served on the edge's own listeners:
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
+* ``TLS`` (Passthrough) there too, ``TCP`` and ``UDP`` on their own ports
+  (:mod:`kxds.translators.gateway_l4`);
 * any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
 
 Listeners of every Gateway of ours that land on the same Envoy listener with

@@ -30,6 +30,7 @@ from kxds.translators.gateway import (
     our_gateways,
     plan_listeners,
 )
+from kxds.translators.gateway_groups import edge_group_of
 from kxds.translators.gateway_l4 import L4Result, sni_owners, translate_l4
 from kxds.translators.gateway_routes import GatewayRoutes, HasCluster, collect, route_outcome
 from kxds.translators.gateway_status import (
@@ -174,7 +175,10 @@ def _gateway_status(gw: Gateway, plans: list[ListenerPlan],
         bad = ", ".join(p.listener.name for p in plans if not p.accepted)
         accepted = Condition("Accepted", good > 0, "ListenersNotValid",
                              f"listeners not accepted: {bad}")
-    programmed = (Condition("Programmed", True, "Programmed", "served by every edge Envoy")
+    group = edge_group_of(gw)
+    where = f"served by the edge Envoys of group {group}" if group else \
+        "served by every edge Envoy"
+    programmed = (Condition("Programmed", True, "Programmed", where)
                   if accepted.status and good else
                   Condition("Programmed", False, "Invalid", "no listener is served"))
     return GatewayStatus(ref=gw.meta.ref, generation=gw.meta.generation,

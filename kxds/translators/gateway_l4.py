@@ -65,6 +65,8 @@ class _Target:
 
     weighted: tuple[ir.ClusterWeight, ...]
     access: ir.AccessPolicy | None
+    backends: tuple[Target, ...]
+    """The Services' clusters (built only once the Route is served somewhere)."""
 
 
 def _age(route: L4Route) -> tuple[bool, str, str, str, str]:
@@ -111,6 +113,7 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
     problems: list[Condition] = []
     weighted: list[ir.ClusterWeight] = []
     accesses: list[ir.AccessPolicy | None] = []
+    backends: list[Target] = []
     broken = False
     for k, b in enumerate(route.rules[0].backend_refs if route.rules else ()):
         found = _resolve(state, route, b, f"spec.rules[0].backendRefs[{k}]", protocol,
@@ -121,7 +124,7 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
         elif b.weight > 0:
             weighted.append(ir.ClusterWeight(cluster=found[0], weight=b.weight))
             accesses.append(found[1])
-            out.backends.add(((b.namespace or route.meta.namespace, b.name), found[0]))
+            backends.append(((b.namespace or route.meta.namespace, b.name), found[0]))
     if protocol == "UDP" and len(weighted) > 1:
         unsupported.append("spec.rules[0].backendRefs: Envoy's udp_proxy sends a listener's "
                            "datagrams to one backend; more than one with a weight is not "
@@ -136,7 +139,8 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
                           "; ".join(c.message for c in problems)))
     if broken or not weighted:
         return None, resolved, unsupported
-    return _Target(tuple(weighted), all_admit(accesses)), resolved, unsupported
+    return (_Target(tuple(weighted), all_admit(accesses), tuple(backends)), resolved,
+            unsupported)
 
 
 @dataclass(slots=True)
@@ -167,6 +171,7 @@ class _Builder:
                             "served for this Route"))
                     continue
                 self.sni_taken[host] = str(ref)
+                self.backends.update(target.backends)
                 self.chains.append(ir.PassthroughChain(
                     name=names.tls_chain(https, "tlsroute", host or "*"),
                     server_names=(host,) if host else (), cluster=target.weighted[0].cluster,
@@ -181,6 +186,7 @@ class _Builder:
                 f"{self.owners[key]} (the oldest Route); not served there"))
             return
         self.owners[key] = ref
+        self.backends.update(target.backends)
         proto = "tcp" if isinstance(route, TCPRoute) else "udp"
         name = names.cap(f"gateway/{key[0][0]}/{key[0][1]}/{lis.name}/{lis.port}/{proto}")
         if isinstance(route, TCPRoute):
