@@ -661,3 +661,28 @@ def test_l4_backend_in_another_namespace_needs_a_reference_grant(kind: str, gran
                      "ResolvedRefs": "ResolvedRefs" if grant else "RefNotPermitted"}
     served = [lis for lis in translation.ir.listeners if lis.name != "http/8080"]
     assert bool(served) == grant  # refused without the grant: no listener, no chain
+
+
+@pytest.mark.parametrize("ref", [
+    "{name: nowhere}",  # a Secret that does not exist
+    "{group: example.com, kind: Secret, name: c}",  # not the core group
+    "{kind: ConfigMap, name: c}",  # not a Secret
+    "{name: malformed}",  # a kubernetes.io/tls Secret whose PEM does not parse
+], ids=["nonexistent", "group", "kind", "malformed"])
+def test_https_listener_with_an_invalid_certificate_ref_is_not_served(ref: str) -> None:
+    """GatewayInvalidTLSConfiguration (restated): ResolvedRefs=False, InvalidCertificateRef."""
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: https,"
+        f" port: 443, protocol: HTTPS, hostname: a.test, tls: {{certificateRefs: [{ref}]}}}}]}}}}",
+        tls_secret_yaml("default", "c", make_leaf(make_ca(), ["a.test"])),
+        "{apiVersion: v1, kind: Secret, metadata: {name: malformed, namespace: default},"
+        " type: kubernetes.io/tls, stringData: {tls.crt: not a certificate, tls.key: nor a key}}"])
+    translation = translate(load_text(docs), TranslateConfig())
+    (lis,) = translation.gateway_status.gateways[0].listeners
+    conds = {c.type: (c.status, c.reason) for c in lis.conditions}
+    assert conds["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    assert conds["Programmed"][0] is False
+    assert not [x for x in translation.ir.listeners if x.name == "https/8443"]
