@@ -17,6 +17,7 @@ GRPCRouteHeaderMatching).
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,8 +26,19 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 
-from e2e.harness import EchoBackend, Gateway, Process, wait_for, write_manifests
+from e2e.harness import (
+    EchoBackend,
+    Envoy,
+    Gateway,
+    Process,
+    free_port,
+    wait_for,
+    write_manifests,
+)
+from e2e.test_tls import handshake, https_get, names_of, refused
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -452,3 +464,313 @@ def test_grpcroute_methods_and_headers_through_envoy(
     assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
     status, page = gw.kxds.get("/debug/gateway-api")
     assert "GRPCRoute default/greeter: parent" in page
+
+
+# HTTPS listeners: HTTPRouteHTTPSListener, GatewaySecretReferenceGrantSpecific,
+# GatewaySecretMissingReferenceGrant and GatewayInvalidTLSConfiguration restated: a
+# listener whose certificate resolves is served by SNI, one whose certificate does
+# not is refused the handshake, and an Ingress keeps the SNI name it serves.
+HTTPS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: taken, namespace: default}
+spec:
+  ingressClassName: kxds
+  tls: [{hosts: [taken.test], secretName: ingress-cert}]
+  rules:
+  - host: taken.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+  to: [{group: "", kind: Secret, name: wild-cert}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: shop.test}
+  - name: shop
+    port: 443
+    protocol: HTTPS
+    hostname: shop.test
+    tls: {certificateRefs: [{name: shop-cert}]}
+  - name: granted
+    port: 443
+    protocol: HTTPS
+    hostname: "*.wild.test"
+    tls: {certificateRefs: [{name: wild-cert, namespace: certs}]}
+  - name: not-granted
+    port: 443
+    protocol: HTTPS
+    hostname: nogrant.test
+    tls: {certificateRefs: [{name: nogrant-cert, namespace: certs}]}
+  - name: taken
+    port: 443
+    protocol: HTTPS
+    hostname: taken.test
+    tls: {certificateRefs: [{name: shop-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: plain, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  rules:
+  - backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: shop}, {name: gw, sectionName: granted},
+               {name: gw, sectionName: taken}]
+  rules:
+  - backendRefs: [{name: b, port: 80}]
+"""
+
+
+def test_https_listeners_through_envoy(manifests_dir: Path, backends: dict[str, EchoBackend],
+                                       kxds_envoy: Callable[..., Gateway]) -> None:
+    ca = make_ca("kxds gateway e2e CA")
+    pairs = {"shop-cert": ("default", ["shop.test"]), "wild-cert": ("certs", ["*.wild.test"]),
+             "nogrant-cert": ("certs", ["nogrant.test"]),
+             "ingress-cert": ("default", ["taken.test"])}
+    secrets = {name: make_leaf(ca, hosts) for name, (_, hosts) in pairs.items()}
+    write_manifests(manifests_dir, "backends.yaml",
+                    "---".join(service(n, e) for n, e in sorted(backends.items())))
+    write_manifests(manifests_dir, "secrets.yaml", "\n---\n".join(
+        tls_secret_yaml(ns, name, secrets[name]) for name, (ns, _) in pairs.items()))
+    write_manifests(manifests_dir, "routes.yaml", HTTPS)
+    gw = kxds_envoy(manifests_dir)
+    assert gw.envoy is not None
+    gw.envoy.wait_listening(gw.https_port)
+    wait_for(lambda: https_get(gw.https_port, "shop.test", ca)[0] == 200,
+             what="shop.test over HTTPS")
+    # The HTTPS listener's route, and over plain HTTP the HTTP listener's.
+    assert https_get(gw.https_port, "shop.test", ca)[1]["x-echo-backend"] == "b"
+    assert gw.backend("/", host="shop.test") == (200, "a")
+    # A cross-namespace certificate a ReferenceGrant allows, by the listener's wildcard.
+    cert, _ = handshake(gw.https_port, "x.wild.test", ca)
+    assert names_of(cert) == ["*.wild.test"]
+    assert https_get(gw.https_port, "x.wild.test", ca)[1]["x-echo-backend"] == "b"
+    # No grant: the listener is not served, its SNI name is refused the handshake.
+    assert refused(gw.https_port, "nogrant.test", ca)
+    # The Ingress keeps taken.test: its certificate, its backend.
+    cert, _ = handshake(gw.https_port, "taken.test", ca)
+    assert cert.serial_number == x509.load_pem_x509_certificate(
+        secrets["ingress-cert"].cert_pem).serial_number
+    assert https_get(gw.https_port, "taken.test", ca)[1]["x-echo-backend"] == "a"
+    _, page = gw.kxds.get("/debug/gateway-api")
+    assert "RefNotPermitted" in page and "HostnameConflict" in page
+
+
+# TLS passthrough, TCP and UDP listeners: TLSRouteSimpleSameNamespace, and the
+# experimental TCPRoute/UDPRoute intents restated: the stream reaches the backend
+# untouched (its own certificate), TCP connections split by weight, a backend's
+# NetworkPolicy admits only its clients, datagrams reach a UDP backend.
+def _l4_service(name: str, echo: EchoBackend, port: int, protocol: str = "TCP") -> str:
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: main, port: {port}, targetPort: {echo.port}, protocol: {protocol}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: main, port: {echo.port}, protocol: {protocol}}}]
+endpoints:
+- addresses: ["{echo.host}"]
+  targetRef: {{kind: Pod, namespace: default, name: {name}-0}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}-0, namespace: default, labels: {{app: {name}}}}}
+status: {{podIP: 10.0.0.1}}
+"""
+
+
+def _l4_routes(split: int, guarded: int, udp: int) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: kxds}}
+spec: {{controllerName: kxds.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {{name: tls, port: 443, protocol: TLS, hostname: "*.pt.test", tls: {{mode: Passthrough}}}}
+  - {{name: split, port: {split}, protocol: TCP}}
+  - {{name: guarded, port: {guarded}, protocol: TCP}}
+  - {{name: dns, port: {udp}, protocol: UDP}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: pt, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: tls}}]
+  hostnames: [web.pt.test]
+  rules: [{{backendRefs: [{{name: tlsweb, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: split, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: split}}]
+  rules:
+  - backendRefs: [{{name: ta, port: 7000, weight: 1}}, {{name: tb, port: 7000, weight: 1}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: guarded, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: guarded}}]
+  rules: [{{backendRefs: [{{name: guarded, port: 7000}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: guarded, namespace: default}}
+spec:
+  podSelector: {{matchLabels: {{app: guarded}}}}
+  policyTypes: [Ingress]
+  ingress: [{{from: [{{ipBlock: {{cidr: 127.0.0.2/32}}}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: dns, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: dns}}]
+  rules: [{{backendRefs: [{{name: ua, port: 53}}]}}]
+"""
+
+
+def _tcp_echo(port: int, source: str = "127.0.0.1") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=(source, 0)) as s:
+        s.sendall(b"ping")
+        return s.recv(200)
+
+
+def _udp_echo(port: int) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        s.sendto(b"ping", ("127.0.0.1", port))
+        try:
+            return s.recv(200)
+        except OSError:
+            return None
+
+
+def _refused(port: int, source: str) -> bool:
+    try:
+        return _tcp_echo(port, source) == b""  # RBAC closes the connection at once
+    except OSError:
+        return True
+
+
+def test_tls_tcp_and_udp_listeners_through_envoy(
+        manifests_dir: Path, tmp_path: Path, kxds_envoy: Callable[..., Gateway]) -> None:
+    ca = make_ca("kxds gateway l4 CA")
+    pair = make_leaf(ca, ["web.pt.test"])
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "tls.key").write_bytes(pair.key_pem)
+    started = {"tlsweb": EchoBackend("tlsweb", tmp_path, extra_args=[
+        "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")])}
+    try:
+        for name in ("ta", "tb", "guarded"):
+            started[name] = EchoBackend(name, tmp_path, kind="tcp")
+        started["ua"] = EchoBackend("ua", tmp_path, kind="udp")
+        write_manifests(manifests_dir, "backends.yaml", "---".join([
+            _l4_service("tlsweb", started["tlsweb"], 443),
+            *(_l4_service(n, started[n], 7000) for n in ("ta", "tb", "guarded")),
+            _l4_service("ua", started["ua"], 53, "UDP")]))
+        split, guarded, udp = free_port(), free_port(), free_port(kind=socket.SOCK_DGRAM)
+        write_manifests(manifests_dir, "routes.yaml", _l4_routes(split, guarded, udp))
+        gw = kxds_envoy(manifests_dir, wait=False)
+        assert gw.envoy is not None
+        for port in (gw.https_port, split, guarded):
+            gw.envoy.wait_listening(port)
+        # Passthrough: the backend's own certificate, its answer over that TLS.
+        cert, _ = handshake(gw.https_port, "web.pt.test", ca)
+        assert names_of(cert) == ["web.pt.test"]
+        assert https_get(gw.https_port, "web.pt.test", ca)[1]["x-echo-backend"] == "tlsweb"
+        assert refused(gw.https_port, "other.pt.test", ca)  # no Route for that host
+        # TCP split by weight: both backends answer within 40 connections.
+        seen = Counter(_tcp_echo(split).split(b" ")[0] for _ in range(40))
+        assert set(seen) == {b"ta", b"tb"} and all(n >= 5 for n in seen.values()), seen
+        # The guarded backend's NetworkPolicy admits 127.0.0.2 only.
+        assert _tcp_echo(guarded, "127.0.0.2").startswith(b"guarded ")
+        assert _refused(guarded, "127.0.0.3")
+        # UDP: datagrams to the UDP backend.
+        wait_for(lambda: (_udp_echo(udp) or b"").startswith(b"ua "), what="UDP echo")
+    finally:
+        for b in started.values():
+            b.stop()
+
+
+def _has_listener(envoy: Envoy, name: str) -> bool:
+    return any(n.partition("::")[0] == name for n in envoy.listener_names())
+
+
+def test_a_gateway_pinned_to_an_edge_group_is_served_by_its_envoys_only(
+        manifests_dir: Path, tmp_path: Path, kxds_envoy: Callable[..., Gateway]) -> None:
+    """``kxds.io/edge-group`` on a Gateway: only the Envoys of that group (their
+    ``node.cluster``) get its listeners; the default group's Envoy does not."""
+    echo = EchoBackend("db", tmp_path, kind="tcp")
+    internal: Envoy | None = None
+    try:
+        port = free_port()
+        write_manifests(manifests_dir, "all.yaml", "---".join([
+            _l4_service("db", echo, 7000), f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: kxds}}
+spec: {{controllerName: kxds.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default, annotations: {{kxds.io/edge-group: internal}}}}
+spec:
+  gatewayClassName: kxds
+  listeners: [{{name: db, port: {port}, protocol: TCP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: db, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: db, port: 7000}}]}}]
+"""]))
+        gw = kxds_envoy(manifests_dir, wait=False)
+        assert gw.envoy is not None
+        internal = Envoy(tmp_path, gw.kxds.xds_address, group="internal", name="internal")
+        name = f"gateway/default/gw/db/{port}/tcp"
+        internal.wait_until(lambda e: _has_listener(e, name) or None)
+        internal.wait_listening(port)
+        assert _tcp_echo(port).startswith(b"db ")  # only the internal Envoy binds it
+        gw.envoy.wait_until(lambda e: _has_listener(e, f"http/{gw.http_port}") or None)
+        assert not _has_listener(gw.envoy, name)
+    finally:
+        echo.stop()
+        if internal is not None:
+            internal.stop()

@@ -7,7 +7,9 @@ rebuilt at once, only what follows it is held), then one rebuild translates the
 latest state, checks it with :func:`kxds.ir.consistency_problems`, builds the
 Envoy resources and sets the view of every group:
 
-- every ``edge/<cluster>`` group shares one built view;
+- every ``edge/<cluster>`` group shares one built view, but groups that a
+  Gateway is pinned to (``kxds.io/edge-group``), each built with its own
+  Gateways, and then the others share one without the pinned Gateways;
 - each ``node/<name>`` group gets its own view, built for that node (also
   as soon as a proxy of a new group connects, through ``cache.on_new_group``)
   from what nodes of its class share (:mod:`kxds.fleet`); a node view that
@@ -82,6 +84,7 @@ from kxds.envoy.resource import Resources
 from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState
 from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.gateway_groups import pinned_groups, state_for_group
 from kxds.translators.gateway_status import GatewayApiStatus
 from kxds.views import Built, ViewMemo, build_edge
 from kxds.xds.cache import SnapshotCache
@@ -185,6 +188,11 @@ class Controller:
         self._nodes: dict[str, NodeInfo] = {}
         # One memo per view, used by one rebuild at a time (under ``_lock``).
         self._edge_memo = ViewMemo()
+        self._others_memo = ViewMemo()
+        self._group_memos: dict[str, ViewMemo] = {}
+        self._group_views: dict[str, Resources] = {}
+        """Each edge group a Gateway is pinned to (``kxds.io/edge-group``) -> its view;
+        the other edge groups serve ``_edge``."""
         self._node_memos: dict[str, ViewMemo] = {}
         self._shared = SharedBuilds()
         """Resources equal across node views, serialized once (swept every rebuild)."""
@@ -307,8 +315,7 @@ class Controller:
                 if self.on_gateway_status is not None and edge.gateway_status is not None:
                     self.on_gateway_status(edge.gateway_status)
                 self._log_skipped(edge.skipped)
-                for group in self._edge_groups():
-                    self.cache.set_view(group, edge.resources)
+                await self._publish_edge(state, config, edge.resources)
             else:
                 self._reject(EDGE_DEFAULT, edge)
             nodes = sorted(self._node_groups().items())
@@ -337,6 +344,38 @@ class Controller:
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
                      len(self.cache.groups()))
+
+    async def _publish_edge(self, state: ClusterState, config: TranslateConfig,
+                            full: Resources) -> None:
+        """Set every edge group's view: ``full`` when no Gateway is pinned to a group
+        (the usual case); else each pinned group gets a view with its own Gateways and
+        the unpinned ones, and every other group one without the pinned Gateways
+        (:mod:`kxds.translators.gateway_groups`). A rejected view keeps its last good one."""
+        pins = pinned_groups(state)
+        for gone in set(self._group_memos) - pins:
+            del self._group_memos[gone]
+            self._group_views.pop(gone, None)
+        if not pins:
+            self._edge = full
+        else:
+            others = await self._call(build_edge, state_for_group(state, None), config,
+                                      self._others_memo)
+            if others.resources is not None:
+                self._edge = others.resources
+            else:
+                self._reject(EDGE_DEFAULT, others)
+            for group in sorted(pins):
+                memo = self._group_memos.setdefault(group, ViewMemo())
+                built = await self._call(build_edge, state_for_group(state, group), config,
+                                         memo)
+                if built.resources is not None:
+                    self._group_views[group] = built.resources
+                else:
+                    self._reject(group, built)
+        for group in self._edge_groups():
+            view = self._group_views.get(group, self._edge)
+            if view is not None:
+                self.cache.set_view(group, view)
 
     def _next_recheck(self, config: TranslateConfig) -> dt.datetime | None:
         """Just after the next instant a certificate of the served view starts or stops
@@ -459,8 +498,9 @@ class Controller:
     def _on_new_group(self, identity: NodeIdentity) -> None:
         """A proxy of a group without a view connected: give that group its view."""
         if identity.role == "edge":
-            if self._edge is not None:
-                self.cache.set_view(identity.group, self._edge)
+            view = self._group_views.get(identity.group, self._edge)
+            if view is not None:
+                self.cache.set_view(identity.group, view)
             return
         node = self._remember(identity)
         if self.state is None:

@@ -104,6 +104,12 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
         ("gateway.networking.k8s.io/v1", "HTTPRoute", True),
     ("/apis/gateway.networking.k8s.io/v1", "grpcroutes"):
         ("gateway.networking.k8s.io/v1", "GRPCRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1alpha2", "tlsroutes"):
+        ("gateway.networking.k8s.io/v1alpha2", "TLSRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1alpha2", "tcproutes"):
+        ("gateway.networking.k8s.io/v1alpha2", "TCPRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1alpha2", "udproutes"):
+        ("gateway.networking.k8s.io/v1alpha2", "UDPRoute", True),
     ("/apis/gateway.networking.k8s.io/v1beta1", "referencegrants"):
         ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", True),
     ("/apis/coordination.k8s.io/v1", "leases"): ("coordination.k8s.io/v1", "Lease", True),

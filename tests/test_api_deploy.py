@@ -160,12 +160,18 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
             "metadata": {"name": "g", "namespace": "default"},
             "spec": {"parentRefs": [{"name": "gw"}],
-                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}]:
+                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}, *[{
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": kind,
+            "metadata": {"name": "l4", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}],
+                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}
+            for kind in ("TLSRoute", "TCPRoute", "UDPRoute")]]:
         api.apply(obj)
     with SourceRunner(ApiSource(client, ApiOptions(**FAST))) as run:
-        state = run.wait(lambda s: s.http_routes and s.grpc_routes and s.gateways,
+        state = run.wait(lambda s: s.http_routes and s.grpc_routes and s.gateways
+                         and s.tls_routes and s.tcp_routes and s.udp_routes,
                          what="Gateway API objects")
-    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 4
+    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 7
     review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)

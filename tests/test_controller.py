@@ -436,3 +436,50 @@ def test_ingresses_of_another_class_are_logged_once_at_debug(
     lines = [r.getMessage() for r in caplog.records if "skipped_not_ours" in r.getMessage()]
     assert lines == ["event=skipped_not_ours object=Ingress default/theirs "
                      "reason=another_ingress_class"]
+
+
+def _pinned_state(pinned: bool) -> ClusterState:
+    """A Gateway of ours routing to Service ``b``, pinned to ``edge/internal`` or not,
+    beside an Ingress to ``a``."""
+    annotations = "{kxds.io/edge-group: internal}" if pinned else "{}"
+    return load_text("\n---\n".join([
+        state_text("a", "b"),
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: gw,"
+        f" namespace: default, annotations: {annotations}}}, spec: {{gatewayClassName: k,"
+        " listeners: [{name: db, port: 5432, protocol: TCP}]}}",
+        "{apiVersion: gateway.networking.k8s.io/v1alpha2, kind: TCPRoute, metadata: {name: db,"
+        " namespace: default}, spec: {parentRefs: [{name: gw}], rules: [{backendRefs:"
+        " [{name: b, port: 80}]}]}}"]))
+
+
+def state_text(*services: str) -> str:
+    return "---\n".join(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: "
+                        "default}\nspec:\n  ports: [{name: http, port: 80}]\n" for s in services)
+
+
+def test_a_gateway_pinned_to_an_edge_group_is_served_by_that_group_only() -> None:
+    async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
+        internal = NodeIdentity("e2", "edge", "edge/internal", None, None, "internal")
+        ctl.publish(_pinned_state(pinned=False))
+        await wait_seq(ctl, 1)
+        cache.watch(internal)
+        assert "default/b/80" in clusters(cache) and "default/b/80" in clusters(
+            cache, "edge/internal")  # unpinned: every group serves it
+        ctl.publish(_pinned_state(pinned=True))
+        await wait_seq(ctl, 2)
+        assert "default/b/80" not in clusters(cache)
+        assert "default/b/80" in clusters(cache, "edge/internal")
+        assert ctl.gateway_status is not None  # computed with every Gateway
+        (gw,) = ctl.gateway_status.gateways
+        assert "edge/internal" in {c.type: c.message for c in gw.conditions}["Programmed"]
+        late = NodeIdentity("e3", "edge", "edge/late", None, None, "late")
+        cache.watch(late)  # a new group gets the view without the pinned Gateway
+        assert "default/b/80" not in clusters(cache, "edge/late")
+        ctl.publish(_pinned_state(pinned=False))
+        await wait_seq(ctl, 3)
+        assert "default/b/80" in clusters(cache) and "default/b/80" in clusters(
+            cache, "edge/late")
+
+    run(scenario)

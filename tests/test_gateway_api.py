@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.envoy.routes import build_route
 from kxds.ir import Forward, MatchKind
 from kxds.kube.gateway_models import (
@@ -106,8 +107,8 @@ def test_gateway_and_listener_status() -> None:
         ("Accepted", True, "ListenersNotValid"), ("Programmed", True, "Programmed")]
     by_name = {lis.name: lis for lis in gw.listeners}
     assert by_name["http"].attached_routes == 2
-    assert {c.type: c.reason for c in by_name["tcp"].conditions}["Accepted"] == \
-        "UnsupportedProtocol"
+    assert {c.type: c.reason for c in by_name["tcp"].conditions}["Accepted"] == "Accepted"
+    assert [k.kind for k in by_name["tcp"].supported_kinds] == ["TCPRoute"]
     assert {c.type: c.reason for c in by_name["odd-port"].conditions}["Accepted"] == \
         "PortUnavailable"
     (shop,) = [r for r in status.routes if r.ref.name == "shop"]
@@ -501,3 +502,187 @@ def test_a_listener_asking_for_a_route_kind_it_cannot_serve_reports_invalid_rout
     assert (conds["ResolvedRefs"].status, conds["ResolvedRefs"].reason) == (
         False, "InvalidRouteKinds")
     assert listener.supported_kinds == ()
+
+
+def test_https_listener_status_follows_its_certificate_and_the_ingress_wins_its_sni() -> None:
+    """GatewaySecretInvalidReferenceGrant, GatewaySecretMissingReferenceGrant,
+    GatewaySecretReferenceGrantSpecific, GatewayInvalidTLSConfiguration (restated)."""
+    state = load_text((GOLDEN / "gateway-https" / "input.yaml").read_text())
+    translation = translate(state, TranslateConfig())
+    (gw,) = translation.gateway_status.gateways
+    conds = {lis.name: {c.type: (c.status, c.reason) for c in lis.conditions}
+             for lis in gw.listeners}
+    for served in ("shop", "granted"):
+        assert conds[served]["Accepted"] == (True, "Accepted")
+        assert conds[served]["ResolvedRefs"] == (True, "ResolvedRefs")
+        assert conds[served]["Programmed"] == (True, "Programmed")
+    assert conds["not-granted"]["ResolvedRefs"] == (False, "RefNotPermitted")
+    assert conds["missing"]["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    assert conds["wrong-type"]["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    for refused in ("not-granted", "missing", "wrong-type"):
+        assert conds[refused]["Programmed"][0] is False
+    assert conds["taken"]["Conflicted"] == (True, "HostnameConflict")
+    assert conds["taken"]["Accepted"][0] is False
+    # Only served listeners have chains; the Ingress keeps a.example.com.
+    (tls,) = [lis for lis in translation.ir.listeners if lis.name == "https/8443"]
+    assert sorted(n for c in tls.chains for n in c.server_names) == [
+        "*.granted.example.com", "a.example.com", "shop.example.com"]
+    # A route attached to HTTPS listeners only is not served on plain HTTP.
+    (http,) = [t for t in translation.ir.route_tables if t.name == "http/8080"]
+    assert all(r.ref.kind == "Ingress" for vh in http.virtual_hosts for r in vh.routes)
+
+
+def test_https_listener_without_a_hostname_yields_to_the_default_certificate() -> None:
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: s, port: 443,"
+        " protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}]}}",
+        tls_secret_yaml("default", "c", make_leaf(make_ca(), ["a.test"]))])
+    config = TranslateConfig(default_certificate=("default", "c"))
+    status = translate(load_text(docs), config).gateway_status
+    (lis,) = status.gateways[0].listeners
+    assert {c.type: c.reason for c in lis.conditions}["Conflicted"] == "HostnameConflict"
+
+
+@pytest.mark.parametrize(("grant", "expected"), [
+    ("", (False, "RefNotPermitted")),  # GatewaySecretMissingReferenceGrant
+    ("{group: '', kind: Secret, name: other}", (False, "RefNotPermitted")),  # ...Invalid...
+    ("{group: '', kind: Secret, name: c}", (True, "ResolvedRefs")),  # ...Specific
+    ("{group: '', kind: Secret}", (True, "ResolvedRefs")),  # ...AllInNamespace
+], ids=["missing", "other-secret", "specific", "all-in-namespace"])
+def test_https_certificate_in_another_namespace_needs_a_reference_grant(
+        grant: str, expected: tuple[bool, str]) -> None:
+    docs = [
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: s, port: 443,"
+        " protocol: HTTPS, hostname: a.test, tls: {certificateRefs: [{name: c,"
+        " namespace: certs}]}}]}}",
+        tls_secret_yaml("certs", "c", make_leaf(make_ca(), ["a.test"]))]
+    if grant:
+        docs.append("{apiVersion: gateway.networking.k8s.io/v1beta1, kind: ReferenceGrant,"
+                    " metadata: {name: r, namespace: certs}, spec: {from: [{group:"
+                    " gateway.networking.k8s.io, kind: Gateway, namespace: default}],"
+                    f" to: [{grant}]}}}}")
+    translation = translate(load_text("\n---\n".join(docs)), TranslateConfig())
+    (lis,) = translation.gateway_status.gateways[0].listeners
+    assert {c.type: (c.status, c.reason) for c in lis.conditions}["ResolvedRefs"] == expected
+    chains = [c for lis in translation.ir.listeners if lis.name == "https/8443"
+              for c in lis.chains]  # type: ignore[union-attr]
+    assert len(chains) == (1 if expected[0] else 0)
+
+
+def test_l4_routes_status_and_listeners() -> None:
+    """TLSRouteSimpleSameNamespace, TCPRoute and UDPRoute intents (restated): the
+    golden case gateway-l4's computed status."""
+    state = load_text((GOLDEN / "gateway-l4" / "input.yaml").read_text())
+    translation = translate(state, TranslateConfig())
+    status = translation.gateway_status
+    (gw,) = status.gateways
+    listeners = {lis.name: lis for lis in gw.listeners}
+    assert [k.kind for k in listeners["tls"].supported_kinds] == ["TLSRoute"]
+    assert [k.kind for k in listeners["dns"].supported_kinds] == ["UDPRoute"]
+    assert listeners["tls"].attached_routes == 2
+    assert listeners["pg"].attached_routes == 2
+    assert {c.type: c.reason for c in listeners["terminate"].conditions}["Accepted"] == \
+        "UnsupportedProtocol"
+    assert {c.type: c.reason for c in listeners["on-http-port"].conditions}["Accepted"] == \
+        "PortUnavailable"
+    routes = {(r.ref.kind, r.ref.name): {c.type: c.reason for c in r.parents[0].conditions}
+              for r in status.routes}
+    assert routes[("TLSRoute", "shop")] == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
+    assert routes[("TLSRoute", "broken")]["ResolvedRefs"] == "BackendNotFound"
+    assert routes[("UDPRoute", "dns-split")]["Accepted"] == "UnsupportedValue"
+    assert routes[("UDPRoute", "dns")]["Accepted"] == "Accepted"
+    names = {lis.name for lis in translation.ir.listeners}
+    assert {"gateway/default/gw/pg/5432/tcp", "gateway/default/gw/dns/5353/udp"} <= names
+    assert not any("dns-split" in n for n in names)
+
+
+@pytest.mark.parametrize(("kind", "rules", "problem"), [
+    ("TCPRoute", "[]", "must have at least one rule"),
+    ("UDPRoute", "[{backendRefs: []}]", "must have at least one entry"),
+    ("TLSRoute", "[{backendRefs: [{name: a, port: 1, filters: [{type: X}]}]}]",
+     "is not a field of this Route kind"),
+], ids=["no-rules", "no-backends", "filters"])
+def test_l4_route_parse_problems(kind: str, rules: str, problem: str) -> None:
+    doc = (f"{{apiVersion: gateway.networking.k8s.io/v1alpha2, kind: {kind}, metadata:"
+           f" {{name: r, namespace: default}}, spec: {{parentRefs: [{{name: gw}}],"
+           f" rules: {rules}}}}}")
+    state = load_text(doc)
+    assert problem in " ".join(d.message for d in state.problems)
+
+
+def test_an_http_route_does_not_attach_to_a_tcp_listener() -> None:
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: t, port: 9000,"
+        " protocol: TCP}]}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: h,"
+        " namespace: default}, spec: {parentRefs: [{name: g}]}}"])
+    (route,) = translate(load_text(docs), TranslateConfig()).gateway_status.routes
+    assert route.parents[0].conditions[0].reason == "NotAllowedByListeners"
+
+
+@pytest.mark.parametrize("kind", ["TLSRoute", "TCPRoute", "UDPRoute"])
+@pytest.mark.parametrize("grant", [False, True], ids=["no-grant", "grant"])
+def test_l4_backend_in_another_namespace_needs_a_reference_grant(kind: str, grant: bool) -> None:
+    """TLSRouteInvalidReferenceGrant, UDPRouteInvalidCrossNamespaceBackendRef and
+    TCPRouteReferenceGrant (restated)."""
+    proto, listener = {"TLSRoute": ("TCP", "{name: l, port: 443, protocol: TLS, tls: {mode:"
+                                    " Passthrough}}"),
+                       "TCPRoute": ("TCP", "{name: l, port: 9000, protocol: TCP}"),
+                       "UDPRoute": ("UDP", "{name: l, port: 9000, protocol: UDP}")}[kind]
+    docs = [
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        f" namespace: default}}, spec: {{gatewayClassName: k, listeners: [{listener}]}}}}",
+        "{apiVersion: v1, kind: Service, metadata: {name: s, namespace: other}, spec:"
+        f" {{ports: [{{port: 9000, protocol: {proto}}}]}}}}",
+        f"{{apiVersion: gateway.networking.k8s.io/v1alpha2, kind: {kind}, metadata: {{name: r,"
+        " namespace: default}, spec: {parentRefs: [{name: g}],"
+        + (" hostnames: [a.test]," if kind == "TLSRoute" else "")
+        + " rules: [{backendRefs: [{name: s, namespace: other, port: 9000}]}]}}"]
+    if grant:
+        docs.append("{apiVersion: gateway.networking.k8s.io/v1beta1, kind: ReferenceGrant,"
+                    " metadata: {name: r, namespace: other}, spec: {from: [{group:"
+                    f" gateway.networking.k8s.io, kind: {kind}, namespace: default}}],"
+                    " to: [{group: '', kind: Service}]}}")
+    translation = translate(load_text("\n---\n".join(docs)), TranslateConfig())
+    (route,) = translation.gateway_status.routes
+    conds = {c.type: c.reason for c in route.parents[0].conditions}
+    assert conds == {"Accepted": "Accepted",
+                     "ResolvedRefs": "ResolvedRefs" if grant else "RefNotPermitted"}
+    served = [lis for lis in translation.ir.listeners if lis.name != "http/8080"]
+    assert bool(served) == grant  # refused without the grant: no listener, no chain
+
+
+@pytest.mark.parametrize("ref", [
+    "{name: nowhere}",  # a Secret that does not exist
+    "{group: example.com, kind: Secret, name: c}",  # not the core group
+    "{kind: ConfigMap, name: c}",  # not a Secret
+    "{name: malformed}",  # a kubernetes.io/tls Secret whose PEM does not parse
+], ids=["nonexistent", "group", "kind", "malformed"])
+def test_https_listener_with_an_invalid_certificate_ref_is_not_served(ref: str) -> None:
+    """GatewayInvalidTLSConfiguration (restated): ResolvedRefs=False, InvalidCertificateRef."""
+    docs = "\n---\n".join([
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: k},"
+        " spec: {controllerName: kxds.io/gateway-controller}}",
+        "{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: g,"
+        " namespace: default}, spec: {gatewayClassName: k, listeners: [{name: https,"
+        f" port: 443, protocol: HTTPS, hostname: a.test, tls: {{certificateRefs: [{ref}]}}}}]}}}}",
+        tls_secret_yaml("default", "c", make_leaf(make_ca(), ["a.test"])),
+        "{apiVersion: v1, kind: Secret, metadata: {name: malformed, namespace: default},"
+        " type: kubernetes.io/tls, stringData: {tls.crt: not a certificate, tls.key: nor a key}}"])
+    translation = translate(load_text(docs), TranslateConfig())
+    (lis,) = translation.gateway_status.gateways[0].listeners
+    conds = {c.type: (c.status, c.reason) for c in lis.conditions}
+    assert conds["ResolvedRefs"] == (False, "InvalidCertificateRef")
+    assert conds["Programmed"][0] is False
+    assert not [x for x in translation.ir.listeners if x.name == "https/8443"]

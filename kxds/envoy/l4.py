@@ -86,8 +86,9 @@ def _rbac_filter(access: ir.AccessPolicy) -> listener_components_pb2.Filter:
     return filter_
 
 
-def build_tcp_proxy(stat_prefix: str, cluster: str,
-                    hash_source_ip: bool) -> listener_components_pb2.Filter:
+def build_tcp_proxy(stat_prefix: str, cluster: str, hash_source_ip: bool,
+                    weighted: tuple[ir.ClusterWeight, ...] = ()
+                    ) -> listener_components_pb2.Filter:
     """The ``tcp_proxy`` filter; ClientIP affinity hashes the source IP.
 
     ``hash_policy`` only takes effect with a hash-based load balancer (the
@@ -97,6 +98,11 @@ def build_tcp_proxy(stat_prefix: str, cluster: str,
     local endpoints refuses clients.
     """
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_name(stat_prefix), cluster=cluster)
+    if weighted:  # a split by weight (Gateway API backendRefs) instead of one cluster
+        proxy.ClearField("cluster")
+        proxy.weighted_clusters.clusters.extend(
+            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=w.cluster, weight=w.weight)
+            for w in weighted)
     if hash_source_ip:
         proxy.hash_policy.append(hash_policy_pb2.HashPolicy(
             source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
@@ -131,7 +137,8 @@ def build_tcp_listener(listener: ir.TcpListener) -> listener_pb2.Listener:
             name="internal", filter_chain_match=match, filters=[*rbac, build_tcp_proxy(
                 listener.name + "/internal", internal.cluster, listener.hash_source_ip)]))
     msg.filter_chains.append(listener_components_pb2.FilterChain(filters=[
-        *rbac, build_tcp_proxy(listener.name, listener.cluster, listener.hash_source_ip)]))
+        *rbac, build_tcp_proxy(listener.name, listener.cluster, listener.hash_source_ip,
+                               listener.weighted)]))
     return msg
 
 

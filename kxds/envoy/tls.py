@@ -102,6 +102,11 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
     if chain.access is not None:
         filters.append(rbac.build_network_rbac(chain.access))
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_name(chain.name), cluster=chain.cluster)
+    if chain.weighted:  # a split by weight (TLSRoute backendRefs) instead of one cluster
+        proxy.ClearField("cluster")
+        proxy.weighted_clusters.clusters.extend(
+            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=w.cluster, weight=w.weight)
+            for w in chain.weighted)
     filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(proxy)))
     return listener_components_pb2.FilterChain(
         name=chain.name, filter_chain_match=_match(chain.server_names), filters=filters)

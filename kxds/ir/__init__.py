@@ -36,6 +36,7 @@ from kxds.ir.clusters import (
 )
 from kxds.ir.listeners import (
     ClientIPConfig,
+    ClusterWeight,
     HealthCheckListener,
     HttpListener,
     HttpOptions,
@@ -101,6 +102,7 @@ __all__ = [
     "Cluster",
     "ClusterKind",
     "ClusterOptions",
+    "ClusterWeight",
     "CorsPolicy",
     "DirectResponse",
     "Endpoint",

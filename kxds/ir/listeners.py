@@ -85,6 +85,14 @@ class TerminatedChain:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterWeight:
+    """One cluster of a layer-4 split by weight (Envoy ``tcp_proxy`` ``weighted_clusters``)."""
+
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PassthroughChain:
     """TLS passed through untouched to ``cluster``, chosen by SNI.
 
@@ -102,6 +110,9 @@ class PassthroughChain:
     access: AccessPolicy | None = None
     """Client-IP rules for the connection; None is open."""
     refs: tuple[ObjectRef, ...] = ()
+    weighted: tuple[ClusterWeight, ...] = ()
+    """Two or more: connections split among these by weight (``cluster`` is the first);
+    empty: every connection to ``cluster``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +179,8 @@ class TcpListener:
     internal: InternalRoute | None = None
     upstream_source: UpstreamSource = UpstreamSource.PROXY
     """The source address of upstream connections (every filter chain's)."""
+    weighted: tuple[ClusterWeight, ...] = ()
+    """As :attr:`PassthroughChain.weighted` (for the chain without an internal route)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,8 +80,11 @@ def consistency_problems(ir: IR) -> list[str]:
                         wanted_secrets.append(ch.client_certificate.validation_secret)
                 else:
                     wanted_clusters.append(ch.cluster)
+                    wanted_clusters += [w.cluster for w in ch.weighted]
         elif isinstance(lis, (TcpListener, UdpListener)):
             wanted_clusters.append(lis.cluster)
+            if isinstance(lis, TcpListener):
+                wanted_clusters += [w.cluster for w in lis.weighted]
             if lis.internal is not None:
                 wanted_clusters.append(lis.internal.cluster)
         problems += [f"listener {lis.name} names missing route table {t}"

@@ -260,4 +260,48 @@ class ReferenceGrant:
                         and (t.name is None or t.name == name) for t in self.to))
 
 
-GatewayModel = GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L4Rule:
+    """A TLSRoute, TCPRoute or UDPRoute rule: backends only (no matches, no filters)."""
+
+    name: str | None = None
+    backend_refs: tuple[BackendRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSRoute:
+    """A TLSRoute (v1alpha2): connections by SNI ``hostnames``, passed through to the
+    backends still encrypted."""
+
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[L4Rule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TCPRoute:
+    """A TCPRoute (v1alpha2): every connection of its listener to the backends."""
+
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    rules: tuple[L4Rule, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    """Always empty (TCP has no host names); for code shared with the other Routes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UDPRoute:
+    """A UDPRoute (v1alpha2): every datagram of its listener to the backends."""
+
+    meta: Meta
+    parent_refs: tuple[ParentReference, ...] = ()
+    rules: tuple[L4Rule, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    """Always empty, as for :class:`TCPRoute`."""
+
+
+L4Route = TLSRoute | TCPRoute | UDPRoute
+
+GatewayModel = (GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute
+                | TCPRoute | UDPRoute)

@@ -21,6 +21,9 @@ from kxds.kube.gateway_models import GatewayClass as GatewayClass
 from kxds.kube.gateway_models import GRPCRoute as GRPCRoute
 from kxds.kube.gateway_models import HTTPRoute as HTTPRoute
 from kxds.kube.gateway_models import ReferenceGrant as ReferenceGrant
+from kxds.kube.gateway_models import TCPRoute as TCPRoute
+from kxds.kube.gateway_models import TLSRoute as TLSRoute
+from kxds.kube.gateway_models import UDPRoute as UDPRoute
 from kxds.kube.meta import Key as Key
 from kxds.kube.meta import LabelSelector as LabelSelector
 from kxds.kube.meta import Meta as Meta
@@ -279,7 +282,8 @@ class NetworkPolicy:
 
 
 Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
-         | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant)
+         | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute | TCPRoute
+         | UDPRoute)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -308,6 +312,10 @@ class ClusterState:
     grpc_routes: Mapping[Key, GRPCRoute] = field(default_factory=dict)
     reference_grants: Mapping[Key, ReferenceGrant] = field(default_factory=dict)
     """Gateway API objects (``gateway.networking.k8s.io``); empty without the CRDs."""
+    tls_routes: Mapping[Key, TLSRoute] = field(default_factory=dict)
+    tcp_routes: Mapping[Key, TCPRoute] = field(default_factory=dict)
+    udp_routes: Mapping[Key, UDPRoute] = field(default_factory=dict)
+    """Gateway API Routes of the experimental channel (v1alpha2)."""
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
     problems: tuple[Diagnostic, ...] = ()
@@ -345,6 +353,9 @@ class ClusterState:
             http_routes=view(HTTPRoute),  # type: ignore[arg-type]
             grpc_routes=view(GRPCRoute),  # type: ignore[arg-type]
             reference_grants=view(ReferenceGrant),  # type: ignore[arg-type]
+            tls_routes=view(TLSRoute),  # type: ignore[arg-type]
+            tcp_routes=view(TCPRoute),  # type: ignore[arg-type]
+            udp_routes=view(UDPRoute),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
             ),
@@ -367,5 +378,8 @@ class ClusterState:
             self.http_routes,
             self.grpc_routes,
             self.reference_grants,
+            self.tls_routes,
+            self.tcp_routes,
+            self.udp_routes,
         ):
             yield from mapping.values()

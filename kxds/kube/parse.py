@@ -341,7 +341,7 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
 }
 
 _NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy", "Gateway",
-               "HTTPRoute", "ReferenceGrant", "GRPCRoute")
+               "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
 
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:

@@ -41,7 +41,7 @@ from kxds.kube.gateway_fields import (
     parse_hostname,
 )
 from kxds.kube.limits import Limits
-from kxds.kube.meta import LabelSelector
+from kxds.kube.meta import LabelSelector, Meta
 from kxds.kube.parse_route_filters import backend_ref, route_filters, value_matches
 
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
@@ -357,6 +357,62 @@ def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
     return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
+# --- TLSRoute, TCPRoute, UDPRoute (v1alpha2) ------------------------------------------
+
+
+def _l4_rule(raw: Mapping[str, Any], path: str) -> g.L4Rule:
+    name = get_str(raw, "name", path)
+    matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
+    if not get_list(raw, "backendRefs", path):
+        fail(f"{path}.backendRefs", "must have at least one entry", Reason.MISSING_FIELD)
+    check_count(get_list(raw, "backendRefs", path), 16, f"{path}.backendRefs",
+                "the Gateway API allows 16")
+    backends = items(raw, "backendRefs", path, backend_ref)
+    for k, b in enumerate(backends):
+        if b.filters:
+            fail(f"{path}.backendRefs[{k}].filters", "is not a field of this Route kind")
+    return g.L4Rule(name=name, backend_refs=backends)
+
+
+def _l4_common(doc: Mapping[str, Any], kind: str
+               ) -> tuple[Meta, tuple[g.ParentReference, ...], tuple[g.L4Rule, ...]]:
+    meta = parse_meta(doc, kind, namespaced=True)
+    spec = get_map(doc, "spec", "")
+    check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
+                "the Gateway API allows 32")
+    parents = items(spec, "parentRefs", "spec", _parent_ref)
+    _check_parents(parents)
+    if not get_list(spec, "rules", "spec"):
+        fail("spec.rules", "must have at least one rule", Reason.MISSING_FIELD)
+    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
+    rules = items(spec, "rules", "spec", _l4_rule)
+    names = [r.name for r in rules if r.name is not None]
+    if len(set(names)) < len(names):
+        fail("spec.rules", "Rule name must be unique within the route")
+    return meta, parents, rules
+
+
+def parse_tls_route(doc: Mapping[str, Any], limits: Limits) -> g.TLSRoute:
+    meta, parents, rules = _l4_common(doc, "TLSRoute")
+    spec = get_map(doc, "spec", "")
+    check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
+                "the Gateway API allows 16")
+    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
+                                               f"spec.hostnames[{i}]"))
+                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+    return g.TLSRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+
+
+def parse_tcp_route(doc: Mapping[str, Any], limits: Limits) -> g.TCPRoute:
+    meta, parents, rules = _l4_common(doc, "TCPRoute")
+    return g.TCPRoute(meta=meta, parent_refs=parents, rules=rules)
+
+
+def parse_udp_route(doc: Mapping[str, Any], limits: Limits) -> g.UDPRoute:
+    meta, parents, rules = _l4_common(doc, "UDPRoute")
+    return g.UDPRoute(meta=meta, parent_refs=parents, rules=rules)
+
+
 # --- ReferenceGrant --------------------------------------------------------------------
 
 
@@ -393,6 +449,10 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], g.Gatewa
     (_V1, "HTTPRoute"): parse_http_route,
     (_V1, "GRPCRoute"): parse_grpc_route,
     (_V1, "ReferenceGrant"): parse_reference_grant,
+    (f"{g.GROUP}/v1alpha2", "TLSRoute"): parse_tls_route,
+    (f"{g.GROUP}/v1alpha3", "TLSRoute"): parse_tls_route,
+    (f"{g.GROUP}/v1alpha2", "TCPRoute"): parse_tcp_route,
+    (f"{g.GROUP}/v1alpha2", "UDPRoute"): parse_udp_route,
     # The standard channel serves ReferenceGrant as v1beta1 (v1 came later).
     (f"{g.GROUP}/v1beta1", "ReferenceGrant"): parse_reference_grant,
 }

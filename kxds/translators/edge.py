@@ -47,6 +47,8 @@ from kxds.translators import ingress, tls
 from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
+from kxds.translators.gateway_l4 import add_l4
+from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import OneService, cluster_names, translate_service
@@ -208,6 +210,7 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
     targets += ctx.query(GATEWAY_API, None).routes.backends
+    targets += ctx.query(GATEWAY_API, None).l4.backends  # TLS, TCP and UDP Routes
     targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
     for ing in ctx.query(OURS, None):
         targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
@@ -274,7 +277,9 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
     def has(key: Key, name: str) -> bool:
         return name in ctx.query(CLUSTER_NAMES, key)
 
-    return translate_gateway_api(ctx.state, ctx.config, has, ctx.query(POLICIES, None))
+    return translate_gateway_api(
+        ctx.state, ctx.config, has, ctx.query(POLICIES, None), ctx.query(OURS, None),
+        lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
 
 
 GATEWAY_API: Query[None, GatewayApi] = Query("gateway-api", _gateway_api)
@@ -328,6 +333,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
               listeners=(listener,), route_tables=(table,))
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
+    secured = gateway_https(secured, state, config, gateway_api)
+    secured = dataclasses.replace(secured, ir=add_l4(secured.ir, gateway_api.l4, config))
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     problems = consistency_problems(secured.ir)
     if problems:

@@ -1,16 +1,18 @@
 """Gateway API front-end, part one: GatewayClasses, Gateways and their listeners (pure).
 
 Which Envoys serve which Gateway: every edge Envoy serves every Gateway of a
-GatewayClass whose ``controllerName`` is ``kxds.io/gateway-controller`` (the
-edge groups share one view; a Gateway does not choose a group yet). A
+GatewayClass whose ``controllerName`` is ``kxds.io/gateway-controller``, but a
+Gateway pinned to one edge group (:mod:`kxds.translators.gateway_groups`). A
 listener is served on the edge's own listeners:
 
 * ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
   Service publishes 80 and forwards it there, so both name the same Envoy
   listener;
-* ``HTTPS`` (Terminate) on 443 or ``--https-port``: certificate references are
-  resolved and reported (``ResolvedRefs``), but the listener is not served
-  yet: ``Accepted=False``, ``UnsupportedProtocol``;
+* ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
+  edge TLS listener, selected by the listener's hostname as SNI, when its
+  certificate resolves (:mod:`kxds.translators.gateway_tls`);
+* ``TLS`` (Passthrough) there too, ``TCP`` and ``UDP`` on their own ports
+  (:mod:`kxds.translators.gateway_l4`);
 * any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
 
 Listeners of every Gateway of ours that land on the same Envoy listener with
@@ -34,6 +36,11 @@ HTTPROUTE = GroupKind(group=GROUP, kind="HTTPRoute")
 GRPCROUTE = GroupKind(group=GROUP, kind="GRPCRoute")
 HTTP_KINDS = (HTTPROUTE, GRPCROUTE)
 """The Route kinds an HTTP listener serves."""
+TLSROUTE = GroupKind(group=GROUP, kind="TLSRoute")
+TCPROUTE = GroupKind(group=GROUP, kind="TCPRoute")
+UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
+L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
+"""The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
     "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
@@ -42,7 +49,8 @@ SUPPORTED_FEATURES = (
     "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
-    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant")
+    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
+    "TCPRoute", "TLSRoute", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
 
@@ -89,31 +97,56 @@ class ListenerPlan:
 
 def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
     proto = lis.protocol.upper()
-    if proto not in ("HTTP", "HTTPS") or lis.protocol != proto:
+    if proto not in ("HTTP", "HTTPS", "TLS", "TCP", "UDP") or lis.protocol != proto:
         return Condition("Accepted", False, "UnsupportedProtocol",
-                         f"protocol {lis.protocol} is not supported (HTTP only so far)")
+                         f"protocol {lis.protocol} is not supported (HTTP, HTTPS, TLS, TCP "
+                         "and UDP are)")
+    if proto == "TLS" and (lis.tls is None or lis.tls.mode != "Passthrough"):
+        return Condition("Accepted", False, "UnsupportedProtocol",
+                         "TLS listeners are served in Passthrough mode only (to terminate "
+                         "TLS, use an HTTPS listener)")
+    if proto in ("TCP", "UDP"):
+        edge = {80, 443, config.http_port, config.https_port}
+        if proto == "TCP" and lis.port in edge:
+            return Condition("Accepted", False, "PortUnavailable",
+                             f"port {lis.port} is the edge's own HTTP or HTTPS port")
+        return None
     ports = (80, config.http_port) if proto == "HTTP" else (443, config.https_port)
     if lis.port not in ports:
         return Condition("Accepted", False, "PortUnavailable",
                          f"{proto} is served on port {' or '.join(map(str, sorted(set(ports))))} "
                          "(the edge Service's port and kxds's own)")
-    if proto == "HTTPS":
-        return Condition("Accepted", False, "UnsupportedProtocol",
-                         "HTTPS listeners are not served yet (HTTP only so far)")
     return None
+
+
+def kinds_of(protocol: str) -> tuple[GroupKind, ...]:
+    """The Route kinds a listener of ``protocol`` serves."""
+    return L4_KINDS.get(protocol.upper(), HTTP_KINDS)
 
 
 def _kinds(lis: Listener) -> tuple[tuple[GroupKind, ...], Condition | None]:
     """The route kinds the listener supports, and ``ResolvedRefs=False`` for the others."""
+    served = kinds_of(lis.protocol)
     if not lis.allowed_routes.kinds:
-        return HTTP_KINDS, None
-    good = tuple(k for k in lis.allowed_routes.kinds if k in HTTP_KINDS)
-    bad = [f"{k.group}/{k.kind}" for k in lis.allowed_routes.kinds if k not in HTTP_KINDS]
+        return served, None
+    good = tuple(k for k in lis.allowed_routes.kinds if k in served)
+    bad = [f"{k.group}/{k.kind}" for k in lis.allowed_routes.kinds if k not in served]
     if not bad:
         return good, None
     return good, Condition("ResolvedRefs", False, "InvalidRouteKinds",
                            f"route kinds {', '.join(bad)} are not supported on "
                            f"{lis.protocol} listeners")
+
+
+def _slot(lis: Listener) -> tuple[str, str | None]:
+    """What makes listeners distinct on the edge: HTTPS and TLS listeners share one Envoy
+    listener (by SNI name), a TCP or UDP listener has its port to itself."""
+    proto = lis.protocol.upper()
+    if proto in ("HTTPS", "TLS"):
+        return ("SNI", lis.hostname)
+    if proto in ("TCP", "UDP"):
+        return (f"{proto}/{lis.port}", None)
+    return (lis.protocol, lis.hostname)
 
 
 def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
@@ -135,17 +168,22 @@ def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
                          or Condition("ResolvedRefs", True, "ResolvedRefs", ""))
             ok = problem is None and conds[1].status
             if ok:
-                local.setdefault((lis.protocol, lis.hostname), []).append(len(plans))
+                local.setdefault(_slot(lis), []).append(len(plans))
             plans.append(ListenerPlan(gw.meta.key, lis, ok, kinds, tuple(conds)))
         for slot, indexes in local.items():
             owner = claimed.get(slot)
             if len(indexes) == 1 and owner is None:
                 claimed[slot] = gw.meta.key
                 continue
-            why = (f"hostname {slot[1] or '(any)'} is also served by Gateway "
+            what = (f"port {slot[0].partition('/')[2]}" if "/" in slot[0]
+                    else f"hostname {slot[1] or '(any)'}")
+            why = (f"{what} is also served by Gateway "
                    f"{owner[0]}/{owner[1]}" if owner is not None else
                    f"listeners {', '.join(plans[i].listener.name for i in indexes)} of this "
-                   "Gateway are not distinct (port 80 and the edge port are one listener)")
+                   "Gateway are not distinct (port 80 and the edge port are one listener)"
+                   if slot[0] == "HTTP" else
+                   f"listeners {', '.join(plans[i].listener.name for i in indexes)} of this "
+                   f"Gateway are not distinct (they share the edge's {what})")
             for i in indexes:
                 plans[i] = _conflicted(plans[i], why)
     return plans
@@ -155,38 +193,6 @@ def _conflicted(plan: ListenerPlan, why: str) -> ListenerPlan:
     conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
              Condition("Conflicted", True, "HostnameConflict", why))
     return ListenerPlan(plan.gateway, plan.listener, False, plan.supported_kinds, conds)
-
-
-def certificate_refs(state: ClusterState, gw: Gateway) -> dict[tuple[Key, str], Condition]:
-    """``ResolvedRefs`` of each HTTPS listener of ``gw`` that names certificates.
-
-    A reference must be a core ``Secret`` of type ``kubernetes.io/tls``; one in
-    another namespace needs a ReferenceGrant there from Gateways of ``gw``'s.
-    """
-    out: dict[tuple[Key, str], Condition] = {}
-    ns = gw.meta.namespace
-    for lis in gw.listeners:
-        if lis.tls is None:
-            continue
-        for ref in lis.tls.certificate_refs:
-            target = ref.namespace or ns
-            name = f"{target}/{ref.name}"
-            if ref.group != "" or ref.kind != "Secret":
-                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
-                                 f"{ref.group or 'core'}/{ref.kind} {name} is not a Secret")
-            elif target != ns and not granted(state, "Gateway", ns, "", "Secret", target,
-                                              ref.name):
-                cond = Condition("ResolvedRefs", False, "RefNotPermitted",
-                                 f"no ReferenceGrant in {target} allows Gateways of {ns} "
-                                 f"to use Secret {name}")
-            elif (secret := state.secrets.get((target, ref.name))) is None \
-                    or secret.type != "kubernetes.io/tls":
-                cond = Condition("ResolvedRefs", False, "InvalidCertificateRef",
-                                 f"Secret {name} is missing or not of type kubernetes.io/tls")
-            else:
-                continue
-            out.setdefault((gw.meta.key, lis.name), cond)
-    return out
 
 
 def granted(state: ClusterState, from_kind: str, from_ns: str, to_group: str, to_kind: str,

@@ -13,29 +13,37 @@ serve answers 404 for them, as the Gateway API asks.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
 from kxds.kube.gateway_models import Gateway, GRPCRoute, HTTPRoute
-from kxds.kube.models import ClusterState, Key
+from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import (
     ListenerPlan,
-    certificate_refs,
     class_status,
     our_classes,
     our_gateways,
     plan_listeners,
 )
+from kxds.translators.gateway_groups import edge_group_of
+from kxds.translators.gateway_l4 import L4Result, sni_owners, translate_l4
 from kxds.translators.gateway_routes import GatewayRoutes, HasCluster, collect, route_outcome
 from kxds.translators.gateway_status import (
     Condition,
     GatewayApiStatus,
     GatewayStatus,
     ListenerStatus,
+)
+from kxds.translators.gateway_tls import (
+    GatewayChain,
+    Inspect,
+    ingress_sni_names,
+    resolve_certificates,
 )
 from kxds.translators.network_policy import PolicyIndex
 
@@ -48,32 +56,72 @@ class GatewayApi:
     status: GatewayApiStatus
     diagnostics: tuple[Diagnostic, ...] = ()
     """Problems of the Gateways themselves (listeners not served)."""
+    chains: tuple[GatewayChain, ...] = ()
+    """The HTTPS listeners served, each a terminated chain of the edge TLS listener."""
+    bounds: frozenset[dt.datetime] = frozenset()
+    """The validity bounds of the listeners' certificates (a rebuild is due at each)."""
+    l4: L4Result = field(default_factory=L4Result)
+    """TLS passthrough, TCP and UDP listeners and their Routes."""
 
 
 def translate_gateway_api(state: ClusterState, config: TranslateConfig,
-                          clusters: HasCluster, policies: PolicyIndex | None = None
+                          clusters: HasCluster, policies: PolicyIndex | None = None,
+                          ingresses: tuple[Ingress, ...] = (), inspect: Inspect | None = None
                           ) -> GatewayApi:
     """Every Gateway and HTTPRoute of ours -> routes per host and status; a route to a
-    Service carries its client-IP rules (NetworkPolicy) as an Ingress route does."""
+    Service carries its client-IP rules (NetworkPolicy) as an Ingress route does.
+
+    ``ingresses``: the Ingresses of ours, whose TLS hosts win over HTTPS listeners of
+    the same hostname; ``inspect``: how a certificate pair is inspected (cached by
+    the caller)."""
     gateways = our_gateways(state)
-    cert_refs = {k: v for gw in gateways for k, v in certificate_refs(state, gw).items()}
+    certs = resolve_certificates(state, gateways, config, inspect)
+    sni = ingress_sni_names(ingresses, config)
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
-             for p in plan_listeners(gateways, config, cert_refs)]
+             for p in plan_listeners(gateways, config, dict(certs.problems))]
+    plans = [_sni_taken(p) if p.accepted and p.listener.protocol in ("HTTPS", "TLS")
+             and (p.listener.hostname or "") in sni else p for p in plans]
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
     both: list[HTTPRoute | GRPCRoute] = [*state.http_routes.values(),
                                          *state.grpc_routes.values()]
     routes = sorted(both, key=age_of_route)
-    gw_routes = collect(route_outcome(state, r, by_gateway, clusters, i, policies)
-                        for i, r in enumerate(routes))
-    statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), gw_routes.attached)
+    https = frozenset((p.gateway, p.listener.name) for p in plans
+                      if p.accepted and p.listener.protocol == "HTTPS")
+    gw_routes = collect((route_outcome(state, r, by_gateway, clusters, i, policies)
+                         for i, r in enumerate(routes)), https)
+    hostnames = {(p.gateway, p.listener.name): p.listener.hostname for p in plans}
+    chains = tuple(GatewayChain(gateway=state.gateways[k[0]].meta.ref, listener=k[1],
+                                hostname=hostnames[k], certificate=certs.served[k],
+                                by_host=gw_routes.https.get(k, {}))
+                   for k in sorted(https))
+    l4 = translate_l4(state, config, by_gateway, clusters, policies,
+                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)))
+    attached = dict(gw_routes.attached)
+    for k, n in l4.attached.items():
+        attached[k] = attached.get(k, 0) + n
+    statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), attached)
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))
     classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
                                                      key=lambda c: c.meta.name))
+    route_statuses = tuple(sorted((*gw_routes.statuses, *l4.statuses), key=lambda s: s.ref))
     return GatewayApi(gw_routes, GatewayApiStatus(classes=classes, gateways=statuses,
-                                                  routes=gw_routes.statuses),
-                      tuple(_listener_problems(state, plans)))
+                                                  routes=route_statuses),
+                      (*_listener_problems(state, plans), *certs.diagnostics,
+                       *l4.diagnostics), chains, certs.bounds, l4)
+
+
+def _sni_taken(plan: ListenerPlan) -> ListenerPlan:
+    """An HTTPS or TLS listener whose hostname an Ingress serves over TLS: the Ingress
+    wins."""
+    host = plan.listener.hostname
+    why = (f"an Ingress serves TLS for {host} on the edge (an Ingress wins)" if host else
+           "the edge's default certificate (--default-certificate) serves clients "
+           "without a known SNI name (an Ingress wins)")
+    conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
+             Condition("Conflicted", True, "HostnameConflict", why))
+    return replace(plan, accepted=False, conditions=conds)
 
 
 def _listener_problems(state: ClusterState, plans: list[ListenerPlan]) -> Iterable[Diagnostic]:
@@ -127,7 +175,10 @@ def _gateway_status(gw: Gateway, plans: list[ListenerPlan],
         bad = ", ".join(p.listener.name for p in plans if not p.accepted)
         accepted = Condition("Accepted", good > 0, "ListenersNotValid",
                              f"listeners not accepted: {bad}")
-    programmed = (Condition("Programmed", True, "Programmed", "served by every edge Envoy")
+    group = edge_group_of(gw)
+    where = f"served by the edge Envoys of group {group}" if group else \
+        "served by every edge Envoy"
+    programmed = (Condition("Programmed", True, "Programmed", where)
                   if accepted.status and good else
                   Condition("Programmed", False, "Invalid", "no listener is served"))
     return GatewayStatus(ref=gw.meta.ref, generation=gw.meta.generation,

@@ -53,6 +53,7 @@ from kxds.kube.gateway_models import (
     GroupKind,
     GRPCRoute,
     HTTPRoute,
+    L4Route,
     ParentReference,
     RouteMatch,
     RouteRule,
@@ -171,8 +172,8 @@ def route_outcome(state: ClusterState, route: AnyRoute,
     return out
 
 
-def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: list[ListenerPlan]
-            ) -> tuple[Condition, list[ListenerPlan]]:
+def _attach(state: ClusterState, route: AnyRoute | L4Route, p: ParentReference,
+            plans: list[ListenerPlan]) -> tuple[Condition, list[ListenerPlan]]:
     """``Accepted`` for one parent reference, and the listeners it attaches to."""
     selected = [pl for pl in plans
                 if (p.section_name is None or pl.listener.name == p.section_name)
@@ -194,7 +195,8 @@ def _attach(state: ClusterState, route: AnyRoute, p: ParentReference, plans: lis
     return Condition("Accepted", True, "Accepted", ""), matching
 
 
-def _namespace_allowed(state: ClusterState, route: AnyRoute, plan: ListenerPlan) -> bool:
+def _namespace_allowed(state: ClusterState, route: AnyRoute | L4Route,
+                       plan: ListenerPlan) -> bool:
     allowed = plan.listener.allowed_routes
     ns = route.meta.namespace
     if allowed.namespaces_from == "All":
@@ -358,6 +360,10 @@ def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
                 policy=route_policy(rule.filters))))
 
 
+attach = _attach
+"""Which listeners of one parent a Route (of any kind) attaches to, and ``Accepted``."""
+
+
 def precedence(match: PathMatch, order: int, rule: int, index: int,
                conditions: RouteMatch | None = None) -> Rank:
     """Envoy order (first match wins), per the HTTPRoute spec: Exact, then
@@ -383,6 +389,10 @@ class GatewayRoutes:
     diagnostics: tuple[Diagnostic, ...]
     attached: Mapping[tuple[Key, str], int]
     statuses: tuple[RouteStatus, ...]
+    https: Mapping[tuple[Key, str], Mapping[str, tuple[Route, ...]]] = field(
+        default_factory=dict)
+    """The routes of each HTTPS listener (Gateway, listener name), per host as in
+    ``by_host``: each is its own route table, not merged with the others."""
 
 
 def _covered(per_host: Mapping[str, list[tuple[Rank, Route]]]) -> dict[str, list[Route]]:
@@ -405,8 +415,10 @@ def _covers(wide: str, host: str) -> bool:
     return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
 
 
-def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
-    """Merge the Routes' outcomes (each already in age order) into hosts."""
+def collect(outcomes: Iterable[RouteOutcome],
+            https: frozenset[tuple[Key, str]] = frozenset()) -> GatewayRoutes:
+    """Merge the Routes' outcomes (each already in age order) into hosts; the routes
+    of the ``https`` listeners go to their own tables."""
     listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
@@ -422,7 +434,11 @@ def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
         if o.status is not None and o.status.parents:
             statuses.append(o.status)
     hosts: dict[str, list[Route]] = {}
-    for per_host in listeners.values():
+    secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
+              for k, per_host in sorted(listeners.items()) if k in https}
+    for k, per_host in listeners.items():
+        if k in https:
+            continue
         for host, served in _covered(per_host).items():
             have = hosts.setdefault(host, [])
             names_in = {r.name for r in have}
@@ -430,4 +446,4 @@ def collect(outcomes: Iterable[RouteOutcome]) -> GatewayRoutes:
     return GatewayRoutes(
         by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
-        statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
+        statuses=tuple(sorted(statuses, key=lambda s: s.ref)), https=secure)

@@ -1,0 +1,282 @@
+"""Gateway API beyond HTTP: TLS passthrough, TCP and UDP listeners and their Routes (pure).
+
+* A ``TLS`` listener (``tls.mode: Passthrough``) on 443 or the edge HTTPS port
+  shares the edge TLS listener with HTTPS listeners and Ingress TLS. Each
+  TLSRoute (v1alpha2) attached to it gives a passthrough chain per SNI host
+  (the intersection of the Route's and the listener's hostnames): the still
+  encrypted stream goes to its backends, split by weight (``tcp_proxy``
+  ``weighted_clusters``). A host an Ingress serves over TLS, an HTTPS
+  listener's, or one an older TLSRoute took, is not taken (``Conflict``
+  diagnostic): the older claim keeps it, the Ingress first.
+* A ``TCP`` listener (any port but the edge's HTTP and HTTPS ones) becomes an
+  edge :class:`~kxds.ir.TcpListener` on that port, bound by every edge Envoy;
+  its TCPRoute's backends get the connections, split by weight.
+* A ``UDP`` listener becomes an edge :class:`~kxds.ir.UdpListener`: Envoy's
+  ``udp_proxy`` routes a listener's datagrams to one cluster, so a UDPRoute
+  with more than one backend of non-zero weight is ``UnsupportedValue`` (not
+  served).
+
+One rule per Route (these Routes have no matches to choose between rules:
+more is ``UnsupportedValue``); one Route per TCP or UDP listener (the oldest;
+the others get a ``Conflict`` diagnostic). A backend must be a Service port of
+the listener's protocol (``BackendNotFound``, ``RefNotPermitted``,
+``InvalidKind`` otherwise, as for HTTPRoute). When a backend with a share does
+not resolve, or no backend has a share, the rule is not served: its
+connections are refused (no chain, no listener), as an HTTPRoute rule answers
+500. Client-IP rules (NetworkPolicy, ``loadBalancerSourceRanges``) of every
+backend apply to the connection (a split may reach any of them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kxds import ir, names
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.kube.gateway_models import GROUP, BackendRef, L4Route, TCPRoute, TLSRoute
+from kxds.kube.models import ClusterState, Key
+from kxds.translators.access import all_admit, route_access
+from kxds.translators.config import TranslateConfig
+from kxds.translators.gateway import ListenerPlan, granted
+from kxds.translators.gateway_routes import HasCluster, Target, attach, route_hosts
+from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.services import port_cluster
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class L4Result:
+    """The TLS, TCP and UDP Routes' share of the edge IR, and their status."""
+
+    passthrough: tuple[ir.PassthroughChain, ...] = ()
+    tcp: tuple[ir.TcpListener, ...] = ()
+    udp: tuple[ir.UdpListener, ...] = ()
+    backends: frozenset[Target] = frozenset()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    attached: Mapping[tuple[Key, str], int] = field(default_factory=dict)
+    statuses: tuple[RouteStatus, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a rule's connections go: clusters by weight, and the clients admitted."""
+
+    weighted: tuple[ir.ClusterWeight, ...]
+    access: ir.AccessPolicy | None
+    backends: tuple[Target, ...]
+    """The Services' clusters (built only once the Route is served somewhere)."""
+
+
+def _age(route: L4Route) -> tuple[bool, str, str, str, str]:
+    ts = route.meta.creation_timestamp
+    return (ts == "", ts, route.meta.namespace, route.meta.name, route.meta.ref.kind)
+
+
+def _resolve(state: ClusterState, route: L4Route, b: BackendRef, where: str, protocol: str,
+             clusters: HasCluster, policies: PolicyIndex | None,
+             diagnostics: list[Diagnostic]) -> tuple[str, ir.AccessPolicy | None] | Condition:
+    """The cluster of a backend reference and its client-IP rules, or why not."""
+    ns = b.namespace or route.meta.namespace
+    name = f"{ns}/{b.name}"
+    kind = route.meta.ref.kind
+    if b.group != "" or b.kind != "Service":
+        return Condition("ResolvedRefs", False, "InvalidKind",
+                         f"{where}: {b.group or 'core'}/{b.kind} {name} is not a Service")
+    if ns != route.meta.namespace and not granted(state, kind, route.meta.namespace, "",
+                                                  "Service", ns, b.name):
+        return Condition("ResolvedRefs", False, "RefNotPermitted",
+                         f"{where}: no ReferenceGrant in {ns} allows {kind}s of "
+                         f"{route.meta.namespace} to use Service {name}")
+    service = state.services.get((ns, b.name))
+    port = next((p for p in service.ports if p.port == b.port and p.protocol == protocol),
+                None) if service is not None else None
+    cluster = port_cluster(service, port) if service is not None and port is not None else None
+    if service is None or port is None or cluster is None \
+            or not clusters((ns, b.name), cluster):
+        what = "not found" if service is None else f"has no {protocol} port {b.port}"
+        return Condition("ResolvedRefs", False, "BackendNotFound",
+                         f"{where}: Service {name} {what}")
+    access, problems = route_access(state, None, service, port, policies)
+    diagnostics.extend(problems)
+    return cluster, access
+
+
+def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasCluster,
+            policies: PolicyIndex | None, out: _Builder
+            ) -> tuple[_Target | None, Condition, list[str]]:
+    """The Route's one rule as a target (None: refused), ``ResolvedRefs``, and what of
+    it kxds cannot serve."""
+    unsupported = ["spec.rules: only one rule is supported (this Route kind has no "
+                   "matches to choose between rules)"] if len(route.rules) > 1 else []
+    problems: list[Condition] = []
+    weighted: list[ir.ClusterWeight] = []
+    accesses: list[ir.AccessPolicy | None] = []
+    backends: list[Target] = []
+    broken = False
+    for k, b in enumerate(route.rules[0].backend_refs if route.rules else ()):
+        found = _resolve(state, route, b, f"spec.rules[0].backendRefs[{k}]", protocol,
+                         clusters, policies, out.diagnostics)
+        if isinstance(found, Condition):
+            problems.append(found)
+            broken = broken or b.weight > 0
+        elif b.weight > 0:
+            weighted.append(ir.ClusterWeight(cluster=found[0], weight=b.weight))
+            accesses.append(found[1])
+            backends.append(((b.namespace or route.meta.namespace, b.name), found[0]))
+    if protocol == "UDP" and len(weighted) > 1:
+        unsupported.append("spec.rules[0].backendRefs: Envoy's udp_proxy sends a listener's "
+                           "datagrams to one backend; more than one with a weight is not "
+                           "supported")
+    for c in problems:
+        where, what = c.message.split(": ", 1)
+        out.diagnostics.append(Diagnostic(
+            route.meta.ref, where, Reason.BACKEND_NOT_FOUND if c.reason == "BackendNotFound"
+            else Reason.NOT_ALLOWED, f"{what}; the Route's connections are refused"))
+    resolved = (Condition("ResolvedRefs", True, "ResolvedRefs", "") if not problems else
+                Condition("ResolvedRefs", False, problems[0].reason,
+                          "; ".join(c.message for c in problems)))
+    if broken or not weighted:
+        return None, resolved, unsupported
+    return (_Target(tuple(weighted), all_admit(accesses), tuple(backends)), resolved,
+            unsupported)
+
+
+@dataclass(slots=True)
+class _Builder:
+    config: TranslateConfig
+    sni_taken: dict[str, str]
+    """SNI name -> who serves it already (Ingresses, HTTPS listeners, older TLSRoutes)."""
+    chains: list[ir.PassthroughChain] = field(default_factory=list)
+    tcp: dict[tuple[Key, str], ir.TcpListener] = field(default_factory=dict)
+    udp: dict[tuple[Key, str], ir.UdpListener] = field(default_factory=dict)
+    owners: dict[tuple[Key, str], ObjectRef] = field(default_factory=dict)
+    backends: set[Target] = field(default_factory=set)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    attached: dict[tuple[Key, str], int] = field(default_factory=dict)
+
+    def serve(self, route: L4Route, plan: ListenerPlan, target: _Target) -> None:
+        """Put ``route``'s target on the listener of ``plan``."""
+        ref, lis = route.meta.ref, plan.listener
+        if isinstance(route, TLSRoute):
+            https = names.https_listener(self.config.https_port)
+            for host in route_hosts(lis.hostname, route.hostnames):
+                owner = self.sni_taken.get(host)
+                if owner is not None:
+                    if owner != str(ref):
+                        self.diagnostics.append(Diagnostic(
+                            ref, "spec.hostnames", Reason.CONFLICT,
+                            f"SNI {host or '(any)'} is already served by {owner}; not "
+                            "served for this Route"))
+                    continue
+                self.sni_taken[host] = str(ref)
+                self.backends.update(target.backends)
+                self.chains.append(ir.PassthroughChain(
+                    name=names.tls_chain(https, "tlsroute", host or "*"),
+                    server_names=(host,) if host else (), cluster=target.weighted[0].cluster,
+                    access=target.access, refs=(ref,),
+                    weighted=target.weighted if len(target.weighted) > 1 else ()))
+            return
+        key = (plan.gateway, lis.name)
+        if key in self.owners:
+            self.diagnostics.append(Diagnostic(
+                ref, "spec.parentRefs", Reason.CONFLICT,
+                f"listener {lis.name} of Gateway {key[0][0]}/{key[0][1]} already forwards to "
+                f"{self.owners[key]} (the oldest Route); not served there"))
+            return
+        self.owners[key] = ref
+        self.backends.update(target.backends)
+        proto = "tcp" if isinstance(route, TCPRoute) else "udp"
+        name = names.cap(f"gateway/{key[0][0]}/{key[0][1]}/{lis.name}/{lis.port}/{proto}")
+        if isinstance(route, TCPRoute):
+            self.tcp[key] = ir.TcpListener(
+                name=name, ref=ref, address=self.config.listen_address, port=lis.port,
+                cluster=target.weighted[0].cluster, access=target.access,
+                weighted=target.weighted if len(target.weighted) > 1 else ())
+        else:
+            self.udp[key] = ir.UdpListener(
+                name=name, ref=ref, address=self.config.listen_address, port=lis.port,
+                cluster=target.weighted[0].cluster, access=target.access)
+
+
+def translate_l4(state: ClusterState, config: TranslateConfig,
+                 listeners: Mapping[Key, list[ListenerPlan]], clusters: HasCluster,
+                 policies: PolicyIndex | None, sni_taken: Mapping[str, str]) -> L4Result:
+    """Every TLSRoute, TCPRoute and UDPRoute attached to our listeners, oldest first.
+
+    ``sni_taken``: SNI names already served (by Ingresses and HTTPS listeners) -> by whom.
+    """
+    out = _Builder(config, dict(sni_taken))
+    routes: list[L4Route] = [*state.tls_routes.values(), *state.tcp_routes.values(),
+                             *state.udp_routes.values()]
+    statuses = [s for s in (_route(state, r, listeners, clusters, policies, out)
+                            for r in sorted(routes, key=_age)) if s.parents]
+    return L4Result(
+        passthrough=tuple(sorted(out.chains, key=lambda c: c.name)),
+        tcp=tuple(sorted(out.tcp.values(), key=lambda lis: lis.name)),
+        udp=tuple(sorted(out.udp.values(), key=lambda lis: lis.name)),
+        backends=frozenset(out.backends), diagnostics=tuple(out.diagnostics),
+        attached=out.attached, statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
+
+
+_PROTOCOL = {"TLSRoute": "TCP", "TCPRoute": "TCP", "UDPRoute": "UDP"}
+
+
+def _route(state: ClusterState, route: L4Route, listeners: Mapping[Key, list[ListenerPlan]],
+           clusters: HasCluster, policies: PolicyIndex | None, out: _Builder) -> RouteStatus:
+    target, resolved, unsupported = _target(state, route, _PROTOCOL[route.meta.ref.kind],
+                                            clusters, policies, out)
+    parents: list[ParentStatus] = []
+    for p in route.parent_refs:
+        gw_key = (p.namespace or route.meta.namespace, p.name)
+        if p.group != GROUP or p.kind != "Gateway" or gw_key not in listeners:
+            continue  # not a parent of ours: its controller reports it
+        accepted, attached = attach(state, route, p, listeners[gw_key])
+        if accepted.status and unsupported:
+            accepted = Condition("Accepted", False, "UnsupportedValue", "; ".join(unsupported))
+        parents.append(ParentStatus(parent=p, conditions=(accepted, resolved)))
+        if not accepted.status:
+            out.diagnostics.append(Diagnostic(
+                route.meta.ref, "spec.parentRefs", Reason.UNSUPPORTED
+                if accepted.reason == "UnsupportedValue" else Reason.NOT_ALLOWED,
+                f"{p.name}: {accepted.reason}: {accepted.message}"))
+            continue
+        for plan in attached:
+            key = (plan.gateway, plan.listener.name)
+            out.attached[key] = out.attached.get(key, 0) + 1
+            if target is not None:
+                out.serve(route, plan, target)
+    return RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
+                       parents=tuple(parents))
+
+
+def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig) -> ir.IR:
+    """``base`` with the passthrough chains on the edge TLS listener (made when missing)
+    and the TCP and UDP listeners."""
+    if not (l4.passthrough or l4.tcp or l4.udp):
+        return base
+    https = names.https_listener(config.https_port)
+    listeners: list[ir.Listener] = [lis for lis in base.listeners if lis.name != https]
+    old = next((lis for lis in base.listeners if lis.name == https), None)
+    if l4.passthrough or old is not None:
+        kept: tuple[ir.TerminatedChain | ir.PassthroughChain, ...] = (
+            old.chains if isinstance(old, ir.TlsListener) else ())
+        chains = tuple(sorted((*kept, *l4.passthrough), key=lambda c: c.name))
+        listeners.append(dataclasses.replace(old, chains=chains)
+                         if isinstance(old, ir.TlsListener) else
+                         ir.TlsListener(name=https, address=config.listen_address,
+                                        port=config.https_port, chains=chains,
+                                        client_ip=config.client_ip, http=config.http))
+    listeners += [*l4.tcp, *l4.udp]
+    return dataclasses.replace(base, listeners=tuple(sorted(listeners, key=lambda x: x.name)))
+
+
+def sni_owners(ingress_names: Iterable[str], https: Iterable[tuple[str | None, ObjectRef]]
+               ) -> dict[str, str]:
+    """SNI name -> who serves it: the Ingresses' names, then the HTTPS listeners'."""
+    owners = dict.fromkeys(ingress_names, "an Ingress")
+    for host, gateway in https:
+        owners.setdefault(host or "", f"an HTTPS listener of {gateway}")
+    return owners
+
