@@ -160,7 +160,7 @@ class TcpListener:
     """The listener name, from the Service port and the address kind
     (``default/web/80/nodeport/tcp``, ``default/web/80/lb/192.0.2.10/tcp``)."""
     ref: ObjectRef
-    """The Service."""
+    """The Service (a per-node listener), or the TCPRoute or UDPRoute (a Gateway's)."""
     address: str
     """The address bound: ``0.0.0.0`` for a NodePort (or the node's bind address);
     a LoadBalancer IP or externalIP is bound with ``freebind``, since it need not
@@ -194,7 +194,7 @@ class UdpListener:
     name: str
     """The listener name (``kube-system/dns/53/nodeport/udp``)."""
     ref: ObjectRef
-    """The Service."""
+    """The Service (a per-node listener), or the TCPRoute or UDPRoute (a Gateway's)."""
     address: str
     """The address bound, as for :class:`TcpListener`."""
     port: int
