@@ -49,6 +49,7 @@ from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
 from kxds.translators.translation import (
     Translation,
@@ -329,6 +330,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
+    upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
+    secured = dataclasses.replace(secured, ir=upstream_ir)
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))
@@ -340,7 +343,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics,
                                        gateway_api.routes.diagnostics, joined,
-                                       gateway_api.diagnostics, named))
+                                       gateway_api.diagnostics, named, upstream_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

@@ -90,9 +90,13 @@ NEXT_UPSTREAM_TIMEOUT = Annotation(
     "cut), not the whole time spent trying as nginx does; an attempt over it is tried "
     "again on another endpoint (within the tries) only with 'non_idempotent', else "
     "answered 504; 0 is no bound; with proxy-next-upstream only", v.seconds(0, 31_536_000))
-SERVICE_UPSTREAM = _unsupported(
-    "service-upstream", F.PROTOCOLS,
-    "kxds always balances over the Service's endpoints, never its cluster IP")
+SERVICE_UPSTREAM = Annotation(
+    "service-upstream", F.PROTOCOLS, P,
+    "a twin cluster whose one endpoint is the Service's clusterIP:port",
+    "as nginx, kube-proxy then picks the endpoint (no hashing, affinity, retries on "
+    "another endpoint, outlier detection or health checks, which need endpoints); "
+    "a headless Service, one without a clusterIP in its manifest and an ExternalName "
+    "Service are reported and keep their endpoints (or DNS name)", v.boolean)
 
 # --- canary -----------------------------------------------------------------------
 
