@@ -47,6 +47,7 @@ from kxds.ir.listeners import (
     TcpListener,
     TerminatedChain,
     TlsListener,
+    Tracing,
     UdpListener,
 )
 from kxds.ir.model import (
@@ -63,6 +64,7 @@ from kxds.ir.policies import (
     RateLimit,
     RouteAuth,
     RoutePolicy,
+    RouteTracing,
 )
 from kxds.ir.routes import (
     ClientCertificate,
@@ -139,12 +141,14 @@ __all__ = [
     "RouteAuth",
     "RoutePolicy",
     "RouteTable",
+    "RouteTracing",
     "Secret",
     "SessionCookie",
     "TLSCertificate",
     "TcpListener",
     "TerminatedChain",
     "TlsListener",
+    "Tracing",
     "UdpListener",
     "UpstreamProtocol",
     "UpstreamSource",

@@ -51,6 +51,7 @@ from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
+from kxds.translators.tracing import apply_tracing
 from kxds.translators.translation import (
     Translation,
     TranslationBug,
@@ -332,6 +333,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
     secured = dataclasses.replace(secured, ir=upstream_ir)
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
+    secured = dataclasses.replace(secured, ir=traced_ir)
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))
@@ -343,7 +346,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics,
                                        gateway_api.routes.diagnostics, joined,
-                                       gateway_api.diagnostics, named, upstream_diags))
+                                       gateway_api.diagnostics, named, upstream_diags,
+                                       tracing_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

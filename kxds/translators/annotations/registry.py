@@ -310,16 +310,24 @@ GLOBAL_RATE_LIMIT_IGNORED_CIDRS = _unsupported("global-rate-limit-ignored-cidrs"
 ENABLE_ACCESS_LOG = Annotation(
     "enable-access-log", F.LOGS, S, "access log filter on route metadata",
     "", v.boolean)
-ENABLE_OPENTELEMETRY = _unsupported("enable-opentelemetry", F.LOGS,
-                                    "no tracing yet: requests are not traced")
-OPENTELEMETRY_TRUST_INCOMING_SPAN = _unsupported(
-    "opentelemetry-trust-incoming-span", F.LOGS, "no tracing yet")
-OPENTELEMETRY_OPERATION_NAME = _unsupported("opentelemetry-operation-name", F.LOGS,
-                                            "no tracing yet")
+ENABLE_OPENTELEMETRY = Annotation(
+    "enable-opentelemetry", F.LOGS, P,
+    "route tracing (Envoy's OpenTelemetry tracer on the connection managers, OTLP/gRPC)",
+    "needs kxds serve --otel-collector (without it reported); off by default as in "
+    "ingress-nginx, --otel-trace-all turns it on for every route; a request carrying a "
+    "sampled traceparent continues its trace on any route", v.boolean)
+OPENTELEMETRY_TRUST_INCOMING_SPAN = Annotation(
+    "opentelemetry-trust-incoming-span", F.LOGS, P, "the tracer's traceparent propagation",
+    "true, the default: Envoy continues the incoming trace; false is reported (Envoy "
+    "cannot ignore the incoming context per route)", v.boolean)
+OPENTELEMETRY_OPERATION_NAME = Annotation(
+    "opentelemetry-operation-name", F.LOGS, P, "route decorator operation",
+    "literal text; nginx variables ($uri, ...) are reported and the annotation not "
+    "applied; unset: Envoy's span name", v.text)
 ENABLE_OPENTRACING = _unsupported("enable-opentracing", F.LOGS,
-                                  "OpenTracing is retired; no tracing yet")
+                                  "OpenTracing is retired; use enable-opentelemetry")
 OPENTRACING_TRUST_INCOMING_SPAN = _unsupported("opentracing-trust-incoming-span", F.LOGS,
-                                               "no tracing yet")
+                                               "see enable-opentracing")
 ENABLE_INFLUXDB = _unsupported("enable-influxdb", F.LOGS,
                                "no InfluxDB export; use Envoy's stats")
 INFLUXDB_MEASUREMENT = _unsupported("influxdb-measurement", F.LOGS, "see enable-influxdb")
