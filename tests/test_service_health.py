@@ -13,6 +13,8 @@ from kxds.ir import Cluster, HealthCheck, OutlierDetection, UpstreamProtocol
 from kxds.kube.loader import load_text
 from kxds.translators import service_health as sh
 from kxds.translators.annotations.values import BadValue
+from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.node import translate_node
 from kxds.translators.services import translate_services
 
 DOC = Path(__file__).parent.parent / "docs" / "service-annotations.md"
@@ -123,3 +125,14 @@ def test_doc_is_current() -> None:
     assert DOC.read_text() == sh.render_doc(), (
         "docs/service-annotations.md is stale: python -m kxds.translators.service_health "
         "> docs/service-annotations.md")
+
+
+def test_per_node_proxy_clusters_carry_them_too() -> None:
+    state = load_text(_service({"kxds.io/outlier-consecutive-5xx": "4",
+                                "kxds.io/health-check-path": "/ready"})
+                      .replace("spec:\n", "spec:\n  type: NodePort\n")
+                      .replace("port: 80}", "port: 80, nodePort: 30080}"))
+    out = translate_node(state, TranslateConfig(), NodeInfo(name="n1"))
+    assert out.ir.clusters
+    assert all(c.outlier_detection == OutlierDetection(consecutive_5xx=4)
+               and c.health_check == HealthCheck(path="/ready") for c in out.ir.clusters)

@@ -4,7 +4,8 @@ asked for by ``kxds.io/`` annotations on the Service itself (not on an Ingress).
 ingress-nginx has no per-Service equivalent: nginx marks a server failed after
 ``max_fails`` errors within ``fail_timeout`` (ConfigMap ``upstream-max-fails``,
 ``upstream-fail-timeout``) and never probes it. kxds maps these annotations to the
-Envoy cluster of every port of the Service (and of the twins routes ask for):
+Envoy cluster of every port of the Service (and of the twins routes ask for), at the
+edge and on the per-node proxies:
 
 * any ``kxds.io/outlier-*`` annotation turns on ``outlier_detection``; the ones not
   set keep Envoy's defaults (5 consecutive 5xx, 10 s interval, 30 s base ejection
@@ -183,11 +184,12 @@ DOC_HEAD = """# Service annotations in kxds
 
 kxds reads these annotations on a **Service** (not on an Ingress). They apply to the
 Envoy cluster of every port of the Service, and so to every route, Ingress or
-Gateway API, that sends traffic to it. ingress-nginx has no per-Service equivalent:
-nginx marks a server failed after `max_fails` errors within `fail_timeout` and never
-probes it. Any `kxds.io/outlier-*` annotation turns outlier detection on (the ones not
-set keep the defaults below); `kxds.io/health-check-path` turns active HTTP checks on
-(UDP ports are not probed; an endpoint starts unhealthy until its first check passes).
+Gateway API, that sends traffic to it, and to the per-node proxies' listeners.
+ingress-nginx has no per-Service equivalent: nginx marks a server failed after
+`max_fails` errors within `fail_timeout` and never probes it. Any `kxds.io/outlier-*`
+annotation turns outlier detection on (the ones not set keep the defaults below);
+`kxds.io/health-check-path` turns active HTTP checks on (UDP ports are not probed; an
+endpoint starts unhealthy until its first check passes).
 A value kxds cannot use is reported (`InvalidValue`, naming the Service and the
 annotation) and that annotation alone is left out; an unknown `kxds.io/outlier-*` or
 `kxds.io/health-check-*` annotation is reported (`Unsupported`). Durations: `10s`,
