@@ -107,7 +107,14 @@ def test_endpoint_answering_500s_is_ejected(gw: Gateway) -> None:
 
 def test_endpoint_failing_its_health_path_gets_no_traffic(
         gw: Gateway, servers: dict[str, Sick]) -> None:
-    wait_for(lambda: "/healthz" in servers["sick"].hits, what="a health check of 'sick'")
+    assert gw.envoy is not None
+    envoy = gw.envoy
+    # Both endpoints checked: one passed, one failed (until then Envoy, with no healthy
+    # endpoint, would balance over both: its panic mode).
+    prefix = "cluster.default/probed/80.health_check."
+    wait_for(lambda: envoy.stat(prefix + "success") >= 1 and envoy.stat(prefix + "failure") >= 1,
+             what="a passed and a failed health check")
+    assert "/healthz" in servers["sick"].hits
     seen = {gw.backend("/", host="probed.test") for _ in range(10)}
     assert seen == {(200, "well")}
     # Without the annotation the same endpoint serves: the health check is what kept it out.
