@@ -5,6 +5,7 @@ a route without it sends none."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -24,7 +25,8 @@ _EXPORT = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 class Collector:
     """An OTLP/gRPC trace collector on loopback that keeps every span it is sent, as
-    (service.name, span name, {attribute: value})."""
+    (service.name, span name, {attribute: value}); the trace id (hex) is kept as the
+    attribute ``trace_id``."""
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, str, dict[str, str]]] = []
@@ -48,6 +50,7 @@ class Collector:
             for ss in rs.instrumentation_library_spans:
                 for span in ss.spans:
                     attrs = {a.key: a.value.string_value for a in span.attributes}
+                    attrs["trace_id"] = span.trace_id.hex()
                     with self._lock:
                         self.spans.append((service, span.name, attrs))
         return ts_pb2.ExportTraceServiceResponse()
@@ -110,6 +113,30 @@ def test_traced_route_sends_a_span_and_an_untraced_one_none(
     # The untraced requests were made first: had they been traced, their spans would
     # have been flushed with (or before) this one.
     assert not [s for s in collector.seen() if _mentions(s[2], "/quiet/")]
+
+
+_TRACE = "0af7651916cd43dd8448eb211c80319c"
+_PARENT = f"00-{_TRACE}-b7ad6b7169203331-01"
+"""A sampled W3C trace context, as a traced caller sends it."""
+
+
+def test_incoming_trace_is_continued_where_traced_and_not_sampled_elsewhere(
+        gw: Gateway, collector: Collector) -> None:
+    status, _, body = gw.get("/parent/quiet", host="untraced.test",
+                             headers={"traceparent": _PARENT})
+    assert status == 200
+    # The context goes on to the backend (same trace), but not sampled: no span here.
+    seen_by_backend = json.loads(body)["headers"]["traceparent"]
+    assert seen_by_backend.startswith(f"00-{_TRACE}-") and seen_by_backend.endswith("-00")
+    status, _, _ = gw.get("/parent/traced", host="traced.test",
+                          headers={"traceparent": _PARENT})
+    assert status == 200
+
+    def span() -> tuple[str, str, dict[str, str]] | None:
+        return next((s for s in collector.seen() if _mentions(s[2], "/parent/traced")), None)
+    _, _, attrs = wait_for(span, timeout=60, what="the span of /parent/traced")
+    assert attrs["trace_id"] == _TRACE  # opentelemetry-trust-incoming-span's default
+    assert not [s for s in collector.seen() if _mentions(s[2], "/parent/quiet")]
 
 
 @pytest.fixture(scope="module")

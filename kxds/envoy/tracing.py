@@ -3,8 +3,9 @@
 
 The tracer sends spans over OTLP/gRPC to the collector cluster. Which requests are
 traced: the connection manager's sampling for routes without their own, the route's
-``tracing`` (client, random and overall sampling) for the others; a request carrying
-a sampled ``traceparent`` continues that trace (the tracer follows its parent).
+``tracing`` (client, random and overall sampling) for the others. A traced request
+carrying a ``traceparent`` continues that trace; on a route not traced it is passed on
+marked not sampled.
 """
 
 from __future__ import annotations

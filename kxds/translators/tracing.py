@@ -10,11 +10,13 @@ ingress-nginx (whose
 ``enable-opentelemetry`` defaults to false), only the routes of Ingresses saying
 ``enable-opentelemetry: "true"`` are traced; ``--otel-trace-all`` traces every route
 (Ingress and Gateway API) but those of Ingresses saying ``"false"``. A traced route
-samples ``--otel-sampler-ratio`` of its requests; a request arriving with a sampled
-``traceparent`` continues that trace on any route (parent-based sampling), and
-``opentelemetry-trust-incoming-span: "false"`` is reported: Envoy cannot ignore
-the incoming context per route. ``opentelemetry-operation-name`` is the span name
-(Envoy's route ``decorator``), literal text: nginx variables are reported.
+samples ``--otel-sampler-ratio`` of its requests, and continues the trace of a request
+arriving with a ``traceparent`` (ingress-nginx's ``opentelemetry-trust-incoming-span``
+default); ``"false"`` is reported: Envoy cannot ignore the incoming context per route.
+A route not traced sends no span, even for a sampled ``traceparent``: the context goes
+on to the backend marked not sampled. ``opentelemetry-operation-name`` is the span
+name (Envoy's route ``decorator``; Envoy's own is ``ingress``), literal text: nginx
+variables are reported.
 
 Without a collector, an Ingress asking for tracing is reported.
 """

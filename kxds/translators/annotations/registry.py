@@ -314,8 +314,8 @@ ENABLE_OPENTELEMETRY = Annotation(
     "enable-opentelemetry", F.LOGS, P,
     "route tracing (Envoy's OpenTelemetry tracer on the connection managers, OTLP/gRPC)",
     "needs kxds serve --otel-collector (without it reported); off by default as in "
-    "ingress-nginx, --otel-trace-all turns it on for every route; a request carrying a "
-    "sampled traceparent continues its trace on any route", v.boolean)
+    "ingress-nginx, --otel-trace-all turns it on for every route (false then opts out); "
+    "a route not traced sends no span even for a sampled traceparent", v.boolean)
 OPENTELEMETRY_TRUST_INCOMING_SPAN = Annotation(
     "opentelemetry-trust-incoming-span", F.LOGS, P, "the tracer's traceparent propagation",
     "true, the default: Envoy continues the incoming trace; false is reported (Envoy "
@@ -323,7 +323,7 @@ OPENTELEMETRY_TRUST_INCOMING_SPAN = Annotation(
 OPENTELEMETRY_OPERATION_NAME = Annotation(
     "opentelemetry-operation-name", F.LOGS, P, "route decorator operation",
     "literal text; nginx variables ($uri, ...) are reported and the annotation not "
-    "applied; unset: Envoy's span name", v.text)
+    "applied; unset: Envoy's span name, ingress", v.text)
 ENABLE_OPENTRACING = _unsupported("enable-opentracing", F.LOGS,
                                   "OpenTracing is retired; use enable-opentelemetry")
 OPENTRACING_TRUST_INCOMING_SPAN = _unsupported("opentracing-trust-incoming-span", F.LOGS,
