@@ -31,7 +31,12 @@ from kxds.translators.services import port_cluster
 SUFFIX = "/service-upstream"
 
 
-def _asking(ingresses: Iterable[Ingress]) -> dict[ObjectRef, ann.Parsed]:
+_NO_EFFECT = (r.AFFINITY, r.UPSTREAM_HASH_BY, r.LOAD_BALANCE)
+"""What picks among endpoints: kube-proxy does, behind the cluster IP (as with nginx)."""
+
+
+def _asking(ingresses: Iterable[Ingress], diags: list[Diagnostic]
+            ) -> dict[ObjectRef, ann.Parsed]:
     out: dict[ObjectRef, ann.Parsed] = {}
     for ing in ingresses:
         if not any(k.endswith("/" + r.SERVICE_UPSTREAM.name) for k in ing.meta.annotations):
@@ -39,6 +44,10 @@ def _asking(ingresses: Iterable[Ingress]) -> dict[ObjectRef, ann.Parsed]:
         parsed = ann.parse(ing)  # its problems are reported with the route's policies
         if parsed.get(r.SERVICE_UPSTREAM):
             out[ing.meta.ref] = parsed
+            diags += [parsed.problem(a, "no effect on backends reached through their "
+                                     "cluster IP (service-upstream): kube-proxy picks the "
+                                     "endpoint", Reason.UNSUPPORTED)
+                      for a in _NO_EFFECT if parsed.has(a)]
     return out
 
 
@@ -141,9 +150,10 @@ def _named(tables: Iterable[ir.RouteTable]) -> set[str]:
 def apply_service_upstream(base: ir.IR, state: ClusterState, ingresses: Iterable[Ingress]
                            ) -> tuple[ir.IR, list[Diagnostic]]:
     """Point the routes of Ingresses asking ``service-upstream`` at cluster-IP twins."""
-    asking = _asking(ingresses)
+    diags: list[Diagnostic] = []
+    asking = _asking(ingresses, diags)
     if not asking:
-        return base, []  # the common case
+        return base, diags  # the common case
     twins = _Twins(base, state)
     tables = tuple(dataclasses.replace(t, virtual_hosts=tuple(
         dataclasses.replace(vh, routes=tuple(
@@ -159,4 +169,4 @@ def apply_service_upstream(base: ir.IR, state: ClusterState, ingresses: Iterable
     return dataclasses.replace(
         base, clusters=tuple(clusters[k] for k in sorted(clusters)),
         load_assignments=tuple(assignments[k] for k in sorted(assignments)),
-        route_tables=tables), list(twins.diagnostics.values())
+        route_tables=tables), [*diags, *twins.diagnostics.values()]
