@@ -29,7 +29,7 @@ from kxds.ir import ClientIPConfig, HttpOptions
 from kxds.kube.lbpool import Pool, parse_pool
 from kxds.kube.limits import Limits, limits_from_flags
 from kxds.kube.models import ClusterState
-from kxds.translators.config import TranslateConfig
+from kxds.translators.config import TracingConfig, TranslateConfig
 from kxds.translators.translation import Translation
 from kxds.xds.limits import DEFAULTS as XDS_DEFAULTS
 
@@ -226,6 +226,18 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                         "header with that prefix (default: none)")
     g.add_argument("--no-access-log", action="store_true",
                    help="log no request (default: every request, one line on Envoy's stdout)")
+    g.add_argument("--otel-collector", type=_host_port, metavar="HOST:PORT",
+                   help="send request traces (OTLP/gRPC) to this OpenTelemetry collector; "
+                        "routes of Ingresses with enable-opentelemetry: \"true\" are traced "
+                        "(default: no tracing)")
+    g.add_argument("--otel-service-name", default="kxds", metavar="NAME",
+                   help="the service.name of the spans (default: %(default)s)")
+    g.add_argument("--otel-sampler-ratio", type=_ratio, default=1.0, metavar="RATIO",
+                   help="of the requests of traced routes, those traced, 0-1 "
+                        "(default: %(default)s)")
+    g.add_argument("--otel-trace-all", action="store_true",
+                   help="with --otel-collector: trace every route but those of Ingresses "
+                        "with enable-opentelemetry: \"false\"")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -253,6 +265,26 @@ def _hidden_headers(text: str) -> tuple[str, ...]:
             raise argparse.ArgumentTypeError(f"{n!r} would remove {kept[0]}, which a "
                                              "response needs")
     return names
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not _HOST.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"not a ratio between 0 and 1: {text!r}")
+    return value
 
 
 def _limit_status(text: str) -> int:
@@ -306,6 +338,13 @@ def add_xds_limit_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TranslateConfig:
     """The one place command-line flags become a :class:`TranslateConfig`."""
+    tracing = None
+    if args.otel_collector is not None:
+        tracing = TracingConfig(collector_host=args.otel_collector[0],
+                                collector_port=args.otel_collector[1],
+                                service_name=args.otel_service_name,
+                                sampler_ratio=args.otel_sampler_ratio,
+                                all_routes=args.otel_trace_all)
     return TranslateConfig(
         ingress_class=args.ingress_class,
         http_port=args.http_port,
@@ -322,6 +361,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         http=HttpOptions(access_log=not args.no_access_log,
                          access_log_format=args.access_log_format,
                          hide_response_headers=args.hide_response_headers),
+        tracing=tracing,
         limit_status=args.limit_status_code,
         ignore_snippets=args.ignore_snippets,
     )

@@ -28,7 +28,7 @@ from kxds.envoy.resource import SHORT_NAMES, TYPE_ORDER, Resources
 from kxds.ir_yaml import dump_ir, load_ir
 from kxds.kube.loader import load_documents, parse_documents
 from kxds.kube.models import ClusterState, Model
-from kxds.translators.config import NodeInfo, TranslateConfig
+from kxds.translators.config import NodeInfo, TracingConfig, TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.node import translate_node
 from kxds.translators.translation import Translation
@@ -116,6 +116,8 @@ def case_settings(case: str) -> tuple[TranslateConfig, NodeInfo | None]:
     node = raw.pop("node", None)
     if "client_ip" in raw:
         raw["client_ip"] = ir.ClientIPConfig(**raw["client_ip"])
+    if "tracing" in raw:
+        raw["tracing"] = TracingConfig(**raw["tracing"])
     for key in ("default_certificate", "external_ip_cidrs", "node_port_range", "cluster_cidrs"):
         if key in raw:
             raw[key] = tuple(raw[key])

@@ -18,6 +18,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_
 from google.protobuf import any_pb2
 
 from kxds import ir
+from kxds.envoy.cluster_health import fill_health
 from kxds.envoy.common import fill_ads_config_source, pack
 from kxds.envoy.endpoints import fill_localities
 from kxds.envoy.filter_names import HTTP_PROTOCOL_OPTIONS, PROXY_PROTOCOL_SOCKET, RAW_BUFFER_SOCKET
@@ -79,6 +80,8 @@ def build_cluster(
     socket = _transport_socket(cluster)
     if socket is not None:
         msg.transport_socket.CopyFrom(socket)
+    if cluster.outlier_detection is not None or cluster.health_check is not None:
+        fill_health(msg, cluster)
     return msg
 
 

@@ -42,3 +42,6 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 BASIC_AUTH = "envoy.filters.http.basic_auth"
 SATISFY_ANY = "kxds.filters.http.satisfy_any"
 """An RBAC filter instance marking clients admitted without authenticating."""
+
+# Tracing.
+OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"

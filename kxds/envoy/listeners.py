@@ -26,6 +26,7 @@ from kxds.envoy.common import ads_config_source, pack, stat_name
 from kxds.envoy.ext_authz import ext_authz_filter
 from kxds.envoy.filter_names import HCM, PROXY_PROTOCOL, ROUTER
 from kxds.envoy.hidden_headers import hide_response_headers
+from kxds.envoy.tracing import fill_tracing
 
 DEFAULT_OPTIONS = ir.HttpOptions()
 
@@ -80,6 +81,8 @@ def build_http_connection_manager(
     hide_response_headers(hcm, options.hide_response_headers)
     # Client certificate headers come from Envoy only (kxds.envoy.client_cert).
     hcm.early_header_mutation_extensions.append(client_cert.early_sanitizer())
+    if options.tracing is not None:
+        fill_tracing(hcm, options.tracing)
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 

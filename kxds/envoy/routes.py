@@ -36,6 +36,7 @@ from kxds.envoy.filter_names import (
     LOCAL_RATE_LIMIT,
     STATEFUL_SESSION,
 )
+from kxds.envoy.tracing import fill_route_tracing
 
 METADATA = "kxds"
 """The route metadata namespace: ``ingress`` names the Ingress (``ns/name``), which
@@ -277,6 +278,8 @@ def _set_policy(msg: rc_pb2.Route, policy: ir.RoutePolicy) -> None:
             (ir.Header(name=http_policy.ORIGINAL_URI, value="%REQ(:PATH)%"),), overwrite=True))
     if not policy.access_log:
         msg.metadata.filter_metadata[NO_LOG].SetInParent()
+    if policy.tracing is not None:
+        fill_route_tracing(msg, policy.tracing)
 
 
 def _set_auth(per_filter: Any, auth: ir.RouteAuth) -> None:

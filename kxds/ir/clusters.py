@@ -72,6 +72,34 @@ class UpstreamTLS:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    """Passive health checking: Envoy's cluster ``outlier_detection``. A host that
+    answers ``consecutive_5xx`` 5xx (or fails to connect) in a row is ejected for
+    ``base_ejection_time_ms`` times the number of its ejections so far."""
+
+    consecutive_5xx: int = 5
+    interval_ms: int = 10_000
+    """How often ejections are reconsidered (and ejected hosts brought back)."""
+    base_ejection_time_ms: int = 30_000
+    max_ejection_percent: int = 10
+    """At most this share of the hosts is ejected at once (Envoy ejects one at least)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    """Active health checking: one Envoy cluster ``health_checks`` entry that sends
+    ``GET path`` to each host every ``interval_ms``; 2xx counts as healthy."""
+
+    path: str
+    interval_ms: int = 10_000
+    timeout_ms: int = 1_000
+    healthy_threshold: int = 1
+    """Passes in a row that bring an unhealthy host back."""
+    unhealthy_threshold: int = 3
+    """Failures in a row that take a host out."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """An Envoy ``Cluster``: a named group of upstream hosts that routes, TCP
     proxies and UDP proxies send traffic to. For Services, one per Service port
@@ -100,6 +128,10 @@ class Cluster:
     """Send a PROXY protocol header upstream so the backend sees the client IP."""
     connect_timeout_ms: int = 5000
     """Envoy's ``connect_timeout``: how long a connection to a host may take."""
+    outlier_detection: OutlierDetection | None = None
+    """Eject hosts that keep failing (the Service's ``kxds.io/outlier-*`` annotations)."""
+    health_check: HealthCheck | None = None
+    """Probe each host (the Service's ``kxds.io/health-check-*`` annotations)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,19 @@ class ClientIPConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """Request tracing on every HTTP connection manager: spans sent over OTLP/gRPC to
+    the collector cluster (Envoy's OpenTelemetry tracer)."""
+
+    collector_cluster: str
+    """The name of the :class:`Cluster` of the collector."""
+    service_name: str = "kxds"
+    """The ``service.name`` of the spans."""
+    sampling_percent: float = 0.0
+    """Of the requests of routes without their own tracing, those traced (0-100)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpOptions:
     """What every HTTP connection manager of a listener does, whatever the route."""
 
@@ -36,6 +49,8 @@ class HttpOptions:
     hide_response_headers: tuple[str, ...] = ()
     """Header names (lower case) removed from every response; a name ending in ``*``
     removes every header with that prefix."""
+    tracing: Tracing | None = None
+    """Trace requests (None: no tracer)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

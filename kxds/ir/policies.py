@@ -137,6 +137,18 @@ class ErrorPages:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTracing:
+    """Whether a route's requests are traced (Envoy's route ``tracing``), overriding
+    the connection manager's sampling, and the name of their spans."""
+
+    enabled: bool
+    sampling_percent: float = 100.0
+    """Of the route's requests, those traced (0-100) when enabled."""
+    operation: str | None = None
+    """The span name (Envoy's route ``decorator``); None keeps Envoy's."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What a route does besides choosing its action: header changes, CORS, limits,
     logging. Filled from Ingress annotations (and, later, Gateway API filters)."""
@@ -154,3 +166,5 @@ class RoutePolicy:
     """Authentication the route requires (None: none)."""
     access_log: bool = True
     """Whether requests of this route are written to the access log."""
+    tracing: RouteTracing | None = None
+    """Tracing of this route's requests (None: as the connection manager samples)."""

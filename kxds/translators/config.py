@@ -9,6 +9,22 @@ from kxds.ir import ClientIPConfig, HttpOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TracingConfig:
+    """The OpenTelemetry collector spans go to, and which requests are traced
+    (``--otel-*`` flags; ingress-nginx's ``otlp-collector-host``/``-port``,
+    ``otel-service-name``, ``otel-sampler-ratio`` ConfigMap keys)."""
+
+    collector_host: str
+    collector_port: int
+    service_name: str = "kxds"
+    sampler_ratio: float = 1.0
+    """Of the requests of traced routes, those traced (0-1)."""
+    all_routes: bool = False
+    """Trace every route but those whose Ingress says ``enable-opentelemetry: false``;
+    by default only the routes of Ingresses saying ``true`` (ingress-nginx's default)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TranslateConfig:
     ingress_class: str = "kxds"
     http_port: int = 8080
@@ -38,6 +54,8 @@ class TranslateConfig:
     cluster_cidrs: tuple[str, ...] = ()
     """Pod (and node) CIDRs: clients from these reaching a per-node listener are
     in-cluster clients, subject to ``internalTrafficPolicy`` (none by default)."""
+    tracing: TracingConfig | None = None
+    """Where spans go and which routes are traced; None traces nothing."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,9 @@ from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.network_policy import PolicyIndex
+from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
+from kxds.translators.tracing import apply_tracing
 from kxds.translators.translation import (
     Translation,
     TranslationBug,
@@ -336,6 +338,10 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = gateway_https(secured, state, config, gateway_api)
     secured = dataclasses.replace(secured, ir=add_l4(secured.ir, gateway_api.l4, config))
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
+    upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
+    secured = dataclasses.replace(secured, ir=upstream_ir)
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
+    secured = dataclasses.replace(secured, ir=traced_ir)
     problems = consistency_problems(secured.ir)
     if problems:
         raise TranslationBug("; ".join(problems))
@@ -347,7 +353,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        ctx.query(CONTESTED, None).diagnostics,
                                        merged.diagnostics, secured.diagnostics,
                                        gateway_api.routes.diagnostics, joined,
-                                       gateway_api.diagnostics, named))
+                                       gateway_api.diagnostics, named, upstream_diags,
+                                       tracing_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

@@ -57,6 +57,7 @@ from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.guards import parse_ip
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
+from kxds.translators.service_health import service_health
 from kxds.translators.translation import Translation, TranslationBug, guarded
 
 ProxyVersion = Literal["v1", "v2"]
@@ -519,12 +520,16 @@ def _cluster(b: _Builder, svc: Service, sp: ServicePort,
     if udp and proxy_protocol is not None:
         b.problem(svc, f"metadata.annotations[{PROXY_PROTOCOL_ANNOTATION}]",
                   Reason.UNSUPPORTED, f"port {sp.port}/UDP gets no PROXY header (TCP only)")
+    health = service_health(svc)  # kxds.io/outlier-*, kxds.io/health-check-*
+    b.diagnostics.update(health.diagnostics)
     b.clusters[name] = ir.Cluster(
         name=name, ref=svc.meta.ref,
         protocol=ir.UpstreamProtocol.UDP if udp else ir.UpstreamProtocol.TCP,
         lb_policy=ir.LbPolicy.MAGLEV if svc.session_affinity == "ClientIP"
         else ir.LbPolicy.ROUND_ROBIN,
         proxy_protocol=None if udp else proxy_protocol,
+        outlier_detection=health.outlier_detection,
+        health_check=None if udp else health.health_check,
     )
     endpoints, problems = port_endpoints(b.slices_of(svc), svc, sp, b.node, local=local)
     b.diagnostics.update(problems)

@@ -30,6 +30,7 @@ from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import Cluster, ClusterKind, Endpoint, LoadAssignment, UpstreamProtocol
 from kxds.kube.models import ClusterState, EndpointPort, EndpointSlice, Service, ServicePort
 from kxds.translators.guards import check_external_name
+from kxds.translators.service_health import NO_HEALTH, ServiceHealth, service_health
 
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
 """``appProtocol`` values that mean cleartext HTTP/2 to the backend.
@@ -121,6 +122,8 @@ def _translate_service(service: Service, slices: tuple[EndpointSlice, ...],
     if refused is not None:
         out.diagnostics.add(refused)
         return
+    health = service_health(service)
+    out.diagnostics.update(health.diagnostics)
     index: SliceIndex | None = None
     for i, sp in enumerate(service.ports):
         name = port_cluster(service, sp)
@@ -134,24 +137,29 @@ def _translate_service(service: Service, slices: tuple[EndpointSlice, ...],
             continue  # nothing routes to it: no cluster (a port costs each Envoy memory)
         if index is None:
             index = SliceIndex.of(slices)  # once per Service: matching stays linear
-        _translate_port(service, sp, name, slices, index, out)
+        _translate_port(service, sp, name, slices, index, out, health)
 
 
 def _translate_port(service: Service, sp: ServicePort, name: str,
                     slices: tuple[EndpointSlice, ...], index: SliceIndex,
-                    out: ServiceClusters) -> None:
+                    out: ServiceClusters, health: ServiceHealth = NO_HEALTH) -> None:
     protocol = upstream_protocol(sp)
     assert protocol is not None
     ref = service.meta.ref
+    check = health.health_check if protocol is not UpstreamProtocol.UDP else None
     if service.type == "ExternalName":
         # The Service port is the port on the external name (targetPort does not apply).
         out.clusters.append(Cluster(name=name, ref=ref, kind=ClusterKind.STRICT_DNS,
                                     protocol=protocol, dns_host=service.external_name,
-                                    dns_port=sp.port))
+                                    dns_port=sp.port,
+                                    outlier_detection=health.outlier_detection,
+                                    health_check=check))
         return
     endpoints = select_endpoints(port_candidates(sp, index, out.diagnostics))
     kind = ClusterKind.STRICT_DNS if index.fqdn else ClusterKind.EDS
-    out.clusters.append(Cluster(name=name, ref=ref, kind=kind, protocol=protocol))
+    out.clusters.append(Cluster(name=name, ref=ref, kind=kind, protocol=protocol,
+                                outlier_detection=health.outlier_detection,
+                                health_check=check))
     out.load_assignments.append(LoadAssignment(cluster=name, ref=ref, endpoints=endpoints))
 
 

@@ -90,9 +90,13 @@ NEXT_UPSTREAM_TIMEOUT = Annotation(
     "cut), not the whole time spent trying as nginx does; an attempt over it is tried "
     "again on another endpoint (within the tries) only with 'non_idempotent', else "
     "answered 504; 0 is no bound; with proxy-next-upstream only", v.seconds(0, 31_536_000))
-SERVICE_UPSTREAM = _unsupported(
-    "service-upstream", F.PROTOCOLS,
-    "kxds always balances over the Service's endpoints, never its cluster IP")
+SERVICE_UPSTREAM = Annotation(
+    "service-upstream", F.PROTOCOLS, P,
+    "a twin cluster whose one endpoint is the Service's clusterIP:port",
+    "as nginx, kube-proxy then picks the endpoint (no hashing, affinity, retries on "
+    "another endpoint, outlier detection or health checks, which need endpoints); "
+    "a headless Service, one without a clusterIP in its manifest and an ExternalName "
+    "Service are reported and keep their endpoints (or DNS name)", v.boolean)
 
 # --- canary -----------------------------------------------------------------------
 
@@ -306,16 +310,24 @@ GLOBAL_RATE_LIMIT_IGNORED_CIDRS = _unsupported("global-rate-limit-ignored-cidrs"
 ENABLE_ACCESS_LOG = Annotation(
     "enable-access-log", F.LOGS, S, "access log filter on route metadata",
     "", v.boolean)
-ENABLE_OPENTELEMETRY = _unsupported("enable-opentelemetry", F.LOGS,
-                                    "no tracing yet: requests are not traced")
-OPENTELEMETRY_TRUST_INCOMING_SPAN = _unsupported(
-    "opentelemetry-trust-incoming-span", F.LOGS, "no tracing yet")
-OPENTELEMETRY_OPERATION_NAME = _unsupported("opentelemetry-operation-name", F.LOGS,
-                                            "no tracing yet")
+ENABLE_OPENTELEMETRY = Annotation(
+    "enable-opentelemetry", F.LOGS, P,
+    "route tracing (Envoy's OpenTelemetry tracer on the connection managers, OTLP/gRPC)",
+    "needs kxds serve --otel-collector (without it reported); off by default as in "
+    "ingress-nginx, --otel-trace-all turns it on for every route (false then opts out); "
+    "a route not traced sends no span even for a sampled traceparent", v.boolean)
+OPENTELEMETRY_TRUST_INCOMING_SPAN = Annotation(
+    "opentelemetry-trust-incoming-span", F.LOGS, P, "the tracer's traceparent propagation",
+    "true, the default: Envoy continues the incoming trace; false is reported (Envoy "
+    "cannot ignore the incoming context per route)", v.boolean)
+OPENTELEMETRY_OPERATION_NAME = Annotation(
+    "opentelemetry-operation-name", F.LOGS, P, "route decorator operation",
+    "literal text; nginx variables ($uri, ...) are reported and the annotation not "
+    "applied; unset: Envoy's span name, ingress", v.text)
 ENABLE_OPENTRACING = _unsupported("enable-opentracing", F.LOGS,
-                                  "OpenTracing is retired; no tracing yet")
+                                  "OpenTracing is retired; use enable-opentelemetry")
 OPENTRACING_TRUST_INCOMING_SPAN = _unsupported("opentracing-trust-incoming-span", F.LOGS,
-                                               "no tracing yet")
+                                               "see enable-opentracing")
 ENABLE_INFLUXDB = _unsupported("enable-influxdb", F.LOGS,
                                "no InfluxDB export; use Envoy's stats")
 INFLUXDB_MEASUREMENT = _unsupported("influxdb-measurement", F.LOGS, "see enable-influxdb")
