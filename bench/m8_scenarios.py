@@ -152,11 +152,16 @@ async def m9_case(repeats: int, nodes: int) -> dict[str, dict[str, Any]]:
     cp = ControlPlane(holdoff=0.005, max_holdoff=0.05, config=CONFIG)
     envoys: list[Envoy] = []
     clients: LightClients | None = None
-    # Local Services with an endpoint on a real Envoy's node, before or after the move.
-    real = {F.node_name(fleet.nodes - REAL + k) for k in range(REAL)}
-    locals_ = [i for i in range(0, fleet.services, fleet.local_every)
-               if (F.nodes_of(fleet, i, 0) | F.nodes_of(fleet, i, 1)) & real]
-    targets = locals_[:repeats + 1]
+    # Local Services whose pod moves onto a real Envoy's node: the generation is chosen
+    # so (``bench.fleet.endpoint_node``: node = (7 i + 131 e + 17 g) mod nodes).
+    targets = list(range(0, fleet.services, fleet.local_every))[:repeats + 1]
+    inverse17 = pow(17, -1, fleet.nodes)
+
+    def generation(r: int, i: int) -> int:
+        node = fleet.nodes - REAL + r % REAL
+        g = (node - 7 * i) * inverse17 % fleet.nodes
+        assert F.endpoint_node(fleet, i, 0, g or fleet.nodes) == F.node_name(node)
+        return g or fleet.nodes
     try:
         await cp.start(state)
         for k in range(REAL):
@@ -182,7 +187,7 @@ async def m9_case(repeats: int, nodes: int) -> dict[str, dict[str, Any]]:
         service = summarize(f"M9 Service nodePort moved, {nodes} nodes", ks, es, moved)
         ks, es, moved = [], [], []
         for r, i in enumerate(targets):
-            state = F.with_slice(state, fleet, i, 1)
+            state = F.with_slice(state, fleet, i, generation(r, i))
             k, e, m = await sample(cp, envoys, state)
             if r:
                 ks.append(k)

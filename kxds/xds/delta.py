@@ -182,9 +182,13 @@ def _adopt_claimed(st: TypeState, desired: Mapping[str, Resource]) -> None:
     (versions are content hashes, the same across a kxds restart): the client
     has exactly these resources, as if it had ACKed them on this stream.
     """
-    for name in st.claimed.intersection(desired):
-        res = desired[name]
-        if st.held.get(name) == res.version and name not in st.acked:
-            st.acked[name] = res
-            st.objs[name] = res
-        st.claimed.discard(name)
+    for name in list(st.claimed):  # costs what the client claimed, not the view's size
+        held = st.held.get(name)
+        res = desired.get(name)
+        if held is None:  # since removed, unsubscribed or replaced
+            st.claimed.discard(name)
+        elif res is not None:
+            if held == res.version and name not in st.acked:
+                st.acked[name] = res
+                st.objs[name] = res
+            st.claimed.discard(name)
