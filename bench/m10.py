@@ -119,6 +119,14 @@ class KxdsProcess:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"kxds not ready in {timeout}s")
 
+    async def first_rebuild_seconds(self) -> float | None:
+        """The new process's first rebuild (its ``kxds_rebuild_duration_seconds_sum``)."""
+        _, body = await self.get("/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith("kxds_rebuild_duration_seconds_sum"):
+                return float(line.rpartition(" ")[2])
+        return None
+
     async def sent(self) -> dict[str, float]:
         """``kxds_xds_resources_sent_total`` and ``kxds_xds_responses_total`` by labels."""
         _, body = await self.get("/metrics")
@@ -163,6 +171,7 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
     await asyncio.sleep(1.0)
     t0 = kx.start()
     t_ready = await kx.wait_ready()
+    first_rebuild = await kx.first_rebuild_seconds()
     deadline = time.monotonic() + timeout
     t_connected: float | None = None
     t_same: float | None = None
@@ -187,7 +196,7 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
     responses = sum(v for k, v in sent.items() if k.startswith("kxds_xds_responses"))
     return {
         "kill_to_start_s": t0 - t_kill,
-        "start_to_ready_s": t_ready - t0,
+        "start_to_ready_s": t_ready - t0, "first_rebuild_s": first_rebuild,
         "start_to_all_connected_s": None if t_connected is None else t_connected - t0,
         "start_to_same_versions_s": None if t_same is None else t_same - t0,
         "ready_to_same_versions_s": None if t_same is None else t_same - t_ready,
