@@ -161,11 +161,13 @@ class LightClients:
     """``bench.adsclient`` in another process: K light ADS streams, read from its stdout."""
 
     def __init__(self, port: int, streams: int, names: list[str], *, protocol: str = "sotw",
-                 prefix: str = "light", role: str = "edge", listeners: bool = False) -> None:
+                 prefix: str = "light", role: str = "edge", listeners: bool = False,
+                 reconnect: bool = False) -> None:
         self.args = [sys.executable, "-m", "bench.adsclient", "--port", str(port),
                      "--streams", str(streams), "--protocol", protocol,
                      "--names", ",".join(names), "--prefix", prefix, "--role", role,
-                     *(["--listeners"] if listeners else [])]
+                     *(["--listeners"] if listeners else []),
+                     *(["--reconnect"] if reconnect else [])]
         self.streams = streams
         self.events: list[dict[str, Any]] = []
         self.ready = asyncio.Event()

@@ -7,6 +7,9 @@ fresh Envoy connects to kxds holding that snapshot. The control-plane time is
 the controller's rebuild (translate, check, build and serialize) of the
 snapshot; the Envoy time is Envoy's own ``update_duration`` histogram for the
 CDS or RDS update (the time it spent applying it). Ratio = kxds / Envoy.
+
+Then the same ratio for one change of each scenario of M1, M2 (per N) and M9
+(:mod:`bench.m8_scenarios`); the value is the worst ratio of all.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ async def one_case(label: str, spec: Spec, pattern: str, repeats: int) -> dict[s
             "ratio": cp_sum.median / envoy_sum.median}
 
 
-async def run_m8(unit: float, repeats: int = 3) -> list[Metric]:
+async def run_m8(unit: float, repeats: int = 3, quick: bool = False) -> list[Metric]:
+    from bench.m8_scenarios import run_scenarios
+
     cases = [
         # Clusters exist for what routes use: every Service is routed to (one path
         # each, four per Ingress), and a Service's change sends its cluster by CDS.
@@ -80,12 +85,16 @@ async def run_m8(unit: float, repeats: int = 3) -> list[Metric]:
     ]
     results = [await one_case(label, spec, pat, max(1, min(repeats, 3)))
                for label, spec, pat in cases]
-    worst = max(r["ratio"] for r in results)
+    changes = await run_scenarios(repeats=5 if quick else 10, nodes=500)
+    worst = max([r["ratio"] for r in results] + [c["ratio"] for c in changes.values()])
     details: dict[str, Any] = {r["case"]: {"kxds_rebuild_p50_s": r["kxds_s"].median,
                            "envoy_apply_p50_s": r["envoy_s"].median,
                            "kxds_cal": r["kxds_s"].median / unit,
                            "ratio": r["ratio"], "repeats": r["kxds_s"].n} for r in results}
-    details["note"] = ("kxds time is the whole rebuild of the snapshot (every resource), "
-                       "Envoy time only the CDS or RDS update it applied")
-    return [Metric(id="M8", title="kxds time / Envoy apply time (worst case)", value=worst,
-                   unit="ratio", target=TARGET, met=worst <= 1.0, details=details)]
+    details["note"] = ("cold cases: kxds time is the whole rebuild of the snapshot (every "
+                       "resource), Envoy time only the CDS or RDS update it applied; per_change: "
+                       "one change from publish to the rebuilt views vs what Envoy's "
+                       "update_duration histograms gained (whole ms)")
+    details["per_change"] = changes
+    return [Metric(id="M8", title="kxds time / Envoy apply time (worst: cold and per change)",
+                   value=worst, unit="ratio", target=TARGET, met=worst <= 1.0, details=details)]

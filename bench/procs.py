@@ -148,9 +148,10 @@ class Envoy:
 
     def __init__(self, name: str, xds_port: int, *, delta: bool = False,
                  node_id: str | None = None, concurrency: int = 1,
-                 per_node: bool = False) -> None:
+                 per_node: bool = False, flush_on_admin: bool = False) -> None:
         """``per_node``: a per-node proxy (role node, node name = node id); else an
-        edge proxy."""
+        edge proxy. ``flush_on_admin``: histograms are merged at each admin stats
+        request (not every 5 s), so :meth:`histogram_totals` is current."""
         self.name = name
         self.admin_port = free_port()
         opts = BootstrapOptions(role="node" if per_node else "edge",
@@ -158,7 +159,8 @@ class Envoy:
                                 xds_port=xds_port, admin_port=self.admin_port, delta=delta,
                                 node_name=(node_id or name) if per_node else None)
         path = WORKDIR / f"{name}.yaml"
-        path.write_text(bootstrap_yaml(opts))
+        path.write_text(bootstrap_yaml(opts)
+                        + ("stats_flush_on_admin: true\n" if flush_on_admin else ""))
         self.proc = start([envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
                            "--concurrency", str(concurrency), "-l", "warning",
                            "--disable-hot-restart"], name)
@@ -185,6 +187,22 @@ class Envoy:
             for h in (s.get("histograms") or {}).get("computed_quantiles", []):
                 out[h["name"]] = h["values"]
         return out
+
+    async def histogram_totals(self, name: str) -> dict[str, tuple[float, int]]:
+        """Per series of the histograms named ``*name`` (Prometheus form, labels
+        included): (sum of the samples in ms, count). Differences between two reads
+        give the exact total of the samples between them."""
+        body = (await self.get(f"/stats/prometheus?usedonly&filter={name}")).decode()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for line in body.splitlines():
+            key, _, value = line.rpartition(" ")
+            series, sep, labels = key.partition("{")
+            if series.endswith(f"{name}_sum"):
+                sums[series.removesuffix("_sum") + sep + labels] = float(value)
+            elif series.endswith(f"{name}_count"):
+                counts[series.removesuffix("_count") + sep + labels] = int(float(value))
+        return {k: (v, counts.get(k, 0)) for k, v in sums.items()}
 
     async def wait_until(self, pred: Any, timeout: float, interval: float = 0.002) -> float:
         """Poll ``await pred()`` until truthy; returns the time it became true (time.time())."""

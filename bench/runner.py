@@ -23,7 +23,7 @@ from bench import procs
 from bench.report import Metric, machine, write
 from bench.timing import calibration_unit
 
-ALL = ("M1", "M2", "M3", "M5", "M6", "M7", "M8", "M9")
+ALL = ("M1", "M2", "M3", "M5", "M6", "M7", "M8", "M9", "M10")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -73,9 +73,10 @@ async def run_all(s: Settings, only: set[str], results: Path) -> list[Metric]:
         "M1": lambda u: mod("m1").run_m1(1000, 30 if s.quick else 100, 5, u),
         "M7": lambda u: mod("m7").run_m7(u, quick=s.quick),
         "M5": lambda u: mod("m5").run_m5(s.m5_streams, u, repeats=3 if s.quick else 5),
-        "M8": lambda u: mod("m8").run_m8(u, repeats=s.repeats),
+        "M8": lambda u: mod("m8").run_m8(u, repeats=s.repeats, quick=s.quick),
         "M6": lambda u: mod("m6").run_m6(s.m6_services, u),
         "M9": lambda u: mod("m9").run_m9(u, quick=s.quick, results=results),
+        "M10": lambda u: mod("m10").run_m10(u, quick=s.quick),
         "M2": lambda u: mod("m2").run_m2(s.m2_sizes, s.churn_seconds, u,
                                          repeats=10 if s.quick else 20),
     }

@@ -211,6 +211,29 @@ async def test_reconnect_with_matching_versions_gets_nothing() -> None:
         await envoy.send(ENDPOINT, resource_names_subscribe=["a"],
                          initial_resource_versions={"a": items[1].version})
         await envoy.nothing()
+        # It holds them: the config dump shows them ACKed, as a SotW client's would be.
+        rec = cache.nodes.get("envoy-1")
+        assert rec is not None
+        assert rec.types[CLUSTER]["a"].acked_version == items[0].version
+        assert rec.types[ENDPOINT]["a"].acked_version == items[1].version
+
+
+@t.run_async
+async def test_reconnect_with_an_old_version_is_acked_only_once_answered() -> None:
+    items = (t.cluster("a"), t.cluster("b"))
+    cache = _cache(*items)
+    async with t.serving(cache) as (_, target), _client(target) as envoy:
+        await envoy.send(CLUSTER, initial_resource_versions={"a": items[0].version,
+                                                             "b": "old"})
+        resp = await envoy.recv()
+        assert _sent(resp) == {"b": items[1].version}
+        rec = cache.nodes.get("envoy-1")
+        assert rec is not None
+        assert rec.types[CLUSTER]["a"].acked_version == items[0].version
+        assert rec.types[CLUSTER]["b"].acked_version is None
+        await envoy.ack(resp)
+        await envoy.nothing()
+        assert rec.types[CLUSTER]["b"].acked_version == items[1].version
 
 
 @t.run_async

@@ -26,9 +26,10 @@ Rules (Envoy xds_protocol, "Incremental xDS"):
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kxds.envoy.resource import Resource
 from kxds.xds.cache import View
 from kxds.xds.protocol import (
     MAX_VERSION,
@@ -73,6 +74,7 @@ class DeltaStream(ProtocolStream):
             st.held = {str(k): str(v)[:MAX_VERSION]
                        for k, v in req.initial_resource_versions.items()}
             st.answered = bool(st.held)
+            st.claimed = set(st.held)
             first = True
         else:
             first = False
@@ -143,6 +145,8 @@ class DeltaStream(ProtocolStream):
         absent = sorted(n for n in candidates if n not in by_name and n not in st.held
                         and n not in st.absent)
         resources = changed(desired, st)
+        if st.claimed:
+            _adopt_claimed(st, desired)
         if not resources and not removed and not absent:
             if st.wildcard and not st.answered:
                 # A fresh client waits for its first wildcard reply to finish
@@ -169,3 +173,22 @@ class DeltaStream(ProtocolStream):
         st.absent |= {n for n in plan.removed if n in st.names}
         st.absent.update(plan.absent)
         st.absent.difference_update(r.name for r in plan.resources)
+
+
+def _adopt_claimed(st: TypeState, desired: Mapping[str, Resource]) -> None:
+    """Record as ACKed what a reconnecting client holds at the current version.
+
+    Its ``initial_resource_versions`` named them and nothing is sent for them
+    (versions are content hashes, the same across a kxds restart): the client
+    has exactly these resources, as if it had ACKed them on this stream.
+    """
+    for name in list(st.claimed):  # costs what the client claimed, not the view's size
+        held = st.held.get(name)
+        res = desired.get(name)
+        if held is None:  # since removed, unsubscribed or replaced
+            st.claimed.discard(name)
+        elif res is not None:
+            if held == res.version and name not in st.acked:
+                st.acked[name] = res
+                st.objs[name] = res
+            st.claimed.discard(name)

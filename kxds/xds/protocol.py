@@ -188,6 +188,9 @@ class TypeState:
     """name -> a rejected version to offer again (the error may pass), bounded."""
     names_digest: str = ""
     """SotW named types: a hash of ``names``, part of every reply's version."""
+    claimed: set[str] = field(default_factory=set)
+    """Delta: names the client said it holds on connecting, not yet compared with the view
+    (those at the current version are then recorded as ACKed: it has them)."""
 
     synced: Mapping[str, Resource] | None = None
     """The view mapping this state was last fully reconciled with (None: never)."""
