@@ -175,6 +175,7 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
     deadline = time.monotonic() + timeout
     t_connected: float | None = None
     t_same: float | None = None
+    dump_s: float | None = None
     now: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status, body = await kx.get("/debug/nodes", 5.0)
@@ -182,7 +183,9 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
             connected = {n["node"] for n in json.loads(body) if n["connected"]}
             if proxies <= connected:
                 t_connected = t_connected or time.perf_counter()
+                t_dump = time.perf_counter()
                 now = held_versions(await kx.json("/debug/config_dump"))
+                dump_s = time.perf_counter() - t_dump
                 if all(now.get(p) == before[p] for p in proxies):
                     t_same = time.perf_counter()
                     break
@@ -197,6 +200,9 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
     return {
         "kill_to_start_s": t0 - t_kill,
         "start_to_ready_s": t_ready - t0, "first_rebuild_s": first_rebuild,
+        # The check's own cost: the last /debug/config_dump's fetch and parse,
+        # inside start_to_same_versions_s (the versions may have matched sooner).
+        "last_config_dump_s": dump_s,
         "start_to_all_connected_s": None if t_connected is None else t_connected - t0,
         "start_to_same_versions_s": None if t_same is None else t_same - t0,
         "ready_to_same_versions_s": None if t_same is None else t_same - t_ready,

@@ -116,6 +116,18 @@ def test_bootstrap_identity_fields() -> None:
     assert doc["static_resources"]["clusters"][0]["type"] == "STATIC"
 
 
+def test_bootstrap_caps_the_ads_reconnect_back_off() -> None:
+    """Envoy sleeps a random time below an interval that doubles per failed attempt;
+    the cap bounds how long a proxy sleeps after a restarted kxds listens again."""
+    for opts in (BootstrapOptions(role="edge", node_id="e1", xds_host="10.0.0.1", xds_port=1),
+                 BootstrapOptions(role="node", node_id="n1", node_name="w1",
+                                  xds_host="10.0.0.1", xds_port=1)):
+        doc = render_bootstrap(opts)
+        service = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
+        assert service["retry_policy"]["retry_back_off"] == {
+            "base_interval": "0.25s", "max_interval": "1s"}
+
+
 def test_transparent_node_says_so_in_its_metadata(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bootstrap", "--role", "node", "--node-id", "n1", "--node-name", "w1",
             "--transparent", "--xds-address", "10.0.0.1:18000"]

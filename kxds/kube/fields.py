@@ -121,7 +121,12 @@ def scalar(value: Any, field: str) -> str:
 
 def str_list(obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
     """A list of strings (numbers are taken as their text), each item checked."""
-    return tuple(scalar(v, f"{path}.{key}[{i}]") for i, v in enumerate(get_list(obj, key, path)))
+    values = get_list(obj, key, path)
+    # The common case without building an item path per element (start-up
+    # parses tens of thousands of these).
+    if all(type(v) is str for v in values):
+        return tuple(values)
+    return tuple(scalar(v, f"{path}.{key}[{i}]") for i, v in enumerate(values))
 
 
 def get_int(
@@ -178,6 +183,8 @@ def one_of(value: str | None, allowed: tuple[str, ...], field: str, default: str
 def str_map(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
     """A map of strings (labels, annotations, selectors); numbers and booleans as text."""
     raw = get_map(obj, key, path)
+    if all(type(k) is str and type(v) is str for k, v in raw.items()):
+        return dict(raw)  # the common case, without a path per entry
     out: dict[str, str] = {}
     for k, v in raw.items():
         if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
