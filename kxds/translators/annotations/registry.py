@@ -243,9 +243,14 @@ CORS_ALLOW_CREDENTIALS = Annotation("cors-allow-credentials", F.HEADERS, S,
                                     "CorsPolicy allow_credentials", "", v.boolean)
 CORS_MAX_AGE = Annotation("cors-max-age", F.HEADERS, S, "CorsPolicy max_age", "",
                           v.integer(0))
-CUSTOM_HEADERS = _unsupported(
-    "custom-headers", F.HEADERS,
-    "names a ConfigMap, and kxds does not watch ConfigMaps: use kxds.io/response-headers-set")
+CUSTOM_HEADERS = Annotation(
+    "custom-headers", F.HEADERS, P, "route response_headers_to_add (overwrite)",
+    "`[namespace/]name` of a ConfigMap whose keys and values are set on every response; "
+    "kxds has no controller ConfigMap, so there is no `global-allowed-response-headers` "
+    "allow-list: every valid header name of the ConfigMap is set (an invalid one is reported "
+    "and skipped, as is a value with an nginx variable `$` or a `%`); a missing ConfigMap is "
+    "reported and the routes are served without the headers; `kxds.io/response-headers-set` "
+    "wins for a header both set", v.text)
 REQUEST_HEADERS_SET = Annotation(
     "request-headers-set", F.HEADERS, S, "route request_headers_to_add (overwrite)",
     "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
