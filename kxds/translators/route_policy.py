@@ -127,8 +127,10 @@ def ingress_policy(ing: Ingress, limit_status: int = 429,
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
     policy = route_policy(parsed, diags, limit_status)
-    policy = with_custom_headers(policy, custom_headers(parsed, ing.meta.namespace,
-                                                        config_maps or {}, diags))
+    # (not ``config_maps or {}``: truth-testing the mapping would record a read of
+    # every ConfigMap, and any ConfigMap change would then rerun this Ingress)
+    maps = config_maps if config_maps is not None else {}
+    policy = with_custom_headers(policy, custom_headers(parsed, ing.meta.namespace, maps, diags))
     auth = basic_auth(ing, parsed, secrets)
     diags += auth.diagnostics
     relaxed: frozenset[str] = frozenset()

@@ -1,0 +1,119 @@
+"""ConfigMaps: parsed data only, kept only when an annotation names them, and read
+incrementally (a ConfigMap's change reruns only the Ingresses that read it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kxds import ir
+from kxds.incremental import Store
+from kxds.kube.api import ApiOptions
+from kxds.kube.models import ClusterState, ConfigMap, Model
+from kxds.kube.parse import parse_object
+from kxds.kube.store import KINDS, referenced_config_maps
+from kxds.kube.store import Store as ObjectStore
+from kxds.translators.config import TranslateConfig
+from kxds.translators.edge import translate
+
+CUSTOM = "nginx.ingress.kubernetes.io/custom-headers"
+
+
+def _cm(name: str, ns: str = "a", **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}",
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "data": data, "binaryData": {"blob": "AAAA"}}
+
+
+def _ingress(name: str, host: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "a", "annotations": annotations},
+            "spec": {"ingressClassName": "kxds", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}
+
+
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "a"},
+           "spec": {"ports": [{"port": 80}]}}
+
+
+def _model(doc: dict[str, Any]) -> Model:
+    model, problem = parse_object(doc)
+    assert model is not None, problem
+    return model
+
+
+def test_parse_keeps_data_only() -> None:
+    cm = _model(_cm("h", **{"X-One": "1"}))
+    assert isinstance(cm, ConfigMap)
+    assert dict(cm.data) == {"X-One": "1"}
+    assert not cm.meta.annotations
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ("h", ("a", "h")), ("other/h", ("other", "h")), (" other/h ", ("other", "h")),
+], ids=["same-namespace", "namespaced", "spaces"])
+def test_referenced_config_maps(value: str, want: tuple[str, str]) -> None:
+    ing = _model(_ingress("i", "x.example.com", {CUSTOM: value}))
+    assert referenced_config_maps([ing]) == {want}  # type: ignore[list-item]
+
+
+def test_api_store_keeps_only_named_config_maps() -> None:
+    kinds = [k for k in KINDS if k.plural in ("configmaps", "ingresses")]
+    store = ObjectStore(kinds)
+    by_plural = {k.plural: k for k in kinds}
+    store.replace(by_plural["ingresses"], [_ingress("i", "x.example.com", {CUSTOM: "named"})])
+    store.replace(by_plural["configmaps"], [_cm("named", **{"X-A": "1"}), _cm("other")])
+    state, _ = store.snapshot()
+    assert state is not None
+    assert set(state.config_maps) == {("a", "named")}
+
+
+def test_watch_namespaces_split_config_maps() -> None:
+    kinds = ApiOptions(secret_namespaces=("n1", "n2")).watched_kinds()
+    assert sorted(k.slot for k in kinds if k.plural == "configmaps") == \
+        ["configmaps@n1", "configmaps@n2"]
+
+
+def _policy(state: ClusterState, host: str) -> ir.RoutePolicy | None:
+    out = translate(state, TranslateConfig()).ir
+    for table in out.route_tables:
+        for vh in table.virtual_hosts:
+            if host in vh.domains:
+                return vh.routes[0].policy
+    raise AssertionError(host)
+
+
+def test_config_map_change_reruns_only_its_readers() -> None:
+    """Changing the ConfigMap reruns the Ingress naming it, not the other one."""
+    objects = [_model(SERVICE),
+               _model(_ingress("reads", "r.example.com", {CUSTOM: "h"})),
+               _model(_ingress("other", "o.example.com", {})),
+               _model(_cm("h", **{"X-A": "1"}))]
+    store = Store()
+    state = ClusterState.from_objects(objects)
+    first = translate(state, TranslateConfig(), store)
+    runs, before = store.runs, dict(store.runs_by_query)
+    new_cm = _model(_cm("h", **{"X-A": "2"}))
+    changed = ClusterState.from_objects([*objects[:3], new_cm])
+    second = translate(changed, TranslateConfig(), store)
+    assert second.ir == translate(changed, TranslateConfig()).ir
+    assert second.ir != first.ir
+    reran = {q: n - before.get(q, 0) for q, n in store.runs_by_query.items()
+             if n != before.get(q, 0)}
+    # One Ingress's routes ran again (not the other's), and the whole-view queries
+    # over every Ingress's routes.
+    assert 0 < store.runs - runs < runs
+    assert all(n == 1 for n in reran.values()), reran
+    runs = store.runs
+    # An unrelated ConfigMap appearing reruns nothing.
+    translate(ClusterState.from_objects([*objects[:3], new_cm, _model(_cm("unrelated"))]),
+              TranslateConfig(), store)
+    assert store.runs == runs
+    policy = _policy(changed, "r.example.com")
+    assert policy is not None and policy.response_headers is not None
+    assert policy.response_headers.set == (ir.Header(name="x-a", value="2"),)
+    assert _policy(changed, "o.example.com") is None
