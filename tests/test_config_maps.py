@@ -14,6 +14,7 @@ from kxds.kube.models import ClusterState, ConfigMap, Model
 from kxds.kube.parse import parse_object
 from kxds.kube.store import KINDS, referenced_config_maps
 from kxds.kube.store import Store as ObjectStore
+from kxds.translators.auth_proxy_headers import template
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 
@@ -117,3 +118,41 @@ def test_config_map_change_reruns_only_its_readers() -> None:
     assert policy is not None and policy.response_headers is not None
     assert policy.response_headers.set == (ir.Header(name="x-a", value="2"),)
     assert _policy(changed, "o.example.com") is None
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("plain", (ir.ValuePart(text="plain"),)),
+    ("$remote_addr", (ir.ValuePart(value=ir.RequestValue.CLIENT_ADDRESS),)),
+    ("a=${host}/b", (ir.ValuePart(text="a="), ir.ValuePart(value=ir.RequestValue.AUTHORITY),
+                     ir.ValuePart(text="/b"))),
+    ("$http_x_user_id", (ir.ValuePart(request_header="x-user-id"),)),
+], ids=["plain", "variable", "braced-in-text", "request-header"])
+def test_check_header_template(text: str, want: tuple[ir.ValuePart, ...]) -> None:
+    assert template(text) == (want, None)
+
+
+@pytest.mark.parametrize("text", ["$ssl_client_s_dn", "cost $5", "a$", "tab\there", "é"],
+                         ids=["unknown-variable", "digit-variable", "lone-dollar", "control",
+                              "non-ascii"])
+def test_check_header_template_refused(text: str) -> None:
+    parts, why = template(text)
+    assert parts == () and why
+
+
+def _auth_ingress(value: str) -> dict[str, Any]:
+    return _ingress("i", "x.example.com", {
+        "nginx.ingress.kubernetes.io/auth-url": "http://auth.a.svc:80/check",
+        "nginx.ingress.kubernetes.io/auth-proxy-set-headers": value})
+
+
+@pytest.mark.parametrize(("data", "refused"), [
+    ({"X-Real-IP": "1.2.3.4"}, "sets on the check request itself"),
+    ({"X-Kxds-Cluster": "x"}, "sets on the check request itself"),
+    ({"bad name": "x"}, "is not a header name"),
+], ids=["reserved", "internal", "bad-name"])
+def test_auth_proxy_set_headers_fail_closed(data: dict[str, str], refused: str) -> None:
+    auth = dict(SERVICE, metadata={"name": "auth", "namespace": "a"})
+    state = ClusterState.from_objects([_model(SERVICE), _model(auth),
+                                       _model(_auth_ingress("h")), _model(_cm("h", **data))])
+    result = translate(state, TranslateConfig())
+    assert any(refused in d.message and "503" in d.message for d in result.diagnostics)
