@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fakeapi import FakeApi, SourceRunner
 
 from kxds import ir
 from kxds.incremental import Store
-from kxds.kube.api import ApiOptions
+from kxds.kube.api import ApiOptions, ApiSource
+from kxds.kube.client import KubeClient
 from kxds.kube.models import ClusterState, ConfigMap, Model
 from kxds.kube.parse import parse_object
 from kxds.kube.store import KINDS, referenced_config_maps
@@ -156,3 +158,31 @@ def test_auth_proxy_set_headers_fail_closed(data: dict[str, str], refused: str) 
                                        _model(_auth_ingress("h")), _model(_cm("h", **data))])
     result = translate(state, TranslateConfig())
     assert any(refused in d.message and "503" in d.message for d in result.diagnostics)
+
+
+def test_api_source_reads_named_config_maps_in_the_watched_namespaces() -> None:
+    """Through the API: a ConfigMap an Ingress names reaches the state (data only) and
+    its changes follow; one named by no Ingress, or outside --watch-namespaces, never
+    does; the list and watch are per watched namespace."""
+    api = FakeApi(bookmark_interval=0.1).start()
+    try:
+        api.apply(_ingress("i", "x.example.com", {CUSTOM: "h"}))
+        api.apply(_ingress("j", "y.example.com", {CUSTOM: "elsewhere/h"}))
+        api.apply(_cm("h", **{"X-A": "1"}))
+        api.apply(_cm("h", ns="elsewhere", **{"X-A": "1"}))
+        api.apply(_cm("unnamed", **{"X-A": "1"}))
+        options = ApiOptions(watch_timeout=2.0, read_timeout=5.0, connect_timeout=1.0,
+                             backoff_initial=0.05, backoff_max=0.2,
+                             secret_namespaces=("a",))
+        with SourceRunner(ApiSource(KubeClient.for_url(api.url), options)) as run:
+            state = run.wait(lambda s: ("a", "h") in s.config_maps)
+            assert set(state.config_maps) == {("a", "h")}
+            cm = state.config_maps[("a", "h")]
+            assert dict(cm.data) == {"X-A": "1"} and not cm.meta.annotations
+            api.apply(_cm("h", **{"X-A": "2"}))
+            run.wait(lambda s: s.config_maps[("a", "h")].data == {"X-A": "2"})
+        assert api.count("GET", "/api/v1/namespaces/a/configmaps", "watch=")
+        assert not api.count("GET", "/api/v1/configmaps")
+        assert not api.count("GET", "/api/v1/namespaces/elsewhere/configmaps")
+    finally:
+        api.stop()
