@@ -12,7 +12,7 @@ from kxds import ir
 from kxds.incremental import Store
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
-from kxds.kube.models import ClusterState, ConfigMap, Model
+from kxds.kube.models import MAX_CONFIG_MAP_BYTES, ClusterState, ConfigMap, Model
 from kxds.kube.parse import parse_object
 from kxds.kube.store import KINDS, referenced_config_maps
 from kxds.kube.store import Store as ObjectStore
@@ -186,3 +186,19 @@ def test_api_source_reads_named_config_maps_in_the_watched_namespaces() -> None:
         assert not api.count("GET", "/api/v1/namespaces/elsewhere/configmaps")
     finally:
         api.stop()
+
+
+def test_too_large_config_map_keeps_no_data() -> None:
+    """A ConfigMap over the size bound keeps no data: custom-headers is reported and the
+    routes are served; auth-proxy-set-headers fails closed."""
+    big = _model(_cm("h", blob="x" * (MAX_CONFIG_MAP_BYTES + 1)))
+    assert isinstance(big, ConfigMap) and big.too_large and not big.data
+    auth = dict(SERVICE, metadata={"name": "auth", "namespace": "a"})
+    state = ClusterState.from_objects([_model(SERVICE), _model(auth), big,
+                                       _model(_ingress("c", "c.example.com", {CUSTOM: "h"})),
+                                       _model(_auth_ingress("h"))])
+    result = translate(state, TranslateConfig())
+    messages = [(d.ref.name, d.message) for d in result.diagnostics]
+    assert any(n == "c" and "too much" in m and "no header is added" in m
+               for n, m in messages)
+    assert any(n == "i" and "too much" in m and "503" in m for n, m in messages)

@@ -117,6 +117,10 @@ class Secret:
     """``data`` base64-decoded, with ``stringData`` merged over it."""
 
 
+MAX_CONFIG_MAP_BYTES = 64 * 1024
+"""The most ConfigMap data (keys and values) kxds keeps for one ConfigMap."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigMap:
     """A ConfigMap named by an annotation (``custom-headers``, ``auth-proxy-set-headers``)."""
@@ -124,6 +128,9 @@ class ConfigMap:
     meta: Meta
     data: Mapping[str, str] = field(default_factory=dict)
     """``data`` only; ``binaryData`` is never read."""
+    too_large: bool = False
+    """Its ``data`` was over :data:`MAX_CONFIG_MAP_BYTES` and is not kept (``data`` is
+    empty): header lists are small, and other ConfigMaps must not fill memory."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -284,7 +284,10 @@ def parse_config_map(doc: Mapping[str, Any], limits: Limits) -> m.ConfigMap:
     meta = m.Meta(kind=meta.kind, namespace=meta.namespace, name=meta.name, labels=meta.labels,
                   uid=meta.uid, resource_version=meta.resource_version,
                   creation_timestamp=meta.creation_timestamp)
-    return m.ConfigMap(meta=meta, data=str_map(doc, "data", ""))
+    data = str_map(doc, "data", "")
+    if sum(len(k) + len(v) for k, v in data.items()) > m.MAX_CONFIG_MAP_BYTES:
+        return m.ConfigMap(meta=meta, too_large=True)
+    return m.ConfigMap(meta=meta, data=data)
 
 
 def parse_namespace(doc: Mapping[str, Any], limits: Limits) -> m.Namespace:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic, Reason
-from kxds.kube.models import ConfigMap, Key
+from kxds.kube.models import MAX_CONFIG_MAP_BYTES, ConfigMap, Key
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations.values import BadValue, header_name
@@ -57,6 +57,9 @@ def check_headers(parsed: ann.Parsed, namespace: str, config_maps: Mapping[Key, 
     if cm is None:
         return (), _refuse(parsed, f"ConfigMap {key[0]}/{key[1]} not found",
                            Reason.CONFIG_MAP_NOT_FOUND)
+    if cm.too_large:
+        return (), _refuse(parsed, f"ConfigMap {key[0]}/{key[1]} holds more than "
+                           f"{MAX_CONFIG_MAP_BYTES} bytes of data, too much for a header list")
     out: list[ir.HeaderTemplate] = []
     for name, text in sorted(cm.data.items()):
         where = f"ConfigMap {key[0]}/{key[1]} key {name!r}"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic, Reason
-from kxds.kube.models import ConfigMap, Key
+from kxds.kube.models import MAX_CONFIG_MAP_BYTES, ConfigMap, Key
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations import values as v
@@ -45,6 +45,12 @@ def custom_headers(parsed: ann.Parsed, namespace: str, config_maps: Mapping[Key,
         diags.append(parsed.problem(
             r.CUSTOM_HEADERS, f"ConfigMap {key[0]}/{key[1]} not found; the routes are served "
             "without its headers", Reason.CONFIG_MAP_NOT_FOUND))
+        return ()
+    if cm.too_large:
+        diags.append(parsed.problem(
+            r.CUSTOM_HEADERS, f"ConfigMap {key[0]}/{key[1]} holds more than "
+            f"{MAX_CONFIG_MAP_BYTES} bytes of data, too much for a header list; no header is "
+            "added"))
         return ()
     out: dict[str, ir.Header] = {}
     for name, text in sorted(cm.data.items()):
