@@ -109,6 +109,12 @@ def _ingress(name: str, host: str, service: str, annotations: dict[str, str],
 
 N = "nginx.ingress.kubernetes.io/"
 
+_CUSTOM_HEADERS = """apiVersion: v1
+kind: ConfigMap
+metadata: {{name: resp, namespace: default}}
+data: {{X-Custom-One: "{value}", X-Content-Type-Options: nosniff}}
+"""
+
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
@@ -149,9 +155,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "kxds.io/request-headers-set": "X-Team: blue",
             "kxds.io/response-headers-set": "X-Served-By: kxds",
             N + "x-forwarded-prefix": "/pre", N + "upstream-vhost": "inside.local"}),
+        _ingress("custom", "custom.test", "main", {N + "custom-headers": "default/resp"}),
+        _ingress("nocustom", "nocustom.test", "main", {N + "custom-headers": "absent"}),
     ]
     manifests.mkdir()
     (manifests / "all.yaml").write_text("".join(docs))
+    (manifests / "configmap.yaml").write_text(_CUSTOM_HEADERS.format(value="one"))
     g = Gateway(tmp, manifests)
     try:
         g.wait_backend("/", "canary.test", (200, "main"), headers={"x-canary": "never"})
@@ -283,6 +292,19 @@ def test_header_annotations(gw: Gateway) -> None:
     assert status == 200 and headers["x-served-by"] == "kxds"
     assert seen["headers"]["x-team"] == "blue" and seen["headers"]["x-forwarded-prefix"] == "/pre"
     assert seen["host"] == "inside.local"
+
+
+def test_custom_headers_from_a_config_map(gw: Gateway) -> None:
+    """The ConfigMap's headers reach the client; editing it changes them; an Ingress
+    naming a missing ConfigMap is served without them."""
+    status, headers, _ = gw.get("/c", host="custom.test")
+    assert status == 200
+    assert headers["x-custom-one"] == "one" and headers["x-content-type-options"] == "nosniff"
+    status, headers, _ = gw.get("/c", host="nocustom.test")
+    assert status == 200 and "x-custom-one" not in headers
+    (gw.manifests / "configmap.yaml").write_text(_CUSTOM_HEADERS.format(value="two"))
+    wait_for(lambda: gw.get("/c", host="custom.test")[1].get("x-custom-one") == "two" or None,
+             timeout=60)
 
 
 def test_custom_errors_answered_by_the_default_backend(gw: Gateway) -> None:

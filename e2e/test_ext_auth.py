@@ -99,6 +99,18 @@ def _ingress(name: str, host: str, annotations: dict[str, str]) -> str:
     }) + "\n"
 
 
+_CHECK_HEADERS = """---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: check-headers, namespace: default}
+data:
+  X-Gateway: "kxds 100%"
+  X-Client: $remote_addr
+  X-Want: ${host}$request_uri
+  X-Tenant: tenant=$http_x_tenant_id
+"""
+
+
 @pytest.fixture(scope="module")
 def auth() -> Iterator[AuthService]:
     service = AuthService()
@@ -136,6 +148,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory, auth: AuthService) -> Iterator[
             N + "whitelist-source-range": "127.0.0.2/32"}),
         _ingress("both", "both.test", {  # satisfy all (the default): both
             N + "auth-url": in_cluster, N + "whitelist-source-range": "127.0.0.2/32"}),
+        _ingress("setheaders", "setheaders.test", {
+            N + "auth-url": in_cluster, N + "auth-proxy-set-headers": "check-headers"}),
+        _ingress("noheaders", "noheaders.test", {  # its ConfigMap is missing: 503
+            N + "auth-url": in_cluster, N + "auth-proxy-set-headers": "default/absent"}),
+        _CHECK_HEADERS,
     ]
     manifests = tmp / "manifests"
     manifests.mkdir()
@@ -259,6 +276,20 @@ def test_unreachable_or_missing_service_refuses(gw: Gateway) -> None:
     assert gw.backend("/", host="open.test") == (200, "app")
     assert gw.backend("/", host="auth.test", headers={"cookie": "session=ok"}) == (200, "app")
 
+
+
+def test_auth_proxy_set_headers_reach_the_service(gw: Gateway, auth: AuthService) -> None:
+    status, _, _ = gw.get("/p?q=1", host="setheaders.test",
+                          headers={"cookie": "session=ok", "x-tenant-id": "t7"})
+    assert status == 200
+    h = auth.last()["headers"]
+    assert h["x-gateway"] == "kxds 100%"
+    assert h["x-client"] == "127.0.0.1"
+    assert h["x-want"] == "setheaders.test/p?q=1"
+    assert h["x-tenant"] == "tenant=t7"
+    # The ConfigMap is missing: the check cannot be made as asked, so the routes refuse.
+    status, headers, _ = gw.get("/", host="noheaders.test", headers={"cookie": "session=ok"})
+    assert status == 503 and "x-echo-backend" not in headers
 
 
 def test_adding_an_auth_url_changes_routes_only(gw: Gateway, auth: AuthService) -> None:

@@ -375,7 +375,8 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
                    help="watch the API with the pod's service account")
     g.add_argument("--namespace", metavar="NS", help="watch namespaced objects only in NS")
     g.add_argument("--watch-namespaces", metavar="NS[,NS...]", type=_names, default=(),
-                   help="read Secrets only in these namespaces (a Role each is then enough; "
+                   help="read Secrets and ConfigMaps only in these namespaces (a Role each "
+                        "is then enough; "
                         "default: wherever the other kinds are read)")
     g.add_argument("--publish-service", metavar="NS/NAME",
                    help="copy this Service's load-balancer status into Ingress status")

@@ -91,6 +91,7 @@ class Reason(enum.StrEnum):
     PORT_NOT_FOUND = "PortNotFound"
     SECRET_NOT_FOUND = "SecretNotFound"
     INVALID_SECRET = "InvalidSecret"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
     CONFLICT = "Conflict"
     NOT_ALLOWED = "NotAllowed"
     POLICY_DIVERGENCE = "PolicyDivergence"

@@ -87,6 +87,7 @@ Obj = dict[str, Any]
 RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("/api/v1", "services"): ("v1", "Service", True),
     ("/api/v1", "secrets"): ("v1", "Secret", True),
+    ("/api/v1", "configmaps"): ("v1", "ConfigMap", True),
     ("/api/v1", "pods"): ("v1", "Pod", True),
     ("/api/v1", "namespaces"): ("v1", "Namespace", False),
     ("/api/v1", "events"): ("v1", "Event", True),

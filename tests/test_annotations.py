@@ -111,7 +111,7 @@ def _translate(*docs: str) -> tuple[list[ir.Route], list[tuple[str, str, Reason]
     ({N + "auth-url": "http://auth.default.svc/"}, N + "auth-url", Reason.BACKEND_NOT_FOUND),
     ({N + "auth-url": "http://web.default.svc:81/"}, N + "auth-url", Reason.PORT_NOT_FOUND),
     ({N + "auth-url": "http://a.example/", N + "auth-proxy-set-headers": "cm"},
-     N + "auth-proxy-set-headers", Reason.UNSUPPORTED),
+     N + "auth-proxy-set-headers", Reason.CONFIG_MAP_NOT_FOUND),
     ({N + "configuration-snippet": "deny all;"}, N + "configuration-snippet",
      Reason.UNSUPPORTED),
     ({N + "proxy-read-timeout": "soon"}, N + "proxy-read-timeout", Reason.INVALID_VALUE),

@@ -2,8 +2,8 @@
 
 A random sequence of changes (add, modify or remove Services of every type,
 with node ports, load-balancer addresses, external IPs and traffic policies,
-EndpointSlices, Ingresses, NetworkPolicies, Pods, Namespaces and TLS Secrets;
-the clock crossing certificate validity bounds) is applied to a ClusterState
+EndpointSlices, Ingresses, NetworkPolicies, Pods, Namespaces, TLS Secrets and
+ConfigMaps; the clock crossing certificate validity bounds) is applied to a ClusterState
 the way a source does it: unchanged objects keep their model object, a
 changed one is a new model. After every step, the edge view and a per-node
 view, each translated through its long-lived query store, must give the same
@@ -181,6 +181,14 @@ def secret_doc(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def config_map_doc(draw: st.DrawFn) -> dict[str, Any]:
+    """A ConfigMap of response headers (custom-headers) or check headers."""
+    data = draw(names(({"X-A": "1"}, {"X-A": "2", "X-B": "$host"}, {"bad name": "x"}, {})))
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(draw(names(("cm0", "cm1"))), draw(ns_st)), "data": data}
+
+
+@st.composite
 def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
     def backend() -> dict[str, Any]:
         port = draw(names(({"number": 80}, {"name": "http"}, {"number": 53}, {"number": 7})))
@@ -221,6 +229,7 @@ def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
         "nginx.ingress.kubernetes.io/limit-rps": names(("2",)),
         "nginx.ingress.kubernetes.io/permanent-redirect": names(("https://x.test/",)),
         "nginx.ingress.kubernetes.io/mirror-target": names(("http://m/",)),
+        "nginx.ingress.kubernetes.io/custom-headers": names(("cm0", "b/cm1")),
     }))
     stamp = draw(names(("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")))
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -230,7 +239,7 @@ def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
 
 
 any_doc = st.one_of(service_doc(), slice_doc(), ingress_doc(), policy_doc(), pod_doc(),
-                    namespace_doc(), secret_doc())
+                    namespace_doc(), secret_doc(), config_map_doc())
 
 
 def _key(doc: dict[str, Any]) -> tuple[str, str, str]:

@@ -100,7 +100,28 @@ def _check_headers(auth: ir.ExternalAuth) -> list[base_pb2.HeaderValue]:
     if auth.signin is not None:
         pairs += [(f"{_HEADER}signin", _literal(auth.signin)),
                   (f"{_HEADER}signin-param", _literal(auth.signin_param))]
+    pairs += [(h.name, "".join(_part(p) for p in h.parts)) for h in auth.check_headers]
     return [base_pb2.HeaderValue(key=k, value=v) for k, v in pairs]
+
+
+_REQUEST_VALUES = {
+    ir.RequestValue.CLIENT_ADDRESS: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    ir.RequestValue.CLIENT_PORT: "%DOWNSTREAM_REMOTE_PORT%",
+    ir.RequestValue.AUTHORITY: "%REQ(:authority)%",
+    ir.RequestValue.PATH: "%REQ(:path)%",
+    ir.RequestValue.METHOD: "%REQ(:method)%",
+    ir.RequestValue.SCHEME: "%REQ(x-forwarded-proto)%",
+}
+"""Envoy's formatter commands for the request values (the scheme as the connection
+manager sets it: it overwrites a client's x-forwarded-proto at the edge)."""
+
+
+def _part(part: ir.ValuePart) -> str:
+    if part.value is not None:
+        return _REQUEST_VALUES[part.value]
+    if part.request_header is not None:
+        return f"%REQ({part.request_header})%"
+    return _literal(part.text)
 
 
 def per_route(auth: ir.ExternalAuth) -> any_pb2.Any:

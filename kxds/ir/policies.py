@@ -4,6 +4,7 @@ authentication, error pages."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from kxds.diagnostics import ObjectRef
 from kxds.ir.access import ClientSet
@@ -109,6 +110,38 @@ class ExternalAuth:
     always_set_cookie: bool = False
     """The service's Set-Cookie reaches the client also when it refuses (always on
     success)."""
+    check_headers: tuple[HeaderTemplate, ...] = ()
+    """Headers added to the check request (``auth-proxy-set-headers``)."""
+
+
+class RequestValue(StrEnum):
+    """A value of the client's request a check header may carry."""
+
+    CLIENT_ADDRESS = "client_address"
+    CLIENT_PORT = "client_port"
+    AUTHORITY = "authority"
+    PATH = "path"
+    """The path and query, as the client sent them."""
+    METHOD = "method"
+    SCHEME = "scheme"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValuePart:
+    """A piece of a header value: ``text`` as it is, a ``value`` of the request, or
+    the value of the request header ``request_header`` (empty when absent)."""
+
+    text: str = ""
+    value: RequestValue | None = None
+    request_header: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderTemplate:
+    """A header whose value is made per request from its ``parts``, in order."""
+
+    name: str
+    parts: tuple[ValuePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,17 +66,18 @@ class ApiOptions:
     """Secrets referenced by configuration (the default certificate)."""
     kinds: tuple[Kind, ...] = field(default_factory=lambda: KINDS)
     secret_namespaces: tuple[str, ...] = ()
-    """Read Secrets only in these namespaces (``--watch-namespaces``); empty: everywhere
-    the other kinds are read."""
+    """Read Secrets and ConfigMaps only in these namespaces (``--watch-namespaces``);
+    empty: everywhere the other kinds are read."""
 
     def watched_kinds(self) -> tuple[Kind, ...]:
-        """The kinds, with Secrets split per namespace when ``secret_namespaces`` says so."""
+        """The kinds, with Secrets and ConfigMaps split per namespace when
+        ``secret_namespaces`` says so."""
         if not self.secret_namespaces:
             return self.kinds
         out: list[Kind] = []
         for kind in self.kinds:
-            out += kind.in_namespaces(self.secret_namespaces) if kind.plural == "secrets" \
-                else [kind]
+            out += kind.in_namespaces(self.secret_namespaces) \
+                if kind.plural in ("secrets", "configmaps") else [kind]
         return tuple(out)
     limits: Limits = field(default_factory=Limits)
     """Input limits the parser applies (``--max-service-ports``)."""

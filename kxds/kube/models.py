@@ -117,6 +117,22 @@ class Secret:
     """``data`` base64-decoded, with ``stringData`` merged over it."""
 
 
+MAX_CONFIG_MAP_BYTES = 64 * 1024
+"""The most ConfigMap data (keys and values) kxds keeps for one ConfigMap."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigMap:
+    """A ConfigMap named by an annotation (``custom-headers``, ``auth-proxy-set-headers``)."""
+
+    meta: Meta
+    data: Mapping[str, str] = field(default_factory=dict)
+    """``data`` only; ``binaryData`` is never read."""
+    too_large: bool = False
+    """Its ``data`` was over :data:`MAX_CONFIG_MAP_BYTES` and is not kept (``data`` is
+    empty): header lists are small, and other ConfigMaps must not fill memory."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Namespace:
     meta: Meta
@@ -283,7 +299,7 @@ class NetworkPolicy:
 
 Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
          | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute | TCPRoute
-         | UDPRoute)
+         | UDPRoute | ConfigMap)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -316,6 +332,8 @@ class ClusterState:
     tcp_routes: Mapping[Key, TCPRoute] = field(default_factory=dict)
     udp_routes: Mapping[Key, UDPRoute] = field(default_factory=dict)
     """Gateway API Routes of the experimental channel (v1alpha2)."""
+    config_maps: Mapping[Key, ConfigMap] = field(default_factory=dict)
+    """ConfigMaps named by Ingress annotations (the API source keeps no others)."""
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
     problems: tuple[Diagnostic, ...] = ()
@@ -356,6 +374,7 @@ class ClusterState:
             tls_routes=view(TLSRoute),  # type: ignore[arg-type]
             tcp_routes=view(TCPRoute),  # type: ignore[arg-type]
             udp_routes=view(UDPRoute),  # type: ignore[arg-type]
+            config_maps=view(ConfigMap),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
             ),
@@ -381,5 +400,6 @@ class ClusterState:
             self.tls_routes,
             self.tcp_routes,
             self.udp_routes,
+            self.config_maps,
         ):
             yield from mapping.values()

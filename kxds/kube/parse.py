@@ -278,6 +278,18 @@ def parse_secret(doc: Mapping[str, Any], limits: Limits) -> m.Secret:
     return m.Secret(meta=meta, type=get_str(doc, "type", "") or "Opaque", data=data)
 
 
+def parse_config_map(doc: Mapping[str, Any], limits: Limits) -> m.ConfigMap:
+    meta = parse_meta(doc, "ConfigMap", namespaced=True)
+    # Only data is read: annotations (kubectl's last-applied copy) are not kept.
+    meta = m.Meta(kind=meta.kind, namespace=meta.namespace, name=meta.name, labels=meta.labels,
+                  uid=meta.uid, resource_version=meta.resource_version,
+                  creation_timestamp=meta.creation_timestamp)
+    data = str_map(doc, "data", "")
+    if sum(len(k) + len(v) for k, v in data.items()) > m.MAX_CONFIG_MAP_BYTES:
+        return m.ConfigMap(meta=meta, too_large=True)
+    return m.ConfigMap(meta=meta, data=data)
+
+
 def parse_namespace(doc: Mapping[str, Any], limits: Limits) -> m.Namespace:
     meta = parse_meta(doc, "Namespace", namespaced=False)
     # The control plane sets this label on every namespace, immutably, to its
@@ -332,6 +344,7 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
     ("v1", "Service"): parse_service,
     ("v1", "Secret"): parse_secret,
     ("v1", "Namespace"): parse_namespace,
+    ("v1", "ConfigMap"): parse_config_map,
     ("v1", "Pod"): parse_pod,
     ("discovery.k8s.io/v1", "EndpointSlice"): parse_endpoint_slice,
     ("networking.k8s.io/v1", "Ingress"): parse_ingress,
@@ -341,7 +354,8 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
 }
 
 _NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy", "Gateway",
-               "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+               "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
+               "ConfigMap")
 
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:

@@ -62,6 +62,18 @@ def strip_secret(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def strip_config_map(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Only a ConfigMap's data and identifying metadata (not binaryData, annotations or
+    managed fields)."""
+    meta = doc.get("metadata") or {}
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        **{k: doc[k] for k in ("data",) if k in doc},
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid",
+                                          "resourceVersion", "creationTimestamp") if k in meta},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """One watched resource."""
@@ -113,6 +125,8 @@ KINDS: tuple[Kind, ...] = (
          strip=strip_secret),
     Kind("secrets", "v1", "Secret", True, field_selector=f"type={OPAQUE_SECRET_TYPE}",
          strip=strip_secret, variant="opaque"),
+    # Kept only when an Ingress annotation names them (see referenced_config_maps).
+    Kind("configmaps", "v1", "ConfigMap", True, strip=strip_config_map),
     # Gateway API (standard channel v1.4): CRDs a cluster may not have installed.
     Kind("gatewayclasses", f"{GROUP}/v1", "GatewayClass", False, optional=True),
     Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
@@ -187,6 +201,22 @@ def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key],
     for ing in ingresses:
         out.update((ing.meta.namespace, t.secret_name) for t in ing.tls if t.secret_name)
         out.update(_names_in_annotations(ing))
+    return out
+
+
+CONFIG_MAP_ANNOTATIONS = ("custom-headers", "auth-proxy-set-headers")
+"""Annotations (short names, under either prefix) whose value names a ConfigMap."""
+
+
+def referenced_config_maps(ingresses: Iterable[m.Ingress]) -> set[m.Key]:
+    """ConfigMaps an Ingress (of any class) names: ``[namespace/]name``."""
+    out: set[m.Key] = set()
+    for ing in ingresses:
+        for key, value in ing.meta.annotations.items():
+            if key.rsplit("/", 1)[-1] in CONFIG_MAP_ANNOTATIONS:
+                ns, _, name = value.strip().rpartition("/")
+                if name:
+                    out.add((ns or ing.meta.namespace, name))
     return out
 
 
@@ -273,12 +303,17 @@ class Store:
         # (kinds watched per namespace or variant are in slots "plural#variant@ns";
         # these two never are)
         wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
+        # Only ConfigMaps an annotation names are kept in the snapshot, so an unrelated
+        # ConfigMap's change rebuilds nothing.
+        wanted_maps = referenced_config_maps(ingresses)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
         for slot, entries in tables.items():
             plural = slot.partition("@")[0].partition("#")[0]
             for model, problem in entries:
                 if plural == "secrets" and not _wanted(model, problem, wanted):
+                    continue
+                if plural == "configmaps" and not _wanted(model, problem, wanted_maps):
                     continue
                 if model is not None:
                     objects.append(model)

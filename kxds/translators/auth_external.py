@@ -30,6 +30,7 @@ from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.auth_basic import allow_set_names, satisfy_any_set
+from kxds.translators.auth_proxy_headers import check_headers
 from kxds.translators.route_policy import IngressPolicy
 
 HasCluster = Callable[[Key, str], bool]
@@ -41,7 +42,7 @@ _SIGNIN_VARIABLES = ("$escaped_request_uri", "$request_uri", "$scheme", "$host")
 """The nginx variables ``auth-signin`` may use (replaced per request)."""
 _FOLLOWERS: tuple[ann.Annotation[Any], ...] = (
     r.AUTH_METHOD, r.AUTH_SIGNIN, r.AUTH_SIGNIN_REDIRECT_PARAM, r.AUTH_RESPONSE_HEADERS,
-    r.AUTH_REQUEST_REDIRECT, r.AUTH_ALWAYS_SET_COOKIE)
+    r.AUTH_REQUEST_REDIRECT, r.AUTH_ALWAYS_SET_COOKIE, r.AUTH_PROXY_SET_HEADERS)
 
 
 def external_auth(state: ClusterState, parsed: ann.Parsed, clusters: HasCluster,
@@ -71,6 +72,10 @@ def external_auth(state: ClusterState, parsed: ann.Parsed, clusters: HasCluster,
     found = _SERVICE_HOST.match(host)
     base = _options(parsed, diags, ir.ExternalAuth(
         cluster="", url=raw, host=u.netloc, path=path, tls=u.scheme == "https"))
+    headers, problem = check_headers(parsed, parsed.ref.namespace, state.config_maps)
+    if problem is not None:
+        return None, problem
+    base = dataclasses.replace(base, check_headers=headers)
     if found is None:
         cluster = names.cap(f"ext-authz/{host}/{port}" + ("/tls" if base.tls else ""))
         return dataclasses.replace(base, cluster=cluster, dns_host=host, dns_port=port), None

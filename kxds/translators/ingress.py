@@ -237,7 +237,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     answer 503 (:func:`failed_routes`): fail closed, never open.
     """
     ref = ing.meta.ref
-    pol = ingress_policy(ing, limit_status, state.secrets)
+    pol = ingress_policy(ing, limit_status, state.secrets, state.config_maps)
     refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets) or pol.refused
     if refused is None:  # the check must be possible, or the routes refuse
         pol, refused = with_external_auth(state, ing, pol, clusters)

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic, Reason, show
-from kxds.kube.models import Ingress, Key, Secret
+from kxds.kube.models import ConfigMap, Ingress, Key, Secret
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
 from kxds.translators.annotations.values import re2_problem
 from kxds.translators.auth_basic import allow_set_names, basic_auth, relax_access
 from kxds.translators.cors_limits import cors_policy, rate_limit
+from kxds.translators.custom_headers import custom_headers, with_custom_headers
 from kxds.translators.upstream_lb import with_upstream
 
 DEFAULT_TIMEOUT_MS = 60_000
@@ -112,9 +113,11 @@ def path_regex(path: str) -> str:
 
 
 def ingress_policy(ing: Ingress, limit_status: int = 429,
-                   secrets: Mapping[Key, Secret] | None = None) -> IngressPolicy:
+                   secrets: Mapping[Key, Secret] | None = None,
+                   config_maps: Mapping[Key, ConfigMap] | None = None) -> IngressPolicy:
     """Read ``ing``'s annotations once into what its routes carry; a rate limit refuses
-    with ``limit_status``; authentication reads its users from ``secrets``."""
+    with ``limit_status``; authentication reads its users from ``secrets``;
+    ``custom-headers`` its headers from ``config_maps``."""
     parsed = ann.parse(ing)
     diags = list(parsed.diagnostics)
     if parsed.get(r.NEXT_UPSTREAM_TIMEOUT) and _retry(parsed) is None:
@@ -124,6 +127,10 @@ def ingress_policy(ing: Ingress, limit_status: int = 429,
     rewrite = _rewrite(parsed, diags)
     regex_paths = parsed.get(r.USE_REGEX) is True or rewrite is not None
     policy = route_policy(parsed, diags, limit_status)
+    # (not ``config_maps or {}``: truth-testing the mapping would record a read of
+    # every ConfigMap, and any ConfigMap change would then rerun this Ingress)
+    maps = config_maps if config_maps is not None else {}
+    policy = with_custom_headers(policy, custom_headers(parsed, ing.meta.namespace, maps, diags))
     auth = basic_auth(ing, parsed, secrets)
     diags += auth.diagnostics
     relaxed: frozenset[str] = frozenset()

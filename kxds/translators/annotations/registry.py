@@ -243,9 +243,14 @@ CORS_ALLOW_CREDENTIALS = Annotation("cors-allow-credentials", F.HEADERS, S,
                                     "CorsPolicy allow_credentials", "", v.boolean)
 CORS_MAX_AGE = Annotation("cors-max-age", F.HEADERS, S, "CorsPolicy max_age", "",
                           v.integer(0))
-CUSTOM_HEADERS = _unsupported(
-    "custom-headers", F.HEADERS,
-    "names a ConfigMap, and kxds does not watch ConfigMaps: use kxds.io/response-headers-set")
+CUSTOM_HEADERS = Annotation(
+    "custom-headers", F.HEADERS, P, "route response_headers_to_add (overwrite)",
+    "`[namespace/]name` of a ConfigMap whose keys and values are set on every response; "
+    "kxds has no controller ConfigMap, so there is no `global-allowed-response-headers` "
+    "allow-list: every valid header name of the ConfigMap is set (an invalid one is reported "
+    "and skipped, as is a value with an nginx variable `$` or a `%`); a missing ConfigMap is "
+    "reported and the routes are served without the headers; `kxds.io/response-headers-set` "
+    "wins for a header both set", v.text)
 REQUEST_HEADERS_SET = Annotation(
     "request-headers-set", F.HEADERS, S, "route request_headers_to_add (overwrite)",
     "`Name: value` lines", v.header_lines, kxds_only=True, documented=False)
@@ -490,9 +495,13 @@ AUTH_ALWAYS_SET_COOKIE = Annotation(
 AUTH_CACHE = tuple(_unsupported(
     n, F.ACCESS, "Envoy asks the service about every request, nothing is cached (access is "
     "never wider for it)") for n in ("auth-cache-key", "auth-cache-duration"))
-AUTH_PROXY_SET_HEADERS = _unsupported(
-    "auth-proxy-set-headers", F.ACCESS,
-    f"headers from a ConfigMap for the check request; {_SECURITY}", narrows=True)
+AUTH_PROXY_SET_HEADERS = Annotation(
+    "auth-proxy-set-headers", F.ACCESS, P, "http_service authorization_request headers_to_add",
+    "`[namespace/]name` of a ConfigMap whose keys and values are added to the check request; "
+    "values may use $remote_addr, $remote_port, $host and $http_host (both the Host header, "
+    "port included), $request_uri, $request_method, $scheme and $http_<name>; any other "
+    "variable, a bad header name, a header kxds sets on the check itself or a missing "
+    "ConfigMap makes every route of the Ingress answer 503 (fail closed)", v.text)
 AUTH_KEEPALIVE = tuple(Annotation(
     n, F.ACCESS, P, "Envoy's connection pool of the service's cluster",
     "accepted; Envoy keeps connections to the service alive and pools them itself, the "
