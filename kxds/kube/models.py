@@ -16,6 +16,7 @@ from typing import Literal
 from kxds.diagnostics import Diagnostic
 
 # Re-exported: every model is reached through this module.
+from kxds.kube.gateway_models import BackendTLSPolicy as BackendTLSPolicy
 from kxds.kube.gateway_models import Gateway as Gateway
 from kxds.kube.gateway_models import GatewayClass as GatewayClass
 from kxds.kube.gateway_models import GRPCRoute as GRPCRoute
@@ -283,7 +284,7 @@ class NetworkPolicy:
 
 Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
          | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute | TCPRoute
-         | UDPRoute)
+         | UDPRoute | BackendTLSPolicy)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -316,6 +317,7 @@ class ClusterState:
     tcp_routes: Mapping[Key, TCPRoute] = field(default_factory=dict)
     udp_routes: Mapping[Key, UDPRoute] = field(default_factory=dict)
     """Gateway API Routes of the experimental channel (v1alpha2)."""
+    backend_tls_policies: Mapping[Key, BackendTLSPolicy] = field(default_factory=dict)
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
     problems: tuple[Diagnostic, ...] = ()
@@ -356,6 +358,7 @@ class ClusterState:
             tls_routes=view(TLSRoute),  # type: ignore[arg-type]
             tcp_routes=view(TCPRoute),  # type: ignore[arg-type]
             udp_routes=view(UDPRoute),  # type: ignore[arg-type]
+            backend_tls_policies=view(BackendTLSPolicy),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
             ),
@@ -381,5 +384,6 @@ class ClusterState:
             self.tls_routes,
             self.tcp_routes,
             self.udp_routes,
+            self.backend_tls_policies,
         ):
             yield from mapping.values()

@@ -341,7 +341,8 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
 }
 
 _NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy", "Gateway",
-               "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+               "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
+               "BackendTLSPolicy")
 
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:

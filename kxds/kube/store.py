@@ -118,6 +118,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
     Kind("httproutes", f"{GROUP}/v1", "HTTPRoute", True, optional=True),
     Kind("grpcroutes", f"{GROUP}/v1", "GRPCRoute", True, optional=True),
+    Kind("backendtlspolicies", f"{GROUP}/v1", "BackendTLSPolicy", True, optional=True),
     # The experimental channel's L4 Routes.
     Kind("tlsroutes", f"{GROUP}/v1alpha2", "TLSRoute", True, optional=True),
     Kind("tcproutes", f"{GROUP}/v1alpha2", "TCPRoute", True, optional=True),

@@ -1,0 +1,162 @@
+"""BackendTLSPolicy: TLS from the gateway to the Services it targets.
+
+A policy (``gateway.networking.k8s.io/v1``) targets Services of its namespace,
+all their ports or the one ``sectionName`` names. The HTTPRoute and GRPCRoute
+backends on those ports are reached over TLS through the twin clusters of
+:mod:`kxds.translators.upstream_tls`: the SNI is ``validation.hostname`` and the
+backend's certificate must chain to ``validation.caCertificateRefs`` and carry
+that host name.
+
+What kxds can honour: CA bundles from Secrets with a ``ca.crt`` key (an
+implementation-specific kind the spec allows). What it cannot, and so makes the
+routes answer 503 rather than connect less checked than asked (fail closed):
+ConfigMap CA references (kxds does not read ConfigMaps),
+``wellKnownCACertificates`` (Envoy needs a CA file kxds cannot know),
+``subjectAltNames`` and ``options``. Each is a diagnostic naming the policy
+and the field.
+
+Two policies on one port: the one naming the port (``sectionName``) wins over
+one naming the whole Service, then the older, then the first by name; the
+others get a ``Conflict`` diagnostic for that port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kxds import ir, names
+from kxds.certs.check import CertError, check_ca_bundle
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.kube.models import BackendTLSPolicy, ClusterState
+
+_FAIL = "its routes answer 503 rather than connect unverified"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTLS:
+    """What a policy asks of the connections to one Service port."""
+
+    policy: ObjectRef
+    sni: str
+    ca: str | None
+    """The name the CA bundle is known by in the policy's namespace (see :func:`names.ca_secret`);
+    None with ``problem``."""
+    problem: str | None = None
+    """Why kxds cannot honour the policy: its routes to the port answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPlan:
+    by_cluster: Mapping[str, PolicyTLS]
+    secrets: Mapping[str, ir.ValidationContext]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
+        secrets: dict[str, ir.ValidationContext]) -> tuple[str | None, str | None]:
+    """(the CA bundle's name, None) or (None, why the policy cannot be honoured)."""
+    ns = pol.meta.namespace
+    if pol.well_known_cas is not None:
+        out.append(Diagnostic(pol.meta.ref, "spec.validation.wellKnownCACertificates",
+                              Reason.UNSUPPORTED, f"{pol.well_known_cas!r} is not supported "
+                              f"(Envoy needs a CA file kxds does not know); {_FAIL}"))
+        return None, "wellKnownCACertificates"
+    pems: list[str] = []
+    for i, ref in enumerate(pol.ca_refs):
+        field = f"spec.validation.caCertificateRefs[{i}]"
+        problem: tuple[Reason, str] | None = None
+        if ref.group != "" or ref.kind not in ("Secret", "ConfigMap"):
+            problem = (Reason.INVALID_VALUE, f"kind {ref.group or 'core'}/{ref.kind} is not a "
+                       "CA certificate reference kxds reads (Secret or ConfigMap)")
+        elif ref.kind == "ConfigMap":
+            problem = (Reason.UNSUPPORTED, f"ConfigMap {ns}/{ref.name}: kxds does not read "
+                       "ConfigMaps; use a Secret with a ca.crt key")
+        else:
+            secret = state.secrets.get((ns, ref.name))
+            sref = ObjectRef("Secret", ns, ref.name)
+            if secret is None:
+                problem = (Reason.SECRET_NOT_FOUND, f"{sref} not found")
+            elif "ca.crt" not in secret.data:
+                problem = (Reason.INVALID_SECRET, f"{sref} has no ca.crt key")
+            else:
+                try:
+                    check_ca_bundle(secret.data["ca.crt"])
+                    pems.append(secret.data["ca.crt"].decode("ascii"))
+                except (CertError, UnicodeDecodeError) as e:
+                    problem = (Reason.INVALID_SECRET, f"{sref}: ca.crt: {e}")
+        if problem is not None:
+            out.append(Diagnostic(pol.meta.ref, field, problem[0], f"{problem[1]}; {_FAIL}"))
+            return None, field
+    # Secret names hold no '+', so a joined name cannot be another Secret's.
+    name = "+".join(r.name for r in pol.ca_refs)
+    sds = names.ca_secret(ns, name)
+    bundle = "".join(p if p.endswith("\n") else p + "\n" for p in pems)
+    holder = (ObjectRef("Secret", ns, pol.ca_refs[0].name) if len(pol.ca_refs) == 1
+              else pol.meta.ref)
+    secrets[sds] = ir.ValidationContext(name=sds, ref=holder, trusted_ca=bundle)
+    return name, None
+
+
+def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> str | None:
+    """The first field kxds cannot act on (reported), or None."""
+    if pol.subject_alt_names:
+        out.append(Diagnostic(pol.meta.ref, "spec.validation.subjectAltNames",
+                              Reason.UNSUPPORTED, f"is not supported; {_FAIL}"))
+        return "subjectAltNames"
+    if pol.options:
+        out.append(Diagnostic(pol.meta.ref, "spec.options", Reason.UNSUPPORTED,
+                              f"kxds defines no options ({', '.join(pol.options)}); {_FAIL}"))
+        return "options"
+    return None
+
+
+def plan(state: ClusterState) -> PolicyPlan:
+    """Every Service-port cluster targeted by a BackendTLSPolicy -> what the winning policy asks."""
+    out: list[Diagnostic] = []
+    secrets: dict[str, ir.ValidationContext] = {}
+    # cluster -> (rank, PolicyTLS); the lowest rank wins.
+    chosen: dict[str, tuple[tuple[int, str, str], PolicyTLS]] = {}
+    for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.key):
+        ns = pol.meta.namespace
+        problem = _unhonoured(pol, out)
+        ca: str | None = None
+        if problem is None:
+            ca, problem = _ca(state, pol, out, secrets)
+        for i, t in enumerate(pol.target_refs):
+            field = f"spec.targetRefs[{i}]"
+            if t.group != "" or t.kind != "Service":
+                out.append(Diagnostic(pol.meta.ref, field, Reason.UNSUPPORTED,
+                                      f"{t.group or 'core'}/{t.kind} is not a target kxds "
+                                      "supports (only Services)"))
+                continue
+            svc = state.services.get((ns, t.name))
+            if svc is None:
+                out.append(Diagnostic(pol.meta.ref, field, Reason.BACKEND_NOT_FOUND,
+                                      f"Service {ns}/{t.name} not found"))
+                continue
+            ports = [p for p in svc.ports
+                     if t.section_name is None or p.name == t.section_name]
+            if not ports:
+                out.append(Diagnostic(pol.meta.ref, f"{field}.sectionName", Reason.PORT_NOT_FOUND,
+                                      f"Service {ns}/{t.name} has no port named "
+                                      f"{t.section_name!r}"))
+                continue
+            rank = (0 if t.section_name else 1, pol.meta.creation_timestamp or "~",
+                    pol.meta.name)
+            tls = PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem)
+            for p in ports:
+                cluster = names.service_cluster(ns, svc.meta.name, p.port)
+                held = chosen.get(cluster)
+                if held is not None and held[1].policy != pol.meta.ref:
+                    loser = max(held, (rank, tls), key=lambda x: x[0])
+                    winner = min(held, (rank, tls), key=lambda x: x[0])
+                    out.append(Diagnostic(loser[1].policy, "spec.targetRefs", Reason.CONFLICT,
+                                          f"port {p.port} of Service {ns}/{svc.meta.name} is "
+                                          f"already targeted by {winner[1].policy}, which "
+                                          "applies there"))
+                    chosen[cluster] = winner
+                elif held is None or rank < held[0]:
+                    chosen[cluster] = (rank, tls)
+    return PolicyPlan(by_cluster={c: v[1] for c, v in chosen.items()}, secrets=secrets,
+                      diagnostics=tuple(out))
