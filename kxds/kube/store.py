@@ -179,9 +179,14 @@ def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
 
 
 def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key],
-                       gateways: Iterable[m.Gateway] = ()) -> set[m.Key]:
-    """Secrets an Ingress (of any class), a Gateway listener or the configuration refers to."""
+                       gateways: Iterable[m.Gateway] = (),
+                       policies: Iterable[m.BackendTLSPolicy] = ()) -> set[m.Key]:
+    """Secrets an Ingress (of any class), a Gateway listener, a BackendTLSPolicy or the
+    configuration refers to."""
     out = set(extra)
+    for pol in policies:
+        out.update((pol.meta.namespace, ref.name) for ref in pol.ca_refs
+                   if ref.group == "" and ref.kind == "Secret")
     for gw in gateways:
         out.update((ref.namespace or gw.meta.namespace, ref.name) for lis in gw.listeners
                    if lis.tls is not None for ref in lis.tls.certificate_refs)
@@ -273,7 +278,9 @@ class Store:
         gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
         # (kinds watched per namespace or variant are in slots "plural#variant@ns";
         # these two never are)
-        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
+        policies = [e[0] for e in tables.get("backendtlspolicies", ())
+                    if isinstance(e[0], m.BackendTLSPolicy)]
+        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways, policies)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
         for slot, entries in tables.items():
