@@ -22,13 +22,16 @@ others get a ``Conflict`` diagnostic for that port.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kxds import ir, names
 from kxds.certs.check import CertError, check_ca_bundle
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
-from kxds.kube.models import BackendTLSPolicy, ClusterState
+from kxds.kube.gateway_models import GROUP, ParentReference
+from kxds.kube.models import BackendTLSPolicy, ClusterState, GRPCRoute, HTTPRoute, Key
+from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 
 _FAIL = "its routes answer 503 rather than connect unverified"
 
@@ -51,6 +54,9 @@ class PolicyPlan:
     by_cluster: Mapping[str, PolicyTLS]
     secrets: Mapping[str, ir.ValidationContext]
     diagnostics: tuple[Diagnostic, ...]
+    conditions: Mapping[ObjectRef, tuple[Condition, ...]] = dataclasses.field(
+        default_factory=dict)
+    """Each policy's ``Accepted`` and ``ResolvedRefs`` conditions."""
 
 
 def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
@@ -61,7 +67,7 @@ def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
         out.append(Diagnostic(pol.meta.ref, "spec.validation.wellKnownCACertificates",
                               Reason.UNSUPPORTED, f"{pol.well_known_cas!r} is not supported "
                               f"(Envoy needs a CA file kxds does not know); {_FAIL}"))
-        return None, "wellKnownCACertificates"
+        return None, "wellKnownCACertificates is not supported\x00Invalid"
     pems: list[str] = []
     for i, ref in enumerate(pol.ca_refs):
         field = f"spec.validation.caCertificateRefs[{i}]"
@@ -87,7 +93,8 @@ def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
                     problem = (Reason.INVALID_SECRET, f"{sref}: ca.crt: {e}")
         if problem is not None:
             out.append(Diagnostic(pol.meta.ref, field, problem[0], f"{problem[1]}; {_FAIL}"))
-            return None, field
+            kind_ok = ref.group == "" and ref.kind in ("Secret", "ConfigMap")
+            return None, f"{field}: {problem[1]}" + ("" if kind_ok else "\x00InvalidKind")
     # Secret names hold no '+', so a joined name cannot be another Secret's.
     name = "+".join(r.name for r in pol.ca_refs)
     sds = names.ca_secret(ns, name)
@@ -103,11 +110,11 @@ def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> str | None:
     if pol.subject_alt_names:
         out.append(Diagnostic(pol.meta.ref, "spec.validation.subjectAltNames",
                               Reason.UNSUPPORTED, f"is not supported; {_FAIL}"))
-        return "subjectAltNames"
+        return "subjectAltNames is not supported\x00Invalid"
     if pol.options:
         out.append(Diagnostic(pol.meta.ref, "spec.options", Reason.UNSUPPORTED,
                               f"kxds defines no options ({', '.join(pol.options)}); {_FAIL}"))
-        return "options"
+        return "options are not supported\x00Invalid"
     return None
 
 
@@ -117,12 +124,16 @@ def plan(state: ClusterState) -> PolicyPlan:
     secrets: dict[str, ir.ValidationContext] = {}
     # cluster -> (rank, PolicyTLS); the lowest rank wins.
     chosen: dict[str, tuple[tuple[int, str, str], PolicyTLS]] = {}
+    problems: dict[ObjectRef, str | None] = {}
+    targeted: dict[ObjectRef, int] = {}
     for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.key):
         ns = pol.meta.namespace
         problem = _unhonoured(pol, out)
         ca: str | None = None
         if problem is None:
             ca, problem = _ca(state, pol, out, secrets)
+        problems[pol.meta.ref] = problem
+        targeted[pol.meta.ref] = 0
         for i, t in enumerate(pol.target_refs):
             field = f"spec.targetRefs[{i}]"
             if t.group != "" or t.kind != "Service":
@@ -145,6 +156,7 @@ def plan(state: ClusterState) -> PolicyPlan:
             rank = (0 if t.section_name else 1, pol.meta.creation_timestamp or "~",
                     pol.meta.name)
             tls = PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem)
+            targeted[pol.meta.ref] += len(ports)
             for p in ports:
                 cluster = names.service_cluster(ns, svc.meta.name, p.port)
                 held = chosen.get(cluster)
@@ -158,5 +170,59 @@ def plan(state: ClusterState) -> PolicyPlan:
                     chosen[cluster] = winner
                 elif held is None or rank < held[0]:
                     chosen[cluster] = (rank, tls)
-    return PolicyPlan(by_cluster={c: v[1] for c, v in chosen.items()}, secrets=secrets,
-                      diagnostics=tuple(out))
+    by_cluster = {c: v[1] for c, v in chosen.items()}
+    winning = {t.policy for t in by_cluster.values()}
+    conditions = {ref: _conditions(problems[ref], targeted[ref], ref in winning)
+                  for ref in problems}
+    return PolicyPlan(by_cluster=by_cluster, secrets=secrets, diagnostics=tuple(out),
+                      conditions=conditions)
+
+
+def _conditions(problem: str | None, targeted: int, wins: bool) -> tuple[Condition, ...]:
+    """``Accepted`` and ``ResolvedRefs`` as the spec names their reasons."""
+    text, _, kind = (problem or "").partition("\x00")
+    if problem is None or kind == "Invalid":
+        resolved = Condition("ResolvedRefs", True, "ResolvedRefs")
+    else:
+        resolved = Condition("ResolvedRefs", False, kind or "InvalidCACertificateRef", text)
+    if problem is not None:
+        accepted = Condition("Accepted", False,
+                             "Invalid" if kind == "Invalid" else "NoValidCACertificate", text)
+    elif not targeted:
+        accepted = Condition("Accepted", False, "TargetNotFound",
+                             "no target is a Service port that exists")
+    elif not wins:
+        accepted = Condition("Accepted", False, "Conflicted",
+                             "every targeted port is taken by another policy")
+    else:
+        accepted = Condition("Accepted", True, "Accepted")
+    return accepted, resolved
+
+
+def policy_statuses(state: ClusterState, ours: set[Key],
+                    conditions: Mapping[ObjectRef, tuple[Condition, ...]]
+                    ) -> tuple[RouteStatus, ...]:
+    """Each policy's ``status.ancestors``: the Gateways of ours that HTTPRoutes or
+    GRPCRoutes to a Service it targets are attached to (in the RouteStatus shape,
+    ``parents`` being the ancestors)."""
+    out: list[RouteStatus] = []
+    for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.ref):
+        services = {(pol.meta.namespace, t.name) for t in pol.target_refs
+                    if t.group == "" and t.kind == "Service"}
+        gateways: set[Key] = set()
+        routes: list[HTTPRoute | GRPCRoute] = [*state.http_routes.values(),
+                                               *state.grpc_routes.values()]
+        for route in routes:
+            ns = route.meta.namespace
+            if not any(b.group == "" and b.kind == "Service"
+                       and (b.namespace or ns, b.name) in services
+                       for rule in route.rules for b in rule.backend_refs):
+                continue
+            gateways.update(key for p in route.parent_refs
+                            if p.group == GROUP and p.kind == "Gateway"
+                            and (key := (p.namespace or ns, p.name)) in ours)
+        conds = conditions.get(pol.meta.ref, ())
+        out.append(RouteStatus(ref=pol.meta.ref, generation=pol.meta.generation, parents=tuple(
+            ParentStatus(parent=ParentReference(namespace=g[0], name=g[1]), conditions=conds)
+            for g in sorted(gateways))))
+    return tuple(out)
