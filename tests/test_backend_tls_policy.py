@@ -148,3 +148,37 @@ def test_policy_status_is_written_as_ancestors(api: FakeApi) -> None:
     assert conds == {"Accepted": ("False", "NoValidCACertificate"),
                      "ResolvedRefs": ("False", "InvalidCACertificateRef")}
     assert writer.reconcile(translate(state).gateway_status) == 0
+
+
+def test_two_policies_as_specific_conflict_and_the_older_applies() -> None:
+    """BackendTLSPolicyConflictResolution (restated): same Service without a section
+    name, then the same section name: the second is Conflicted; a policy naming the port
+    and one naming the Service are both accepted, each applying where it is the most
+    specific."""
+    def policy(name: str, section: str | None, host: str) -> str:
+        target = "{group: '', kind: Service, name: solo" + (
+            f", sectionName: {section}}}" if section else "}")
+        return (f"---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n"
+                f"metadata: {{name: {name}, namespace: default}}\nspec:\n"
+                f"  targetRefs: [{target}]\n  validation:\n    hostname: {host}\n"
+                "    caCertificateRefs: [{group: '', kind: Secret, name: api-ca}]\n")
+
+    base = (GOLDEN / "input.yaml").read_text() + (
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: solo, namespace: default}\n"
+        "spec: {ports: [{name: https, port: 443}]}\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        "metadata: {name: solo, namespace: default}\n"
+        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: solo, port: 443}]}]}\n")
+    for section in (None, "https"):
+        text = base + policy("c-1", section, "one.example.com") + policy(
+            "c-2", section, "two.example.com")
+        result = translate(load_text(text), TranslateConfig())
+        accepted = {s.ref.name: {c.type: (c.status, c.reason) for c in s.parents[0].conditions}
+                    ["Accepted"] for s in result.gateway_status.routes
+                    if s.ref.kind == "BackendTLSPolicy" and s.parents}
+        assert accepted["c-1"] == (True, "Accepted")
+        assert accepted["c-2"] == (False, "Conflicted")
+        assert any(d.ref.name == "c-2" and d.reason.value == "Conflict"
+                   for d in result.diagnostics)
+    # The golden case: "admin" names port 8443, the older "api" the whole Service.
+    assert not any(d.reason.value == "Conflict" for d in _golden().diagnostics)

@@ -16,8 +16,9 @@ ConfigMap CA references (kxds does not read ConfigMaps),
 and the field.
 
 Two policies on one port: the one naming the port (``sectionName``) wins over
-one naming the whole Service, then the older, then the first by name; the
-others get a ``Conflict`` diagnostic for that port.
+one naming the whole Service (an override, not a conflict); between two as
+specific, the older, then the first by name, wins and the other gets a
+``Conflict`` diagnostic and ``Accepted=False`` (``Conflicted``), as GEP-713 says.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def plan(state: ClusterState) -> PolicyPlan:
     chosen: dict[str, tuple[tuple[int, str, str], PolicyTLS]] = {}
     problems: dict[ObjectRef, str | None] = {}
     targeted: dict[ObjectRef, int] = {}
+    conflicted: set[ObjectRef] = set()
     for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.key):
         ns = pol.meta.namespace
         problem = _unhonoured(pol, out)
@@ -163,16 +165,18 @@ def plan(state: ClusterState) -> PolicyPlan:
                 if held is not None and held[1].policy != pol.meta.ref:
                     loser = max(held, (rank, tls), key=lambda x: x[0])
                     winner = min(held, (rank, tls), key=lambda x: x[0])
+                    chosen[cluster] = winner
+                    if loser[0][0] != winner[0][0]:
+                        continue  # the policy naming the port overrides: no conflict
+                    conflicted.add(loser[1].policy)
                     out.append(Diagnostic(loser[1].policy, "spec.targetRefs", Reason.CONFLICT,
                                           f"port {p.port} of Service {ns}/{svc.meta.name} is "
                                           f"already targeted by {winner[1].policy}, which "
                                           "applies there"))
-                    chosen[cluster] = winner
                 elif held is None or rank < held[0]:
                     chosen[cluster] = (rank, tls)
     by_cluster = {c: v[1] for c, v in chosen.items()}
-    winning = {t.policy for t in by_cluster.values()}
-    conditions = {ref: _conditions(problems[ref], targeted[ref], ref in winning)
+    conditions = {ref: _conditions(problems[ref], targeted[ref], ref not in conflicted)
                   for ref in problems}
     return PolicyPlan(by_cluster=by_cluster, secrets=secrets, diagnostics=tuple(out),
                       conditions=conditions)
@@ -193,7 +197,7 @@ def _conditions(problem: str | None, targeted: int, wins: bool) -> tuple[Conditi
                              "no target is a Service port that exists")
     elif not wins:
         accepted = Condition("Accepted", False, "Conflicted",
-                             "every targeted port is taken by another policy")
+                             "a targeted port is taken by an older policy as specific")
     else:
         accepted = Condition("Accepted", True, "Accepted")
     return accepted, resolved
