@@ -101,10 +101,9 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
         return Condition("Accepted", False, "UnsupportedProtocol",
                          f"protocol {lis.protocol} is not supported (HTTP, HTTPS, TLS, TCP "
                          "and UDP are)")
-    if proto == "TLS" and (lis.tls is None or lis.tls.mode != "Passthrough"):
+    if proto == "TLS" and lis.tls is None:
         return Condition("Accepted", False, "UnsupportedProtocol",
-                         "TLS listeners are served in Passthrough mode only (to terminate "
-                         "TLS, use an HTTPS listener)")
+                         "a TLS listener needs tls (mode Passthrough or Terminate)")
     if proto in ("TCP", "UDP"):
         edge = {80, 443, config.http_port, config.https_port}
         if proto == "TCP" and lis.port in edge:

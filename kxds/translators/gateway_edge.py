@@ -99,7 +99,8 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                                 by_host=gw_routes.https.get(k, {}))
                    for k in sorted(https))
     l4 = translate_l4(state, config, by_gateway, clusters, policies,
-                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)))
+                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)),
+                      certs.served)
     attached = dict(gw_routes.attached)
     for k, n in l4.attached.items():
         attached[k] = attached.get(k, 0) + n
