@@ -11,7 +11,7 @@ listener is served on the edge's own listeners:
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
-* ``TLS`` (Passthrough) there too, ``TCP`` and ``UDP`` on their own ports
+* ``TLS`` (Passthrough or Terminate) there too, ``TCP`` and ``UDP`` on their own ports
   (:mod:`kxds.translators.gateway_l4`);
 * any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
 
@@ -50,7 +50,7 @@ SUPPORTED_FEATURES = (
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
-    "TCPRoute", "TLSRoute", "UDPRoute")
+    "TCPRoute", "TLSRoute", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
 

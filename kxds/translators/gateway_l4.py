@@ -7,7 +7,9 @@
   encrypted stream goes to its backends, split by weight (``tcp_proxy``
   ``weighted_clusters``). A host an Ingress serves over TLS, an HTTPS
   listener's, or one an older TLSRoute took, is not taken (``Conflict``
-  diagnostic): the older claim keeps it, the Ingress first.
+  diagnostic): the older claim keeps it, the Ingress first. In ``Terminate``
+  mode the chain carries the listener's certificate: Envoy terminates TLS and
+  the backends get the decrypted stream.
 * A ``TCP`` listener (any port but the edge's HTTP and HTTPS ones) becomes an
   edge :class:`~kxds.ir.TcpListener` on that port, bound by every edge Envoy;
   its TCPRoute's backends get the connections, split by weight.
