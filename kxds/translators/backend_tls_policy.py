@@ -35,6 +35,9 @@ from kxds.kube.models import BackendTLSPolicy, ClusterState, GRPCRoute, HTTPRout
 from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 
 _FAIL = "its routes answer 503 rather than connect unverified"
+Problem = tuple[str, str]
+"""Why kxds cannot honour a policy, and the condition reason it means: ``Invalid``
+(a field kxds does not act on), ``InvalidKind`` or ``InvalidCACertificateRef``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,7 @@ class PolicyTLS:
     ca: str | None
     """The name the CA bundle is known by in the policy's namespace (see :func:`names.ca_secret`);
     None with ``problem``."""
-    problem: str | None = None
+    problem: Problem | None = None
     """Why kxds cannot honour the policy: its routes to the port answer 503."""
 
 
@@ -61,14 +64,14 @@ class PolicyPlan:
 
 
 def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
-        secrets: dict[str, ir.ValidationContext]) -> tuple[str | None, str | None]:
+        secrets: dict[str, ir.ValidationContext]) -> tuple[str | None, Problem | None]:
     """(the CA bundle's name, None) or (None, why the policy cannot be honoured)."""
     ns = pol.meta.namespace
     if pol.well_known_cas is not None:
         out.append(Diagnostic(pol.meta.ref, "spec.validation.wellKnownCACertificates",
                               Reason.UNSUPPORTED, f"{pol.well_known_cas!r} is not supported "
                               f"(Envoy needs a CA file kxds does not know); {_FAIL}"))
-        return None, "wellKnownCACertificates is not supported\x00Invalid"
+        return None, ("wellKnownCACertificates is not supported", "Invalid")
     pems: list[str] = []
     for i, ref in enumerate(pol.ca_refs):
         field = f"spec.validation.caCertificateRefs[{i}]"
@@ -95,7 +98,8 @@ def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
         if problem is not None:
             out.append(Diagnostic(pol.meta.ref, field, problem[0], f"{problem[1]}; {_FAIL}"))
             kind_ok = ref.group == "" and ref.kind in ("Secret", "ConfigMap")
-            return None, f"{field}: {problem[1]}" + ("" if kind_ok else "\x00InvalidKind")
+            return None, (f"{field}: {problem[1]}",
+                          "InvalidCACertificateRef" if kind_ok else "InvalidKind")
     # Secret names hold no '+', so a joined name cannot be another Secret's.
     name = "+".join(r.name for r in pol.ca_refs)
     sds = names.ca_secret(ns, name)
@@ -106,16 +110,16 @@ def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
     return name, None
 
 
-def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> str | None:
+def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> Problem | None:
     """The first field kxds cannot act on (reported), or None."""
     if pol.subject_alt_names:
         out.append(Diagnostic(pol.meta.ref, "spec.validation.subjectAltNames",
                               Reason.UNSUPPORTED, f"is not supported; {_FAIL}"))
-        return "subjectAltNames is not supported\x00Invalid"
+        return "subjectAltNames is not supported", "Invalid"
     if pol.options:
         out.append(Diagnostic(pol.meta.ref, "spec.options", Reason.UNSUPPORTED,
                               f"kxds defines no options ({', '.join(pol.options)}); {_FAIL}"))
-        return "options are not supported\x00Invalid"
+        return "options are not supported", "Invalid"
     return None
 
 
@@ -125,7 +129,7 @@ def plan(state: ClusterState) -> PolicyPlan:
     secrets: dict[str, ir.ValidationContext] = {}
     # cluster -> (rank, PolicyTLS); the lowest rank wins.
     chosen: dict[str, tuple[tuple[int, str, str], PolicyTLS]] = {}
-    problems: dict[ObjectRef, str | None] = {}
+    problems: dict[ObjectRef, Problem | None] = {}
     targeted: dict[ObjectRef, int] = {}
     conflicted: set[ObjectRef] = set()
     for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.key):
@@ -182,13 +186,13 @@ def plan(state: ClusterState) -> PolicyPlan:
                       conditions=conditions)
 
 
-def _conditions(problem: str | None, targeted: int, wins: bool) -> tuple[Condition, ...]:
+def _conditions(problem: Problem | None, targeted: int, wins: bool) -> tuple[Condition, ...]:
     """``Accepted`` and ``ResolvedRefs`` as the spec names their reasons."""
-    text, _, kind = (problem or "").partition("\x00")
+    text, kind = problem or ("", "")
     if problem is None or kind == "Invalid":
         resolved = Condition("ResolvedRefs", True, "ResolvedRefs")
     else:
-        resolved = Condition("ResolvedRefs", False, kind or "InvalidCACertificateRef", text)
+        resolved = Condition("ResolvedRefs", False, kind, text)
     if problem is not None:
         accepted = Condition("Accepted", False,
                              "Invalid" if kind == "Invalid" else "NoValidCACertificate", text)
