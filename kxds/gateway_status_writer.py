@@ -47,6 +47,9 @@ ROUTE_PATHS = {"HTTPRoute": "v1/namespaces/{ns}/httproutes/{name}",
                "TCPRoute": "v1alpha2/namespaces/{ns}/tcproutes/{name}",
                "UDPRoute": "v1alpha2/namespaces/{ns}/udproutes/{name}"}
 """Where each Route kind lives (its version as kxds reads it)."""
+POLICY_PATHS = {"BackendTLSPolicy": "v1/namespaces/{ns}/backendtlspolicies/{name}"}
+"""Where each policy kind lives: its status lists ``ancestors`` (the Gateways it
+applies to), the same shape as a Route's ``parents``."""
 
 Obj = dict[str, Any]
 
@@ -137,6 +140,19 @@ def route_status(r: RouteStatus, current: Obj, *, now: str) -> Obj:
     return status
 
 
+def policy_status(r: RouteStatus, current: Obj, *, now: str) -> Obj:
+    """A policy's ``status``: :func:`route_status` with ``ancestors``/``ancestorRef``."""
+    def renamed(value: Obj, old: str, new: str, old_ref: str, new_ref: str) -> Obj:
+        out = {k: v for k, v in value.items() if k != old}
+        out[new] = [{(new_ref if k == old_ref else k): v for k, v in e.items()}
+                    for e in value.get(old) or [] if isinstance(e, Mapping)]
+        return out
+
+    as_route = renamed(current, "ancestors", "parents", "ancestorRef", "parentRef")
+    made = route_status(r, as_route, now=now)
+    return renamed(made, "parents", "ancestors", "parentRef", "ancestorRef")
+
+
 def _key(ref: object) -> tuple[object, ...]:
     if not isinstance(ref, Mapping):
         return ()
@@ -193,10 +209,13 @@ class GatewayStatusWriter:
                          partial(gateway_status, g, now=now, addresses=addresses)))
         for r in status.routes:
             where = ROUTE_PATHS.get(r.ref.kind)
+            make = route_status
+            if where is None:
+                where, make = POLICY_PATHS.get(r.ref.kind), policy_status
             if where is None:
                 continue
             jobs.append((f"{API}/{where.format(ns=r.ref.namespace, name=r.ref.name)}",
-                         f"{r.ref.kind} {r.ref.key}", partial(route_status, r, now=now)))
+                         f"{r.ref.kind} {r.ref.key}", partial(make, r, now=now)))
         written = sum(self._write(path, what, make) for path, what, make in jobs)
         self.writes += written
         return written

@@ -105,6 +105,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
         ("gateway.networking.k8s.io/v1", "HTTPRoute", True),
     ("/apis/gateway.networking.k8s.io/v1", "grpcroutes"):
         ("gateway.networking.k8s.io/v1", "GRPCRoute", True),
+    ("/apis/gateway.networking.k8s.io/v1", "backendtlspolicies"):
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy", True),
     ("/apis/gateway.networking.k8s.io/v1alpha2", "tlsroutes"):
         ("gateway.networking.k8s.io/v1alpha2", "TLSRoute", True),
     ("/apis/gateway.networking.k8s.io/v1alpha2", "tcproutes"):

@@ -165,13 +165,18 @@ def requests_made(api: FakeApi) -> list[tuple[str, str]]:
             "metadata": {"name": "l4", "namespace": "default"},
             "spec": {"parentRefs": [{"name": "gw"}],
                      "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}
-            for kind in ("TLSRoute", "TCPRoute", "UDPRoute")]]:
+            for kind in ("TLSRoute", "TCPRoute", "UDPRoute")], {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                     "validation": {"hostname": "web.example.com",
+                                    "wellKnownCACertificates": "System"}}}]:
         api.apply(obj)
     with SourceRunner(ApiSource(client, ApiOptions(**FAST))) as run:
         state = run.wait(lambda s: s.http_routes and s.grpc_routes and s.gateways
-                         and s.tls_routes and s.tcp_routes and s.udp_routes,
-                         what="Gateway API objects")
-    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 7
+                         and s.tls_routes and s.tcp_routes and s.udp_routes
+                         and s.backend_tls_policies, what="Gateway API objects")
+    assert GatewayStatusWriter(client).reconcile(translate(state).gateway_status) == 8
     review_token(client, "some-token", "kxds")
     with api.lock:
         return list(api.requests)

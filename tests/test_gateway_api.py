@@ -10,7 +10,7 @@ from envoy.config.route.v3.route_components_pb2 import RedirectAction
 
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.envoy.routes import build_route
-from kxds.ir import Forward, MatchKind
+from kxds.ir import Forward, MatchKind, PassthroughChain, TlsListener
 from kxds.kube.gateway_models import (
     GRPCRoute,
     PathModifier,
@@ -588,7 +588,7 @@ def test_l4_routes_status_and_listeners() -> None:
     assert listeners["tls"].attached_routes == 2
     assert listeners["pg"].attached_routes == 2
     assert {c.type: c.reason for c in listeners["terminate"].conditions}["Accepted"] == \
-        "UnsupportedProtocol"
+        "Accepted"  # TLS in Terminate mode: see gateway-tls-terminate
     assert {c.type: c.reason for c in listeners["on-http-port"].conditions}["Accepted"] == \
         "PortUnavailable"
     routes = {(r.ref.kind, r.ref.name): {c.type: c.reason for c in r.parents[0].conditions}
@@ -686,3 +686,22 @@ def test_https_listener_with_an_invalid_certificate_ref_is_not_served(ref: str) 
     assert conds["ResolvedRefs"] == (False, "InvalidCertificateRef")
     assert conds["Programmed"][0] is False
     assert not [x for x in translation.ir.listeners if x.name == "https/8443"]
+
+
+def test_a_tls_listener_in_terminate_mode_serves_its_tlsroute_decrypted() -> None:
+    """TLSRouteTerminateSimpleSameNamespace (restated): the listener's certificate on a
+    chain selected by SNI, tcp_proxy to the TLSRoute's backends by weight."""
+    state = load_text((GOLDEN / "gateway-tls-terminate" / "input.yaml").read_text())
+    translation = translate(state, TranslateConfig())
+    (gw,) = translation.gateway_status.gateways
+    (lis,) = gw.listeners
+    assert {c.type: c.reason for c in lis.conditions}["Programmed"] == "Programmed"
+    assert lis.attached_routes == 1
+    (tls,) = [x for x in translation.ir.listeners if x.name == "https/8443"]
+    assert isinstance(tls, TlsListener)
+    (chain,) = tls.chains
+    assert isinstance(chain, PassthroughChain)
+    assert chain.secret == "default/a-cert" and chain.server_names == ("a.example.com",)
+    assert [(w.cluster, w.weight) for w in chain.weighted] == [
+        ("default/db/5432", 3), ("default/db-replica/5432", 1)]
+    assert any(s.name == "default/a-cert" for s in translation.ir.secrets)

@@ -108,8 +108,15 @@ def build_passthrough_chain(chain: ir.PassthroughChain) -> listener_components_p
             tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=w.cluster, weight=w.weight)
             for w in chain.weighted)
     filters.append(listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(proxy)))
-    return listener_components_pb2.FilterChain(
+    out = listener_components_pb2.FilterChain(
         name=chain.name, filter_chain_match=_match(chain.server_names), filters=filters)
+    if chain.secret is not None:  # terminated here: the backend gets the plain stream
+        context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
+            tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=_TLS_VERSIONS["1.2"]),
+            tls_certificate_sds_secret_configs=[sds_config(chain.secret)]))
+        out.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context)))
+    return out
 
 
 def build_tls_listener(listener: ir.TlsListener) -> listener_pb2.Listener:

@@ -128,6 +128,10 @@ class PassthroughChain:
     weighted: tuple[ClusterWeight, ...] = ()
     """Two or more: connections split among these by weight (``cluster`` is the first);
     empty: every connection to ``cluster``."""
+    secret: str | None = None
+    """With a :class:`TLSCertificate` name: TLS is terminated here with that certificate
+    (a Gateway ``TLS`` listener in ``Terminate`` mode) and the decrypted stream goes to
+    the cluster; None: the stream passes through still encrypted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -303,5 +303,48 @@ class UDPRoute:
 
 L4Route = TLSRoute | TCPRoute | UDPRoute
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyTargetRef:
+    """A ``LocalPolicyTargetReferenceWithSectionName``: an object in the policy's namespace."""
+
+    group: str
+    kind: str
+    name: str
+    section_name: str | None = None
+    """For a Service: the name of one of its ports; None means every port."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalObjectRef:
+    """A ``LocalObjectReference`` (``caCertificateRefs`` entry): same namespace."""
+
+    group: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubjectAltName:
+    type: Literal["Hostname", "URI"]
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendTLSPolicy:
+    """A BackendTLSPolicy (v1): how the gateway connects over TLS to the targeted Services."""
+
+    meta: Meta
+    target_refs: tuple[PolicyTargetRef, ...]
+    hostname: str
+    """``validation.hostname``: the SNI sent, and the name the certificate must carry."""
+    ca_refs: tuple[LocalObjectRef, ...] = ()
+    well_known_cas: str | None = None
+    """``validation.wellKnownCACertificates`` (``System``); exclusive with ``ca_refs``."""
+    subject_alt_names: tuple[SubjectAltName, ...] = ()
+    options: tuple[str, ...] = ()
+    """The keys of ``spec.options`` (implementation-specific; kxds defines none)."""
+
+
 GatewayModel = (GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute
-                | TCPRoute | UDPRoute)
+                | TCPRoute | UDPRoute | BackendTLSPolicy)

@@ -16,6 +16,7 @@ from typing import Literal
 from kxds.diagnostics import Diagnostic
 
 # Re-exported: every model is reached through this module.
+from kxds.kube.gateway_models import BackendTLSPolicy as BackendTLSPolicy
 from kxds.kube.gateway_models import Gateway as Gateway
 from kxds.kube.gateway_models import GatewayClass as GatewayClass
 from kxds.kube.gateway_models import GRPCRoute as GRPCRoute
@@ -299,7 +300,7 @@ class NetworkPolicy:
 
 Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secret | Namespace | Pod
          | GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | TLSRoute | TCPRoute
-         | UDPRoute | ConfigMap)
+         | UDPRoute | ConfigMap | BackendTLSPolicy)
 
 
 def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
@@ -334,6 +335,7 @@ class ClusterState:
     """Gateway API Routes of the experimental channel (v1alpha2)."""
     config_maps: Mapping[Key, ConfigMap] = field(default_factory=dict)
     """ConfigMaps named by Ingress annotations (the API source keeps no others)."""
+    backend_tls_policies: Mapping[Key, BackendTLSPolicy] = field(default_factory=dict)
     slices_by_service: Mapping[Key, tuple[EndpointSlice, ...]] = field(default_factory=dict)
     """EndpointSlices grouped by ``(namespace, service name)``, sorted by slice name."""
     problems: tuple[Diagnostic, ...] = ()
@@ -375,6 +377,7 @@ class ClusterState:
             tcp_routes=view(TCPRoute),  # type: ignore[arg-type]
             udp_routes=view(UDPRoute),  # type: ignore[arg-type]
             config_maps=view(ConfigMap),  # type: ignore[arg-type]
+            backend_tls_policies=view(BackendTLSPolicy),  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
                 {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
             ),
@@ -401,5 +404,6 @@ class ClusterState:
             self.tcp_routes,
             self.udp_routes,
             self.config_maps,
+            self.backend_tls_policies,
         ):
             yield from mapping.values()

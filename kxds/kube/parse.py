@@ -355,7 +355,7 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], m.Model]
 
 _NAMESPACED = ("Service", "Secret", "Pod", "EndpointSlice", "Ingress", "NetworkPolicy", "Gateway",
                "HTTPRoute", "ReferenceGrant", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute",
-               "ConfigMap")
+               "ConfigMap", "BackendTLSPolicy")
 
 
 def ref_of(doc: Mapping[str, Any], fallback: str = "") -> ObjectRef:

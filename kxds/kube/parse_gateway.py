@@ -442,6 +442,65 @@ def parse_reference_grant(doc: Mapping[str, Any], limits: Limits) -> g.Reference
                             to=items(spec, "to", "spec", _grant_to))
 
 
+# --- BackendTLSPolicy (v1) ---------------------------------------------------------------
+
+
+def _policy_target(raw: Mapping[str, Any], path: str) -> g.PolicyTargetRef:
+    group, kind = group_kind(raw, path, "", "")
+    if not kind:
+        fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
+    section = get_str(raw, "sectionName", path)
+    matching(section, SECTION_NAME, 253, f"{path}.sectionName", "a section name")
+    return g.PolicyTargetRef(group=group, kind=kind,
+                             name=cast(str, object_name(raw, "name", path)),
+                             section_name=section)
+
+
+def _local_ref(raw: Mapping[str, Any], path: str) -> g.LocalObjectRef:
+    group, kind = group_kind(raw, path, "", "")
+    if not kind:
+        fail(f"{path}.kind", "is required", Reason.MISSING_FIELD)
+    return g.LocalObjectRef(group=group, kind=kind, name=cast(str, object_name(raw, "name", path)))
+
+
+def _subject_alt_name(raw: Mapping[str, Any], path: str) -> g.SubjectAltName:
+    kind = one_of(get_str(raw, "type", path, required=True), ("Hostname", "URI"),
+                  f"{path}.type", "Hostname")
+    key = "hostname" if kind == "Hostname" else "uri"
+    value = get_str(raw, key, path)
+    if not value:
+        fail(f"{path}.{key}", f"is required when type is {kind}", Reason.MISSING_FIELD)
+    return g.SubjectAltName(type=kind, value=value)  # type: ignore[arg-type]
+
+
+def parse_backend_tls_policy(doc: Mapping[str, Any], limits: Limits) -> g.BackendTLSPolicy:
+    meta = parse_meta(doc, "BackendTLSPolicy", namespaced=True)
+    spec = get_map(doc, "spec", "")
+    if not get_list(spec, "targetRefs", "spec"):
+        fail("spec.targetRefs", "must have at least one entry", Reason.MISSING_FIELD)
+    check_count(get_list(spec, "targetRefs", "spec"), 16, "spec.targetRefs",
+                "the Gateway API allows 16")
+    targets = items(spec, "targetRefs", "spec", _policy_target)
+    val = get_map(spec, "validation", "spec")
+    if not val:
+        fail("spec.validation", "is required", Reason.MISSING_FIELD)
+    hostname = parse_hostname(get_str(val, "hostname", "spec.validation", required=True),
+                              "spec.validation.hostname")
+    if hostname is None or hostname.startswith("*"):
+        fail("spec.validation.hostname", "must be a DNS name without a wildcard")
+    check_count(get_list(val, "caCertificateRefs", "spec.validation"), 8,
+                "spec.validation.caCertificateRefs", "the Gateway API allows 8")
+    cas = items(val, "caCertificateRefs", "spec.validation", _local_ref)
+    well_known = get_str(val, "wellKnownCACertificates", "spec.validation")
+    if bool(cas) == bool(well_known):
+        fail("spec.validation", "must specify either caCertificateRefs or "
+             "wellKnownCACertificates, not both")
+    sans = items(val, "subjectAltNames", "spec.validation", _subject_alt_name)
+    return g.BackendTLSPolicy(meta=meta, target_refs=targets, hostname=hostname,
+                              ca_refs=cas, well_known_cas=well_known, subject_alt_names=sans,
+                              options=tuple(sorted(get_map(spec, "options", "spec"))))
+
+
 _V1 = f"{g.GROUP}/v1"
 PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], g.GatewayModel]] = {
     (_V1, "GatewayClass"): parse_gateway_class,
@@ -449,6 +508,8 @@ PARSERS: Mapping[tuple[str, str], Callable[[Mapping[str, Any], Limits], g.Gatewa
     (_V1, "HTTPRoute"): parse_http_route,
     (_V1, "GRPCRoute"): parse_grpc_route,
     (_V1, "ReferenceGrant"): parse_reference_grant,
+    (_V1, "BackendTLSPolicy"): parse_backend_tls_policy,
+    (f"{g.GROUP}/v1alpha3", "BackendTLSPolicy"): parse_backend_tls_policy,
     (f"{g.GROUP}/v1alpha2", "TLSRoute"): parse_tls_route,
     (f"{g.GROUP}/v1alpha3", "TLSRoute"): parse_tls_route,
     (f"{g.GROUP}/v1alpha2", "TCPRoute"): parse_tcp_route,

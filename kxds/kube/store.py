@@ -132,6 +132,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("gateways", f"{GROUP}/v1", "Gateway", True, optional=True),
     Kind("httproutes", f"{GROUP}/v1", "HTTPRoute", True, optional=True),
     Kind("grpcroutes", f"{GROUP}/v1", "GRPCRoute", True, optional=True),
+    Kind("backendtlspolicies", f"{GROUP}/v1", "BackendTLSPolicy", True, optional=True),
     # The experimental channel's L4 Routes.
     Kind("tlsroutes", f"{GROUP}/v1alpha2", "TLSRoute", True, optional=True),
     Kind("tcproutes", f"{GROUP}/v1alpha2", "TCPRoute", True, optional=True),
@@ -192,9 +193,14 @@ def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
 
 
 def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key],
-                       gateways: Iterable[m.Gateway] = ()) -> set[m.Key]:
-    """Secrets an Ingress (of any class), a Gateway listener or the configuration refers to."""
+                       gateways: Iterable[m.Gateway] = (),
+                       policies: Iterable[m.BackendTLSPolicy] = ()) -> set[m.Key]:
+    """Secrets an Ingress (of any class), a Gateway listener, a BackendTLSPolicy or the
+    configuration refers to."""
     out = set(extra)
+    for pol in policies:
+        out.update((pol.meta.namespace, ref.name) for ref in pol.ca_refs
+                   if ref.group == "" and ref.kind == "Secret")
     for gw in gateways:
         out.update((ref.namespace or gw.meta.namespace, ref.name) for lis in gw.listeners
                    if lis.tls is not None for ref in lis.tls.certificate_refs)
@@ -208,9 +214,12 @@ CONFIG_MAP_ANNOTATIONS = ("custom-headers", "auth-proxy-set-headers")
 """Annotations (short names, under either prefix) whose value names a ConfigMap."""
 
 
-def referenced_config_maps(ingresses: Iterable[m.Ingress]) -> set[m.Key]:
-    """ConfigMaps an Ingress (of any class) names: ``[namespace/]name``."""
-    out: set[m.Key] = set()
+def referenced_config_maps(ingresses: Iterable[m.Ingress],
+                           policies: Iterable[m.BackendTLSPolicy] = ()) -> set[m.Key]:
+    """ConfigMaps an Ingress (of any class) names (``[namespace/]name``), and the CA
+    bundles BackendTLSPolicies name."""
+    out: set[m.Key] = {(p.meta.namespace, r.name) for p in policies for r in p.ca_refs
+                       if r.group == "" and r.kind == "ConfigMap"}
     for ing in ingresses:
         for key, value in ing.meta.annotations.items():
             if key.rsplit("/", 1)[-1] in CONFIG_MAP_ANNOTATIONS:
@@ -302,10 +311,12 @@ class Store:
         gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
         # (kinds watched per namespace or variant are in slots "plural#variant@ns";
         # these two never are)
-        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways)
-        # Only ConfigMaps an annotation names are kept in the snapshot, so an unrelated
-        # ConfigMap's change rebuilds nothing.
-        wanted_maps = referenced_config_maps(ingresses)
+        policies = [e[0] for e in tables.get("backendtlspolicies", ())
+                    if isinstance(e[0], m.BackendTLSPolicy)]
+        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways, policies)
+        # Only ConfigMaps an annotation or a policy names are kept in the snapshot, so an
+        # unrelated ConfigMap's change rebuilds nothing.
+        wanted_maps = referenced_config_maps(ingresses, policies)
         objects: list[m.Model] = []
         problems: list[Diagnostic] = []
         for slot, entries in tables.items():

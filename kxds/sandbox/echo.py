@@ -97,7 +97,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         peer_ip, peer_port = self.client_address[:2]
         client = self.proxied or (peer_ip, peer_port)
-        sni = getattr(self.connection, "server_hostname", None)
+        sni = getattr(self.connection, "sni_seen", None)
         body = json.dumps({
             "backend": self.server.name,
             "path": self.path,
@@ -164,7 +164,13 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
+    ctx.sni_callback = _remember_sni
     return ctx
+
+
+def _remember_sni(sock: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+    """Keep the client's SNI on the socket (``server_hostname`` is None on a server's)."""
+    sock.sni_seen = name
 
 
 # --- TCP and UDP -----------------------------------------------------------

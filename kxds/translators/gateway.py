@@ -11,7 +11,7 @@ listener is served on the edge's own listeners:
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
-* ``TLS`` (Passthrough) there too, ``TCP`` and ``UDP`` on their own ports
+* ``TLS`` (Passthrough or Terminate) there too, ``TCP`` and ``UDP`` on their own ports
   (:mod:`kxds.translators.gateway_l4`);
 * any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
 
@@ -42,7 +42,7 @@ UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
 L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
 """The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
-    "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
+    "BackendTLSPolicy", "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
@@ -50,7 +50,7 @@ SUPPORTED_FEATURES = (
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
-    "TCPRoute", "TLSRoute", "UDPRoute")
+    "TCPRoute", "TLSRoute", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
 
@@ -101,10 +101,9 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
         return Condition("Accepted", False, "UnsupportedProtocol",
                          f"protocol {lis.protocol} is not supported (HTTP, HTTPS, TLS, TCP "
                          "and UDP are)")
-    if proto == "TLS" and (lis.tls is None or lis.tls.mode != "Passthrough"):
+    if proto == "TLS" and lis.tls is None:
         return Condition("Accepted", False, "UnsupportedProtocol",
-                         "TLS listeners are served in Passthrough mode only (to terminate "
-                         "TLS, use an HTTPS listener)")
+                         "a TLS listener needs tls (mode Passthrough or Terminate)")
     if proto in ("TCP", "UDP"):
         edge = {80, 443, config.http_port, config.https_port}
         if proto == "TCP" and lis.port in edge:

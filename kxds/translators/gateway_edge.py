@@ -22,6 +22,8 @@ from kxds.diagnostics import Diagnostic, Reason
 from kxds.ir import MatchKind, Route, RouteTable, VirtualHost
 from kxds.kube.gateway_models import Gateway, GRPCRoute, HTTPRoute
 from kxds.kube.models import ClusterState, Ingress, Key
+from kxds.translators.backend_tls_policy import plan as backend_tls_plan
+from kxds.translators.backend_tls_policy import policy_statuses
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import (
     ListenerPlan,
@@ -97,7 +99,8 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                                 by_host=gw_routes.https.get(k, {}))
                    for k in sorted(https))
     l4 = translate_l4(state, config, by_gateway, clusters, policies,
-                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)))
+                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)),
+                      certs.served)
     attached = dict(gw_routes.attached)
     for k, n in l4.attached.items():
         attached[k] = attached.get(k, 0) + n
@@ -105,7 +108,10 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))
     classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
                                                      key=lambda c: c.meta.name))
-    route_statuses = tuple(sorted((*gw_routes.statuses, *l4.statuses), key=lambda s: s.ref))
+    tls_policies = policy_statuses(state, {g.meta.key for g in gateways},
+                                   backend_tls_plan(state).conditions)
+    route_statuses = tuple(sorted((*gw_routes.statuses, *l4.statuses, *tls_policies),
+                                  key=lambda s: s.ref))
     return GatewayApi(gw_routes, GatewayApiStatus(classes=classes, gateways=statuses,
                                                   routes=route_statuses),
                       (*_listener_problems(state, plans), *certs.diagnostics,

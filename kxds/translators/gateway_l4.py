@@ -7,7 +7,9 @@
   encrypted stream goes to its backends, split by weight (``tcp_proxy``
   ``weighted_clusters``). A host an Ingress serves over TLS, an HTTPS
   listener's, or one an older TLSRoute took, is not taken (``Conflict``
-  diagnostic): the older claim keeps it, the Ingress first.
+  diagnostic): the older claim keeps it, the Ingress first. In ``Terminate``
+  mode the chain carries the listener's certificate: Envoy terminates TLS and
+  the backends get the decrypted stream.
 * A ``TCP`` listener (any port but the edge's HTTP and HTTPS ones) becomes an
   edge :class:`~kxds.ir.TcpListener` on that port, bound by every edge Envoy;
   its TCPRoute's backends get the connections, split by weight.
@@ -57,6 +59,8 @@ class L4Result:
     diagnostics: tuple[Diagnostic, ...] = ()
     attached: Mapping[tuple[Key, str], int] = field(default_factory=dict)
     statuses: tuple[RouteStatus, ...] = ()
+    secrets: tuple[ir.TLSCertificate, ...] = ()
+    """The certificates of the TLS listeners in Terminate mode that serve a chain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +159,17 @@ class _Builder:
     backends: set[Target] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     attached: dict[tuple[Key, str], int] = field(default_factory=dict)
+    certificates: Mapping[tuple[Key, str], ir.TLSCertificate] = field(default_factory=dict)
+    """Each TLS listener in Terminate mode whose certificate resolved -> that certificate."""
+    secrets: dict[str, ir.TLSCertificate] = field(default_factory=dict)
 
     def serve(self, route: L4Route, plan: ListenerPlan, target: _Target) -> None:
         """Put ``route``'s target on the listener of ``plan``."""
         ref, lis = route.meta.ref, plan.listener
         if isinstance(route, TLSRoute):
             https = names.https_listener(self.config.https_port)
+            cert = (self.certificates.get((plan.gateway, lis.name))
+                    if lis.tls is not None and lis.tls.mode == "Terminate" else None)
             for host in route_hosts(lis.hostname, route.hostnames):
                 owner = self.sni_taken.get(host)
                 if owner is not None:
@@ -176,7 +185,10 @@ class _Builder:
                     name=names.tls_chain(https, "tlsroute", host or "*"),
                     server_names=(host,) if host else (), cluster=target.weighted[0].cluster,
                     access=target.access, refs=(ref,),
-                    weighted=target.weighted if len(target.weighted) > 1 else ()))
+                    weighted=target.weighted if len(target.weighted) > 1 else (),
+                    secret=cert.name if cert is not None else None))
+                if cert is not None:
+                    self.secrets.setdefault(cert.name, cert)
             return
         key = (plan.gateway, lis.name)
         if key in self.owners:
@@ -202,12 +214,14 @@ class _Builder:
 
 def translate_l4(state: ClusterState, config: TranslateConfig,
                  listeners: Mapping[Key, list[ListenerPlan]], clusters: HasCluster,
-                 policies: PolicyIndex | None, sni_taken: Mapping[str, str]) -> L4Result:
+                 policies: PolicyIndex | None, sni_taken: Mapping[str, str],
+                 certificates: Mapping[tuple[Key, str], ir.TLSCertificate] | None = None
+                 ) -> L4Result:
     """Every TLSRoute, TCPRoute and UDPRoute attached to our listeners, oldest first.
 
     ``sni_taken``: SNI names already served (by Ingresses and HTTPS listeners) -> by whom.
     """
-    out = _Builder(config, dict(sni_taken))
+    out = _Builder(config, dict(sni_taken), certificates=certificates or {})
     routes: list[L4Route] = [*state.tls_routes.values(), *state.tcp_routes.values(),
                              *state.udp_routes.values()]
     statuses = [s for s in (_route(state, r, listeners, clusters, policies, out)
@@ -217,7 +231,8 @@ def translate_l4(state: ClusterState, config: TranslateConfig,
         tcp=tuple(sorted(out.tcp.values(), key=lambda lis: lis.name)),
         udp=tuple(sorted(out.udp.values(), key=lambda lis: lis.name)),
         backends=frozenset(out.backends), diagnostics=tuple(out.diagnostics),
-        attached=out.attached, statuses=tuple(sorted(statuses, key=lambda s: s.ref)))
+        attached=out.attached, statuses=tuple(sorted(statuses, key=lambda s: s.ref)),
+        secrets=tuple(out.secrets[k] for k in sorted(out.secrets)))
 
 
 _PROTOCOL = {"TLSRoute": "TCP", "TCPRoute": "TCP", "UDPRoute": "UDP"}
@@ -269,7 +284,11 @@ def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig) -> ir.IR:
                                         port=config.https_port, chains=chains,
                                         client_ip=config.client_ip, http=config.http))
     listeners += [*l4.tcp, *l4.udp]
-    return dataclasses.replace(base, listeners=tuple(sorted(listeners, key=lambda x: x.name)))
+    secrets = {s.name: s for s in base.secrets}
+    for cert in l4.secrets:
+        secrets.setdefault(cert.name, cert)
+    return dataclasses.replace(base, listeners=tuple(sorted(listeners, key=lambda x: x.name)),
+                               secrets=tuple(secrets[k] for k in sorted(secrets)))
 
 
 def sni_owners(ingress_names: Iterable[str], https: Iterable[tuple[str | None, ObjectRef]]

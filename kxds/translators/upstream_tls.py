@@ -28,6 +28,7 @@ from kxds import ir, names
 from kxds.certs.check import CertError, check_ca_bundle
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason, show
 from kxds.kube.models import ClusterState, Ingress, Service
+from kxds.translators import backend_tls_policy
 
 BACKEND_PROTOCOL = ("kxds.io/backend-protocol", "nginx.ingress.kubernetes.io/backend-protocol")
 BACKEND_SNI = "kxds.io/backend-sni"
@@ -140,6 +141,8 @@ class _Builder:
         self.bad_ca: set[tuple[tuple[str, str], str]] = set()
         self.reported: set[tuple[ObjectRef, str]] = set()
         self.diagnostics: list[Diagnostic] = []
+        self.policies = backend_tls_policy.plan(state)
+        self.diagnostics.extend(self.policies.diagnostics)
 
     def ca_ok(self, ing: Ingress, name: str) -> bool:
         """Load the CA Secret ``name`` for ``ing``; report once per Ingress when unusable."""
@@ -221,6 +224,21 @@ class _Builder:
         backends: list[ir.WeightedBackend] = []
         for b in route.action.backends:
             svc, app_protocol = self.ports.get(b.cluster, (None, None))
+            policy = (self.policies.by_cluster.get(b.cluster)
+                      if route.ref.kind in _POLICY_KINDS and svc is not None else None)
+            if policy is not None:  # a BackendTLSPolicy targets the port
+                if policy.problem is not None:
+                    return dataclasses.replace(route, action=ir.DirectResponse(status=503))
+                assert svc is not None
+                twin = self.twin(b.cluster, _Want(http2=want is _GRPC, sni=policy.sni,
+                                                  ca=policy.ca), svc)
+                if twin == _COLLISION:
+                    return dataclasses.replace(route, action=ir.DirectResponse(status=503))
+                if policy.ca is not None:
+                    sds = names.ca_secret(svc.meta.namespace, policy.ca)
+                    self.secrets[sds] = self.policies.secrets[sds]
+                backends.append(dataclasses.replace(b, cluster=twin) if twin else b)
+                continue
             w = want
             if w is None and app_protocol is not None and app_protocol.lower() == "https":
                 w = _Want(http2=False, sni=None, ca=None)
@@ -254,6 +272,8 @@ class _Builder:
 
 _GRPC = _Want(http2=True, sni=None, ca=None, tls=False)
 """A GRPCRoute's backends speak plain HTTP/2 (gRPC)."""
+_POLICY_KINDS = ("HTTPRoute", "GRPCRoute")
+"""The Routes whose backends a BackendTLSPolicy applies to."""
 
 
 def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
@@ -277,8 +297,10 @@ def apply_upstream_tls(base: ir.IR, state: ClusterState,
     asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
     tls_ports = {name for name, (_, proto) in b.ports.items()
                  if proto is not None and proto.lower() == "https"}
-    if not asking and not tls_ports and not state.grpc_routes:
+    if (not asking and not tls_ports and not state.grpc_routes
+            and not state.backend_tls_policies):
         return base, []  # the common case: no backend speaks TLS
+    tls_ports |= set(b.policies.by_cluster)
 
     def concerned(r: ir.Route) -> bool:
         return r.ref.kind == "GRPCRoute" or (r.ref.namespace, r.ref.name) in asking or (
