@@ -421,6 +421,25 @@ def http_json(url: str, **kwargs: Any) -> tuple[int, Any]:
         return status, None
 
 
+def service_manifest(name: str, host: str, target_port: int, *, port: int = 80,
+                     port_name: str = "http") -> str:
+    """A Service ``default/name`` whose one endpoint is ``host:target_port``: the Service
+    and its EndpointSlice, as manifest text."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: {port_name}, port: {port}, targetPort: {target_port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {target_port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{host}"]}}]
+"""
+
+
 def write_manifests(directory: Path, name: str, text: str) -> Path:
     """Write ``directory/name`` atomically (temp file + rename), so a watcher never
     reads half a file. Returns the path."""

@@ -15,26 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, write_manifests
+from e2e.harness import EchoBackend, Gateway, service_manifest, write_manifests
 from kxds.certs.make import KeyPair, make_ca, make_leaf
 
 pytestmark = pytest.mark.e2e
 
 
 def _service(name: str, echo: EchoBackend) -> str:
-    return f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: https, port: 443, targetPort: {echo.port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: https, port: {echo.port}, protocol: TCP}}]
-endpoints: [{{addresses: ["{echo.host}"]}}]
-"""
+    return service_manifest(name, echo.host, echo.port, port=443, port_name="https")
 
 
 def _ca_secret(name: str, ca: KeyPair) -> str:

@@ -34,6 +34,7 @@ from e2e.harness import (
     Gateway,
     Process,
     free_port,
+    service_manifest,
     wait_for,
     write_manifests,
 )
@@ -44,19 +45,7 @@ pytestmark = pytest.mark.e2e
 
 
 def service(name: str, echo: EchoBackend) -> str:
-    return f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: http, port: 80, targetPort: {echo.port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {echo.port}, protocol: TCP}}]
-endpoints: [{{addresses: ["{echo.host}"]}}]
-"""
+    return service_manifest(name, echo.host, echo.port)
 
 
 ROUTES = """
@@ -390,19 +379,7 @@ spec:
 
 def _grpc_service(name: str, port: int) -> str:
     """A Service without appProtocol: the GRPCRoute alone makes kxds speak HTTP/2."""
-    return f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: grpc, port: 50051, targetPort: {port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {port}, protocol: TCP}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"""
+    return service_manifest(name, "127.0.0.1", port, port=50051, port_name="grpc")
 
 
 @pytest.fixture
