@@ -11,7 +11,7 @@ has one. Defaults are applied as the CRD schema applies them (``PathPrefix``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from kxds.diagnostics import Reason, show
@@ -257,23 +257,38 @@ def _replaces_prefix(f: g.RouteFilter) -> bool:
     return modifier is not None and modifier.type == "ReplacePrefixMatch"
 
 
-def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
-    meta = parse_meta(doc, "HTTPRoute", namespaced=True)
-    spec = get_map(doc, "spec", "")
+def _route_parents(spec: Mapping[str, Any]) -> tuple[g.ParentReference, ...]:
+    """A Route's ``spec.parentRefs``, checked as the CRD does (at most 32, distinct)."""
     check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
                 "the Gateway API allows 32")
     parents = items(spec, "parentRefs", "spec", _parent_ref)
     _check_parents(parents)
+    return parents
+
+
+def _route_hostnames(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """A Route's ``spec.hostnames`` (at most 16, each a valid hostname)."""
     check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
                 "the Gateway API allows 16")
-    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
-                                               f"spec.hostnames[{i}]"))
-                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
-    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
-    rules = items(spec, "rules", "spec", _rule) or (g.RouteRule(),)
+    return tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
+                                          f"spec.hostnames[{i}]"))
+                 for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+
+
+def _unique_rule_names(rules: Iterable[g.RouteRule | g.L4Rule]) -> None:
     names = [r.name for r in rules if r.name is not None]
     if len(set(names)) < len(names):
         fail("spec.rules", "Rule name must be unique within the route")
+
+
+def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
+    meta = parse_meta(doc, "HTTPRoute", namespaced=True)
+    spec = get_map(doc, "spec", "")
+    parents = _route_parents(spec)
+    hostnames = _route_hostnames(spec)
+    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
+    rules = items(spec, "rules", "spec", _rule) or (g.RouteRule(),)
+    _unique_rule_names(rules)
     return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
@@ -340,20 +355,11 @@ def _grpc_rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
 def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
     meta = parse_meta(doc, "GRPCRoute", namespaced=True)
     spec = get_map(doc, "spec", "")
-    check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
-                "the Gateway API allows 32")
-    parents = items(spec, "parentRefs", "spec", _parent_ref)
-    _check_parents(parents)
-    check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
-                "the Gateway API allows 16")
-    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
-                                               f"spec.hostnames[{i}]"))
-                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+    parents = _route_parents(spec)
+    hostnames = _route_hostnames(spec)
     check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
     rules = items(spec, "rules", "spec", _grpc_rule) or (g.RouteRule(),)
-    names = [r.name for r in rules if r.name is not None]
-    if len(set(names)) < len(names):
-        fail("spec.rules", "Rule name must be unique within the route")
+    _unique_rule_names(rules)
     return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
@@ -378,28 +384,19 @@ def _l4_common(doc: Mapping[str, Any], kind: str
                ) -> tuple[Meta, tuple[g.ParentReference, ...], tuple[g.L4Rule, ...]]:
     meta = parse_meta(doc, kind, namespaced=True)
     spec = get_map(doc, "spec", "")
-    check_count(get_list(spec, "parentRefs", "spec"), 32, "spec.parentRefs",
-                "the Gateway API allows 32")
-    parents = items(spec, "parentRefs", "spec", _parent_ref)
-    _check_parents(parents)
+    parents = _route_parents(spec)
     if not get_list(spec, "rules", "spec"):
         fail("spec.rules", "must have at least one rule", Reason.MISSING_FIELD)
     check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
     rules = items(spec, "rules", "spec", _l4_rule)
-    names = [r.name for r in rules if r.name is not None]
-    if len(set(names)) < len(names):
-        fail("spec.rules", "Rule name must be unique within the route")
+    _unique_rule_names(rules)
     return meta, parents, rules
 
 
 def parse_tls_route(doc: Mapping[str, Any], limits: Limits) -> g.TLSRoute:
     meta, parents, rules = _l4_common(doc, "TLSRoute")
     spec = get_map(doc, "spec", "")
-    check_count(get_list(spec, "hostnames", "spec"), 16, "spec.hostnames",
-                "the Gateway API allows 16")
-    hostnames = tuple(cast(str, parse_hostname(h if isinstance(h, str) else show(h),
-                                               f"spec.hostnames[{i}]"))
-                      for i, h in enumerate(get_list(spec, "hostnames", "spec")))
+    hostnames = _route_hostnames(spec)
     return g.TLSRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
 
 
