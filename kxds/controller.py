@@ -336,6 +336,7 @@ class Controller:
             self._log_diagnostics(diagnostics)
             self._shared.sweep()
             self._fleet.sweep()
+            self.cache.end_batch()
             gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
             self.rebuild_seq += 1
             seconds = time.monotonic() - started
