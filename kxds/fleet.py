@@ -85,6 +85,9 @@ class _Node:
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
+_CHANGE_SLACK = 64
+"""A round may change this many more Services than the state has and be kept."""
+
 
 class FleetMemo:
     """Shared by every per-node view of a controller; see the module docs. Not thread-safe:
@@ -111,8 +114,15 @@ class FleetMemo:
         self._nodes.pop(group, None)
 
     def sweep(self) -> None:
-        """After a rebuild: drop the templates no node used in it."""
+        """After a rebuild: drop the templates no node used in it, and the rounds that
+        changed more Services than the state now has (everything deleted, say): a node
+        view behind them is rebuilt whole, no dearer than following them, and the
+        history keeps no deleted Service alive."""
         self._templates = {k: t for k, t in self._templates.items() if t.round == self._round}
+        state = self._state
+        if state is not None:
+            limit = len(state.services) + len(state.slices_by_service) + _CHANGE_SLACK
+            self._history = {r: c for r, c in self._history.items() if len(c) <= limit}
 
     def build(self, state: ClusterState, config: TranslateConfig, group: str,
               node: NodeInfo, alone: ViewMemo | None = None) -> Built:
@@ -179,7 +189,10 @@ class FleetMemo:
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
         for key in changed:
             for name in self._nodes_of.pop(key, ()):
-                self._on_node[name].discard(key)
+                keys = self._on_node[name]
+                keys.discard(key)
+                if not keys:  # a node with no endpoint left (maybe gone) is not kept
+                    del self._on_node[name]
             nodes = endpoint_nodes(state, key)
             if nodes:
                 self._nodes_of[key] = nodes

@@ -1,0 +1,110 @@
+"""Memory follows the state: once objects are deleted, kxds keeps nothing of them.
+
+Deleting everything must give the memory back (bench M6); anything the
+controller, its memos or the snapshot cache still reach for a deleted object
+is a leak, whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import types
+from collections.abc import Iterator
+
+from kxds.controller import Controller
+from kxds.kube.loader import load_text
+from kxds.kube.models import ClusterState
+from kxds.translators.config import TranslateConfig
+from kxds.xds.cache import MAX_CHANGE_SLACK, SnapshotCache
+from kxds.xds.identity import NodeIdentity
+from kxds.xds.metrics import XdsMetrics
+
+
+def _state(*services: str) -> ClusterState:
+    """NodePort Services (so node views serve them too), their EndpointSlices, and an
+    Ingress routing to each (so the edge view does)."""
+    docs = []
+    for i, s in enumerate(services):
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: default}}\n"
+                    f"spec:\n  type: NodePort\n  ports: [{{name: http, port: 80, "
+                    f"nodePort: {30000 + i}}}]\n")
+        docs.append("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                    f"metadata: {{name: {s}-1, namespace: default, labels: "
+                    f"{{kubernetes.io/service-name: {s}}}}}\naddressType: IPv4\n"
+                    f"ports: [{{name: http, port: 8080}}]\nendpoints:\n"
+                    f"- {{addresses: [10.0.0.{i + 1}], nodeName: n1}}\n")
+    if services:
+        paths = "".join(f"      - {{path: /{s}, pathType: Prefix, backend: {{service: "
+                        f"{{name: {s}, port: {{number: 80}}}}}}}}\n" for s in services)
+        docs.append("apiVersion: networking.k8s.io/v1\nkind: Ingress\n"
+                    "metadata: {name: routes, namespace: default}\nspec:\n"
+                    "  ingressClassName: kxds\n  rules:\n  - http:\n      paths:\n" + paths)
+    return load_text("---\n".join(docs))
+
+
+def _reachable_strings(root: object) -> Iterator[str]:
+    """Every string reachable from ``root`` through object references (not through
+    modules, classes or functions: module-level memo caches are bounded on their own)."""
+    seen = {id(root)}
+    stack = [root]
+    while stack:
+        for ref in gc.get_referents(stack.pop()):
+            if id(ref) in seen or isinstance(ref, types.ModuleType | type | types.FunctionType
+                                             | types.BuiltinFunctionType):
+                continue
+            seen.add(id(ref))
+            if isinstance(ref, str):
+                yield ref
+            else:
+                stack.append(ref)
+
+
+GONE = 2 * MAX_CHANGE_SLACK + 20
+"""Services deleted: more than a history of changes keeps names for (the rest is bounded
+by the number of rounds it remembers, not by what is deleted)."""
+
+
+def test_nothing_of_deleted_objects_stays_reachable() -> None:
+    cache = SnapshotCache()
+    ctl = Controller(cache, TranslateConfig(), metrics=XdsMetrics(), in_thread=False)
+
+    async def main() -> None:
+        task = asyncio.create_task(ctl.run())
+        try:
+            ctl.publish(_state("kept"))
+            await _wait(ctl, 1)
+            cache.watch(NodeIdentity("n1", "node", "node/n1", "n1", None, "default"))
+            await _wait_view(cache, "node/n1")
+            # Two rebuilds with many Services, then all of them but one deleted.
+            ctl.publish(_state("kept", *(f"gone-{i}" for i in range(GONE))))
+            await _wait(ctl, 2)
+            ctl.publish(_state("kept", *(f"gone-{i}" for i in range(0, GONE, 2))))
+            await _wait(ctl, 3)
+            ctl.publish(_state("kept"))
+            await _wait(ctl, 4)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    view = cache.view("node/n1")
+    assert view is not None and view.count() > 0  # the kept Service is still served
+    left = sorted({s for s in _reachable_strings(ctl) if "gone-" in s})
+    assert left == []
+
+
+async def _wait(ctl: Controller, seq: int) -> None:
+    for _ in range(3000):
+        if ctl.rebuild_seq >= seq:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"rebuild {seq} not reached ({ctl.rebuild_seq})")
+
+
+async def _wait_view(cache: SnapshotCache, group: str) -> None:
+    for _ in range(3000):
+        if cache.view(group) is not None:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no view for {group}")
