@@ -12,9 +12,13 @@ import gc
 import types
 from collections.abc import Iterator
 
+import pytest
+
+from kxds import controller as controller_module
 from kxds.controller import Controller
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
+from kxds.memory import ShrinkWatch
 from kxds.translators.config import TranslateConfig
 from kxds.xds.cache import MAX_CHANGE_SLACK, SnapshotCache
 from kxds.xds.identity import NodeIdentity
@@ -108,3 +112,44 @@ async def _wait_view(cache: SnapshotCache, group: str) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"no view for {group}")
+
+
+@pytest.mark.parametrize(("served", "trims"), [
+    ([10, 5000, 4000, 2600], [False, False, False, False]),
+    ([5000, 2400, 2300, 1000], [False, True, False, True]),
+    ([5000, 0, 0, 0], [False, True, False, False]),
+    ([500, 0, 300, 0], [False, False, False, False]),  # small: never worth a trim
+], ids=["shrinking-less-than-half", "halved-twice", "all-deleted-once", "small"])
+def test_a_trim_follows_a_large_shrink_only(served: list[int], trims: list[bool]) -> None:
+    watch = ShrinkWatch(min_drop=1000)
+    assert [watch.shrank(n) for n in served] == trims
+
+
+def test_the_controller_gives_memory_back_after_most_is_deleted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(controller_module, "release_free_memory",
+                        lambda: calls.append(1) is None)
+    cache = SnapshotCache()
+    ctl = Controller(cache, TranslateConfig(), metrics=XdsMetrics(), in_thread=False)
+    ctl._shrink.min_drop = 10
+
+    async def main() -> None:
+        task = asyncio.create_task(ctl.run())
+        try:
+            ctl.publish(_state(*(f"s-{i}" for i in range(20))))
+            await _wait(ctl, 1)
+            ctl.publish(_state(*(f"s-{i}" for i in range(15))))
+            await _wait(ctl, 2)
+            assert calls == []  # a quarter less: not worth it
+            ctl.publish(_state("s-0"))
+            await _wait(ctl, 3)
+            assert calls == [1]
+            ctl.publish(_state())
+            await _wait(ctl, 4)
+            assert calls == [1]  # a few resources less: not again
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
