@@ -229,7 +229,8 @@ class FleetMemo:
             elif last is not None and template.parts is not None and _same_view(last, new):
                 # Unchanged: the same object, so node views see it unchanged by identity.
                 # Its parts too, unless a Service they name changed (its ports).
-                if self._history[self._round] & template.parts.services:
+                changed = self._history.get(self._round)  # None: dropped as too large
+                if changed is None or changed & template.parts.services:
                     template.parts = self._parts(template, state)
             else:
                 template.built = _keeping(last, new)
