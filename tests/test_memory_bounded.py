@@ -13,9 +13,11 @@ import types
 from collections.abc import Iterator
 
 import pytest
+import xds_support as t
 
 from kxds import controller as controller_module
 from kxds.controller import Controller
+from kxds.envoy.resource import CLUSTER, ENDPOINT
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.memory import ShrinkWatch
@@ -158,3 +160,52 @@ def test_the_controller_gives_memory_back_after_most_is_deleted(
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_streams_and_the_tracker_forget_deleted_resources(delta: bool) -> None:
+    """A proxy that held many clusters and endpoints, all but one deleted and the
+    deletion ACKed: neither the server's streams nor the cache's per-node tracker
+    keep anything of the deleted ones."""
+    gone = [f"gone-{i}" for i in range(GONE)]
+    cache = SnapshotCache()
+    cache.set_view("edge/default", t.resources(
+        *(t.cluster(n) for n in ["kept", *gone]), *(t.endpoints(n, [1]) for n in ["kept", *gone])))
+    cache.mark_synced()
+
+    async def main() -> None:
+        async with t.serving(cache) as (server, target), t.XdsTestClient(
+                target, t.make_node("envoy-1"), delta=delta) as envoy:
+            await envoy.send(CLUSTER)
+            await envoy.ack(await envoy.recv())
+            names = ["kept", *gone]
+            if delta:
+                await envoy.send(ENDPOINT, resource_names_subscribe=names)
+            else:
+                await envoy.send(ENDPOINT, resource_names=names)
+            await envoy.ack(await envoy.recv(), names)
+            cache.set_view("edge/default", t.resources(t.cluster("kept"),
+                                                       t.endpoints("kept", [1])))
+            cache.end_batch()  # as the controller does after a rebuild's views
+            await _drain(envoy, names)
+            # Envoy then asks for the endpoints of the clusters it has left.
+            if delta:
+                await envoy.send(ENDPOINT, resource_names_unsubscribe=gone)
+            else:
+                await envoy.send(ENDPOINT, resource_names=["kept"])
+            await _drain(envoy, ["kept"])
+            left = sorted({s for root in (server, cache) for s in _reachable_strings(root)
+                           if "gone-" in s})
+            assert left == []
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+async def _drain(envoy: t.XdsTestClient, endpoint_names: list[str]) -> None:
+    """ACK every response until none comes (SotW EDS: with the names still wanted)."""
+    while True:
+        try:
+            resp = await envoy.recv(0.5)
+        except TimeoutError:
+            return
+        await envoy.ack(resp, endpoint_names if resp.type_url == ENDPOINT else ())
