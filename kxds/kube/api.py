@@ -263,6 +263,18 @@ class ApiSource:
         """Also call ``callback`` with every published state (the status writer)."""
         self._subscribers.append(callback)
 
+    def start(self) -> None:
+        """Start listing and watching every kind now, before :meth:`run` (which
+        otherwise starts them): at start-up the first list, most of the time until
+        kxds is ready, then overlaps the rest of the process's setup. The store
+        fills meanwhile; nothing is published before :meth:`run`."""
+        if self.reflectors:
+            return
+        self.reflectors = [Reflector(k, self.client, self.store, self.options)
+                           for k in self.options.watched_kinds()]
+        for r in self.reflectors:
+            r.start()
+
     async def run(self, publish: Publish) -> None:
         """Watch until cancelled; publish after the first complete sync and on changes."""
         loop = asyncio.get_running_loop()
@@ -273,10 +285,9 @@ class ApiSource:
                 loop.call_soon_threadsafe(changed.set)
 
         self.store.on_change = notify
-        reflectors = self.reflectors = [Reflector(k, self.client, self.store, self.options)
-                                        for k in self.options.watched_kinds()]
-        for r in reflectors:
-            r.start()
+        changed.set()  # what was listed since start() is looked at once
+        self.start()
+        reflectors = self.reflectors
         published = -1
         try:
             while True:
@@ -293,6 +304,7 @@ class ApiSource:
                 for callback in self._subscribers:
                     callback(state)
         finally:
+            self.reflectors = []  # a run after this one starts afresh
             for r in reflectors:
                 r.stop()
             await asyncio.to_thread(_join, reflectors, 5.0)
