@@ -275,7 +275,7 @@ class FakeApi:
         class Handler(_Handler):
             fake = api
 
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        server = _Server(("127.0.0.1", self._port), Handler)
         if self.tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*self.tls)
@@ -630,6 +630,14 @@ class FakeApi:
             obj = merge_patch(current, body)
             obj["metadata"]["name"] = key[2]
             return copy.deepcopy(self._record(key, obj))
+
+
+class _Server(ThreadingHTTPServer):
+    # The accept backlog the real API server has (Go listens with the system's
+    # somaxconn): socketserver's default of 5 overflowed when a client opened a
+    # connection per kind at once (a list, then a watch, per kind), and the
+    # connections beyond it waited for the client's SYN retransmission, 1 s later.
+    request_queue_size = 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
