@@ -33,7 +33,6 @@ from kxds.kube.models import ClusterState
 from kxds.kube.status import StatusConfig, StatusWriter
 from kxds.supervise import Supervisor
 from kxds.translators.config import TranslateConfig
-from kxds.xds.auth import Authorizer
 from kxds.xds.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -295,8 +294,11 @@ async def start_xds(args: argparse.Namespace, cache: SnapshotCache, metrics: Xds
     """Listen for proxies on ``--xds-address``; they are held until the first snapshot."""
     from kxds.xds.server import XdsServer
 
-    authorizer = (Authorizer(metrics.registry, args.xds_trust_domain)
-                  if security.credentials is not None else None)
+    authorizer = None
+    if security.credentials is not None:
+        from kxds.xds.auth import Authorizer  # with its certificate parser: only for TLS
+
+        authorizer = Authorizer(metrics.registry, args.xds_trust_domain)
     server = XdsServer(cache, metrics=metrics, authorizer=authorizer,
                        limits=limits_from_args(args))
     await server.start(args.xds_address, security.credentials)
