@@ -10,6 +10,7 @@ the first snapshot, complete, on the stream it opened.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xds_support as t
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -29,7 +31,8 @@ from test_api_source import OTHERS, eps, svc
 from kxds import names
 from kxds.cli import _parser, config_from_args
 from kxds.envoy.resource import CLUSTER, ENDPOINT
-from kxds.serve import serve
+from kxds.serve import _collector_back_on, serve
+from kxds.xds.cache import SnapshotCache
 
 SERVICES = ("web", "api", "shop")
 
@@ -138,3 +141,20 @@ async def test_a_proxy_connected_before_the_first_list_gets_the_first_snapshot(
         os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a clean stop
         await asyncio.wait_for(server, 30)
         api.stop()
+
+
+@pytest.mark.parametrize("synced", [True, False], ids=["first-snapshot", "none-in-time"])
+def test_the_collector_comes_back_after_start_up(synced: bool) -> None:
+    # Off from the start of serve; back on at the first snapshot, or after the limit
+    # when none comes (an unreachable API must not leave it off for good).
+    cache = SnapshotCache()
+    if synced:
+        cache.mark_synced()
+    gc.disable()
+    try:
+        started = time.monotonic()
+        asyncio.run(_collector_back_on(cache, 0.3, was_on=True))
+        assert gc.isenabled()
+        assert (time.monotonic() - started < 0.2) is synced
+    finally:
+        gc.enable()
