@@ -32,9 +32,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kxds.kube.client import KubeClient, describe, is_gone, status_code
 from kxds.kube.limits import Limits
@@ -44,6 +44,7 @@ from kxds.kube.store import KINDS, Kind, Store
 log = logging.getLogger(__name__)
 
 Publish = Callable[[ClusterState], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,16 +200,15 @@ class Reflector:
         long list only its last page is left to parse (5,000 EndpointSlices: 0.2-0.3
         s less before the first snapshot).
         """
-        with ThreadPoolExecutor(1, thread_name_prefix=f"list-{self.kind.plural}") as fetcher:
-            page = fetcher.submit(self._page, "")
-            while True:
-                items, cont, rv = page.result()
-                if cont:
-                    page = fetcher.submit(self._page, cont)
-                yield from items
-                if not cont:
-                    version.append(rv)
-                    return
+        page = _in_background(self._page, "", f"list-{self.kind.plural}")
+        while True:
+            items, cont, rv = page.result()
+            if cont:
+                page = _in_background(self._page, cont, f"list-{self.kind.plural}")
+            yield from items
+            if not cont:
+                version.append(rv)
+                return
 
     def _page(self, cont: str) -> tuple[list[Mapping[str, Any]], str, str]:
         """One page of a list: its items, the continue token ("" on the last page) and
@@ -328,6 +328,22 @@ class ApiSource:
             for r in reflectors:
                 r.stop()
             await asyncio.to_thread(_join, reflectors, 5.0)
+
+
+def _in_background(call: Callable[[str], _T], arg: str, name: str) -> Future[_T]:
+    """``call(arg)`` in a daemon thread of its own, like the reflectors' (a request
+    stuck until its read timeout never holds up the process's exit, as an executor's
+    threads would)."""
+    future: Future[_T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call(arg))
+        except BaseException as e:  # handed to the caller, which re-raises it
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _join(reflectors: list[Reflector], timeout: float) -> None:
