@@ -25,6 +25,8 @@ convenient for kxds:
 - a field selector turns an object moving out of (into) the selection into a
   DELETED (ADDED) event, as the watch cache does;
 - a write that changes nothing gets no new version and no event;
+- a Secret's ``stringData`` is merged into ``data`` (base64) on write and never read
+  back;
 - ``metadata.generation`` of an object with a ``spec`` is 1 when it is created and
   goes up by one with each write that changes the spec (a status or metadata
   write leaves it); it is read-only, so a value a client sends is ignored;
@@ -169,6 +171,17 @@ class Change:
     obj: Obj | None
     """The object after the change; None for a deletion."""
     prev: Obj | None
+
+
+def _merge_string_data(obj: Obj) -> None:
+    """A Secret's ``stringData`` goes into ``data``, base64-encoded, overwriting the
+    same keys; the API server never stores or returns ``stringData`` itself."""
+    if obj.get("kind") != "Secret" or "stringData" not in obj:
+        return
+    plain = obj.pop("stringData") or {}
+    data = dict(obj.get("data") or {})
+    data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in plain.items()})
+    obj["data"] = data
 
 
 def _set_generation(obj: Obj, prev: Obj | None) -> None:
@@ -468,6 +481,7 @@ class FakeApi:
                             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             if obj.get("kind") == "Secret":
                 obj.setdefault("type", "Opaque")  # the API server's default
+            _merge_string_data(obj)
             _set_generation(obj, old)
             return copy.deepcopy(self._record(key, obj))
 
@@ -616,6 +630,7 @@ class FakeApi:
                 meta["namespace"] = ns
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _merge_string_data(obj)
             _set_generation(obj, None)
             return copy.deepcopy(self._record(key, obj))
 
@@ -641,6 +656,7 @@ class FakeApi:
                 obj.setdefault("status", current.get("status"))
                 if obj["status"] is None:
                     del obj["status"]
+                _merge_string_data(obj)
                 _set_generation(obj, current)
             return copy.deepcopy(self._record(key, obj))
 
@@ -651,6 +667,7 @@ class FakeApi:
                 raise ApiError(404, "NotFound", f'{key[0][1]} "{key[2]}" not found')
             obj = merge_patch(current, body)
             obj["metadata"]["name"] = key[2]
+            _merge_string_data(obj)
             _set_generation(obj, current)
             return copy.deepcopy(self._record(key, obj))
 
