@@ -1,0 +1,175 @@
+"""Upstream Gateway API conformance tests about routing, restated through the real Envoy.
+
+kubernetes-sigs/gateway-api ``conformance/tests``: a backend in another namespace is
+reached only with a ReferenceGrant there (HTTPRouteReferenceGrant); headless Services and
+Services whose EndpointSlices were written by hand are routed to like any other
+(HTTPRouteServiceTypes); each backend's own request header changes reach that backend
+only (HTTPRouteRequestHeaderModifierBackendWeights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import EchoBackend, Gateway, service_manifest, write_manifests
+
+pytestmark = pytest.mark.e2e
+
+
+def app_backend_service(name: str, echo: EchoBackend) -> str:
+    """A Service of the ``app-backend`` namespace whose one endpoint is ``echo``."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: app-backend}}
+spec: {{ports: [{{name: http, port: 8080, targetPort: {echo.port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: app-backend, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {echo.port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{echo.host}"]}}]
+"""
+
+
+def headless_service(name: str, echo: EchoBackend) -> str:
+    """A headless Service (``clusterIP: None``) with a selector, and the EndpointSlice the
+    EndpointSlice controller would write for its one Pod."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{clusterIP: None, selector: {{app: {name}}}, ports: [{{name: http, port: 80, targetPort: {echo.port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-x1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+addressType: IPv4
+ports: [{{name: http, port: {echo.port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{echo.host}"], conditions: {{ready: true}}}}]
+"""
+
+
+GRANT = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: reference-grant, namespace: app-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service, name: app-backend-v1}]
+"""
+
+ROUTES = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: app-backend}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reference-grant, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [grant.test]
+  rules:
+  - matches: [{path: {value: /v2}}]
+    backendRefs: [{name: app-backend-v2, namespace: app-backend, port: 8080}]
+  - backendRefs: [{name: app-backend-v1, namespace: app-backend, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: service-types, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [types.test]
+  rules:
+  - matches: [{path: {value: /headless}}]
+    backendRefs: [{name: headless, port: 80}]
+  - matches: [{path: {value: /manual-endpointslices}}]
+    backendRefs: [{name: manual, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-header-modifier-backend-weights, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [weights.test]
+  rules:
+  - backendRefs:
+    - name: a
+      port: 80
+      weight: 1
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: a}]}}]
+    - name: b
+      port: 80
+      weight: 1
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: b}]}}]
+"""
+
+
+@pytest.fixture
+def backends(tmp_path: Path) -> Iterator[dict[str, EchoBackend]]:
+    started = {name: EchoBackend(name, tmp_path) for name in ("a", "b")}
+    try:
+        yield started
+    finally:
+        for b in started.values():
+            b.stop()
+
+
+def test_reference_grants_service_types_and_backend_header_changes_through_envoy(
+        manifests_dir: Path, backends: dict[str, EchoBackend],
+        kxds_envoy: Callable[..., Gateway]) -> None:
+    a, b = backends["a"], backends["b"]
+    write_manifests(manifests_dir, "backends.yaml", "---".join([
+        service_manifest("a", a.host, a.port), service_manifest("b", b.host, b.port),
+        app_backend_service("app-backend-v1", a), app_backend_service("app-backend-v2", b),
+        headless_service("headless", a),
+        # No selector, its EndpointSlice written by hand (or mirrored from a hand-written
+        # Endpoints object by Kubernetes): what the suite calls manual EndpointSlices.
+        service_manifest("manual", b.host, b.port)]))
+    write_manifests(manifests_dir, "grant.yaml", GRANT)
+    write_manifests(manifests_dir, "routes.yaml", ROUTES)
+    gw = kxds_envoy(manifests_dir, wait=False)
+
+    # HTTPRouteReferenceGrant: the granted Service answers; the other one of that
+    # namespace, which the grant does not name, is refused (the rule's 500).
+    gw.wait_backend("/", "grant.test", (200, "a"))
+    assert gw.backend("/v2", host="grant.test")[0] == 500
+    # HTTPRouteServiceTypes.
+    assert gw.backend("/headless", host="types.test") == (200, "a")
+    assert gw.backend("/manual-endpointslices", host="types.test") == (200, "b")
+    # HTTPRouteRequestHeaderModifierBackendWeights: each request carries the header of
+    # the backend that got it, never the other's.
+    seen: Counter[str] = Counter()
+    for _ in range(40):
+        status, headers, body = gw.get("/", host="weights.test")
+        assert status == 200
+        assert json.loads(body)["headers"]["backend"] == headers["x-echo-backend"]
+        seen[headers["x-echo-backend"]] += 1
+    assert set(seen) == {"a", "b"}, seen
+
+    # The grant withdrawn: the Service in the other namespace is refused again.
+    write_manifests(manifests_dir, "grant.yaml", "")
+    gw.wait_backend("/", "grant.test", (500, None))
