@@ -11,7 +11,7 @@ HTTPRouteMatchingAcrossRoutes, HTTPRouteRequestHeaderModifier,
 HTTPRouteResponseHeaderModifier, HTTPRouteRequestRedirect, HTTPRouteRewritePath,
 HTTPRouteRewriteHost, HTTPRouteRequestMirror, HTTPRouteTimeoutBackendRequest), and
 GRPCRoute methods and headers to a gRPC backend (GRPCExactMethodMatching,
-GRPCRouteHeaderMatching).
+GRPCRouteHeaderMatching, GRPCRouteNamedRule).
 """
 
 from __future__ import annotations
@@ -363,8 +363,9 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [grpc.test]
   rules:
-  # GRPCExactMethodMatching: service and method.
-  - matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
+  # GRPCExactMethodMatching: service and method; a named rule (GRPCRouteNamedRule).
+  - name: say-hello
+    matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
     backendRefs: [{name: one, port: 50051}]
   # A service's methods with a header (GRPCRouteHeaderMatching), and a header filter.
   - matches: [{method: {service: helloworld.Greeter}, headers: [{name: version, value: two}]}]

@@ -4,7 +4,8 @@ kubernetes-sigs/gateway-api ``conformance/tests``: a backend in another namespac
 reached only with a ReferenceGrant there (HTTPRouteReferenceGrant); headless Services and
 Services whose EndpointSlices were written by hand are routed to like any other
 (HTTPRouteServiceTypes); each backend's own request header changes reach that backend
-only (HTTPRouteRequestHeaderModifierBackendWeights).
+only (HTTPRouteRequestHeaderModifierBackendWeights); a rule's name changes nothing of
+its routing (HTTPRouteNamedRule).
 """
 
 from __future__ import annotations
@@ -111,6 +112,19 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: http-named-rules, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [named.test]
+  rules:
+  - name: named-rule
+    matches: [{path: {value: /named}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /unnamed}}]
+    backendRefs: [{name: b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: request-header-modifier-backend-weights, namespace: default}
 spec:
   parentRefs: [{name: same-namespace}]
@@ -160,6 +174,9 @@ def test_reference_grants_service_types_and_backend_header_changes_through_envoy
     # HTTPRouteServiceTypes.
     assert gw.backend("/headless", host="types.test") == (200, "a")
     assert gw.backend("/manual-endpointslices", host="types.test") == (200, "b")
+    # HTTPRouteNamedRule.
+    assert gw.backend("/named", host="named.test") == (200, "a")
+    assert gw.backend("/unnamed", host="named.test") == (200, "b")
     # HTTPRouteRequestHeaderModifierBackendWeights: each request carries the header of
     # the backend that got it, never the other's.
     seen: Counter[str] = Counter()

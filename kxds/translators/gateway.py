@@ -42,10 +42,12 @@ UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
 L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
 """The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
-    "BackendTLSPolicy", "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
+    "BackendTLSPolicy", "GRPCRoute", "GRPCRouteNamedRouteRule", "Gateway", "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
     "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
