@@ -1,6 +1,8 @@
 """Upstream Gateway API conformance tests about routing, restated through the real Envoy.
 
-kubernetes-sigs/gateway-api ``conformance/tests``: a backend in another namespace is
+kubernetes-sigs/gateway-api ``conformance/tests``: a request is served by the Routes of
+the listener whose hostname matches it most specifically only (GatewayHTTPListenerIsolation);
+a backend in another namespace is
 reached only with a ReferenceGrant there (HTTPRouteReferenceGrant); headless Services and
 Services whose EndpointSlices were written by hand are routed to like any other
 (HTTPRouteServiceTypes); each backend's own request header changes reach that backend
@@ -46,14 +48,19 @@ def headless_service(name: str, echo: EchoBackend) -> str:
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
-spec: {{clusterIP: None, selector: {{app: {name}}}, ports: [{{name: http, port: 80, targetPort: {echo.port}}}]}}
+spec:
+  clusterIP: None
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: {echo.port}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
   name: {name}-x1
   namespace: default
-  labels: {{kubernetes.io/service-name: {name}, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+  labels:
+    kubernetes.io/service-name: {name}
+    endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io
 addressType: IPv4
 ports: [{{name: http, port: {echo.port}, protocol: TCP}}]
 endpoints: [{{addresses: ["{echo.host}"], conditions: {{ready: true}}}}]
@@ -86,6 +93,10 @@ spec:
   gatewayClassName: kxds
   listeners:
   - {name: http, port: 80, protocol: HTTP}
+  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}
+  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com}
+  - {name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.org}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -134,12 +145,69 @@ spec:
     - name: a
       port: 80
       weight: 1
-      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: a}]}}]
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: backend, value: a}]}
     - name: b
       port: 80
       weight: 1
-      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: b}]}}]
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: backend, value: b}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: attaches-to-empty-hostname, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: http}]
+  rules:
+  - matches: [{path: {value: /empty-hostname}}]
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: attaches-to-wildcard-example-com, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: wildcard-example-com}]
+  rules:
+  - matches: [{path: {value: /wildcard-example-com}}]
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: attaches-to-wildcard-foo-example-com, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: wildcard-foo-example-com}]
+  rules:
+  - matches: [{path: {value: /wildcard-foo-example-com}}]
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: attaches-to-abc-foo-example-com, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: abc-foo-example-com}]
+  rules:
+  - matches: [{path: {value: /abc-foo-example-com}}]
+    backendRefs: [{name: a, port: 80}]
+---
+# Beyond the suite: the listener without a hostname names a host that the listener
+# "quiet" owns; "quiet" has no Route, so those requests find none (404).
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wider-listener, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: http}]
+  hostnames: [quiet.example.org, bar.com]
+  rules:
+  - matches: [{path: {value: /wider}}]
+    backendRefs: [{name: b, port: 80}]
 """
+
+ISOLATION = {  # host -> the one path its listener's Route serves
+    "bar.com": "/empty-hostname", "bar.example.com": "/wildcard-example-com",
+    "bar.foo.example.com": "/wildcard-foo-example-com",
+    "abc.foo.example.com": "/abc-foo-example-com"}
 
 
 @pytest.fixture
@@ -174,6 +242,13 @@ def test_reference_grants_service_types_and_backend_header_changes_through_envoy
     # HTTPRouteServiceTypes.
     assert gw.backend("/headless", host="types.test") == (200, "a")
     assert gw.backend("/manual-endpointslices", host="types.test") == (200, "b")
+    # GatewayHTTPListenerIsolation: each request is served by the Routes of the listener
+    # whose hostname matches it most specifically, never by a wider listener's.
+    for host, own in ISOLATION.items():
+        for path in ISOLATION.values():
+            assert gw.backend(path, host=host)[0] == (200 if path == own else 404), (host, path)
+    assert gw.backend("/wider", host="bar.com") == (200, "b")
+    assert gw.backend("/wider", host="quiet.example.org")[0] == 404
     # HTTPRouteNamedRule.
     assert gw.backend("/named", host="named.test") == (200, "a")
     assert gw.backend("/unnamed", host="named.test") == (200, "b")

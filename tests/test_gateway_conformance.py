@@ -323,3 +323,53 @@ spec:
 """)
     assert conditions["Accepted"] == (reason == "Accepted", reason)
     assert listener_routes == {"http": attached}
+
+
+def test_a_host_is_served_by_the_routes_of_its_most_specific_listener_only() -> None:
+    """GatewayHTTPListenerIsolation, beyond the suite's manifests: Routes of a wider
+    listener naming hosts a narrower listener owns (one exact, one wildcard) are not
+    served there, and a listener hostname no Route serves is an empty host."""
+    docs = BASE + """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: any, port: 80, protocol: HTTP}
+  - {name: wide, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: foo, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}
+  - {name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: from-any, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  hostnames: [a.example.com, b.example.org]
+  rules:
+  - backendRefs: [{name: web, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: from-wide, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: wide}]
+  hostnames: ["*.foo.example.com", quiet.example.com, a.example.com]
+  rules:
+  - backendRefs: [{name: web, port: 80}]
+"""
+    result = translate(load_text(docs), TranslateConfig())
+    served = {vh.name: sorted({r.ref.name for r in vh.routes if r.ref is not None})
+              for t in result.ir.route_tables for vh in t.virtual_hosts}
+    assert served == {
+        "b.example.org": ["from-any"],  # no listener but "any" covers it
+        "a.example.com": ["from-wide"],  # "wide" owns it, not "any"
+        "*.example.com": [],
+        "*.foo.example.com": [],  # "foo" owns it, and has no Route
+        "quiet.example.com": [],
+    }
+    wide = {p.parent.section_name: p for r in result.gateway_status.routes
+            if r.ref.name == "from-wide" for p in r.parents}
+    assert wide["wide"].conditions[0].reason == "Accepted"  # attached all the same

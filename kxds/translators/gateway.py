@@ -42,7 +42,8 @@ UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
 L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
 """The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
-    "BackendTLSPolicy", "GRPCRoute", "GRPCRouteNamedRouteRule", "Gateway", "HTTPRoute",
+    "BackendTLSPolicy", "GRPCRoute", "GRPCRouteNamedRouteRule", "Gateway",
+    "GatewayHTTPListenerIsolation", "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendRequestHeaderModification",

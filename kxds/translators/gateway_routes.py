@@ -415,10 +415,31 @@ def _covers(wide: str, host: str) -> bool:
     return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
 
 
+def _specificity(listener_host: str) -> tuple[int, int]:
+    """A listener hostname's rank: an exact name, then the longest wildcard, then none."""
+    kind = 0 if listener_host == "" else 1 if listener_host.startswith("*.") else 2
+    return (kind, len(listener_host))
+
+
+def _owner(host: str, listener_hosts: Iterable[str]) -> str | None:
+    """The hostname of the listener the requests for ``host`` belong to: the most
+    specific listener hostname that covers every name of ``host``."""
+    covering = [h for h in listener_hosts if h == host or _covers(h, host)]
+    return max(covering, key=_specificity, default=None)
+
+
 def collect(outcomes: Iterable[RouteOutcome],
-            https: frozenset[tuple[Key, str]] = frozenset()) -> GatewayRoutes:
+            https: frozenset[tuple[Key, str]] = frozenset(),
+            hostnames: Mapping[tuple[Key, str], str | None] | None = None) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts; the routes
-    of the ``https`` listeners go to their own tables."""
+    of the ``https`` listeners go to their own tables.
+
+    ``hostnames``: the hostname of each accepted listener on the edge HTTP listener.
+    Listeners share that one Envoy listener, yet a request belongs to the listener
+    whose hostname matches it most specifically, and only that listener's Routes may
+    serve it (the spec's listener isolation): a host is served with the routes of its
+    owner only, and a listener hostname no Route serves is an empty host (404) rather
+    than falling to a wider listener's routes."""
     listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
@@ -436,13 +457,18 @@ def collect(outcomes: Iterable[RouteOutcome],
     hosts: dict[str, list[Route]] = {}
     secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
               for k, per_host in sorted(listeners.items()) if k in https}
+    owners = {h or "" for k, h in (hostnames or {}).items() if k not in https}
     for k, per_host in listeners.items():
         if k in https:
             continue
         for host, served in _covered(per_host).items():
+            if hostnames is not None and _owner(host, owners) != (hostnames.get(k) or ""):
+                continue  # a more specific listener owns these requests
             have = hosts.setdefault(host, [])
             names_in = {r.name for r in have}
             have += [r for r in served if r.name not in names_in]
+    for host in owners - {""}:
+        hosts.setdefault(host, [])
     return GatewayRoutes(
         by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
