@@ -8,7 +8,7 @@ an HTTPRoute share a host. Header, query parameter, method and RegularExpression
 matches, precedence across Routes, header modifiers, redirects, rewrites and mirrors
 (HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
 HTTPRouteMatchingAcrossRoutes, HTTPRouteRequestHeaderModifier,
-HTTPRouteResponseHeaderModifier, HTTPRouteRequestRedirect, HTTPRouteRewritePath,
+HTTPRouteResponseHeaderModifier, HTTPRouteRedirectHostAndStatus, HTTPRouteRewritePath,
 HTTPRouteRewriteHost, HTTPRouteRequestMirror, HTTPRouteTimeoutBackendRequest), and
 GRPCRoute methods and headers to a gRPC backend (GRPCExactMethodMatching,
 GRPCRouteHeaderMatching, GRPCRouteNamedRule).
@@ -219,7 +219,7 @@ spec:
       filters:
       - type: RequestHeaderModifier
         requestHeaderModifier: {set: [{name: X-Backend, value: b}]}
-  # HTTPRouteRequestRedirect (scheme, hostname, prefix path, status) and the port.
+  # HTTPRouteRedirectHostAndStatus (scheme, hostname, prefix path, status) and the port.
   - matches: [{path: {value: /redirect}}]
     filters:
     - type: RequestRedirect
