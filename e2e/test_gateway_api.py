@@ -375,6 +375,12 @@ spec:
     backendRefs: [{name: two, port: 50051}]
   - matches: [{method: {service: helloworld.Greeter}}]
     backendRefs: [{name: one, port: 50051}]
+  # A backend that does not resolve, and every weight 0: UNAVAILABLE, as the GRPCRoute
+  # spec asks (GRPCRouteAllBackendsWeightZero).
+  - matches: [{method: {service: helloworld.Greeter, method: SayNothing}}]
+    backendRefs: [{name: nowhere, port: 50051}]
+  - matches: [{method: {service: helloworld.Greeter, method: SayZero}}]
+    backendRefs: [{name: one, port: 50051, weight: 0}]
 """
 
 
@@ -438,6 +444,8 @@ def test_grpcroute_methods_and_headers_through_envoy(
     # The exact method match goes before the service's header match.
     assert _call(gw, "/helloworld.Greeter/SayHello", (("version", "two"),))[1]["backend"] == "one"
     assert _call(gw, "/helloworld.Greeter/SayGoodbye")[1]["backend"] == "one"
+    assert _call(gw, "/helloworld.Greeter/SayNothing")[0] == "UNAVAILABLE"
+    assert _call(gw, "/helloworld.Greeter/SayZero")[0] == "UNAVAILABLE"
     # No rule for another service: Envoy answers 404, which gRPC calls UNIMPLEMENTED.
     assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
     status, page = gw.kxds.get("/debug/gateway-api")

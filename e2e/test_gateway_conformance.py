@@ -7,7 +7,8 @@ reached only with a ReferenceGrant there (HTTPRouteReferenceGrant); headless Ser
 Services whose EndpointSlices were written by hand are routed to like any other
 (HTTPRouteServiceTypes); each backend's own request header changes reach that backend
 only (HTTPRouteRequestHeaderModifierBackendWeights); a rule's name changes nothing of
-its routing (HTTPRouteNamedRule).
+its routing (HTTPRouteNamedRule); a rule whose backends all weigh 0 answers 500
+(HTTPRouteAllBackendsWeightZero).
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ spec:
     backendRefs: [{name: headless, port: 80}]
   - matches: [{path: {value: /manual-endpointslices}}]
     backendRefs: [{name: manual, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: all-backends-weight-zero, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [zero.test]
+  rules:
+  - backendRefs: [{name: a, port: 80, weight: 0}, {name: b, port: 80, weight: 0}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -249,6 +259,8 @@ def test_reference_grants_service_types_and_backend_header_changes_through_envoy
             assert gw.backend(path, host=host)[0] == (200 if path == own else 404), (host, path)
     assert gw.backend("/wider", host="bar.com") == (200, "b")
     assert gw.backend("/wider", host="quiet.example.org")[0] == 404
+    # HTTPRouteAllBackendsWeightZero (a later release's test): no share for anyone, 500.
+    assert gw.backend("/", host="zero.test") == (500, None)
     # HTTPRouteNamedRule.
     assert gw.backend("/named", host="named.test") == (200, "a")
     assert gw.backend("/unnamed", host="named.test") == (200, "b")

@@ -22,7 +22,9 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
   ``RefNotPermitted``, ``InvalidKind``) sets ``ResolvedRefs=False``; the spec
   wants a 500 for its share of the requests, and the IR has no weighted
   direct response yet, so the whole rule answers 500. So does a rule
-  without backends or whose weights are all zero.
+  without backends or whose weights are all zero. A GRPCRoute rule answers
+  503 instead, which gRPC clients see as ``UNAVAILABLE``, the status the
+  GRPCRoute spec asks for.
 * Precedence across the Routes of a host: Exact, then RegularExpression
   (longest first), then the longest prefix; then a method match, then more
   header matches, then more query parameter matches; then the oldest Route,
@@ -78,6 +80,10 @@ from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
+UNAVAILABLE = DirectResponse(status=503, body="backend not available")
+"""A broken GRPCRoute rule's answer: Envoy answers a gRPC call's local reply with the
+``grpc-status`` of its HTTP status, and 503 is ``UNAVAILABLE`` (the GRPCRoute spec:
+traffic to a rule whose backends are all invalid MUST receive ``UNAVAILABLE``)."""
 REDIRECT_PLACEHOLDER = DirectResponse(status=302)
 """A redirecting rule's action before its match gives the path (never served)."""
 
@@ -272,7 +278,7 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     if any(f.redirect is not None for f in rule.filters):
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
-        return SERVER_ERROR, None
+        return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
     per_try = rule.backend_request_timeout_ms or None
     # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
     whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
@@ -321,6 +327,10 @@ def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> Rou
     return action
 
 
+def _broken_answer(route: AnyRoute) -> str:
+    return "UNAVAILABLE (503)" if isinstance(route, GRPCRoute) else "500"
+
+
 def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
              out: RouteOutcome
              ) -> tuple[list[tuple[RouteAction, AccessPolicy | None]], Condition]:
@@ -335,7 +345,7 @@ def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if found else Reason.NOT_ALLOWED,
             f"{'' if found else c.reason + ': '}{what}; "
             + ("the mirror is left out" if ".requestMirror." in where
-               else "its rule answers 500")))
+               else f"its rule answers {_broken_answer(route)}")))
     if not problems:
         return actions, Condition("ResolvedRefs", True, "ResolvedRefs", "")
     first = problems[0]
