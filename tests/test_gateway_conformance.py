@@ -242,6 +242,38 @@ def test_attached_routes_are_written_per_listener(leader: Leader) -> None:
                                        "ResolvedRefs": ("False", "BackendNotFound")}
 
 
+def test_a_route_moved_to_another_controllers_gateway_loses_our_status_entry(
+        leader: Leader) -> None:
+    """Beyond the suite: the entries of ``status.parents`` are each controller's own, so
+    when a Route leaves our Gateway for another controller's, kxds takes its entry back
+    (and leaves the other controller's)."""
+    theirs_class = {**CLASS, "metadata": {"name": "other"},
+                    "spec": {"controllerName": "example.com/other"}}
+    theirs = {**gateway("theirs", HTTP), "spec": {"gatewayClassName": "other",
+                                                  "listeners": [HTTP]}}
+    for obj in [theirs_class, theirs, gateway("gw", HTTP), route("r", {"name": "gw"})]:
+        leader.api.apply(obj)
+    leader.write(seen("HTTPRoute", "r", 1), "the HTTPRoute")
+    r = leader.get("HTTPRoute", "r")
+    assert [p["parentRef"]["name"] for p in r["status"]["parents"]] == ["gw"]
+    their_entry = {"parentRef": {"group": GROUP, "kind": "Gateway", "name": "theirs"},
+                   "controllerName": "example.com/other",
+                   "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                   "message": "", "observedGeneration": 2,
+                                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    bumped = leader.update(r, lambda spec: spec.update(parentRefs=[{"name": "theirs"}]))
+    moved = leader.get("HTTPRoute", "r")
+    moved["status"]["parents"].append(their_entry)  # the other controller writes its own
+    leader.api.apply(moved)
+    leader.write(lambda s: generation_of(s, "HTTPRoute", "r") == bumped
+                 and "example.com/other" in s.http_routes[("default", "r")].status_controllers,
+                 "the Route moved")
+    assert leader.get("HTTPRoute", "r")["status"]["parents"] == [their_entry]
+    # Nothing of ours left: nothing more to write.
+    assert leader.writer.reconcile(translate(leader.run.wait(
+        lambda s: True)).gateway_status) == 0
+
+
 # --- Route parents, from manifests -------------------------------------------------------
 
 BASE = """

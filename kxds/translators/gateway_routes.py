@@ -76,7 +76,12 @@ from kxds.translators.gateway_filters import (
     redirect,
     route_policy,
 )
-from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.gateway_status import (
+    CONTROLLER_NAME,
+    Condition,
+    ParentStatus,
+    RouteStatus,
+)
 from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
@@ -138,6 +143,10 @@ class RouteOutcome:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     attached: dict[tuple[Key, str], int] = field(default_factory=dict)
     status: RouteStatus | None = None
+    """Written when it has a parent of ours, or when ``stale``."""
+    stale: bool = False
+    """The Route's status holds entries of ours though no parent is ours any more:
+    its (empty) status takes them back."""
     policies: PolicyIndex | None = None
     """The translation's NetworkPolicy index, for the backends' access rules."""
 
@@ -175,6 +184,7 @@ def route_outcome(state: ClusterState, route: AnyRoute,
         out.backends.clear()  # attached nowhere: its backends get no cluster
     out.status = RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
                              parents=tuple(parents))
+    out.stale = not parents and CONTROLLER_NAME in route.status_controllers
     return out
 
 
@@ -462,7 +472,7 @@ def collect(outcomes: Iterable[RouteOutcome],
         diags += o.diagnostics
         for k, n in o.attached.items():
             attached[k] = attached.get(k, 0) + n
-        if o.status is not None and o.status.parents:
+        if o.status is not None and (o.status.parents or o.stale):
             statuses.append(o.status)
     hosts: dict[str, list[Route]] = {}
     secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
