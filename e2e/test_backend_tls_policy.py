@@ -114,3 +114,77 @@ def test_backend_tls_policy_sni_and_ca_check_through_envoy(
         assert gw.backend("/configmap", host="btls.test") == (200, "tlsweb")
     finally:
         echo.stop()
+
+
+SAN_ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: sans, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [btls.test]
+  rules:
+""" + "".join(f"""  - matches: [{{path: {{type: Exact, value: /{n}}}}}]
+    backendRefs: [{{name: {n}, port: 443}}]
+""" for n in ("san-dns", "san-dns-mismatch", "san-uri", "san-uri-mismatch", "multiple-sans",
+              "multiple-mismatch-sans", "sni-not-checked"))
+
+
+def _san_policy(name: str, hostname: str, sans: list[str]) -> str:
+    entries = "".join(
+        f"\n    - {{type: Hostname, hostname: {s}}}" if "://" not in s else
+        f'\n    - {{type: URI, uri: "{s}"}}' for s in sans)
+    return _policy(name, hostname, "Secret", "backend-ca") + f"    subjectAltNames:{entries}\n"
+
+
+def test_backend_tls_policy_subject_alt_names_through_envoy(
+        manifests_dir: Path, tmp_path: Path, kxds_envoy: Callable[..., Gateway]) -> None:
+    """BackendTLSPolicySANValidation restated: with ``subjectAltNames`` the backend's
+    certificate must carry one of them (a Hostname as a DNS SAN, a URI as a URI SAN)
+    instead of ``validation.hostname``, which stays the SNI sent."""
+    ca = make_ca("kxds backend CA")
+    uri = "spiffe://abc.example.com/test-identity"
+    pair = make_leaf(ca, ["abc.example.com"], uris=(uri,))
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "tls.key").write_bytes(pair.key_pem)
+    echo = EchoBackend("tlsweb", tmp_path, extra_args=[
+        "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")])
+    other = "spiffe://def.example.com/test-identity"
+    policies = {
+        "san-dns": ("abc.example.com", ["abc.example.com"]),
+        "san-dns-mismatch": ("abc.example.com", ["dce.example.com"]),
+        "san-uri": ("abc.example.com", [uri]),
+        "san-uri-mismatch": ("abc.example.com", [other]),
+        "multiple-sans": ("abc.example.com", [uri, "abc.example.com"]),
+        "multiple-mismatch-sans": ("abc.example.com", [other, "def.example.com"]),
+        # The certificate does not name the hostname: only the SAN is checked.
+        "sni-not-checked": ("other.example.com", ["abc.example.com"]),
+    }
+    try:
+        write_manifests(manifests_dir, "backends.yaml", "---".join(
+            [*(_service(n, echo) for n in policies), _ca_secret("backend-ca", ca)]))
+        write_manifests(manifests_dir, "routes.yaml", "---".join([
+            SAN_ROUTES, *(_san_policy(n, h, s) for n, (h, s) in policies.items())]))
+        gw = kxds_envoy(manifests_dir)
+        gw.wait_backend("/san-dns", "btls.test", (200, "tlsweb"))
+        for name in ("san-uri", "multiple-sans", "sni-not-checked"):
+            assert gw.backend(f"/{name}", host="btls.test") == (200, "tlsweb"), name
+        status, _, body = gw.get("/sni-not-checked", host="btls.test")
+        assert status == 200 and json.loads(body)["sni"] == "other.example.com"
+        for name in ("san-dns-mismatch", "san-uri-mismatch", "multiple-mismatch-sans"):
+            assert gw.backend(f"/{name}", host="btls.test") == (503, None), name
+    finally:
+        echo.stop()

@@ -69,6 +69,11 @@ class UpstreamTLS:
     """Name of a :class:`ValidationContext` secret; None means no verification."""
     alpn: tuple[str, ...] = ()
     """ALPN protocols offered to the backend (``h2`` for HTTP/2 over TLS); empty offers none."""
+    dns_names: tuple[str, ...] = ()
+    """With ``uris``: the subject alternative names the backend's certificate must
+    carry one of (a DNS SAN equal to one of these, or a URI SAN equal to one of
+    ``uris``) instead of ``sni``. Empty both: ``sni`` is the name checked."""
+    uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,7 +42,8 @@ UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
 L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
 """The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
-    "BackendTLSPolicy", "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
+    "BackendTLSPolicy", "BackendTLSPolicySANValidation", "GRPCRoute", "Gateway", "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
