@@ -51,7 +51,7 @@ SUPPORTED_FEATURES = (
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
-    "TCPRoute", "TLSRoute", "TLSRouteModeTerminate", "UDPRoute")
+    "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
 
