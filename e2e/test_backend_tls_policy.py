@@ -10,12 +10,22 @@ certificate does not meet makes the route fail rather than connect unverified.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, service_manifest, write_manifests
+from e2e.harness import (
+    EchoBackend,
+    Gateway,
+    Process,
+    service_manifest,
+    wait_for,
+    write_manifests,
+)
 from kxds.certs.make import KeyPair, make_ca, make_leaf
 
 pytestmark = pytest.mark.e2e
@@ -188,3 +198,79 @@ def test_backend_tls_policy_subject_alt_names_through_envoy(
             assert gw.backend(f"/{name}", host="btls.test") == (503, None), name
     finally:
         echo.stop()
+
+
+GRPC_ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kxds
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{method: {service: good.Greeter}}]
+    backendRefs: [{name: good, port: 443}]
+  - matches: [{method: {service: wrong.Greeter}}]
+    backendRefs: [{name: wrong-host, port: 443}]
+"""
+
+
+def _grpc_call(gw: Gateway, method: str) -> tuple[str, Any]:
+    """One unary call through Envoy's HTTP listener: ("OK", the answer) or (the
+    status code's name, None)."""
+    with grpc.insecure_channel(f"127.0.0.1:{gw.http_port}",
+                               options=[("grpc.default_authority", "grpc.test")]) as ch:
+        try:
+            answer = ch.unary_unary(method)(b"{}", timeout=5)
+        except grpc.RpcError as e:
+            return e.code().name, None  # type: ignore[attr-defined]
+    return "OK", json.loads(answer)
+
+
+def test_backend_tls_policy_for_a_grpc_route_through_envoy(
+        manifests_dir: Path, tmp_path: Path, kxds_envoy: Callable[..., Gateway]) -> None:
+    """BackendTLSPolicyGRPCRoute restated: a GRPCRoute's backend that a policy targets
+    is reached over TLS (HTTP/2, ALPN h2) and verified; a policy whose hostname the
+    backend's certificate does not carry fails the calls."""
+    ca = make_ca("kxds backend CA")
+    pair = make_leaf(ca, ["abc.example.com"])
+    (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "tls.key").write_bytes(pair.key_pem)
+    script = str(Path(__file__).parent / "grpc_backend.py")
+    backend = Process("grpc tls", [sys.executable, script, "grpc-tls", str(tmp_path / "tls.crt"),
+                                   str(tmp_path / "tls.key")], tmp_path / "grpc-tls.log")
+    try:
+        port = int(wait_for(lambda: _first_line(backend), 15.0, what="grpc backend"))
+        write_manifests(manifests_dir, "backends.yaml", "---".join(
+            [*(service_manifest(n, "127.0.0.1", port, port=443, port_name="grpc")
+               for n in ("good", "wrong-host")), _ca_secret("backend-ca", ca)]))
+        write_manifests(manifests_dir, "routes.yaml", "---".join([
+            GRPC_ROUTES, _policy("good", "abc.example.com", "Secret", "backend-ca"),
+            _policy("wrong-host", "other.example.com", "Secret", "backend-ca")]))
+        gw = kxds_envoy(manifests_dir)
+        status, answer = wait_for(
+            lambda: (lambda r: r if r[0] == "OK" else None)(
+                _grpc_call(gw, "/good.Greeter/SayHello")), 30.0, what="a call over TLS")
+        assert answer["backend"] == "grpc-tls" and answer["method"] == "/good.Greeter/SayHello"
+        # The certificate does not name other.example.com: no call gets through.
+        assert _grpc_call(gw, "/wrong.Greeter/SayHello")[0] == "UNAVAILABLE"
+    finally:
+        backend.stop()
+
+
+def _first_line(proc: Process) -> str | None:
+    text = proc.log_path.read_text(errors="replace")
+    return text.split("\n", 1)[0] if "\n" in text else None
