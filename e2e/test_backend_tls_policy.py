@@ -261,9 +261,10 @@ def test_backend_tls_policy_for_a_grpc_route_through_envoy(
             GRPC_ROUTES, _policy("good", "abc.example.com", "Secret", "backend-ca"),
             _policy("wrong-host", "other.example.com", "Secret", "backend-ca")]))
         gw = kxds_envoy(manifests_dir)
-        status, answer = wait_for(
-            lambda: (lambda r: r if r[0] == "OK" else None)(
-                _grpc_call(gw, "/good.Greeter/SayHello")), 30.0, what="a call over TLS")
+        wait_for(lambda: _grpc_call(gw, "/good.Greeter/SayHello")[0] == "OK", 30.0,
+                 what="a call over TLS")
+        status, answer = _grpc_call(gw, "/good.Greeter/SayHello")
+        assert status == "OK"
         assert answer["backend"] == "grpc-tls" and answer["method"] == "/good.Greeter/SayHello"
         # The certificate does not name other.example.com: no call gets through.
         assert _grpc_call(gw, "/wrong.Greeter/SayHello")[0] == "UNAVAILABLE"
