@@ -14,7 +14,9 @@ import pytest
 
 from kxds import ir
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
+from kxds.incremental import Store
 from kxds.kube.loader import load_text
+from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 
@@ -320,3 +322,22 @@ def test_a_udp_split_to_a_backend_resolved_by_dns_is_refused() -> None:
     assert any(d.ref.name == "dns" and "refused" in d.message
                and "default/ext/53/udp" in d.message for d in result.diagnostics)
     assert not any(c.name.startswith("udproute/") for c in result.ir.clusters)
+
+
+def test_a_udp_split_is_rebuilt_when_only_an_endpoint_slice_changes() -> None:
+    """The edge view patches load assignments in place when only EndpointSlices move
+    (the other objects stay the same model objects); a split's own assignment must
+    move with its backends' then too."""
+    docs = [CLASS, _udp("[{name: a, port: 53, weight: 1}, {name: b, port: 53, weight: 1}]"),
+            _service("a", 53, "UDP")]
+    before = load_text("\n---\n".join([*docs, _service("b", 53, "UDP", "10.0.0.2")]))
+    moved = load_text(_service("b", 53, "UDP", "10.0.0.9")).endpoint_slices[("default", "b-1")]
+    state = ClusterState.from_objects(
+        [o for o in before.objects() if o is not before.endpoint_slices[("default", "b-1")]]
+        + [moved])
+    store = Store()
+    translate(before, TranslateConfig(), store)
+    patched = translate(state, TranslateConfig(), store)
+    assert patched.ir == translate(state, TranslateConfig()).ir
+    split = next(a for a in patched.ir.load_assignments if a.cluster.startswith("udproute/"))
+    assert split.groups[1].endpoints[0].address == "10.0.0.9"
