@@ -71,13 +71,15 @@ spec:
 """
 
 
-def _answers(port: int, sessions: int = SESSIONS) -> Counter[str]:
-    """Which backend answers one datagram from each of ``sessions`` client sockets."""
+def _answers(port: int, sessions: int = SESSIONS, source: str = "127.0.0.1") -> Counter[str]:
+    """Which backend answers one datagram from each of ``sessions`` client sockets
+    (on ``source``)."""
     seen: Counter[str] = Counter()
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(sessions)]
     try:
         for s in socks:
             s.settimeout(2)
+            s.bind((source, 0))
             s.sendto(b"ping", ("127.0.0.1", port))
         for s in socks:
             try:
@@ -98,19 +100,25 @@ def test_udproute_splits_sessions_by_weight_through_envoy(
             _service(n, echoes[n]) for n in ("ua", "ub", "uz")))
         port = free_port(kind=socket.SOCK_DGRAM)
         write_manifests(manifests_dir, "routes.yaml", _routes(port))
-        kxds_envoy(manifests_dir, wait=False)
+        gw = kxds_envoy(manifests_dir, wait=False)
+        assert gw.envoy is not None
         wait_for(lambda: _answers(port, 1)["(none)"] == 0, what="a UDP answer")
         seen = _answers(port)
         # 3:1 of 80 sessions is 60:20; Envoy's locality scheduler is weighted
         # round robin, so the split is close to exact.
         assert set(seen) == {"ua", "ub"}, seen  # uz (weight 0) gets nothing, none lost
         assert 50 <= seen["ua"] <= 70 and 10 <= seen["ub"] <= 30, seen
-        # ub's endpoint moves to another process: new sessions follow over EDS.
+        # ub's endpoint moves to another process: the split's endpoints follow over
+        # EDS, and new sessions (from another source address, so that none reuses
+        # an earlier session's address and port) reach it.
         write_manifests(manifests_dir, "backends.yaml", "---".join(
             [_service("ua", echoes["ua"]), _service("ub", echoes["uc"]),
              _service("uz", echoes["uz"])]))
-        moved = wait_for(lambda: (lambda c: c if "uc" in c and "ub" not in c else None)(
-            _answers(port)), what="the split to follow ub's new endpoint")
+        split = "udproute/default/dns/split::127.0.0.1:"
+        gw.envoy.wait_until(lambda e: (lambda text: f"{split}{echoes['uc'].port}:" in text
+                                       and f"{split}{echoes['ub'].port}:" not in text)(
+            e.admin("/clusters")) or None)
+        moved = _answers(port, source="127.0.0.3")
         assert set(moved) == {"ua", "uc"}, moved
     finally:
         for e in echoes.values():

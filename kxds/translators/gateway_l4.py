@@ -150,7 +150,7 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
         where, what = c.message.split(": ", 1)
         out.diagnostics.append(Diagnostic(
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if c.reason == "BackendNotFound"
-            else Reason.NOT_ALLOWED, f"{what}; " + ("weight 0: it gets no share anyway"
+            else Reason.NOT_ALLOWED, f"{what}; " + ("it has weight 0, so no share is lost"
                                                     if i in idle else
                                                     "the Route's connections are refused")))
     resolved = (Condition("ResolvedRefs", True, "ResolvedRefs", "") if not problems else
@@ -223,17 +223,21 @@ class _Builder:
                 cluster=target.weighted[0].cluster, access=target.access,
                 weighted=target.weighted if len(target.weighted) > 1 else ())
         else:
-            shares: dict[str, int] = {}  # one locality per backend: a repeated one adds up
-            for w in target.weighted:
-                shares[w.cluster] = shares.get(w.cluster, 0) + w.weight
-            cluster = target.weighted[0].cluster
-            if len(shares) > 1:
-                cluster = names.cap(f"udproute/{ref.namespace}/{ref.name}/split")
-                self.splits[cluster] = UdpSplit(cluster, ref, tuple(
-                    ir.ClusterWeight(cluster=c, weight=n) for c, n in sorted(shares.items())))
             self.udp[key] = ir.UdpListener(
                 name=name, ref=ref, address=self.config.listen_address, port=lis.port,
-                cluster=cluster, access=target.access)
+                cluster=self.udp_cluster(ref, target.weighted), access=target.access)
+
+    def udp_cluster(self, ref: ObjectRef, weighted: tuple[ir.ClusterWeight, ...]) -> str:
+        """The one cluster a UDPRoute's datagrams go to: its backend's, or a split's."""
+        shares: dict[str, int] = {}  # one locality per backend: a repeated one adds up
+        for w in weighted:
+            shares[w.cluster] = shares.get(w.cluster, 0) + w.weight
+        if len(shares) == 1:
+            return weighted[0].cluster
+        cluster = names.cap(f"udproute/{ref.namespace}/{ref.name}/split")
+        self.splits[cluster] = UdpSplit(cluster, ref, tuple(
+            ir.ClusterWeight(cluster=c, weight=n) for c, n in sorted(shares.items())))
+        return cluster
 
 
 def translate_l4(state: ClusterState, config: TranslateConfig,
