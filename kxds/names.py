@@ -114,6 +114,15 @@ def upstream_tls_cluster(base: str, *, http2: bool, sni: str | None,
     return cap(name)
 
 
+def udp_split_cluster(namespace: str, route: str) -> str:
+    """The cluster splitting a UDPRoute's datagrams by weight: ``udproute/ns/name/split``.
+
+    A Service port's cluster names a port number third and never ends in ``/split``,
+    so the two cannot meet.
+    """
+    return cap(f"udproute/{namespace}/{route}/split")
+
+
 def ca_secret(namespace: str, name: str) -> str:
     """The SDS validation context made from the ``ca.crt`` of a Secret: ``ns/name/ca``.
 

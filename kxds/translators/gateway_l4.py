@@ -234,7 +234,7 @@ class _Builder:
             shares[w.cluster] = shares.get(w.cluster, 0) + w.weight
         if len(shares) == 1:
             return weighted[0].cluster
-        cluster = names.cap(f"udproute/{ref.namespace}/{ref.name}/split")
+        cluster = names.udp_split_cluster(ref.namespace, ref.name)
         self.splits[cluster] = UdpSplit(cluster, ref, tuple(
             ir.ClusterWeight(cluster=c, weight=n) for c, n in sorted(shares.items())))
         return cluster
