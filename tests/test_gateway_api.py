@@ -596,11 +596,12 @@ def test_l4_routes_status_and_listeners() -> None:
               for r in status.routes}
     assert routes[("TLSRoute", "shop")] == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
     assert routes[("TLSRoute", "broken")]["ResolvedRefs"] == "BackendNotFound"
-    assert routes[("UDPRoute", "dns-split")]["Accepted"] == "UnsupportedValue"
+    assert routes[("UDPRoute", "dns-split")] == {  # its weight 0 backend does not resolve
+        "Accepted": "Accepted", "ResolvedRefs": "BackendNotFound"}
     assert routes[("UDPRoute", "dns")]["Accepted"] == "Accepted"
     names = {lis.name for lis in translation.ir.listeners}
-    assert {"gateway/default/gw/pg/5432/tcp", "gateway/default/gw/dns/5353/udp"} <= names
-    assert not any("dns-split" in n for n in names)
+    assert {"gateway/default/gw/pg/5432/tcp", "gateway/default/gw/dns/5353/udp",
+            "gateway/default/gw/dns-split/5354/udp"} <= names  # split: see test_gateway_l4
 
 
 @pytest.mark.parametrize(("kind", "rules", "problem"), [

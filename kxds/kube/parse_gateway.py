@@ -506,6 +506,8 @@ def parse_backend_tls_policy(doc: Mapping[str, Any], limits: Limits) -> g.Backen
     if bool(cas) == bool(well_known):
         fail("spec.validation", "must specify either caCertificateRefs or "
              "wellKnownCACertificates, not both")
+    check_count(get_list(val, "subjectAltNames", "spec.validation"), 5,
+                "spec.validation.subjectAltNames", "the Gateway API allows 5")
     sans = items(val, "subjectAltNames", "spec.validation", _subject_alt_name)
     return g.BackendTLSPolicy(meta=meta, target_refs=targets, hostname=hostname,
                               ca_refs=cas, well_known_cas=well_known, subject_alt_names=sans,
