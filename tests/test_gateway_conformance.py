@@ -242,6 +242,38 @@ def test_attached_routes_are_written_per_listener(leader: Leader) -> None:
                                        "ResolvedRefs": ("False", "BackendNotFound")}
 
 
+def test_backend_tls_policy_observed_generation_follows_its_spec(leader: Leader) -> None:
+    """BackendTLSPolicyObservedGenerationBump (a later release's test): the policy's
+    ancestor conditions carry the generation of its latest spec."""
+    ca = make_ca()
+    policy: Obj = {
+        "apiVersion": V1, "kind": "BackendTLSPolicy",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                 "validation": {"hostname": "web.test.com", "caCertificateRefs": [
+                     {"group": "", "kind": "ConfigMap", "name": "web-ca"}]}}}
+    for obj in [{"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "web-ca", "namespace": "default"},
+                 "data": {"ca.crt": ca.cert_pem.decode()}},
+                gateway("gw", HTTP), route("r", {"name": "gw"}), policy]:
+        leader.api.apply(obj)
+
+    def policy_generation(s: ClusterState) -> int:
+        found = s.backend_tls_policies.get(("default", "web"))
+        return 0 if found is None else int(found.meta.generation)
+
+    leader.write(lambda s: policy_generation(s) == 1 and bool(s.http_routes), "the policy")
+    [ancestor] = leader.get("BackendTLSPolicy", "web")["status"]["ancestors"]
+    assert conds(ancestor["conditions"]) == {"Accepted": ("True", "Accepted"),
+                                             "ResolvedRefs": ("True", "ResolvedRefs")}
+    assert observed(ancestor["conditions"]) == {1}
+    bumped = leader.update(leader.get("BackendTLSPolicy", "web"), lambda spec: spec[
+        "validation"].update(hostname="other.test.com"))
+    leader.write(lambda s: policy_generation(s) == bumped, "the policy's new generation")
+    [ancestor] = leader.get("BackendTLSPolicy", "web")["status"]["ancestors"]
+    assert observed(ancestor["conditions"]) == {2}
+
+
 def test_a_route_moved_to_another_controllers_gateway_loses_our_status_entry(
         leader: Leader) -> None:
     """Beyond the suite: the entries of ``status.parents`` are each controller's own, so
