@@ -25,6 +25,11 @@ convenient for kxds:
 - a field selector turns an object moving out of (into) the selection into a
   DELETED (ADDED) event, as the watch cache does;
 - a write that changes nothing gets no new version and no event;
+- a Secret's ``stringData`` is merged into ``data`` (base64) on write and never read
+  back;
+- ``metadata.generation`` of an object with a ``spec`` is 1 when it is created and
+  goes up by one with each write that changes the spec (a status or metadata
+  write leaves it); it is read-only, so a value a client sends is ignored;
 - PUT with a stale ``metadata.resourceVersion`` is ``409 Conflict``; PUT to
   ``/status`` changes only ``status``; POST of an existing name is ``409
   AlreadyExists``; PATCH applies a JSON merge patch (strategic merge patches
@@ -166,6 +171,32 @@ class Change:
     obj: Obj | None
     """The object after the change; None for a deletion."""
     prev: Obj | None
+
+
+def _merge_string_data(obj: Obj) -> None:
+    """A Secret's ``stringData`` goes into ``data``, base64-encoded, overwriting the
+    same keys; the API server never stores or returns ``stringData`` itself."""
+    if obj.get("kind") != "Secret" or "stringData" not in obj:
+        return
+    plain = obj.pop("stringData") or {}
+    data = dict(obj.get("data") or {})
+    data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in plain.items()})
+    obj["data"] = data
+
+
+def _set_generation(obj: Obj, prev: Obj | None) -> None:
+    """``metadata.generation`` as the API server keeps it for objects with a ``spec``:
+    1 when created, one more whenever the spec changes, whatever the client sent."""
+    if "spec" not in obj:
+        obj["metadata"].pop("generation", None)
+        return
+    if prev is None:
+        generation = 1
+    else:
+        generation = int(prev["metadata"].get("generation") or 1)
+        if obj.get("spec") != prev.get("spec"):
+            generation += 1
+    obj["metadata"]["generation"] = generation
 
 
 def _without_rv(obj: Obj) -> Obj:
@@ -450,6 +481,8 @@ class FakeApi:
                             else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             if obj.get("kind") == "Secret":
                 obj.setdefault("type", "Opaque")  # the API server's default
+            _merge_string_data(obj)
+            _set_generation(obj, old)
             return copy.deepcopy(self._record(key, obj))
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -596,6 +629,8 @@ class FakeApi:
                 meta["namespace"] = ns
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _merge_string_data(obj)
+            _set_generation(obj, None)
             return copy.deepcopy(self._record(key, obj))
 
     def replace(self, key: Key, body: Obj, subresource: str) -> Obj:
@@ -620,6 +655,8 @@ class FakeApi:
                 obj.setdefault("status", current.get("status"))
                 if obj["status"] is None:
                     del obj["status"]
+                _merge_string_data(obj)
+                _set_generation(obj, current)
             return copy.deepcopy(self._record(key, obj))
 
     def patch(self, key: Key, body: Obj) -> Obj:
@@ -629,6 +666,8 @@ class FakeApi:
                 raise ApiError(404, "NotFound", f'{key[0][1]} "{key[2]}" not found')
             obj = merge_patch(current, body)
             obj["metadata"]["name"] = key[2]
+            _merge_string_data(obj)
+            _set_generation(obj, current)
             return copy.deepcopy(self._record(key, obj))
 
 
