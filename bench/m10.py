@@ -196,10 +196,13 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
             if proxies <= connected:
                 t_connected = t_connected or time.perf_counter()
                 t_dump = time.perf_counter()
-                now = held_versions(await kx.json("/debug/config_dump"))
+                dump = await kx.json("/debug/config_dump")
+                now = held_versions(dump)
                 dump_s = time.perf_counter() - t_dump
                 if all(now.get(p) == before[p] for p in proxies):
-                    t_same = time.perf_counter()
+                    # The moment kxds took the dump that shows it (its clock, this
+                    # machine's), not the moment this check had fetched and parsed it.
+                    t_same = dump["time"] - (time.time() - time.perf_counter())
                     break
         await asyncio.sleep(0.05)
     await asyncio.sleep(SETTLE)
@@ -215,8 +218,8 @@ async def one_restart(kx: KxdsProcess, proxies: set[str], before: dict[str, Any]
         # kxds's own CPU time until ready: the rest of start_to_ready_s it waited
         # (for the API server, or for a core on a busy machine).
         "start_to_ready_cpu_s": ready_cpu,
-        # The check's own cost: the last /debug/config_dump's fetch and parse,
-        # inside start_to_same_versions_s (the versions may have matched sooner).
+        # The check's own cost: the last /debug/config_dump's fetch and parse (after
+        # start_to_same_versions_s, which ends when kxds took that dump).
         "last_config_dump_s": dump_s,
         "start_to_all_connected_s": None if t_connected is None else t_connected - t0,
         "start_to_same_versions_s": None if t_same is None else t_same - t0,
