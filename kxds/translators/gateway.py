@@ -57,6 +57,11 @@ SUPPORTED_FEATURES = (
     "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
+PORT_FEATURES = ("GatewayPort8080", "HTTPRouteParentRefPort")
+"""Claimed when ports 8080 and 8090 are free for Gateway listeners of their own: the
+suite's tests of these features want listeners on 80, 8080 and 8090 told apart,
+which they are not when one is the edge HTTP or HTTPS port (80 and the edge HTTP
+port are one Envoy listener) or a reserved one (:func:`supported_features`)."""
 
 
 def age(meta_owner: Gateway | GatewayClass) -> tuple[bool, str, str, str]:
@@ -72,12 +77,20 @@ def our_classes(state: ClusterState) -> dict[str, GatewayClass]:
             if c.controller_name == CONTROLLER_NAME}
 
 
-def class_status(cls: GatewayClass) -> ClassStatus:
+def supported_features(config: TranslateConfig) -> tuple[str, ...]:
+    """The features claimed with ``config``'s edge ports, sorted."""
+    taken = {config.http_port, config.https_port, *config.reserved_ports}
+    if taken & {8080, 8090}:
+        return SUPPORTED_FEATURES
+    return tuple(sorted((*SUPPORTED_FEATURES, *PORT_FEATURES)))
+
+
+def class_status(cls: GatewayClass, config: TranslateConfig) -> ClassStatus:
     """A class of ours is always accepted (it has no parameters kxds would read)."""
     return ClassStatus(ref=cls.meta.ref, generation=cls.meta.generation,
                        conditions=(Condition("Accepted", True, "Accepted",
                                              "kxds serves Gateways of this class"),),
-                       supported_features=SUPPORTED_FEATURES)
+                       supported_features=supported_features(config))
 
 
 def our_gateways(state: ClusterState) -> list[Gateway]:

@@ -117,7 +117,7 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
         attached[k] = attached.get(k, 0) + n
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), attached)
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))
-    classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
+    classes = tuple(class_status(c, config) for c in sorted(our_classes(state).values(),
                                                      key=lambda c: c.meta.name))
     tls_policies = policy_statuses(state, {g.meta.key for g in gateways},
                                    backend_tls_plan(state).conditions)
