@@ -8,18 +8,24 @@ The golden case ``gateway-ports`` shows the whole output (and Envoy validates it
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.cli import _parser, config_from_args
+from kxds.diagnostics import Reason
 from kxds.ir import HttpListener, RouteTable, TlsListener
 from kxds.kube.gateway_models import RequestRedirect
 from kxds.kube.loader import load_text
+from kxds.kube.models import Service
+from kxds.translators import edge
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.gateway import PORT_FEATURES, SUPPORTED_FEATURES
 from kxds.translators.gateway_filters import path_match, redirect
 from kxds.translators.gateway_status import GatewayApiStatus
+from kxds.translators.ingress import UNAVAILABLE
 from kxds.translators.translation import Translation
 
 CLASS = """apiVersion: gateway.networking.k8s.io/v1
@@ -313,3 +319,25 @@ def test_with_free_8080_and_8090_listeners_on_80_8080_8090_are_distinct() -> Non
     assert served(result, "http/8080") == {"*": ["httproute/default/on-8080"]}
     assert served(result, "http/10080") == {"*": ["httproute/default/on-80"]}
     assert served(result, "http/8090") == {"*": ["httproute/default/on-8090"]}
+
+
+def test_a_route_to_a_failing_service_answers_503_on_a_port_of_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = edge.translate_service
+
+    def failing(service: Service, *args: Any) -> Any:
+        if service.meta.name == "web":
+            raise RuntimeError("injected fault")
+        return real(service, *args)
+
+    monkeypatch.setattr(edge, "translate_service", failing)
+    ca = make_ca()
+    result = run(tls_secret_yaml("default", "c", make_leaf(ca, ["a.test"])),
+                 gateway("gw", "[{name: plain, port: 8090, protocol: HTTP},"
+                               " {name: s, port: 9443, protocol: HTTPS, hostname: a.test,"
+                               " tls: {certificateRefs: [{name: c}]}}]"),
+                 route("to-web", "{name: gw}"))
+    assert any(d.reason is Reason.INTERNAL_ERROR for d in result.diagnostics)
+    for name in ("http/8090", "https/9443/gateway/default/gw/s"):
+        (vh,) = table(result, name).virtual_hosts
+        assert [r.action for r in vh.routes] == [UNAVAILABLE], name  # fails closed

@@ -7,17 +7,23 @@ listener is served on the edge's own listeners:
 
 * ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
   Service publishes 80 and forwards it there, so both name the same Envoy
-  listener;
+  listener (the Ingresses' too);
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
-* ``TLS`` (Passthrough or Terminate) there too, ``TCP`` and ``UDP`` on their own ports
-  (:mod:`kxds.translators.gateway_l4`);
-* any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
+* ``HTTP`` and ``HTTPS`` on any other port: the same, on an Envoy listener of
+  that port's own (``http/<port>``, ``https/<port>``) holding only the Routes
+  of the Gateway listeners on that port (:func:`edge_port`);
+* ``TLS`` (Passthrough or Terminate) on the edge TLS listener, ``TCP`` and
+  ``UDP`` on their own ports (:mod:`kxds.translators.gateway_l4`);
+* any other protocol is ``UnsupportedProtocol``.
 
-Listeners of every Gateway of ours that land on the same Envoy listener with
-the same hostname are not distinct: the oldest Gateway (then namespace/name)
-keeps the hostname, the others' listeners are ``Conflicted``
+One TCP port serves one protocol family (HTTP, HTTPS or TLS, TCP): a listener
+on a port that the edge or an older listener serves another way is
+``PortUnavailable``, as is one on ``--reserved-ports`` (the edge Envoys' admin
+port). Listeners of every Gateway of ours that land on the same Envoy listener
+with the same hostname are not distinct: the oldest Gateway (then
+namespace/name) keeps the hostname, the others' listeners are ``Conflicted``
 (``HostnameConflict``) and not accepted; within one Gateway, none of the
 indistinct listeners is accepted (the spec forbids picking a winner there).
 """

@@ -1,8 +1,10 @@
-"""Gateway API ``HTTPS`` listeners on the edge TLS listener (pure).
+"""Gateway API ``HTTPS`` listeners on the edge TLS listener, and the Gateways' own ports (pure).
 
 An ``HTTPS`` listener (``tls.mode: Terminate``) on 443 or the edge HTTPS port
 (``--https-port``: the edge Service publishes 443 there) becomes one
-terminated filter chain of the edge's :class:`~kxds.ir.TlsListener`:
+terminated filter chain of the edge's :class:`~kxds.ir.TlsListener` (on any
+other port, of that port's own TLS listener; :func:`add_http_ports` gives the
+``HTTP`` listeners on such ports theirs):
 
 * selected by SNI, ``server_names`` the listener's ``hostname`` (``*.``
   wildcards as Envoy reads them); a listener without a hostname is the chain
@@ -22,7 +24,9 @@ terminated filter chain of the edge's :class:`~kxds.ir.TlsListener`:
 wins** (as on the HTTP listener). A name an Ingress of ours claims for TLS
 (``spec.tls`` hosts, passthrough hosts; the name-less chain when
 ``--default-certificate`` is set) makes the Gateway listener with that very
-hostname ``Conflicted=True`` (``HostnameConflict``) and not served. Different
+hostname ``Conflicted=True`` (``HostnameConflict``) and not served (on the edge
+TLS listener only: a listener on a port of its own shares no SNI name with
+Ingresses). Different
 names (an Ingress's ``a.example.com`` and a listener's ``*.example.com``)
 coexist: Envoy picks the most specific SNI match.
 """
@@ -263,16 +267,17 @@ def gateway_https(secured: TlsResult, state: ClusterState, config: TranslateConf
     twin clusters, as on the edge HTTP table.
 
     ``clusters``: when some Service's translation failed, the clusters that exist
-    (routes of the new HTTP tables to others answer 503, as on the edge table)."""
+    (routes of the new tables to others answer 503, as on the edge table)."""
     if not served.chains and not served.http_ports:
         return secured
     base, tables = add_chains(secured.ir, served.chains, config)
     base, plain = add_http_ports(base, served.http_ports, config)
-    if clusters is not None and plain:
+    tables += plain
+    if clusters is not None:
         base = dataclasses.replace(base, route_tables=tuple(
-            unavailable_without(t, clusters) if t.name in plain else t
+            unavailable_without(t, clusters) if t.name in tables else t
             for t in base.route_tables))
-    base, diagnostics = apply_upstream_tls(base, state, [*tables, *plain])
+    base, diagnostics = apply_upstream_tls(base, state, tables)
     seen: dict[str, ir.LoadAssignment] = {}
     for a in base.load_assignments:
         seen.setdefault(a.cluster, a)  # the twins the HTTP tables already made come twice
