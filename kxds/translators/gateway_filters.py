@@ -131,12 +131,26 @@ def path_rewrite(modifier: PathModifier, match: PathMatch) -> PathRewrite:
     return PathRewrite(pattern=f"^{re.escape(prefix)}", substitution=modifier.value)
 
 
-def redirect(spec: RequestRedirect, match: PathMatch) -> Redirect:
-    """The redirect of a ``RequestRedirect`` filter on a route matching ``match``."""
+def redirect(spec: RequestRedirect, match: PathMatch, listener_scheme: str = "http",
+             own_port: int | None = None) -> Redirect:
+    """The redirect of a ``RequestRedirect`` filter on a route matching ``match``.
+
+    ``listener_scheme``: how requests reach the listener (``http``, ``https``);
+    ``own_port``: the listener's port when it has an Envoy listener of its own (None:
+    the edge's, where port 80 and the edge port are one listener, so the request's
+    own port is kept). The spec (``HTTPRequestRedirectFilter.port``): without a
+    port, the redirect scheme's well-known port, else the listener's; a scheme's
+    well-known port is left out of the ``Location``."""
     scheme = spec.scheme
     port = spec.port
-    if port is not None and _WELL_KNOWN.get(scheme or "http") == port:
-        port = None  # the scheme's own port is not written (HTTP listeners only so far)
+    if port is None and own_port is not None:
+        port = _WELL_KNOWN.get(scheme or "", own_port)
+    # Envoy keeps the port of the request's Host without a port_redirect: on a
+    # listener of its own port, keeping the request's host, the well-known port is
+    # written (":80"), which the spec's conformance tests accept.
+    if (port is not None and _WELL_KNOWN.get(scheme or listener_scheme) == port
+            and (own_port is None or spec.hostname is not None)):
+        port = None
     full = spec.path.value if spec.path and spec.path.type == "ReplaceFullPath" else None
     rewrite = (path_rewrite(spec.path, match)
                if spec.path and spec.path.type == "ReplacePrefixMatch" else None)
