@@ -13,8 +13,8 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 * Hostname intersection (:func:`intersect`): a wildcard covers any number of
   labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
   of two intersecting hostnames the more specific one is served.
-* Matches and filters: :mod:`kxds.translators.gateway_filters`. What kxds
-  cannot serve (``retry``, ``sessionPersistence``, ``ExtensionRef`` and other
+* Matches, filters and retries: :mod:`kxds.translators.gateway_filters`. What kxds
+  cannot serve (``sessionPersistence``, ``ExtensionRef`` and other
   filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
   (``UnsupportedValue``) and the Route is not served there: serving it without
   them would route more than it asks for.
@@ -74,7 +74,9 @@ from kxds.translators.gateway_filters import (
     path_rewrite,
     query_matches,
     redirect,
+    retry_policy,
     route_policy,
+    whole_timeout_ms,
 )
 from kxds.translators.gateway_status import (
     CONTROLLER_NAME,
@@ -290,10 +292,10 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     if broken or not backends:
         return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
     per_try = rule.backend_request_timeout_ms or None
-    # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
-    whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
-    return (Forward(backends=tuple(backends), timeout_ms=whole,
-                    mirrors=mirrors, per_try_timeout_ms=per_try),
+    retry = retry_policy(rule.retry)
+    return (Forward(backends=tuple(backends),
+                    timeout_ms=whole_timeout_ms(rule.request_timeout_ms, per_try, retry),
+                    mirrors=mirrors, per_try_timeout_ms=per_try, retry=retry),
             all_admit(accesses))
 
 
