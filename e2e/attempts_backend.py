@@ -2,14 +2,14 @@
 request and fails the first ones as the request asks.
 
 Run as ``python e2e/attempts_backend.py``; it prints its port, then serves on
-127.0.0.1 until stopped. A request ``/any/path?id=ID&fail=N&how=HOW`` is attempt
-``k`` of ``ID`` (counted from 1); while ``k <= N`` it fails, as ``how`` says:
+127.0.0.1 until stopped. A request ``/any/path?id=ID&fail=N&how=HOW&delay=MS`` is
+attempt ``k`` of ``ID`` (counted from 1); while ``k <= N`` it fails after ``delay``
+milliseconds (default 0), as ``how`` says:
 
 * ``status`` (the default): it answers with the status of ``code`` (default 500);
-* ``close``: it closes the connection without answering;
-* ``slow``: it answers 200 after ``delay`` milliseconds (default 3000).
+* ``close``: it closes the connection without answering.
 
-Afterwards it answers 200. Every answer is JSON ``{"id", "attempt"}`` with the header
+Afterwards it answers 200 at once. Every answer is JSON ``{"id", "attempt"}`` with the header
 ``x-attempt``; ``/count?id=ID`` answers how many attempts ``ID`` has had so far.
 """
 
@@ -43,15 +43,14 @@ class _Handler(BaseHTTPRequestHandler):
             if len(_counts) >= MAX_IDS:
                 _counts.clear()
             attempt = _counts[key] = _counts.get(key, 0) + 1
-        failing = attempt <= int(query.get("fail", "0"))
-        how = query.get("how", "status")
-        if failing and how == "close":
+        if attempt > int(query.get("fail", "0")):
+            self._send(200, {"id": key, "attempt": attempt})
+            return
+        time.sleep(min(int(query.get("delay", "0")), 30_000) / 1000)
+        if query.get("how") == "close":
             self.close_connection = True
             return
-        if failing and how == "slow":
-            time.sleep(int(query.get("delay", "3000")) / 1000)
-        status = int(query.get("code", "500")) if failing and how == "status" else 200
-        self._send(status, {"id": key, "attempt": attempt})
+        self._send(int(query.get("code", "500")), {"id": key, "attempt": attempt})
 
     do_POST = do_PUT = do_OPTIONS = do_GET
 

@@ -10,7 +10,7 @@ again up to ``attempts`` retries (fails twice, then answers: attempts 3 gives 20
 attempts 1 the backend's 500), a code not listed is not retried, and neither are
 requests of a rule with attempts 0; a closed connection and an attempt past
 ``timeouts.backendRequest`` are retried too (HTTPRouteRetryConnectionError,
-HTTPRouteRetryBackendTimeout).
+HTTPRouteRetryBackendTimeout), within ``timeouts.request`` (HTTPRouteRetryWithTimeouts).
 """
 
 from __future__ import annotations
@@ -178,6 +178,15 @@ spec:
     retry: {attempts: 1}
     timeouts: {backendRequest: 500ms}
     backendRefs: [{name: flaky, port: 80}]
+  # HTTPRouteRetryWithTimeouts (conformance/tests/httproute-retry-with-timeouts.yaml).
+  - matches: [{path: {value: /backend-request-timeout-200ms}}]
+    retry: {attempts: 2}
+    timeouts: {backendRequest: 200ms}
+    backendRefs: [{name: flaky, port: 80}]
+  - matches: [{path: {value: /request-timeout-200ms}}]
+    retry: {codes: [500], attempts: 5}
+    timeouts: {backendRequest: 200ms, request: 400ms}
+    backendRefs: [{name: flaky, port: 80}]
 """
 
 
@@ -235,8 +244,29 @@ def test_retries_through_envoy(manifests_dir: Path, flaky: int,
     status, key = _attempt(gw, "/no-retry", 1, how="close")
     assert (status, _attempts(flaky, key)) == (503, 1)
     # ...and so is an attempt past timeouts.backendRequest (500 ms of a 3 s answer).
-    status, key = _attempt(gw, "/per-try", 1, how="slow")
+    status, key = _attempt(gw, "/per-try", 1, delay="3000")
     assert (status, _attempts(flaky, key)) == (200, 2)
-    status, key = _attempt(gw, "/per-try", 2, how="slow")
+    status, key = _attempt(gw, "/per-try", 2, delay="3000")
     assert (status, _attempts(flaky, key)) == (504, 2)
+
+
+def test_retries_within_timeouts_through_envoy(manifests_dir: Path, flaky: int,
+                                               kxds_envoy: Callable[..., Gateway]) -> None:
+    """HTTPRouteRetryWithTimeouts restated: retries only while the timeouts allow."""
+    write_manifests(manifests_dir, "routes.yaml", "---".join(
+        [service_manifest("flaky", "127.0.0.1", flaky), GATEWAY, RETRY_ROUTE]))
+    gw = kxds_envoy(manifests_dir)
+    wait_for(lambda: _attempt(gw, "/no-retry", 0)[0] == 200, 30.0, what="the route")
+    # Attempts of 300 ms cut at 200 ms: two retries reach the third, which answers...
+    status, key = _attempt(gw, "/backend-request-timeout-200ms", 2, delay="300")
+    assert (status, _attempts(flaky, key)) == (200, 3)
+    # ...and three such attempts are all there are: the gateway's 504.
+    status, key = _attempt(gw, "/backend-request-timeout-200ms", 3, delay="300")
+    assert (status, _attempts(flaky, key)) == (504, 3)
+    # A 500 retried at once fits timeouts.request (400 ms)...
+    status, key = _attempt(gw, "/request-timeout-200ms", 1)
+    assert (status, _attempts(flaky, key)) == (200, 2)
+    # ...four 500s of 100 ms each do not: 504 when the request's 400 ms are up.
+    status, key = _attempt(gw, "/request-timeout-200ms", 4, delay="100")
+    assert status == 504 and _attempts(flaky, key) <= 4
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from envoy.config.route.v3.route_components_pb2 import Route as EnvoyRoute
 
 from kxds.envoy.routes import build_route
 from kxds.ir import Forward, RetryPolicy
@@ -166,7 +167,7 @@ def test_whole_timeout(request_ms: int | None, per_try_ms: int | None,
     assert whole_timeout_ms(request_ms, per_try_ms, retry) == expected
 
 
-def _served(rule: str) -> tuple[str, Forward, object]:
+def _served(rule: str) -> tuple[str, Forward, EnvoyRoute | None]:
     """The Route's Accepted condition, its route's action and Envoy route."""
     result = translate(load_text(_ROUTE.format(rule=rule)), TranslateConfig())
     (status,) = result.gateway_status.routes
@@ -189,14 +190,15 @@ def test_a_route_with_cors_and_retry_is_accepted_and_reaches_envoy() -> None:
     assert action.retry == RetryPolicy(attempts=3, reset=True, status_codes=(500, 503),
                                        backoff_ms=50)
     assert (action.per_try_timeout_ms, action.timeout_ms) == (2000, 2000 * 3 + 500 * 2)
-    policy = built.route.retry_policy  # type: ignore[attr-defined]
+    assert built is not None
+    policy = built.route.retry_policy
     assert policy.num_retries.value == 2
     assert policy.retry_on == ("connect-failure,refused-stream,reset-before-request,reset,"
                                "retriable-status-codes")
     assert list(policy.retriable_status_codes) == [500, 503]
     assert policy.retry_back_off.base_interval.ToMilliseconds() == 50
     assert policy.per_try_timeout.ToMilliseconds() == 2000
-    assert "envoy.filters.http.cors" in built.typed_per_filter_config  # type: ignore[attr-defined]
+    assert "envoy.filters.http.cors" in built.typed_per_filter_config
 
 
 def test_two_cors_filters_in_a_rule_are_not_served() -> None:
