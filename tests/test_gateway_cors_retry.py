@@ -223,3 +223,17 @@ def test_cors_on_a_backend_ref_is_not_served() -> None:
 def test_the_features_are_claimed() -> None:
     assert {"HTTPRouteCORS", "HTTPRouteRetry", "HTTPRouteRetryBackendTimeout",
             "HTTPRouteRetryConnectionError"} <= set(SUPPORTED_FEATURES)
+
+
+def test_retry_and_cors_on_a_redirecting_rule_are_reported() -> None:
+    text = _ROUTE.format(rule="").replace(
+        "  - backendRefs: [{name: web, port: 80}]",
+        "  - filters:\n"
+        "    - {type: RequestRedirect, requestRedirect: {hostname: b.test}}\n"
+        "    - {type: CORS, cors: {allowOrigins: ['https://a.test']}}\n"
+        "    retry: {attempts: 2}")
+    result = translate(load_text(text), TranslateConfig())
+    found = sorted((d.field, d.message) for d in result.diagnostics if d.ref.kind == "HTTPRoute")
+    assert found == [
+        ("spec.rules[0].filters[1]", "the CORS filter has no effect on a rule that redirects"),
+        ("spec.rules[0].retry", "retry has no effect on a rule that redirects")]

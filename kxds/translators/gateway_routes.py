@@ -288,6 +288,7 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
     mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
     if any(f.redirect is not None for f in rule.filters):
+        _no_effect_on_redirect(route, i, rule, out)
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
         return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
@@ -297,6 +298,19 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
                     timeout_ms=whole_timeout_ms(rule.request_timeout_ms, per_try, retry),
                     mirrors=mirrors, per_try_timeout_ms=per_try, retry=retry),
             all_admit(accesses))
+
+
+def _no_effect_on_redirect(route: AnyRoute, i: int, rule: RouteRule,
+                           out: RouteOutcome) -> None:
+    """Report what a redirecting rule cannot act on: no request goes to a backend to be
+    retried, and Envoy's CORS filter acts on routes to backends only."""
+    at = f"spec.rules[{i}]"
+    what = [(f"{at}.retry", "retry")] if rule.retry is not None else []
+    what += [(f"{at}.filters[{k}]", "the CORS filter") for k, f in enumerate(rule.filters)
+             if f.cors is not None]
+    out.diagnostics.extend(Diagnostic(route.meta.ref, field, Reason.UNSUPPORTED,
+                                      f"{name} has no effect on a rule that redirects")
+                           for field, name in what)
 
 
 def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
