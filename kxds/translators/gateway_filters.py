@@ -36,6 +36,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import re2
+
 from kxds.ir import (
     CorsPolicy,
     Header,
@@ -70,6 +72,9 @@ BACKEND_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier"})
 _WELL_KNOWN = {"http": 80, "https": 443}
 _WILDCARD_LABELS = "[A-Za-z0-9.-]+"
 """What a ``*`` in a CORS origin's host stands for: any number of DNS labels."""
+ENVOY_MAX_PROGRAM_SIZE = 100
+"""Envoy refuses a regex whose RE2 program is larger (its runtime
+``re2.max_program_size.error_level``, default 100)."""
 DEFAULT_RETRIES = 2
 """Retries when ``retry.attempts`` is not given (3 attempts in all, as ingress-nginx's
 ``proxy-next-upstream-tries``)."""
@@ -164,10 +169,27 @@ def cors_origin(origin: str) -> tuple[str | None, str | None]:
     return None, f"{re.escape(scheme)}://{wild}{re.escape(suffix)}"
 
 
+def _too_large(pattern: str | None) -> bool:
+    return pattern is not None and re2.compile(pattern).programsize > ENVOY_MAX_PROGRAM_SIZE
+
+
+def cors_problems(filters: Iterable[RouteFilter], at: str) -> list[tuple[str, str]]:
+    """(field, why) for each wildcard origin Envoy's regex engine would refuse as too
+    large: :func:`cors_policy` leaves it out (those pages get no CORS headers, the
+    safe side), the rest of the filter is served."""
+    return [(f"{at}.filters[{i}].cors.allowOrigins[{j}]",
+             f"the wildcard origin is too long for Envoy's regex engine (RE2 program "
+             f"larger than {ENVOY_MAX_PROGRAM_SIZE}); left out: it gets no CORS headers")
+            for i, f in enumerate(filters) if f.cors is not None
+            for j, origin in enumerate(f.cors.allow_origins)
+            if _too_large(cors_origin(origin)[1])]
+
+
 def cors_policy(spec: CORSFilter) -> CorsPolicy:
     """A ``CORS`` filter as the route's CORS policy (``*`` methods or headers are
-    Envoy's own wildcard: it answers with what the preflight asks for)."""
-    origins = [cors_origin(o) for o in spec.allow_origins]
+    Envoy's own wildcard: it answers with what the preflight asks for); a wildcard
+    origin too large for Envoy is left out (see :func:`cors_problems`)."""
+    origins = [o for o in map(cors_origin, spec.allow_origins) if not _too_large(o[1])]
     return CorsPolicy(
         origins=tuple(sorted({o for o, _ in origins if o is not None})),
         origin_patterns=tuple(sorted({p for _, p in origins if p is not None})),

@@ -66,6 +66,7 @@ from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_filters import (
     BACKEND_FILTERS,
     ROUTE_FILTERS,
+    cors_problems,
     filter_problems,
     header_changes,
     header_matches,
@@ -287,6 +288,8 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
     mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
+    out.diagnostics.extend(Diagnostic(route.meta.ref, where, Reason.UNSUPPORTED, why)
+                           for where, why in cors_problems(rule.filters, f"spec.rules[{i}]"))
     if any(f.redirect is not None for f in rule.filters):
         _no_effect_on_redirect(route, i, rule, out)
         return REDIRECT_PLACEHOLDER, None
