@@ -237,3 +237,14 @@ def test_retry_and_cors_on_a_redirecting_rule_are_reported() -> None:
     assert found == [
         ("spec.rules[0].filters[1]", "the CORS filter has no effect on a rule that redirects"),
         ("spec.rules[0].retry", "retry has no effect on a rule that redirects")]
+
+
+def test_a_regex_too_large_for_envoy_is_not_served() -> None:
+    # RE2 compiles it, but Envoy refuses programs larger than 100: the whole route
+    # table would be rejected, so the Route is UnsupportedValue instead.
+    long_path = "/" + "/".join(["abcdefghij"] * 12)
+    reason, _, built = _served(
+        f"matches: [{{path: {{type: RegularExpression, value: '{long_path}'}}}}]")
+    assert built is None
+    assert reason.startswith("UnsupportedValue: spec.rules[0].matches[0].path.value: too "
+                             "long for Envoy's regex engine"), reason

@@ -5,7 +5,8 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` API reference):
 * Matches: a header (names case-insensitive) or query parameter ``Exact`` or
   ``RegularExpression`` (RE2, the whole value), the ``method`` (a ``:method``
   header match) and ``RegularExpression`` paths (RE2, the whole path,
-  case-sensitive). A regex RE2 cannot compile is ``UnsupportedValue``.
+  case-sensitive). A regex RE2 cannot compile, or too large for Envoy (an RE2
+  program over 100), is ``UnsupportedValue``.
 * ``RequestHeaderModifier`` / ``ResponseHeaderModifier``: set replaces, add
   appends, remove removes (the route's request and response header changes;
   on a backend reference, that backend's weighted cluster's).
@@ -110,14 +111,29 @@ def query_matches(m: RouteMatch) -> tuple[QueryMatch, ...]:
     return tuple(QueryMatch(name=q.name, kind=_kind(q), value=q.value) for q in m.query_params)
 
 
+def _too_large(pattern: str | None) -> bool:
+    return pattern is not None and re2.compile(pattern).programsize > ENVOY_MAX_PROGRAM_SIZE
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why Envoy would refuse ``pattern``: RE2 cannot compile it, or its program is
+    larger than Envoy allows; None when Envoy takes it."""
+    if why := re2_problem(pattern):
+        return why
+    if _too_large(pattern):
+        return (f"too long for Envoy's regex engine (RE2 program larger than "
+                f"{ENVOY_MAX_PROGRAM_SIZE})")
+    return None
+
+
 def match_problems(m: RouteMatch, at: str) -> list[str]:
-    """Each regular expression of ``m`` RE2 cannot compile, as ``field: why``."""
+    """Each regular expression of ``m`` Envoy would refuse, as ``field: why``."""
     out: list[str] = []
-    if m.path.type == "RegularExpression" and (why := re2_problem(m.path.value)):
+    if m.path.type == "RegularExpression" and (why := regex_problem(m.path.value)):
         out.append(f"{at}.path.value: {why}")
     for key, values in (("headers", m.headers), ("queryParams", m.query_params)):
         out += [f"{at}.{key}[{i}].value: {why}" for i, v in enumerate(values)
-                if v.type == "RegularExpression" and (why := re2_problem(v.value))]
+                if v.type == "RegularExpression" and (why := regex_problem(v.value))]
     return out
 
 
@@ -167,10 +183,6 @@ def cors_origin(origin: str) -> tuple[str | None, str | None]:
         return f"{scheme}://{host}{suffix}", None
     wild = _WILDCARD_LABELS.join(re.escape(part) for part in host.split("*"))
     return None, f"{re.escape(scheme)}://{wild}{re.escape(suffix)}"
-
-
-def _too_large(pattern: str | None) -> bool:
-    return pattern is not None and re2.compile(pattern).programsize > ENVOY_MAX_PROGRAM_SIZE
 
 
 def cors_problems(filters: Iterable[RouteFilter], at: str) -> list[tuple[str, str]]:

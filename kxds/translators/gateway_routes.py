@@ -15,7 +15,7 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
   of two intersecting hostnames the more specific one is served.
 * Matches, filters and retries: :mod:`kxds.translators.gateway_filters`. What kxds
   cannot serve (``sessionPersistence``, ``ExtensionRef`` and other
-  filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
+  filters, a regex Envoy would refuse) makes the parent ``Accepted=False``
   (``UnsupportedValue``) and the Route is not served there: serving it without
   them would route more than it asks for.
 * A backend reference that does not resolve (``BackendNotFound``,
