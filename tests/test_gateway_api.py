@@ -306,8 +306,8 @@ def test_supported_features_are_sorted_and_named_as_the_suite_names_them() -> No
     assert list(SUPPORTED_FEATURES) == sorted(SUPPORTED_FEATURES)
     assert {"Gateway", "HTTPRoute", "ReferenceGrant", "HTTPRouteQueryParamMatching",
             "HTTPRouteMethodMatching", "HTTPRouteRequestMirror"} <= set(SUPPORTED_FEATURES)
-    # Not served yet: CORS, ports beside the edge's, a Gateway's own addresses.
-    assert not {"HTTPRouteCORS", "GatewayPort8080", "GatewayStaticAddresses",
+    # Not served yet: ports beside the edge's, a Gateway's own addresses.
+    assert not {"GatewayPort8080", "GatewayStaticAddresses",
                 "HTTPRouteParentRefPort"} & set(SUPPORTED_FEATURES)
 
 

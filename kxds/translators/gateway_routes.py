@@ -13,9 +13,9 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 * Hostname intersection (:func:`intersect`): a wildcard covers any number of
   labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
   of two intersecting hostnames the more specific one is served.
-* Matches and filters: :mod:`kxds.translators.gateway_filters`. What kxds
-  cannot serve (``retry``, ``sessionPersistence``, ``ExtensionRef`` and other
-  filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
+* Matches, filters and retries: :mod:`kxds.translators.gateway_filters`. What kxds
+  cannot serve (``sessionPersistence``, ``ExtensionRef`` and other
+  filters, a regex Envoy would refuse) makes the parent ``Accepted=False``
   (``UnsupportedValue``) and the Route is not served there: serving it without
   them would route more than it asks for.
 * A backend reference that does not resolve (``BackendNotFound``,
@@ -66,6 +66,7 @@ from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_filters import (
     BACKEND_FILTERS,
     ROUTE_FILTERS,
+    cors_problems,
     filter_problems,
     header_changes,
     header_matches,
@@ -74,7 +75,9 @@ from kxds.translators.gateway_filters import (
     path_rewrite,
     query_matches,
     redirect,
+    retry_policy,
     route_policy,
+    whole_timeout_ms,
 )
 from kxds.translators.gateway_status import (
     CONTROLLER_NAME,
@@ -285,16 +288,32 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
     mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
+    out.diagnostics.extend(Diagnostic(route.meta.ref, where, Reason.UNSUPPORTED, why)
+                           for where, why in cors_problems(rule.filters, f"spec.rules[{i}]"))
     if any(f.redirect is not None for f in rule.filters):
+        _no_effect_on_redirect(route, i, rule, out)
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
         return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
     per_try = rule.backend_request_timeout_ms or None
-    # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
-    whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
-    return (Forward(backends=tuple(backends), timeout_ms=whole,
-                    mirrors=mirrors, per_try_timeout_ms=per_try),
+    retry = retry_policy(rule.retry)
+    return (Forward(backends=tuple(backends),
+                    timeout_ms=whole_timeout_ms(rule.request_timeout_ms, per_try, retry),
+                    mirrors=mirrors, per_try_timeout_ms=per_try, retry=retry),
             all_admit(accesses))
+
+
+def _no_effect_on_redirect(route: AnyRoute, i: int, rule: RouteRule,
+                           out: RouteOutcome) -> None:
+    """Report what a redirecting rule cannot act on: no request goes to a backend to be
+    retried, and Envoy's CORS filter acts on routes to backends only."""
+    at = f"spec.rules[{i}]"
+    what = [(f"{at}.retry", "retry")] if rule.retry is not None else []
+    what += [(f"{at}.filters[{k}]", "the CORS filter") for k, f in enumerate(rule.filters)
+             if f.cors is not None]
+    out.diagnostics.extend(Diagnostic(route.meta.ref, field, Reason.UNSUPPORTED,
+                                      f"{name} has no effect on a rule that redirects")
+                           for field, name in what)
 
 
 def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
