@@ -175,6 +175,14 @@ def test_regex_re2_refuses_is_reported_and_other_paths_serve() -> None:
     assert [r.match for r in routes] == [ir.PathMatch(kind=ir.MatchKind.REGEX, path="/ok/(.*)")]
 
 
+def test_regex_too_large_for_envoy_is_reported_and_other_paths_serve() -> None:
+    routes, diags = _translate(_ingress("main", {N + "use-regex": "true"},
+                                        paths=("/" + "(ab|cd)" * 40, "/ok/(.*)"),
+                                        path_type="ImplementationSpecific"))
+    assert ("main", "spec.rules[0].http.paths[0].path", Reason.INVALID_VALUE) in diags
+    assert [r.match for r in routes] == [ir.PathMatch(kind=ir.MatchKind.REGEX, path="/ok/(.*)")]
+
+
 def test_error_pages_cover_every_path_and_add_one_error_route_per_host() -> None:
     routes, diags = _translate(_ingress("main", {
         N + "custom-http-errors": "502, 404,404", N + "default-backend": "beta"},

@@ -14,13 +14,15 @@ from kxds.envoy.build import BuildCache, SharedBuilds, build_resources
 from kxds.envoy.dump import decode, resources_to_yaml
 from kxds.envoy.resource import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from kxds.envoy.validate import find_envoy, validate_with_envoy
+from kxds.translators.annotations.values import re2_problem
 
 SVC = ObjectRef("Service", "default", "web")
 ING = ObjectRef("Ingress", "default", "shop")
 
 
-def _model(endpoint_ip: str = "10.0.0.1", path: str = "/api") -> ir.IR:
-    match = ir.PathMatch(kind=ir.MatchKind.PATH_PREFIX, path=path)
+def _model(endpoint_ip: str = "10.0.0.1", path: str = "/api",
+           kind: ir.MatchKind = ir.MatchKind.PATH_PREFIX) -> ir.IR:
+    match = ir.PathMatch(kind=kind, path=path)
     route = ir.Route(name="r", ref=ING, match=match,
                      action=ir.Forward(backends=(ir.WeightedBackend(cluster="default/web/80"),)),
                      wildcard_host="*.example.com")
@@ -123,3 +125,16 @@ def test_envoy_validation_rejects_what_envoy_would_nack() -> None:
     ok, output = validate_with_envoy(build_resources(_model(path="/api/")))
     assert not ok
     assert "PathSeparatedPrefix" in output
+
+
+@pytest.mark.skipif(find_envoy() is None, reason="envoy binary not installed")
+def test_regex_size_limit_is_envoys() -> None:
+    """The RE2 program size kxds refuses is the one Envoy refuses (the whole route
+    table with it), so no regex kxds lets through gets a table NACKed."""
+    largest, over = "/x{95}", "/x{96}"
+    assert re2_problem(largest) is None
+    assert "too long" in (re2_problem(over) or "")
+    for pattern, takes in ((largest, True), (over, False)):
+        ok, output = validate_with_envoy(build_resources(
+            _model(path=pattern, kind=ir.MatchKind.FULL_REGEX)))
+        assert ok is takes, output

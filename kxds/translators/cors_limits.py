@@ -21,6 +21,7 @@ from kxds import ir
 from kxds.diagnostics import Diagnostic, Reason, show
 from kxds.translators import annotations as ann
 from kxds.translators.annotations import registry as r
+from kxds.translators.annotations.values import too_large
 
 DEFAULT_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
 DEFAULT_HEADERS = ("dnt", "x-customheader", "keep-alive", "user-agent", "x-requested-with",
@@ -65,6 +66,11 @@ def cors_policy(parsed: ann.Parsed, diags: list[Diagnostic]) -> ir.CorsPolicy | 
         if one is None and pattern is None:
             diags.append(parsed.problem(r.CORS_ALLOW_ORIGIN, f"{show(raw)} is not an origin "
                                         "(http(s)://host[:port], *.host allowed); left out"))
+        elif too_large(pattern):
+            diags.append(parsed.problem(r.CORS_ALLOW_ORIGIN, f"{show(raw)} is too long for "
+                                        "Envoy's regex engine as a wildcard origin; left out: "
+                                        "it gets no CORS headers"))
+            pattern = None
         exact += [one] if one else []
         patterns += [pattern] if pattern else []
     methods = parsed.get(r.CORS_ALLOW_METHODS) or DEFAULT_METHODS

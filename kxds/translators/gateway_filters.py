@@ -37,8 +37,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import re2
-
 from kxds.ir import (
     CorsPolicy,
     Header,
@@ -63,7 +61,7 @@ from kxds.kube.gateway_models import (
     RouteRetry,
     ValueMatch,
 )
-from kxds.translators.annotations.values import re2_problem
+from kxds.translators.annotations.values import ENVOY_MAX_PROGRAM_SIZE, re2_problem, too_large
 
 ROUTE_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier",
                            "RequestRedirect", "URLRewrite", "RequestMirror", "CORS"})
@@ -73,9 +71,6 @@ BACKEND_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier"})
 _WELL_KNOWN = {"http": 80, "https": 443}
 _WILDCARD_LABELS = "[A-Za-z0-9.-]+"
 """What a ``*`` in a CORS origin's host stands for: any number of DNS labels."""
-ENVOY_MAX_PROGRAM_SIZE = 100
-"""Envoy refuses a regex whose RE2 program is larger (its runtime
-``re2.max_program_size.error_level``, default 100)."""
 DEFAULT_RETRIES = 2
 """Retries when ``retry.attempts`` is not given (3 attempts in all, as ingress-nginx's
 ``proxy-next-upstream-tries``)."""
@@ -111,29 +106,14 @@ def query_matches(m: RouteMatch) -> tuple[QueryMatch, ...]:
     return tuple(QueryMatch(name=q.name, kind=_kind(q), value=q.value) for q in m.query_params)
 
 
-def _too_large(pattern: str | None) -> bool:
-    return pattern is not None and re2.compile(pattern).programsize > ENVOY_MAX_PROGRAM_SIZE
-
-
-def regex_problem(pattern: str) -> str | None:
-    """Why Envoy would refuse ``pattern``: RE2 cannot compile it, or its program is
-    larger than Envoy allows; None when Envoy takes it."""
-    if why := re2_problem(pattern):
-        return why
-    if _too_large(pattern):
-        return (f"too long for Envoy's regex engine (RE2 program larger than "
-                f"{ENVOY_MAX_PROGRAM_SIZE})")
-    return None
-
-
 def match_problems(m: RouteMatch, at: str) -> list[str]:
     """Each regular expression of ``m`` Envoy would refuse, as ``field: why``."""
     out: list[str] = []
-    if m.path.type == "RegularExpression" and (why := regex_problem(m.path.value)):
+    if m.path.type == "RegularExpression" and (why := re2_problem(m.path.value)):
         out.append(f"{at}.path.value: {why}")
     for key, values in (("headers", m.headers), ("queryParams", m.query_params)):
         out += [f"{at}.{key}[{i}].value: {why}" for i, v in enumerate(values)
-                if v.type == "RegularExpression" and (why := regex_problem(v.value))]
+                if v.type == "RegularExpression" and (why := re2_problem(v.value))]
     return out
 
 
@@ -194,14 +174,14 @@ def cors_problems(filters: Iterable[RouteFilter], at: str) -> list[tuple[str, st
              f"larger than {ENVOY_MAX_PROGRAM_SIZE}); left out: it gets no CORS headers")
             for i, f in enumerate(filters) if f.cors is not None
             for j, origin in enumerate(f.cors.allow_origins)
-            if _too_large(cors_origin(origin)[1])]
+            if too_large(cors_origin(origin)[1])]
 
 
 def cors_policy(spec: CORSFilter) -> CorsPolicy:
     """A ``CORS`` filter as the route's CORS policy (``*`` methods or headers are
     Envoy's own wildcard: it answers with what the preflight asks for); a wildcard
     origin too large for Envoy is left out (see :func:`cors_problems`)."""
-    origins = [o for o in map(cors_origin, spec.allow_origins) if not _too_large(o[1])]
+    origins = [o for o in map(cors_origin, spec.allow_origins) if not too_large(o[1])]
     return CorsPolicy(
         origins=tuple(sorted({o for o, _ in origins if o is not None})),
         origin_patterns=tuple(sorted({p for _, p in origins if p is not None})),

@@ -159,8 +159,19 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 
 
+ENVOY_MAX_PROGRAM_SIZE = 100
+"""Envoy refuses a regex whose RE2 program is larger (its runtime
+``re2.max_program_size.error_level``, default 100): the whole resource is rejected."""
+
+
+def too_large(pattern: str | None) -> bool:
+    """Whether Envoy would refuse ``pattern`` (which RE2 compiles) as too large."""
+    return (pattern is not None
+            and re2.compile(pattern, _RE2_OPTIONS).programsize > ENVOY_MAX_PROGRAM_SIZE)
+
+
 def re2_problem(pattern: str) -> str | None:
-    """Why Envoy's regex engine (RE2) refuses ``pattern``, or None when it compiles."""
+    """Why Envoy's regex engine (RE2) refuses ``pattern``, or None when Envoy takes it."""
     try:
         re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as e:
@@ -168,6 +179,9 @@ def re2_problem(pattern: str) -> str | None:
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
         return f"RE2 cannot compile it: {detail}"
+    if too_large(pattern):
+        return (f"too long for Envoy's regex engine (RE2 program larger than "
+                f"{ENVOY_MAX_PROGRAM_SIZE})")
     return None
 
 
