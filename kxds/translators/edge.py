@@ -222,7 +222,10 @@ def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     return {key: frozenset(names) for key, names in out.items()}
 
 
-REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced)
+REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced,
+                                                              firewall=True)
+"""A firewall (:mod:`kxds.incremental`): every Service's :data:`WANTED` reads it, and
+a change of routes seldom changes which clusters they name."""
 
 
 def _wanted(ctx: Context, key: Key) -> frozenset[str]:
@@ -342,7 +345,9 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = dataclasses.replace(secured, ir=upstream_ir)
     traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
     secured = dataclasses.replace(secured, ir=traced_ir)
-    problems = consistency_problems(secured.ir)
+    last = ctx.previous_value()  # passed this check: what it shares is not checked again
+    problems = consistency_problems(secured.ir, last.translation.ir
+                                    if isinstance(last, EdgeView) else None)
     if problems:
         raise TranslationBug("; ".join(problems))
     parse_problems, skipped = ctx.query(PARSE_PROBLEMS, None)
