@@ -40,7 +40,7 @@ from operator import attrgetter
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
-from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
+from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
@@ -319,7 +319,7 @@ class EdgeView:
 def _edge(ctx: Context, _: None) -> EdgeView:
     state, config = ctx.state, ctx.config
     svc = ctx.query(SERVICES, None)
-    listener = ingress.http_listener(config)
+    listener = ctx.query(HTTP_LISTENER, None)
     merged = ctx.query(ROUTES, None)
     table = ingress.route_table(listener.route_table, merged)
     gateway_api = ctx.query(GATEWAY_API, None)
@@ -361,6 +361,12 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        gateway_api.diagnostics, named, upstream_diags,
                                        tracing_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
+
+
+HTTP_LISTENER: Query[None, HttpListener] = Query(
+    "http-listener", lambda ctx, _: ingress.http_listener(ctx.config))
+"""The plain-HTTP listener: a query, so that it stays the very same object while the
+config it reads does (the build then finds it by identity, not serializing it again)."""
 
 
 def _parse_problems(ctx: Context, _: None
