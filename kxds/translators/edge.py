@@ -50,6 +50,7 @@ from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gate
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
+from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
@@ -207,7 +208,7 @@ CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_name
 
 def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
     """Service -> the names of its clusters that something routes to: a route or the
-    default backend (:attr:`~kxds.translators.ingress.MergedRoutes.backends`), or a
+    default backend (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), or a
     passthrough chain. TLS twins copy a cluster that a route names."""
     out: dict[Key, set[str]] = {}
     targets = list(ctx.query(ROUTES, None).backends)
@@ -268,14 +269,13 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
 INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
 
 
-def _routes(ctx: Context, _: None) -> ingress.MergedRoutes:
+def _routes(ctx: Context, _: None) -> MergedRoutes:
     ones = [ctx.query(INGRESS, ing.meta.key) for ing in ctx.query(OURS, None)]
     previous = ctx.previous_value()
-    return ingress.merge_routes(ones, previous if isinstance(previous, ingress.MergedRoutes)
-                                else None)
+    return merge_routes(ones, previous if isinstance(previous, MergedRoutes) else None)
 
 
-ROUTES: Query[None, ingress.MergedRoutes] = Query("routes", _routes)
+ROUTES: Query[None, MergedRoutes] = Query("routes", _routes)
 
 
 def _gateway_api(ctx: Context, _: None) -> GatewayApi:
@@ -321,9 +321,10 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     svc = ctx.query(SERVICES, None)
     listener = ctx.query(HTTP_LISTENER, None)
     merged = ctx.query(ROUTES, None)
-    table = ingress.route_table(listener.route_table, merged)
+    table = route_table(listener.route_table, merged)
     gateway_api = ctx.query(GATEWAY_API, None)
-    defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
+    default = merged.others.default
+    defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
     ours: tuple[Ingress, ...] = ctx.query(OURS, None)
     table, named = apply_host_names(table, ours)
