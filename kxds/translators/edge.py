@@ -33,6 +33,7 @@ proportion to the Services it touches.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -50,6 +51,7 @@ from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gate
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
+from kxds.translators.ingress import Target
 from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
@@ -206,19 +208,51 @@ def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
 
 
+def _route_targets(ctx: Context, _: None) -> frozenset[Target]:
+    """What the Ingress routes and the default backend forward to
+    (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), and where their
+    external auth checks go."""
+    merged = ctx.query(ROUTES, None)
+    return merged.backends | auth_targets(merged.virtual_hosts)
+
+
+ROUTE_TARGETS: Query[None, frozenset[Target]] = Query("route-targets", _route_targets)
+
+
+def _passthrough(ctx: Context, key: Key) -> tuple[Target, ...]:
+    ing = ctx.state.ingresses.get(key)
+    if ing is None:
+        return ()
+    return tuple((svc, name) for svc, name in tls.passthrough_targets(ctx.state, ing)
+                 if name in ctx.query(CLUSTER_NAMES, svc))
+
+
+PASSTHROUGH: Query[Key, tuple[Target, ...]] = Query("passthrough-targets", _passthrough)
+"""The Service clusters one Ingress's passthrough chains forward to."""
+
+PASSTHROUGHS: Query[None, frozenset[Target]] = Query(
+    "all-passthrough-targets", lambda ctx, _: frozenset(
+        t for ing in ctx.query(OURS, None) for t in ctx.query(PASSTHROUGH, ing.meta.key)))
+
+
+GATEWAY_TARGETS: Query[None, frozenset[Target]] = Query(
+    "gateway-targets", lambda ctx, _: frozenset(itertools.chain(
+        ctx.query(GATEWAY_API, None).routes.backends,
+        ctx.query(GATEWAY_API, None).l4.backends)))  # and TLS, TCP and UDP Routes'
+"""The Service clusters the Gateway API routes forward to."""
+
+
 def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
-    """Service -> the names of its clusters that something routes to: a route or the
-    default backend (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), or a
-    passthrough chain. TLS twins copy a cluster that a route names."""
+    """Service -> the names of its clusters that something routes to: an Ingress route
+    (:data:`ROUTE_TARGETS`), a Gateway API route, or a passthrough chain. TLS twins
+    copy a cluster that a route names. Its parts are queries of their own, so a
+    change that leaves them equal (a path added to a Service already routed to)
+    stops there."""
+    routes: frozenset[Target] = ctx.query(ROUTE_TARGETS, None)
+    gateway_api: frozenset[Target] = ctx.query(GATEWAY_TARGETS, None)
+    passthrough: frozenset[Target] = ctx.query(PASSTHROUGHS, None)
     out: dict[Key, set[str]] = {}
-    targets = list(ctx.query(ROUTES, None).backends)
-    targets += ctx.query(GATEWAY_API, None).routes.backends
-    targets += ctx.query(GATEWAY_API, None).l4.backends  # TLS, TCP and UDP Routes
-    targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
-    for ing in ctx.query(OURS, None):
-        targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
-                    if name in ctx.query(CLUSTER_NAMES, key)]
-    for key, name in targets:
+    for key, name in itertools.chain(routes, gateway_api, passthrough):
         out.setdefault(key, set()).add(name)
     return {key: frozenset(names) for key, names in out.items()}
 
