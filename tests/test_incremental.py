@@ -343,7 +343,8 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         used = (4 * len(state.services) + 2 * len(state.ingresses) + len(state.secrets)
                 + 2 * len(state.ingresses) + 14)  # an Ingress may name missing Services
         assert len(self.store) <= used
-        assert len(self.node_store) <= 2
+        # A node view: its Services, its policy index, and per Service its share.
+        assert len(self.node_store) <= 3 + len(state.services)
 
 
 IncrementalMatchesFull.TestCase.settings = settings(

@@ -161,9 +161,9 @@ def _merge_changed(ones: tuple[IngressRoutes, ...],
         claimants = {ref for ref in (old.claimants if old is not None else ()) if ref in now}
         claimants.update(one.ref for one in changed if now.get(one.ref) is one
                          and any(c.host == host for c in one.paths))
-        claims = [(ref, _paths_by_host(now[ref]).get(host, ()))
-                  for ref in sorted(claimants, key=position.__getitem__)]
-        if claims:
+        claims = [(ref, paths) for ref in sorted(claimants, key=position.__getitem__)
+                  if (paths := _paths_by_host(now[ref]).get(host))]
+        if claims:  # else no Ingress names the host any more
             hosts[host] = _merge_host(host, claims)
     if all(host in previous.hosts and host in hosts
            and hosts[host].targets == previous.hosts[host].targets for host in touched):
