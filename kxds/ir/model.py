@@ -59,8 +59,9 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     """What in ``ir`` names something ``ir`` lacks; empty when it is safe to publish.
 
     ``checked``: an IR that passed this check (the view's last). With the very
-    same clusters, the virtual hosts it holds (the very objects: IR nodes are
-    immutable) are not looked at again, nor are its clusters and load
+    same clusters, the virtual hosts and listeners it holds (the very objects:
+    IR nodes are immutable) are not looked at again (listeners while the route
+    tables and secrets it had are there), nor are its clusters and load
     assignments when both are the very same tuples: a change of one virtual
     host is checked in time proportional to it, not to the route table.
     """
@@ -83,7 +84,16 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     for t in ir.route_tables:
         problems += [f"route table {t.name} names missing cluster {c}"
                      for c in sorted(_route_clusters(t, seen) - clusters)]
+    # What the checked IR named is still there: its very listeners (and clusters)
+    # need no look again.
+    kept = same_clusters and checked is not None and tables.issuperset(
+        t.name for t in checked.route_tables) and secrets.issuperset(
+        s.name for s in checked.secrets)
+    seen_listeners = frozenset(id(lis) for lis in checked.listeners) \
+        if kept and checked is not None else frozenset()
     for lis in ir.listeners:
+        if id(lis) in seen_listeners:
+            continue
         wanted_tables: list[str] = []
         wanted_clusters: list[str] = []
         wanted_secrets: list[str] = []
@@ -111,7 +121,7 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
                      for c in wanted_clusters if c not in clusters]
         problems += [f"listener {lis.name} names missing secret {s}"
                      for s in wanted_secrets if s not in secrets]
-    for c in ir.clusters:
+    for c in () if kept else ir.clusters:
         v = c.upstream_tls.validation_secret if c.upstream_tls else None
         if v is not None and v not in secrets:
             problems.append(f"cluster {c.name} names missing secret {v}")
