@@ -38,6 +38,11 @@ diagnostic that says why.
 
 Two Services claiming one address and port: the older one (by
 ``creationTimestamp``, then namespace/name) keeps it; the other gets CONFLICT.
+
+Each Service is translated on its own (:data:`SERVICE_SHARE`, a query), and a
+node view joins the shares, so a change translates the Services it reaches;
+only when two Services contend (an overlapping address, a cluster or listener
+name) are they all translated in order, as the older must win.
 """
 
 from __future__ import annotations
@@ -283,11 +288,12 @@ def _join(shares: list[ServiceShare], previous: ir.IR | None
             if slot.holder(address) is not None:
                 return None
             slot.take(_Claim(("", ""), address))
-        for table, items in ((clusters, share.clusters), (assignments, share.assignments)):
-            for item in items:
-                name = item.name if isinstance(item, ir.Cluster) else item.cluster
-                if table.setdefault(name, item) is not item:  # type: ignore[arg-type]
-                    return None
+        for cluster in share.clusters:
+            if clusters.setdefault(cluster.name, cluster) is not cluster:
+                return None
+        for assignment in share.assignments:
+            if assignments.setdefault(assignment.cluster, assignment) is not assignment:
+                return None
         for lis in share.listeners:
             if listeners.setdefault(lis.name, lis) is not lis:
                 return None
