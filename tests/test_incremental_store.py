@@ -304,3 +304,24 @@ def test_a_firewall_keeps_a_change_from_reaching_every_reader(
             assert ask(store, state, q.root) == expected
         looked[firewall, s0_moves] = checked["n"]
     assert looked == {(True, False): 2, (False, False): 50, (True, True): 50}
+
+
+def test_a_firewall_that_raises_is_reported_by_its_reader_and_then_recovers() -> None:
+    """A bug under a firewall raises where its readers ask for it (in the rebuild), and
+    a later state computes everything again correctly."""
+    q, store = Summaries(), Store()
+    objects = models("".join(service(f"s{i}", 80 + i) for i in range(4)))
+    ask(store, state_of(objects), q.root)
+    broken = models(service("s1", 5))  # its mid, 5 // 10 + 0, is 0: the sum divides by it
+
+    def fragile(ctx: Context, _: None) -> int:
+        mids = [ctx.query(q.mid, key) for key in ctx.state.services]
+        return sum(mids) % 7 + 100 // min(m - ctx.query(q.top, None) for m in mids)
+
+    object.__setattr__(q.sum, "fn", fragile)
+    with pytest.raises(ZeroDivisionError):
+        ask(store, state_of(objects | broken), q.root)
+    fixed = objects | models(service("s1", 95))
+    expected = Summaries()
+    object.__setattr__(expected.sum, "fn", fragile)
+    assert ask(store, state_of(fixed), q.root) == ask(Store(), state_of(fixed), expected.root)
