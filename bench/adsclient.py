@@ -12,7 +12,9 @@ subscribes to every listener (wildcard LDS on the same ADS stream);
 ``--reconnect``: a stream that ends (kxds gone) is opened again, as Envoy does,
 saying what it holds (SotW ``version_info`` per type, delta
 ``initial_resource_versions``); one ``{"reconnected": stream, "t": ...}`` line
-per new stream, and every response on it is a line as above.
+per new stream, and every response on it is a line as above. ``--no-versions``:
+lines without ``"v"`` (a reader that only counts responses keeps no copy of
+every stream's names).
 Versions are those kxds uses: the SHA-256 prefix of the resource bytes
 (SotW) or the resource's version field (delta).
 """
@@ -53,10 +55,11 @@ def emit(obj: dict[str, Any]) -> None:
 class Stream:
     def __init__(self, index: int, prefix: str, names: list[str], delta: bool,
                  first: asyncio.Event, started: list[int], total: int,
-                 role: str = "edge", listeners: bool = False, reconnect: bool = False
-                 ) -> None:
+                 role: str = "edge", listeners: bool = False, reconnect: bool = False,
+                 versions: bool = True) -> None:
         self.index, self.prefix, self.names, self.delta = index, prefix, names, delta
         self.role, self.listeners, self.reconnect = role, listeners, reconnect
+        self.versions = versions
         self.held: dict[str, dict[str, str]] = {}
         """Delta: per type, the versions of the resources this stream holds."""
         self.accepted: dict[str, str] = {}
@@ -115,7 +118,7 @@ class Stream:
                 self.first.set()
             return
         emit({"s": self.index, "t": now, "n": len(versions), "type": resp.type_url,
-              "v": versions})
+              **({"v": versions} if self.versions else {})})
 
     async def run(self, stub: Any) -> None:
         while True:
@@ -149,7 +152,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 for _ in range(-(-args.streams // STREAMS_PER_CHANNEL))]
     stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
     streams = [Stream(i, args.prefix, names, args.protocol == "delta", first, started,
-                      args.streams, args.role, args.listeners, args.reconnect)
+                      args.streams, args.role, args.listeners, args.reconnect,
+                      not args.no_versions)
                for i in range(args.streams)]
     tasks = [asyncio.create_task(s.run(stubs[i // STREAMS_PER_CHANNEL]))
              for i, s in enumerate(streams)]
@@ -174,6 +178,8 @@ def main() -> None:
     p.add_argument("--listeners", action="store_true", help="also subscribe to every listener")
     p.add_argument("--reconnect", action="store_true",
                    help="open a stream again when it ends, saying what it holds")
+    p.add_argument("--no-versions", action="store_true",
+                   help="response lines without the resources' versions")
     asyncio.run(main_async(p.parse_args()))
 
 

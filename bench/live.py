@@ -162,12 +162,13 @@ class LightClients:
 
     def __init__(self, port: int, streams: int, names: list[str], *, protocol: str = "sotw",
                  prefix: str = "light", role: str = "edge", listeners: bool = False,
-                 reconnect: bool = False) -> None:
+                 reconnect: bool = False, versions: bool = True) -> None:
         self.args = [sys.executable, "-m", "bench.adsclient", "--port", str(port),
                      "--streams", str(streams), "--protocol", protocol,
                      "--names", ",".join(names), "--prefix", prefix, "--role", role,
                      *(["--listeners"] if listeners else []),
-                     *(["--reconnect"] if reconnect else [])]
+                     *(["--reconnect"] if reconnect else []),
+                     *([] if versions else ["--no-versions"])]
         self.streams = streams
         self.events: list[dict[str, Any]] = []
         self.ready = asyncio.Event()

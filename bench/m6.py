@@ -88,7 +88,8 @@ async def at_scale(services: int) -> dict[str, Any]:
         port = int((await worker.start())["port"])
         envoy = Envoy("m6", port, node_id="m6-envoy")
         await wait_loaded(envoy, BASE_SERVICES)
-        before = (await worker.ask("wait 0.5"))["rss"]
+        at_start = await worker.ask("wait 0.5")
+        before = at_start["rss"]
         loaded = (await worker.ask(f"load {services}"))["rss"]
         await wait_loaded(envoy, services, timeout=300.0)
         served = (await worker.ask("wait 0.5"))["rss"]
@@ -101,9 +102,12 @@ async def at_scale(services: int) -> dict[str, Any]:
 
         await worker.ask("empty")
         await envoy.wait_until(emptied, 120.0, interval=0.1)
-        after = (await worker.ask("wait 1"))["rss"]
+        at_end = await worker.ask("wait 1")
+        after = at_end["rss"]
         cleared = (await worker.ask("clear"))["rss"]
         return {"rss_after_delete_memo_clear_and_malloc_trim_mb": cleared / MB,
+                "pymalloc_before_load": _mb(at_start["pymalloc"]),
+                "pymalloc_after_delete": _mb(at_end["pymalloc"]),
                 "rss_before_load_mb": before / MB,
                 f"rss_at_{services}_mb": max(loaded, served) / MB,
                 "rss_after_delete_mb": after / MB, "after_delete_vs_before_load": after / before,
@@ -112,6 +116,12 @@ async def at_scale(services: int) -> dict[str, Any]:
         if envoy is not None:
             envoy.stop()
         await worker.stop()
+
+
+def _mb(stats: dict[str, int]) -> dict[str, float]:
+    """Python's small-object allocator: its arenas (1 MiB each) and what is in use in them."""
+    return {"arenas_mb": stats.get("arenas", 0) * 1.0,
+            "allocated_blocks_mb": stats.get("allocated_bytes", 0) / MB}
 
 
 async def run_m6(services: int, unit: float, streams: int = STREAMS) -> list[Metric]:

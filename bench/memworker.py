@@ -3,7 +3,10 @@
 Reads one command per stdin line and answers one JSON line on stdout:
 ``load N`` (publish a scenario of N Services), ``empty`` (publish a state
 with nothing in it: everything deleted), ``clear`` (empty kxds's memo
-caches), ``wait S``; every answer carries the resident set size.
+caches and hand free heap pages back), ``wait S``; every answer carries the
+resident set size and what Python's small-object allocator holds: its 1 MiB
+arenas and the bytes of the blocks in use in them (an arena goes back to the
+system only once every block in it is free).
 The first line it writes is ``{"port": P, "rss": ...}`` once it serves a
 first scenario of ``--services`` Services.
 """
@@ -15,7 +18,9 @@ import asyncio
 import ctypes
 import gc
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from bench import scenario
@@ -31,6 +36,30 @@ def rss_bytes() -> int:
     return 0
 
 
+def pymalloc_stats() -> dict[str, int]:
+    """Arenas and bytes in allocated blocks, from ``sys._debugmallocstats`` (which
+    writes to the C-level stderr: captured through a temporary file)."""
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("# arenas allocated current"):
+            out["arenas"] = int(value.strip().replace(",", ""))
+        elif key.startswith("# bytes in allocated blocks"):
+            out["allocated_bytes"] = int(value.strip().replace(",", ""))
+    return out
+
+
 def _malloc_trim() -> bool:
     """Ask glibc to hand free heap pages back to the OS (diagnostic: allocator vs. leak)."""
     try:
@@ -42,7 +71,8 @@ def _malloc_trim() -> bool:
 
 def reply(obj: dict[str, object]) -> None:
     gc.collect()
-    sys.stdout.write(json.dumps({**obj, "rss": rss_bytes()}) + "\n")
+    sys.stdout.write(json.dumps({**obj, "rss": rss_bytes(), "pymalloc": pymalloc_stats()})
+                     + "\n")
     sys.stdout.flush()
 
 

@@ -8,10 +8,10 @@ an HTTPRoute share a host. Header, query parameter, method and RegularExpression
 matches, precedence across Routes, header modifiers, redirects, rewrites and mirrors
 (HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
 HTTPRouteMatchingAcrossRoutes, HTTPRouteRequestHeaderModifier,
-HTTPRouteResponseHeaderModifier, HTTPRouteRequestRedirect, HTTPRouteRewritePath,
+HTTPRouteResponseHeaderModifier, HTTPRouteRedirectHostAndStatus, HTTPRouteRewritePath,
 HTTPRouteRewriteHost, HTTPRouteRequestMirror, HTTPRouteTimeoutBackendRequest), and
 GRPCRoute methods and headers to a gRPC backend (GRPCExactMethodMatching,
-GRPCRouteHeaderMatching).
+GRPCRouteHeaderMatching, GRPCRouteNamedRule).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ spec:
       filters:
       - type: RequestHeaderModifier
         requestHeaderModifier: {set: [{name: X-Backend, value: b}]}
-  # HTTPRouteRequestRedirect (scheme, hostname, prefix path, status) and the port.
+  # HTTPRouteRedirectHostAndStatus (scheme, hostname, prefix path, status) and the port.
   - matches: [{path: {value: /redirect}}]
     filters:
     - type: RequestRedirect
@@ -363,8 +363,9 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [grpc.test]
   rules:
-  # GRPCExactMethodMatching: service and method.
-  - matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
+  # GRPCExactMethodMatching: service and method; a named rule (GRPCRouteNamedRule).
+  - name: say-hello
+    matches: [{method: {service: helloworld.Greeter, method: SayHello}}]
     backendRefs: [{name: one, port: 50051}]
   # A service's methods with a header (GRPCRouteHeaderMatching), and a header filter.
   - matches: [{method: {service: helloworld.Greeter}, headers: [{name: version, value: two}]}]
@@ -374,6 +375,12 @@ spec:
     backendRefs: [{name: two, port: 50051}]
   - matches: [{method: {service: helloworld.Greeter}}]
     backendRefs: [{name: one, port: 50051}]
+  # A backend that does not resolve, and every weight 0: UNAVAILABLE, as the GRPCRoute
+  # spec asks (GRPCRouteAllBackendsWeightZero).
+  - matches: [{method: {service: helloworld.Greeter, method: SayNothing}}]
+    backendRefs: [{name: nowhere, port: 50051}]
+  - matches: [{method: {service: helloworld.Greeter, method: SayZero}}]
+    backendRefs: [{name: one, port: 50051, weight: 0}]
 """
 
 
@@ -437,6 +444,8 @@ def test_grpcroute_methods_and_headers_through_envoy(
     # The exact method match goes before the service's header match.
     assert _call(gw, "/helloworld.Greeter/SayHello", (("version", "two"),))[1]["backend"] == "one"
     assert _call(gw, "/helloworld.Greeter/SayGoodbye")[1]["backend"] == "one"
+    assert _call(gw, "/helloworld.Greeter/SayNothing")[0] == "UNAVAILABLE"
+    assert _call(gw, "/helloworld.Greeter/SayZero")[0] == "UNAVAILABLE"
     # No rule for another service: Envoy answers 404, which gRPC calls UNIMPLEMENTED.
     assert _call(gw, "/other.Service/Call")[0] == "UNIMPLEMENTED"
     status, page = gw.kxds.get("/debug/gateway-api")

@@ -5,8 +5,10 @@ another hash seed, nothing carried over) computes the same ones from the same
 cluster: a reconnecting SotW Envoy whose ``version_info`` matches gets no
 response, a delta Envoy's ``initial_resource_versions`` skip every resource,
 and kxds's tracker shows both holding what they ACKed before the kill. The
-restarted kxds's list of EndpointSlices is slowed down: a snapshot published
-before every kind is listed would reach the proxies as a (wrong) update.
+restarted kxds's list of EndpointSlices waits until both Envoys have connected
+to it: they are held on the streams they opened (a snapshot published before
+every kind is listed would reach them as a (wrong) update), and keep those
+streams once kxds is ready.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,25 +104,40 @@ def test_restarted_kxds_resends_nothing_to_reconnecting_proxies(
         envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 0,
                          what="Envoy sees kxds gone")
 
+    # The new process's list of EndpointSlices waits until both Envoys have opened
+    # their streams to it: they are held (not ready, nothing sent) on those streams.
+    connected = threading.Event()
+
     def slow_slices(method: str, path: str) -> None:
         if method == "GET" and "endpointslices" in path and "watch" not in path:
-            time.sleep(1.0)
+            connected.wait(30)
 
     api.on_request = slow_slices
     monkeypatch.setenv("PYTHONHASHSEED", "2")
     again = Kxds(tmp_path, args, xds_port=first.xds_port, admin_port=first.admin_port,
                  name="kxds-again")
     started.append(again)
+    try:
+        for envoy in envoys:
+            envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1,
+                             timeout=30, what="Envoy reconnected")
+        readyz = wait_for(lambda: again.get("/readyz")[0], 30, what="the new admin server")
+        assert readyz == 503, "ready before its EndpointSlices were listed"
+        streams = {e.node_id: e.stat("cluster.xds_cluster.upstream_cx_total") for e in envoys}
+        assert min(streams.values()) > 0, streams
+    finally:
+        connected.set()
     again.wait_ready(60)
     for envoy in envoys:
-        envoy.wait_until(lambda e: e.stat("control_plane.connected_state") == 1, timeout=30,
-                         what="Envoy reconnected")
         after = wait_for(lambda e=envoy: settled(again, e.node_id), 30,
                          what=f"{envoy.node_id} known to the new kxds as holding everything")
         assert after == before[envoy.node_id], f"{envoy.node_id}: versions differ"
     time.sleep(1.0)  # anything sent late would show now
     for envoy in envoys:
         assert updates(envoy) == counts[envoy.node_id], f"{envoy.node_id} got a resend"
+        assert envoy.stat("cluster.xds_cluster.upstream_cx_total") == streams[envoy.node_id], \
+            f"{envoy.node_id} connected again: the stream it opened before the first " \
+            "snapshot did not stay"
     _, text = again.get("/metrics")
     sent = [line for line in text.splitlines()
             if line.startswith("kxds_xds_resources_sent_total{") and not line.endswith(" 0.0")]

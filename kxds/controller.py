@@ -57,6 +57,10 @@ after the next :data:`UNFREEZE_INTERVAL`, when the state is thawed again. Only
 the first rebuild, before anything is served, runs with the collector paused
 (5,000 Services cold: 0.40 s paused, 0.74 s not).
 
+After a rebuild that serves less than half of what was served before (most of
+the state deleted), freed heap memory is given back to the system
+(:mod:`kxds.memory`).
+
 ``rebuild_seq`` counts finished rebuilds; it is exported as the
 ``kxds_rebuild_sequence`` gauge so tests wait for a number instead of sleeping.
 """
@@ -83,6 +87,7 @@ from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState
+from kxds.memory import ShrinkWatch, release_free_memory
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_groups import pinned_groups, state_for_group
 from kxds.translators.gateway_status import GatewayApiStatus
@@ -202,6 +207,8 @@ class Controller:
         """Each node group's resources as last set on the cache."""
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
+        self._shrink = ShrinkWatch()
+        """When the served state shrank enough to give freed memory back (kxds.memory)."""
         self._logged: set[Diagnostic] = set()
         self._skipped: set[ObjectRef] = set()
         self.gateway_status: GatewayApiStatus | None = None
@@ -336,6 +343,10 @@ class Controller:
             self._log_diagnostics(diagnostics)
             self._shared.sweep()
             self._fleet.sweep()
+            self.cache.end_batch()
+            if self._shrink.shrank(sum(view.count() for _, view in self.cache)):
+                released = await self._call(release_free_memory)
+                log.info("event=memory_released after=shrink released=%s", released)
             gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
             self.rebuild_seq += 1
             seconds = time.monotonic() - started

@@ -87,6 +87,9 @@ class _Node:
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
+_CHANGE_SLACK = 64
+"""A round may change this many more Services than the state has and be kept."""
+
 
 class FleetMemo:
     """Shared by every per-node view of a controller; see the module docs. Not thread-safe:
@@ -113,8 +116,15 @@ class FleetMemo:
         self._nodes.pop(group, None)
 
     def sweep(self) -> None:
-        """After a rebuild: drop the templates no node used in it."""
+        """After a rebuild: drop the templates no node used in it, and the rounds that
+        changed more Services than the state now has (everything deleted, say): a node
+        view behind them is rebuilt whole, no dearer than following them, and the
+        history keeps no deleted Service alive."""
         self._templates = {k: t for k, t in self._templates.items() if t.round == self._round}
+        state = self._state
+        if state is not None:
+            limit = len(state.services) + len(state.slices_by_service) + _CHANGE_SLACK
+            self._history = {r: c for r, c in self._history.items() if len(c) <= limit}
 
     def build(self, state: ClusterState, config: TranslateConfig, group: str,
               node: NodeInfo, alone: ViewMemo | None = None) -> Built:
@@ -188,7 +198,10 @@ class FleetMemo:
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
         for key in changed:
             for name in self._nodes_of.pop(key, ()):
-                self._on_node[name].discard(key)
+                keys = self._on_node[name]
+                keys.discard(key)
+                if not keys:  # a node with no endpoint left (maybe gone) is not kept
+                    del self._on_node[name]
             nodes = endpoint_nodes(state, key)
             if nodes:
                 self._nodes_of[key] = nodes
@@ -225,7 +238,8 @@ class FleetMemo:
             elif last is not None and template.parts is not None and _same_view(last, new):
                 # Unchanged: the same object, so node views see it unchanged by identity.
                 # Its parts too, unless a Service they name changed (its ports).
-                if self._history[self._round] & template.parts.services:
+                changed = self._history.get(self._round)  # None: dropped as too large
+                if changed is None or changed & template.parts.services:
                     template.parts = self._parts(template, state)
             else:
                 template.built = _keeping(last, new)

@@ -419,7 +419,10 @@ class Store:
         frame = _Frame(entry)
         ctx._frames.append(frame)
         try:
-            if query.update is not None and old is not _MISSING:
+            # A dirty entry's dependencies are not looked at before it runs, so when one
+            # may have changed too (suspect), ``changes`` could not name it: run in full.
+            if query.update is not None and old is not _MISSING and not (
+                    entry.dirty and entry.suspect):
                 before = self._previous if entry.verified_at == self._revision - 1 else None
                 changes = Changes(frozenset(entry.changed or ()),
                                   tuple((d.query.name, d.key) for d in changed_deps), before)

@@ -91,14 +91,16 @@ def tls_chain(listener: str, kind: str, key: str) -> str:
 
 
 def upstream_tls_cluster(base: str, *, http2: bool, sni: str | None,
-                         ca_secret: str | None) -> str:
-    """The TLS-speaking twin of the Service cluster ``base``: ``<base>/tls[/h2][/sni=H][/ca=S]``.
+                         ca_secret: str | None, sans: tuple[str, ...] = ()) -> str:
+    """The TLS-speaking twin of the Service cluster ``base``:
+    ``<base>/tls[/h2][/sni=H][/ca=S][/san=HASH]``.
 
     An Ingress (not the Service) asks for TLS to the backend, so the twin is a
     cluster of its own and the plain one stays usable (TLS passthrough, other
     Ingresses); HTTP/2 (gRPC over TLS), a non-default SNI or a CA to verify
     against make it distinct again, since Ingresses sharing the Service may
-    disagree on them.
+    disagree on them. Subject alternative names checked instead of the SNI (each
+    ``DNS:name`` or ``URI:uri``; a list, so a short hash of it) too.
     """
     name = f"{base}/tls"
     if http2:
@@ -107,7 +109,18 @@ def upstream_tls_cluster(base: str, *, http2: bool, sni: str | None,
         name += f"/sni={sni}"
     if ca_secret:
         name += f"/ca={ca_secret}"
+    if sans:
+        name += "/san=" + hashlib.sha256("\n".join(sans).encode()).hexdigest()[:_HASH_LEN]
     return cap(name)
+
+
+def udp_split_cluster(namespace: str, route: str) -> str:
+    """The cluster splitting a UDPRoute's datagrams by weight: ``udproute/ns/name/split``.
+
+    A Service port's cluster names a port number third and never ends in ``/split``,
+    so the two cannot meet.
+    """
+    return cap(f"udproute/{namespace}/{route}/split")
 
 
 def ca_secret(namespace: str, name: str) -> str:

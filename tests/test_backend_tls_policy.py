@@ -11,7 +11,7 @@ from fakeapi import FakeApi, SourceRunner
 from test_api_gateway_crds import GROUP, gateway_objects
 from test_api_source import OTHERS, eps, source, svc
 
-from kxds import ir
+from kxds import ir, names
 from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.client import KubeClient
 from kxds.kube.loader import load_text
@@ -80,7 +80,13 @@ def test_targeted_backends_go_to_tls_twins_and_unhonoured_policies_fail_closed()
     assert admin is not None and admin.sni == "admin.example.com"
     for refused in ("/cm", "/system"):  # ConfigMap CA, wellKnownCACertificates
         assert actions[refused] == ir.DirectResponse(status=503)
-    grpc = [a for p, a in actions.items() if p not in ("/api", "/admin", "/cm", "/system")]
+    # subjectAltNames are checked instead of the hostname, which stays the SNI.
+    assert tls_of("/spiffe") == ir.UpstreamTLS(
+        sni="spiffe.example.com", validation_secret="default/api-ca/ca",
+        dns_names=("spiffe.internal.example.com",),
+        uris=("spiffe://example.com/ns/default/sa/spiffe",))
+    grpc = [a for p, a in actions.items()
+            if p not in ("/api", "/admin", "/cm", "/system", "/spiffe")]
     assert len(grpc) == 1 and isinstance(grpc[0], ir.Forward)
     twin = clusters[grpc[0].backends[0].cluster]
     assert twin.protocol is ir.UpstreamProtocol.HTTP2 and twin.upstream_tls is not None
@@ -97,6 +103,7 @@ def test_policy_status_names_the_gateway_as_ancestor_with_the_specs_reasons() ->
         "api": {"Accepted": (True, "Accepted"), "ResolvedRefs": (True, "ResolvedRefs")},
         "cm": {"Accepted": (False, "NoValidCACertificate"),
                "ResolvedRefs": (False, "InvalidCACertificateRef")},
+        "spiffe": {"Accepted": (True, "Accepted"), "ResolvedRefs": (True, "ResolvedRefs")},
         "system": {"Accepted": (False, "Invalid"), "ResolvedRefs": (True, "ResolvedRefs")},
     }
     assert [(p.parent.kind, p.parent.name) for p in statuses["api"].parents] == [
@@ -182,3 +189,24 @@ def test_two_policies_as_specific_conflict_and_the_older_applies() -> None:
                    for d in result.diagnostics)
     # The golden case: "admin" names port 8443, the older "api" the whole Service.
     assert not any(d.reason.value == "Conflict" for d in _golden().diagnostics)
+
+
+def test_subject_alt_names_make_the_tls_twin_distinct() -> None:
+    """An Ingress asking for the same SNI and CA must never share a cluster with a
+    policy that checks other names (one would connect as the other asked)."""
+    plain = names.upstream_tls_cluster("default/api/443", http2=False, sni="api.example.com",
+                                       ca_secret="api-ca")
+    dns = names.upstream_tls_cluster("default/api/443", http2=False, sni="api.example.com",
+                                     ca_secret="api-ca", sans=("DNS:api.example.com",))
+    uri = names.upstream_tls_cluster("default/api/443", http2=False, sni="api.example.com",
+                                     ca_secret="api-ca", sans=("URI:api.example.com",))
+    assert len({plain, dns, uri}) == 3 and dns.startswith(plain + "/san=")
+
+
+def test_too_many_subject_alt_names_are_a_parse_problem() -> None:
+    text = (GOLDEN / "input.yaml").read_text().replace(
+        "    - {type: Hostname, hostname: spiffe.internal.example.com}\n",
+        "".join(f"    - {{type: Hostname, hostname: h{i}.example.com}}\n" for i in range(6)))
+    state = load_text(text)
+    assert ("default", "spiffe") not in state.backend_tls_policies
+    assert any(p.field == "spec.validation.subjectAltNames" for p in state.problems)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from golden_support import case_settings, cases, load_case_objects
 
+from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState, EndpointSlice, Model, SliceEndpoint
 from kxds.translators.config import NodeInfo
 from kxds.translators.node import SERVICE_SHARE
@@ -72,3 +73,29 @@ def test_patched_node_views_equal_full_translation(case: str) -> None:
                     f"{case}: slice {sl.meta.key} {name}")
                 # Only the slice's Service is translated again (if the node serves it).
                 assert memo.store.runs_by_query.get(SHARE, 0) - runs <= 1, case
+
+
+def _nodeport_state(names: list[str]) -> ClusterState:
+    """NodePort Services (a fixed nodePort and address each), an endpoint on ``n1`` each."""
+    docs = []
+    for s in names:
+        i = ord(s) - ord("a")
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: default}}\n"
+                    f"spec:\n  type: NodePort\n  ports: [{{port: 80, nodePort: {30000 + i}}}]\n")
+        docs.append("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                    f"metadata: {{name: {s}-1, namespace: default, labels: "
+                    f"{{kubernetes.io/service-name: {s}}}}}\naddressType: IPv4\n"
+                    f"ports: [{{port: 8080}}]\nendpoints:\n"
+                    f"- {{addresses: [10.0.0.{i + 1}], nodeName: n1}}\n")
+    return load_text("---\n".join(docs))
+
+
+def test_a_service_added_or_removed_with_slices_is_not_patched() -> None:
+    """The view read the slices that changed, and the list of served Services changed
+    with them: a patch of the slices alone would miss the Service (it did, re-added)."""
+    memo, node = ViewMemo(), NodeInfo(name="n1")
+    config = case_settings(NODE_CASES[0])[0]
+    for names in (["a"], ["a", "b"], ["b"], ["a", "b"], ["a", "b", "c"]):
+        state = _nodeport_state(names)
+        assert (_versions(build_node(state, config, node, memo))
+                == _versions(build_node(state, config, node))), names

@@ -94,14 +94,17 @@ def sign_leaf(ca: KeyPair, public_key: CertificatePublicKeyTypes, common_name: s
 
 
 def make_leaf(ca: KeyPair, hosts: list[str] | tuple[str, ...], *,
-              not_before: dt.datetime | None = None, days: int = 825) -> KeyPair:
-    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``.
+              not_before: dt.datetime | None = None, days: int = 825,
+              uris: tuple[str, ...] = ()) -> KeyPair:
+    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``,
+    also naming ``uris`` (URI SANs, such as a SPIFFE identity).
 
     ``cert_pem`` holds the leaf followed by the CA, as a Secret's ``tls.crt`` would.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _validity(not_before, days)
-    chain = sign_leaf(ca, key.public_key(), hosts[0], host_names(hosts),
+    names = [*host_names(hosts), *(x509.UniformResourceIdentifier(u) for u in uris)]
+    chain = sign_leaf(ca, key.public_key(), hosts[0], names,
                       [ExtendedKeyUsageOID.SERVER_AUTH], start, end)
     return KeyPair(cert_pem=chain, key_pem=_pem_key(key))
 

@@ -82,6 +82,10 @@ def build_cluster(
         msg.transport_socket.CopyFrom(socket)
     if cluster.outlier_detection is not None or cluster.health_check is not None:
         fill_health(msg, cluster)
+    if cluster.locality_weighted:
+        # Envoy picks a locality by its load_balancing_weight (scaled by its share of
+        # healthy hosts), then a host in it: the split of a locality per backend.
+        msg.common_lb_config.locality_weighted_lb_config.SetInParent()
     return msg
 
 

@@ -53,8 +53,28 @@ def fill_localities(cla: endpoint_pb2.ClusterLoadAssignment,
         fill_lb_endpoint(locality.lb_endpoints.add(), endpoints[i])
 
 
+def fill_groups(cla: endpoint_pb2.ClusterLoadAssignment,
+                groups: tuple[ir.EndpointGroup, ...]) -> None:
+    """Add one locality per (priority, group) to ``cla``, weighted by the group's weight.
+
+    The group's name is the locality's ``sub_zone``: localities must differ, and
+    the name traces each back to its backend. Zones within a group are not
+    separate localities, since each locality would then take the whole weight.
+    """
+    for group in sorted(groups, key=lambda g: g.name):
+        for priority in sorted({e.priority for e in group.endpoints}):
+            locality = cla.endpoints.add()
+            locality.locality.sub_zone = group.name
+            locality.priority = priority
+            locality.load_balancing_weight.value = group.weight
+            for e in sorted((e for e in group.endpoints if e.priority == priority),
+                            key=lambda e: (e.address, e.port)):
+                fill_lb_endpoint(locality.lb_endpoints.add(), e)
+
+
 def build_load_assignment(assignment: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:
     """The ``ClusterLoadAssignment`` of one cluster; empty when it has no endpoints."""
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=assignment.cluster)
     fill_localities(cla, assignment.endpoints)
+    fill_groups(cla, assignment.groups)
     return cla

@@ -140,16 +140,20 @@ def build_upstream_tls(tls: ir.UpstreamTLS) -> base_pb2.TransportSocket:
     """A cluster's ``transport_socket`` speaking TLS to the backend.
 
     With a validation secret, the backend's chain must lead to that CA and its
-    certificate must name the SNI (Envoy checks no host name by itself:
-    ``match_typed_subject_alt_names`` does it).
+    certificate must name the SNI, or carry one of the subject alternative names
+    given instead (Envoy checks no host name by itself:
+    ``match_typed_subject_alt_names`` does it, and any one matcher that matches
+    accepts the certificate).
     """
     common = tls_pb2.CommonTlsContext(alpn_protocols=list(tls.alpn))
     if tls.validation_secret is not None:
         default = common_pb2.CertificateValidationContext()
-        if tls.sni:
+        dns = tls.dns_names or (() if tls.uris or not tls.sni else (tls.sni,))
+        matchers = [*((common_pb2.SubjectAltNameMatcher.DNS, n) for n in dns),
+                    *((common_pb2.SubjectAltNameMatcher.URI, u) for u in tls.uris)]
+        for san_type, value in matchers:
             default.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
-                san_type=common_pb2.SubjectAltNameMatcher.DNS,
-                matcher=string_pb2.StringMatcher(exact=tls.sni)))
+                san_type=san_type, matcher=string_pb2.StringMatcher(exact=value)))
         common.combined_validation_context.CopyFrom(
             tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
                 default_validation_context=default,

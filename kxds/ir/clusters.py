@@ -69,6 +69,11 @@ class UpstreamTLS:
     """Name of a :class:`ValidationContext` secret; None means no verification."""
     alpn: tuple[str, ...] = ()
     """ALPN protocols offered to the backend (``h2`` for HTTP/2 over TLS); empty offers none."""
+    dns_names: tuple[str, ...] = ()
+    """With ``uris``: the subject alternative names the backend's certificate must
+    carry one of (a DNS SAN equal to one of these, or a URI SAN equal to one of
+    ``uris``) instead of ``sni``. Empty both: ``sni`` is the name checked."""
+    uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +137,10 @@ class Cluster:
     """Eject hosts that keep failing (the Service's ``kxds.io/outlier-*`` annotations)."""
     health_check: HealthCheck | None = None
     """Probe each host (the Service's ``kxds.io/health-check-*`` annotations)."""
+    locality_weighted: bool = False
+    """Pick a locality by its weight first, then a host in it (Envoy's
+    ``locality_weighted_lb_config``): the cluster of a split whose load assignment
+    has :attr:`LoadAssignment.groups`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,3 +176,18 @@ class LoadAssignment:
     ref: ObjectRef
     endpoints: tuple[Endpoint, ...] = ()
     """Sorted by (priority, zone, address, port)."""
+    groups: tuple[EndpointGroup, ...] = ()
+    """A split by weight instead of ``endpoints`` (for a ``locality_weighted``
+    cluster): each group is one locality per priority, carrying the group's weight."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointGroup:
+    """The hosts of one backend of a split by weight: an Envoy locality (per
+    priority) whose ``load_balancing_weight`` is the backend's weight."""
+
+    name: str
+    """The backend's own cluster (the locality's ``sub_zone``, so it can be traced)."""
+    weight: int
+    """At least 1: a backend without a share is left out of the split."""
+    endpoints: tuple[Endpoint, ...] = ()

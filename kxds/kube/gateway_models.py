@@ -213,6 +213,9 @@ class HTTPRoute:
     hostnames: tuple[str, ...] = ()
     """Lower-cased; ``*.`` wildcards allowed."""
     rules: tuple[RouteRule, ...] = (RouteRule(),)
+    status_controllers: tuple[str, ...] = ()
+    """The ``controllerName`` of the entries of ``status.parents``, sorted: a controller
+    that wrote there may have entries to take back once it owns no parent of the Route."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +228,8 @@ class GRPCRoute:
     parent_refs: tuple[ParentReference, ...] = ()
     hostnames: tuple[str, ...] = ()
     rules: tuple[RouteRule, ...] = (RouteRule(),)
+    status_controllers: tuple[str, ...] = ()
+    """As :attr:`HTTPRoute.status_controllers`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -281,6 +281,18 @@ def _unique_rule_names(rules: Iterable[g.RouteRule | g.L4Rule]) -> None:
         fail("spec.rules", "Rule name must be unique within the route")
 
 
+def status_controllers(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The controllers with an entry in a Route's ``status.parents`` (at most the 32 the
+    CRD allows). Status is written by controllers, not users: a malformed one is read
+    as empty rather than refusing the Route."""
+    status = doc.get("status")
+    parents = status.get("parents") if isinstance(status, Mapping) else None
+    if not isinstance(parents, list):
+        return ()
+    names = {p.get("controllerName") for p in parents[:32] if isinstance(p, Mapping)}
+    return tuple(sorted(n for n in names if isinstance(n, str) and len(n) <= 253))
+
+
 def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
     meta = parse_meta(doc, "HTTPRoute", namespaced=True)
     spec = get_map(doc, "spec", "")
@@ -289,7 +301,8 @@ def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
     check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
     rules = items(spec, "rules", "spec", _rule) or (g.RouteRule(),)
     _unique_rule_names(rules)
-    return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+    return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
+                       status_controllers=status_controllers(doc))
 
 
 # --- GRPCRoute --------------------------------------------------------------------------
@@ -360,7 +373,8 @@ def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
     check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
     rules = items(spec, "rules", "spec", _grpc_rule) or (g.RouteRule(),)
     _unique_rule_names(rules)
-    return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+    return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
+                       status_controllers=status_controllers(doc))
 
 
 # --- TLSRoute, TCPRoute, UDPRoute (v1alpha2) ------------------------------------------
@@ -492,6 +506,8 @@ def parse_backend_tls_policy(doc: Mapping[str, Any], limits: Limits) -> g.Backen
     if bool(cas) == bool(well_known):
         fail("spec.validation", "must specify either caCertificateRefs or "
              "wellKnownCACertificates, not both")
+    check_count(get_list(val, "subjectAltNames", "spec.validation"), 5,
+                "spec.validation.subjectAltNames", "the Gateway API allows 5")
     sans = items(val, "subjectAltNames", "spec.validation", _subject_alt_name)
     return g.BackendTLSPolicy(meta=meta, target_refs=targets, hostname=hostname,
                               ca_refs=cas, well_known_cas=well_known, subject_alt_names=sans,

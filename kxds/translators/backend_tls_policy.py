@@ -5,14 +5,16 @@ all their ports or the one ``sectionName`` names. The HTTPRoute and GRPCRoute
 backends on those ports are reached over TLS through the twin clusters of
 :mod:`kxds.translators.upstream_tls`: the SNI is ``validation.hostname`` and the
 backend's certificate must chain to ``validation.caCertificateRefs`` and carry
-that host name.
+that host name; or, when ``validation.subjectAltNames`` are given, one of them
+instead (a ``Hostname`` as a DNS SAN, a ``URI`` as a URI SAN; the hostname
+stays the SNI), as the spec has them replace the hostname check.
 
 What kxds can honour: CA bundles from Secrets with a ``ca.crt`` key (an
 implementation-specific kind the spec allows). What it cannot, and so makes the
 routes answer 503 rather than connect less checked than asked (fail closed):
 ConfigMap CA references (kxds does not read ConfigMaps),
-``wellKnownCACertificates`` (Envoy needs a CA file kxds cannot know),
-``subjectAltNames`` and ``options``. Each is a diagnostic naming the policy
+``wellKnownCACertificates`` (Envoy needs a CA file kxds cannot know) and
+``options``. Each is a diagnostic naming the policy
 and the field.
 
 Two policies on one port: the one naming the port (``sectionName``) wins over
@@ -51,6 +53,8 @@ class PolicyTLS:
     None with ``problem``."""
     problem: Problem | None = None
     """Why kxds cannot honour the policy: its routes to the port answer 503."""
+    sans: tuple[str, ...] = ()
+    """``subjectAltNames`` as ``DNS:name`` and ``URI:uri``, in the policy's order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +134,6 @@ def _ca(state: ClusterState, pol: BackendTLSPolicy, out: list[Diagnostic],
 
 def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> Problem | None:
     """The first field kxds cannot act on (reported), or None."""
-    if pol.subject_alt_names:
-        out.append(Diagnostic(pol.meta.ref, "spec.validation.subjectAltNames",
-                              Reason.UNSUPPORTED, f"is not supported; {_FAIL}"))
-        return "subjectAltNames is not supported", "Invalid"
     if pol.options:
         out.append(Diagnostic(pol.meta.ref, "spec.options", Reason.UNSUPPORTED,
                               f"kxds defines no options ({', '.join(pol.options)}); {_FAIL}"))
@@ -179,7 +179,9 @@ def plan(state: ClusterState) -> PolicyPlan:
                 continue
             rank = (0 if t.section_name else 1, pol.meta.creation_timestamp or "~",
                     pol.meta.name)
-            tls = PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem)
+            tls = PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem,
+                            sans=tuple(("DNS:" if s.type == "Hostname" else "URI:") + s.value
+                                       for s in pol.subject_alt_names))
             targeted[pol.meta.ref] += len(ports)
             for p in ports:
                 cluster = names.service_cluster(ns, svc.meta.name, p.port)

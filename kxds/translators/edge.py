@@ -374,7 +374,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
     secured = gateway_https(secured, state, config, gateway_api)
-    secured = dataclasses.replace(secured, ir=add_l4(secured.ir, gateway_api.l4, config))
+    l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
+    secured = dataclasses.replace(secured, ir=l4_ir)
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
     secured = dataclasses.replace(secured, ir=upstream_ir)
@@ -394,7 +395,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        merged.diagnostics, secured.diagnostics,
                                        gateway_api.routes.diagnostics, joined,
                                        gateway_api.diagnostics, named, upstream_diags,
-                                       tracing_diags))
+                                       tracing_diags, l4_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
 
 

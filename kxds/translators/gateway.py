@@ -42,15 +42,19 @@ UDPROUTE = GroupKind(group=GROUP, kind="UDPRoute")
 L4_KINDS = {"TLS": (TLSROUTE,), "TCP": (TCPROUTE,), "UDP": (UDPROUTE,)}
 """The Route kind each listener protocol beyond HTTP serves."""
 SUPPORTED_FEATURES = (
-    "BackendTLSPolicy", "GRPCRoute", "Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode",
+    "BackendTLSPolicy", "BackendTLSPolicySANValidation", "GRPCRoute",
+    "GRPCRouteNamedRouteRule", "Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
     "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
-    "TCPRoute", "TLSRoute", "TLSRouteModeTerminate", "UDPRoute")
+    "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
 

@@ -91,8 +91,10 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     routes = sorted(both, key=age_of_route)
     https = frozenset((p.gateway, p.listener.name) for p in plans
                       if p.accepted and p.listener.protocol == "HTTPS")
+    http = {(p.gateway, p.listener.name): p.listener.hostname for p in plans
+            if p.accepted and p.listener.protocol == "HTTP"}
     gw_routes = collect((route_outcome(state, r, by_gateway, clusters, i, policies)
-                         for i, r in enumerate(routes)), https)
+                         for i, r in enumerate(routes)), https, http)
     hostnames = {(p.gateway, p.listener.name): p.listener.hostname for p in plans}
     chains = tuple(GatewayChain(gateway=state.gateways[k[0]].meta.ref, listener=k[1],
                                 hostname=hostnames[k], certificate=certs.served[k],

@@ -13,10 +13,13 @@
 * A ``TCP`` listener (any port but the edge's HTTP and HTTPS ones) becomes an
   edge :class:`~kxds.ir.TcpListener` on that port, bound by every edge Envoy;
   its TCPRoute's backends get the connections, split by weight.
-* A ``UDP`` listener becomes an edge :class:`~kxds.ir.UdpListener`: Envoy's
-  ``udp_proxy`` routes a listener's datagrams to one cluster, so a UDPRoute
-  with more than one backend of non-zero weight is ``UnsupportedValue`` (not
-  served).
+* A ``UDP`` listener becomes an edge :class:`~kxds.ir.UdpListener`. Envoy's
+  ``udp_proxy`` routes a listener's datagrams to one cluster (it has no
+  weighted clusters), so a UDPRoute with several backends that have a share
+  gets a cluster of its own (:func:`add_l4`): every backend's endpoints, one
+  locality per backend weighted by the backend's weight, balanced by
+  ``locality_weighted_lb_config``. udp_proxy picks a host per session (a
+  client address and port), so sessions, not datagrams, are split by weight.
 
 One rule per Route (these Routes have no matches to choose between rules:
 more is ``UnsupportedValue``); one Route per TCP or UDP listener (the oldest;
@@ -61,6 +64,17 @@ class L4Result:
     statuses: tuple[RouteStatus, ...] = ()
     secrets: tuple[ir.TLSCertificate, ...] = ()
     """The certificates of the TLS listeners in Terminate mode that serve a chain."""
+    splits: tuple[UdpSplit, ...] = ()
+    """The clusters that split a UDPRoute's sessions between its backends."""
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSplit:
+    """A UDPRoute's backends by weight, as one cluster (udp_proxy routes to one)."""
+
+    cluster: str
+    ref: ObjectRef
+    weighted: tuple[ir.ClusterWeight, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,7 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
     unsupported = ["spec.rules: only one rule is supported (this Route kind has no "
                    "matches to choose between rules)"] if len(route.rules) > 1 else []
     problems: list[Condition] = []
+    idle: set[int] = set()  # problems of backends without a share: nothing is refused
     weighted: list[ir.ClusterWeight] = []
     accesses: list[ir.AccessPolicy | None] = []
     backends: list[Target] = []
@@ -123,21 +138,21 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
         found = _resolve(state, route, b, f"spec.rules[0].backendRefs[{k}]", protocol,
                          clusters, policies, out.diagnostics)
         if isinstance(found, Condition):
+            if b.weight == 0:
+                idle.add(len(problems))
             problems.append(found)
             broken = broken or b.weight > 0
         elif b.weight > 0:
             weighted.append(ir.ClusterWeight(cluster=found[0], weight=b.weight))
             accesses.append(found[1])
             backends.append(((b.namespace or route.meta.namespace, b.name), found[0]))
-    if protocol == "UDP" and len(weighted) > 1:
-        unsupported.append("spec.rules[0].backendRefs: Envoy's udp_proxy sends a listener's "
-                           "datagrams to one backend; more than one with a weight is not "
-                           "supported")
-    for c in problems:
+    for i, c in enumerate(problems):
         where, what = c.message.split(": ", 1)
         out.diagnostics.append(Diagnostic(
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if c.reason == "BackendNotFound"
-            else Reason.NOT_ALLOWED, f"{what}; the Route's connections are refused"))
+            else Reason.NOT_ALLOWED, f"{what}; " + ("it has weight 0, so no share is lost"
+                                                    if i in idle else
+                                                    "the Route's connections are refused")))
     resolved = (Condition("ResolvedRefs", True, "ResolvedRefs", "") if not problems else
                 Condition("ResolvedRefs", False, problems[0].reason,
                           "; ".join(c.message for c in problems)))
@@ -162,6 +177,7 @@ class _Builder:
     certificates: Mapping[tuple[Key, str], ir.TLSCertificate] = field(default_factory=dict)
     """Each TLS listener in Terminate mode whose certificate resolved -> that certificate."""
     secrets: dict[str, ir.TLSCertificate] = field(default_factory=dict)
+    splits: dict[str, UdpSplit] = field(default_factory=dict)
 
     def serve(self, route: L4Route, plan: ListenerPlan, target: _Target) -> None:
         """Put ``route``'s target on the listener of ``plan``."""
@@ -209,7 +225,19 @@ class _Builder:
         else:
             self.udp[key] = ir.UdpListener(
                 name=name, ref=ref, address=self.config.listen_address, port=lis.port,
-                cluster=target.weighted[0].cluster, access=target.access)
+                cluster=self.udp_cluster(ref, target.weighted), access=target.access)
+
+    def udp_cluster(self, ref: ObjectRef, weighted: tuple[ir.ClusterWeight, ...]) -> str:
+        """The one cluster a UDPRoute's datagrams go to: its backend's, or a split's."""
+        shares: dict[str, int] = {}  # one locality per backend: a repeated one adds up
+        for w in weighted:
+            shares[w.cluster] = shares.get(w.cluster, 0) + w.weight
+        if len(shares) == 1:
+            return weighted[0].cluster
+        cluster = names.udp_split_cluster(ref.namespace, ref.name)
+        self.splits[cluster] = UdpSplit(cluster, ref, tuple(
+            ir.ClusterWeight(cluster=c, weight=n) for c, n in sorted(shares.items())))
+        return cluster
 
 
 def translate_l4(state: ClusterState, config: TranslateConfig,
@@ -232,7 +260,8 @@ def translate_l4(state: ClusterState, config: TranslateConfig,
         udp=tuple(sorted(out.udp.values(), key=lambda lis: lis.name)),
         backends=frozenset(out.backends), diagnostics=tuple(out.diagnostics),
         attached=out.attached, statuses=tuple(sorted(statuses, key=lambda s: s.ref)),
-        secrets=tuple(out.secrets[k] for k in sorted(out.secrets)))
+        secrets=tuple(out.secrets[k] for k in sorted(out.secrets)),
+        splits=tuple(out.splits[k] for k in sorted(out.splits)))
 
 
 _PROTOCOL = {"TLSRoute": "TCP", "TCPRoute": "TCP", "UDPRoute": "UDP"}
@@ -266,11 +295,13 @@ def _route(state: ClusterState, route: L4Route, listeners: Mapping[Key, list[Lis
                        parents=tuple(parents))
 
 
-def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig) -> ir.IR:
-    """``base`` with the passthrough chains on the edge TLS listener (made when missing)
-    and the TCP and UDP listeners."""
+def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig
+           ) -> tuple[ir.IR, tuple[Diagnostic, ...]]:
+    """``base`` with the passthrough chains on the edge TLS listener (made when missing),
+    the TCP and UDP listeners, and the clusters of UDP splits; and the problems found."""
     if not (l4.passthrough or l4.tcp or l4.udp):
-        return base
+        return base, ()
+    base, udp, problems = _add_splits(base, l4)
     https = names.https_listener(config.https_port)
     listeners: list[ir.Listener] = [lis for lis in base.listeners if lis.name != https]
     old = next((lis for lis in base.listeners if lis.name == https), None)
@@ -283,12 +314,52 @@ def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig) -> ir.IR:
                          ir.TlsListener(name=https, address=config.listen_address,
                                         port=config.https_port, chains=chains,
                                         client_ip=config.client_ip, http=config.http))
-    listeners += [*l4.tcp, *l4.udp]
+    listeners += [*l4.tcp, *udp]
     secrets = {s.name: s for s in base.secrets}
     for cert in l4.secrets:
         secrets.setdefault(cert.name, cert)
     return dataclasses.replace(base, listeners=tuple(sorted(listeners, key=lambda x: x.name)),
-                               secrets=tuple(secrets[k] for k in sorted(secrets)))
+                               secrets=tuple(secrets[k] for k in sorted(secrets))), problems
+
+
+def _add_splits(base: ir.IR, l4: L4Result
+                ) -> tuple[ir.IR, tuple[ir.UdpListener, ...], tuple[Diagnostic, ...]]:
+    """``base`` with a cluster and load assignment per UDP split, the UDP listeners
+    to serve, and the problems.
+
+    A split's load assignment holds its backends' endpoints as they are now, so it
+    changes with their EndpointSlices (an EDS update; the cluster stays). A backend
+    whose cluster has no endpoints of its own here (one resolved by DNS: an
+    ExternalName Service) cannot join the split: the Route's datagrams are refused.
+    """
+    if not l4.splits:
+        return base, l4.udp, ()
+    eds = {c.name for c in base.clusters if c.kind is ir.ClusterKind.EDS}
+    assignments = {a.cluster: a for a in base.load_assignments}
+    clusters, added, refused = list(base.clusters), list(base.load_assignments), set()
+    problems: list[Diagnostic] = []
+    for split in l4.splits:
+        missing = [w.cluster for w in split.weighted
+                   if w.cluster not in eds or w.cluster not in assignments]
+        if missing:
+            refused.add(split.cluster)
+            problems.append(Diagnostic(
+                split.ref, "spec.rules[0].backendRefs", Reason.UNSUPPORTED,
+                f"cluster {', '.join(missing)} has no endpoints of its own here (resolved "
+                "by DNS, or its Service not translated) to split datagrams by weight; "
+                "the Route's datagrams are refused"))
+            continue
+        clusters.append(ir.Cluster(name=split.cluster, ref=split.ref,
+                                   protocol=ir.UpstreamProtocol.UDP, locality_weighted=True))
+        added.append(ir.LoadAssignment(cluster=split.cluster, ref=split.ref, groups=tuple(
+            ir.EndpointGroup(name=w.cluster, weight=w.weight,
+                             endpoints=assignments[w.cluster].endpoints)
+            for w in split.weighted)))
+    base = dataclasses.replace(
+        base, clusters=tuple(sorted(clusters, key=lambda c: c.name)),
+        load_assignments=tuple(sorted(added, key=lambda a: a.cluster)))
+    return (base, tuple(lis for lis in l4.udp if lis.cluster not in refused),
+            tuple(problems))
 
 
 def sni_owners(ingress_names: Iterable[str], https: Iterable[tuple[str | None, ObjectRef]]

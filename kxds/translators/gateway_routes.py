@@ -22,7 +22,9 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
   ``RefNotPermitted``, ``InvalidKind``) sets ``ResolvedRefs=False``; the spec
   wants a 500 for its share of the requests, and the IR has no weighted
   direct response yet, so the whole rule answers 500. So does a rule
-  without backends or whose weights are all zero.
+  without backends or whose weights are all zero. A GRPCRoute rule answers
+  503 instead, which gRPC clients see as ``UNAVAILABLE``, the status the
+  GRPCRoute spec asks for.
 * Precedence across the Routes of a host: Exact, then RegularExpression
   (longest first), then the longest prefix; then a method match, then more
   header matches, then more query parameter matches; then the oldest Route,
@@ -74,10 +76,19 @@ from kxds.translators.gateway_filters import (
     redirect,
     route_policy,
 )
-from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.gateway_status import (
+    CONTROLLER_NAME,
+    Condition,
+    ParentStatus,
+    RouteStatus,
+)
 from kxds.translators.network_policy import PolicyIndex
 
 SERVER_ERROR = DirectResponse(status=500, body="backend not available")
+UNAVAILABLE = DirectResponse(status=503, body="backend not available")
+"""A broken GRPCRoute rule's answer: Envoy answers a gRPC call's local reply with the
+``grpc-status`` of its HTTP status, and 503 is ``UNAVAILABLE`` (the GRPCRoute spec:
+traffic to a rule whose backends are all invalid MUST receive ``UNAVAILABLE``)."""
 REDIRECT_PLACEHOLDER = DirectResponse(status=302)
 """A redirecting rule's action before its match gives the path (never served)."""
 
@@ -132,6 +143,10 @@ class RouteOutcome:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     attached: dict[tuple[Key, str], int] = field(default_factory=dict)
     status: RouteStatus | None = None
+    """Written when it has a parent of ours, or when ``stale``."""
+    stale: bool = False
+    """The Route's status holds entries of ours though no parent is ours any more:
+    its (empty) status takes them back."""
     policies: PolicyIndex | None = None
     """The translation's NetworkPolicy index, for the backends' access rules."""
 
@@ -169,6 +184,7 @@ def route_outcome(state: ClusterState, route: AnyRoute,
         out.backends.clear()  # attached nowhere: its backends get no cluster
     out.status = RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
                              parents=tuple(parents))
+    out.stale = not parents and CONTROLLER_NAME in route.status_controllers
     return out
 
 
@@ -272,7 +288,7 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     if any(f.redirect is not None for f in rule.filters):
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
-        return SERVER_ERROR, None
+        return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
     per_try = rule.backend_request_timeout_ms or None
     # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
     whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
@@ -321,6 +337,10 @@ def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> Rou
     return action
 
 
+def _broken_answer(route: AnyRoute) -> str:
+    return "UNAVAILABLE (503)" if isinstance(route, GRPCRoute) else "500"
+
+
 def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
              out: RouteOutcome
              ) -> tuple[list[tuple[RouteAction, AccessPolicy | None]], Condition]:
@@ -335,7 +355,7 @@ def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
             route.meta.ref, where, Reason.BACKEND_NOT_FOUND if found else Reason.NOT_ALLOWED,
             f"{'' if found else c.reason + ': '}{what}; "
             + ("the mirror is left out" if ".requestMirror." in where
-               else "its rule answers 500")))
+               else f"its rule answers {_broken_answer(route)}")))
     if not problems:
         return actions, Condition("ResolvedRefs", True, "ResolvedRefs", "")
     first = problems[0]
@@ -415,10 +435,31 @@ def _covers(wide: str, host: str) -> bool:
     return wide == "" or (wide.startswith("*.") and host.endswith(wide[1:]))
 
 
+def _specificity(listener_host: str) -> tuple[int, int]:
+    """A listener hostname's rank: an exact name, then the longest wildcard, then none."""
+    kind = 0 if listener_host == "" else 1 if listener_host.startswith("*.") else 2
+    return (kind, len(listener_host))
+
+
+def _owner(host: str, listener_hosts: Iterable[str]) -> str | None:
+    """The hostname of the listener the requests for ``host`` belong to: the most
+    specific listener hostname that covers every name of ``host``."""
+    covering = [h for h in listener_hosts if h == host or _covers(h, host)]
+    return max(covering, key=_specificity, default=None)
+
+
 def collect(outcomes: Iterable[RouteOutcome],
-            https: frozenset[tuple[Key, str]] = frozenset()) -> GatewayRoutes:
+            https: frozenset[tuple[Key, str]] = frozenset(),
+            hostnames: Mapping[tuple[Key, str], str | None] | None = None) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts; the routes
-    of the ``https`` listeners go to their own tables."""
+    of the ``https`` listeners go to their own tables.
+
+    ``hostnames``: the hostname of each accepted listener on the edge HTTP listener.
+    Listeners share that one Envoy listener, yet a request belongs to the listener
+    whose hostname matches it most specifically, and only that listener's Routes may
+    serve it (the spec's listener isolation): a host is served with the routes of its
+    owner only, and a listener hostname no Route serves is an empty host (404) rather
+    than falling to a wider listener's routes."""
     listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
@@ -431,18 +472,23 @@ def collect(outcomes: Iterable[RouteOutcome],
         diags += o.diagnostics
         for k, n in o.attached.items():
             attached[k] = attached.get(k, 0) + n
-        if o.status is not None and o.status.parents:
+        if o.status is not None and (o.status.parents or o.stale):
             statuses.append(o.status)
     hosts: dict[str, list[Route]] = {}
     secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
               for k, per_host in sorted(listeners.items()) if k in https}
+    owners = {h or "" for k, h in (hostnames or {}).items() if k not in https}
     for k, per_host in listeners.items():
         if k in https:
             continue
         for host, served in _covered(per_host).items():
+            if hostnames is not None and _owner(host, owners) != (hostnames.get(k) or ""):
+                continue  # a more specific listener owns these requests
             have = hosts.setdefault(host, [])
             names_in = {r.name for r in have}
             have += [r for r in served if r.name not in names_in]
+    for host in owners - {""}:
+        hosts.setdefault(host, [])
     return GatewayRoutes(
         by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,

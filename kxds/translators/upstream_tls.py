@@ -55,6 +55,9 @@ class _Want:
     """The CA Secret's name in the Ingress's namespace."""
     tls: bool = True
     """False: plain HTTP/2 (gRPC, h2c)."""
+    sans: tuple[str, ...] = ()
+    """Names checked instead of the SNI (``DNS:name``, ``URI:uri``): a BackendTLSPolicy's
+    ``subjectAltNames``."""
 
 
 def _ingress_want(ing: Ingress) -> _Want | None:
@@ -180,13 +183,16 @@ class _Builder:
         if not want.tls:
             return self._h2c_twin(base)
         name = names.upstream_tls_cluster(base_name, http2=want.http2, sni=want.sni,
-                                          ca_secret=want.ca)
+                                          ca_secret=want.ca, sans=want.sans)
         validation = names.ca_secret(svc.meta.namespace, want.ca) if want.ca else None
         protocol = ir.UpstreamProtocol.HTTP2 if want.http2 else base.protocol
+        kinds = [san.split(":", 1) for san in want.sans]
         cluster = dataclasses.replace(
             base, name=name, protocol=protocol, upstream_tls=ir.UpstreamTLS(
                 sni=want.sni or _default_sni(svc), validation_secret=validation,
-                alpn=("h2",) if want.http2 else ()))
+                alpn=("h2",) if want.http2 else (),
+                dns_names=tuple(v for k, v in kinds if k == "DNS"),
+                uris=tuple(v for k, v in kinds if k == "URI")))
         held = self.new_clusters.get(name)
         if held is not None:
             # The same name for other TLS settings would connect this route as
@@ -231,7 +237,7 @@ class _Builder:
                     return dataclasses.replace(route, action=ir.DirectResponse(status=503))
                 assert svc is not None
                 twin = self.twin(b.cluster, _Want(http2=want is _GRPC, sni=policy.sni,
-                                                  ca=policy.ca), svc)
+                                                  ca=policy.ca, sans=policy.sans), svc)
                 if twin == _COLLISION:
                     return dataclasses.replace(route, action=ir.DirectResponse(status=503))
                 if policy.ca is not None:

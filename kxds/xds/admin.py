@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -115,7 +116,10 @@ class AdminServer:
 
     def _config_dump(self, nodes: list[str]) -> Response:
         if not nodes:
-            return _json(200, {"nodes": [rec.dump() for rec in self.cache.nodes.all()]})
+            # ``time``: when the dump was taken (Unix seconds), for a reader that measures
+            # when the nodes reached a state rather than when it had read the answer.
+            return _json(200, {"time": time.time(),
+                               "nodes": [rec.dump() for rec in self.cache.nodes.all()]})
         rec = self.cache.nodes.get(nodes[0])
         if rec is None:
             return _json(404, {"error": f"no node {nodes[0]!r}"})

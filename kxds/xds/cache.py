@@ -211,7 +211,9 @@ class _SharedDiffs:
     groups given one new listener mapping copy and compare it once, not 500 times.
 
     Keyed by the identity of the mappings, holding them so an identity is not
-    reused; only the last few are kept (they come in one rebuild).
+    reused; only the last few are kept (they come in one rebuild), and none once
+    the rebuild is over (:meth:`clear`): held past it, the mappings of a state
+    since deleted would keep all its resources alive.
     """
 
     def __init__(self) -> None:
@@ -229,6 +231,11 @@ class _SharedDiffs:
         out, facts = dict(source), _Facts()
         _remember(self._copies, id(source), (source, out, facts))
         return out, facts
+
+    def clear(self) -> None:
+        """Forget every mapping and diff."""
+        self._copies.clear()
+        self._diffs.clear()
 
     def diff(self, old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
         """:func:`_diff` of ``old`` and ``new``, reused when another group had the same
@@ -348,6 +355,11 @@ class SnapshotCache:
             listener(group, view)
         for watch in self._watches.get(group, ()):
             watch.notify()
+
+    def end_batch(self) -> None:
+        """The views of one rebuild are set: forget what their groups shared (see
+        :class:`_SharedDiffs`), so nothing outlives the views that use it."""
+        self._shared.clear()
 
     def remove_view(self, group: str) -> None:
         """Forget a group's view (its streams keep their last state)."""
