@@ -63,6 +63,11 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _ports(text: str) -> tuple[int, ...]:
+    """Port numbers separated by commas (none: an empty text)."""
+    return tuple(sorted({_port(part.strip()) for part in text.split(",") if part.strip()}))
+
+
 def _count(text: str) -> int:
     """A positive whole number (ASCII digits)."""
     if not text.isascii() or not text.isdigit() or int(text) < 1:
@@ -182,6 +187,9 @@ def add_translate_flags(p: argparse.ArgumentParser) -> None:
                    help="the edge HTTP listener's port (default: %(default)s)")
     g.add_argument("--https-port", type=_port, default=8443,
                    help="the edge HTTPS listener's port (default: %(default)s)")
+    g.add_argument("--reserved-ports", type=_ports, default=(9901,), metavar="PORT,...",
+                   help="TCP ports the edge Envoys hold for themselves (admin, health): a "
+                        "Gateway listener there is PortUnavailable (default: 9901)")
     g.add_argument("--listen-address", default="0.0.0.0",
                    help="address the edge listeners bind (default: %(default)s)")
     g.add_argument("--default-certificate", type=_namespaced_name, default=None,
@@ -364,6 +372,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         tracing=tracing,
         limit_status=args.limit_status_code,
         ignore_snippets=args.ignore_snippets,
+        reserved_ports=args.reserved_ports,
     )
 
 

@@ -76,6 +76,11 @@ def health_check_listener(namespace: str, service: str) -> str:
     return cap(f"{namespace}/{service}/healthcheck")
 
 
+def http_listener(port: int) -> str:
+    """The plain-HTTP listener on ``port``; its route table has the same name."""
+    return f"http/{port}"
+
+
 def https_listener(port: int) -> str:
     """The TLS listener on ``port``; its terminated chains share the route table of this name."""
     return f"https/{port}"

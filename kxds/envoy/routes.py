@@ -345,6 +345,8 @@ def build_retry_policy(retry: ir.RetryPolicy) -> rc_pb2.RetryPolicy:
     out.num_retries.value = retry.attempts - 1
     if retry.per_try_timeout_ms is not None:
         out.per_try_timeout.CopyFrom(_duration(retry.per_try_timeout_ms))
+    if retry.backoff_ms:
+        out.retry_back_off.base_interval.CopyFrom(_duration(retry.backoff_ms))
     out.retry_host_predicate.add(
         name="envoy.retry_host_predicates.previous_hosts",
         typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))

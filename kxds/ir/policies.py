@@ -184,7 +184,7 @@ class RouteTracing:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePolicy:
     """What a route does besides choosing its action: header changes, CORS, limits,
-    logging. Filled from Ingress annotations (and, later, Gateway API filters)."""
+    logging. Filled from Ingress annotations and Gateway API filters."""
 
     request_headers: HeaderChanges | None = None
     """Changes to the request before it goes upstream."""

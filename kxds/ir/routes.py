@@ -155,7 +155,9 @@ class RetryPolicy:
     per_try_timeout_ms: int | None = None
     """How long each attempt may wait for its answer to begin (Envoy's
     ``per_try_timeout``; an answer once begun is never cut); None: no bound."""
-
+    backoff_ms: int | None = None
+    """The base of the wait before a retry (Envoy's ``retry_back_off``: a jittered
+    wait up to base x 2^n, capped at 10 x base); None: Envoy's 25 ms."""
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectResponse:

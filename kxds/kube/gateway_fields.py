@@ -21,6 +21,7 @@ GROUP = re.compile(r"|" + _DNS_SUBDOMAIN)
 DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
 PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
 def matching(value: str | None, pattern: re.Pattern[str], limit: int, field: str,
@@ -29,6 +30,13 @@ def matching(value: str | None, pattern: re.Pattern[str], limit: int, field: str
     if value is not None and (len(value) > limit or not pattern.fullmatch(value)):
         fail(field, f"{show(value)} is not {what}")
     return value
+
+
+def duration_ms(value: str, field: str) -> int:
+    """A Gateway API ``Duration`` (``1h30m``, ``500ms``: at most four parts) in milliseconds."""
+    if not DURATION.fullmatch(value):
+        fail(field, f"{show(value)} is not a duration (like 10s, 1m30s or 500ms)")
+    return sum(int(n) * _UNIT_MS[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", value))
 
 
 def object_name(raw: Mapping[str, Any], key: str, path: str, *, required: bool = True

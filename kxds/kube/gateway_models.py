@@ -167,6 +167,21 @@ class RequestMirror:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CORSFilter:
+    """A ``CORS`` filter, as written (validated as the CRD's schema and CEL rules do)."""
+
+    allow_origins: tuple[str, ...] = ()
+    """``*`` alone, or ``scheme://host[:port]`` whose host may hold ``*`` wildcards."""
+    allow_methods: tuple[str, ...] = ()
+    """Methods, or ``*`` alone."""
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_s: int = 5
+    """The CRD's default: 5 s."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteFilter:
     """One ``filters`` entry: ``type`` and the settings of that type (the others None)."""
 
@@ -176,6 +191,20 @@ class RouteFilter:
     redirect: RequestRedirect | None = None
     rewrite: URLRewrite | None = None
     mirror: RequestMirror | None = None
+    cors: CORSFilter | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRetry:
+    """A rule's ``retry``: retry a backend request that failed with one of ``codes``
+    (or, as the spec asks implementations to, on a connection error)."""
+
+    codes: tuple[int, ...] = ()
+    """Statuses 400-599, sorted."""
+    attempts: int | None = None
+    """Retries after the first request; None: kxds's default."""
+    backoff_ms: int | None = None
+    """The minimum wait between attempts; None: Envoy's default."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,9 +230,10 @@ class RouteRule:
     """``timeouts.request``; 0 disables the timeout."""
     backend_request_timeout_ms: int | None = None
     """``timeouts.backendRequest``: each attempt's timeout; 0 disables it."""
+    retry: RouteRetry | None = None
     unsupported: tuple[str, ...] = ()
-    """Fields set on the rule that kxds cannot serve yet (``retry``,
-    ``sessionPersistence``): each makes the route's parents not Accepted."""
+    """Fields set on the rule that kxds cannot serve yet (``sessionPersistence``):
+    each makes the route's parents not Accepted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,11 +30,11 @@ from kxds.kube.fields import (
 )
 from kxds.kube.gateway_fields import (
     CONTROLLER_NAME,
-    DURATION,
     METHODS,
     PROTOCOL,
     SECTION_NAME,
     check_path,
+    duration_ms,
     group_kind,
     matching,
     object_name,
@@ -42,10 +42,9 @@ from kxds.kube.gateway_fields import (
 )
 from kxds.kube.limits import Limits
 from kxds.kube.meta import LabelSelector, Meta
-from kxds.kube.parse_route_filters import backend_ref, route_filters, value_matches
+from kxds.kube.parse_route_filters import backend_ref, route_filters, route_retry, value_matches
 
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
-_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
 # --- GatewayClass ----------------------------------------------------------------------
@@ -210,13 +209,6 @@ def _route_match(raw: Mapping[str, Any], path: str) -> g.RouteMatch:
                         method=method)
 
 
-def duration_ms(value: str, field: str) -> int:
-    """A Gateway API ``Duration`` (``1h30m``, ``500ms``: at most four parts) in milliseconds."""
-    if not DURATION.fullmatch(value):
-        fail(field, f"{show(value)} is not a duration (like 10s, 1m30s or 500ms)")
-    return sum(int(n) * _UNIT_MS[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", value))
-
-
 def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     name = get_str(raw, "name", path)
     matching(name, SECTION_NAME, 253, f"{path}.name", "a section name")
@@ -231,9 +223,7 @@ def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     backend_ms = duration_ms(backend, f"{path}.timeouts.backendRequest") if backend else None
     if request_ms and backend_ms is not None and backend_ms > request_ms:
         fail(f"{path}.timeouts", "backendRequest timeout cannot be longer than request timeout")
-    unsupported = tuple(f for f, present in (
-        ("retry", raw.get("retry") is not None),
-        ("sessionPersistence", raw.get("sessionPersistence") is not None)) if present)
+    unsupported = ("sessionPersistence",) if raw.get("sessionPersistence") is not None else ()
     filters = route_filters(raw, path)
     types = {f.type for f in filters}
     if "RequestRedirect" in types and get_list(raw, "backendRefs", path):
@@ -248,7 +238,7 @@ def _rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
     return g.RouteRule(name=name, matches=matches, filters=filters,
                        backend_refs=items(raw, "backendRefs", path, backend_ref),
                        request_timeout_ms=request_ms, backend_request_timeout_ms=backend_ms,
-                       unsupported=unsupported)
+                       retry=route_retry(raw, path), unsupported=unsupported)
 
 
 def _replaces_prefix(f: g.RouteFilter) -> bool:

@@ -3,15 +3,28 @@ references -> models, with the CRD's CEL rules in its words (see :mod:`kxds.kube
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
 from kxds.diagnostics import Reason, show
 from kxds.kube import gateway_models as g
-from kxds.kube.fields import check_count, fail, get_int, get_list, get_map, get_str, items, one_of
+from kxds.kube.fields import (
+    check_count,
+    fail,
+    get_bool,
+    get_int,
+    get_list,
+    get_map,
+    get_str,
+    items,
+    one_of,
+)
 from kxds.kube.gateway_fields import (
     HEADER_NAME,
+    METHODS,
     check_path,
+    duration_ms,
     group_kind,
     matching,
     object_name,
@@ -142,6 +155,66 @@ def _mirror(raw: Mapping[str, Any], path: str) -> g.RequestMirror:
     return g.RequestMirror(backend=backend, percent=100.0 if percent is None else float(percent))
 
 
+CORS_ORIGIN = re.compile(r"\*|[a-zA-Z][a-zA-Z0-9+\-.]+://[^:/?#]+(:[0-9]{1,5})?")
+"""The CRD's ``CORSOrigin`` pattern: ``*``, or ``scheme://host[:port]``."""
+
+
+def _strings(raw: Mapping[str, Any], key: str, path: str, limit: int) -> tuple[str, ...]:
+    """A ``listType=set`` list of strings of at most ``limit`` items (the API server
+    refuses a value given twice)."""
+    values = get_list(raw, key, path)
+    check_count(values, limit, f"{path}.{key}", f"the Gateway API allows {limit}")
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            fail(f"{path}.{key}[{i}]", f"must be a string, not {show(v)}")
+        if v in values[:i]:
+            fail(f"{path}.{key}[{i}]", f"Duplicate value: {show(v)}")
+    return tuple(values)
+
+
+def _cors(raw: Mapping[str, Any], path: str) -> g.CORSFilter:
+    origins = _strings(raw, "allowOrigins", path, 64)
+    for i, o in enumerate(origins):
+        matching(o, CORS_ORIGIN, 253, f"{path}.allowOrigins[{i}]",
+                 "an origin ('*', or scheme://host[:port])")
+    if "*" in origins and len(origins) > 1:
+        fail(f"{path}.allowOrigins", "AllowOrigins cannot contain '*' alongside other origins")
+    methods = _strings(raw, "allowMethods", path, 9)
+    for i, m in enumerate(methods):
+        one_of(m, (*METHODS, "*"), f"{path}.allowMethods[{i}]", "")
+    if "*" in methods and len(methods) > 1:
+        fail(f"{path}.allowMethods", "AllowMethods cannot contain '*' alongside other methods")
+    headers = {key: _strings(raw, key, path, 64) for key in ("allowHeaders", "exposeHeaders")}
+    for key, names in headers.items():
+        for i, name in enumerate(names):
+            matching(name, HEADER_NAME, 256, f"{path}.{key}[{i}]", "a header name")
+    max_age = get_int(raw, "maxAge", path, lo=1, hi=2**31 - 1)
+    return g.CORSFilter(allow_origins=origins, allow_methods=methods,
+                        allow_headers=headers["allowHeaders"],
+                        expose_headers=headers["exposeHeaders"],
+                        allow_credentials=get_bool(raw, "allowCredentials", path, False),
+                        max_age_s=5 if max_age is None else max_age)
+
+
+def route_retry(raw: Mapping[str, Any], path: str) -> g.RouteRetry | None:
+    """A rule's ``retry`` (None when absent): codes 400-599, attempts, backoff."""
+    if raw.get("retry") is None:
+        return None
+    retry = get_map(raw, "retry", path)
+    at = f"{path}.retry"
+    codes = get_list(retry, "codes", at)
+    check_count(codes, 200, f"{at}.codes", "there are 200 codes from 400 to 599")
+    for i, code in enumerate(codes):
+        if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
+            fail(f"{at}.codes[{i}]", f"{show(code)} is not a status code from 400 to 599")
+        if code in codes[:i]:
+            fail(f"{at}.codes[{i}]", f"Duplicate value: {code}")
+    backoff = get_str(retry, "backoff", at)
+    return g.RouteRetry(codes=tuple(sorted(codes)),
+                        attempts=get_int(retry, "attempts", at, lo=0, hi=2**31 - 1),
+                        backoff_ms=duration_ms(backoff, f"{at}.backoff") if backoff else None)
+
+
 def _filter(raw: Mapping[str, Any], path: str) -> g.RouteFilter:
     kind = cast(str, get_str(raw, "type", path, required=True))
     for other, name in _FILTER_FIELDS.items():
@@ -163,6 +236,8 @@ def _filter(raw: Mapping[str, Any], path: str) -> g.RouteFilter:
         return g.RouteFilter(type=kind, rewrite=_rewrite(settings, at))
     if kind == "RequestMirror":
         return g.RouteFilter(type=kind, mirror=_mirror(settings, at))
+    if kind == "CORS":
+        return g.RouteFilter(type=kind, cors=_cors(settings, at))
     return g.RouteFilter(type=kind)
 
 

@@ -56,6 +56,10 @@ class TranslateConfig:
     in-cluster clients, subject to ``internalTrafficPolicy`` (none by default)."""
     tracing: TracingConfig | None = None
     """Where spans go and which routes are traced; None traces nothing."""
+    reserved_ports: tuple[int, ...] = (9901,)
+    """TCP ports the edge Envoys hold for themselves (their admin port, a health
+    port): a Gateway listener there is ``PortUnavailable`` (``--reserved-ports``;
+    9901 is the admin port of ``kxds bootstrap``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

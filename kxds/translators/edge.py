@@ -373,7 +373,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
               listeners=(listener,), route_tables=(table,))
     secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
-    secured = gateway_https(secured, state, config, gateway_api)
+    secured = gateway_https(secured, state, config, gateway_api,
+                            frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))

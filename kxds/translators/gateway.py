@@ -7,17 +7,23 @@ listener is served on the edge's own listeners:
 
 * ``HTTP`` on port 80 or the edge HTTP port (``--http-port``): the edge
   Service publishes 80 and forwards it there, so both name the same Envoy
-  listener;
+  listener (the Ingresses' too);
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
-* ``TLS`` (Passthrough or Terminate) there too, ``TCP`` and ``UDP`` on their own ports
-  (:mod:`kxds.translators.gateway_l4`);
-* any other port is ``PortUnavailable``, any other protocol ``UnsupportedProtocol``.
+* ``HTTP`` and ``HTTPS`` on any other port: the same, on an Envoy listener of
+  that port's own (``http/<port>``, ``https/<port>``) holding only the Routes
+  of the Gateway listeners on that port (:func:`edge_port`);
+* ``TLS`` (Passthrough or Terminate) on the edge TLS listener, ``TCP`` and
+  ``UDP`` on their own ports (:mod:`kxds.translators.gateway_l4`);
+* any other protocol is ``UnsupportedProtocol``.
 
-Listeners of every Gateway of ours that land on the same Envoy listener with
-the same hostname are not distinct: the oldest Gateway (then namespace/name)
-keeps the hostname, the others' listeners are ``Conflicted``
+One TCP port serves one protocol family (HTTP, HTTPS or TLS, TCP): a listener
+on a port that the edge or an older listener serves another way is
+``PortUnavailable``, as is one on ``--reserved-ports`` (the edge Envoys' admin
+port). Listeners of every Gateway of ours that land on the same Envoy listener
+with the same hostname are not distinct: the oldest Gateway (then
+namespace/name) keeps the hostname, the others' listeners are ``Conflicted``
 (``HostnameConflict``) and not accepted; within one Gateway, none of the
 indistinct listeners is accepted (the spec forbids picking a winner there).
 """
@@ -25,7 +31,7 @@ indistinct listeners is accepted (the spec forbids picking a winner there).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kxds.kube.gateway_models import GROUP, Gateway, GatewayClass, GroupKind, Listener
 from kxds.kube.models import ClusterState, Key
@@ -48,15 +54,21 @@ SUPPORTED_FEATURES = (
     "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
-    "HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
-    "HTTPRouteNamedRouteRule",
+    "HTTPRouteBackendTimeout", "HTTPRouteCORS", "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule",
     "HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
     "HTTPRouteRequestPercentageMirror", "HTTPRouteRequestTimeout",
-    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect", "ReferenceGrant",
+    "HTTPRouteResponseHeaderModification", "HTTPRouteRetry", "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteRetryConnectionError", "HTTPRouteSchemeRedirect", "ReferenceGrant",
     "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute")
 """The conformance suite's feature names of what kxds implements, sorted (the core
 features and the HTTPRoute extended ones kxds serves)."""
+PORT_FEATURES = ("GatewayPort8080", "HTTPRouteParentRefPort")
+"""Claimed when ports 8080 and 8090 are free for Gateway listeners of their own: the
+suite's tests of these features want listeners on 80, 8080 and 8090 told apart,
+which they are not when one is the edge HTTP or HTTPS port (80 and the edge HTTP
+port are one Envoy listener) or a reserved one (:func:`supported_features`)."""
 
 
 def age(meta_owner: Gateway | GatewayClass) -> tuple[bool, str, str, str]:
@@ -72,12 +84,20 @@ def our_classes(state: ClusterState) -> dict[str, GatewayClass]:
             if c.controller_name == CONTROLLER_NAME}
 
 
-def class_status(cls: GatewayClass) -> ClassStatus:
+def supported_features(config: TranslateConfig) -> tuple[str, ...]:
+    """The features claimed with ``config``'s edge ports, sorted."""
+    taken = {config.http_port, config.https_port, *config.reserved_ports}
+    if taken & {8080, 8090}:
+        return SUPPORTED_FEATURES
+    return tuple(sorted((*SUPPORTED_FEATURES, *PORT_FEATURES)))
+
+
+def class_status(cls: GatewayClass, config: TranslateConfig) -> ClassStatus:
     """A class of ours is always accepted (it has no parameters kxds would read)."""
     return ClassStatus(ref=cls.meta.ref, generation=cls.meta.generation,
                        conditions=(Condition("Accepted", True, "Accepted",
                                              "kxds serves Gateways of this class"),),
-                       supported_features=SUPPORTED_FEATURES)
+                       supported_features=supported_features(config))
 
 
 def our_gateways(state: ClusterState) -> list[Gateway]:
@@ -97,6 +117,23 @@ class ListenerPlan:
     supported_kinds: tuple[GroupKind, ...]
     conditions: tuple[Condition, ...]
     """Without ``Programmed`` (it follows from ``accepted``) and without the count."""
+    port: int = 0
+    """The port of the Envoy listener serving it (:func:`edge_port`)."""
+    own_port: bool = False
+    """Whether that Envoy listener is the Gateways' alone (an HTTP or HTTPS listener
+    beside the edge's own ports, which Ingresses share)."""
+
+
+def edge_port(lis: Listener, config: TranslateConfig) -> int:
+    """The port of the Envoy listener that serves ``lis``: 80 and the edge HTTP port
+    are the one edge HTTP listener (the edge Service publishes 80 there), 443 and
+    the edge HTTPS port the edge TLS listener; any other port is its own."""
+    proto = lis.protocol.upper()
+    if proto == "HTTP" and lis.port in (80, config.http_port):
+        return config.http_port
+    if proto in ("HTTPS", "TLS") and lis.port in (443, config.https_port):
+        return config.https_port
+    return lis.port
 
 
 def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
@@ -108,16 +145,21 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
     if proto == "TLS" and lis.tls is None:
         return Condition("Accepted", False, "UnsupportedProtocol",
                          "a TLS listener needs tls (mode Passthrough or Terminate)")
-    if proto in ("TCP", "UDP"):
-        edge = {80, 443, config.http_port, config.https_port}
-        if proto == "TCP" and lis.port in edge:
-            return Condition("Accepted", False, "PortUnavailable",
-                             f"port {lis.port} is the edge's own HTTP or HTTPS port")
-        return None
-    ports = (80, config.http_port) if proto == "HTTP" else (443, config.https_port)
-    if lis.port not in ports:
+    if lis.port in config.reserved_ports and proto != "UDP":
         return Condition("Accepted", False, "PortUnavailable",
-                         f"{proto} is served on port {' or '.join(map(str, sorted(set(ports))))} "
+                         f"port {lis.port} is reserved on the edge Envoys (their admin or "
+                         "health port: --reserved-ports)")
+    web = {80, config.http_port}
+    secure = {443, config.https_port}
+    taken = (set() if proto == "UDP" else web | secure if proto == "TCP"
+             else secure if proto == "HTTP" else web)
+    if lis.port in taken:
+        return Condition("Accepted", False, "PortUnavailable",
+                         f"port {lis.port} is the edge's own "
+                         f"{'HTTP' if lis.port in web else 'HTTPS'} port")
+    if proto == "TLS" and lis.port not in secure:
+        return Condition("Accepted", False, "PortUnavailable",
+                         f"TLS is served on port {' or '.join(map(str, sorted(secure)))} "
                          "(the edge Service's port and kxds's own)")
     return None
 
@@ -141,15 +183,35 @@ def _kinds(lis: Listener) -> tuple[tuple[GroupKind, ...], Condition | None]:
                            f"{lis.protocol} listeners")
 
 
-def _slot(lis: Listener) -> tuple[str, str | None]:
-    """What makes listeners distinct on the edge: HTTPS and TLS listeners share one Envoy
-    listener (by SNI name), a TCP or UDP listener has its port to itself."""
+def _slot(lis: Listener, config: TranslateConfig) -> tuple[str, str | None]:
+    """What makes listeners distinct on the edge: the HTTP listeners of one port share
+    an Envoy listener (by hostname), the HTTPS and TLS ones of one port too (by SNI
+    name), a TCP or UDP listener has its port to itself."""
     proto = lis.protocol.upper()
     if proto in ("HTTPS", "TLS"):
-        return ("SNI", lis.hostname)
+        return (f"SNI/{edge_port(lis, config)}", lis.hostname)
     if proto in ("TCP", "UDP"):
         return (f"{proto}/{lis.port}", None)
-    return (lis.protocol, lis.hostname)
+    return (f"HTTP/{edge_port(lis, config)}", lis.hostname)
+
+
+_FAMILY = {"HTTP": "HTTP", "SNI": "HTTPS or TLS", "TCP": "TCP"}
+"""What a TCP port of the edge serves (one of them per port); UDP ports are apart."""
+
+
+def _family_clash(slot: tuple[str, str | None], holders: dict[int, tuple[str, str]],
+                  who: str) -> Condition | None:
+    """``PortUnavailable`` when the slot's port already serves another family (an
+    older listener's, or the edge's own ports); otherwise the port is claimed."""
+    family, _, port_text = slot[0].partition("/")
+    if family == "UDP":
+        return None
+    port = int(port_text)
+    holder = holders.setdefault(port, (family, who))
+    if holder[0] == family:
+        return None
+    return Condition("Accepted", False, "PortUnavailable",
+                     f"port {port} already serves {_FAMILY[holder[0]]} ({holder[1]})")
 
 
 def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
@@ -161,41 +223,55 @@ def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
     """
     plans: list[ListenerPlan] = []
     claimed: dict[tuple[str, str | None], Key] = {}
+    holders = {config.http_port: ("HTTP", "the edge HTTP listener"),
+               config.https_port: ("SNI", "the edge TLS listener")}
     for gw in gateways:
         local: dict[tuple[str, str | None], list[int]] = {}
         for lis in gw.listeners:
-            problem = _port_problem(lis, config)
+            problem = _port_problem(lis, config) or _family_clash(
+                _slot(lis, config), holders,
+                f"listener {lis.name} of Gateway {gw.meta.namespace}/{gw.meta.name}")
             kinds, kinds_problem = _kinds(lis)
             conds = [problem or Condition("Accepted", True, "Accepted", "")]
             conds.append(cert_refs.get((gw.meta.key, lis.name)) or kinds_problem
                          or Condition("ResolvedRefs", True, "ResolvedRefs", ""))
             ok = problem is None and conds[1].status
             if ok:
-                local.setdefault(_slot(lis), []).append(len(plans))
-            plans.append(ListenerPlan(gw.meta.key, lis, ok, kinds, tuple(conds)))
+                local.setdefault(_slot(lis, config), []).append(len(plans))
+            port = edge_port(lis, config)
+            plans.append(ListenerPlan(gw.meta.key, lis, ok, kinds, tuple(conds), port,
+                                      port not in (config.http_port, config.https_port)
+                                      and lis.protocol in ("HTTP", "HTTPS")))
         for slot, indexes in local.items():
             owner = claimed.get(slot)
             if len(indexes) == 1 and owner is None:
                 claimed[slot] = gw.meta.key
                 continue
-            what = (f"port {slot[0].partition('/')[2]}" if "/" in slot[0]
-                    else f"hostname {slot[1] or '(any)'}")
-            why = (f"{what} is also served by Gateway "
-                   f"{owner[0]}/{owner[1]}" if owner is not None else
-                   f"listeners {', '.join(plans[i].listener.name for i in indexes)} of this "
-                   "Gateway are not distinct (port 80 and the edge port are one listener)"
-                   if slot[0] == "HTTP" else
-                   f"listeners {', '.join(plans[i].listener.name for i in indexes)} of this "
-                   f"Gateway are not distinct (they share the edge's {what})")
+            why = _indistinct(slot, owner, [plans[i].listener.name for i in indexes], config)
             for i in indexes:
                 plans[i] = _conflicted(plans[i], why)
     return plans
 
 
+def _indistinct(slot: tuple[str, str | None], owner: Key | None, listeners: list[str],
+                config: TranslateConfig) -> str:
+    """Why listeners on one slot are conflicted: another Gateway has it, or several
+    listeners of this one share it."""
+    family, _, port = slot[0].partition("/")
+    what = f"port {port}" if family in ("TCP", "UDP") else f"hostname {slot[1] or '(any)'}"
+    if owner is not None:
+        return f"{what} is also served by Gateway {owner[0]}/{owner[1]}"
+    shared = ("port 80 and the edge port are one listener"
+              if family == "HTTP" and int(port) == config.http_port
+              else f"they share the edge's {what}" if family in ("TCP", "UDP")
+              else f"they share {what} on port {port}")
+    return f"listeners {', '.join(listeners)} of this Gateway are not distinct ({shared})"
+
+
 def _conflicted(plan: ListenerPlan, why: str) -> ListenerPlan:
     conds = (Condition("Accepted", False, "HostnameConflict", why), *plan.conditions[1:],
              Condition("Conflicted", True, "HostnameConflict", why))
-    return ListenerPlan(plan.gateway, plan.listener, False, plan.supported_kinds, conds)
+    return replace(plan, accepted=False, conditions=conds)
 
 
 def granted(state: ClusterState, from_kind: str, from_ns: str, to_group: str, to_kind: str,

@@ -65,6 +65,11 @@ class GatewayApi:
     l4: L4Result = field(default_factory=L4Result)
     """TLS passthrough, TCP and UDP listeners and their Routes."""
 
+    @property
+    def http_ports(self) -> Mapping[int, Mapping[str, tuple[Route, ...]]]:
+        """The routes of the HTTP listeners on ports of their own, per port and host."""
+        return self.routes.by_port
+
 
 def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                           clusters: HasCluster, policies: PolicyIndex | None = None,
@@ -82,7 +87,7 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
              for p in plan_listeners(gateways, config, dict(certs.problems))]
     plans = [_sni_taken(p) if p.accepted and p.listener.protocol in ("HTTPS", "TLS")
-             and (p.listener.hostname or "") in sni else p for p in plans]
+             and not p.own_port and (p.listener.hostname or "") in sni else p for p in plans]
     by_gateway: dict[Key, list[ListenerPlan]] = {}
     for plan in plans:
         by_gateway.setdefault(plan.gateway, []).append(plan)
@@ -93,22 +98,26 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                       if p.accepted and p.listener.protocol == "HTTPS")
     http = {(p.gateway, p.listener.name): p.listener.hostname for p in plans
             if p.accepted and p.listener.protocol == "HTTP"}
+    own_ports = {(p.gateway, p.listener.name): p.port for p in plans
+                 if p.accepted and p.own_port and p.listener.protocol == "HTTP"}
     gw_routes = collect((route_outcome(state, r, by_gateway, clusters, i, policies)
-                         for i, r in enumerate(routes)), https, http)
-    hostnames = {(p.gateway, p.listener.name): p.listener.hostname for p in plans}
+                         for i, r in enumerate(routes)), https, http, own_ports)
+    served = {(p.gateway, p.listener.name): p for p in plans}
     chains = tuple(GatewayChain(gateway=state.gateways[k[0]].meta.ref, listener=k[1],
-                                hostname=hostnames[k], certificate=certs.served[k],
+                                hostname=served[k].listener.hostname,
+                                certificate=certs.served[k], port=served[k].port,
                                 by_host=gw_routes.https.get(k, {}))
                    for k in sorted(https))
     l4 = translate_l4(state, config, by_gateway, clusters, policies,
-                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains)),
+                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains
+                                       if c.port == config.https_port)),
                       certs.served)
     attached = dict(gw_routes.attached)
     for k, n in l4.attached.items():
         attached[k] = attached.get(k, 0) + n
     statuses = tuple(_gateway_status(gw, by_gateway.get(gw.meta.key, []), attached)
                      for gw in sorted(gateways, key=lambda g: g.meta.ref))
-    classes = tuple(class_status(c) for c in sorted(our_classes(state).values(),
+    classes = tuple(class_status(c, config) for c in sorted(our_classes(state).values(),
                                                      key=lambda c: c.meta.name))
     tls_policies = policy_statuses(state, {g.meta.key for g in gateways},
                                    backend_tls_plan(state).conditions)

@@ -13,9 +13,9 @@ Semantics (Gateway API v1.4, ``HTTPRoute`` and ``Gateway`` API reference):
 * Hostname intersection (:func:`intersect`): a wildcard covers any number of
   labels (``*.example.com`` matches ``a.b.example.com``, not ``example.com``);
   of two intersecting hostnames the more specific one is served.
-* Matches and filters: :mod:`kxds.translators.gateway_filters`. What kxds
-  cannot serve (``retry``, ``sessionPersistence``, ``ExtensionRef`` and other
-  filters, a regex RE2 cannot compile) makes the parent ``Accepted=False``
+* Matches, filters and retries: :mod:`kxds.translators.gateway_filters`. What kxds
+  cannot serve (``sessionPersistence``, ``ExtensionRef`` and other
+  filters, a regex Envoy would refuse) makes the parent ``Accepted=False``
   (``UnsupportedValue``) and the Route is not served there: serving it without
   them would route more than it asks for.
 * A backend reference that does not resolve (``BackendNotFound``,
@@ -66,6 +66,7 @@ from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_filters import (
     BACKEND_FILTERS,
     ROUTE_FILTERS,
+    cors_problems,
     filter_problems,
     header_changes,
     header_matches,
@@ -74,7 +75,9 @@ from kxds.translators.gateway_filters import (
     path_rewrite,
     query_matches,
     redirect,
+    retry_policy,
     route_policy,
+    whole_timeout_ms,
 )
 from kxds.translators.gateway_status import (
     CONTROLLER_NAME,
@@ -179,7 +182,7 @@ def route_outcome(state: ClusterState, route: AnyRoute,
             key = (plan.gateway, plan.listener.name)
             out.attached[key] = out.attached.get(key, 0) + 1
             for host in route_hosts(plan.listener.hostname, route.hostnames):
-                _add_routes(out, (*key, host), route, actions, order)
+                _add_routes(out, (*key, host), route, actions, order, plan)
     if not out.hosts:
         out.backends.clear()  # attached nowhere: its backends get no cluster
     out.status = RouteStatus(ref=route.meta.ref, generation=route.meta.generation,
@@ -285,16 +288,32 @@ def _rule_action(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
             accesses.append(access)
             out.backends.add(((b.namespace or route.meta.namespace, b.name), cluster))
     mirrors = _mirrors(state, route, i, rule, clusters, out, problems)
+    out.diagnostics.extend(Diagnostic(route.meta.ref, where, Reason.UNSUPPORTED, why)
+                           for where, why in cors_problems(rule.filters, f"spec.rules[{i}]"))
     if any(f.redirect is not None for f in rule.filters):
+        _no_effect_on_redirect(route, i, rule, out)
         return REDIRECT_PLACEHOLDER, None
     if broken or not backends:
         return (UNAVAILABLE if isinstance(route, GRPCRoute) else SERVER_ERROR), None
     per_try = rule.backend_request_timeout_ms or None
-    # Without timeouts.request, Envoy's default (15 s) must not cut a longer attempt.
-    whole = rule.request_timeout_ms if rule.request_timeout_ms is not None else per_try
-    return (Forward(backends=tuple(backends), timeout_ms=whole,
-                    mirrors=mirrors, per_try_timeout_ms=per_try),
+    retry = retry_policy(rule.retry)
+    return (Forward(backends=tuple(backends),
+                    timeout_ms=whole_timeout_ms(rule.request_timeout_ms, per_try, retry),
+                    mirrors=mirrors, per_try_timeout_ms=per_try, retry=retry),
             all_admit(accesses))
+
+
+def _no_effect_on_redirect(route: AnyRoute, i: int, rule: RouteRule,
+                           out: RouteOutcome) -> None:
+    """Report what a redirecting rule cannot act on: no request goes to a backend to be
+    retried, and Envoy's CORS filter acts on routes to backends only."""
+    at = f"spec.rules[{i}]"
+    what = [(f"{at}.retry", "retry")] if rule.retry is not None else []
+    what += [(f"{at}.filters[{k}]", "the CORS filter") for k, f in enumerate(rule.filters)
+             if f.cors is not None]
+    out.diagnostics.extend(Diagnostic(route.meta.ref, field, Reason.UNSUPPORTED,
+                                      f"{name} has no effect on a rule that redirects")
+                           for field, name in what)
 
 
 def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
@@ -325,12 +344,15 @@ def _mirrors(state: ClusterState, route: AnyRoute, i: int, rule: RouteRule,
     return tuple(mirrors)
 
 
-def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch) -> RouteAction:
-    """The rule's action for one of its matches: a redirect or a rewrite depends on
-    the path the match matched."""
+def _match_action(rule: RouteRule, action: RouteAction, match: PathMatch,
+                  plan: ListenerPlan) -> RouteAction:
+    """The rule's action for one of its matches on the listener of ``plan``: a
+    redirect or a rewrite depends on the path the match matched (and a redirect on
+    the listener's port and scheme)."""
     for f in rule.filters:
         if f.redirect is not None:
-            return redirect(f.redirect, match)
+            return redirect(f.redirect, match, plan.listener.protocol.lower(),
+                            plan.listener.port if plan.own_port else None)
         if f.rewrite is not None and isinstance(action, Forward):
             rewrite = path_rewrite(f.rewrite.path, match) if f.rewrite.path else None
             return replace(action, rewrite=rewrite, host_rewrite=f.rewrite.hostname)
@@ -364,7 +386,8 @@ def _actions(state: ClusterState, route: AnyRoute, clusters: HasCluster,
 
 
 def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
-                actions: list[tuple[RouteAction, AccessPolicy | None]], order: int) -> None:
+                actions: list[tuple[RouteAction, AccessPolicy | None]], order: int,
+                plan: ListenerPlan) -> None:
     ref = route.meta.ref
     routes = out.hosts.setdefault(where, [])
     have = {r.name for _, r in routes}
@@ -375,7 +398,7 @@ def _add_routes(out: RouteOutcome, where: tuple[Key, str, str], route: AnyRoute,
                 continue  # the same rule through a second listener of the same host
             match = path_match(m.path.type, m.path.value)
             routes.append((precedence(match, order, i, j, m), Route(
-                name=name, ref=ref, match=match, action=_match_action(rule, action, match),
+                name=name, ref=ref, match=match, action=_match_action(rule, action, match, plan),
                 access=access, headers=header_matches(m), query=query_matches(m),
                 policy=route_policy(rule.filters))))
 
@@ -413,6 +436,33 @@ class GatewayRoutes:
         default_factory=dict)
     """The routes of each HTTPS listener (Gateway, listener name), per host as in
     ``by_host``: each is its own route table, not merged with the others."""
+    by_port: Mapping[int, Mapping[str, tuple[Route, ...]]] = field(default_factory=dict)
+    """The routes of the HTTP listeners on a port of their own (not the edge's), per
+    port, per host as in ``by_host``: each port is its own Envoy listener and table."""
+
+
+def _isolated(listeners: Mapping[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]],
+              hostnames: Mapping[tuple[Key, str], str | None] | None
+              ) -> dict[str, tuple[Route, ...]]:
+    """The routes per host of the HTTP listeners sharing one Envoy listener.
+
+    A request belongs to the listener whose hostname (``hostnames``) matches it most
+    specifically, and only that listener's Routes may serve it (the spec's listener
+    isolation): a host is served with the routes of its owner only, and a listener
+    hostname no Route serves is an empty host (404) rather than falling to a wider
+    listener's routes."""
+    hosts: dict[str, list[Route]] = {}
+    owners = {h or "" for h in (hostnames or {}).values()}
+    for k, per_host in listeners.items():
+        for host, served in _covered(per_host).items():
+            if hostnames is not None and _owner(host, owners) != (hostnames.get(k) or ""):
+                continue  # a more specific listener owns these requests
+            have = hosts.setdefault(host, [])
+            names_in = {r.name for r in have}
+            have += [r for r in served if r.name not in names_in]
+    for host in owners - {""}:
+        hosts.setdefault(host, [])
+    return {h: tuple(rs) for h, rs in sorted(hosts.items())}
 
 
 def _covered(per_host: Mapping[str, list[tuple[Rank, Route]]]) -> dict[str, list[Route]]:
@@ -450,16 +500,13 @@ def _owner(host: str, listener_hosts: Iterable[str]) -> str | None:
 
 def collect(outcomes: Iterable[RouteOutcome],
             https: frozenset[tuple[Key, str]] = frozenset(),
-            hostnames: Mapping[tuple[Key, str], str | None] | None = None) -> GatewayRoutes:
+            hostnames: Mapping[tuple[Key, str], str | None] | None = None,
+            own_ports: Mapping[tuple[Key, str], int] | None = None) -> GatewayRoutes:
     """Merge the Routes' outcomes (each already in age order) into hosts; the routes
-    of the ``https`` listeners go to their own tables.
+    of the ``https`` listeners go to their own tables, those of the HTTP listeners
+    on ``own_ports`` (beside the edge's own ports) to a table per port.
 
-    ``hostnames``: the hostname of each accepted listener on the edge HTTP listener.
-    Listeners share that one Envoy listener, yet a request belongs to the listener
-    whose hostname matches it most specifically, and only that listener's Routes may
-    serve it (the spec's listener isolation): a host is served with the routes of its
-    owner only, and a listener hostname no Route serves is an empty host (404) rather
-    than falling to a wider listener's routes."""
+    ``hostnames``: the hostname of each accepted HTTP listener (see :func:`_isolated`)."""
     listeners: dict[tuple[Key, str], dict[str, list[tuple[Rank, Route]]]] = {}
     backends: set[Target] = set()
     diags: list[Diagnostic] = []
@@ -474,22 +521,17 @@ def collect(outcomes: Iterable[RouteOutcome],
             attached[k] = attached.get(k, 0) + n
         if o.status is not None and (o.status.parents or o.stale):
             statuses.append(o.status)
-    hosts: dict[str, list[Route]] = {}
     secure = {k: {h: tuple(rs) for h, rs in sorted(_covered(per_host).items())}
               for k, per_host in sorted(listeners.items()) if k in https}
-    owners = {h or "" for k, h in (hostnames or {}).items() if k not in https}
-    for k, per_host in listeners.items():
-        if k in https:
-            continue
-        for host, served in _covered(per_host).items():
-            if hostnames is not None and _owner(host, owners) != (hostnames.get(k) or ""):
-                continue  # a more specific listener owns these requests
-            have = hosts.setdefault(host, [])
-            names_in = {r.name for r in have}
-            have += [r for r in served if r.name not in names_in]
-    for host in owners - {""}:
-        hosts.setdefault(host, [])
+    ports = own_ports or {}  # absent: the edge HTTP listener (port 0 here)
+    tables: dict[int, dict[str, tuple[Route, ...]]] = {}
+    for port in {0, *ports.values()}:
+        plain = {k: v for k, v in listeners.items()
+                 if k not in https and ports.get(k, 0) == port}
+        names_of = {k: h for k, h in (hostnames or {}).items()
+                    if k not in https and ports.get(k, 0) == port}
+        tables[port] = _isolated(plain, names_of if hostnames is not None else None)
     return GatewayRoutes(
-        by_host={h: tuple(rs) for h, rs in sorted(hosts.items())},
+        by_host=tables.pop(0), by_port={p: tables[p] for p in sorted(tables)},
         backends=frozenset(backends), diagnostics=tuple(diags), attached=attached,
         statuses=tuple(sorted(statuses, key=lambda s: s.ref)), https=secure)

@@ -1,8 +1,10 @@
-"""Gateway API ``HTTPS`` listeners on the edge TLS listener (pure).
+"""Gateway API ``HTTPS`` listeners on the edge TLS listener, and the Gateways' own ports (pure).
 
 An ``HTTPS`` listener (``tls.mode: Terminate``) on 443 or the edge HTTPS port
 (``--https-port``: the edge Service publishes 443 there) becomes one
-terminated filter chain of the edge's :class:`~kxds.ir.TlsListener`:
+terminated filter chain of the edge's :class:`~kxds.ir.TlsListener` (on any
+other port, of that port's own TLS listener; :func:`add_http_ports` gives the
+``HTTP`` listeners on such ports theirs):
 
 * selected by SNI, ``server_names`` the listener's ``hostname`` (``*.``
   wildcards as Envoy reads them); a listener without a hostname is the chain
@@ -22,7 +24,9 @@ terminated filter chain of the edge's :class:`~kxds.ir.TlsListener`:
 wins** (as on the HTTP listener). A name an Ingress of ours claims for TLS
 (``spec.tls`` hosts, passthrough hosts; the name-less chain when
 ``--default-certificate`` is set) makes the Gateway listener with that very
-hostname ``Conflicted=True`` (``HostnameConflict``) and not served. Different
+hostname ``Conflicted=True`` (``HostnameConflict``) and not served (on the edge
+TLS listener only: a listener on a port of its own shares no SNI name with
+Ingresses). Different
 names (an Ingress's ``a.example.com`` and a listener's ``*.example.com``)
 coexist: Envoy picks the most specific SNI match.
 """
@@ -43,6 +47,7 @@ from kxds.kube.models import ClusterState, Ingress, Key
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import granted
 from kxds.translators.gateway_status import Condition
+from kxds.translators.ingress import http_listener, unavailable_without
 from kxds.translators.tls import PASSTHROUGH, TLS_SECRET_TYPE, TlsResult, flag
 from kxds.translators.upstream_tls import apply_upstream_tls
 
@@ -166,12 +171,15 @@ class GatewayChain:
     certificate: ir.TLSCertificate
     by_host: Mapping[str, tuple[ir.Route, ...]]
     """Host (``""``: every host) -> routes in Envoy order, wider hosts' routes after."""
+    port: int
+    """The port of the Envoy TLS listener serving it: the edge HTTPS port, or the
+    listener's own."""
 
 
-def route_table_name(config: TranslateConfig, chain: GatewayChain) -> str:
+def route_table_name(chain: GatewayChain) -> str:
     """``https/<port>/gateway/<ns>/<gateway>/<listener>``."""
     ref = chain.gateway
-    return names.cap(f"{names.https_listener(config.https_port)}/gateway/"
+    return names.cap(f"{names.https_listener(chain.port)}/gateway/"
                      f"{ref.namespace}/{ref.name}/{chain.listener}")
 
 
@@ -185,36 +193,59 @@ def _table(name: str, chain: GatewayChain) -> ir.RouteTable:
 def add_chains(base: ir.IR, chains: Iterable[GatewayChain], config: TranslateConfig
                ) -> tuple[ir.IR, list[str]]:
     """``base`` with a terminated chain, a route table and a certificate per HTTPS
-    listener; the edge TLS listener is created when the Ingresses made none.
-    Returns the IR and the new route tables' names."""
-    listener = names.https_listener(config.https_port)
-    new_chains: list[ir.TerminatedChain] = []
+    listener; the TLS listener of each port (the edge's, or a listener's own) is
+    created when missing (the Ingresses made none). Returns the IR and the new
+    route tables' names."""
+    by_port: dict[int, list[ir.TerminatedChain]] = {}
     tables: list[ir.RouteTable] = []
     secrets = {s.name: s for s in base.secrets}
     for c in chains:
-        table = route_table_name(config, c)
+        listener = names.https_listener(c.port)
+        table = route_table_name(c)
         tables.append(_table(table, c))
         secrets.setdefault(c.certificate.name, c.certificate)
-        new_chains.append(ir.TerminatedChain(
+        by_port.setdefault(c.port, []).append(ir.TerminatedChain(
             name=names.tls_chain(listener, "gateway", table.removeprefix(f"{listener}/gateway/")),
             server_names=(c.hostname,) if c.hostname else (), secret=c.certificate.name,
             route_table=table, min_tls_version=config.min_tls_version,  # type: ignore[arg-type]
             refs=(c.gateway, c.certificate.ref)))
-    if not new_chains:
+    if not by_port:
         return base, []
-    listeners = [lis for lis in base.listeners if lis.name != listener]
-    old = next((lis for lis in base.listeners if lis.name == listener), None)
-    kept: tuple[ir.TerminatedChain | ir.PassthroughChain, ...] = (
-        old.chains if isinstance(old, ir.TlsListener) else ())
-    merged = tuple(sorted((*kept, *new_chains), key=lambda ch: ch.name))
-    listeners.append(dataclasses.replace(old, chains=merged) if isinstance(old, ir.TlsListener)
-                     else ir.TlsListener(name=listener, address=config.listen_address,
-                                         port=config.https_port, chains=merged,
-                                         client_ip=config.client_ip, http=config.http))
+    listeners = {lis.name: lis for lis in base.listeners}
+    for port, new_chains in by_port.items():
+        name = names.https_listener(port)
+        old = listeners.get(name)
+        kept: tuple[ir.TerminatedChain | ir.PassthroughChain, ...] = (
+            old.chains if isinstance(old, ir.TlsListener) else ())
+        merged = tuple(sorted((*kept, *new_chains), key=lambda ch: ch.name))
+        listeners[name] = (dataclasses.replace(old, chains=merged)
+                           if isinstance(old, ir.TlsListener) else
+                           ir.TlsListener(name=name, address=config.listen_address, port=port,
+                                          chains=merged, client_ip=config.client_ip,
+                                          http=config.http))
     return dataclasses.replace(
-        base, listeners=tuple(sorted(listeners, key=lambda lis: lis.name)),
+        base, listeners=tuple(listeners[k] for k in sorted(listeners)),
         route_tables=tuple(sorted((*base.route_tables, *tables), key=lambda t: t.name)),
         secrets=tuple(secrets[k] for k in sorted(secrets))), [t.name for t in tables]
+
+
+def add_http_ports(base: ir.IR, by_port: Mapping[int, Mapping[str, tuple[ir.Route, ...]]],
+                   config: TranslateConfig) -> tuple[ir.IR, list[str]]:
+    """``base`` with an HTTP listener and its route table per port of Gateway HTTP
+    listeners beside the edge's own (the same listener as the edge HTTP one, on
+    another port, with only those listeners' routes). Returns the IR and the new
+    route tables' names."""
+    listeners = [http_listener(config, port) for port in sorted(by_port)]
+    tables = [ir.RouteTable(name=lis.route_table, virtual_hosts=tuple(
+        ir.VirtualHost(name=names.virtual_host(host), domains=(host or "*",), routes=routes,
+                       refs=tuple(sorted({r.ref for r in routes})))
+        for host, routes in sorted(by_port[lis.port].items()))) for lis in listeners]
+    if not listeners:
+        return base, []
+    return dataclasses.replace(
+        base, listeners=tuple(sorted((*base.listeners, *listeners), key=lambda x: x.name)),
+        route_tables=tuple(sorted((*base.route_tables, *tables), key=lambda t: t.name))
+    ), [t.name for t in tables]
 
 
 class _Served(Protocol):
@@ -224,15 +255,28 @@ class _Served(Protocol):
     def chains(self) -> tuple[GatewayChain, ...]: ...
     @property
     def bounds(self) -> frozenset[dt.datetime]: ...
+    @property
+    def http_ports(self) -> Mapping[int, Mapping[str, tuple[ir.Route, ...]]]: ...
 
 
 def gateway_https(secured: TlsResult, state: ClusterState, config: TranslateConfig,
-                  served: _Served) -> TlsResult:
-    """The edge IR after Ingress TLS, with the Gateways' HTTPS listeners added (their
-    GRPCRoute and TLS backends moved to their twin clusters, as on the HTTP tables)."""
-    if not served.chains:
+                  served: _Served, clusters: frozenset[str] | None = None) -> TlsResult:
+    """The edge IR after Ingress TLS, with the Gateways' own listeners added: the HTTPS
+    listeners' chains (on the edge TLS listener or their port's) and the HTTP
+    listeners on ports of their own, their GRPCRoute and TLS backends moved to their
+    twin clusters, as on the edge HTTP table.
+
+    ``clusters``: when some Service's translation failed, the clusters that exist
+    (routes of the new tables to others answer 503, as on the edge table)."""
+    if not served.chains and not served.http_ports:
         return secured
     base, tables = add_chains(secured.ir, served.chains, config)
+    base, plain = add_http_ports(base, served.http_ports, config)
+    tables += plain
+    if clusters is not None:
+        base = dataclasses.replace(base, route_tables=tuple(
+            unavailable_without(t, clusters) if t.name in tables else t
+            for t in base.route_tables))
     base, diagnostics = apply_upstream_tls(base, state, tables)
     seen: dict[str, ir.LoadAssignment] = {}
     for a in base.load_assignments:

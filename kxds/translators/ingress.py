@@ -83,10 +83,12 @@ _SUSPECT = re.compile(r"//|/\.|%2[fF]|[?#]")
 """Matches every path with one of :data:`_BAD_SEQUENCES` or ending in ``/.`` or ``/..``."""
 
 
-def http_listener(config: TranslateConfig) -> HttpListener:
-    """The plain-HTTP listener; its route table has the same name."""
-    name = f"http/{config.http_port}"
-    return HttpListener(name=name, address=config.listen_address, port=config.http_port,
+def http_listener(config: TranslateConfig, port: int | None = None) -> HttpListener:
+    """The plain-HTTP listener on ``port`` (None: the edge's, ``--http-port``); its
+    route table has the same name."""
+    port = config.http_port if port is None else port
+    name = names.http_listener(port)
+    return HttpListener(name=name, address=config.listen_address, port=port,
                         route_table=name, client_ip=config.client_ip, http=config.http)
 
 
