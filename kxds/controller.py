@@ -328,7 +328,7 @@ class Controller:
             nodes = sorted(self._node_groups().items())
             # One worker-thread call for all of them: a hop per node cost more than
             # most node views (kxds.fleet), and let streams run between the views.
-            builts = await self._call(self._build_nodes, state, config, nodes)
+            builts = await self._call(self._build_nodes, state, config, nodes) if nodes else []
             told: tuple[Diagnostic, ...] | None = None
             for (group, _), built in zip(nodes, builts, strict=True):
                 if built.diagnostics is not told:  # node views of a class share theirs

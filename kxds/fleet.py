@@ -77,6 +77,8 @@ class _Node:
     resources: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = field(default_factory=dict)
     base: Resources | None = None
     """The template's resources the view was last put together from."""
+    parts: TemplateParts | None = None
+    """The template's local parts that ``by_service`` was computed against."""
     by_type: dict[str, dict[str, Resource]] = field(default_factory=dict)
     """The resources of the local parts that differ from the template's, by type."""
     built: Built | None = None
@@ -142,14 +144,21 @@ class FleetMemo:
         if built.resources is None or template.parts is None:
             mine.round, mine.built, mine.template = self._round, built, None
             return built
-        same = changed is not None and mine.template is built and mine.built is not None
+        known = changed is not None and mine.built is not None and mine.parts is not None
+        same = known and mine.template is built
         concerned = (self._on_node.get(node.name, set()) & template.parts.services
                      ) | template.parts.nonempty
-        if same:
-            assert changed is not None
+        if known:
+            assert changed is not None and mine.parts is not None
             todo = (concerned | mine.by_service.keys()) & changed
+            if not same:
+                # The template moved (a Service of it changed): a Service's parts stay
+                # valid while it, its slices and its share of the template are the same.
+                todo |= {key for key in concerned | mine.by_service.keys()
+                         if not _same_parts(mine.parts, template.parts, key)}
         else:
             todo, mine.by_service = concerned, {}
+        mine.parts = template.parts
         for key in todo:
             found = local_parts(state, template.parts, key, node)
             if found:
@@ -299,6 +308,17 @@ def _same_view(old: Built, new: Built) -> bool:
     if a is None or b is None or old.diagnostics != new.diagnostics:
         return False
     return a.keys() == b.keys() and all(a[t] is b[t] or a[t] == b[t] for t in a)
+
+
+def _same_parts(a: TemplateParts, b: TemplateParts, key: Key) -> bool:
+    """Whether Service ``key`` has the same local parts in both templates."""
+    if a is b:
+        return True
+    ports = a.ports.get(key, ())
+    return (ports == b.ports.get(key, ()) and a.health.get(key) == b.health.get(key)
+            and (key in a.nonempty) == (key in b.nonempty)
+            and all(a.template_values.get(p.cluster) == b.template_values.get(p.cluster)
+                    for p in ports))
 
 
 def _resources(value: LocalPart) -> tuple[Resource, ...]:

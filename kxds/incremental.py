@@ -32,6 +32,13 @@ incremental build systems such as Salsa and Adapton):
 - Entries no longer used by any query they served, nor asked for as roots,
   are dropped at the end of each rebuild, so memory follows the state (a
   deleted Secret's certificate checks go with it).
+- A query marked ``firewall`` (a summary that many entries read, such as the
+  clusters every route names, read once per Service) stops the marking: its
+  readers are not made suspect when it might change, it is brought up to date
+  in :meth:`Store.begin` instead, and only when its value did change are they
+  marked. Without it, a change under the summary made every reader suspect,
+  and checking them all again cost time in proportion to the readers, not to
+  the change (rustc's incremental compilation calls such queries firewalls).
 
 Everything a query returns must be immutable, and equal values must be
 interchangeable: queries are pure. A query with an ``update`` has all its
@@ -85,6 +92,9 @@ class Query(Generic[K, V]):
     fn: Callable[[Context, K], V]
     update: Callable[[Context, K, V, Changes], V | None] | None = None
     """Optional: the new value from the last one and what changed, or None to run ``fn``."""
+    firewall: bool = False
+    """Brought up to date at :meth:`Store.begin`, its readers marked only when its value
+    changed (see the module docs): for a query that many entries read."""
 
 
 class _Entry:
@@ -283,6 +293,8 @@ class Store:
         self._revision = 0
         self._roots: set[_Entry] = set()
         self._asked: set[_Entry] = set()
+        self._held: set[_Entry] = set()
+        """Firewall entries that may have changed, their readers not marked yet."""
         self.runs = 0
         """Queries run in full (cumulative; for tests and profiling)."""
         self.runs_by_query: dict[str, int] = {}
@@ -302,7 +314,9 @@ class Store:
                 self._invalidate(read)
         self._previous, self._state, self._config = previous, state, config
         self._asked = set()
-        return _RootContext(self, state, config)
+        ctx = _RootContext(self, state, config)
+        self._settle(ctx)
+        return ctx
 
     def end(self) -> None:
         """Finish the rebuild: forget every entry no root asked for, directly or not."""
@@ -321,9 +335,13 @@ class Store:
             entry.changed.add(read)
             if not entry.dirty:
                 entry.dirty = True
-                self._suspect_parents(entry)
+                if entry.query.firewall:
+                    self._held.add(entry)
+                else:
+                    self._suspect_parents(entry)
 
-    def _suspect_parents(self, entry: _Entry) -> None:
+    def _suspect_parents(self, entry: _Entry, through_firewalls: bool = False) -> None:
+        """Mark every entry above ``entry`` suspect, up to (and holding) firewalls."""
         todo = [entry]
         while todo:
             child = todo.pop()
@@ -333,7 +351,36 @@ class Store:
                 parent.suspects.add(child)
                 if not parent.suspect:
                     parent.suspect = True
-                    todo.append(parent)
+                    if parent.query.firewall and not through_firewalls:
+                        self._held.add(parent)
+                    else:
+                        todo.append(parent)
+
+    def _settle(self, ctx: Context) -> None:
+        """Bring the held firewalls up to date; mark the readers of those that changed.
+
+        One at a time: refreshing one verifies only what is below it, and the
+        marking from it stops at the next firewall up, held in turn. Two held
+        at once might lie one below the other (the upper one's refresh would then
+        trust entries above the lower one, not marked yet): they are marked
+        through, as if they were no firewalls.
+        """
+        while self._held:
+            if len(self._held) > 1:
+                for entry in self._held:
+                    self._suspect_parents(entry, through_firewalls=True)
+                self._held.clear()
+                return
+            entry = self._held.pop()
+            try:
+                self._refresh(ctx, entry)
+            except Exception:
+                # A bug met in a query under it: mark its readers as if it were no
+                # firewall; asked again by them, it raises where the rebuild reports it.
+                self._suspect_parents(entry, through_firewalls=True)
+                continue
+            if entry.changed_at == self._revision:
+                self._suspect_parents(entry)
 
     # -- fetching ----------------------------------------------------------------
 

@@ -71,7 +71,8 @@ def _checked(ir: IR, memo: ViewMemo | None) -> Resources:
     """
     last = memo.build.last if memo is not None else None
     if last is None or not _same_names(last[0], ir):
-        problems = consistency_problems(ir)
+        # The last build's IR passed: what it shares with this one is not checked again.
+        problems = consistency_problems(ir, last[0] if last is not None else None)
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise InconsistentSnapshotError("; ".join(problems[:5]) + more)

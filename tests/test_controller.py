@@ -376,9 +376,11 @@ endpoints: [{{addresses: [{ip}], nodeName: n1}}]
     steps = [  # (what changes, whether the node view must be rebuilt)
         (objects(service("internal", "ClusterIP", "10.0.0.2")), False),
         (objects(service("exposed", "NodePort", "10.0.1.2")), True),
+        # A policy that selects no pod of the served Service (it selects none: no
+        # selector) is read, and changes nothing this node serves.
         (objects("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
                  "metadata: {name: deny, namespace: default}\n"
-                 "spec: {podSelector: {}, policyTypes: [Ingress]}\n"), True),
+                 "spec: {podSelector: {}, policyTypes: [Ingress]}\n"), False),
         (objects(service("internal", "ClusterIP", "10.0.0.3")), False),
     ]
     node, config = NodeInfo(name="n1"), TranslateConfig()

@@ -338,11 +338,13 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         self.shared.sweep()
         # Bounded: only what the last translation used remains: per Service its
         # clusters, its wanted ports, its names and those it keeps, per Ingress
-        # its routes, per TLS Secret its check, and the few whole-view queries.
-        used = (4 * len(state.services) + len(state.ingresses) + len(state.secrets)
-                + 2 * len(state.ingresses) + 10)  # an Ingress may name missing Services
+        # its routes and passthrough targets, per TLS Secret its check, and the
+        # few whole-view queries.
+        used = (4 * len(state.services) + 2 * len(state.ingresses) + len(state.secrets)
+                + 2 * len(state.ingresses) + 14)  # an Ingress may name missing Services
         assert len(self.store) <= used
-        assert len(self.node_store) <= 2
+        # A node view: its Services, its policy index, and per Service its share.
+        assert len(self.node_store) <= 3 + len(state.services)
 
 
 IncrementalMatchesFull.TestCase.settings = settings(

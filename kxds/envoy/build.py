@@ -190,6 +190,17 @@ def encode_virtual_host(vhost: ir.VirtualHost) -> bytes:
     return _VIRTUAL_HOSTS_TAG + _varint(len(body)) + body
 
 
+_RefKey = tuple[str, str, str]
+
+
+def _encoded_host(vhost: ir.VirtualHost) -> tuple[bytes, dict[_RefKey, ObjectRef]]:
+    """A virtual host's encoded field and the objects it came from (each once): what a
+    route table takes from it, kept per virtual host (see :func:`_route_resource`)."""
+    refs = {(r.kind, r.namespace, r.name): r
+            for r in itertools.chain(vhost.refs, (route.ref for route in vhost.routes))}
+    return encode_virtual_host(vhost), refs
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -199,17 +210,20 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def spliced_route_resource(table: ir.RouteTable, vhost_fields: list[bytes]) -> Resource:
-    """The route table's resource from its virtual hosts' encoded fields (in order)."""
+def spliced_route_resource(table: ir.RouteTable,
+                           hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]]) -> Resource:
+    """The route table's resource from its virtual hosts' encoded fields and refs (in order)."""
     empty = dataclasses.replace(table, virtual_hosts=())
     rest = routes.build_route_table(empty)
     name = rest.name
     rest.ClearField("name")
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    body = b"".join((head, *vhost_fields, rest.SerializeToString(deterministic=True)))
+    body = b"".join((head, *(field for field, _ in hosts),
+                     rest.SerializeToString(deterministic=True)))
     # Each ref once, sorted: keyed by plain tuples, which hash and compare in C.
-    refs = {(r.kind, r.namespace, r.name): r for vh in table.virtual_hosts
-            for r in itertools.chain(vh.refs, (route.ref for route in vh.routes))}
+    refs: dict[_RefKey, ObjectRef] = {}
+    for _, host_refs in hosts:
+        refs.update(host_refs)
     return Resource.of(ROUTE, table.name, body, tuple(refs[k] for k in sorted(refs)))
 
 
@@ -294,7 +308,7 @@ def _route_resource(table: ir.RouteTable, view: BuildCache) -> Resource:
     cost about what splicing its hosts' bytes does.
     """
     def build(t: ir.RouteTable) -> Resource:
-        return spliced_route_resource(t, [view.get("virtual-host", v, encode_virtual_host,
+        return spliced_route_resource(t, [view.get("virtual-host", v, _encoded_host,
                                                    by_value=False) for v in t.virtual_hosts])
 
     resource: Resource = view.get("route", table, build, by_value=False)

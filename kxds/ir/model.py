@@ -32,40 +32,68 @@ class IR:
     secrets: tuple[Secret, ...] = ()
 
 
-def _route_clusters(table: RouteTable) -> set[str]:
+def _route_clusters(table: RouteTable, skip: frozenset[int] = frozenset()) -> set[str]:
+    """The clusters the routes of ``table`` name, but those of its virtual hosts in
+    ``skip`` (by ``id``)."""
+    hosts = [vh for vh in table.virtual_hosts if id(vh) not in skip] if skip else \
+        table.virtual_hosts
     out = {
         b.cluster
-        for vh in table.virtual_hosts
+        for vh in hosts
         for r in vh.routes
         if isinstance(r.action, Forward)
         for b in r.action.backends
     } | {
         r.policy.auth.external.cluster
-        for vh in table.virtual_hosts
+        for vh in hosts
         for r in vh.routes
         if r.policy is not None and r.policy.auth is not None
         and r.policy.auth.external is not None
     }
-    out.update(m.cluster for vh in table.virtual_hosts for r in vh.routes
+    out.update(m.cluster for vh in hosts for r in vh.routes
                if isinstance(r.action, Forward) for m in r.action.mirrors)
     return out
 
 
-def consistency_problems(ir: IR) -> list[str]:
-    """What in ``ir`` names something ``ir`` lacks; empty when it is safe to publish."""
+def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
+    """What in ``ir`` names something ``ir`` lacks; empty when it is safe to publish.
+
+    ``checked``: an IR that passed this check (the view's last). With the very
+    same clusters, the virtual hosts and listeners it holds (the very objects:
+    IR nodes are immutable) are not looked at again (listeners while the route
+    tables and secrets it had are there), nor are its clusters and load
+    assignments when both are the very same tuples: a change of one virtual
+    host is checked in time proportional to it, not to the route table.
+    """
     clusters = {c.name for c in ir.clusters}
-    assignments = {a.cluster for a in ir.load_assignments}
     tables = {t.name for t in ir.route_tables}
     secrets = {s.name for s in ir.secrets}
-    problems = [
-        f"cluster {c.name} has no load assignment"
-        for c in ir.clusters if c.kind is ClusterKind.EDS and c.name not in assignments
-    ]
-    problems += [f"load assignment {a} has no cluster" for a in sorted(assignments - clusters)]
+    same_clusters = checked is not None and checked.clusters is ir.clusters
+    problems: list[str] = []
+    if not (same_clusters and checked is not None
+            and checked.load_assignments is ir.load_assignments):
+        assignments = {a.cluster for a in ir.load_assignments}
+        problems += [
+            f"cluster {c.name} has no load assignment"
+            for c in ir.clusters if c.kind is ClusterKind.EDS and c.name not in assignments
+        ]
+        problems += [f"load assignment {a} has no cluster"
+                     for a in sorted(assignments - clusters)]
+    seen = frozenset(id(vh) for t in checked.route_tables for vh in t.virtual_hosts) \
+        if same_clusters and checked is not None else frozenset()
     for t in ir.route_tables:
         problems += [f"route table {t.name} names missing cluster {c}"
-                     for c in sorted(_route_clusters(t) - clusters)]
+                     for c in sorted(_route_clusters(t, seen) - clusters)]
+    # What the checked IR named is still there: its very listeners (and clusters)
+    # need no look again.
+    kept = same_clusters and checked is not None and tables.issuperset(
+        t.name for t in checked.route_tables) and secrets.issuperset(
+        s.name for s in checked.secrets)
+    seen_listeners = frozenset(id(lis) for lis in checked.listeners) \
+        if kept and checked is not None else frozenset()
     for lis in ir.listeners:
+        if id(lis) in seen_listeners:
+            continue
         wanted_tables: list[str] = []
         wanted_clusters: list[str] = []
         wanted_secrets: list[str] = []
@@ -93,7 +121,7 @@ def consistency_problems(ir: IR) -> list[str]:
                      for c in wanted_clusters if c not in clusters]
         problems += [f"listener {lis.name} names missing secret {s}"
                      for s in wanted_secrets if s not in secrets]
-    for c in ir.clusters:
+    for c in () if kept else ir.clusters:
         v = c.upstream_tls.validation_secret if c.upstream_tls else None
         if v is not None and v not in secrets:
             problems.append(f"cluster {c.name} names missing secret {v}")

@@ -33,6 +33,7 @@ proportion to the Services it touches.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -40,7 +41,7 @@ from operator import attrgetter
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
-from kxds.ir import IR, Cluster, LoadAssignment, consistency_problems
+from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import ingress, tls
@@ -50,6 +51,8 @@ from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gate
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
+from kxds.translators.ingress import Target
+from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
@@ -205,24 +208,59 @@ def _cluster_names(ctx: Context, key: Key) -> frozenset[str]:
 CLUSTER_NAMES: Query[Key, frozenset[str]] = Query("cluster-names", _cluster_names)
 
 
+def _route_targets(ctx: Context, _: None) -> frozenset[Target]:
+    """What the Ingress routes and the default backend forward to
+    (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), and where their
+    external auth checks go."""
+    merged = ctx.query(ROUTES, None)
+    return merged.backends | auth_targets(merged.virtual_hosts)
+
+
+ROUTE_TARGETS: Query[None, frozenset[Target]] = Query("route-targets", _route_targets)
+
+
+def _passthrough(ctx: Context, key: Key) -> tuple[Target, ...]:
+    ing = ctx.state.ingresses.get(key)
+    if ing is None:
+        return ()
+    return tuple((svc, name) for svc, name in tls.passthrough_targets(ctx.state, ing)
+                 if name in ctx.query(CLUSTER_NAMES, svc))
+
+
+PASSTHROUGH: Query[Key, tuple[Target, ...]] = Query("passthrough-targets", _passthrough)
+"""The Service clusters one Ingress's passthrough chains forward to."""
+
+PASSTHROUGHS: Query[None, frozenset[Target]] = Query(
+    "all-passthrough-targets", lambda ctx, _: frozenset(
+        t for ing in ctx.query(OURS, None) for t in ctx.query(PASSTHROUGH, ing.meta.key)))
+
+
+GATEWAY_TARGETS: Query[None, frozenset[Target]] = Query(
+    "gateway-targets", lambda ctx, _: frozenset(itertools.chain(
+        ctx.query(GATEWAY_API, None).routes.backends,
+        ctx.query(GATEWAY_API, None).l4.backends)))  # and TLS, TCP and UDP Routes'
+"""The Service clusters the Gateway API routes forward to."""
+
+
 def _referenced(ctx: Context, _: None) -> Mapping[Key, frozenset[str]]:
-    """Service -> the names of its clusters that something routes to: a route or the
-    default backend (:attr:`~kxds.translators.ingress.MergedRoutes.backends`), or a
-    passthrough chain. TLS twins copy a cluster that a route names."""
+    """Service -> the names of its clusters that something routes to: an Ingress route
+    (:data:`ROUTE_TARGETS`), a Gateway API route, or a passthrough chain. TLS twins
+    copy a cluster that a route names. Its parts are queries of their own, so a
+    change that leaves them equal (a path added to a Service already routed to)
+    stops there."""
+    routes: frozenset[Target] = ctx.query(ROUTE_TARGETS, None)
+    gateway_api: frozenset[Target] = ctx.query(GATEWAY_TARGETS, None)
+    passthrough: frozenset[Target] = ctx.query(PASSTHROUGHS, None)
     out: dict[Key, set[str]] = {}
-    targets = list(ctx.query(ROUTES, None).backends)
-    targets += ctx.query(GATEWAY_API, None).routes.backends
-    targets += ctx.query(GATEWAY_API, None).l4.backends  # TLS, TCP and UDP Routes
-    targets += auth_targets(ctx.query(ROUTES, None).virtual_hosts)  # external auth checks
-    for ing in ctx.query(OURS, None):
-        targets += [(key, name) for key, name in tls.passthrough_targets(ctx.state, ing)
-                    if name in ctx.query(CLUSTER_NAMES, key)]
-    for key, name in targets:
+    for key, name in itertools.chain(routes, gateway_api, passthrough):
         out.setdefault(key, set()).add(name)
     return {key: frozenset(names) for key, names in out.items()}
 
 
-REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced)
+REFERENCED: Query[None, Mapping[Key, frozenset[str]]] = Query("referenced", _referenced,
+                                                              firewall=True)
+"""A firewall (:mod:`kxds.incremental`): every Service's :data:`WANTED` reads it, and
+a change of routes seldom changes which clusters they name."""
 
 
 def _wanted(ctx: Context, key: Key) -> frozenset[str]:
@@ -265,14 +303,13 @@ def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
 INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
 
 
-def _routes(ctx: Context, _: None) -> ingress.MergedRoutes:
+def _routes(ctx: Context, _: None) -> MergedRoutes:
     ones = [ctx.query(INGRESS, ing.meta.key) for ing in ctx.query(OURS, None)]
     previous = ctx.previous_value()
-    return ingress.merge_routes(ones, previous if isinstance(previous, ingress.MergedRoutes)
-                                else None)
+    return merge_routes(ones, previous if isinstance(previous, MergedRoutes) else None)
 
 
-ROUTES: Query[None, ingress.MergedRoutes] = Query("routes", _routes)
+ROUTES: Query[None, MergedRoutes] = Query("routes", _routes)
 
 
 def _gateway_api(ctx: Context, _: None) -> GatewayApi:
@@ -316,11 +353,12 @@ class EdgeView:
 def _edge(ctx: Context, _: None) -> EdgeView:
     state, config = ctx.state, ctx.config
     svc = ctx.query(SERVICES, None)
-    listener = ingress.http_listener(config)
+    listener = ctx.query(HTTP_LISTENER, None)
     merged = ctx.query(ROUTES, None)
-    table = ingress.route_table(listener.route_table, merged)
+    table = route_table(listener.route_table, merged)
     gateway_api = ctx.query(GATEWAY_API, None)
-    defaults = frozenset(i[0][2].name for i in merged.inputs.values() if i[0][2] is not None)
+    default = merged.others.default
+    defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
     ours: tuple[Ingress, ...] = ctx.query(OURS, None)
     table, named = apply_host_names(table, ours)
@@ -344,7 +382,9 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = dataclasses.replace(secured, ir=upstream_ir)
     traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
     secured = dataclasses.replace(secured, ir=traced_ir)
-    problems = consistency_problems(secured.ir)
+    last = ctx.previous_value()  # passed this check: what it shares is not checked again
+    problems = consistency_problems(secured.ir, last.translation.ir
+                                    if isinstance(last, EdgeView) else None)
     if problems:
         raise TranslationBug("; ".join(problems))
     parse_problems, skipped = ctx.query(PARSE_PROBLEMS, None)
@@ -358,6 +398,12 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        gateway_api.diagnostics, named, upstream_diags,
                                        tracing_diags, l4_diags))
     return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
+
+
+HTTP_LISTENER: Query[None, HttpListener] = Query(
+    "http-listener", lambda ctx, _: ingress.http_listener(ctx.config))
+"""The plain-HTTP listener: a query, so that it stays the very same object while the
+config it reads does (the build then finds it by identity, not serializing it again)."""
 
 
 def _parse_problems(ctx: Context, _: None

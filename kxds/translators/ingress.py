@@ -31,15 +31,14 @@ Semantics follow the Kubernetes Ingress documentation
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Set
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Set
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.ir import (
     AccessPolicy,
-    Cluster,
     DirectResponse,
     Forward,
     HttpListener,
@@ -48,7 +47,6 @@ from kxds.ir import (
     Route,
     RouteAction,
     RouteTable,
-    VirtualHost,
     WeightedBackend,
 )
 from kxds.kube.models import ClusterState, Ingress, IngressBackend, IngressPath, Key
@@ -56,7 +54,7 @@ from kxds.translators.access import route_access
 from kxds.translators.annotations import Annotation
 from kxds.translators.annotations.registry import APP_ROOT, DEFAULT_BACKEND, MIRROR_TARGET
 from kxds.translators.auth_external import with_external_auth
-from kxds.translators.canary import CanaryPath, CanaryRule, apply_canaries, canary_rule
+from kxds.translators.canary import CanaryPath, CanaryRule, canary_rule
 from kxds.translators.config import TranslateConfig
 from kxds.translators.error_pages import (
     ErrorBackend,
@@ -102,100 +100,8 @@ Target = tuple[Key, str]
 """A Service (by key) and the name of one of its clusters that a route forwards to."""
 
 
-@dataclass(slots=True)
-class _Routes:
-    """Routes collected per host, with the first claimant of each match."""
-
-    by_host: dict[str, list[Route]] = field(default_factory=dict)
-    owners: dict[str, dict[PathMatch, ObjectRef]] = field(default_factory=dict)
-    """Host -> match -> the Ingress that claimed it first."""
-    refs: dict[str, set[ObjectRef]] = field(default_factory=dict)
-    default: Route | None = None
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    backends: set[Target] = field(default_factory=set)
-    """The Service clusters the routes kept forward to."""
-
-
-_HostInputs = tuple[tuple[Route, ...], tuple[Route, ...], "Route | None", tuple[ObjectRef, ...]]
-"""Everything :func:`_virtual_host` reads for one host: its routes, the routes without
-a host (for a wildcard host), the default route, the refs of the Ingresses claiming it."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class MergedRoutes:
-    """The virtual hosts of every Ingress of our class, and the problems of merging them."""
-
-    virtual_hosts: tuple[VirtualHost, ...]
-    diagnostics: tuple[Diagnostic, ...]
-    inputs: Mapping[str, tuple[_HostInputs, VirtualHost]]
-    """Host -> what its virtual host was built from, and that virtual host."""
-    backends: frozenset[Target]
-    """Every Service cluster a route (or the default backend) forwards to: the edge
-    builds these clusters and no others."""
-    clusters: tuple[Cluster, ...] = ()
-    """Clusters of the routes' own (DNS mirror targets), sorted by name."""
-
-
-def merge_routes(ones: Iterable[IngressRoutes],
-                 previous: MergedRoutes | None = None) -> MergedRoutes:
-    """Merge the routes of every Ingress (oldest first) into virtual hosts, sorted by name.
-
-    ``previous``: the last merge, whose virtual hosts are reused (the very
-    objects) for hosts built from the very same routes: the Envoy builders then
-    find them unchanged by identity.
-    """
-    acc = _Routes()
-    canaries = []
-    own_clusters: dict[str, Cluster] = {}
-    for one in ones:
-        if one.mirror is not None and one.canary is None:
-            if one.mirror.target is not None:
-                acc.backends.add(one.mirror.target)
-            if one.mirror.cluster is not None:
-                own_clusters.setdefault(one.mirror.cluster.name, one.mirror.cluster)
-        if one.canary is not None:
-            acc.diagnostics += one.diagnostics
-            canaries.append((one.ref, *one.canary))
-        else:
-            _merge(one, acc)
-    apply_canaries(acc.by_host, canaries, acc.diagnostics, acc.backends)
-    hosts = sorted(acc.by_host)
-    if CATCH_ALL not in acc.by_host and acc.default is not None:
-        hosts.append(CATCH_ALL)
-    built: dict[str, tuple[_HostInputs, VirtualHost]] = {}
-    last = previous.inputs if previous is not None else {}
-    for host in hosts:
-        inputs = _host_inputs(host, acc)
-        old = last.get(host)
-        if old is not None and _same_inputs(old[0], inputs):
-            built[host] = old
-        else:
-            built[host] = (inputs, _virtual_host(host, *inputs))
-    vhosts = sorted((vh for _, vh in built.values()), key=lambda vh: vh.name)
-    return MergedRoutes(tuple(vhosts), tuple(acc.diagnostics), built, frozenset(acc.backends),
-                        tuple(own_clusters[k] for k in sorted(own_clusters)))
-
-
-def _host_inputs(host: str, acc: _Routes) -> _HostInputs:
-    own = tuple(acc.by_host.get(host, ()))
-    shared = tuple(acc.by_host.get(CATCH_ALL, ())) if host.startswith("*.") else ()
-    return own, shared, acc.default, _sorted_refs(acc.refs.get(host, ()))
-
-
-def _same_inputs(a: _HostInputs, b: _HostInputs) -> bool:
-    """The same routes (by identity: Route objects are reused while unchanged) and refs."""
-    return (len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and a[2] is b[2]
-            and all(x is y for x, y in zip(a[0], b[0], strict=True))
-            and all(x is y for x, y in zip(a[1], b[1], strict=True)) and a[3] == b[3])
-
-
-def route_table(name: str, merged: MergedRoutes) -> RouteTable:
-    """The route table of the HTTP listener (the same name) serving ``merged``."""
-    return RouteTable(name=name, virtual_hosts=merged.virtual_hosts)
-
-
 @dataclass(frozen=True, slots=True)
-class _Candidate:
+class Candidate:
     """One path (or the default backend) of an Ingress, before conflicts are settled."""
 
     host: str
@@ -215,8 +121,8 @@ class IngressRoutes:
     """Everything one Ingress contributes, independent of the other Ingresses."""
 
     ref: ObjectRef
-    paths: tuple[_Candidate, ...]
-    default: _Candidate | None
+    paths: tuple[Candidate, ...]
+    default: Candidate | None
     diagnostics: tuple[Diagnostic, ...]
     """Problems of the Ingress itself (unusable paths): always reported."""
     canary: tuple[CanaryRule, tuple[CanaryPath, ...]] | None = None
@@ -254,7 +160,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     plan = mirror_plan(state, pol.parsed, clusters, own, policies)
     if plan is not None:
         pol = replace(pol, forward=replace(pol.forward, mirrors=(plan.mirror,)))
-    paths: list[_Candidate] = []
+    paths: list[Candidate] = []
     errors = _error_backend(state, ing, pol, own)
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
@@ -271,7 +177,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
                 wildcard_host=rule.host if rule.host.startswith("*.") else None))
             if errors is not None:
                 route = with_error_pages(route, ing, errors, path)
-            paths.append(_Candidate(rule.host, match, field_path,
+            paths.append(Candidate(rule.host, match, field_path,
                                     f"{path.path_type} {path.path!r}", route, tuple(diags),
                                     target))
     paths += _app_roots(pol, paths)
@@ -293,7 +199,7 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
         action, access, target = _backend_action(
             state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
         match = PathMatch(kind=MatchKind.PREFIX, path="/")
-        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
+        default = Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
             action=action, access=access)), tuple(diags), target)
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own),
@@ -331,19 +237,19 @@ def failed_routes(ing: Ingress, problem: Diagnostic) -> IngressRoutes:
     matches are made as plainly as possible, so that this cannot fail too.
     """
     ref = ing.meta.ref
-    paths: list[_Candidate] = []
+    paths: list[Candidate] = []
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
             match = _plain_match(path)
             route = Route(name=names.ingress_route(ref.namespace, ref.name, i, j), ref=ref,
                           match=match, action=UNAVAILABLE,
                           wildcard_host=rule.host if rule.host.startswith("*.") else None)
-            paths.append(_Candidate(rule.host, match, f"spec.rules[{i}].http.paths[{j}]",
+            paths.append(Candidate(rule.host, match, f"spec.rules[{i}].http.paths[{j}]",
                                     f"{path.path_type} {path.path!r}", route, ()))
     default = None
     if ing.default_backend is not None:
         match = PathMatch(kind=MatchKind.PREFIX, path="/")
-        default = _Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
+        default = Candidate(CATCH_ALL, match, "spec.defaultBackend", "", Route(
             name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
             action=UNAVAILABLE), ())
     return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=(problem,))
@@ -410,65 +316,33 @@ def _error_backend(state: ClusterState, ing: Ingress, pol: IngressPolicy,
 
 
 def _error_routes(state: ClusterState, ing: Ingress, pol: IngressPolicy, errors: ErrorBackend,
-                  paths: list[_Candidate], clusters: HasCluster, policies: PolicyIndex | None
-                  ) -> list[_Candidate]:
+                  paths: list[Candidate], clusters: HasCluster, policies: PolicyIndex | None
+                  ) -> list[Candidate]:
     """The error route on each host of the Ingress (see :mod:`.error_pages`)."""
     diags: list[Diagnostic] = []
     field_path = pol.parsed.field(DEFAULT_BACKEND)
     action, access, target = _backend_action(state, ing, errors.backend, field_path, clusters,
                                              diags, policies)
-    out: list[_Candidate] = []
+    out: list[Candidate] = []
     for host, c in {c.host: c for c in paths}.items():
         name = f"{c.route.name.rsplit('/rule/', 1)[0]}/errors/{host or '*'}"
         route = pol.apply_default(error_route(name, c.route, errors, action, access))
-        out.append(_Candidate(host, route.match, field_path, f"error route {errors.path!r}",
+        out.append(Candidate(host, route.match, field_path, f"error route {errors.path!r}",
                               route, tuple(diags), target))
     return out
 
 
-def _app_roots(pol: IngressPolicy, paths: list[_Candidate]) -> list[_Candidate]:
+def _app_roots(pol: IngressPolicy, paths: list[Candidate]) -> list[Candidate]:
     """``app-root``: one redirect of exactly ``/`` per host of the Ingress."""
-    out: list[_Candidate] = []
+    out: list[Candidate] = []
     hosts = {c.host: c for c in paths}
     for host, c in hosts.items():
         name = f"{c.route.name.rsplit('/rule/', 1)[0]}/app-root/{host or '*'}"
         route = app_root_route(pol, name, c.route)
         if route is not None:
-            out.append(_Candidate(host, route.match, pol.parsed.field(APP_ROOT),
+            out.append(Candidate(host, route.match, pol.parsed.field(APP_ROOT),
                                   "app-root '/'", route, ()))
     return out
-
-
-def _merge(one: IngressRoutes, acc: _Routes) -> None:
-    """Add one Ingress's routes; a path or default backend already claimed is a conflict."""
-    ref = one.ref
-    acc.diagnostics += one.diagnostics
-    for c in one.paths:
-        owners = acc.owners.setdefault(c.host, {})
-        owner = owners.get(c.match)
-        if owner is not None:
-            acc.diagnostics.append(Diagnostic(
-                ref, c.field_path, Reason.CONFLICT,
-                f"host {c.host or '*'!r} {c.described} is already "
-                f"served by {owner}; this path is ignored"))
-            continue
-        acc.diagnostics += c.diagnostics
-        if c.target is not None:
-            acc.backends.add(c.target)
-        owners[c.match] = ref
-        acc.by_host.setdefault(c.host, []).append(c.route)
-        acc.refs.setdefault(c.host, set()).add(ref)
-    if one.default is None:
-        return
-    if acc.default is not None:
-        acc.diagnostics.append(Diagnostic(
-            ref, "spec.defaultBackend", Reason.CONFLICT,
-            f"the default backend is already set by {acc.default.ref}; this one is ignored"))
-        return
-    acc.diagnostics += one.default.diagnostics
-    if one.default.target is not None:
-        acc.backends.add(one.default.target)
-    acc.default = one.default.route
 
 
 def path_match(
@@ -559,32 +433,3 @@ def precedence(route: Route) -> tuple[int, int, str]:
         # ingress-nginx orders regex locations longest first; they come before prefixes.
         return (1, -len(route.match.path), route.match.path)
     return (2, -len(route.match.path), route.match.path)
-
-
-def _virtual_host(host: str, own: tuple[Route, ...], shared: tuple[Route, ...],
-                  default: Route | None, refs: tuple[ObjectRef, ...]) -> VirtualHost:
-    """The virtual host of ``host``: a pure function of what :func:`_host_inputs` gives."""
-    routes = sorted(own, key=precedence)
-    if host.startswith("*."):
-        # A deeper subdomain reaches this virtual host only because Envoy's
-        # wildcard matches several labels; it must be served as if the wildcard
-        # had not matched: by the rules without a host, then the default backend.
-        # A one-label host did match the wildcard rule, and "requests are matched
-        # against the host before the IngressRuleValue" (IngressRule API docs): a
-        # path the wildcard rule lacks goes to the default backend, never to the
-        # rules without a host, exactly as for an exact host.
-        routes += [replace(r, below_wildcard_host=host)
-                   for r in sorted(shared, key=precedence)]
-    # A "/" that matches every request of this virtual host makes the default unreachable.
-    catch_all = any(r.match.kind is MatchKind.PREFIX and r.wildcard_host is None
-                    and r.below_wildcard_host is None for r in routes)
-    if default is not None and not catch_all:
-        routes.append(default)
-    return VirtualHost(name=names.virtual_host(host), domains=(host or "*",),
-                       routes=tuple(routes), refs=_sorted_refs((*refs, *(r.ref for r in routes))))
-
-
-def _sorted_refs(refs: Iterable[ObjectRef]) -> tuple[ObjectRef, ...]:
-    """``tuple(sorted(set(refs)))``, through plain tuple keys, which hash and compare in C."""
-    unique = {(r.kind, r.namespace, r.name): r for r in refs}
-    return tuple(unique[k] for k in sorted(unique))

@@ -38,11 +38,15 @@ diagnostic that says why.
 
 Two Services claiming one address and port: the older one (by
 ``creationTimestamp``, then namespace/name) keeps it; the other gets CONFLICT.
+
+Each Service is translated on its own (:data:`SERVICE_SHARE`, a query), and a
+node view joins the shares, so a change translates the Services it reaches;
+only when two Services contend (an overlapping address, a cluster or listener
+name) are they all translated in order, as the older must win.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,7 +54,7 @@ from typing import Any, Literal
 
 from kxds import ir, names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
-from kxds.incremental import Changes, Context, Query, Store
+from kxds.incremental import Context, Query, Store
 from kxds.kube.models import ClusterState, Key, Service, ServicePort
 from kxds.translators.access import service_access
 from kxds.translators.config import NodeInfo, TranslateConfig
@@ -209,90 +213,116 @@ def _served_services(ctx: Context, _: None) -> tuple[Service, ...]:
 SERVED: Query[None, tuple[Service, ...]] = Query("served-services", _served_services)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceShare:
+    """One Service's part of a node view, translated as if no other Service claimed
+    anything: what :func:`_node_view` joins when no two Services contend."""
+
+    clusters: tuple[ir.Cluster, ...]
+    assignments: tuple[ir.LoadAssignment, ...]
+    listeners: tuple[ir.Listener, ...]
+    diagnostics: frozenset[Diagnostic]
+    claims: tuple[tuple[tuple[int, str], str], ...]
+    """The (port, protocol) and address of each place it took."""
+
+
+NODE_POLICIES: Query[None, PolicyIndex] = Query("node-policies",
+                                                lambda ctx, _: PolicyIndex.of(ctx.state))
+
+
+def _service_share(ctx: Context, key: tuple[NodeInfo, Key]) -> ServiceShare:
+    node, service = key
+    svc = ctx.state.services.get(service)
+    if svc is None:  # gone since a view that used it was built
+        return ServiceShare((), (), (), frozenset(), ())
+    b = _Builder(ctx.state, ctx.config, node, ctx.query(NODE_POLICIES, None))
+    _add_guarded(b, svc)
+    return ServiceShare(tuple(b.clusters.values()), tuple(b.assignments.values()),
+                        tuple(b.listeners.values()), frozenset(b.diagnostics),
+                        tuple((slot, claim.address) for slot, taken in b.claims.items()
+                              for claim in taken.by_address.values()))
+
+
+SERVICE_SHARE: Query[tuple[NodeInfo, Key], ServiceShare] = Query("node-service-share",
+                                                                 _service_share)
+"""One Service's share of one node's view: a change of one Service (or of its
+EndpointSlices) translates that Service again, not every Service of the node."""
+
+
 def _node_view(ctx: Context, node: NodeInfo) -> Translation:
-    b = _Builder(ctx.state, ctx.config, node, PolicyIndex.of(ctx.state))
-    for svc in ctx.query(SERVED, None):
-        _add_guarded(b, svc)
-    result = ir.IR(
-        clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
-        load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
-        listeners=tuple(b.listeners[k] for k in sorted(b.listeners)),
-    )
-    problems = ir.consistency_problems(result)
+    served = ctx.query(SERVED, None)
+    shares = [ctx.query(SERVICE_SHARE, (node, svc.meta.key)) for svc in served]
+    last = ctx.previous_value()
+    previous = last.ir if isinstance(last, Translation) else None
+    joined = _join(shares, previous)
+    if joined is None:
+        # Two Services contend for an address, a cluster or a listener name: the
+        # older one wins, which only translating them in order can tell.
+        b = _Builder(ctx.state, ctx.config, node, ctx.query(NODE_POLICIES, None))
+        for svc in served:
+            _add_guarded(b, svc)
+        joined = (ir.IR(clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
+                        load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
+                        listeners=tuple(b.listeners[k] for k in sorted(b.listeners))),
+                  b.diagnostics)
+    result, diagnostics = joined
+    problems = ir.consistency_problems(result, previous)
     if problems:
         raise TranslationBug("; ".join(problems))
-    return Translation(ir=result, diagnostics=tuple(sorted(b.diagnostics)))
+    return Translation(ir=result, diagnostics=tuple(sorted(diagnostics)))
 
 
-def _patch_node_view(ctx: Context, node: NodeInfo, old: Translation,
-                     changes: Changes) -> Translation | None:
-    """Only EndpointSlices of served Services changed: :func:`patch_node`."""
-    if changes.queries or changes.before is None or not changes.reads or any(
-            field_ != "slices_by_service" for field_, _ in changes.reads):
-        return None
-    served = {svc.meta.key for svc in ctx.query(SERVED, None)}
-    keys = {key for _, key in changes.reads}
-    if not keys <= served:
-        return None
-    return patch_node(old, changes.before, ctx.state, ctx.config, node,
-                      keys)  # type: ignore[arg-type]
+def _join(shares: list[ServiceShare], previous: ir.IR | None
+          ) -> tuple[ir.IR, set[Diagnostic]] | None:
+    """The node view of ``shares`` (oldest Service first), when no two of them claim an
+    overlapping address or the same name; None otherwise. Each kind keeps the very
+    tuple of ``previous`` when it holds the very same objects."""
+    slots: dict[tuple[int, str], _Slot] = {}
+    clusters: dict[str, ir.Cluster] = {}
+    assignments: dict[str, ir.LoadAssignment] = {}
+    listeners: dict[str, ir.Listener] = {}
+    diagnostics: set[Diagnostic] = set()
+    for share in shares:
+        for slot_key, address in share.claims:
+            slot = slots.setdefault(slot_key, _Slot())
+            if slot.holder(address) is not None:
+                return None
+            slot.take(_Claim(("", ""), address))
+        for cluster in share.clusters:
+            if clusters.setdefault(cluster.name, cluster) is not cluster:
+                return None
+        for assignment in share.assignments:
+            if assignments.setdefault(assignment.cluster, assignment) is not assignment:
+                return None
+        for lis in share.listeners:
+            if listeners.setdefault(lis.name, lis) is not lis:
+                return None
+        diagnostics |= share.diagnostics
+    return ir.IR(
+        clusters=_same_or(previous.clusters if previous else None,
+                          [clusters[k] for k in sorted(clusters)]),
+        load_assignments=_same_or(previous.load_assignments if previous else None,
+                                  [assignments[k] for k in sorted(assignments)]),
+        listeners=_same_or(previous.listeners if previous else None,
+                           [listeners[k] for k in sorted(listeners)])), diagnostics
 
 
-NODE: Query[NodeInfo, Translation] = Query("node", _node_view, _patch_node_view)
+def _same_or(old: tuple[Any, ...] | None, new: list[Any]) -> tuple[Any, ...]:
+    """``old`` when it holds the very objects of ``new`` (later stages then tell it
+    unchanged by identity), else ``new`` as a tuple."""
+    if old is not None and len(old) == len(new) and all(
+            a is b for a, b in zip(old, new, strict=True)):
+        return old
+    return tuple(new)
+
+
+NODE: Query[NodeInfo, Translation] = Query("node", _node_view)
 """A per-node view; keyed by the node it is built for."""
 
 
 def _served(svc: Service) -> bool:
     """Whether a per-node proxy serves ``svc`` (listeners on nodePorts, LB IPs, externalIPs)."""
     return svc.type != "ExternalName" and (svc.type in _EXPOSED_TYPES or bool(svc.external_ips))
-
-
-def patch_node(previous: Translation, before: ClusterState, after: ClusterState,
-               config: TranslateConfig, node: NodeInfo, changed: set[Key]) -> Translation | None:
-    """``translate_node(after, ...)`` as a patch of ``previous`` (the translation of
-    ``before``), when only the EndpointSlices of the ``changed`` Services differ
-    (:func:`_patch_node_view`); None when a patch cannot say.
-
-    A Service's share of a node view is its clusters, load assignments and
-    listeners, less the entries an older Service claimed first; claims and
-    listeners do not read EndpointSlices, but load assignments and the local
-    endpoint count of a health check do. So each changed Service is translated
-    alone with its old and new slices: when only those two differ, they are
-    replaced in ``previous`` under the same names; anything else (a cluster
-    kind, a diagnostic) and the whole node is translated again.
-    """
-    assignments = {a.cluster: a for a in previous.ir.load_assignments}
-    listeners = {lis.name: lis for lis in previous.ir.listeners}
-    for key in changed:
-        svc = after.services[key]
-        old, new = _alone(before, config, node, svc), _alone(after, config, node, svc)
-        if (old.clusters != new.clusters or old.diagnostics != new.diagnostics
-                or old.listeners.keys() != new.listeners.keys()
-                or old.assignments.keys() != new.assignments.keys()):
-            return None
-        for name, lis in new.listeners.items():
-            if lis != old.listeners[name] and not isinstance(lis, ir.HealthCheckListener):
-                return None  # only a health check's local count may move
-            if name in listeners and lis != listeners[name]:
-                listeners[name] = lis
-        for name, assignment in new.assignments.items():
-            if name in assignments and assignment != assignments[name]:
-                assignments[name] = assignment
-    moved = any(lis is not listeners[lis.name] for lis in previous.ir.listeners)
-    result = dataclasses.replace(
-        previous.ir, load_assignments=tuple(assignments[k] for k in sorted(assignments)),
-        # Unchanged listeners stay the same tuple: the build then serializes endpoints only.
-        listeners=tuple(listeners[k] for k in sorted(listeners)) if moved
-        else previous.ir.listeners)
-    return Translation(ir=result, diagnostics=previous.diagnostics)
-
-
-def _alone(state: ClusterState, config: TranslateConfig, node: NodeInfo,
-           svc: Service) -> _Builder:
-    """``svc`` translated for ``node`` as if no other Service claimed anything."""
-    b = _Builder(state, config, node, PolicyIndex.of(state))
-    _add_guarded(b, svc)
-    return b
 
 
 def _age(svc: Service) -> tuple[bool, str, str, str]:

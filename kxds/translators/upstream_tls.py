@@ -299,13 +299,19 @@ def apply_upstream_tls(base: ir.IR, state: ClusterState,
     and the diagnostics for unusable CA Secrets.
     """
     wanted = set(tables)
-    b = _Builder(state, base)
     asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
+    if (not asking and not state.grpc_routes and not state.backend_tls_policies
+            and not any(p.app_protocol is not None and p.app_protocol.lower() == "https"
+                        for svc in state.services.values() for p in svc.ports)):
+        # The common case, told before indexing every cluster (a route change
+        # would otherwise pay for that at every rebuild): no backend speaks TLS.
+        return base, []
+    b = _Builder(state, base)
     tls_ports = {name for name, (_, proto) in b.ports.items()
                  if proto is not None and proto.lower() == "https"}
     if (not asking and not tls_ports and not state.grpc_routes
             and not state.backend_tls_policies):
-        return base, []  # the common case: no backend speaks TLS
+        return base, []  # no https port that something routes to
     tls_ports |= set(b.policies.by_cluster)
 
     def concerned(r: ir.Route) -> bool:
