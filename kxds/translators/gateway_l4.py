@@ -48,7 +48,12 @@ from kxds.translators.access import all_admit, route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_routes import HasCluster, Target, attach, route_hosts
-from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.gateway_status import (
+    CONTROLLER_NAME,
+    Condition,
+    ParentStatus,
+    RouteStatus,
+)
 from kxds.translators.gateway_tls import with_tls_chains
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import port_cluster
@@ -258,8 +263,11 @@ def translate_l4(state: ClusterState, config: TranslateConfig,
     out = _Builder(config, dict(sni_taken), certificates=certificates or {})
     routes: list[L4Route] = [*state.tls_routes.values(), *state.tcp_routes.values(),
                              *state.udp_routes.values()]
-    statuses = [s for s in (_route(state, r, listeners, clusters, policies, out)
-                            for r in sorted(routes, key=_age)) if s.parents]
+    # A Route with no parent of ours whose status still holds entries of ours gets an
+    # empty status: the writer takes those entries back.
+    statuses = [s for r in sorted(routes, key=_age)
+                if (s := _route(state, r, listeners, clusters, policies, out)).parents
+                or CONTROLLER_NAME in r.status_controllers]
     return L4Result(
         passthrough={port: tuple(sorted(chains, key=lambda c: c.name))
                      for port, chains in sorted(out.chains.items())},
