@@ -1,9 +1,10 @@
 """Gateway TLS listeners on ports of their own, through a real Envoy.
 
 A Passthrough and a Terminate TLS listener on a free port beside the edge's own
-are served on an Envoy TLS listener of that port: the passthrough client talks TLS
-with the backend itself, the terminated one gets the listener's certificate and
-its TCP backend the decrypted bytes. The passthrough backend's NetworkPolicy
+are served on an Envoy TLS listener of that port, with an HTTPS listener there,
+split by SNI: the passthrough client talks TLS with the backend itself, the
+terminated one gets the listener's certificate and its TCP backend the decrypted
+bytes, the HTTPS one its HTTPRoute's answer. The passthrough backend's NetworkPolicy
 holds there as on the edge TLS listener.
 
 Then restates the upstream conformance test ``TLSRouteHostnameIntersection``
@@ -107,10 +108,12 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
     backend_ca, echoes = tls_echoes
     gateway_ca = make_ca("kxds gateway CA")
     tcp = EchoBackend("tcpecho", tmp_path, kind="tcp")
+    web = EchoBackend("web", tmp_path)
     try:
         own = free_port()
         write_manifests(manifests_dir, "backends.yaml", "---".join([
             _l4_service("tlsweb", echoes["a"], 443), _l4_service("tcpecho", tcp, 7000),
+            _l4_service("web", web, 80),
             policy("guard", "tlsweb", f"[{ip_rule('127.0.0.2/32')}]")]))
         write_manifests(manifests_dir, "routes.yaml", "---\n".join([CLASS, _gateway("gw", f"""
   - {{name: pt, port: {own}, protocol: TLS, hostname: pt.own.test, tls: {{mode: Passthrough}}}}
@@ -118,10 +121,22 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
     port: {own}
     protocol: TLS
     hostname: term.own.test
-    tls: {{mode: Terminate, certificateRefs: [{{name: term-cert}}]}}"""),
+    tls: {{mode: Terminate, certificateRefs: [{{name: term-cert}}]}}
+  - name: web
+    port: {own}
+    protocol: HTTPS
+    hostname: web.own.test
+    tls: {{certificateRefs: [{{name: term-cert}}]}}"""), f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: web}}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+""",
             _tls_route("pt", "gw", "[pt.own.test]", "tlsweb"),
             _tls_route("term", "gw", "[term.own.test]", "tcpecho", 7000),
-            tls_secret_yaml("default", "term-cert", make_leaf(gateway_ca, ["term.own.test"]))]))
+            tls_secret_yaml("default", "term-cert", make_leaf(gateway_ca, ["term.own.test", "web.own.test"]))]))
         gw = kxds_envoy(manifests_dir, wait=False)
         assert gw.envoy is not None
         gw.envoy.wait_listening(own)
@@ -131,8 +146,11 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
         # the gateway's) and got the backend's answer over that TLS.
         # Terminate, same port: Envoy's certificate, the plain bytes to the TCP backend.
         names, answer = _exchange(own, "term.own.test", gateway_ca)
-        assert names == ["term.own.test"]
+        assert names == ["term.own.test", "web.own.test"]  # the listeners' certificate
         assert answer.startswith(b"tcpecho ")
+        # An HTTPS listener on the same port: its own SNI name, its HTTPRoute.
+        status, headers = https_get(own, "web.own.test", gateway_ca)
+        assert (status, headers.get("x-echo-backend")) == (200, "web")
         # The passthrough backend's NetworkPolicy admits 127.0.0.2 only, on this port too.
         assert _backend_from(own, "pt.own.test", backend_ca, "127.0.0.3") is None
         assert refused(own, "other.own.test", gateway_ca)
@@ -141,6 +159,7 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
         assert refused(gw.https_port, "term.own.test", gateway_ca)
     finally:
         tcp.stop()
+        web.stop()
 
 
 def test_tls_route_hostname_intersection_isolated_per_gateway_port_through_envoy(
