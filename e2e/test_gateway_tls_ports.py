@@ -126,17 +126,18 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
     port: {own}
     protocol: HTTPS
     hostname: web.own.test
-    tls: {{certificateRefs: [{{name: term-cert}}]}}"""), f"""
+    tls: {{certificateRefs: [{{name: term-cert}}]}}"""), """
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: web, namespace: default}}
+metadata: {name: web, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: web}}]
-  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+  parentRefs: [{name: gw, sectionName: web}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
 """,
             _tls_route("pt", "gw", "[pt.own.test]", "tlsweb"),
             _tls_route("term", "gw", "[term.own.test]", "tcpecho", 7000),
-            tls_secret_yaml("default", "term-cert", make_leaf(gateway_ca, ["term.own.test", "web.own.test"]))]))
+            tls_secret_yaml("default", "term-cert",
+                            make_leaf(gateway_ca, ["term.own.test", "web.own.test"]))]))
         gw = kxds_envoy(manifests_dir, wait=False)
         assert gw.envoy is not None
         gw.envoy.wait_listening(own)

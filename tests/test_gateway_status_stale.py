@@ -135,7 +135,8 @@ def _ours_then_moved(leader: Leader, change: Callable[[], None]) -> tuple[Obj, O
     after = leader.api.apply(gw)["status"]
     leader.write(lambda s: {g.meta.name for g in our_gateways(s)} == {"stays"}
                  and all(CONTROLLER_NAME in r.status_controllers
-                         for r in (*s.http_routes.values(), *s.tls_routes.values())),
+                         for kind in ("HTTPRoute", "TLSRoute")
+                         for r in routes_of(s, kind).values()),
                  "the Gateway gone to another controller")
     return before, after
 
