@@ -130,3 +130,23 @@ def test_a_tls_listener_on_a_port_taken_otherwise_is_unavailable(listeners: str,
     accepted = listener_conditions(result.gateway_status, "gw", "l")["Accepted"]
     assert accepted[:2] == (False, "PortUnavailable") and why in accepted[2], accepted
     assert not [x for x in result.ir.listeners if isinstance(x, TlsListener)]
+
+
+def test_an_sni_name_an_https_listener_of_the_port_serves_is_not_a_tls_routes() -> None:
+    """One chain per SNI name on a port (Envoy refuses a listener with two): the HTTPS
+    listener keeps its name; the TLSRoute gets the rest, and the name on another port."""
+    pair = make_leaf(make_ca(), ["*.example.com"])
+    result = run(SERVICES, tls_secret_yaml("default", "cert", pair), gateway("gw", """
+  - {name: web, port: 9443, protocol: HTTPS, hostname: '*.example.com',
+     tls: {certificateRefs: [{name: cert}]}}
+  - {name: any, port: 9443, protocol: TLS, tls: {mode: Passthrough}}
+  - {name: other, port: 9444, protocol: TLS, tls: {mode: Passthrough}}"""),
+                 tls_route("r", "{name: gw, sectionName: any}", "tlsweb",
+                           "['*.example.com', db.test]"),
+                 tls_route("r2", "{name: gw, sectionName: other}", "other",
+                           "['*.example.com']"))
+    assert chains(result, 9443) == {"db.test": ("default/tlsweb/443", None)}
+    assert chains(result, 9444) == {"*.example.com": ("default/other/443", None)}
+    [conflict] = [d for d in result.diagnostics if d.ref.name == "r"]
+    assert "SNI *.example.com is already served by an HTTPS listener of Gateway " \
+        "default/gw" in conflict.message, conflict
