@@ -98,7 +98,9 @@ def served(result: Translation, name: str) -> dict[str, list[str]]:
     ("HTTP", 9901, "PortUnavailable"),   # the edge Envoys' admin port
     ("TCP", 9901, "PortUnavailable"),
     ("UDP", 9901, "Accepted"),           # another protocol family
-    ("TLS", 9443, "PortUnavailable"),    # TLS listeners share the edge TLS listener only
+    ("TLS", 9443, "Accepted"),           # a TLS listener of its own port
+    ("TLS", 8080, "PortUnavailable"),    # the edge HTTP port
+    ("TLS", 9901, "PortUnavailable"),
 ], ids=lambda v: str(v))
 def test_which_ports_a_listener_may_take(protocol: str, port: int, reason: str) -> None:
     tls = ("{mode: Passthrough}" if protocol == "TLS" else

@@ -312,6 +312,8 @@ class TLSRoute:
     parent_refs: tuple[ParentReference, ...] = ()
     hostnames: tuple[str, ...] = ()
     rules: tuple[L4Rule, ...] = ()
+    status_controllers: tuple[str, ...] = ()
+    """As :attr:`HTTPRoute.status_controllers`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,6 +325,8 @@ class TCPRoute:
     rules: tuple[L4Rule, ...] = ()
     hostnames: tuple[str, ...] = ()
     """Always empty (TCP has no host names); for code shared with the other Routes."""
+    status_controllers: tuple[str, ...] = ()
+    """As :attr:`HTTPRoute.status_controllers`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,6 +338,8 @@ class UDPRoute:
     rules: tuple[L4Rule, ...] = ()
     hostnames: tuple[str, ...] = ()
     """Always empty, as for :class:`TCPRoute`."""
+    status_controllers: tuple[str, ...] = ()
+    """As :attr:`HTTPRoute.status_controllers`."""
 
 
 L4Route = TLSRoute | TCPRoute | UDPRoute

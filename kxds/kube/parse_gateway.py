@@ -401,17 +401,20 @@ def parse_tls_route(doc: Mapping[str, Any], limits: Limits) -> g.TLSRoute:
     meta, parents, rules = _l4_common(doc, "TLSRoute")
     spec = get_map(doc, "spec", "")
     hostnames = _route_hostnames(spec)
-    return g.TLSRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+    return g.TLSRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
+                      status_controllers=status_controllers(doc))
 
 
 def parse_tcp_route(doc: Mapping[str, Any], limits: Limits) -> g.TCPRoute:
     meta, parents, rules = _l4_common(doc, "TCPRoute")
-    return g.TCPRoute(meta=meta, parent_refs=parents, rules=rules)
+    return g.TCPRoute(meta=meta, parent_refs=parents, rules=rules,
+                      status_controllers=status_controllers(doc))
 
 
 def parse_udp_route(doc: Mapping[str, Any], limits: Limits) -> g.UDPRoute:
     meta, parents, rules = _l4_common(doc, "UDPRoute")
-    return g.UDPRoute(meta=meta, parent_refs=parents, rules=rules)
+    return g.UDPRoute(meta=meta, parent_refs=parents, rules=rules,
+                      status_controllers=status_controllers(doc))
 
 
 # --- ReferenceGrant --------------------------------------------------------------------

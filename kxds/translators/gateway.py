@@ -11,11 +11,14 @@ listener is served on the edge's own listeners:
 * ``HTTPS`` (Terminate) on 443 or ``--https-port``: a terminated chain of the
   edge TLS listener, selected by the listener's hostname as SNI, when its
   certificate resolves (:mod:`kxds.translators.gateway_tls`);
-* ``HTTP`` and ``HTTPS`` on any other port: the same, on an Envoy listener of
-  that port's own (``http/<port>``, ``https/<port>``) holding only the Routes
-  of the Gateway listeners on that port (:func:`edge_port`);
-* ``TLS`` (Passthrough or Terminate) on the edge TLS listener, ``TCP`` and
-  ``UDP`` on their own ports (:mod:`kxds.translators.gateway_l4`);
+* ``TLS`` (Passthrough or Terminate) on 443 or ``--https-port``: chains of the
+  edge TLS listener beside the HTTPS ones, selected by SNI
+  (:mod:`kxds.translators.gateway_l4`);
+* ``HTTP``, ``HTTPS`` and ``TLS`` on any other port: the same, on an Envoy
+  listener of that port's own (``http/<port>``, ``https/<port>``: HTTPS and
+  TLS listeners of one port share it, split by SNI) holding only the Routes of
+  the Gateway listeners on that port (:func:`edge_port`);
+* ``TCP`` and ``UDP`` on their own ports (:mod:`kxds.translators.gateway_l4`);
 * any other protocol is ``UnsupportedProtocol``.
 
 One TCP port serves one protocol family (HTTP, HTTPS or TLS, TCP): a listener
@@ -120,8 +123,8 @@ class ListenerPlan:
     port: int = 0
     """The port of the Envoy listener serving it (:func:`edge_port`)."""
     own_port: bool = False
-    """Whether that Envoy listener is the Gateways' alone (an HTTP or HTTPS listener
-    beside the edge's own ports, which Ingresses share)."""
+    """Whether that Envoy listener is the Gateways' alone (an HTTP, HTTPS or TLS
+    listener beside the edge's own ports, which Ingresses share)."""
 
 
 def edge_port(lis: Listener, config: TranslateConfig) -> int:
@@ -157,10 +160,6 @@ def _port_problem(lis: Listener, config: TranslateConfig) -> Condition | None:
         return Condition("Accepted", False, "PortUnavailable",
                          f"port {lis.port} is the edge's own "
                          f"{'HTTP' if lis.port in web else 'HTTPS'} port")
-    if proto == "TLS" and lis.port not in secure:
-        return Condition("Accepted", False, "PortUnavailable",
-                         f"TLS is served on port {' or '.join(map(str, sorted(secure)))} "
-                         "(the edge Service's port and kxds's own)")
     return None
 
 
@@ -241,7 +240,7 @@ def plan_listeners(gateways: Iterable[Gateway], config: TranslateConfig,
             port = edge_port(lis, config)
             plans.append(ListenerPlan(gw.meta.key, lis, ok, kinds, tuple(conds), port,
                                       port not in (config.http_port, config.https_port)
-                                      and lis.protocol in ("HTTP", "HTTPS")))
+                                      and lis.protocol in ("HTTP", "HTTPS", "TLS")))
         for slot, indexes in local.items():
             owner = claimed.get(slot)
             if len(indexes) == 1 and owner is None:

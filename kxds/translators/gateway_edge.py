@@ -109,8 +109,8 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
                                 by_host=gw_routes.https.get(k, {}))
                    for k in sorted(https))
     l4 = translate_l4(state, config, by_gateway, clusters, policies,
-                      sni_owners(sni, ((c.hostname, c.gateway) for c in chains
-                                       if c.port == config.https_port)),
+                      sni_owners(config.https_port, sni,
+                                 ((c.port, c.hostname, c.gateway) for c in chains)),
                       certs.served)
     attached = dict(gw_routes.attached)
     for k, n in l4.attached.items():

@@ -1,7 +1,9 @@
 """Gateway API beyond HTTP: TLS passthrough, TCP and UDP listeners and their Routes (pure).
 
 * A ``TLS`` listener (``tls.mode: Passthrough``) on 443 or the edge HTTPS port
-  shares the edge TLS listener with HTTPS listeners and Ingress TLS. Each
+  shares the edge TLS listener with HTTPS listeners and Ingress TLS; on any
+  other port, the TLS listener of that port with the HTTPS and TLS listeners
+  there (Ingresses have none there; names are taken per port). Each
   TLSRoute (v1alpha2) attached to it gives a passthrough chain per SNI host
   (the intersection of the Route's and the listener's hostnames): the still
   encrypted stream goes to its backends, split by weight (``tcp_proxy``
@@ -46,7 +48,13 @@ from kxds.translators.access import all_admit, route_access
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import ListenerPlan, granted
 from kxds.translators.gateway_routes import HasCluster, Target, attach, route_hosts
-from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
+from kxds.translators.gateway_status import (
+    CONTROLLER_NAME,
+    Condition,
+    ParentStatus,
+    RouteStatus,
+)
+from kxds.translators.gateway_tls import with_tls_chains
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.services import port_cluster
 
@@ -55,7 +63,8 @@ from kxds.translators.services import port_cluster
 class L4Result:
     """The TLS, TCP and UDP Routes' share of the edge IR, and their status."""
 
-    passthrough: tuple[ir.PassthroughChain, ...] = ()
+    passthrough: Mapping[int, tuple[ir.PassthroughChain, ...]] = field(default_factory=dict)
+    """The TLSRoutes' chains by the port of the TLS listener serving them."""
     tcp: tuple[ir.TcpListener, ...] = ()
     udp: tuple[ir.UdpListener, ...] = ()
     backends: frozenset[Target] = frozenset()
@@ -165,9 +174,10 @@ def _target(state: ClusterState, route: L4Route, protocol: str, clusters: HasClu
 @dataclass(slots=True)
 class _Builder:
     config: TranslateConfig
-    sni_taken: dict[str, str]
-    """SNI name -> who serves it already (Ingresses, HTTPS listeners, older TLSRoutes)."""
-    chains: list[ir.PassthroughChain] = field(default_factory=list)
+    sni_taken: dict[tuple[int, str], str]
+    """(port, SNI name) -> who serves it already (Ingresses, HTTPS listeners, older
+    TLSRoutes)."""
+    chains: dict[int, list[ir.PassthroughChain]] = field(default_factory=dict)
     tcp: dict[tuple[Key, str], ir.TcpListener] = field(default_factory=dict)
     udp: dict[tuple[Key, str], ir.UdpListener] = field(default_factory=dict)
     owners: dict[tuple[Key, str], ObjectRef] = field(default_factory=dict)
@@ -183,11 +193,11 @@ class _Builder:
         """Put ``route``'s target on the listener of ``plan``."""
         ref, lis = route.meta.ref, plan.listener
         if isinstance(route, TLSRoute):
-            https = names.https_listener(self.config.https_port)
+            https = names.https_listener(plan.port)
             cert = (self.certificates.get((plan.gateway, lis.name))
                     if lis.tls is not None and lis.tls.mode == "Terminate" else None)
             for host in route_hosts(lis.hostname, route.hostnames):
-                owner = self.sni_taken.get(host)
+                owner = self.sni_taken.get((plan.port, host))
                 if owner is not None:
                     if owner != str(ref):
                         self.diagnostics.append(Diagnostic(
@@ -195,9 +205,9 @@ class _Builder:
                             f"SNI {host or '(any)'} is already served by {owner}; not "
                             "served for this Route"))
                     continue
-                self.sni_taken[host] = str(ref)
+                self.sni_taken[(plan.port, host)] = str(ref)
                 self.backends.update(target.backends)
-                self.chains.append(ir.PassthroughChain(
+                self.chains.setdefault(plan.port, []).append(ir.PassthroughChain(
                     name=names.tls_chain(https, "tlsroute", host or "*"),
                     server_names=(host,) if host else (), cluster=target.weighted[0].cluster,
                     access=target.access, refs=(ref,),
@@ -242,20 +252,25 @@ class _Builder:
 
 def translate_l4(state: ClusterState, config: TranslateConfig,
                  listeners: Mapping[Key, list[ListenerPlan]], clusters: HasCluster,
-                 policies: PolicyIndex | None, sni_taken: Mapping[str, str],
+                 policies: PolicyIndex | None, sni_taken: Mapping[tuple[int, str], str],
                  certificates: Mapping[tuple[Key, str], ir.TLSCertificate] | None = None
                  ) -> L4Result:
     """Every TLSRoute, TCPRoute and UDPRoute attached to our listeners, oldest first.
 
-    ``sni_taken``: SNI names already served (by Ingresses and HTTPS listeners) -> by whom.
+    ``sni_taken``: (port, SNI name) already served (by Ingresses and HTTPS listeners)
+    -> by whom.
     """
     out = _Builder(config, dict(sni_taken), certificates=certificates or {})
     routes: list[L4Route] = [*state.tls_routes.values(), *state.tcp_routes.values(),
                              *state.udp_routes.values()]
-    statuses = [s for s in (_route(state, r, listeners, clusters, policies, out)
-                            for r in sorted(routes, key=_age)) if s.parents]
+    # A Route with no parent of ours whose status still holds entries of ours gets an
+    # empty status: the writer takes those entries back.
+    statuses = [s for r in sorted(routes, key=_age)
+                if (s := _route(state, r, listeners, clusters, policies, out)).parents
+                or CONTROLLER_NAME in r.status_controllers]
     return L4Result(
-        passthrough=tuple(sorted(out.chains, key=lambda c: c.name)),
+        passthrough={port: tuple(sorted(chains, key=lambda c: c.name))
+                     for port, chains in sorted(out.chains.items())},
         tcp=tuple(sorted(out.tcp.values(), key=lambda lis: lis.name)),
         udp=tuple(sorted(out.udp.values(), key=lambda lis: lis.name)),
         backends=frozenset(out.backends), diagnostics=tuple(out.diagnostics),
@@ -297,24 +312,14 @@ def _route(state: ClusterState, route: L4Route, listeners: Mapping[Key, list[Lis
 
 def add_l4(base: ir.IR, l4: L4Result, config: TranslateConfig
            ) -> tuple[ir.IR, tuple[Diagnostic, ...]]:
-    """``base`` with the passthrough chains on the edge TLS listener (made when missing),
-    the TCP and UDP listeners, and the clusters of UDP splits; and the problems found."""
+    """``base`` with the TLSRoutes' chains on the TLS listener of their port (the
+    edge's, or a Gateway listener's own; made when missing), the TCP and UDP
+    listeners, and the clusters of UDP splits; and the problems found."""
     if not (l4.passthrough or l4.tcp or l4.udp):
         return base, ()
     base, udp, problems = _add_splits(base, l4)
-    https = names.https_listener(config.https_port)
-    listeners: list[ir.Listener] = [lis for lis in base.listeners if lis.name != https]
-    old = next((lis for lis in base.listeners if lis.name == https), None)
-    if l4.passthrough or old is not None:
-        kept: tuple[ir.TerminatedChain | ir.PassthroughChain, ...] = (
-            old.chains if isinstance(old, ir.TlsListener) else ())
-        chains = tuple(sorted((*kept, *l4.passthrough), key=lambda c: c.name))
-        listeners.append(dataclasses.replace(old, chains=chains)
-                         if isinstance(old, ir.TlsListener) else
-                         ir.TlsListener(name=https, address=config.listen_address,
-                                        port=config.https_port, chains=chains,
-                                        client_ip=config.client_ip, http=config.http))
-    listeners += [*l4.tcp, *udp]
+    base = with_tls_chains(base, l4.passthrough, config)
+    listeners: list[ir.Listener] = [*base.listeners, *l4.tcp, *udp]
     secrets = {s.name: s for s in base.secrets}
     for cert in l4.secrets:
         secrets.setdefault(cert.name, cert)
@@ -362,11 +367,12 @@ def _add_splits(base: ir.IR, l4: L4Result
             tuple(problems))
 
 
-def sni_owners(ingress_names: Iterable[str], https: Iterable[tuple[str | None, ObjectRef]]
-               ) -> dict[str, str]:
-    """SNI name -> who serves it: the Ingresses' names, then the HTTPS listeners'."""
-    owners = dict.fromkeys(ingress_names, "an Ingress")
-    for host, gateway in https:
-        owners.setdefault(host or "", f"an HTTPS listener of {gateway}")
+def sni_owners(edge_port: int, ingress_names: Iterable[str],
+               https: Iterable[tuple[int, str | None, ObjectRef]]) -> dict[tuple[int, str], str]:
+    """(port, SNI name) -> who serves it: the Ingresses' names (on the edge TLS
+    listener, ``edge_port``), then the HTTPS listeners' (on their port's)."""
+    owners = dict.fromkeys(((edge_port, name) for name in ingress_names), "an Ingress")
+    for port, host, gateway in https:
+        owners.setdefault((port, host or ""), f"an HTTPS listener of {gateway}")
     return owners
 

@@ -3,8 +3,9 @@
 An ``HTTPS`` listener (``tls.mode: Terminate``) on 443 or the edge HTTPS port
 (``--https-port``: the edge Service publishes 443 there) becomes one
 terminated filter chain of the edge's :class:`~kxds.ir.TlsListener` (on any
-other port, of that port's own TLS listener; :func:`add_http_ports` gives the
-``HTTP`` listeners on such ports theirs):
+other port, of that port's own TLS listener, shared with the ``TLS`` listeners
+there through :func:`with_tls_chains`; :func:`add_http_ports` gives the ``HTTP``
+listeners on such ports theirs):
 
 * selected by SNI, ``server_names`` the listener's ``hostname`` (``*.``
   wildcards as Envoy reads them); a listener without a hostname is the chain
@@ -211,22 +212,33 @@ def add_chains(base: ir.IR, chains: Iterable[GatewayChain], config: TranslateCon
             refs=(c.gateway, c.certificate.ref)))
     if not by_port:
         return base, []
+    base = with_tls_chains(base, by_port, config)
+    return dataclasses.replace(
+        base, route_tables=tuple(sorted((*base.route_tables, *tables), key=lambda t: t.name)),
+        secrets=tuple(secrets[k] for k in sorted(secrets))), [t.name for t in tables]
+
+
+TlsChain = ir.TerminatedChain | ir.PassthroughChain
+
+
+def with_tls_chains(base: ir.IR, by_port: Mapping[int, Iterable[TlsChain]],
+                    config: TranslateConfig) -> ir.IR:
+    """``base`` with ``by_port``'s chains on the TLS listener of each port: the edge's,
+    or that of a Gateway's own port (made when missing, as the edge's is when no
+    Ingress made it). The one way HTTPS listeners' chains and TLSRoutes' chains reach
+    a port, so both share it, split by SNI."""
     listeners = {lis.name: lis for lis in base.listeners}
     for port, new_chains in by_port.items():
         name = names.https_listener(port)
         old = listeners.get(name)
-        kept: tuple[ir.TerminatedChain | ir.PassthroughChain, ...] = (
-            old.chains if isinstance(old, ir.TlsListener) else ())
+        kept: tuple[TlsChain, ...] = old.chains if isinstance(old, ir.TlsListener) else ()
         merged = tuple(sorted((*kept, *new_chains), key=lambda ch: ch.name))
         listeners[name] = (dataclasses.replace(old, chains=merged)
                            if isinstance(old, ir.TlsListener) else
                            ir.TlsListener(name=name, address=config.listen_address, port=port,
                                           chains=merged, client_ip=config.client_ip,
                                           http=config.http))
-    return dataclasses.replace(
-        base, listeners=tuple(listeners[k] for k in sorted(listeners)),
-        route_tables=tuple(sorted((*base.route_tables, *tables), key=lambda t: t.name)),
-        secrets=tuple(secrets[k] for k in sorted(secrets))), [t.name for t in tables]
+    return dataclasses.replace(base, listeners=tuple(listeners[k] for k in sorted(listeners)))
 
 
 def add_http_ports(base: ir.IR, by_port: Mapping[int, Mapping[str, tuple[ir.Route, ...]]],
