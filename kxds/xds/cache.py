@@ -31,15 +31,24 @@ log = logging.getLogger("kxds.xds.cache")
 
 
 
+_SUM_MODULUS = 1 << 128
+
+
+def _term(res: Resource) -> int:
+    """One resource's part of its type's version: a hash of its name and version."""
+    digest = hashlib.blake2b(f"{res.name}\0{res.version}".encode(), digest_size=16)
+    return int.from_bytes(digest.digest())
+
+
+def _version_of_sum(total: int) -> str:
+    return hashlib.sha256(total.to_bytes(16)).hexdigest()[:16]
+
+
 def type_version(resources: Iterable[Resource]) -> str:
-    """The version of a set of resources: a hash of their names and versions."""
-    digest = hashlib.sha256()
-    for res in sorted(resources, key=lambda r: r.name):
-        digest.update(res.name.encode())
-        digest.update(b"\0")
-        digest.update(res.version.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    """The version of a set of resources: a hash of the sum of a hash of each one's name
+    and version. A sum, so it ignores order and a view whose few resources changed gets
+    its version from its predecessor's sum in proportion to the change (:class:`TypeMap`)."""
+    return _version_of_sum(sum(map(_term, resources)) % _SUM_MODULUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +87,11 @@ class _Facts:
     """What is computed once about a type map's resources (shared by the maps of
     many groups handed the same mapping: see :class:`_SharedDiffs`)."""
 
-    __slots__ = ("size", "version")
+    __slots__ = ("size", "total")
 
     def __init__(self) -> None:
-        self.version: str | None = None
+        self.total: int | None = None
+        """The sum :func:`type_version` hashes."""
         self.size: int | None = None
 
 
@@ -175,10 +185,27 @@ class TypeMap(Mapping[str, Resource]):
 
     def content_version(self) -> str:
         """:func:`type_version` of the resources (computed once)."""
+        return _version_of_sum(self._total())
+
+    def _total(self) -> int:
         facts = self._facts
-        if facts.version is None:
-            facts.version = type_version(self._data.values())
-        return facts.version
+        if facts.total is None:
+            facts.total = sum(map(_term, self._data.values())) % _SUM_MODULUS
+        return facts.total
+
+    def follow(self, prev: TypeMap, changed: frozenset[str]) -> None:
+        """Take the version's sum from ``prev``'s, whose resources differ from these only
+        in ``changed`` (when ``prev``'s is known and not already this map's)."""
+        facts, before = self._facts, prev._facts
+        if facts.total is not None or before.total is None:
+            return
+        total = before.total
+        for name in changed:
+            if (old := prev._data.get(name)) is not None:
+                total -= _term(old)
+            if (new := self._data.get(name)) is not None:
+                total += _term(new)
+        facts.total = total % _SUM_MODULUS
 
     def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
         """Names that changed (added, updated, removed) since ``older``; None if unknown."""
@@ -258,11 +285,12 @@ def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
         del table[next(iter(table))]
 
 
-def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
+def _diff(old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
+    get = old._data.get  # the dict's own: this runs over every resource of the type
     changed = {name for name, res in new.items()
-               if (prev := old.get(name)) is None or (prev is not res
-                                                      and prev.version != res.version)}
+               if (prev := get(name)) is None or (prev is not res
+                                                  and prev.version != res.version)}
     kept = len(new) - sum(1 for name in changed if name not in old)
     if kept != len(old):  # some old names are gone
         changed |= {name for name in old if name not in new}
@@ -347,7 +375,9 @@ class SnapshotCache:
                     memo[type_url] = previous.versions[type_url]
             else:
                 data, facts = self._shared.copy(by_name)
-                types[type_url] = TypeMap(data, old, changed or frozenset(), by_name, facts)
+                types[type_url] = new = TypeMap(data, old, changed or frozenset(), by_name, facts)
+                if old is not None and changed is not None and len(changed) < len(new):
+                    new.follow(old, changed)  # the version costs the change, not the map
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
