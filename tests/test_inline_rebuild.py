@@ -65,7 +65,8 @@ def _reordered(state: ClusterState) -> ClusterState:
 
 def _problem(state: ClusterState) -> ClusterState:
     ref = ObjectRef("Service", "default", "x")
-    return dataclasses.replace(state, problems=(Diagnostic(ref, "spec", Reason.INVALID_VALUE, "bad"),))
+    problem = Diagnostic(ref, "spec", Reason.INVALID_VALUE, "bad")
+    return dataclasses.replace(state, problems=(problem,))
 
 
 def _added(state: ClusterState) -> ClusterState:
@@ -188,10 +189,10 @@ async def test_an_endpoint_change_on_the_loop_sends_only_eds_to_its_subscribers(
         await ctl.rebuild(state)
         reply = await subscribed.recv()
         assert reply.type_url == ENDPOINT and len(reply.resources) == 1
-        sent = view_now = cache.view(EDGE_DEFAULT)
-        assert view_now is not None and sent is not None
-        assert reply.resources[0].value == view_now.of_type(ENDPOINT)[changed].body
-        assert view_now.of_type(ENDPOINT)[changed].version != view.of_type(ENDPOINT)[changed].version
+        now = cache.view(EDGE_DEFAULT)
+        assert now is not None
+        new, old = now.of_type(ENDPOINT)[changed], view.of_type(ENDPOINT)[changed]
+        assert reply.resources[0].value == new.body and new.version != old.version
         await subscribed.ack(reply, names)
         await subscribed.nothing()
         await other.nothing()  # not subscribed to the changed name: nothing at all

@@ -299,7 +299,7 @@ def _diff(old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
         # The same names in the same order (builds keep names sorted; an endpoint change
         # patches a copy of the last mapping): only the resources that are other
         # objects are looked at, found at C speed.
-        moved = itertools.compress(zip(data, data.values(), new.values()),
+        moved = itertools.compress(zip(data, data.values(), new.values(), strict=True),
                                    map(operator.is_not, data.values(), new.values()))
         return frozenset(name for name, a, b in moved if a.version != b.version)
     get = data.get  # the dict's own: this runs over every resource of the type
