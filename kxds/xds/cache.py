@@ -295,7 +295,8 @@ def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
 def _diff(old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
     data = old._data
-    if len(data) == len(new) and all(map(operator.eq, data, new)):
+    if len(data) == len(new) and (all(map(operator.is_, data, new))
+                                  or all(map(operator.eq, data, new))):
         # The same names in the same order (builds keep names sorted; an endpoint change
         # patches a copy of the last mapping): only the resources that are other
         # objects are looked at, found at C speed.
