@@ -221,6 +221,8 @@ class Controller:
         """What node views share, built once per rebuild (see :mod:`kxds.fleet`)."""
         self._published: dict[str, Resources] = {}
         """Each node group's resources as last set on the cache."""
+        self._counted: dict[str, tuple[Diagnostic, ...]] = {}
+        """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
         self._shrink = ShrinkWatch()
@@ -369,7 +371,7 @@ class Controller:
             self._shared.sweep()
             self._fleet.sweep()
             self.cache.end_batch()
-            if self._shrink.shrank(sum(view.count() for _, view in self.cache)):
+            if self._shrink.shrank(self.cache.count()):
                 released = await self._call(release_free_memory)
                 log.info("event=memory_released after=shrink released=%s", released)
             gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
@@ -456,6 +458,7 @@ class Controller:
                     self._node_memos.pop(group, None)
                     self._fleet.forget(group)
                     self._published.pop(group, None)
+                    self._counted.pop(group, None)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -562,8 +565,10 @@ class Controller:
         if built.resources is None:
             self._reject(group, built)
             return
-        self._fallbacks.labels(group).set(
-            sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
+        if self._counted.get(group) is not built.diagnostics:  # node views share theirs
+            self._counted[group] = built.diagnostics
+            self._fallbacks.labels(group).set(
+                sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
         if self._published.get(group) is built.resources:
             return  # the very view of last time (kxds.fleet): nothing to tell its proxies
         self._published[group] = built.resources

@@ -358,3 +358,15 @@ def test_node_groups_share_serialized_resources() -> None:
         assert one[type_url].keys() == two[type_url].keys()
         for name, res in one[type_url].items():
             assert two[type_url][name] is res
+
+
+def test_the_cache_counts_the_resources_of_every_view_as_views_come_and_go() -> None:
+    cache = SnapshotCache()
+    cache.set_view("a", t.resources(t.cluster("x"), t.endpoints("x", [1])))
+    cache.set_view("b", t.resources(t.cluster("x")))
+    assert cache.count() == 3
+    cache.set_view("a", t.resources(t.cluster("x"), t.cluster("y"), t.endpoints("y", [1])))
+    assert cache.count() == 4
+    cache.remove_view("b")
+    cache.remove_view("b")  # already gone: counted once
+    assert cache.count() == 3 == sum(view.count() for _, view in cache)

@@ -364,6 +364,8 @@ class SnapshotCache:
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
         self._shared = _SharedDiffs()
+        self._count = 0
+        """Resources in every view (see :meth:`count`)."""
 
     # -- the controller's side -------------------------------------------------
 
@@ -397,6 +399,7 @@ class SnapshotCache:
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
+        self._count += view.count() - (previous.count() if previous is not None else 0)
         for listener in self.view_listeners:
             listener(group, view)
         for watch in self._watches.get(group, ()):
@@ -409,7 +412,9 @@ class SnapshotCache:
 
     def remove_view(self, group: str) -> None:
         """Forget a group's view (its streams keep their last state)."""
-        self._views.pop(group, None)
+        view = self._views.pop(group, None)
+        if view is not None:
+            self._count -= view.count()
         self._idle_since.pop(group, None)
         for listener in self.removal_listeners:
             listener(group)
@@ -428,6 +433,11 @@ class SnapshotCache:
     def synced(self) -> bool:
         """Whether :meth:`mark_synced` has been called."""
         return self._synced
+
+    def count(self) -> int:
+        """Resources in every view together (a resource shared by views counts in each);
+        kept as views are set, so asking costs nothing however many groups there are."""
+        return self._count
 
     def groups(self) -> set[str]:
         """Groups that have a view or a connected stream."""
