@@ -443,7 +443,7 @@ class Store:
         else:
             # A patch reads what the last run read, and what it read now besides
             # (usually nothing new: the changed dependencies it looked at again).
-            known = {id(d) for d in entry.deps}
+            known = set(map(id, entry.deps)) if frame.deps else set()
             new_deps = [d for d in frame.deps.values() if id(d) not in known]
             if new_deps or not frame.reads <= entry.reads:
                 frame.reads |= entry.reads

@@ -255,7 +255,8 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
                                           for a in attrs)
 
     dns = view.dns_clusters(model.clusters)
-    assignments = {a.cluster: a for a in model.load_assignments if a.cluster in dns}
+    assignments = ({a.cluster: a for a in model.load_assignments if a.cluster in dns}
+                   if dns else {})
     out: dict[str, Mapping[str, Resource]] = {}
     if built is not None and same("clusters", *(("load_assignments",) if dns else ())):
         out[CLUSTER] = built[CLUSTER]
