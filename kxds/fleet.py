@@ -71,6 +71,8 @@ class _Node:
     """What one node's view keeps between rebuilds."""
 
     node: NodeInfo
+    cls: NodeInfo
+    """Its class (:func:`node_class`): which template it is built from."""
     round: int = -1
     template: Built | None = None
     by_service: dict[Key, dict[str, LocalPart]] = field(default_factory=dict)
@@ -134,10 +136,10 @@ class FleetMemo:
         (:func:`~kxds.views.build_node`); pure but for the memos.
         """
         self._begin(state, config)
-        template = self._template(state, config, node)
         mine = self._nodes.get(group)
-        if mine is None or mine.node != node:
-            mine = self._nodes[group] = _Node(node)
+        if mine is None or (mine.node is not node and mine.node != node):
+            mine = self._nodes[group] = _Node(node, node_class(node))
+        template = self._template(state, config, mine.cls)
         changed = self._changes_since(mine.round)
         built = template.built
         assert built is not None
@@ -225,8 +227,8 @@ class FleetMemo:
         return frozenset(out)
 
     def _template(self, state: ClusterState, config: TranslateConfig,
-                  node: NodeInfo) -> _Template:
-        cls = node_class(node)
+                  cls: NodeInfo) -> _Template:
+        """The template of the node class ``cls`` (:func:`node_class`), built once a round."""
         template = self._templates.get(cls)
         if template is None:
             template = self._templates[cls] = _Template(ViewMemo(build=BuildCache(self._shared)))

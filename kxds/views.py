@@ -15,7 +15,9 @@ The garbage collector's part is the controller's (see :mod:`kxds.controller`).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -84,8 +86,9 @@ def _same_names(old: IR, new: IR) -> bool:
     return (new.clusters is old.clusters and new.listeners is old.listeners
             and new.route_tables is old.route_tables and new.secrets is old.secrets
             and len(new.load_assignments) == len(old.load_assignments)
-            and all(a is b or a.cluster == b.cluster
-                    for a, b in zip(new.load_assignments, old.load_assignments, strict=True)))
+            and all(a.cluster == b.cluster for a, b in itertools.compress(
+                zip(new.load_assignments, old.load_assignments, strict=True),
+                map(operator.is_not, new.load_assignments, old.load_assignments))))
 
 
 def build_edge(state: ClusterState, config: TranslateConfig,

@@ -143,6 +143,48 @@ def test_type_version_changes_with_content() -> None:
     assert type_version([t.cluster("a", 1000)]) != type_version([t.cluster("a", 2000)])
 
 
+@given(st.lists(st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 3), min_size=1),
+                min_size=2, max_size=6))
+def test_the_changes_a_view_remembers_are_the_names_whose_resource_changed(
+        steps: list[dict[str, int]]) -> None:
+    """Whether the names stayed in place (compared resource by resource, by identity
+    first) or not (compared by name), the change history is the exact difference."""
+    cache = SnapshotCache()
+    cache.mark_synced()
+    before = None
+    for step in steps:
+        endpoints = [t.endpoints(n, range(port)) for n, port in sorted(step.items())]
+        cache.set_view("g", t.resources(t.cluster("a"), *endpoints))
+        view = cache.view("g")
+        assert view is not None
+        now = view.of_type(ENDPOINT)
+        if before is not None:
+            expected = {n for n in {*before, *now}
+                        if getattr(before.get(n), "version", None)
+                        != getattr(now.get(n), "version", None)}
+            assert now.changes_since(before) == expected
+        before = now
+
+
+@given(st.lists(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 3)), min_size=1,
+                max_size=8),
+       st.lists(st.booleans(), min_size=8, max_size=8))
+def test_a_type_version_followed_across_views_is_the_one_computed_whole(
+        steps: list[dict[str, int]], asked: list[bool]) -> None:
+    """Each view's version is taken from the last one's when it was asked for (a
+    stream did), patched with the change: it must equal the version of the whole."""
+    cache = SnapshotCache()
+    cache.mark_synced()
+    for step, ask in zip(steps, asked, strict=False):
+        endpoints = [t.endpoints(n, range(port)) for n, port in sorted(step.items())]
+        cache.set_view("g", t.resources(t.cluster("a"), *endpoints))
+        view = cache.view("g")
+        assert view is not None
+        if ask:
+            assert view.type_version(ENDPOINT) == type_version(view.of_type(ENDPOINT).values())
+    assert view.type_version(ENDPOINT) == type_version(view.of_type(ENDPOINT).values())
+
+
 @pytest.mark.parametrize(("error", "expected"), [
     ("Error adding/updating cluster(s) default/web/80: bad", {"default/web/80"}),
     ("Error adding/updating cluster(s) default/web/8080: bad", set()),
@@ -316,3 +358,15 @@ def test_node_groups_share_serialized_resources() -> None:
         assert one[type_url].keys() == two[type_url].keys()
         for name, res in one[type_url].items():
             assert two[type_url][name] is res
+
+
+def test_the_cache_counts_the_resources_of_every_view_as_views_come_and_go() -> None:
+    cache = SnapshotCache()
+    cache.set_view("a", t.resources(t.cluster("x"), t.endpoints("x", [1])))
+    cache.set_view("b", t.resources(t.cluster("x")))
+    assert cache.count() == 3
+    cache.set_view("a", t.resources(t.cluster("x"), t.cluster("y"), t.endpoints("y", [1])))
+    assert cache.count() == 4
+    cache.remove_view("b")
+    cache.remove_view("b")  # already gone: counted once
+    assert cache.count() == 3 == sum(view.count() for _, view in cache)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -85,6 +86,7 @@ class BuildCache:
         self._now: dict[str, dict[int, tuple[object, object]]] = {}
         self.last: tuple[ir.IR, Resources] | None = None
         """The IR of the last build and its resources."""
+        self._dns: tuple[tuple[ir.Cluster, ...], dict[str, ir.Cluster]] = ((), {})
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._last.values())
@@ -104,6 +106,14 @@ class BuildCache:
             value = build(node)
         now[id(node)] = (node, value)
         return value
+
+    def dns_clusters(self, clusters: tuple[ir.Cluster, ...]) -> dict[str, ir.Cluster]:
+        """The clusters that are not EDS, by name (looked for again only when
+        ``clusters`` is another tuple than last time: an endpoint change keeps it)."""
+        if self._dns[0] is not clusters:
+            self._dns = (clusters, {c.name: c for c in clusters
+                                    if c.kind is not ir.ClusterKind.EDS})
+        return self._dns[1]
 
     def rebuilding(self, *spaces: str) -> None:
         """These spaces are built again in full this time: what the build does not ask
@@ -244,8 +254,9 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
         return before is not None and all(getattr(before, a) is getattr(model, a)
                                           for a in attrs)
 
-    dns = {c.name: c for c in model.clusters if c.kind is not ir.ClusterKind.EDS}
-    assignments = {a.cluster: a for a in model.load_assignments if a.cluster in dns}
+    dns = view.dns_clusters(model.clusters)
+    assignments = ({a.cluster: a for a in model.load_assignments if a.cluster in dns}
+                   if dns else {})
     out: dict[str, Mapping[str, Resource]] = {}
     if built is not None and same("clusters", *(("load_assignments",) if dns else ())):
         out[CLUSTER] = built[CLUSTER]
@@ -293,11 +304,12 @@ def _patched_endpoints(before: ir.IR | None, model: ir.IR, built: Resources | No
             or len(before.load_assignments) != len(model.load_assignments)):
         return None
     endpoints = dict(built[ENDPOINT])
-    for new, old in zip(model.load_assignments, before.load_assignments, strict=True):
-        if new is not old:
-            if new.cluster != old.cluster:
-                return None
-            endpoints[new.cluster] = endpoint_resource(new)
+    pairs = zip(model.load_assignments, before.load_assignments, strict=True)
+    moved = map(operator.is_not, model.load_assignments, before.load_assignments)
+    for new, old in itertools.compress(pairs, moved):  # the changed ones, found at C speed
+        if new.cluster != old.cluster:
+            return None
+        endpoints[new.cluster] = endpoint_resource(new)
     return MappingProxyType(endpoints)
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,15 +33,24 @@ log = logging.getLogger("kxds.xds.cache")
 
 
 
+_SUM_MODULUS = 1 << 128
+
+
+def _term(res: Resource) -> int:
+    """One resource's part of its type's version: a hash of its name and version."""
+    digest = hashlib.blake2b(f"{res.name}\0{res.version}".encode(), digest_size=16)
+    return int.from_bytes(digest.digest())
+
+
+def _version_of_sum(total: int) -> str:
+    return hashlib.sha256(total.to_bytes(16)).hexdigest()[:16]
+
+
 def type_version(resources: Iterable[Resource]) -> str:
-    """The version of a set of resources: a hash of their names and versions."""
-    digest = hashlib.sha256()
-    for res in sorted(resources, key=lambda r: r.name):
-        digest.update(res.name.encode())
-        digest.update(b"\0")
-        digest.update(res.version.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    """The version of a set of resources: a hash of the sum of a hash of each one's name
+    and version. A sum, so it ignores order and a view whose few resources changed gets
+    its version from its predecessor's sum in proportion to the change (:class:`TypeMap`)."""
+    return _version_of_sum(sum(map(_term, resources)) % _SUM_MODULUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +89,11 @@ class _Facts:
     """What is computed once about a type map's resources (shared by the maps of
     many groups handed the same mapping: see :class:`_SharedDiffs`)."""
 
-    __slots__ = ("size", "version")
+    __slots__ = ("size", "total")
 
     def __init__(self) -> None:
-        self.version: str | None = None
+        self.total: int | None = None
+        """The sum :func:`type_version` hashes."""
         self.size: int | None = None
 
 
@@ -175,10 +187,32 @@ class TypeMap(Mapping[str, Resource]):
 
     def content_version(self) -> str:
         """:func:`type_version` of the resources (computed once)."""
+        return _version_of_sum(self._total())
+
+    def _total(self) -> int:
         facts = self._facts
-        if facts.version is None:
-            facts.version = type_version(self._data.values())
-        return facts.version
+        if facts.total is None:
+            facts.total = sum(map(_term, self._data.values())) % _SUM_MODULUS
+        return facts.total
+
+    def follow(self, prev: TypeMap, changed: frozenset[str]) -> None:
+        """Take the version's sum and the size from ``prev``'s, whose resources differ
+        from these only in ``changed`` (when ``prev``'s sum is known and not already
+        this map's)."""
+        facts, before = self._facts, prev._facts
+        if facts.total is not None or before.total is None:
+            return
+        total, size = before.total, before.size
+        for name in changed:
+            if (old := prev._data.get(name)) is not None:
+                total -= _term(old)
+                size = None if size is None else size - len(old.body)
+            if (new := self._data.get(name)) is not None:
+                total += _term(new)
+                size = None if size is None else size + len(new.body)
+        facts.total = total % _SUM_MODULUS
+        if facts.size is None:
+            facts.size = size
 
     def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
         """Names that changed (added, updated, removed) since ``older``; None if unknown."""
@@ -258,11 +292,21 @@ def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
         del table[next(iter(table))]
 
 
-def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> frozenset[str]:
+def _diff(old: TypeMap, new: Mapping[str, Resource]) -> frozenset[str]:
     """Names added, updated or removed between two mappings of one type."""
+    data = old._data
+    if len(data) == len(new) and (all(map(operator.is_, data, new))
+                                  or all(map(operator.eq, data, new))):
+        # The same names in the same order (builds keep names sorted; an endpoint change
+        # patches a copy of the last mapping): only the resources that are other
+        # objects are looked at, found at C speed.
+        moved = itertools.compress(zip(data, data.values(), new.values(), strict=True),
+                                   map(operator.is_not, data.values(), new.values()))
+        return frozenset(name for name, a, b in moved if a.version != b.version)
+    get = data.get  # the dict's own: this runs over every resource of the type
     changed = {name for name, res in new.items()
-               if (prev := old.get(name)) is None or (prev is not res
-                                                      and prev.version != res.version)}
+               if (prev := get(name)) is None or (prev is not res
+                                                  and prev.version != res.version)}
     kept = len(new) - sum(1 for name in changed if name not in old)
     if kept != len(old):  # some old names are gone
         changed |= {name for name in old if name not in new}
@@ -320,6 +364,8 @@ class SnapshotCache:
         self.nodes = NodeTracker()
         """What each node was sent, ACKed and NACKed (for the config dump)."""
         self._shared = _SharedDiffs()
+        self._count = 0
+        """Resources in every view (see :meth:`count`)."""
 
     # -- the controller's side -------------------------------------------------
 
@@ -347,10 +393,13 @@ class SnapshotCache:
                     memo[type_url] = previous.versions[type_url]
             else:
                 data, facts = self._shared.copy(by_name)
-                types[type_url] = TypeMap(data, old, changed or frozenset(), by_name, facts)
+                types[type_url] = new = TypeMap(data, old, changed or frozenset(), by_name, facts)
+                if old is not None and changed is not None and len(changed) < len(new):
+                    new.follow(old, changed)  # the version costs the change, not the map
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
+        self._count += view.count() - (previous.count() if previous is not None else 0)
         for listener in self.view_listeners:
             listener(group, view)
         for watch in self._watches.get(group, ()):
@@ -363,7 +412,9 @@ class SnapshotCache:
 
     def remove_view(self, group: str) -> None:
         """Forget a group's view (its streams keep their last state)."""
-        self._views.pop(group, None)
+        view = self._views.pop(group, None)
+        if view is not None:
+            self._count -= view.count()
         self._idle_since.pop(group, None)
         for listener in self.removal_listeners:
             listener(group)
@@ -382,6 +433,11 @@ class SnapshotCache:
     def synced(self) -> bool:
         """Whether :meth:`mark_synced` has been called."""
         return self._synced
+
+    def count(self) -> int:
+        """Resources in every view together (a resource shared by views counts in each);
+        kept as views are set, so asking costs nothing however many groups there are."""
+        return self._count
 
     def groups(self) -> set[str]:
         """Groups that have a view or a connected stream."""
