@@ -289,7 +289,8 @@ class Controller:
         wait = (recheck - dt.datetime.now(dt.UTC)).total_seconds()
         with contextlib.suppress(TimeoutError):
             # At most an hour at a time: the wall clock may be set meanwhile.
-            await asyncio.wait_for(p.wake.wait(), min(max(wait, 0.0), 3600.0))
+            async with asyncio.timeout(min(max(wait, 0.0), 3600.0)):
+                await p.wake.wait()
             return True
         if self.state is not None and dt.datetime.now(dt.UTC) >= recheck:
             log.info("event=certificate_validity_changed at=%s", recheck.isoformat())
@@ -316,7 +317,8 @@ class Controller:
                 return
             p.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(p.wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await p.wake.wait()
 
     async def _call(self, fn: Callable[..., _T], *args: object, inline: bool = False) -> _T:
         """``fn(*args)`` in a worker thread (unless ``inline``, or threads are off)."""

@@ -17,7 +17,7 @@ from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
-from kxds.kube.status import StatusConfig, StatusWriter, address_entry
+from kxds.kube.status import LeaderReconciler, StatusConfig, StatusWriter, address_entry
 
 NET = "networking.k8s.io/v1"
 
@@ -266,3 +266,20 @@ def test_serve_records_a_bad_ingress_as_one_event(api: FakeApi, tmp_path: Path) 
         raise
     finally:
         kxds.stop()
+
+
+def test_a_reconciler_woken_as_it_is_cancelled_stops() -> None:
+    """A wake-up and a cancel in the same step: the loop ends (``asyncio.wait_for`` of
+    Python 3.11 returned the wake-up and dropped the cancel, and the loop went on
+    forever, hanging whoever awaited it, as a stopping kxds)."""
+    async def main() -> None:
+        loop = LeaderReconciler("test", lambda value: None, resync=60.0, is_leader=lambda: True)
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.01)  # waiting for a wake-up
+        loop.offer(1, 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(2.0):
+                await task
+
+    asyncio.run(main())

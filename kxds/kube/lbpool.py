@@ -380,7 +380,8 @@ class PoolAllocator:
         """Allocate on every new state and every ``resync`` seconds, until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.resync)
+                async with asyncio.timeout(self.resync):
+                    await self._wake.wait()
             self._wake.clear()
             state = self._state
             if state is None or not self.is_leader():

@@ -118,7 +118,8 @@ class LeaderReconciler(Generic[T]):
         while True:
             resync = False
             try:
-                await asyncio.wait_for(self._wake.wait(), self.resync)
+                async with asyncio.timeout(self.resync):
+                    await self._wake.wait()
             except TimeoutError:
                 resync = True
             self._wake.clear()

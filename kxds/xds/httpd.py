@@ -76,7 +76,8 @@ class SmallHttpServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         method = "GET"
         try:
-            request = await asyncio.wait_for(self._read(reader), self.deadline)
+            async with asyncio.timeout(self.deadline):
+                request = await self._read(reader)
             if isinstance(request, Request):
                 method = request.method
                 status, ctype, body = await self.handler(request)

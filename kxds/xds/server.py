@@ -131,7 +131,8 @@ class _Stream:
             wake_at = self.machine.wake_at
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
             with contextlib.suppress(TimeoutError):  # on timeout a held reply is due
-                await asyncio.wait_for(self.watch.event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.watch.event.wait()
             self.watch.event.clear()
             if self.done:
                 return
