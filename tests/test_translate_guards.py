@@ -19,7 +19,7 @@ from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
-from kxds.translators import edge, ingress, node, tls
+from kxds.translators import edge, ingress, node_service, tls
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.node import translate_node
@@ -126,7 +126,7 @@ def test_a_failing_ingress_answers_503_on_its_paths(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_failing_service_on_a_node_leaves_only_it_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    _failing(monkeypatch, node, "_add_port", lambda _b, svc, *_: svc.meta.name == "a")
+    _failing(monkeypatch, node_service, "_add_port", lambda _b, svc, *_: svc.meta.name == "a")
     result = translate_node(load_text(BASE), TranslateConfig(), NodeInfo(name="n1"))
     assert _internal(result) == [ObjectRef("Service", "default", "a")]
     assert [lis.port for lis in result.ir.listeners] == [30081]
