@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -422,22 +423,62 @@ def http_json(url: str, **kwargs: Any) -> tuple[int, Any]:
 
 
 def service_manifest(name: str, host: str, target_port: int, *, port: int = 80,
-                     port_name: str = "http") -> str:
-    """A Service ``default/name`` whose one endpoint is ``host:target_port``: the Service
-    and its EndpointSlice, as manifest text."""
+                     port_name: str = "http", namespace: str = "default",
+                     protocol: str = "TCP", app_protocol: str | None = None) -> str:
+    """A Service ``namespace/name`` whose one endpoint is ``host:target_port``: the
+    Service and its EndpointSlice, as manifest text."""
+    extra = "" if protocol == "TCP" else f", protocol: {protocol}"
+    if app_protocol is not None:
+        extra += f", appProtocol: {app_protocol}"
+    slice_extra = "" if app_protocol is None else f", appProtocol: {app_protocol}"
     return f"""
 apiVersion: v1
 kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: {port_name}, port: {port}, targetPort: {target_port}}}]}}
+metadata: {{name: {name}, namespace: {namespace}}}
+spec: {{ports: [{{name: {port_name}, port: {port}, targetPort: {target_port}{extra}}}]}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+metadata: {{name: {name}-1, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}
 addressType: IPv4
-ports: [{{name: {port_name}, port: {target_port}, protocol: TCP}}]
+ports: [{{name: {port_name}, port: {target_port}, protocol: {protocol}{slice_extra}}}]
 endpoints: [{{addresses: ["{host}"]}}]
 """
+
+
+GATEWAY_CLASS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kxds}
+spec: {controllerName: kxds.io/gateway-controller}
+"""
+"""A GatewayClass naming kxds's controller, as manifest text."""
+
+
+HTTP_LISTENER = "{name: http, port: 80, protocol: HTTP}"
+"""The listener of a Gateway that serves plain HTTP on port 80 for every host."""
+
+
+def gateway_manifest(*listeners: str, name: str = "gw", namespace: str = "default",
+                     metadata: str = "", gateway_class: bool = True) -> str:
+    """A Gateway ``namespace/name`` of class ``kxds`` whose listeners are ``listeners``
+    (each one listener's YAML: a flow mapping, or block lines, indented or not;
+    none: :data:`HTTP_LISTENER`), preceded by :data:`GATEWAY_CLASS` unless
+    ``gateway_class`` is false; as manifest text. ``metadata``: more fields of its
+    metadata, as flow-mapping entries."""
+    listeners = listeners or (HTTP_LISTENER,)
+    items = "".join("\n  - " + textwrap.dedent(lis).strip().replace("\n", "\n    ")
+                    for lis in listeners)
+    more = f", {metadata}" if metadata else ""
+    gateway = f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: {namespace}{more}}}
+spec:
+  gatewayClassName: kxds
+  listeners:{items}
+"""
+    return f"{GATEWAY_CLASS}---{gateway}" if gateway_class else gateway
 
 
 def write_manifests(directory: Path, name: str, text: str) -> Path:

@@ -22,6 +22,7 @@ from e2e.harness import (
     EchoBackend,
     Gateway,
     Process,
+    gateway_manifest,
     service_manifest,
     wait_for,
     write_manifests,
@@ -60,20 +61,7 @@ spec:
 """
 
 
-ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+ROUTES = gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: backends, namespace: default}
@@ -126,20 +114,7 @@ def test_backend_tls_policy_sni_and_ca_check_through_envoy(
         echo.stop()
 
 
-SAN_ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+SAN_ROUTES = gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: sans, namespace: default}
@@ -200,20 +175,7 @@ def test_backend_tls_policy_subject_alt_names_through_envoy(
         echo.stop()
 
 
-GRPC_ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+GRPC_ROUTES = gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: greeter, namespace: default}

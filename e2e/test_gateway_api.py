@@ -34,6 +34,7 @@ from e2e.harness import (
     Gateway,
     Process,
     free_port,
+    gateway_manifest,
     service_manifest,
     wait_for,
     write_manifests,
@@ -59,20 +60,7 @@ spec:
     http:
       paths:
       - {path: /ingress, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+---""" + gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop, namespace: default}
@@ -136,20 +124,7 @@ def test_gateway_routes_beside_an_ingress(manifests_dir: Path, backends: dict[st
 
 # Matches and filters, each rule restating the intent of an upstream conformance test
 # (named beside it) on its own path of one host.
-MATCHES_AND_FILTERS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+MATCHES_AND_FILTERS = gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
@@ -342,20 +317,7 @@ def test_httproute_matches_and_filters_through_envoy(
         lambda e: e.stat("cluster.default/shadow/80.upstream_rq_total") >= before + 3 or None)
 
 
-GRPC_ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+GRPC_ROUTES = gateway_manifest() + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: greeter, namespace: default}
@@ -452,6 +414,12 @@ def test_grpcroute_methods_and_headers_through_envoy(
     assert "GRPCRoute default/greeter: parent" in page
 
 
+def _https_listener(name: str, hostname: str, certificate: str) -> str:
+    """A Gateway listener for HTTPS on port 443 with one certificate reference."""
+    return (f'{{name: {name}, port: 443, protocol: HTTPS, hostname: "{hostname}", '
+            f"tls: {{certificateRefs: [{certificate}]}}}}")
+
+
 # HTTPS listeners: HTTPRouteHTTPSListener, GatewaySecretReferenceGrantSpecific,
 # GatewaySecretMissingReferenceGrant and GatewayInvalidTLSConfiguration restated: a
 # listener whose certificate resolves is served by SNI, one whose certificate does
@@ -468,46 +436,18 @@ spec:
     http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
+---""" + gateway_manifest(
+    "{name: http, port: 80, protocol: HTTP, hostname: shop.test}",
+    _https_listener("shop", "shop.test", "{name: shop-cert}"),
+    _https_listener("granted", "*.wild.test", "{name: wild-cert, namespace: certs}"),
+    _https_listener("not-granted", "nogrant.test", "{name: nogrant-cert, namespace: certs}"),
+    _https_listener("taken", "taken.test", "{name: shop-cert}")) + """---
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
 metadata: {name: gateways, namespace: certs}
 spec:
   from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
   to: [{group: "", kind: Secret, name: wild-cert}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, hostname: shop.test}
-  - name: shop
-    port: 443
-    protocol: HTTPS
-    hostname: shop.test
-    tls: {certificateRefs: [{name: shop-cert}]}
-  - name: granted
-    port: 443
-    protocol: HTTPS
-    hostname: "*.wild.test"
-    tls: {certificateRefs: [{name: wild-cert, namespace: certs}]}
-  - name: not-granted
-    port: 443
-    protocol: HTTPS
-    hostname: nogrant.test
-    tls: {certificateRefs: [{name: nogrant-cert, namespace: certs}]}
-  - name: taken
-    port: 443
-    protocol: HTTPS
-    hostname: taken.test
-    tls: {certificateRefs: [{name: shop-cert}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -593,60 +533,48 @@ status: {{podIP: 10.0.0.1}}
 
 
 def _l4_routes(split: int, guarded: int, udp: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: kxds}}
-spec: {{controllerName: kxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {{name: tls, port: 443, protocol: TLS, hostname: "*.pt.test", tls: {{mode: Passthrough}}}}
-  - {{name: split, port: {split}, protocol: TCP}}
-  - {{name: guarded, port: {guarded}, protocol: TCP}}
-  - {{name: dns, port: {udp}, protocol: UDP}}
----
+    return gateway_manifest(
+        '{name: tls, port: 443, protocol: TLS, hostname: "*.pt.test", tls: {mode: Passthrough}}',
+        f"{{name: split, port: {split}, protocol: TCP}}",
+        f"{{name: guarded, port: {guarded}, protocol: TCP}}",
+        f"{{name: dns, port: {udp}, protocol: UDP}}") + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
-metadata: {{name: pt, namespace: default}}
+metadata: {name: pt, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: tls}}]
+  parentRefs: [{name: gw, sectionName: tls}]
   hostnames: [web.pt.test]
-  rules: [{{backendRefs: [{{name: tlsweb, port: 443}}]}}]
+  rules: [{backendRefs: [{name: tlsweb, port: 443}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
-metadata: {{name: split, namespace: default}}
+metadata: {name: split, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: split}}]
+  parentRefs: [{name: gw, sectionName: split}]
   rules:
-  - backendRefs: [{{name: ta, port: 7000, weight: 1}}, {{name: tb, port: 7000, weight: 1}}]
+  - backendRefs: [{name: ta, port: 7000, weight: 1}, {name: tb, port: 7000, weight: 1}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
-metadata: {{name: guarded, namespace: default}}
+metadata: {name: guarded, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: guarded}}]
-  rules: [{{backendRefs: [{{name: guarded, port: 7000}}]}}]
+  parentRefs: [{name: gw, sectionName: guarded}]
+  rules: [{backendRefs: [{name: guarded, port: 7000}]}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {{name: guarded, namespace: default}}
+metadata: {name: guarded, namespace: default}
 spec:
-  podSelector: {{matchLabels: {{app: guarded}}}}
+  podSelector: {matchLabels: {app: guarded}}
   policyTypes: [Ingress]
-  ingress: [{{from: [{{ipBlock: {{cidr: 127.0.0.2/32}}}}]}}]
+  ingress: [{from: [{ipBlock: {cidr: 127.0.0.2/32}}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: UDPRoute
-metadata: {{name: dns, namespace: default}}
+metadata: {name: dns, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: dns}}]
-  rules: [{{backendRefs: [{{name: ua, port: 53}}]}}]
+  parentRefs: [{name: gw, sectionName: dns}]
+  rules: [{backendRefs: [{name: ua, port: 53}]}]
 """
 
 
@@ -727,25 +655,15 @@ def test_a_gateway_pinned_to_an_edge_group_is_served_by_its_envoys_only(
     try:
         port = free_port()
         write_manifests(manifests_dir, "all.yaml", "---".join([
-            _l4_service("db", echo, 7000), f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: kxds}}
-spec: {{controllerName: kxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default, annotations: {{kxds.io/edge-group: internal}}}}
-spec:
-  gatewayClassName: kxds
-  listeners: [{{name: db, port: {port}, protocol: TCP}}]
----
+            _l4_service("db", echo, 7000),
+            gateway_manifest(f"{{name: db, port: {port}, protocol: TCP}}",
+                             metadata="annotations: {kxds.io/edge-group: internal}") + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
-metadata: {{name: db, namespace: default}}
+metadata: {name: db, namespace: default}
 spec:
-  parentRefs: [{{name: gw}}]
-  rules: [{{backendRefs: [{{name: db, port: 7000}}]}}]
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: db, port: 7000}]}]
 """]))
         gw = kxds_envoy(manifests_dir, wait=False)
         assert gw.envoy is not None

@@ -30,9 +30,11 @@ import grpc
 import pytest
 
 from e2e.harness import (
+    HTTP_LISTENER,
     EchoBackend,
     Gateway,
     Process,
+    gateway_manifest,
     service_manifest,
     wait_for,
     write_manifests,
@@ -43,19 +45,7 @@ pytestmark = pytest.mark.e2e
 
 def app_backend_service(name: str, echo: EchoBackend) -> str:
     """A Service of the ``app-backend`` namespace whose one endpoint is ``echo``."""
-    return f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: app-backend}}
-spec: {{ports: [{{name: http, port: 8080, targetPort: {echo.port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: app-backend, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {echo.port}, protocol: TCP}}]
-endpoints: [{{addresses: ["{echo.host}"]}}]
-"""
+    return service_manifest(name, echo.host, echo.port, port=8080, namespace="app-backend")
 
 
 def headless_service(name: str, echo: EchoBackend) -> str:
@@ -97,24 +87,13 @@ ROUTES = """
 apiVersion: v1
 kind: Namespace
 metadata: {name: app-backend}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: "*.example.com"}
-  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}
-  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com}
-  - {name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.org}
----
+---""" + gateway_manifest(
+    HTTP_LISTENER,
+    '{name: wildcard-example-com, port: 80, protocol: HTTP, hostname: "*.example.com"}',
+    '{name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}',
+    "{name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com}",
+    "{name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.org}",
+    name="same-namespace") + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: reference-grant, namespace: default}
@@ -369,35 +348,10 @@ def websocket_echo(port: int, host: str, payload: bytes) -> tuple[str, bytes]:
 
 
 def protocol_service(name: str, port: int, app_protocol: str) -> str:
-    return f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: p, port: 80, targetPort: {port}, appProtocol: {app_protocol}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: p, port: {port}, protocol: TCP, appProtocol: {app_protocol}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"""
+    return service_manifest(name, "127.0.0.1", port, port_name="p", app_protocol=app_protocol)
 
 
-PROTOCOL_ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
+PROTOCOL_ROUTES = gateway_manifest(name="same-namespace") + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: backend-protocol-h2c, namespace: default}

@@ -26,6 +26,7 @@ from e2e.harness import (
     EchoBackend,
     Gateway,
     Process,
+    gateway_manifest,
     http_json,
     service_manifest,
     wait_for,
@@ -34,20 +35,7 @@ from e2e.harness import (
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-"""
+GATEWAY = gateway_manifest()
 
 CORS_ROUTE = """
 apiVersion: gateway.networking.k8s.io/v1

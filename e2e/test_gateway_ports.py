@@ -24,20 +24,20 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, free_port, http_get, wait_for, write_manifests
+from e2e.harness import (
+    EchoBackend,
+    Gateway,
+    free_port,
+    gateway_manifest,
+    http_get,
+    wait_for,
+    write_manifests,
+)
 from e2e.test_access import backend, ip_rule, policy
 from e2e.test_tls import https_get
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
-
-CLASS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
-"""
-
 
 @pytest.fixture
 def echoes(tmp_path: Path) -> Iterator[dict[str, EchoBackend]]:
@@ -75,17 +75,11 @@ def test_listeners_on_their_own_ports_are_distinct_through_envoy(
     write_manifests(manifests_dir, "backends.yaml", "---".join(
         [*(backend(n, e) for n, e in sorted(echoes.items())), backend("guarded", echoes["a"]),
          policy("guarded", "guarded", f"[{ip_rule('127.0.0.2/32')}]")]))
-    write_manifests(manifests_dir, "routes.yaml", "---".join([CLASS, f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {{name: edge, port: 80, protocol: HTTP}}
-  - {{name: one, port: {p1}, protocol: HTTP}}
-  - {{name: two, port: {p2}, protocol: HTTP}}
-""", _route("on-80", "{name: gw, port: 80}", "a"),
+    write_manifests(manifests_dir, "routes.yaml", "---".join([
+        gateway_manifest("{name: edge, port: 80, protocol: HTTP}",
+                         f"{{name: one, port: {p1}, protocol: HTTP}}",
+                         f"{{name: two, port: {p2}, protocol: HTTP}}"),
+        _route("on-80", "{name: gw, port: 80}", "a"),
         _route("on-one", f"{{name: gw, port: {p1}}}", "b"),
         _route("on-two", "{name: gw, sectionName: two}", "c"),
         _route("guarded", f"{{name: gw, port: {p1}}}", "guarded", "/guarded"),
@@ -154,21 +148,12 @@ def test_redirect_port_and_scheme_follow_the_listener_through_envoy(
     ca = make_ca("kxds gateway ports CA")
     write_manifests(manifests_dir, "secret.yaml", tls_secret_yaml(
         "default", "example-cert", make_leaf(ca, ["example.org"])))
-    write_manifests(manifests_dir, "routes.yaml", "---".join([CLASS, f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {{name: edge, port: 80, protocol: HTTP, hostname: edge.test}}
-  - {{name: own, port: {own}, protocol: HTTP}}
-  - name: secure
-    port: {secure}
-    protocol: HTTPS
-    hostname: example.org
-    tls: {{certificateRefs: [{{name: example-cert}}]}}
-""", _redirects("on-edge", "edge"), _redirects("on-own", "own"),
+    write_manifests(manifests_dir, "routes.yaml", "---".join([
+        gateway_manifest("{name: edge, port: 80, protocol: HTTP, hostname: edge.test}",
+                         f"{{name: own, port: {own}, protocol: HTTP}}",
+                         f"{{name: secure, port: {secure}, protocol: HTTPS, hostname: example.org, "
+                         "tls: {certificateRefs: [{name: example-cert}]}}"),
+        _redirects("on-edge", "edge"), _redirects("on-own", "own"),
         _redirects("on-secure", "secure"), _redirects("keep-host", "own", "keep.test")]))
     gw = kxds_envoy(manifests_dir)
     assert gw.envoy is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, free_port, write_manifests
+from e2e.harness import EchoBackend, Gateway, free_port, gateway_manifest, write_manifests
 from e2e.test_gateway_api import _l4_service, _tcp_echo
 
 pytestmark = pytest.mark.e2e
@@ -36,23 +36,12 @@ def test_tcp_routes_attach_by_port_section_name_or_both_through_envoy(
     echoes = {n: EchoBackend(n, tmp_path, kind="tcp") for n in names}
     try:
         ports = {n: free_port() for n in names}
-        listeners = "".join(f"\n  - {{name: {n}, port: {ports[n]}, protocol: TCP}}"
-                            for n in names)
+        listeners = [f"{{name: {n}, port: {ports[n]}, protocol: TCP}}" for n in names]
         write_manifests(manifests_dir, "backends.yaml", "---".join(
             _l4_service(n, echoes[n], 7000) for n in names))
-        write_manifests(manifests_dir, "routes.yaml", "---".join([f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: kxds}}
-spec: {{controllerName: kxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners:{listeners}
-""", _route("by-port", f"{{name: gw, port: {ports['one']}}}", "one"),
+        write_manifests(manifests_dir, "routes.yaml", "---".join([
+            gateway_manifest(*listeners),
+            _route("by-port", f"{{name: gw, port: {ports['one']}}}", "one"),
             _route("by-section", "{name: gw, sectionName: two}", "two"),
             _route("by-both", f"{{name: gw, sectionName: three, port: {ports['three']}}}",
                    "three")]))

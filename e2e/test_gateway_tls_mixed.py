@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, write_manifests
+from e2e.harness import EchoBackend, Gateway, gateway_manifest, write_manifests
 from e2e.test_gateway_api import _l4_service
 from e2e.test_gateway_tls_terminate import _exchange
 from e2e.test_tls import handshake, https_get, names_of, refused
@@ -23,25 +23,10 @@ from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
 
-ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: pt, port: 443, protocol: TLS, hostname: pt.mixed.test, tls: {mode: Passthrough}}
-  - name: term
-    port: 443
-    protocol: TLS
-    hostname: term.mixed.test
-    tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}
----
+ROUTES = gateway_manifest(
+    "{name: pt, port: 443, protocol: TLS, hostname: pt.mixed.test, tls: {mode: Passthrough}}",
+    "{name: term, port: 443, protocol: TLS, hostname: term.mixed.test, "
+    "tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}}") + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
 metadata: {name: pt, namespace: default}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, free_port, wait_for, write_manifests
+from e2e.harness import EchoBackend, Gateway, free_port, gateway_manifest, wait_for, write_manifests
 from e2e.test_access import ip_rule, policy
 from e2e.test_gateway_api import _l4_service
 from e2e.test_gateway_tls_terminate import _exchange
@@ -33,25 +33,6 @@ from e2e.test_tls import client_context, https_get, refused
 from kxds.certs.make import KeyPair, make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
-
-CLASS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
-"""
-
-
-def _gateway(name: str, listeners: str) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: {name}, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners: {listeners}
-"""
-
 
 def _tls_route(name: str, parent: str, hostnames: str, service: str, port: int = 443) -> str:
     return f"""
@@ -115,18 +96,13 @@ def test_passthrough_and_terminate_on_a_port_of_their_own_through_envoy(
             _l4_service("tlsweb", echoes["a"], 443), _l4_service("tcpecho", tcp, 7000),
             _l4_service("web", web, 80),
             policy("guard", "tlsweb", f"[{ip_rule('127.0.0.2/32')}]")]))
-        write_manifests(manifests_dir, "routes.yaml", "---\n".join([CLASS, _gateway("gw", f"""
-  - {{name: pt, port: {own}, protocol: TLS, hostname: pt.own.test, tls: {{mode: Passthrough}}}}
-  - name: term
-    port: {own}
-    protocol: TLS
-    hostname: term.own.test
-    tls: {{mode: Terminate, certificateRefs: [{{name: term-cert}}]}}
-  - name: web
-    port: {own}
-    protocol: HTTPS
-    hostname: web.own.test
-    tls: {{certificateRefs: [{{name: term-cert}}]}}"""), """
+        write_manifests(manifests_dir, "routes.yaml", "---\n".join([gateway_manifest(
+            f"{{name: pt, port: {own}, protocol: TLS, hostname: pt.own.test, "
+            "tls: {mode: Passthrough}}",
+            f"{{name: term, port: {own}, protocol: TLS, hostname: term.own.test, "
+            "tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}}",
+            f"{{name: web, port: {own}, protocol: HTTPS, hostname: web.own.test, "
+            "tls: {certificateRefs: [{name: term-cert}]}}"), """
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: default}
@@ -171,14 +147,14 @@ def test_tls_route_hostname_intersection_isolated_per_gateway_port_through_envoy
 
     def listener(port: int, hostname: str | None) -> str:
         host = f", hostname: '{hostname}'" if hostname else ""
-        return f"[{{name: l, port: {port}, protocol: TLS{host}, tls: {{mode: Passthrough}}}}]"
+        return f"{{name: l, port: {port}, protocol: TLS{host}, tls: {{mode: Passthrough}}}}"
 
     write_manifests(manifests_dir, "backends.yaml", "---".join(
         _l4_service(name, e, 443) for name, e in sorted(echoes.items())))
     write_manifests(manifests_dir, "routes.yaml", "---".join([
-        CLASS, _gateway("exact", listener(exact, "abc.example.com")),
-        _gateway("wide", listener(wide, "*.example.com")),
-        _gateway("empty", listener(empty, None)),
+        gateway_manifest(listener(exact, "abc.example.com"), name="exact"),
+        gateway_manifest(listener(wide, "*.example.com"), name="wide", gateway_class=False),
+        gateway_manifest(listener(empty, None), name="empty", gateway_class=False),
         _tls_route("exact-wide", "exact", "['*.example.com']", "a"),
         _tls_route("wide-exact", "wide", "[abc.example.com]", "b"),
         _tls_route("wide-less", "wide", "['*.com']", "c"),

@@ -15,31 +15,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from e2e.harness import EchoBackend, Gateway, write_manifests
+from e2e.harness import EchoBackend, Gateway, gateway_manifest, write_manifests
 from e2e.test_gateway_api import _l4_service
 from e2e.test_tls import client_context, names_of, refused
 from kxds.certs.make import KeyPair, make_ca, make_leaf, tls_secret_yaml
 
 pytestmark = pytest.mark.e2e
 
-ROUTES = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - name: db
-    port: 443
-    protocol: TLS
-    hostname: db.term.test
-    tls: {mode: Terminate, certificateRefs: [{name: db-cert}]}
----
+ROUTES = gateway_manifest(
+    "{name: db, port: 443, protocol: TLS, hostname: db.term.test, "
+    "tls: {mode: Terminate, certificateRefs: [{name: db-cert}]}}") + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
 metadata: {name: db, namespace: default}

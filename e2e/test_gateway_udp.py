@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, free_port, wait_for, write_manifests
+from e2e.harness import EchoBackend, Gateway, free_port, gateway_manifest, wait_for, write_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -45,29 +45,17 @@ endpoints:
 
 
 def _routes(port: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: kxds}}
-spec: {{controllerName: kxds.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners: [{{name: dns, port: {port}, protocol: UDP}}]
----
+    return gateway_manifest(f"{{name: dns, port: {port}, protocol: UDP}}") + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: UDPRoute
-metadata: {{name: dns, namespace: default}}
+metadata: {name: dns, namespace: default}
 spec:
-  parentRefs: [{{name: gw, sectionName: dns}}]
+  parentRefs: [{name: gw, sectionName: dns}]
   rules:
   - backendRefs:
-    - {{name: ua, port: 53, weight: 3}}
-    - {{name: ub, port: 53, weight: 1}}
-    - {{name: uz, port: 53, weight: 0}}
+    - {name: ua, port: 53, weight: 3}
+    - {name: ub, port: 53, weight: 1}
+    - {name: uz, port: 53, weight: 0}
 """
 
 

@@ -37,6 +37,7 @@ from kxds.xds.tls import TlsFiles
 
 if TYPE_CHECKING:
     from kxds.controller import Controller
+    from kxds.xds.admin import AdminServer
     from kxds.xds.cache import SnapshotCache
     from kxds.xds.metrics import XdsMetrics
     from kxds.xds.server import XdsServer
@@ -243,32 +244,17 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     collector = asyncio.create_task(
         _collector_back_on(cache, STARTUP_COLLECTOR_LIMIT, collector_was_on))
 
-    from kxds.controller import Controller
-    from kxds.xds.admin import AdminServer
-
-    controller = Controller(cache, config, holdoff=args.holdoff_ms / 1000,
-                            max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics,
-                            node_grace=args.group_grace)
+    controller = _controller(args, config, cache, metrics)
     # A manifest source holding back a mass removal makes /readyz say so (503).
     held = lambda: getattr(source, "held", None)  # noqa: E731 - read at each request
     supervisor = Supervisor(metrics.registry)
-    admin = AdminServer(cache, metrics=metrics, held=held, health=supervisor.health,
-                        pages={"/debug/gateway-api": partial(_gateway_page, controller)})
+    admin = _admin_server(cache, metrics, held, supervisor, controller)
     extra = await start_extra_servers(args, cache, metrics, security, held, supervisor.health)
-    # With the API source: leader election, Ingress status and Events beside it.
-    kube = (start_status_and_leader(args, source, config)
-            if isinstance(source, ApiSource) else None)
-    if kube is not None:
-        controller.on_diagnostics = kube.record_diagnostics
-        if kube.gateway_status is not None:
-            controller.on_gateway_status = kube.gateway_status.update
+    kube = _kube_runtime(args, source, config, controller)
     await admin.start(args.admin_address)
     log.info("event=serving xds=%s admin=%s", args.xds_address, args.admin_address)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     # A source or controller that raises (a bug) is restarted, never the end of kxds.
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(supervisor.run("source", lambda: source.run(controller.publish))),
@@ -280,14 +266,59 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     log.info("event=stopping")
+    await _stop_servers(kube, server, admin, extra)
+    return 0
+
+
+def _controller(args: argparse.Namespace, config: TranslateConfig, cache: SnapshotCache,
+                metrics: XdsMetrics) -> Controller:
+    from kxds.controller import Controller
+
+    return Controller(cache, config, holdoff=args.holdoff_ms / 1000,
+                      max_holdoff=args.max_holdoff_ms / 1000, metrics=metrics,
+                      node_grace=args.group_grace)
+
+
+def _admin_server(cache: SnapshotCache, metrics: XdsMetrics, held: Callable[[], str | None],
+                  supervisor: Supervisor, controller: Controller) -> AdminServer:
+    """The admin server on ``--admin-address``: metrics, health and the debug pages."""
+    from kxds.xds.admin import AdminServer
+
+    return AdminServer(cache, metrics=metrics, held=held, health=supervisor.health,
+                       pages={"/debug/gateway-api": partial(_gateway_page, controller)})
+
+
+def _kube_runtime(args: argparse.Namespace, source: Source, config: TranslateConfig,
+                  controller: Controller) -> KubeRuntime | None:
+    """With the API source: leader election, Ingress status and Events beside it, fed
+    by the controller after each rebuild."""
+    if not isinstance(source, ApiSource):
+        return None
+    kube = start_status_and_leader(args, source, config)
+    controller.on_diagnostics = kube.record_diagnostics
+    if kube.gateway_status is not None:
+        controller.on_gateway_status = kube.gateway_status.update
+    return kube
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _stop_servers(kube: KubeRuntime | None, server: XdsServer, admin: AdminServer,
+                        extra: list[Callable[[], Awaitable[None]]]) -> None:
+    """Stop the API companions, then the xDS server, the admin server and the others."""
     if kube is not None:
         await kube.stop()
     await server.stop(1.0)
     await admin.stop()
     for stop_extra in extra:
         await stop_extra()
-    return 0
-
 
 async def start_xds(args: argparse.Namespace, cache: SnapshotCache, metrics: XdsMetrics,
                     security: XdsSecurity) -> XdsServer:

@@ -19,6 +19,7 @@ import yaml
 from fakeapi import FakeApi, SourceRunner
 from test_api_source import OTHERS, eps, source, svc
 
+from e2e.harness import gateway_manifest
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.client import KubeClient
@@ -334,19 +335,9 @@ def parent_status(docs: str) -> tuple[dict[str, tuple[bool, str]], dict[str, int
 def test_an_httproute_on_a_gateway_for_tlsroutes_only_is_not_allowed() -> None:
     """HTTPRouteDisallowedKind: a Gateway whose one listener admits TLSRoutes only."""
     conditions, attached = parent_status("""
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: tlsroutes-only, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - name: tls
-    port: 443
-    protocol: TLS
-    tls: {mode: Passthrough}
-    allowedRoutes: {kinds: [{kind: TLSRoute}]}
----
+---""" + gateway_manifest("{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, "
+                          "allowedRoutes: {kinds: [{kind: TLSRoute}]}}",
+                          name="tlsroutes-only", gateway_class=False) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: disallowed-kind, namespace: default}
@@ -368,15 +359,8 @@ spec:
 def test_a_parent_ref_section_name_and_port_must_name_the_same_listener(
         section: str, port: int, reason: str, attached: int) -> None:
     """HTTPRouteInvalidParentRefSectionNameNotMatchingPort."""
-    conditions, listener_routes = parent_status(f"""
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+    conditions, listener_routes = parent_status("""
+---""" + gateway_manifest(gateway_class=False) + f"""---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: r, namespace: default}}
@@ -394,18 +378,12 @@ def test_a_host_is_served_by_the_routes_of_its_most_specific_listener_only() -> 
     listener naming hosts a narrower listener owns (one exact, one wildcard) are not
     served there, and a listener hostname no Route serves is an empty host."""
     docs = BASE + """
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: any, port: 80, protocol: HTTP}
-  - {name: wide, port: 80, protocol: HTTP, hostname: "*.example.com"}
-  - {name: foo, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}
-  - {name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.com}
----
+---""" + gateway_manifest(
+        "{name: any, port: 80, protocol: HTTP}",
+        '{name: wide, port: 80, protocol: HTTP, hostname: "*.example.com"}',
+        '{name: foo, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}',
+        "{name: quiet, port: 80, protocol: HTTP, hostname: quiet.example.com}",
+        gateway_class=False) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: from-any, namespace: default}

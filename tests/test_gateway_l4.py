@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from e2e.harness import GATEWAY_CLASS, gateway_manifest
 from kxds import ir
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.incremental import Store
@@ -19,13 +20,6 @@ from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
-
-CLASS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kxds}
-spec: {controllerName: kxds.io/gateway-controller}
-"""
 
 
 def _service(name: str, port: int, protocol: str = "TCP", address: str = "10.0.0.1",
@@ -56,7 +50,7 @@ endpoints: [{{addresses: ["{address}"]}}]
 
 
 def _translate(*docs: str) -> Any:
-    return translate(load_text("\n---\n".join([CLASS, *docs])), TranslateConfig())
+    return translate(load_text("\n---\n".join([GATEWAY_CLASS, *docs])), TranslateConfig())
 
 
 def _route_conditions(result: Any, name: str) -> dict[str, dict[str, tuple[bool, str]]]:
@@ -73,44 +67,19 @@ def _attached(result: Any, gateway: str) -> dict[str, int]:
 
 # --- TLSRouteInvalidNoMatchingListener -------------------------------------------------
 
-_NO_TLS_LISTENER = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: http-only, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: TLSRoute}]}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: httproutes-only, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: https-only, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - name: https
-    port: 443
-    protocol: HTTPS
-    hostname: tls.example.com
-    allowedRoutes: {kinds: [{kind: TLSRoute}]}
-    tls: {certificateRefs: [{name: cert}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: passthrough, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
-"""
+_NO_TLS_LISTENER = "---".join([
+    gateway_manifest("{name: http, port: 80, protocol: HTTP, "
+                     "allowedRoutes: {kinds: [{kind: TLSRoute}]}}",
+                     name="http-only", gateway_class=False),
+    gateway_manifest("{name: http, port: 80, protocol: HTTP, "
+                     "allowedRoutes: {kinds: [{kind: HTTPRoute}]}}",
+                     name="httproutes-only", gateway_class=False),
+    gateway_manifest("{name: https, port: 443, protocol: HTTPS, hostname: tls.example.com, "
+                     "allowedRoutes: {kinds: [{kind: TLSRoute}]}, "
+                     "tls: {certificateRefs: [{name: cert}]}}",
+                     name="https-only", gateway_class=False),
+    gateway_manifest("{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}",
+                     name="passthrough", gateway_class=False)])
 
 
 def _tls_route(name: str, parent: str) -> str:
@@ -150,17 +119,10 @@ def test_a_tls_route_without_a_matching_tls_listener_is_not_accepted(
 
 # --- TCPRouteParentRefPortAndSectionName -------------------------------------------------
 
-_THREE_TCP_LISTENERS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: tcp, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: one, port: 7001, protocol: TCP}
-  - {name: two, port: 7002, protocol: TCP}
-  - {name: three, port: 7003, protocol: TCP}
-"""
+_THREE_TCP_LISTENERS = gateway_manifest(
+    *(f"{{name: {n}, port: {port}, protocol: TCP}}"
+      for n, port in (("one", 7001), ("two", 7002), ("three", 7003))),
+    name="tcp", gateway_class=False)
 
 
 def tcp_route(name: str, parent: str, backend: str) -> str:
@@ -201,20 +163,10 @@ def test_tcp_routes_attach_by_port_by_section_name_and_by_both() -> None:
 
 # --- TLSRouteModeMixed -------------------------------------------------------------------
 
-MIXED = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kxds
-  listeners:
-  - {name: pt, port: 443, protocol: TLS, hostname: pt.example.com, tls: {mode: Passthrough}}
-  - name: term
-    port: 443
-    protocol: TLS
-    hostname: term.example.com
-    tls: {mode: Terminate, certificateRefs: [{name: cert}]}
----
+MIXED = gateway_manifest(
+    "{name: pt, port: 443, protocol: TLS, hostname: pt.example.com, tls: {mode: Passthrough}}",
+    "{name: term, port: 443, protocol: TLS, hostname: term.example.com, "
+    "tls: {mode: Terminate, certificateRefs: [{name: cert}]}}", gateway_class=False) + """---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
 metadata: {name: pt, namespace: default}
@@ -254,14 +206,7 @@ def test_passthrough_and_terminate_listeners_on_one_port_are_both_served() -> No
 # --- UDPRouteWeightedRouting ---------------------------------------------------------------
 
 def _udp(backends: str) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: kxds
-  listeners: [{{name: dns, port: 5353, protocol: UDP}}]
----
+    return gateway_manifest("{name: dns, port: 5353, protocol: UDP}", gateway_class=False) + f"""---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: UDPRoute
 metadata: {{name: dns, namespace: default}}
@@ -328,7 +273,7 @@ def test_a_udp_split_is_rebuilt_when_only_an_endpoint_slice_changes() -> None:
     """The edge view patches load assignments in place when only EndpointSlices move
     (the other objects stay the same model objects); a split's own assignment must
     move with its backends' then too."""
-    docs = [CLASS, _udp("[{name: a, port: 53, weight: 1}, {name: b, port: 53, weight: 1}]"),
+    docs = [GATEWAY_CLASS, _udp("[{name: a, port: 53, weight: 1}, {name: b, port: 53, weight: 1}]"),
             _service("a", 53, "UDP")]
     before = load_text("\n---\n".join([*docs, _service("b", 53, "UDP", "10.0.0.2")]))
     moved = load_text(_service("b", 53, "UDP", "10.0.0.9")).endpoint_slices[("default", "b-1")]

@@ -11,9 +11,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from kxds import ir
-from kxds.cli import _hidden_headers
 from kxds.envoy.filter_names import HEADER_MUTATION, ROUTER
 from kxds.envoy.listeners import build_http_connection_manager
+from kxds.flags import _hidden_headers
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -19,7 +19,7 @@ from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
-from kxds.translators import edge, ingress, node, tls
+from kxds.translators import edge, ingress, node_service, tls_plan
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.edge import translate
 from kxds.translators.node import translate_node
@@ -126,7 +126,7 @@ def test_a_failing_ingress_answers_503_on_its_paths(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_failing_service_on_a_node_leaves_only_it_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    _failing(monkeypatch, node, "_add_port", lambda _b, svc, *_: svc.meta.name == "a")
+    _failing(monkeypatch, node_service, "_add_port", lambda _b, svc, *_: svc.meta.name == "a")
     result = translate_node(load_text(BASE), TranslateConfig(), NodeInfo(name="n1"))
     assert _internal(result) == [ObjectRef("Service", "default", "a")]
     assert [lis.port for lis in result.ir.listeners] == [30081]
@@ -176,10 +176,11 @@ def test_a_failing_tls_ingress_or_secret_fails_closed(where: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     ingress_ref = ObjectRef("Ingress", "default", "bad")
     if where == "planner":
-        _failing(monkeypatch, tls._Planner, "terminated", lambda _p, ing: ing.meta.name == "bad")
+        _failing(monkeypatch, tls_plan.Planner, "terminated",
+                 lambda _p, ing: ing.meta.name == "bad")
         culprits = [ingress_ref]
     else:
-        _failing(monkeypatch, tls._Planner, "_load", lambda _p, key: key[1] == "bad")
+        _failing(monkeypatch, tls_plan.Planner, "_load", lambda _p, key: key[1] == "bad")
         # The Secret is named; the Ingress using it says its hosts are not served.
         culprits = [ingress_ref, ObjectRef("Secret", "default", "bad")]
     state = load_text(_tls_state())

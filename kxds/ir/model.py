@@ -72,13 +72,7 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     problems: list[str] = []
     if not (same_clusters and checked is not None
             and checked.load_assignments is ir.load_assignments):
-        assignments = {a.cluster for a in ir.load_assignments}
-        problems += [
-            f"cluster {c.name} has no load assignment"
-            for c in ir.clusters if c.kind is ClusterKind.EDS and c.name not in assignments
-        ]
-        problems += [f"load assignment {a} has no cluster"
-                     for a in sorted(assignments - clusters)]
+        problems += _assignment_problems(ir, clusters)
     seen = frozenset(id(vh) for t in checked.route_tables for vh in t.virtual_hosts) \
         if same_clusters and checked is not None else frozenset()
     for t in ir.route_tables:
@@ -92,37 +86,59 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     seen_listeners = frozenset(id(lis) for lis in checked.listeners) \
         if kept and checked is not None else frozenset()
     for lis in ir.listeners:
-        if id(lis) in seen_listeners:
-            continue
-        wanted_tables: list[str] = []
-        wanted_clusters: list[str] = []
-        wanted_secrets: list[str] = []
-        if isinstance(lis, HttpListener):
-            wanted_tables.append(lis.route_table)
-        elif isinstance(lis, TlsListener):
-            for ch in lis.chains:
-                if isinstance(ch, TerminatedChain):
-                    wanted_tables.append(ch.route_table)
-                    wanted_secrets.append(ch.secret)
-                    if ch.client_certificate is not None:
-                        wanted_secrets.append(ch.client_certificate.validation_secret)
-                else:
-                    wanted_clusters.append(ch.cluster)
-                    wanted_clusters += [w.cluster for w in ch.weighted]
-        elif isinstance(lis, (TcpListener, UdpListener)):
-            wanted_clusters.append(lis.cluster)
-            if isinstance(lis, TcpListener):
-                wanted_clusters += [w.cluster for w in lis.weighted]
-            if lis.internal is not None:
-                wanted_clusters.append(lis.internal.cluster)
-        problems += [f"listener {lis.name} names missing route table {t}"
-                     for t in wanted_tables if t not in tables]
-        problems += [f"listener {lis.name} names missing cluster {c}"
-                     for c in wanted_clusters if c not in clusters]
-        problems += [f"listener {lis.name} names missing secret {s}"
-                     for s in wanted_secrets if s not in secrets]
+        if id(lis) not in seen_listeners:
+            problems += _listener_problems(lis, clusters, tables, secrets)
     for c in () if kept else ir.clusters:
         v = c.upstream_tls.validation_secret if c.upstream_tls else None
         if v is not None and v not in secrets:
             problems.append(f"cluster {c.name} names missing secret {v}")
     return problems
+
+
+def _assignment_problems(ir: IR, clusters: set[str]) -> list[str]:
+    """EDS clusters without a load assignment, and load assignments without a cluster."""
+    assignments = {a.cluster for a in ir.load_assignments}
+    problems = [f"cluster {c.name} has no load assignment"
+                for c in ir.clusters if c.kind is ClusterKind.EDS and c.name not in assignments]
+    problems += [f"load assignment {a} has no cluster" for a in sorted(assignments - clusters)]
+    return problems
+
+
+def _listener_problems(lis: Listener, clusters: set[str], tables: set[str],
+                       secrets: set[str]) -> list[str]:
+    """The route tables, clusters and secrets ``lis`` names that are missing."""
+    wanted_tables, wanted_clusters, wanted_secrets = _named_by(lis)
+    return [
+        *(f"listener {lis.name} names missing route table {t}"
+          for t in wanted_tables if t not in tables),
+        *(f"listener {lis.name} names missing cluster {c}"
+          for c in wanted_clusters if c not in clusters),
+        *(f"listener {lis.name} names missing secret {s}"
+          for s in wanted_secrets if s not in secrets),
+    ]
+
+
+def _named_by(lis: Listener) -> tuple[list[str], list[str], list[str]]:
+    """The route tables, clusters and secrets a listener names, in that order."""
+    tables: list[str] = []
+    clusters: list[str] = []
+    secrets: list[str] = []
+    if isinstance(lis, HttpListener):
+        tables.append(lis.route_table)
+    elif isinstance(lis, TlsListener):
+        for ch in lis.chains:
+            if isinstance(ch, TerminatedChain):
+                tables.append(ch.route_table)
+                secrets.append(ch.secret)
+                if ch.client_certificate is not None:
+                    secrets.append(ch.client_certificate.validation_secret)
+            else:
+                clusters.append(ch.cluster)
+                clusters += [w.cluster for w in ch.weighted]
+    elif isinstance(lis, (TcpListener, UdpListener)):
+        clusters.append(lis.cluster)
+        if isinstance(lis, TcpListener):
+            clusters += [w.cluster for w in lis.weighted]
+        if lis.internal is not None:
+            clusters.append(lis.internal.cluster)
+    return tables, clusters, secrets

@@ -33,7 +33,15 @@ from kxds import ir, names
 from kxds.certs.check import CertError, check_ca_bundle
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.gateway_models import GROUP, ParentReference
-from kxds.kube.models import BackendTLSPolicy, ClusterState, GRPCRoute, HTTPRoute, Key
+from kxds.kube.models import (
+    BackendTLSPolicy,
+    ClusterState,
+    GRPCRoute,
+    HTTPRoute,
+    Key,
+    Service,
+    ServicePort,
+)
 from kxds.translators.gateway_status import Condition, ParentStatus, RouteStatus
 
 _FAIL = "its routes answer 503 rather than connect unverified"
@@ -141,17 +149,44 @@ def _unhonoured(pol: BackendTLSPolicy, out: list[Diagnostic]) -> Problem | None:
     return None
 
 
+Rank = tuple[int, str, str]
+"""A policy's precedence on a port (the lowest wins): naming the port, age, name."""
+
+
+@dataclass(slots=True)
+class _Choice:
+    """The policy winning each cluster so far, and the policies that lost a conflict."""
+
+    chosen: dict[str, tuple[Rank, PolicyTLS]] = dataclasses.field(default_factory=dict)
+    conflicted: set[ObjectRef] = dataclasses.field(default_factory=set)
+
+    def offer(self, cluster: str, rank: Rank, tls: PolicyTLS, where: str,
+              out: list[Diagnostic]) -> None:
+        """Give ``cluster`` to ``tls`` unless a policy of lower rank holds it; of two as
+        specific, the loser gets a ``Conflict`` diagnostic."""
+        held = self.chosen.get(cluster)
+        if held is not None and held[1].policy != tls.policy:
+            loser = max(held, (rank, tls), key=lambda x: x[0])
+            winner = min(held, (rank, tls), key=lambda x: x[0])
+            self.chosen[cluster] = winner
+            if loser[0][0] != winner[0][0]:
+                return  # the policy naming the port overrides: no conflict
+            self.conflicted.add(loser[1].policy)
+            out.append(Diagnostic(loser[1].policy, "spec.targetRefs", Reason.CONFLICT,
+                                  f"{where} is already targeted by {winner[1].policy}, "
+                                  "which applies there"))
+        elif held is None or rank < held[0]:
+            self.chosen[cluster] = (rank, tls)
+
+
 def plan(state: ClusterState) -> PolicyPlan:
     """Every Service-port cluster targeted by a BackendTLSPolicy -> what the winning policy asks."""
     out: list[Diagnostic] = []
     secrets: dict[str, ir.ValidationContext] = {}
-    # cluster -> (rank, PolicyTLS); the lowest rank wins.
-    chosen: dict[str, tuple[tuple[int, str, str], PolicyTLS]] = {}
+    choice = _Choice()
     problems: dict[ObjectRef, Problem | None] = {}
     targeted: dict[ObjectRef, int] = {}
-    conflicted: set[ObjectRef] = set()
     for pol in sorted(state.backend_tls_policies.values(), key=lambda p: p.meta.key):
-        ns = pol.meta.namespace
         problem = _unhonoured(pol, out)
         ca: str | None = None
         if problem is None:
@@ -159,51 +194,51 @@ def plan(state: ClusterState) -> PolicyPlan:
         problems[pol.meta.ref] = problem
         targeted[pol.meta.ref] = 0
         for i, t in enumerate(pol.target_refs):
-            field = f"spec.targetRefs[{i}]"
-            if t.group != "" or t.kind != "Service":
-                out.append(Diagnostic(pol.meta.ref, field, Reason.UNSUPPORTED,
-                                      f"{t.group or 'core'}/{t.kind} is not a target kxds "
-                                      "supports (only Services)"))
+            found = _target_ports(state, pol, i, out)
+            if found is None:
                 continue
-            svc = state.services.get((ns, t.name))
-            if svc is None:
-                out.append(Diagnostic(pol.meta.ref, field, Reason.BACKEND_NOT_FOUND,
-                                      f"Service {ns}/{t.name} not found"))
-                continue
-            ports = [p for p in svc.ports
-                     if t.section_name is None or p.name == t.section_name]
-            if not ports:
-                out.append(Diagnostic(pol.meta.ref, f"{field}.sectionName", Reason.PORT_NOT_FOUND,
-                                      f"Service {ns}/{t.name} has no port named "
-                                      f"{t.section_name!r}"))
-                continue
+            svc, ports = found
             rank = (0 if t.section_name else 1, pol.meta.creation_timestamp or "~",
                     pol.meta.name)
-            tls = PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem,
-                            sans=tuple(("DNS:" if s.type == "Hostname" else "URI:") + s.value
-                                       for s in pol.subject_alt_names))
+            tls = _policy_tls(pol, ca, problem)
             targeted[pol.meta.ref] += len(ports)
+            ns, name = svc.meta.namespace, svc.meta.name
             for p in ports:
-                cluster = names.service_cluster(ns, svc.meta.name, p.port)
-                held = chosen.get(cluster)
-                if held is not None and held[1].policy != pol.meta.ref:
-                    loser = max(held, (rank, tls), key=lambda x: x[0])
-                    winner = min(held, (rank, tls), key=lambda x: x[0])
-                    chosen[cluster] = winner
-                    if loser[0][0] != winner[0][0]:
-                        continue  # the policy naming the port overrides: no conflict
-                    conflicted.add(loser[1].policy)
-                    out.append(Diagnostic(loser[1].policy, "spec.targetRefs", Reason.CONFLICT,
-                                          f"port {p.port} of Service {ns}/{svc.meta.name} is "
-                                          f"already targeted by {winner[1].policy}, which "
-                                          "applies there"))
-                elif held is None or rank < held[0]:
-                    chosen[cluster] = (rank, tls)
-    by_cluster = {c: v[1] for c, v in chosen.items()}
-    conditions = {ref: _conditions(problems[ref], targeted[ref], ref not in conflicted)
+                choice.offer(names.service_cluster(ns, name, p.port), rank, tls,
+                             f"port {p.port} of Service {ns}/{name}", out)
+    conditions = {ref: _conditions(problems[ref], targeted[ref], ref not in choice.conflicted)
                   for ref in problems}
-    return PolicyPlan(by_cluster=by_cluster, secrets=secrets, diagnostics=tuple(out),
-                      conditions=conditions)
+    return PolicyPlan(by_cluster={c: v[1] for c, v in choice.chosen.items()}, secrets=secrets,
+                      diagnostics=tuple(out), conditions=conditions)
+
+
+def _target_ports(state: ClusterState, pol: BackendTLSPolicy, i: int, out: list[Diagnostic]
+                  ) -> tuple[Service, list[ServicePort]] | None:
+    """The Service and ports ``spec.targetRefs[i]`` targets; None (reported) when none."""
+    t = pol.target_refs[i]
+    ns, field = pol.meta.namespace, f"spec.targetRefs[{i}]"
+    if t.group != "" or t.kind != "Service":
+        out.append(Diagnostic(pol.meta.ref, field, Reason.UNSUPPORTED,
+                              f"{t.group or 'core'}/{t.kind} is not a target kxds "
+                              "supports (only Services)"))
+        return None
+    svc = state.services.get((ns, t.name))
+    if svc is None:
+        out.append(Diagnostic(pol.meta.ref, field, Reason.BACKEND_NOT_FOUND,
+                              f"Service {ns}/{t.name} not found"))
+        return None
+    ports = [p for p in svc.ports if t.section_name is None or p.name == t.section_name]
+    if not ports:
+        out.append(Diagnostic(pol.meta.ref, f"{field}.sectionName", Reason.PORT_NOT_FOUND,
+                              f"Service {ns}/{t.name} has no port named {t.section_name!r}"))
+        return None
+    return svc, ports
+
+
+def _policy_tls(pol: BackendTLSPolicy, ca: str | None, problem: Problem | None) -> PolicyTLS:
+    return PolicyTLS(policy=pol.meta.ref, sni=pol.hostname, ca=ca, problem=problem,
+                     sans=tuple(("DNS:" if s.type == "Hostname" else "URI:") + s.value
+                                for s in pol.subject_alt_names))
 
 
 def _conditions(problem: Problem | None, targeted: int, wins: bool) -> tuple[Condition, ...]:

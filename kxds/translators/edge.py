@@ -44,7 +44,7 @@ from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
 from kxds.kube.ingress_class import our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
-from kxds.translators import ingress, tls
+from kxds.translators import ingress, tls, tls_plan
 from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
@@ -223,7 +223,7 @@ def _passthrough(ctx: Context, key: Key) -> tuple[Target, ...]:
     ing = ctx.state.ingresses.get(key)
     if ing is None:
         return ()
-    return tuple((svc, name) for svc, name in tls.passthrough_targets(ctx.state, ing)
+    return tuple((svc, name) for svc, name in tls_plan.passthrough_targets(ctx.state, ing)
                  if name in ctx.query(CLUSTER_NAMES, svc))
 
 

@@ -33,8 +33,9 @@ from kxds.translators.gateway import (
     plan_listeners,
 )
 from kxds.translators.gateway_groups import edge_group_of
+from kxds.translators.gateway_hosts import GatewayRoutes, collect
 from kxds.translators.gateway_l4 import L4Result, sni_owners, translate_l4
-from kxds.translators.gateway_routes import GatewayRoutes, HasCluster, collect, route_outcome
+from kxds.translators.gateway_routes import HasCluster, route_outcome
 from kxds.translators.gateway_status import (
     Condition,
     GatewayApiStatus,

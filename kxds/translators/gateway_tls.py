@@ -49,7 +49,8 @@ from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway import granted
 from kxds.translators.gateway_status import Condition
 from kxds.translators.ingress import http_listener, unavailable_without
-from kxds.translators.tls import PASSTHROUGH, TLS_SECRET_TYPE, TlsResult, flag
+from kxds.translators.tls import TlsResult
+from kxds.translators.tls_plan import PASSTHROUGH, TLS_SECRET_TYPE, flag
 from kxds.translators.upstream_tls import apply_upstream_tls
 
 Inspect = Callable[[Key, bytes, bytes], Inspected]

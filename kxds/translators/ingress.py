@@ -144,24 +144,46 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
     is unusable, a WAF, an nginx snippet) makes every route of the Ingress
     answer 503 (:func:`failed_routes`): fail closed, never open.
     """
-    ref = ing.meta.ref
     pol = ingress_policy(ing, limit_status, state.secrets, state.config_maps)
     refused = narrowing_problem(ing, pol.parsed.narrowing, ignore_snippets) or pol.refused
     if refused is None:  # the check must be possible, or the routes refuse
         pol, refused = with_external_auth(state, ing, pol, clusters)
     if refused is not None:
-        # The annotation's own diagnostic (among the policy's) says so already, but
-        # for authentication that cannot be honoured (its refusal says why).
-        own_diags = (*pol.diagnostics, *((refused,) if refused is pol.refused else ()))
-        if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
-            return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=own_diags)
-        return replace(failed_routes(ing, refused), diagnostics=own_diags)
+        return _refused_routes(ing, pol, refused)
     own: list[Diagnostic] = list(pol.diagnostics)
     plan = mirror_plan(state, pol.parsed, clusters, own, policies)
     if plan is not None:
         pol = replace(pol, forward=replace(pol.forward, mirrors=(plan.mirror,)))
-    paths: list[Candidate] = []
     errors = _error_backend(state, ing, pol, own)
+    paths = _path_routes(state, ing, pol, clusters, policies, errors, own)
+    paths += _app_roots(pol, paths)
+    if errors is not None:
+        paths += _error_routes(state, ing, pol, errors, paths, clusters, policies)
+    rule_of = canary_rule(pol.parsed, own)
+    if rule_of is not None:
+        return _canary_routes(ing, pol, rule_of, paths, own, mirrored=plan is not None)
+    return IngressRoutes(ref=ing.meta.ref, paths=tuple(paths),
+                         default=_default_route(state, ing, pol, clusters, policies),
+                         diagnostics=tuple(own), mirror=plan)
+
+
+def _refused_routes(ing: Ingress, pol: IngressPolicy, refused: Diagnostic) -> IngressRoutes:
+    """Every route of ``ing`` answers 503 (a canary Ingress has none): an annotation
+    narrows access in a way kxds cannot honour."""
+    # The annotation's own diagnostic (among the policy's) says so already, but
+    # for authentication that cannot be honoured (its refusal says why).
+    own_diags = (*pol.diagnostics, *((refused,) if refused is pol.refused else ()))
+    if canary_rule(pol.parsed, []) is not None:  # a canary only adds traffic: drop it
+        return IngressRoutes(ref=ing.meta.ref, paths=(), default=None, diagnostics=own_diags)
+    return replace(failed_routes(ing, refused), diagnostics=own_diags)
+
+
+def _path_routes(state: ClusterState, ing: Ingress, pol: IngressPolicy, clusters: HasCluster,
+                 policies: PolicyIndex | None, errors: ErrorBackend | None,
+                 own: list[Diagnostic]) -> list[Candidate]:
+    """The route of each usable path of the rules of ``ing``."""
+    ref = ing.meta.ref
+    paths: list[Candidate] = []
     for i, rule in enumerate(ing.rules):
         for j, path in enumerate(rule.paths):
             field_path = f"spec.rules[{i}].http.paths[{j}]"
@@ -178,32 +200,38 @@ def ingress_routes(state: ClusterState, ing: Ingress, clusters: HasCluster,
             if errors is not None:
                 route = with_error_pages(route, ing, errors, path)
             paths.append(Candidate(rule.host, match, field_path,
-                                    f"{path.path_type} {path.path!r}", route, tuple(diags),
-                                    target))
-    paths += _app_roots(pol, paths)
-    if errors is not None:
-        paths += _error_routes(state, ing, pol, errors, paths, clusters, policies)
-    rule_of = canary_rule(pol.parsed, own)
-    if rule_of is not None and plan is not None:
+                                   f"{path.path_type} {path.path!r}", route, tuple(diags),
+                                   target))
+    return paths
+
+
+def _canary_routes(ing: Ingress, pol: IngressPolicy, rule_of: CanaryRule,
+                   paths: list[Candidate], own: list[Diagnostic],
+                   *, mirrored: bool) -> IngressRoutes:
+    """A canary Ingress's paths, kept apart for the main Ingress's routes to split to."""
+    if mirrored:
         own.append(pol.parsed.problem(MIRROR_TARGET, "not applied on a canary Ingress: its "
                                       "requests are mirrored as the main Ingress says",
                                       Reason.UNSUPPORTED))
-    if rule_of is not None:
-        canary = tuple(CanaryPath(c.host, c.route, c.field_path, c.diagnostics, c.target)
-                       for c in paths)
-        return IngressRoutes(ref=ref, paths=(), default=None, diagnostics=tuple(own),
-                             canary=(rule_of, canary))
-    default = None
-    if ing.default_backend is not None:
-        diags = []
-        action, access, target = _backend_action(
-            state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
-        match = PathMatch(kind=MatchKind.PREFIX, path="/")
-        default = Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
-            name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
-            action=action, access=access)), tuple(diags), target)
-    return IngressRoutes(ref=ref, paths=tuple(paths), default=default, diagnostics=tuple(own),
-                         mirror=plan)
+    canary = tuple(CanaryPath(c.host, c.route, c.field_path, c.diagnostics, c.target)
+                   for c in paths)
+    return IngressRoutes(ref=ing.meta.ref, paths=(), default=None, diagnostics=tuple(own),
+                         canary=(rule_of, canary))
+
+
+def _default_route(state: ClusterState, ing: Ingress, pol: IngressPolicy,
+                   clusters: HasCluster, policies: PolicyIndex | None) -> Candidate | None:
+    """The route of ``spec.defaultBackend``, if any."""
+    if ing.default_backend is None:
+        return None
+    ref = ing.meta.ref
+    diags: list[Diagnostic] = []
+    action, access, target = _backend_action(
+        state, ing, ing.default_backend, "spec.defaultBackend", clusters, diags, policies)
+    match = PathMatch(kind=MatchKind.PREFIX, path="/")
+    return Candidate(CATCH_ALL, match, "spec.defaultBackend", "", pol.apply_default(Route(
+        name=names.ingress_default_route(ref.namespace, ref.name), ref=ref, match=match,
+        action=action, access=access)), tuple(diags), target)
 
 
 SNIPPETS = frozenset({"configuration-snippet", "server-snippet", "auth-snippet",
