@@ -29,7 +29,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -240,29 +240,40 @@ async def one(scoped: bool, n: int, repeats: int, backend_port: int) -> dict[str
         await server.stop(0)
 
 
-async def main_async(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
-    backend, backend_port = start_backend("srds-backend")
+OneRun = Callable[[bool, int, int, int], Awaitable[dict[str, Any]]]
+"""One layout (one table, or split) at one size: (split, routes, repeats, backend port)."""
+
+
+async def compare(one: OneRun, label: str, sizes: list[int], repeats: int
+                  ) -> list[dict[str, Any]]:
+    """Both layouts at every size, against one backend process."""
+    backend, backend_port = start_backend(f"{label}-backend")
     try:
-        return [await one(scoped, n, repeats, backend_port)
-                for n in sizes for scoped in (False, True)]
+        return [await one(split, n, repeats, backend_port)
+                for n in sizes for split in (False, True)]
     finally:
         stop(backend)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.proto_srds", description=__doc__)
+def cli(prog: str, doc: str | None, one: OneRun, label: str) -> None:
+    """A prototype's command line: sizes, repeats, and where the results go."""
+    p = argparse.ArgumentParser(prog=prog, description=doc)
     p.add_argument("--sizes", default="100,1000,3000")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default="")
     args = p.parse_args()
     try:
-        results = asyncio.run(main_async([int(x) for x in args.sizes.split(",")],
-                                         args.repeats))
+        results = asyncio.run(compare(one, label, [int(x) for x in args.sizes.split(",")],
+                                      args.repeats))
     finally:
         stop_all()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def main() -> None:
+    cli("python -m bench.proto_srds", __doc__, one, "srds")
 
 
 if __name__ == "__main__":

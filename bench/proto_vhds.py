@@ -26,7 +26,6 @@ domains, wildcards included, match as in one table).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -41,8 +40,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from bench.m2 import first_200
 from bench.m8_scenarios import applied, totals
-from bench.procs import Envoy, free_port, http_get, start_backend, stop, stop_all
-from bench.proto_srds import BACKEND, PATHS, RDS, Layout, _ads, _any, host, vhost
+from bench.procs import Envoy, free_port, http_get
+from bench.proto_srds import BACKEND, PATHS, RDS, Layout, _ads, _any, cli, host, vhost
 from bench.timing import Summary
 
 VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
@@ -182,29 +181,8 @@ async def one(vhds: bool, n: int, repeats: int, backend_port: int) -> dict[str, 
         await server.stop(0)
 
 
-async def main_async(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
-    backend, backend_port = start_backend("vhds-backend")
-    try:
-        return [await one(vhds, n, repeats, backend_port)
-                for n in sizes for vhds in (False, True)]
-    finally:
-        stop(backend)
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.proto_vhds", description=__doc__)
-    p.add_argument("--sizes", default="100,1000,3000")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--out", default="")
-    args = p.parse_args()
-    try:
-        results = asyncio.run(main_async([int(x) for x in args.sizes.split(",")],
-                                         args.repeats))
-    finally:
-        stop_all()
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    cli("python -m bench.proto_vhds", __doc__, one, "vhds")
 
 
 if __name__ == "__main__":
