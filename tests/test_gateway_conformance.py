@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
+from kxds.translators.gateway import PORT_FEATURES, SUPPORTED_FEATURES
 from kxds.translators.gateway_status import GatewayApiStatus
 
 GROUP = "gateway.networking.k8s.io"
@@ -415,3 +417,12 @@ spec:
     wide = {p.parent.section_name: p for r in result.gateway_status.routes
             if r.ref.name == "from-wide" for p in r.parents}
     assert wide["wide"].conditions[0].reason == "Accepted"  # attached all the same
+
+
+def test_every_claimed_feature_is_documented() -> None:
+    """docs/gateway-api.md's "Supported features" names every feature kxds may claim,
+    so the page and the GatewayClass status never disagree."""
+    doc = (Path(__file__).parent.parent / "docs" / "gateway-api.md").read_text()
+    start = doc.index("Supported features (the suite's names")
+    paragraph = doc[start:doc.index("\n\n", start)]
+    assert [f for f in (*SUPPORTED_FEATURES, *PORT_FEATURES) if f"`{f}`" not in paragraph] == []
