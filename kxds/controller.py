@@ -28,7 +28,7 @@ server for all of it, while from a thread the loop's longest pause was 88 ms
 a large route table).
 
 An endpoint change (at most :data:`SMALL_CHANGE` EndpointSlices and nothing
-else, :func:`kxds.incremental.only_slices_changed`) is built on the loop
+else, :func:`kxds.state_changes.only_slices_changed`) is built on the loop
 instead, with the node views too when there are at most :data:`SMALL_NODES`:
 its rebuild is patched in proportion to the change (about a millisecond at
 1,000 Services), less than the hop to a worker thread and back costs it
@@ -93,9 +93,9 @@ from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.fleet import FleetMemo
-from kxds.incremental import only_slices_changed
 from kxds.kube.models import ClusterState
 from kxds.memory import ShrinkWatch, release_free_memory
+from kxds.state_changes import only_slices_changed
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_groups import pinned_groups, state_for_group
 from kxds.translators.gateway_status import GatewayApiStatus
