@@ -6,7 +6,7 @@ parsed back into protobuf messages and serializing those alone is timed, which
 is the floor any Python control plane using protobuf pays.
 
 Both stages run with the cyclic garbage collector paused, as in the
-controller (:data:`kxds.controller.gc_paused`); the collection the pause
+controller (:data:`kxds.gc_policy.gc_paused`); the collection the pause
 defers is timed after them and reported as ``gc``, outside ``total``.
 """
 
@@ -45,8 +45,8 @@ def _message_classes() -> dict[str, type[Message]]:
 
 def pipeline() -> Any:
     """The translate+build function under test (imported late: it may not exist yet)."""
-    from kxds.controller import gc_paused
     from kxds.envoy.build import build_resources
+    from kxds.gc_policy import gc_paused
     from kxds.translators.config import TranslateConfig
     from kxds.translators.edge import translate
 

@@ -2,8 +2,8 @@
 
 A source calls :meth:`Controller.publish` with each new :class:`ClusterState`.
 Events are coalesced (a holdoff after the last one, capped since the first
-pending one; STYLE.md "Debounce events"; the first change after a calm is
-rebuilt at once, only what follows it is held), then one rebuild translates the
+pending one; the first change after a calm is rebuilt at once, only what
+follows it is held: :mod:`kxds.debounce`), then one rebuild translates the
 latest state, checks it with :func:`kxds.ir.consistency_problems`, builds the
 Envoy resources and sets the view of every group:
 
@@ -28,7 +28,7 @@ server for all of it, while from a thread the loop's longest pause was 88 ms
 a large route table).
 
 An endpoint change (at most :data:`SMALL_CHANGE` EndpointSlices and nothing
-else, :func:`kxds.incremental.only_slices_changed`) is built on the loop
+else, :func:`kxds.state_changes.only_slices_changed`) is built on the loop
 instead, with the node views too when there are at most :data:`SMALL_NODES`:
 its rebuild is patched in proportion to the change (about a millisecond at
 1,000 Services), less than the hop to a worker thread and back costs it
@@ -48,21 +48,12 @@ built.
 Certificates are checked against the rebuild's instant; when one of the
 served state's certificates becomes valid or expires later, the controller
 rebuilds the same state at that instant, so an expired certificate fails
-closed on time rather than at the next unrelated change.
+closed on time rather than at the next unrelated change (:mod:`kxds.cert_recheck`).
 
-A rebuild allocates many short-lived objects around a large long-lived
-state (the views, their query stores and resources). The collector is left
-on while proxies are served; after each rebuild the state that survived is
-frozen (``gc.freeze()``: moved out of the collector's way), so collections
-during the next rebuild scan only what is new. Measured with 5,000 Services
-on 2 cores, an Ingress change: p50 38 ms and at worst 65 ms, against p50 39
-ms and 227 ms at worst with a plain collector (a full collection over the whole
-state lands in some rebuild); pausing the collector during every rebuild gave
-36/41 ms, but also paused it for everything the event loop serves meanwhile.
-Frozen objects that become cyclic garbage (a closed stream's) are collected
-after the next :data:`UNFREEZE_INTERVAL`, when the state is thawed again. Only
-the first rebuild, before anything is served, runs with the collector paused
-(5,000 Services cold: 0.40 s paused, 0.74 s not).
+After each rebuild the state that survived is frozen out of the cyclic
+garbage collector's way, and thawed again periodically; only the first
+rebuild, before anything is served, runs with the collector paused
+(:mod:`kxds.gc_policy` has why and the figures).
 
 After a rebuild that serves less than half of what was served before (most of
 the state deleted), freed heap memory is given back to the system
@@ -76,26 +67,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import gc
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from kxds.certs.check import next_validity_change
+from kxds.cert_recheck import config_at_now, due, next_recheck, seconds_until
+from kxds.debounce import Debounce
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.fleet import FleetMemo
-from kxds.incremental import only_slices_changed
+from kxds.gc_policy import PeriodicThaw, gc_paused
 from kxds.kube.models import ClusterState
 from kxds.memory import ShrinkWatch, release_free_memory
+from kxds.state_changes import only_slices_changed
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_groups import pinned_groups, state_for_group
 from kxds.translators.gateway_status import GatewayApiStatus
@@ -121,38 +111,6 @@ SMALL_NODES = 16
 many (each costs little, but their number has no bound)."""
 
 
-UNFREEZE_INTERVAL = 60.0
-"""Seconds between thawing the frozen state, so that cyclic garbage in it is collected."""
-
-
-class _GcPause:
-    """Pauses the cyclic garbage collector while any rebuild runs (builds may
-    overlap in worker threads; the collector is process-wide, so it comes back
-    when the last one ends, and only if it was on before the first)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._active == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._active += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0 and self._was_enabled:
-                gc.enable()
-
-
-gc_paused = _GcPause()
-"""Held around the first rebuild, before anything is served (also by the benchmark's
-cold translation, to measure the same)."""
-
 
 def _prunable(group: str) -> bool:
     """Whether a group is forgotten once it has had no stream for the grace period."""
@@ -167,17 +125,6 @@ class RebuildObserver(Protocol):
     def observe_rebuild(self, seconds: float, seq: int | None = None) -> None: ...
 
 
-@dataclass(slots=True)
-class _Pending:
-    state: ClusterState | None = None
-    first: float | None = None
-    last: float = float("-inf")
-    """When the last state came (of this burst, or of the one before)."""
-    calm: bool = False
-    """The burst's first state came after ``holdoff`` without any: rebuild it at once."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class Controller:
     """Debounces source states and publishes consistent views into the cache."""
 
@@ -187,24 +134,36 @@ class Controller:
                  node_grace: float = NODE_GRACE) -> None:
         self.cache = cache
         self.config = config
-        self.holdoff = holdoff
-        self.max_holdoff = max_holdoff
         self.node_grace = node_grace
         """Seconds a per-node group may have no connected stream before it is forgotten."""
         self.in_thread = in_thread
         self.metrics = metrics
+        self._debounce: Debounce[ClusterState] = Debounce(holdoff, max_holdoff)
+        self._recheck_at: dt.datetime | None = None
+        """When the state's certificates next change validity (see :meth:`_wait_for_state`)."""
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._init_results()
+        self._init_views()
+        self._init_reporting(metrics.registry if metrics is not None else CollectorRegistry())
+        cache.on_new_group = self._on_new_group
+
+    def _init_results(self) -> None:
+        """What each rebuild leaves for others to read, and who is told of it."""
         self.rebuild_seq = 0
         """Number of finished rebuilds (published or rejected)."""
         self.state: ClusterState | None = None
         """The state of the last rebuild."""
+        self.gateway_status: GatewayApiStatus | None = None
+        """The Gateway API status of the served edge view (``/debug/gateway-api``)."""
         self.on_diagnostics: Callable[[set[Diagnostic]], None] | None = None
         """Told the current problems after each rebuild (the API source records Events)."""
         self.on_gateway_status: Callable[[GatewayApiStatus], None] | None = None
         """Told the Gateway API status of the served edge view after each rebuild (the
         API source writes it to the objects)."""
-        self._pending = _Pending()
-        self._recheck_at: dt.datetime | None = None
-        """When the state's certificates next change validity (see :meth:`_wait_for_state`)."""
+
+    def _init_views(self) -> None:
+        """The views served, the memos they are rebuilt from, and the known nodes."""
         self._edge: Resources | None = None
         self._nodes: dict[str, NodeInfo] = {}
         # One memo per view, used by one rebuild at a time (under ``_lock``).
@@ -221,19 +180,17 @@ class Controller:
         """What node views share, built once per rebuild (see :mod:`kxds.fleet`)."""
         self._published: dict[str, Resources] = {}
         """Each node group's resources as last set on the cache."""
-        self._counted: dict[str, tuple[Diagnostic, ...]] = {}
-        """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
         self._bounds: frozenset[dt.datetime] = frozenset()
         """When a certificate check of the served edge view may change its verdict."""
         self._shrink = ShrinkWatch()
         """When the served state shrank enough to give freed memory back (kxds.memory)."""
+
+    def _init_reporting(self, registry: CollectorRegistry) -> None:
+        """What has been logged (each problem once), and the controller's metrics."""
         self._logged: set[Diagnostic] = set()
         self._skipped: set[ObjectRef] = set()
-        self.gateway_status: GatewayApiStatus | None = None
-        """The Gateway API status of the served edge view (``/debug/gateway-api``)."""
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        registry = metrics.registry if metrics is not None else CollectorRegistry()
+        self._counted: dict[str, tuple[Diagnostic, ...]] = {}
+        """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
         self._rejected = Counter("kxds_snapshots_rejected", "Snapshots not published "
                                  "(inconsistent, or translation failed)", ["group"],
                                  registry=registry)
@@ -243,20 +200,12 @@ class Controller:
                                 "see the node's address instead of the client's they were "
                                 "to see, by node group (Fallback diagnostics say why)",
                                 ["group"], registry=registry)
-        cache.on_new_group = self._on_new_group
 
     # -- the source's side ----------------------------------------------------
 
     def publish(self, state: ClusterState) -> None:
         """Accept a new complete state (the source interface's ``publish``)."""
-        now = time.monotonic()
-        p = self._pending
-        if p.first is None:
-            p.first = now
-            p.calm = now - p.last >= self.holdoff
-        p.state = state
-        p.last = now
-        p.wake.set()
+        self._debounce.put(state)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -268,57 +217,25 @@ class Controller:
             await self._rebuild_loop()
 
     async def _rebuild_loop(self) -> None:
-        p = self._pending
         while True:
             if not await self._wait_for_state():
                 continue
-            await self._holdoff()
-            state, p.state, p.first = p.state, None, None
-            p.wake.clear()
+            state = await self._debounce.take()
             if state is not None:
                 await self.rebuild(state)
 
     async def _wait_for_state(self) -> bool:
         """Wait for a new state; True when one came. At the next certificate validity
         boundary of the current state, rebuild that state instead (and return False)."""
-        p = self._pending
         recheck = self._recheck_at
         if recheck is None:
-            await p.wake.wait()
+            return await self._debounce.wait()
+        if await self._debounce.wait(timeout=seconds_until(recheck)):
             return True
-        wait = (recheck - dt.datetime.now(dt.UTC)).total_seconds()
-        with contextlib.suppress(TimeoutError):
-            # At most an hour at a time: the wall clock may be set meanwhile.
-            async with asyncio.timeout(min(max(wait, 0.0), 3600.0)):
-                await p.wake.wait()
-            return True
-        if self.state is not None and dt.datetime.now(dt.UTC) >= recheck:
+        if self.state is not None and due(recheck):
             log.info("event=certificate_validity_changed at=%s", recheck.isoformat())
             await self.rebuild(self.state)
         return False
-
-    async def _holdoff(self) -> None:
-        """Wait until ``holdoff`` passed since the last state or ``max_holdoff`` since the first.
-
-        Not at all for the first state after a calm (``holdoff`` without any): a
-        lone change is served at once, and only the changes that follow it
-        within the holdoff are coalesced, into the next rebuild (leading and
-        trailing edge).
-        """
-        p = self._pending
-        if p.calm:
-            p.calm = False
-            return
-        while True:
-            assert p.first is not None
-            deadline = min(p.last + self.holdoff, p.first + self.max_holdoff)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            p.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await p.wake.wait()
 
     async def _call(self, fn: Callable[..., _T], *args: object, inline: bool = False) -> _T:
         """``fn(*args)`` in a worker thread (unless ``inline``, or threads are off)."""
@@ -335,55 +252,74 @@ class Controller:
         """Translate ``state``, and set every group's view if it is consistent."""
         async with self._lock:
             started = time.monotonic()
-            config = self._config_now()
+            config = config_at_now(self.config)
             small = self._small(state)
-            if self.cache.synced:
-                edge = await self._call(build_edge, state, config, self._edge_memo,
-                                        inline=small)
-            else:
-                with gc_paused:  # nothing is served yet: see the module docs
-                    edge = await self._call(build_edge, state, config, self._edge_memo)
+            edge = await self._build_edge(state, config, small)
             diagnostics = set(edge.diagnostics)
             if edge.resources is not None:
-                self._edge, self._bounds = edge.resources, edge.bounds
-                self.gateway_status = edge.gateway_status
-                if self.on_gateway_status is not None and edge.gateway_status is not None:
-                    self.on_gateway_status(edge.gateway_status)
-                self._log_skipped(edge.skipped)
+                self._serve_edge(edge)
                 await self._publish_edge(state, config, edge.resources, small)
             else:
                 self._reject(EDGE_DEFAULT, edge)
-            nodes = sorted(self._node_groups().items())
-            # One worker-thread call for all of them: a hop per node cost more than
-            # most node views (kxds.fleet), and let streams run between the views.
-            builts = await self._call(self._build_nodes, state, config, nodes,
-                                      inline=small and len(nodes) <= SMALL_NODES) if nodes else []
-            told: tuple[Diagnostic, ...] | None = None
-            for (group, _), built in zip(nodes, builts, strict=True):
-                if built.diagnostics is not told:  # node views of a class share theirs
-                    diagnostics.update(built.diagnostics)
-                    told = built.diagnostics
-                self._set_node_view(group, built)
+            diagnostics |= await self._publish_nodes(state, config, small)
             self.state = state
-            self._recheck_at = self._next_recheck(config)
+            self._recheck_at = next_recheck(self.config, config, self._bounds)
             published = edge.resources is not None
             if published and not self.cache.synced:
                 self.cache.mark_synced()
             self._log_diagnostics(diagnostics)
-            self._shared.sweep()
-            self._fleet.sweep()
-            self.cache.end_batch()
-            if self._shrink.shrank(self.cache.count()):
-                released = await self._call(release_free_memory)
-                log.info("event=memory_released after=shrink released=%s", released)
-            gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
-            self.rebuild_seq += 1
+            await self._end_rebuild()
             seconds = time.monotonic() - started
             if self.metrics is not None:
                 self.metrics.observe_rebuild(seconds, self.rebuild_seq)
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
                      len(self.cache.groups()))
+
+    async def _build_edge(self, state: ClusterState, config: TranslateConfig,
+                          small: bool) -> Built:
+        """The view every edge group without a pinned Gateway serves."""
+        if self.cache.synced:
+            return await self._call(build_edge, state, config, self._edge_memo, inline=small)
+        with gc_paused:  # nothing is served yet: see kxds.gc_policy
+            return await self._call(build_edge, state, config, self._edge_memo)
+
+    def _serve_edge(self, edge: Built) -> None:
+        """Take ``edge`` (built, not rejected) as the served edge view."""
+        assert edge.resources is not None
+        self._edge, self._bounds = edge.resources, edge.bounds
+        self.gateway_status = edge.gateway_status
+        if self.on_gateway_status is not None and edge.gateway_status is not None:
+            self.on_gateway_status(edge.gateway_status)
+        self._log_skipped(edge.skipped)
+
+    async def _publish_nodes(self, state: ClusterState, config: TranslateConfig,
+                             small: bool) -> set[Diagnostic]:
+        """Build and set every node group's view; their problems."""
+        nodes = sorted(self._node_groups().items())
+        # One worker-thread call for all of them: a hop per node cost more than
+        # most node views (kxds.fleet), and let streams run between the views.
+        builts = await self._call(self._build_nodes, state, config, nodes,
+                                  inline=small and len(nodes) <= SMALL_NODES) if nodes else []
+        diagnostics: set[Diagnostic] = set()
+        told: tuple[Diagnostic, ...] | None = None
+        for (group, _), built in zip(nodes, builts, strict=True):
+            if built.diagnostics is not told:  # node views of a class share theirs
+                diagnostics.update(built.diagnostics)
+                told = built.diagnostics
+            self._set_node_view(group, built)
+        return diagnostics
+
+    async def _end_rebuild(self) -> None:
+        """Sweep what no view uses any more, end the cache's batch, count the rebuild."""
+        self._shared.sweep()
+        self._fleet.sweep()
+        self.cache.end_batch()
+        if self._shrink.shrank(self.cache.count()):
+            released = await self._call(release_free_memory)
+            log.info("event=memory_released after=shrink released=%s", released)
+        gc.freeze()  # what survived is long-lived: out of the next rebuild's collections
+        self.rebuild_seq += 1
 
     async def _publish_edge(self, state: ClusterState, config: TranslateConfig,
                             full: Resources, small: bool) -> None:
@@ -417,30 +353,13 @@ class Controller:
             if view is not None:
                 self.cache.set_view(group, view)
 
-    def _next_recheck(self, config: TranslateConfig) -> dt.datetime | None:
-        """Just after the next instant a certificate of the served view starts or stops
-        being valid; None when the config pins the instant or nothing changes."""
-        if self.config.tls_now is not None or config.tls_now is None:
-            return None
-        edge = next_validity_change(self._bounds, config.tls_now)
-        return None if edge is None else edge + dt.timedelta(seconds=1)
-
-    def _config_now(self) -> TranslateConfig:
-        """The config with the instant certificates are checked against: translators
-        read no clock, so each rebuild passes its own time (unless the config pins one)."""
-        if self.config.tls_now is not None:
-            return self.config
-        return dataclasses.replace(self.config, tls_now=dt.datetime.now(dt.UTC))
-
     async def _prune_loop(self) -> None:
         # A departed group goes between node_grace and 1.25 node_grace after it left.
         interval = min(max(self.node_grace / 4, 0.01), 10.0)
-        thawed = time.monotonic()
+        thaw = PeriodicThaw()
         while True:
             await asyncio.sleep(interval)
-            if time.monotonic() - thawed >= UNFREEZE_INTERVAL:
-                gc.unfreeze()  # frozen cyclic garbage becomes collectable again
-                thawed = time.monotonic()
+            thaw.tick()
             try:
                 await self.prune()
             except Exception:  # a bug here must not stop the rebuilds
@@ -556,7 +475,7 @@ class Controller:
                 return  # gone again (and maybe pruned) before its turn
             state = self.state
             assert state is not None
-            built = await self._call(self._fleet.build, state, self._config_now(), group,
+            built = await self._call(self._fleet.build, state, config_at_now(self.config), group,
                                      node, self._node_memo(group))
             self._set_node_view(group, built)
             # Its problems are told now, not at the next rebuild (a node without the

@@ -40,6 +40,9 @@ incremental build systems such as Salsa and Adapton):
   and checking them all again cost time in proportion to the readers, not to
   the change (rustc's incremental compilation calls such queries firewalls).
 
+The recorded views are :mod:`kxds.recording`; finding what changed between two
+states is :mod:`kxds.state_changes`.
+
 Everything a query returns must be immutable, and equal values must be
 interchangeable: queries are pure. A query with an ``update`` has all its
 dependencies brought up to date first, also those for keys that may be gone
@@ -48,30 +51,18 @@ since (a Service deleted): such queries answer for a missing key too.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import operator
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from kxds.kube.models import ClusterState
+from kxds.recording import Read, recorded_config, recorded_state
+from kxds.state_changes import changed_reads
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-WHOLE = "*"
-"""The key of a read of a whole collection (iterating it, or its length)."""
-
-CONFIG = "config"
-"""The pseudo-field of config attribute reads: ``(CONFIG, attribute name)``."""
-
-STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterState))
-
 _MISSING = object()
-
-Read = tuple[str, Hashable]
-"""What one read looked at: ``(field, key)``, key :data:`WHOLE` for the whole field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,120 +124,6 @@ class _Frame:
         self.deps: dict[int, _Entry] = {}
 
 
-class _RecordedMapping(Mapping[Hashable, Any]):
-    """A read-only mapping that records each access into the running query's frame."""
-
-    __slots__ = ("_data", "_field", "_frames")
-
-    def __init__(self, name: str, data: Mapping[Hashable, Any], frames: list[_Frame]) -> None:
-        self._field = name
-        self._data = data
-        self._frames = frames
-
-    def _whole(self) -> None:
-        if self._frames:
-            self._frames[-1].reads.add((self._field, WHOLE))
-
-    def __getitem__(self, key: Hashable) -> Any:
-        if self._frames:
-            self._frames[-1].reads.add((self._field, key))
-        return self._data[key]
-
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        if self._frames:
-            self._frames[-1].reads.add((self._field, key))
-        return self._data.get(key, default)
-
-    def __contains__(self, key: Any) -> bool:
-        if self._frames:
-            self._frames[-1].reads.add((self._field, key))
-        return key in self._data
-
-    def __iter__(self) -> Iterator[Hashable]:
-        self._whole()
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        self._whole()
-        return len(self._data)
-
-    def __bool__(self) -> bool:
-        self._whole()
-        return bool(self._data)
-
-    def keys(self) -> Any:
-        self._whole()
-        return self._data.keys()
-
-    def items(self) -> Any:
-        self._whole()
-        return self._data.items()
-
-    def values(self) -> Any:
-        self._whole()
-        return self._data.values()
-
-
-class _RecordedTuple(tuple[Any, ...]):
-    """A tuple (``ClusterState.problems``) whose every use is a read of the whole field."""
-
-    _frames: list[_Frame]
-    _field: str
-
-    def _whole(self) -> None:
-        if self._frames:
-            self._frames[-1].reads.add((self._field, WHOLE))
-
-    def __iter__(self) -> Iterator[Any]:
-        self._whole()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._whole()
-        return super().__len__()
-
-    def __getitem__(self, index: Any) -> Any:
-        self._whole()
-        return super().__getitem__(index)
-
-    def __bool__(self) -> bool:
-        self._whole()
-        return super().__len__() > 0
-
-
-def _recorded_tuple(name: str, data: tuple[Any, ...], frames: list[_Frame]) -> tuple[Any, ...]:
-    out = _RecordedTuple(data)
-    out._frames, out._field = frames, name
-    return out
-
-
-def _recorded_config(config: Any, frames: list[_Frame]) -> Any:
-    """``config`` (a frozen dataclass) as an instance of a subclass recording attribute reads."""
-    cls = _CONFIG_CLASSES.get(type(config))
-    if cls is None:
-        cls = _CONFIG_CLASSES[type(config)] = _recording_class(type(config))
-    copy: Any = object.__new__(cls)
-    for f in dataclasses.fields(config):
-        object.__setattr__(copy, f.name, getattr(config, f.name))
-    object.__setattr__(copy, "_frames", frames)
-    return copy
-
-
-def _recording_class(base: type) -> type:
-    def __getattribute__(self: object, name: str) -> Any:
-        if name[0] != "_":
-            frames = object.__getattribute__(self, "_frames")
-            if frames:
-                frames[-1].reads.add((CONFIG, name))
-        return object.__getattribute__(self, name)
-
-    return type(f"Recorded{base.__name__}", (base,),
-                {"__slots__": ("_frames",), "__getattribute__": __getattribute__})
-
-
-_CONFIG_CLASSES: dict[type, type] = {}
-
-
 class Context:
     """What a running query reads through: the recorded state and config, other queries."""
 
@@ -255,14 +132,9 @@ class Context:
     def __init__(self, store: Store, state: ClusterState, config: Any) -> None:
         self._store = store
         self._frames: list[_Frame] = []
-        fields: dict[str, Any] = {}
-        for name in STATE_FIELDS:
-            value = getattr(state, name)
-            fields[name] = (_recorded_tuple(name, value, self._frames) if isinstance(value, tuple)
-                            else _RecordedMapping(name, value, self._frames))
-        self.state = ClusterState(**fields)
+        self.state = recorded_state(state, self._frames)
         """The state; every read through it is recorded for the running query."""
-        self.config = _recorded_config(config, self._frames)
+        self.config = recorded_config(config, self._frames)
         """The translation config; every attribute read is recorded."""
 
     def previous_value(self) -> object | None:
@@ -312,7 +184,7 @@ class Store:
         self._revision += 1
         previous = self._state
         if previous is not None:
-            for read in _changed_reads(previous, state, self._config, config):
+            for read in changed_reads(previous, state, self._config, config):
                 self._invalidate(read)
         self._previous, self._state, self._config = previous, state, config
         self._asked = set()
@@ -512,99 +384,6 @@ class _RootContext(Context):
             self._frames[-1].deps[id(entry)] = entry
         return cast(V, entry.value)
 
-
-def _changed_reads(old: ClusterState, new: ClusterState, old_config: Any,
-                   new_config: Any) -> Iterator[Read]:
-    """Every read that gives another object in ``new`` than in ``old``."""
-    changed_slices: list[Hashable] = []
-    for name in STATE_FIELDS:
-        a, b = getattr(old, name), getattr(new, name)
-        if a is b:
-            continue
-        if name == "slices_by_service" and old.endpoint_slices is not new.endpoint_slices:
-            yield from _changed_groups(old, new, changed_slices)
-            continue
-        if isinstance(a, tuple):
-            if a != b:
-                yield (name, WHOLE)
-            continue
-        moved = _changed_in_place(a, b)
-        if moved is not None:
-            keys = [key for key, x, y in moved if not _same_tuple(x, y)]
-        else:
-            keys = [key for key, value in b.items() if (before := a.get(key, _MISSING))
-                    is not value and not _same_tuple(before, value)]
-        if len(a) != len(b) - sum(1 for k in keys if k not in a):
-            keys += [key for key in a.keys() - b.keys()]
-        if name == "endpoint_slices":
-            changed_slices = keys
-        for key in keys:
-            yield (name, key)
-        if keys:
-            yield (name, WHOLE)
-    if old_config is not new_config:
-        for f in dataclasses.fields(new_config):
-            if getattr(old_config, f.name) != getattr(new_config, f.name):
-                yield (CONFIG, f.name)
-
-
-def only_slices_changed(old: ClusterState, new: ClusterState, limit: int) -> bool:
-    """Whether ``new`` differs from ``old`` in at most ``limit`` EndpointSlices and in
-    nothing else (an endpoint change), found at C speed: a mapping counts as unchanged
-    when it holds the very same objects under the same keys in the same order (sources
-    rebuild their mappings, but keep each unchanged object and its place). A false "no"
-    only costs the caller its slower path. ``slices_by_service`` follows the slices, as
-    in :func:`_changed_groups`."""
-    for name in STATE_FIELDS:
-        a, b = getattr(old, name), getattr(new, name)
-        if a is b or (name == "slices_by_service"
-                      and old.endpoint_slices is not new.endpoint_slices):
-            continue
-        if isinstance(a, tuple):
-            if a != b:
-                return False
-            continue
-        moved = _changed_in_place(a, b)
-        if moved is None or len(moved) > (limit if name == "endpoint_slices" else 0):
-            return False
-    return True
-
-
-def _changed_in_place(a: Mapping[Any, Any], b: Mapping[Any, Any]
-                      ) -> list[tuple[Any, Any, Any]] | None:
-    """``(key, old, new)`` for every key whose value is another object, when both
-    mappings have the same keys in the same order; None when they do not. At C speed:
-    this runs over every object of a kind."""
-    if len(a) != len(b) or not (all(map(operator.is_, a, b)) or all(map(operator.eq, a, b))):
-        return None  # (keys compared by identity first: that reads no key object)
-    return list(itertools.compress(zip(a, a.values(), b.values(), strict=True),
-                                   map(operator.is_not, a.values(), b.values())))
-
-
-def _changed_groups(old: ClusterState, new: ClusterState,
-                    slices: list[Hashable]) -> Iterator[Read]:
-    """The changes of ``slices_by_service``: a view of ``endpoint_slices`` grouped by
-    Service, new tuples in every state, so found from the changed slices (which
-    :data:`STATE_FIELDS` lists before it) rather than by comparing every group.
-    Sound for states built by :meth:`ClusterState.from_objects`, which makes both
-    fields together; a state whose slices stayed the very same mapping is compared
-    group by group instead."""
-    services = set()
-    for key in slices:
-        for state in (old, new):
-            found = state.endpoint_slices.get(key)  # type: ignore[call-overload]
-            if found is not None:
-                services.add((found.meta.namespace, found.service_name))
-    for service in services:
-        yield ("slices_by_service", service)
-    if services:
-        yield ("slices_by_service", WHOLE)
-
-
-def _same_tuple(a: object, b: object) -> bool:
-    """Two tuples of the very same objects (a group of EndpointSlices rebuilt unchanged)."""
-    return (type(a) is tuple and type(b) is tuple and len(a) == len(b)
-            and all(x is y for x, y in zip(a, b, strict=True)))
 
 
 def _in_order(some: Iterable[_Entry], deps: tuple[_Entry, ...]) -> list[_Entry]:

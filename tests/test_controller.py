@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kxds import controller as controller_module
+from kxds import gc_policy
 from kxds import views as views_module
 from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import EDGE_DEFAULT, Controller
@@ -304,7 +304,7 @@ def test_an_expiring_certificate_fails_closed_on_time() -> None:
 
 
 def test_gc_pause_counts_overlapping_builds() -> None:
-    pause = controller_module._GcPause()
+    pause = gc_policy.GcPause()
     assert gc.isenabled()
     try:
         with pause:
@@ -405,7 +405,7 @@ endpoints: [{{addresses: [{ip}], nodeName: n1}}]
 
 def test_the_frozen_state_is_thawed_so_cyclic_garbage_is_collected(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller_module, "UNFREEZE_INTERVAL", 0.0)
+    monkeypatch.setattr(gc_policy, "UNFREEZE_INTERVAL", 0.0)
 
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
         await ctl.rebuild(state("web"))

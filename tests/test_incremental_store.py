@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from kxds.incremental import CONFIG, STATE_FIELDS, WHOLE, Changes, Context, Query, Store
+from kxds.incremental import Changes, Context, Query, Store
 from kxds.kube.loader import load_text
 from kxds.kube.models import ClusterState, Model
+from kxds.recording import CONFIG, STATE_FIELDS, WHOLE
 from kxds.translators.config import TranslateConfig
 
 CONFIG_DEFAULT = TranslateConfig()

@@ -1,7 +1,7 @@
 """Endpoint changes rebuilt on the event loop (no worker thread): the same views.
 
 The controller builds a change of at most ``SMALL_CHANGE`` EndpointSlices, and
-nothing else, on the loop (:func:`kxds.incremental.only_slices_changed` says
+nothing else, on the loop (:func:`kxds.state_changes.only_slices_changed` says
 which); every other change goes to a worker thread. Either way each group's
 view must be what a full build of the state gives, and an endpoint change
 must reach only the streams subscribed to it, as endpoints only.
@@ -25,8 +25,8 @@ from kxds import controller as controller_module
 from kxds.controller import EDGE_DEFAULT, SMALL_CHANGE, SMALL_NODES, Controller
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.resource import CLUSTER, ENDPOINT, Resources
-from kxds.incremental import only_slices_changed
 from kxds.kube.models import ClusterState, EndpointSlice, Service
+from kxds.state_changes import only_slices_changed
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.views import build_edge, build_node
 from kxds.xds.cache import SnapshotCache
