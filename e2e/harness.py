@@ -10,7 +10,9 @@ sleeps and hopes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -27,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -609,3 +612,36 @@ class Gateway:
         if self.envoy is not None:
             self.envoy.stop()
         self.kxds.stop()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output free of its access log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class LoopbackHttp:
+    """``handler`` served on a free loopback port by a daemon thread until :meth:`close`:
+    the small in-test backends (recorders, an authentication service, sick hosts)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+"""RFC 6455's key suffix for ``Sec-WebSocket-Accept``."""
+
+
+def switch_to_websocket(conn: socket.socket, key: str) -> None:
+    """Answer a WebSocket upgrade whose ``Sec-WebSocket-Key`` is ``key`` (RFC 6455
+    section 4.2.2: 101 with the key's accept value); the connection is then the socket's."""
+    accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+    conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())

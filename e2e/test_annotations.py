@@ -7,7 +7,6 @@ slow answer, a WebSocket), a tiny raw-socket server started by this module.
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import json
 import os
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, http_get, wait_for
+from e2e.harness import EchoBackend, Gateway, http_get, switch_to_websocket, wait_for
 
 pytestmark = pytest.mark.e2e
 
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 
 
 class RawBackend:
@@ -63,9 +61,7 @@ class RawBackend:
 
     @staticmethod
     def _websocket(conn: socket.socket, key: str) -> None:
-        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
-        conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        switch_to_websocket(conn, key)
         frame = conn.recv(4096)
         length = frame[1] & 0x7F
         mask, payload = frame[2:6], frame[6:6 + length]

@@ -10,29 +10,26 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, wait_for
+from e2e.harness import EchoBackend, Gateway, LoopbackHttp, QuietHandler, wait_for
 from e2e.test_annotations import N, RawBackend, _ingress, _service
 
 pytestmark = pytest.mark.e2e
 
 
-class Recorder:
+class Recorder(LoopbackHttp):
     """An HTTP server on loopback that records (method, path, host, body) of each request."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str, bytes]] = []
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _record(self) -> None:
@@ -48,16 +45,7 @@ class Recorder:
 
             do_GET = do_POST = _record
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")

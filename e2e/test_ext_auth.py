@@ -9,16 +9,14 @@ else 401. It records every check it receives.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, free_port
+from e2e.harness import EchoBackend, Gateway, LoopbackHttp, QuietHandler, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +24,14 @@ N = "nginx.ingress.kubernetes.io/"
 AUTH_PATH = "/oauth2/auth?group=a%2Cb"
 
 
-class AuthService:
+class AuthService(LoopbackHttp):
     """The authentication service: decides by cookie and header, records each check."""
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 outer.seen.append({"method": self.command, "path": self.path,
@@ -57,19 +55,10 @@ class AuthService:
 
             do_GET = do_POST = do_HEAD = _answer
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def last(self) -> dict[str, Any]:
         return self.seen[-1]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _service(name: str, port: int) -> str:

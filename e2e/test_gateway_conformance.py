@@ -16,7 +16,6 @@ all weigh 0 answers 500 (HTTPRouteAllBackendsWeightZero).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import socket
@@ -36,6 +35,7 @@ from e2e.harness import (
     Process,
     gateway_manifest,
     service_manifest,
+    switch_to_websocket,
     wait_for,
     write_manifests,
 )
@@ -279,8 +279,6 @@ class UpgradeEcho:
     4.2.2: 101 with the Sec-WebSocket-Accept of the client's key), then echoes every
     byte back: enough to see the upgraded connection carried both ways."""
 
-    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -308,12 +306,8 @@ class UpgradeEcho:
             if headers.get("upgrade", "").lower() != "websocket":
                 conn.sendall(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n")
                 return
-            key = headers["sec-websocket-key"] + self.GUID
-            accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
             self.upgrades += 1
-            conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-                          f"connection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
-                          ).encode())
+            switch_to_websocket(conn, headers["sec-websocket-key"])
             while data := conn.recv(4096):
                 conn.sendall(data)
 

@@ -5,27 +5,24 @@ getting traffic while another keeps serving."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, wait_for
+from e2e.harness import EchoBackend, Gateway, LoopbackHttp, QuietHandler, wait_for
 from e2e.test_annotations import _ingress, _service
 
 pytestmark = pytest.mark.e2e
 
 
-class Sick:
+class Sick(LoopbackHttp):
     """An HTTP server on loopback answering ``status(path)`` with ``x-echo-backend: name``."""
 
     def __init__(self, name: str, status: Callable[[str], int]) -> None:
         self.hits: list[str] = []
         sick = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
@@ -35,16 +32,7 @@ class Sick:
                 self.send_header("x-echo-backend", name)
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _annotated(name: str, ports: list[EchoBackend] | list[int],
