@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from kxds.kube.models import ClusterState
 from kxds.recording import Read, recorded_config, recorded_state
@@ -100,9 +100,10 @@ class _Entry:
         self.query = query
         self.key = key
         self.value: object = _MISSING
-        self.reads: frozenset[Read] = frozenset()
+        self.reads: tuple[Read, ...] = ()
+        """What it read (a tuple, not a set: most entries read one or two things)."""
         self.deps: tuple[_Entry, ...] = ()
-        self.parents: set[_Entry] = set()
+        self.parents: Holders = None
         self.dirty = True
         self.suspect = False
         self.suspects: set[_Entry] | None = None
@@ -113,6 +114,36 @@ class _Entry:
         """Reads found changed while dirty (kept until the entry runs: for ``update``)."""
         self.changed_at = 0
         self.verified_at = 0
+
+
+Holders: TypeAlias = "_Entry | set[_Entry] | None"
+"""Entries that read one thing or use one entry: none, the one (most often), or a set.
+A set costs 216 bytes even with one member; with thousands of entries, that was
+most of the store's memory."""
+
+
+def _held_with(holders: Holders, entry: _Entry) -> Holders:
+    if holders is None or holders is entry:
+        return entry
+    if isinstance(holders, set):
+        holders.add(entry)
+        return holders
+    return {holders, entry}
+
+
+def _held_without(holders: Holders, entry: _Entry) -> Holders:
+    if holders is entry:
+        return None
+    if isinstance(holders, set):
+        holders.discard(entry)
+        return holders or None
+    return holders
+
+
+def _each(holders: Holders) -> Iterable[_Entry]:
+    if holders is None:
+        return ()
+    return holders if isinstance(holders, set) else (holders,)
 
 
 class _Frame:
@@ -160,7 +191,7 @@ class Store:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, Hashable], _Entry] = {}
-        self._readers: dict[Read, set[_Entry]] = {}
+        self._readers: dict[Read, Holders] = {}
         self._state: ClusterState | None = None
         self._previous: ClusterState | None = None
         self._config: Any = None
@@ -203,7 +234,7 @@ class Store:
     # -- invalidation ------------------------------------------------------------
 
     def _invalidate(self, read: Read) -> None:
-        for entry in self._readers.get(read, ()):
+        for entry in _each(self._readers.get(read)):
             if entry.changed is None:
                 entry.changed = set()
             entry.changed.add(read)
@@ -219,7 +250,7 @@ class Store:
         todo = [entry]
         while todo:
             child = todo.pop()
-            for parent in child.parents:
+            for parent in _each(child.parents):
                 if parent.suspects is None:
                     parent.suspects = set()
                 parent.suspects.add(child)
@@ -317,8 +348,8 @@ class Store:
             # (usually nothing new: the changed dependencies it looked at again).
             known = set(map(id, entry.deps)) if frame.deps else set()
             new_deps = [d for d in frame.deps.values() if id(d) not in known]
-            if new_deps or not frame.reads <= entry.reads:
-                frame.reads |= entry.reads
+            if new_deps or not frame.reads.issubset(entry.reads):
+                frame.reads.update(entry.reads)
                 frame.deps = {**{id(d): d for d in entry.deps}, **frame.deps}
                 self._record(entry, frame)
         if old is _MISSING or not (old is value or old == value):
@@ -330,25 +361,29 @@ class Store:
 
     def _record(self, entry: _Entry, frame: _Frame) -> None:
         """Replace ``entry``'s reads and dependencies with those of its last run."""
-        reads = frozenset(frame.reads)
-        for read in entry.reads - reads:
-            readers = self._readers.get(read)
-            if readers is not None:
-                readers.discard(entry)
-                if not readers:
-                    del self._readers[read]
-        for read in reads - entry.reads:
-            self._readers.setdefault(read, set()).add(entry)
-        entry.reads = reads
+        reads, before = frame.reads, set(entry.reads)
+        for read in before - reads:
+            self._stop_reading(entry, read)
+        readers = self._readers
+        for read in reads - before:
+            readers[read] = _held_with(readers.get(read), entry)
+        entry.reads = tuple(reads)
         new = tuple(frame.deps.values())
         kept = {id(d) for d in new}
         for dep in new:
-            dep.parents.add(entry)
+            dep.parents = _held_with(dep.parents, entry)
         for dep in entry.deps:
             if id(dep) not in kept:
-                dep.parents.discard(entry)
+                dep.parents = _held_without(dep.parents, entry)
                 self._release(dep)
         entry.deps = new
+
+    def _stop_reading(self, entry: _Entry, read: Read) -> None:
+        left = _held_without(self._readers.get(read), entry)
+        if left is None:
+            self._readers.pop(read, None)
+        else:
+            self._readers[read] = left
 
     def _release(self, entry: _Entry) -> None:
         """Drop ``entry`` (and what only it used) when nothing depends on it any more."""
@@ -360,13 +395,9 @@ class Store:
             if self._entries.get((e.query.name, e.key)) is e:
                 del self._entries[(e.query.name, e.key)]
             for read in e.reads:
-                readers = self._readers.get(read)
-                if readers is not None:
-                    readers.discard(e)
-                    if not readers:
-                        del self._readers[read]
+                self._stop_reading(e, read)
             for dep in e.deps:
-                dep.parents.discard(e)
+                dep.parents = _held_without(dep.parents, e)
                 todo.append(dep)
             e.deps, e.suspects = (), None  # no cycles left: freed by reference counting
 
