@@ -64,6 +64,10 @@ V = TypeVar("V")
 
 _MISSING = object()
 
+_COMPACT_ABOVE = 1024
+"""Entries held at the most, above which a store's tables are made to fit again once
+three quarters of them are gone."""
+
 
 @dataclass(frozen=True, slots=True)
 class Changes:
@@ -200,6 +204,8 @@ class Store:
         self._asked: set[_Entry] = set()
         self._held: set[_Entry] = set()
         """Firewall entries that may have changed, their readers not marked yet."""
+        self._most = 0
+        """The most entries held since the tables were last made to fit."""
         self.runs = 0
         """Queries run in full (cumulative; for tests and profiling)."""
         self.runs_by_query: dict[str, int] = {}
@@ -230,6 +236,12 @@ class Store:
             self._release(gone)
         self._roots |= self._asked
         self._previous = None  # only this rebuild's updates compared with it
+        self._most = max(self._most, len(self._entries))
+        if self._most > _COMPACT_ABOVE and len(self._entries) * 4 < self._most:
+            # A dict never shrinks as keys leave it: after most of the state is
+            # deleted, copies free tables sized for all of it.
+            self._entries, self._readers = dict(self._entries), dict(self._readers)
+            self._most = len(self._entries)
 
     # -- invalidation ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ these tests pin the mechanism down with small queries whose every run is counted
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import pytest
@@ -135,6 +136,23 @@ def test_entries_nothing_uses_are_forgotten() -> None:
     assert len(store) == 4  # port(c) went with its Service
     ask(store, state_of(objects), q.port, ("a", "a"))  # another root: the rest is unused
     assert len(store) == 1
+
+
+def test_tables_shrink_with_the_state_and_readers_stay_exact() -> None:
+    """Thousands of entries, then nearly all deleted: the store's tables are made to fit
+    again (a dict keeps its size as keys leave), and it still answers and forgets right."""
+    q, store = Counted(), Store()
+    many = models("".join(service(f"s{i}", 80 + i % 7) for i in range(3000)))
+    ask(store, state_of(many), q.parity)
+    assert len(store) == 3002
+    full = sys.getsizeof(store._entries) + sys.getsizeof(store._readers)
+    few = {k: v for k, v in many.items() if k[1][1] in ("s1", "s2")}
+    assert ask(store, state_of(few), q.parity) == (81 + 82) % 2
+    assert len(store) == 4
+    assert sys.getsizeof(store._entries) + sys.getsizeof(store._readers) < full / 10
+    few |= models(service("s1", 90))  # a reader recorded before the copy is still found
+    assert ask(store, state_of(few), q.parity) == (90 + 82) % 2
+    assert q.runs["port"] == 3001
 
 
 def test_a_query_sees_its_previous_value() -> None:
