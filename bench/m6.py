@@ -7,6 +7,9 @@
    RSS at N.
 3. Everything is deleted (an empty state is published, Envoy removes it all):
    RSS must come back within 10% of what it was before step 2.
+4. Details only: RSS after three small changes more (a Service or two, then
+   none again), and after a second load of N and delete followed by the same:
+   whether what stays grows with each cycle.
 """
 
 from __future__ import annotations
@@ -104,8 +107,16 @@ async def at_scale(services: int) -> dict[str, Any]:
         await envoy.wait_until(emptied, 120.0, interval=0.1)
         at_end = await worker.ask("wait 1")
         after = at_end["rss"]
+        settled = await _small_changes(worker)
+        await worker.ask(f"load {services}")
+        await wait_loaded(envoy, services, timeout=300.0)
+        await worker.ask("empty")
+        await envoy.wait_until(emptied, 120.0, interval=0.1)
+        second = await _small_changes(worker)
         cleared = (await worker.ask("clear"))["rss"]
         return {"rss_after_delete_memo_clear_and_malloc_trim_mb": cleared / MB,
+                "after_delete_and_3_changes": _cycle_end(settled, before),
+                "after_second_load_delete_and_3_changes": _cycle_end(second, before),
                 "pymalloc_before_load": _mb(at_start["pymalloc"]),
                 "pymalloc_after_delete": _mb(at_end["pymalloc"]),
                 "rss_before_load_mb": before / MB,
@@ -116,6 +127,18 @@ async def at_scale(services: int) -> dict[str, Any]:
         if envoy is not None:
             envoy.stop()
         await worker.stop()
+
+
+async def _small_changes(worker: Worker) -> dict[str, Any]:
+    """Three rebuilds of a Service or two, then nothing again: RSS once kxds has moved on."""
+    for n in (1, 2, 1):
+        await worker.ask(f"load {n}")
+    return await worker.ask("empty")
+
+
+def _cycle_end(answer: dict[str, Any], before: int) -> dict[str, Any]:
+    return {"rss_mb": answer["rss"] / MB, "vs_before_load": answer["rss"] / before,
+            "pymalloc": _mb(answer["pymalloc"])}
 
 
 def _mb(stats: dict[str, int]) -> dict[str, float]:
