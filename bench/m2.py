@@ -4,7 +4,8 @@ For N = 100 / 1,000 / 3,000 routes (one Prefix path per Service, four per
 Ingress, every Service backed by one local HTTP backend), an Exact path is
 added to one Ingress at a time; the sample is the time from publishing the
 new state until a GET of that path through Envoy first answers 200 (polled
-back to back). Then, at the middle size, routes churn (paths added to and
+back to back by ``bench.prober``, a process of its own, as a real client is
+not inside kxds's process). Then, at the middle size, routes churn (paths added to and
 removed from Ingresses several times a second) for ``--churn-seconds`` while
 a load generator in another process sends steady traffic to stable routes:
 every response must be a 2xx.
@@ -18,17 +19,15 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from bench import scenario
-from bench.live import ControlPlane, poll
+from bench.live import ControlPlane
 from bench.m1 import wait_loaded
-from bench.procs import WORKDIR, Envoy, free_port, http_get, start_backend, stop
+from bench.procs import WORKDIR, Envoy, close_child, free_port, http_get, start_backend, stop
 from bench.report import Metric
 from bench.scenario import Spec
 from bench.timing import Summary
-from kxds.envoy.resource import ROUTE
 from kxds.kube.models import ClusterState, Ingress
 from kxds.translators.config import TranslateConfig
 
@@ -51,13 +50,34 @@ async def first_200(port: int, host: str, path: str, timeout: float = 20.0) -> f
     raise TimeoutError(f"no 200 from {host}{path} in {timeout}s")
 
 
-def route_tables(cp: ControlPlane) -> dict[str, str]:
-    view = cp.cache.view("edge/default")
-    return {} if view is None else {n: r.version for n, r in view.of_type(ROUTE).items()}
+class Prober:
+    """``bench.prober`` in a process of its own: the first 200 of a path, on request."""
 
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: asyncio.subprocess.Process | None = None
 
-def routes_changed(cp: ControlPlane, old: dict[str, str]) -> Callable[[], bool]:
-    return lambda: route_tables(cp) != old
+    async def start(self) -> None:
+        with open(WORKDIR / "prober.log", "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.prober", str(self.port),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log)
+
+    async def first_200(self, host: str, path: str) -> float:
+        """Starts polling at once; ``time.monotonic()`` of the first 200."""
+        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(f"{host} {path}\n".encode())
+        await self.proc.stdin.drain()
+        answer = json.loads(await self.proc.stdout.readline() or b'{"error": "exited"}')
+        if "t" not in answer:
+            raise TimeoutError(f"prober: {answer.get('error')}")
+        return float(answer["t"])
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await close_child(self.proc, 5.0)
+            self.proc = None
 
 
 def with_path(spec: Spec, state: ClusterState, j: int, extra: tuple[tuple[str, int], ...]
@@ -67,7 +87,7 @@ def with_path(spec: Spec, state: ClusterState, j: int, extra: tuple[tuple[str, i
     return scenario.with_objects(state, ing)
 
 
-async def latency(spec: Spec, state: ClusterState, cp: ControlPlane, port: int,
+async def latency(spec: Spec, state: ClusterState, cp: ControlPlane, prober: Prober,
                   repeats: int, warmup: int = 2) -> tuple[ClusterState, dict[str, Any]]:
     total: list[float] = []
     to_view: list[float] = []
@@ -76,18 +96,16 @@ async def latency(spec: Spec, state: ClusterState, cp: ControlPlane, port: int,
         path = f"/new-{r}"
         host = scenario.host_of(j)
         state = with_path(spec, state, j, ((path, j * spec.paths_per_ingress),))
-        status, _ = await http_get(port, path, host=host)
+        status, _ = await http_get(prober.port, path, host=host)
         assert status == 404, f"{host}{path} answered {status} before it was added"
-        old = route_tables(cp)
-        t0 = time.perf_counter()
+        seq = cp.rebuild_seq
+        t0, t0_view = time.monotonic(), time.perf_counter()
         cp.publish(state)
-        view_task = asyncio.create_task(poll(routes_changed(cp, old), 20.0, 0.001,
-                                             "route view"))
-        t1 = await first_200(port, host, path)
-        tv = await view_task
+        t1 = await prober.first_200(host, path)
+        tv = await cp.rebuilds.finished(seq + 1, 20.0)
         if r >= warmup:
             total.append(t1 - t0)
-            to_view.append(tv - t0)
+            to_view.append(tv - t0_view)
     s, v = Summary.of(total), Summary.of(to_view)
     return state, {"p50_s": s.median, "p99_s": s.p99, "samples": s.n,
                    "publish_to_view_p50_s": v.median, "summary": s}
@@ -138,17 +156,20 @@ async def one_size(n: int, backend_port: int, repeats: int, churn_seconds: float
     cp = ControlPlane(holdoff=HOLDOFF, max_holdoff=0.1,
                       config=TranslateConfig(http_port=port, listen_address="127.0.0.1"))
     envoy: Envoy | None = None
+    prober = Prober(port)
     try:
         await cp.start(state)
         envoy = Envoy(f"m2-{n}", cp.port, node_id=f"m2-{n}")
         await wait_loaded(envoy, n, timeout=300.0)
         await first_200(port, scenario.host_of(0), scenario.path_of(0), timeout=60.0)
-        state, lat = await latency(spec, state, cp, port, repeats)
+        await prober.start()
+        state, lat = await latency(spec, state, cp, prober, repeats)
         out: dict[str, Any] = {"routes": n, **lat}
         if churn_seconds:
             out["churn"] = await churn(spec, state, cp, port, churn_seconds)
         return out
     finally:
+        await prober.stop()
         if envoy is not None:
             envoy.stop()
         await cp.stop()
