@@ -74,31 +74,41 @@ def host(j: int) -> str:
     return f"h{j}.example"
 
 
-def vhost(j: int, extra: list[str]) -> route_components_pb2.VirtualHost:
+Dress = Callable[[route_components_pb2.Route, int, int], None]
+"""Adds fields to route ``k`` of host ``j`` (``bench.proto_route_shape``)."""
+
+
+def vhost(j: int, extra: list[str], dress: Dress | None = None
+          ) -> route_components_pb2.VirtualHost:
     routes = [route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(path=p),
         route=route_components_pb2.RouteAction(cluster=BACKEND)) for p in extra]
     routes += [route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix=f"/p{j}-{k}"),
         route=route_components_pb2.RouteAction(cluster=BACKEND)) for k in range(PATHS)]
+    if dress is not None:
+        for k, route in enumerate(routes):
+            dress(route, j, k)
     return route_components_pb2.VirtualHost(name=host(j), domains=[host(j)], routes=routes)
 
 
 class Layout:
     """The resources of one layout, rebuilt per change; ``changed`` names what moved."""
 
-    def __init__(self, scoped: bool, hosts: int, port: int, backend_port: int) -> None:
+    def __init__(self, scoped: bool, hosts: int, port: int, backend_port: int,
+                 dress: Dress | None = None) -> None:
         self.scoped, self.hosts, self.port, self.backend_port = scoped, hosts, port, backend_port
+        self.dress = dress
         self.extra: dict[int, list[str]] = {}
 
     def route_configs(self, only: int | None = None) -> dict[str, Any]:
         if self.scoped:
             js = range(self.hosts) if only is None else [only]
             return {f"scope-{j}": route_pb2.RouteConfiguration(
-                name=f"scope-{j}", virtual_hosts=[vhost(j, self.extra.get(j, []))])
+                name=f"scope-{j}", virtual_hosts=[vhost(j, self.extra.get(j, []), self.dress)])
                 for j in js}
         return {"all": route_pb2.RouteConfiguration(
-            name="all", virtual_hosts=[vhost(j, self.extra.get(j, []))
+            name="all", virtual_hosts=[vhost(j, self.extra.get(j, []), self.dress)
                                        for j in range(self.hosts)])}
 
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -195,10 +205,11 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.queues.remove(queue)
 
 
-async def one(scoped: bool, n: int, repeats: int, backend_port: int) -> dict[str, Any]:
+async def one(scoped: bool, n: int, repeats: int, backend_port: int,
+              dress: Dress | None = None) -> dict[str, Any]:
     hosts = n // PATHS
     port = free_port()
-    layout = Layout(scoped, hosts, port, backend_port)
+    layout = Layout(scoped, hosts, port, backend_port, dress)
     ads = Ads(layout.resources())
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)

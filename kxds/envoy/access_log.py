@@ -37,7 +37,6 @@ FIELDS = {
     "upstream_address": "%UPSTREAM_HOST%",
     "request_id": "%REQ(X-REQUEST-ID)%",
     "route": "%ROUTE_NAME%",
-    "ingress": "%METADATA(ROUTE:kxds:ingress)%",
 }
 """kxds's JSON access log line: field -> Envoy command operator."""
 
