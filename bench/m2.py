@@ -4,8 +4,8 @@ For N = 100 / 1,000 / 3,000 routes (one Prefix path per Service, four per
 Ingress, every Service backed by one local HTTP backend), an Exact path is
 added to one Ingress at a time; the sample is the time from publishing the
 new state until a GET of that path through Envoy first answers 200 (polled
-back to back by ``bench.prober``, a process of its own, as a real client is
-not inside kxds's process). Then, at the middle size, routes churn (paths added to and
+1 ms apart by ``bench.prober``, a process of its own, as a real client is
+not inside kxds's process; a calm of ``CALM`` before each change). Then, at the middle size, routes churn (paths added to and
 removed from Ingresses several times a second) for ``--churn-seconds`` while
 a load generator in another process sends steady traffic to stable routes:
 every response must be a 2xx.
@@ -33,6 +33,10 @@ from kxds.translators.config import TranslateConfig
 
 TARGET = "p50 <= 50 ms; p50(3000)/p50(100) <= 1.5; 0 errors during churn"
 HOLDOFF = 0.01
+CALM = 0.1
+"""Before each timed change, as in M1 and M8: a lone change is served at once (the
+debounce's leading edge), where one that came within ``HOLDOFF`` of the last (the
+last one's first 200 can come sooner) was held for the holdoff."""
 CHURN_INTERVAL = 0.25
 LOAD_RPS = 150.0
 
@@ -98,6 +102,7 @@ async def latency(spec: Spec, state: ClusterState, cp: ControlPlane, prober: Pro
         state = with_path(spec, state, j, ((path, j * spec.paths_per_ingress),))
         status, _ = await http_get(prober.port, path, host=host)
         assert status == 404, f"{host}{path} answered {status} before it was added"
+        await asyncio.sleep(CALM)
         seq = cp.rebuild_seq
         t0, t0_view = time.monotonic(), time.perf_counter()
         cp.publish(state)
