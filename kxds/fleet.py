@@ -29,7 +29,7 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -50,6 +50,7 @@ from kxds.translators.node_fleet import (
     endpoint_nodes,
     local_parts,
     node_class,
+    patched_parts,
     template_parts,
 )
 from kxds.translators.translation import Translation
@@ -64,6 +65,33 @@ class _Template:
     built: Built | None = None
     parts: TemplateParts | None = None
     round: int = -1
+    moves: dict[int, tuple[TemplateParts, frozenset[Key]]] = field(default_factory=dict)
+    """id of one of the last few ``parts`` -> it, and the Services whose parts may differ
+    between it and the current ``parts`` (so a node built against it looks at those
+    only; see :meth:`moved_since`)."""
+
+    def set_parts(self, parts: TemplateParts | None, moved: frozenset[Key] | None) -> None:
+        """Take ``parts``, whose Services other than ``moved`` have the parts they had
+        in the current ``parts`` (None: not known)."""
+        last = self.parts
+        if parts is last:
+            return
+        if last is None or parts is None or moved is None:
+            self.moves = {}
+        else:
+            self.moves = {k: (old, keys | moved) for k, (old, keys) in self.moves.items()}
+            self.moves[id(last)] = (last, moved)
+            while len(self.moves) > _PARTS_KEPT:
+                del self.moves[next(iter(self.moves))]
+        self.parts = parts
+
+    def moved_since(self, parts: TemplateParts) -> frozenset[Key] | None:
+        """The Services whose parts may differ between ``parts`` and the current ones;
+        None when not known (compare them all)."""
+        if parts is self.parts:
+            return frozenset()
+        hit = self.moves.get(id(parts))
+        return hit[1] if hit is not None and hit[0] is parts else None
 
 
 @dataclass(slots=True)
@@ -89,6 +117,10 @@ class _Node:
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
+_PARTS_KEPT = 2
+"""Past local parts of a template whose differences from the current ones are kept:
+every node view is built each round, so the last one or two are all that is asked for."""
+
 _CHANGE_SLACK = 64
 """A round may change this many more Services than the state has and be kept."""
 
@@ -108,6 +140,8 @@ class FleetMemo:
         """Round -> the Services changed since the round before (the last few)."""
         self._nodes_of: dict[Key, frozenset[str]] = {}
         self._on_node: dict[str, set[Key]] = {}
+        self._touched: set[str] = set()
+        """The nodes with an endpoint (before or after) of a Service changed this round."""
         self.assembled = 0
         """Node views put together from a template (cumulative; for tests and profiling)."""
         self.templates_built = 0
@@ -140,6 +174,10 @@ class FleetMemo:
         if mine is None or (mine.node is not node and mine.node != node):
             mine = self._nodes[group] = _Node(node, node_class(node))
         template = self._template(state, config, mine.cls)
+        if self._untouched(mine, template):
+            assert mine.built is not None
+            mine.round, mine.parts = self._round, template.parts
+            return mine.built
         changed = self._changes_since(mine.round)
         built = template.built
         assert built is not None
@@ -156,8 +194,7 @@ class FleetMemo:
             if not same:
                 # The template moved (a Service of it changed): a Service's parts stay
                 # valid while it, its slices and its share of the template are the same.
-                todo |= {key for key in concerned | mine.by_service.keys()
-                         if not _same_parts(mine.parts, template.parts, key)}
+                todo |= self._moved_parts(template, mine, concerned | mine.by_service.keys())
         else:
             todo, mine.by_service = concerned, {}
         mine.parts = template.parts
@@ -171,6 +208,10 @@ class FleetMemo:
         if same and not todo:
             assert mine.built is not None
             return mine.built
+        if known and not todo and mine.template is not None:
+            # Its parts are those of its last view: only the template moved.
+            return self._assembled(mine, built,
+                                   self._put_together(built.resources, mine.by_type, mine))
         overrides = {n: v for parts in mine.by_service.values() for n, v in parts.items()}
         if same and overrides == {n: v for n, (v, _) in mine.resources.items()}:
             assert mine.built is not None
@@ -180,6 +221,11 @@ class FleetMemo:
             mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
                                                                            alone)
             return mine.built
+        return self._assembled(mine, built, resources)
+
+    def _assembled(self, mine: _Node, built: Built, resources: Resources) -> Built:
+        """The node's view of ``resources`` put together from the template ``built``:
+        its last view again when it is the same."""
         if mine.built is not None and resources is mine.built.resources and (
                 dataclasses.replace(mine.built, resources=None)
                 == dataclasses.replace(built, resources=None)):
@@ -189,22 +235,48 @@ class FleetMemo:
         mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
         return mine.built
 
+    def _untouched(self, mine: _Node, template: _Template) -> bool:
+        """Whether the node's view is the one it had last round: the template's view is
+        the same, and no Service changed in this round has an endpoint on the node
+        (before or after) or parts that every node computes. Most nodes, after an
+        endpoint change elsewhere: told without looking at any of their parts."""
+        changed = self._history.get(self._round)
+        return (changed is not None and mine.round == self._round - 1
+                and mine.built is not None and mine.template is template.built
+                and mine.parts is not None and template.parts is not None
+                and mine.node.name not in self._touched
+                and changed.isdisjoint(template.parts.nonempty)
+                and changed.isdisjoint(mine.parts.nonempty))
+
+    @staticmethod
+    def _moved_parts(template: _Template, mine: _Node, keys: Set[Key]) -> set[Key]:
+        """Of ``keys``, the Services whose template parts moved since the node's view
+        was built (known once per template change, else compared one by one)."""
+        assert mine.parts is not None and template.parts is not None
+        moved = template.moved_since(mine.parts)
+        if moved is not None:
+            return set(keys & moved)
+        return {key for key in keys if not _same_parts(mine.parts, template.parts, key)}
+
     def _begin(self, state: ClusterState, config: TranslateConfig) -> None:
         """Start a round when the state or config is new: what changed since the last."""
-        if state is self._state and config == self._config:
+        if state is self._state and (config is self._config or config == self._config):
             return
         before = self._state
         changed = _changed_services(before, state) if before is not None else None
         if changed is None:
             self._nodes_of, self._on_node = {}, {}
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
+        self._touched = set()
         for key in changed:
             for name in self._nodes_of.pop(key, ()):
+                self._touched.add(name)
                 keys = self._on_node[name]
                 keys.discard(key)
                 if not keys:  # a node with no endpoint left (maybe gone) is not kept
                     del self._on_node[name]
             nodes = endpoint_nodes(state, key)
+            self._touched.update(nodes)
             if nodes:
                 self._nodes_of[key] = nodes
                 for name in nodes:
@@ -233,28 +305,33 @@ class FleetMemo:
         if template is None:
             template = self._templates[cls] = _Template(ViewMemo(build=BuildCache(self._shared)))
         if template.round != self._round:
-            last = template.built
+            last, before = template.built, template.memo.build.last
             new = build_node(state, config, cls, template.memo)
             if new.resources is None:
-                template.built, template.parts = new, None
-            elif last is not None and template.parts is not None and _same_view(last, new):
-                # Unchanged: the same object, so node views see it unchanged by identity.
-                # Its parts too, unless a Service they name changed (its ports).
-                changed = self._history.get(self._round)  # None: dropped as too large
-                if changed is None or changed & template.parts.services:
-                    template.parts = self._parts(template, state)
+                template.built = new
+                template.set_parts(None, None)
             else:
-                template.built = _keeping(last, new)
-                template.parts = self._parts(template, state)
+                if last is None or template.parts is None or not _same_view(last, new):
+                    template.built = _keeping(last, new)
+                # else unchanged: the same object, so node views see it unchanged by identity.
+                self._parts(template, state, before[0] if before is not None else None)
             template.round = self._round
             self.templates_built += 1
         return template
 
-    @staticmethod
-    def _parts(template: _Template, state: ClusterState) -> TemplateParts:
+    def _parts(self, template: _Template, state: ClusterState, before: ir.IR | None) -> None:
+        """The template's local parts after a build: those of the last build patched
+        where the template's IR and Services changed (:func:`patched_parts`), else
+        found again from the whole IR."""
         last = template.memo.build.last
         assert last is not None
-        return template_parts(Translation(ir=last[0]), state)
+        changed = self._changes_since(template.round)
+        if template.parts is not None and before is not None and changed is not None:
+            patched = patched_parts(template.parts, before, last[0], state, changed)
+            if patched is not None:
+                template.set_parts(*patched)
+                return
+        template.set_parts(template_parts(Translation(ir=last[0]), state), None)
 
     def _assemble(self, base: Resources, overrides: dict[str, LocalPart],
                   mine: _Node) -> Resources | None:
@@ -275,6 +352,17 @@ class FleetMemo:
                     return None
                 if there.version != r.version:  # a health check's listener does not move
                     by_type.setdefault(r.type_url, {})[r.name] = r
+        mine.resources = kept
+        return self._put_together(base, by_type, mine)
+
+    @staticmethod
+    def _put_together(base: Resources, by_type: dict[str, dict[str, Resource]],
+                      mine: _Node) -> Resources:
+        """``base`` with the node's own resources ``by_type`` in place.
+
+        A type whose base and own resources are those of the node's last view keeps
+        that view's mapping; a type without its own is the base's very mapping.
+        """
         last = mine.built.resources if mine.built is not None else None
         out: dict[str, Mapping[str, Resource]] = {}
         for t, mapping in base.items():
@@ -286,7 +374,7 @@ class FleetMemo:
                 out[t] = last[t]
             else:
                 out[t] = MappingProxyType({**mapping, **mine_t})
-        mine.resources, mine.by_type, mine.base = kept, by_type, base
+        mine.by_type, mine.base = by_type, base
         if last is not None and all(out[t] is last.get(t) for t in out):
             return last
         if not by_type:
