@@ -29,7 +29,7 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -103,6 +103,9 @@ class _Node:
     """Its class (:func:`node_class`): which template it is built from."""
     round: int = -1
     template: Built | None = None
+    """The template's view this node's view was put together from (None: built alone)."""
+    source: _Template | None = None
+    """The template of its class, as of its last view."""
     by_service: dict[Key, dict[str, LocalPart]] = field(default_factory=dict)
     resources: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = field(default_factory=dict)
     base: Resources | None = None
@@ -162,6 +165,25 @@ class FleetMemo:
             limit = len(state.services) + len(state.slices_by_service) + _CHANGE_SLACK
             self._history = {r: c for r, c in self._history.items() if len(c) <= limit}
 
+    def build_all(self, state: ClusterState, config: TranslateConfig,
+                  nodes: Sequence[tuple[str, NodeInfo]],
+                  alone: Callable[[str], ViewMemo] | None = None) -> list[Built]:
+        """:meth:`build` of each (group, node) of ``nodes``, in order; a node that this
+        round leaves untouched (:meth:`_untouched`: most of them after an endpoint
+        change) costs a few comparisons. ``alone``: a group's own memo."""
+        self._begin(state, config)
+        out = []
+        for group, node in nodes:
+            mine = self._nodes.get(group)
+            if mine is not None and mine.node is node and self._untouched(mine):
+                assert mine.built is not None and mine.source is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out.append(mine.built)
+            else:
+                out.append(self.build(state, config, group, node,
+                                      alone(group) if alone is not None else None))
+        return out
+
     def build(self, state: ClusterState, config: TranslateConfig, group: str,
               node: NodeInfo, alone: ViewMemo | None = None) -> Built:
         """The view of the per-node proxy ``node`` (group ``group``) for ``state``.
@@ -173,8 +195,8 @@ class FleetMemo:
         mine = self._nodes.get(group)
         if mine is None or (mine.node is not node and mine.node != node):
             mine = self._nodes[group] = _Node(node, node_class(node))
-        template = self._template(state, config, mine.cls)
-        if self._untouched(mine, template):
+        template = mine.source = self._template(state, config, mine.cls)
+        if self._untouched(mine):
             assert mine.built is not None
             mine.round, mine.parts = self._round, template.parts
             return mine.built
@@ -235,13 +257,15 @@ class FleetMemo:
         mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
         return mine.built
 
-    def _untouched(self, mine: _Node, template: _Template) -> bool:
+    def _untouched(self, mine: _Node) -> bool:
         """Whether the node's view is the one it had last round: the template's view is
         the same, and no Service changed in this round has an endpoint on the node
         (before or after) or parts that every node computes. Most nodes, after an
         endpoint change elsewhere: told without looking at any of their parts."""
         changed = self._history.get(self._round)
-        return (changed is not None and mine.round == self._round - 1
+        template = mine.source
+        return (changed is not None and template is not None and template.round == self._round
+                and mine.round == self._round - 1
                 and mine.built is not None and mine.template is template.built
                 and mine.parts is not None and template.parts is not None
                 and mine.node.name not in self._touched
