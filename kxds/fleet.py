@@ -43,6 +43,7 @@ from kxds.envoy.build import (
 )
 from kxds.envoy.resource import LISTENER, Resource, Resources
 from kxds.kube.models import ClusterState, Key
+from kxds.state_changes import changed_reads
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.node_fleet import (
     LocalPart,
@@ -123,6 +124,9 @@ _HISTORY = 8
 _PARTS_KEPT = 2
 """Past local parts of a template whose differences from the current ones are kept:
 every node view is built each round, so the last one or two are all that is asked for."""
+
+_SERVICE_FIELDS = frozenset({"services", "slices_by_service"})
+"""The fields of a state by Service key that a node view's parts read."""
 
 _CHANGE_SLACK = 64
 """A round may change this many more Services than the state has and be kept."""
@@ -444,21 +448,7 @@ def _resources(value: LocalPart) -> tuple[Resource, ...]:
 
 
 def _changed_services(before: ClusterState, after: ClusterState) -> frozenset[Key]:
-    """The Services whose object or EndpointSlices differ between the two states."""
-    out: set[Key] = set()
-    for old, new in ((before.services, after.services),
-                     (before.slices_by_service, after.slices_by_service)):
-        if old is new:
-            continue
-        old_m: Mapping[Key, object] = old
-        new_m: Mapping[Key, object] = new
-        for key in old_m.keys() | new_m.keys():
-            a, b = old_m.get(key), new_m.get(key)
-            if a is not b and not _same_tuple(a, b):
-                out.add(key)
-    return frozenset(out)
-
-
-def _same_tuple(a: object, b: object) -> bool:
-    return (type(a) is tuple and type(b) is tuple and len(a) == len(b)
-            and all(x is y for x, y in zip(a, b, strict=True)))
+    """The Services whose object or EndpointSlices differ between the two states, found
+    as the incremental store finds its changed reads: in proportion to the change."""
+    return frozenset(key for name, key in changed_reads(before, after, None, None)
+                     if name in _SERVICE_FIELDS and isinstance(key, tuple))  # not WHOLE
