@@ -150,7 +150,7 @@ def _join(shares: list[ServiceShare], previous: ir.IR | None
           ) -> tuple[ir.IR, set[Diagnostic]] | None:
     """The node view of ``shares`` (oldest Service first), when no two of them claim an
     overlapping address or the same name; None otherwise. Each kind keeps the very
-    tuple of ``previous`` when it holds the very same objects."""
+    tuple of ``previous`` when it holds the same objects (:func:`_same_or`)."""
     slots: dict[tuple[int, str], Slot] = {}
     clusters: dict[str, ir.Cluster] = {}
     assignments: dict[str, ir.LoadAssignment] = {}
@@ -182,12 +182,12 @@ def _join(shares: list[ServiceShare], previous: ir.IR | None
 
 
 def _same_or(old: tuple[Any, ...] | None, new: list[Any]) -> tuple[Any, ...]:
-    """``old`` when it holds the very objects of ``new`` (later stages then tell it
-    unchanged by identity), else ``new`` as a tuple."""
-    if old is not None and len(old) == len(new) and all(
-            a is b for a, b in zip(old, new, strict=True)):
-        return old
-    return tuple(new)
+    """``old`` when it holds the very objects of ``new``, or equal ones (a Service
+    translated again gives equal clusters for every change but of its endpoints), so
+    later stages tell it unchanged by identity; else ``new`` as a tuple. Compared at C
+    speed: identical items are not looked into."""
+    out = tuple(new)
+    return old if old is not None and old == out else out
 
 
 NODE: Query[NodeInfo, Translation] = Query("node", _node_view)
