@@ -183,6 +183,13 @@ class FleetMemo:
                 assert mine.built is not None and mine.source is not None
                 mine.round, mine.parts = self._round, mine.source.parts
                 out.append(mine.built)
+            elif mine is not None and mine.node is node and self._only_template_moved(mine):
+                assert mine.source is not None and mine.source.built is not None
+                template = mine.source.built
+                assert template.resources is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out.append(self._assembled(
+                    mine, template, self._put_together(template.resources, mine.by_type, mine)))
             else:
                 out.append(self.build(state, config, group, node,
                                       alone(group) if alone is not None else None))
@@ -275,6 +282,26 @@ class FleetMemo:
                 and mine.node.name not in self._touched
                 and changed.isdisjoint(template.parts.nonempty)
                 and changed.isdisjoint(mine.parts.nonempty))
+
+    def _only_template_moved(self, mine: _Node) -> bool:
+        """Whether the node's view is its last one put together again from the template
+        (which moved): what :meth:`build` finds when no Service the node has parts of,
+        or may have, changed or moved in the template (a nodePort moved elsewhere);
+        told from the round's changes and the template's moved parts at once."""
+        changed = self._history.get(self._round)
+        template = mine.source
+        if (changed is None or template is None or template.round != self._round
+                or mine.round != self._round - 1 or mine.template is None
+                or mine.parts is None or template.parts is None
+                or template.built is None or template.built.resources is None
+                or mine.node.name in self._touched):
+            return False
+        moved = template.moved_since(mine.parts)
+        if moved is None:
+            return False
+        keys = changed | moved
+        return (keys.isdisjoint(template.parts.nonempty) and keys.isdisjoint(mine.by_service)
+                and keys.isdisjoint(self._on_node.get(mine.node.name, ())))
 
     @staticmethod
     def _moved_parts(template: _Template, mine: _Node, keys: Set[Key]) -> set[Key]:
