@@ -8,11 +8,13 @@ each node, kept without a look when a round leaves the node untouched
 (:meth:`~kxds.fleet.FleetMemo.build_all`). After every step of a random
 sequence of changes (nodePorts moved, onto another Service's too, Local
 endpoints moved between nodes, a Service made Local or not, deleted and back,
-its endpoints gone), each must equal what a build from nothing gives.
+its endpoints gone), each must equal what a build from nothing gives; and a
+join tells overlapping addresses (and gives them back) as translation does.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,8 @@ from kxds.kube.parse import parse_object
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.node import JOINED, translate_node
 from kxds.translators.node_fleet import node_class, patched_parts, template_parts
+from kxds.translators.node_join import Taken
+from kxds.translators.node_service import Claim, Slot
 from kxds.views import build_node
 
 NODES = [NodeInfo(name=f"n{i}") for i in range(6)]
@@ -34,10 +38,11 @@ CONFIG = TranslateConfig(external_ip_cidrs=("198.51.100.0/24",))
 SERVICES = 10
 
 
-def _service(i: int, node_port: int, local: bool, external_ip: bool) -> dict[str, Any]:
+def _service(i: int, node_port: int, local: bool, external_ip: bool,
+             port: int = 80) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "type": "LoadBalancer" if i % 3 == 0 else "NodePort", "selector": {"app": f"s{i}"},
-        "ports": [{"name": "a", "port": 80, "targetPort": 8080, "nodePort": node_port},
+        "ports": [{"name": "a", "port": port, "targetPort": 8080, "nodePort": node_port},
                   {"name": "b", "port": 81, "targetPort": 8081, "nodePort": node_port + 100,
                    "protocol": "UDP"}]}
     if local:
@@ -67,6 +72,7 @@ class _Spec:
     port: int
     local: bool
     external_ip: bool
+    service_port: int = 80
 
 
 class _Fleet:
@@ -83,7 +89,8 @@ class _Fleet:
         state, as sources keep it (what the memos tell changes by)."""
 
     def state(self) -> ClusterState:
-        docs = [*(_service(i, s.port, s.local, s.external_ip) for i, s in self.services.items()),
+        docs = [*(_service(i, s.port, s.local, s.external_ip, s.service_port)
+                  for i, s in self.services.items()),
                 *(_slice(i, nodes) for i, nodes in self.slices.items())]
         models = []
         for doc in docs:
@@ -97,16 +104,23 @@ class _Fleet:
 
     def change(self) -> str:
         rng, i = self.rng, self.rng.randrange(SERVICES)
-        kind = rng.choice(["port"] * 3 + ["pod"] * 3 + ["port-taken", "local", "delete", "empty"])
+        kind = rng.choice(["port"] * 4 + ["pod"] * 4 + ["local", "delete", "empty", "taken"])
+        if kind == "taken":  # two Services contend, until one of them moves on
+            kind = rng.choice(["port-taken", "address-taken"])
         if kind == "delete" and i in self.services:
             del self.services[i]
         elif i not in self.services:
             self.services[i] = _Spec(30000 + i, local=True, external_ip=False)
             kind = "back"
-        elif kind == "port":
+        elif kind == "port":  # (and its Service port back: no longer on another's)
             self.services[i].port = 31000 + rng.randrange(50)
+            self.services[i].service_port = 80
         elif kind == "port-taken":  # another Service's nodePort: they contend
             self.services[i].port = self.services[rng.choice(list(self.services))].port
+        elif kind == "address-taken":  # its external IP on another's nodePort (0.0.0.0)
+            spec = self.services[i]
+            spec.external_ip = True
+            spec.service_port = self.services[rng.choice(list(self.services))].port
         elif kind == "local":
             self.services[i].local = not self.services[i].local
         elif kind == "empty":
@@ -163,3 +177,29 @@ def test_patched_joins_and_template_parts_equal_those_from_scratch(seed: int) ->
     assert patches, "no join was patched: the test does not test the patch"
     assert parts_patched, "no template parts were patched"
     assert contended, "no two Services contended: the test does not test the fallback"
+
+
+ADDRESSES = ["0.0.0.0", "10.0.0.1", "10.0.0.2", "::", "fd00::1"]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(ADDRESSES, 3)))
+def test_a_join_tells_overlapping_addresses_as_translation_does(order: tuple[str, ...]) -> None:
+    # Taken (what a join keeps, and gives back) overlaps as the translator's Slot does:
+    # a wildcard address overlaps every address of its family, either way round.
+    taken, slot = Taken(), Slot()
+    kept = []
+    for i, address in enumerate(order):
+        free = slot.holder(address) is None
+        assert taken.take(("ns", f"s{i}"), address) == free, (order, address)
+        if free:
+            slot.take(Claim(("ns", f"s{i}"), address))
+            kept.append(address)
+    for gone in kept:  # given back: as if the others alone had been taken
+        again, rest = taken.copy(), Slot()
+        again.give_back(gone)
+        for address in kept:
+            if address != gone:
+                rest.take(Claim(("", ""), address))
+        for address in ADDRESSES:
+            probe = again.copy()
+            assert probe.take(("ns", "new"), address) == (rest.holder(address) is None)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from kxds import ir
 from kxds.diagnostics import Diagnostic
 from kxds.kube.models import Key
-from kxds.translators.node_service import Claim, Slot
+from kxds.translators.node_service import ip_kind
 
 SlotKey = tuple[int, str]
 """A (port, protocol) that Services claim addresses on."""
@@ -47,6 +47,44 @@ class ServiceShare:
     """The (port, protocol) and address of each place it took."""
 
 
+@dataclass(slots=True)
+class Taken:
+    """The addresses claimed on one (port, protocol), none overlapping another: what
+    :class:`~kxds.translators.node_service.Slot` tells while translating, kept so a
+    claim can be given back (a wildcard address overlaps every address of its IP
+    family). Not changed once a join holds it: a patch changes a copy."""
+
+    by_address: dict[str, Key] = field(default_factory=dict)
+    count: dict[int, int] = field(default_factory=dict)
+    """IP version -> how many addresses of it are claimed."""
+    wildcard: dict[int, str] = field(default_factory=dict)
+    """IP version -> its wildcard address, when that is claimed."""
+
+    def take(self, key: Key, address: str) -> bool:
+        """Claim ``address`` for Service ``key``; False (and nothing taken) when it
+        overlaps an address taken."""
+        version, unspecified = ip_kind(address)
+        if (address in self.by_address or version in self.wildcard
+                or (unspecified and self.count.get(version, 0))):
+            return False
+        self.by_address[address] = key
+        self.count[version] = self.count.get(version, 0) + 1
+        if unspecified:
+            self.wildcard[version] = address
+        return True
+
+    def give_back(self, address: str) -> None:
+        """Release ``address`` (taken)."""
+        version, unspecified = ip_kind(address)
+        del self.by_address[address]
+        self.count[version] -= 1
+        if unspecified:
+            del self.wildcard[version]
+
+    def copy(self) -> Taken:
+        return Taken(dict(self.by_address), dict(self.count), dict(self.wildcard))
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Joined:
     """A node view joined from shares, with the indexes :func:`patched` uses. Compared
@@ -56,8 +94,8 @@ class Joined:
     diagnostics: tuple[Diagnostic, ...]
     """Every share's problems, sorted."""
     shares: dict[Key, ServiceShare]
-    claimants: dict[SlotKey, frozenset[Key]]
-    """The Services claiming an address on each (port, protocol)."""
+    taken: dict[SlotKey, Taken]
+    """The addresses claimed on each (port, protocol)."""
     owners: tuple[dict[str, Key], dict[str, Key], dict[str, Key]]
     """The Service owning each cluster, load assignment and listener name."""
     counts: dict[Diagnostic, int]
@@ -84,19 +122,15 @@ def join(shares: Iterable[tuple[Key, ServiceShare]], previous: ir.IR | None) -> 
     """The node view of ``shares`` (Service, share), or None when two of them contend.
     Each kind keeps the very tuple of ``previous`` when its items are equal."""
     joined: dict[Key, ServiceShare] = {}
-    slots: dict[SlotKey, Slot] = {}
-    claimants: dict[SlotKey, set[Key]] = {}
+    taken: dict[SlotKey, Taken] = {}
     items: tuple[dict[str, _Item], dict[str, _Item], dict[str, _Item]] = ({}, {}, {})
     owners: tuple[dict[str, Key], dict[str, Key], dict[str, Key]] = ({}, {}, {})
     counts: dict[Diagnostic, int] = {}
     for key, share in shares:
         joined[key] = share
         for slot_key, address in share.claims:
-            slot = slots.setdefault(slot_key, Slot())
-            if slot.holder(address) is not None:
+            if not taken.setdefault(slot_key, Taken()).take(key, address):
                 return None
-            slot.take(Claim(("", ""), address))
-            claimants.setdefault(slot_key, set()).add(key)
         for kind, by_name, owner in zip(_kinds(share), items, owners, strict=True):
             for item in kind:
                 name = _name(item)
@@ -108,8 +142,7 @@ def join(shares: Iterable[tuple[Key, ServiceShare]], previous: ir.IR | None) -> 
     before = _tuples(previous) if previous is not None else ((), (), ())
     model = _view(*(_same_or(old, [by_name[k] for k in sorted(by_name)])
                     for old, by_name in zip(before, items, strict=True)))
-    return Joined(model, tuple(sorted(counts)), joined,
-                  {k: frozenset(v) for k, v in claimants.items()}, owners, counts)
+    return Joined(model, tuple(sorted(counts)), joined, taken, owners, counts)
 
 
 def _tuples(model: ir.IR) -> tuple[tuple[_Item, ...], tuple[_Item, ...], tuple[_Item, ...]]:
@@ -129,16 +162,9 @@ def patched(last: Joined, changed: Mapping[Key, ServiceShare]) -> Joined | None:
     """``last`` with the shares of ``changed`` (Services already joined in it) in their
     place, or None when one of them now contends with another share."""
     shares = {**last.shares, **changed}
-    claimants = _claimants(last, changed)
-    for slot_key in {s for key in changed for s, _ in (*last.shares[key].claims,
-                                                        *changed[key].claims)}:
-        slot = Slot()
-        for key in claimants.get(slot_key, ()):
-            for s, address in shares[key].claims:
-                if s == slot_key:
-                    if slot.holder(address) is not None:
-                        return None
-                    slot.take(Claim(("", ""), address))
+    taken = _retaken(last, changed)
+    if taken is None:
+        return None
     owners = (dict(last.owners[0]), dict(last.owners[1]), dict(last.owners[2]))
     tuples = []
     for i, (old, owner) in enumerate(zip(_tuples(last.ir), owners, strict=True)):
@@ -165,20 +191,32 @@ def patched(last: Joined, changed: Mapping[Key, ServiceShare]) -> Joined | None:
                    else tuple(sorted(counts)))
     same = all(a is b for a, b in zip(tuples, _tuples(last.ir), strict=True))
     model = last.ir if same else _view(*tuples)
-    return Joined(model, diagnostics, shares, claimants, owners, counts)
+    return Joined(model, diagnostics, shares, taken, owners, counts)
 
 
-def _claimants(last: Joined, changed: Mapping[Key, ServiceShare]
-               ) -> dict[SlotKey, frozenset[Key]]:
-    """``last.claimants`` with the changed shares' claims in place of their last ones."""
-    out = dict(last.claimants)
+def _retaken(last: Joined, changed: Mapping[Key, ServiceShare]
+             ) -> dict[SlotKey, Taken] | None:
+    """``last.taken`` with the changed shares' claims in place of their last ones (the
+    slots they claim copied, the others shared); None when one now overlaps."""
+    out = dict(last.taken)
+    copied: set[SlotKey] = set()
+
+    def slot(slot_key: SlotKey) -> Taken:
+        if slot_key not in copied:
+            copied.add(slot_key)
+            out[slot_key] = out[slot_key].copy() if slot_key in out else Taken()
+        return out[slot_key]
+
+    for key in changed:
+        for slot_key, address in last.shares[key].claims:
+            slot(slot_key).give_back(address)
     for key, share in changed.items():
-        for slot_key in {s for s, _ in last.shares[key].claims}:
-            out[slot_key] = out[slot_key] - {key}
-            if not out[slot_key]:
-                del out[slot_key]
-        for slot_key in {s for s, _ in share.claims}:
-            out[slot_key] = out.get(slot_key, frozenset()) | {key}
+        for slot_key, address in share.claims:
+            if not slot(slot_key).take(key, address):
+                return None
+    for slot_key in copied:
+        if not out[slot_key].by_address:
+            del out[slot_key]
     return out
 
 
