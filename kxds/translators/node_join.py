@@ -52,37 +52,46 @@ class Taken:
     """The addresses claimed on one (port, protocol), none overlapping another: what
     :class:`~kxds.translators.node_service.Slot` tells while translating, kept so a
     claim can be given back (a wildcard address overlaps every address of its IP
-    family). Not changed once a join holds it: a patch changes a copy."""
+    family). Not changed once a join holds it: a patch changes a copy. Small: a
+    join holds one per port of every Service."""
 
     by_address: dict[str, Key] = field(default_factory=dict)
-    count: dict[int, int] = field(default_factory=dict)
-    """IP version -> how many addresses of it are claimed."""
-    wildcard: dict[int, str] = field(default_factory=dict)
-    """IP version -> its wildcard address, when that is claimed."""
+    ipv4: int = 0
+    """How many IPv4 addresses are claimed (and IPv6 below)."""
+    ipv6: int = 0
+    wildcards: tuple[str, ...] = ()
+    """The wildcard addresses claimed (one per IP family at most)."""
 
     def take(self, key: Key, address: str) -> bool:
         """Claim ``address`` for Service ``key``; False (and nothing taken) when it
         overlaps an address taken."""
         version, unspecified = ip_kind(address)
-        if (address in self.by_address or version in self.wildcard
-                or (unspecified and self.count.get(version, 0))):
+        claimed = self.ipv6 if version == 6 else self.ipv4
+        if (address in self.by_address or (unspecified and claimed)
+                or any(ip_kind(w)[0] == version for w in self.wildcards)):
             return False
+        self._count(version, 1)
         self.by_address[address] = key
-        self.count[version] = self.count.get(version, 0) + 1
         if unspecified:
-            self.wildcard[version] = address
+            self.wildcards += (address,)
         return True
 
     def give_back(self, address: str) -> None:
         """Release ``address`` (taken)."""
         version, unspecified = ip_kind(address)
         del self.by_address[address]
-        self.count[version] -= 1
+        self._count(version, -1)
         if unspecified:
-            del self.wildcard[version]
+            self.wildcards = tuple(w for w in self.wildcards if w != address)
+
+    def _count(self, version: int, by: int) -> None:
+        if version == 6:
+            self.ipv6 += by
+        else:
+            self.ipv4 += by
 
     def copy(self) -> Taken:
-        return Taken(dict(self.by_address), dict(self.count), dict(self.wildcard))
+        return Taken(dict(self.by_address), self.ipv4, self.ipv6, self.wildcards)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
