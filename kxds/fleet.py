@@ -10,7 +10,8 @@ parts of ``externalTrafficPolicy: Local`` Services with an endpoint on the node
 node view of the controller:
 
 - translates and builds each class's *template* once per rebuild, with the
-  incremental store of that class (:mod:`kxds.incremental`);
+  incremental store of that class (:mod:`kxds.incremental`), and patches its
+  local parts for the Services that changed (:func:`patched_parts`);
 - finds, once per rebuild, which Services changed (object or EndpointSlices)
   and which nodes carry each Service's endpoints;
 - gives each node the template's very resource mappings when it has no local
@@ -20,7 +21,11 @@ node view of the controller:
   concerned by, and gives a node whose parts and template stayed the same its
   last :class:`~kxds.views.Built` object again, which the controller does not
   even publish: an EndpointSlice change of a Local Service reaches the nodes
-  of its endpoints (before and after) and no other.
+  of its endpoints (before and after) and no other;
+- in :meth:`FleetMemo.build_all`, tells the nodes a rebuild leaves untouched,
+  and those only the template's move reaches, from the round's changes and the
+  template's moved parts, without looking at their parts one by one: a rebuild
+  costs the nodes it changes, and little per other node.
 
 A view that a template cannot express (a local part under a name the
 template lacks) is built alone by :func:`kxds.views.build_node`, as before.
