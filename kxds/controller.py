@@ -400,8 +400,7 @@ class Controller:
     def _build_nodes(self, state: ClusterState, config: TranslateConfig,
                      nodes: list[tuple[str, NodeInfo]]) -> list[Built]:
         """Every node view of ``nodes`` (in a worker thread, under the lock)."""
-        return [self._fleet.build(state, config, group, node, self._node_memo(group))
-                for group, node in nodes]
+        return self._fleet.build_all(state, config, nodes, self._node_memo)
 
     def _node_memo(self, group: str) -> ViewMemo:
         memo = self._node_memos.get(group)

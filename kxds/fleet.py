@@ -10,7 +10,8 @@ parts of ``externalTrafficPolicy: Local`` Services with an endpoint on the node
 node view of the controller:
 
 - translates and builds each class's *template* once per rebuild, with the
-  incremental store of that class (:mod:`kxds.incremental`);
+  incremental store of that class (:mod:`kxds.incremental`), and patches its
+  local parts for the Services that changed (:func:`patched_parts`);
 - finds, once per rebuild, which Services changed (object or EndpointSlices)
   and which nodes carry each Service's endpoints;
 - gives each node the template's very resource mappings when it has no local
@@ -20,7 +21,11 @@ node view of the controller:
   concerned by, and gives a node whose parts and template stayed the same its
   last :class:`~kxds.views.Built` object again, which the controller does not
   even publish: an EndpointSlice change of a Local Service reaches the nodes
-  of its endpoints (before and after) and no other.
+  of its endpoints (before and after) and no other;
+- in :meth:`FleetMemo.build_all`, tells the nodes a rebuild leaves untouched,
+  and those only the template's move reaches, from the round's changes and the
+  template's moved parts, without looking at their parts one by one: a rebuild
+  costs the nodes it changes, and little per other node.
 
 A view that a template cannot express (a local part under a name the
 template lacks) is built alone by :func:`kxds.views.build_node`, as before.
@@ -29,7 +34,7 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -43,6 +48,7 @@ from kxds.envoy.build import (
 )
 from kxds.envoy.resource import LISTENER, Resource, Resources
 from kxds.kube.models import ClusterState, Key
+from kxds.state_changes import changed_reads
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.node_fleet import (
     LocalPart,
@@ -50,6 +56,7 @@ from kxds.translators.node_fleet import (
     endpoint_nodes,
     local_parts,
     node_class,
+    patched_parts,
     template_parts,
 )
 from kxds.translators.translation import Translation
@@ -64,6 +71,33 @@ class _Template:
     built: Built | None = None
     parts: TemplateParts | None = None
     round: int = -1
+    moves: dict[int, tuple[TemplateParts, frozenset[Key]]] = field(default_factory=dict)
+    """id of one of the last few ``parts`` -> it, and the Services whose parts may differ
+    between it and the current ``parts`` (so a node built against it looks at those
+    only; see :meth:`moved_since`)."""
+
+    def set_parts(self, parts: TemplateParts | None, moved: frozenset[Key] | None) -> None:
+        """Take ``parts``, whose Services other than ``moved`` have the parts they had
+        in the current ``parts`` (None: not known)."""
+        last = self.parts
+        if parts is last:
+            return
+        if last is None or parts is None or moved is None:
+            self.moves = {}
+        else:
+            self.moves = {k: (old, keys | moved) for k, (old, keys) in self.moves.items()}
+            self.moves[id(last)] = (last, moved)
+            while len(self.moves) > _PARTS_KEPT:
+                del self.moves[next(iter(self.moves))]
+        self.parts = parts
+
+    def moved_since(self, parts: TemplateParts) -> frozenset[Key] | None:
+        """The Services whose parts may differ between ``parts`` and the current ones;
+        None when not known (compare them all)."""
+        if parts is self.parts:
+            return frozenset()
+        hit = self.moves.get(id(parts))
+        return hit[1] if hit is not None and hit[0] is parts else None
 
 
 @dataclass(slots=True)
@@ -75,6 +109,9 @@ class _Node:
     """Its class (:func:`node_class`): which template it is built from."""
     round: int = -1
     template: Built | None = None
+    """The template's view this node's view was put together from (None: built alone)."""
+    source: _Template | None = None
+    """The template of its class, as of its last view."""
     by_service: dict[Key, dict[str, LocalPart]] = field(default_factory=dict)
     resources: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = field(default_factory=dict)
     base: Resources | None = None
@@ -88,6 +125,13 @@ class _Node:
 
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
+
+_PARTS_KEPT = 2
+"""Past local parts of a template whose differences from the current ones are kept:
+every node view is built each round, so the last one or two are all that is asked for."""
+
+_SERVICE_FIELDS = frozenset({"services", "slices_by_service"})
+"""The fields of a state by Service key that a node view's parts read."""
 
 _CHANGE_SLACK = 64
 """A round may change this many more Services than the state has and be kept."""
@@ -108,6 +152,8 @@ class FleetMemo:
         """Round -> the Services changed since the round before (the last few)."""
         self._nodes_of: dict[Key, frozenset[str]] = {}
         self._on_node: dict[str, set[Key]] = {}
+        self._touched: set[str] = set()
+        """The nodes with an endpoint (before or after) of a Service changed this round."""
         self.assembled = 0
         """Node views put together from a template (cumulative; for tests and profiling)."""
         self.templates_built = 0
@@ -128,6 +174,32 @@ class FleetMemo:
             limit = len(state.services) + len(state.slices_by_service) + _CHANGE_SLACK
             self._history = {r: c for r, c in self._history.items() if len(c) <= limit}
 
+    def build_all(self, state: ClusterState, config: TranslateConfig,
+                  nodes: Sequence[tuple[str, NodeInfo]],
+                  alone: Callable[[str], ViewMemo] | None = None) -> list[Built]:
+        """:meth:`build` of each (group, node) of ``nodes``, in order; a node that this
+        round leaves untouched (:meth:`_untouched`: most of them after an endpoint
+        change) costs a few comparisons. ``alone``: a group's own memo."""
+        self._begin(state, config)
+        out = []
+        for group, node in nodes:
+            mine = self._nodes.get(group)
+            if mine is not None and mine.node is node and self._untouched(mine):
+                assert mine.built is not None and mine.source is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out.append(mine.built)
+            elif mine is not None and mine.node is node and self._only_template_moved(mine):
+                assert mine.source is not None and mine.source.built is not None
+                template = mine.source.built
+                assert template.resources is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out.append(self._assembled(
+                    mine, template, self._put_together(template.resources, mine.by_type, mine)))
+            else:
+                out.append(self.build(state, config, group, node,
+                                      alone(group) if alone is not None else None))
+        return out
+
     def build(self, state: ClusterState, config: TranslateConfig, group: str,
               node: NodeInfo, alone: ViewMemo | None = None) -> Built:
         """The view of the per-node proxy ``node`` (group ``group``) for ``state``.
@@ -139,7 +211,11 @@ class FleetMemo:
         mine = self._nodes.get(group)
         if mine is None or (mine.node is not node and mine.node != node):
             mine = self._nodes[group] = _Node(node, node_class(node))
-        template = self._template(state, config, mine.cls)
+        template = mine.source = self._template(state, config, mine.cls)
+        if self._untouched(mine):
+            assert mine.built is not None
+            mine.round, mine.parts = self._round, template.parts
+            return mine.built
         changed = self._changes_since(mine.round)
         built = template.built
         assert built is not None
@@ -156,8 +232,7 @@ class FleetMemo:
             if not same:
                 # The template moved (a Service of it changed): a Service's parts stay
                 # valid while it, its slices and its share of the template are the same.
-                todo |= {key for key in concerned | mine.by_service.keys()
-                         if not _same_parts(mine.parts, template.parts, key)}
+                todo |= self._moved_parts(template, mine, concerned | mine.by_service.keys())
         else:
             todo, mine.by_service = concerned, {}
         mine.parts = template.parts
@@ -171,6 +246,10 @@ class FleetMemo:
         if same and not todo:
             assert mine.built is not None
             return mine.built
+        if known and not todo and mine.template is not None:
+            # Its parts are those of its last view: only the template moved.
+            return self._assembled(mine, built,
+                                   self._put_together(built.resources, mine.by_type, mine))
         overrides = {n: v for parts in mine.by_service.values() for n, v in parts.items()}
         if same and overrides == {n: v for n, (v, _) in mine.resources.items()}:
             assert mine.built is not None
@@ -180,6 +259,11 @@ class FleetMemo:
             mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
                                                                            alone)
             return mine.built
+        return self._assembled(mine, built, resources)
+
+    def _assembled(self, mine: _Node, built: Built, resources: Resources) -> Built:
+        """The node's view of ``resources`` put together from the template ``built``:
+        its last view again when it is the same."""
         if mine.built is not None and resources is mine.built.resources and (
                 dataclasses.replace(mine.built, resources=None)
                 == dataclasses.replace(built, resources=None)):
@@ -189,22 +273,70 @@ class FleetMemo:
         mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
         return mine.built
 
+    def _untouched(self, mine: _Node) -> bool:
+        """Whether the node's view is the one it had last round: the template's view is
+        the same, and no Service changed in this round has an endpoint on the node
+        (before or after) or parts that every node computes. Most nodes, after an
+        endpoint change elsewhere: told without looking at any of their parts."""
+        changed = self._history.get(self._round)
+        template = mine.source
+        return (changed is not None and template is not None and template.round == self._round
+                and mine.round == self._round - 1
+                and mine.built is not None and mine.template is template.built
+                and mine.parts is not None and template.parts is not None
+                and mine.node.name not in self._touched
+                and changed.isdisjoint(template.parts.nonempty)
+                and changed.isdisjoint(mine.parts.nonempty))
+
+    def _only_template_moved(self, mine: _Node) -> bool:
+        """Whether the node's view is its last one put together again from the template
+        (which moved): what :meth:`build` finds when no Service the node has parts of,
+        or may have, changed or moved in the template (a nodePort moved elsewhere);
+        told from the round's changes and the template's moved parts at once."""
+        changed = self._history.get(self._round)
+        template = mine.source
+        if (changed is None or template is None or template.round != self._round
+                or mine.round != self._round - 1 or mine.template is None
+                or mine.parts is None or template.parts is None
+                or template.built is None or template.built.resources is None
+                or mine.node.name in self._touched):
+            return False
+        moved = template.moved_since(mine.parts)
+        if moved is None:
+            return False
+        keys = changed | moved
+        return (keys.isdisjoint(template.parts.nonempty) and keys.isdisjoint(mine.by_service)
+                and keys.isdisjoint(self._on_node.get(mine.node.name, ())))
+
+    @staticmethod
+    def _moved_parts(template: _Template, mine: _Node, keys: Set[Key]) -> set[Key]:
+        """Of ``keys``, the Services whose template parts moved since the node's view
+        was built (known once per template change, else compared one by one)."""
+        assert mine.parts is not None and template.parts is not None
+        moved = template.moved_since(mine.parts)
+        if moved is not None:
+            return set(keys & moved)
+        return {key for key in keys if not _same_parts(mine.parts, template.parts, key)}
+
     def _begin(self, state: ClusterState, config: TranslateConfig) -> None:
         """Start a round when the state or config is new: what changed since the last."""
-        if state is self._state and config == self._config:
+        if state is self._state and (config is self._config or config == self._config):
             return
         before = self._state
         changed = _changed_services(before, state) if before is not None else None
         if changed is None:
             self._nodes_of, self._on_node = {}, {}
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
+        self._touched = set()
         for key in changed:
             for name in self._nodes_of.pop(key, ()):
+                self._touched.add(name)
                 keys = self._on_node[name]
                 keys.discard(key)
                 if not keys:  # a node with no endpoint left (maybe gone) is not kept
                     del self._on_node[name]
             nodes = endpoint_nodes(state, key)
+            self._touched.update(nodes)
             if nodes:
                 self._nodes_of[key] = nodes
                 for name in nodes:
@@ -233,28 +365,33 @@ class FleetMemo:
         if template is None:
             template = self._templates[cls] = _Template(ViewMemo(build=BuildCache(self._shared)))
         if template.round != self._round:
-            last = template.built
+            last, before = template.built, template.memo.build.last
             new = build_node(state, config, cls, template.memo)
             if new.resources is None:
-                template.built, template.parts = new, None
-            elif last is not None and template.parts is not None and _same_view(last, new):
-                # Unchanged: the same object, so node views see it unchanged by identity.
-                # Its parts too, unless a Service they name changed (its ports).
-                changed = self._history.get(self._round)  # None: dropped as too large
-                if changed is None or changed & template.parts.services:
-                    template.parts = self._parts(template, state)
+                template.built = new
+                template.set_parts(None, None)
             else:
-                template.built = _keeping(last, new)
-                template.parts = self._parts(template, state)
+                if last is None or template.parts is None or not _same_view(last, new):
+                    template.built = _keeping(last, new)
+                # else unchanged: the same object, so node views see it unchanged by identity.
+                self._parts(template, state, before[0] if before is not None else None)
             template.round = self._round
             self.templates_built += 1
         return template
 
-    @staticmethod
-    def _parts(template: _Template, state: ClusterState) -> TemplateParts:
+    def _parts(self, template: _Template, state: ClusterState, before: ir.IR | None) -> None:
+        """The template's local parts after a build: those of the last build patched
+        where the template's IR and Services changed (:func:`patched_parts`), else
+        found again from the whole IR."""
         last = template.memo.build.last
         assert last is not None
-        return template_parts(Translation(ir=last[0]), state)
+        changed = self._changes_since(template.round)
+        if template.parts is not None and before is not None and changed is not None:
+            patched = patched_parts(template.parts, before, last[0], state, changed)
+            if patched is not None:
+                template.set_parts(*patched)
+                return
+        template.set_parts(template_parts(Translation(ir=last[0]), state), None)
 
     def _assemble(self, base: Resources, overrides: dict[str, LocalPart],
                   mine: _Node) -> Resources | None:
@@ -275,6 +412,17 @@ class FleetMemo:
                     return None
                 if there.version != r.version:  # a health check's listener does not move
                     by_type.setdefault(r.type_url, {})[r.name] = r
+        mine.resources = kept
+        return self._put_together(base, by_type, mine)
+
+    @staticmethod
+    def _put_together(base: Resources, by_type: dict[str, dict[str, Resource]],
+                      mine: _Node) -> Resources:
+        """``base`` with the node's own resources ``by_type`` in place.
+
+        A type whose base and own resources are those of the node's last view keeps
+        that view's mapping; a type without its own is the base's very mapping.
+        """
         last = mine.built.resources if mine.built is not None else None
         out: dict[str, Mapping[str, Resource]] = {}
         for t, mapping in base.items():
@@ -286,7 +434,7 @@ class FleetMemo:
                 out[t] = last[t]
             else:
                 out[t] = MappingProxyType({**mapping, **mine_t})
-        mine.resources, mine.by_type, mine.base = kept, by_type, base
+        mine.by_type, mine.base = by_type, base
         if last is not None and all(out[t] is last.get(t) for t in out):
             return last
         if not by_type:
@@ -332,21 +480,7 @@ def _resources(value: LocalPart) -> tuple[Resource, ...]:
 
 
 def _changed_services(before: ClusterState, after: ClusterState) -> frozenset[Key]:
-    """The Services whose object or EndpointSlices differ between the two states."""
-    out: set[Key] = set()
-    for old, new in ((before.services, after.services),
-                     (before.slices_by_service, after.slices_by_service)):
-        if old is new:
-            continue
-        old_m: Mapping[Key, object] = old
-        new_m: Mapping[Key, object] = new
-        for key in old_m.keys() | new_m.keys():
-            a, b = old_m.get(key), new_m.get(key)
-            if a is not b and not _same_tuple(a, b):
-                out.add(key)
-    return frozenset(out)
-
-
-def _same_tuple(a: object, b: object) -> bool:
-    return (type(a) is tuple and type(b) is tuple and len(a) == len(b)
-            and all(x is y for x, y in zip(a, b, strict=True)))
+    """The Services whose object or EndpointSlices differ between the two states, found
+    as the incremental store finds its changed reads: in proportion to the change."""
+    return frozenset(key for name, key in changed_reads(before, after, None, None)
+                     if name in _SERVICE_FIELDS and isinstance(key, tuple))  # not WHOLE

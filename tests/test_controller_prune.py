@@ -104,6 +104,9 @@ def test_a_departed_node_group_is_forgotten_after_the_grace_period() -> None:
         # A proxy of the forgotten node that comes back is served a fresh view.
         await connect(ctl, cache, node("n1"))
         assert ctl.node_groups == {"node/n1", "node/n2"}
+        # Its series too, although its view is the size it was (the gauges are set
+        # only when a group's size changes: forgotten, it is set again).
+        assert view_series(metrics, "node/n1") is not None
         cache.cancel(stays)
 
     run(scenario)

@@ -343,8 +343,9 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         used = (4 * len(state.services) + 2 * len(state.ingresses) + len(state.secrets)
                 + 2 * len(state.ingresses) + 14)  # an Ingress may name missing Services
         assert len(self.store) <= used
-        # A node view: its Services, its policy index, and per Service its share.
-        assert len(self.node_store) <= 3 + len(state.services)
+        # A node view: itself, its join, its Services, its policy index, and per
+        # Service its share.
+        assert len(self.node_store) <= 4 + len(state.services)
 
 
 IncrementalMatchesFull.TestCase.settings = settings(

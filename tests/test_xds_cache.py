@@ -370,3 +370,10 @@ def test_the_cache_counts_the_resources_of_every_view_as_views_come_and_go() -> 
     cache.remove_view("b")
     cache.remove_view("b")  # already gone: counted once
     assert cache.count() == 3 == sum(view.count() for _, view in cache)
+    # Counted from the types that changed: a type left out, a type kept unchanged.
+    clusters_only = {CLUSTER: t.resources(t.cluster("x"), t.cluster("y"))[CLUSTER]}
+    cache.set_view("a", clusters_only)
+    assert cache.count() == 2 == sum(view.count() for _, view in cache)
+    cache.set_view("a", t.resources(t.cluster("x"), t.cluster("y"), t.endpoints("y", [1])))
+    cache.set_view("a", t.resources(t.cluster("x"), t.cluster("y"), t.endpoints("y", [1, 2])))
+    assert cache.count() == 3 == sum(view.count() for _, view in cache)

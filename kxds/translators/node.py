@@ -47,16 +47,13 @@ name) are they all translated in order, as the older must win.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from kxds import ir
-from kxds.diagnostics import Diagnostic
-from kxds.incremental import Context, Query, Store
+from kxds.incremental import Changes, Context, Query, Store
 from kxds.kube.models import ClusterState, Key, Service
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.node_service import EXPOSED_TYPES, Claim, NodeBuilder, Slot, add_guarded
+from kxds.translators.node_join import Joined, ServiceShare, join, patched
+from kxds.translators.node_service import EXPOSED_TYPES, NodeBuilder, add_guarded
 from kxds.translators.translation import Translation, TranslationBug
 
 
@@ -75,29 +72,19 @@ def translate_node(state: ClusterState, config: TranslateConfig, node: NodeInfo,
         store.end()
 
 
-def _served_services(ctx: Context, _: None) -> tuple[Service, ...]:
+def _served_services(ctx: Context, _: None) -> tuple[Key, ...]:
     """The Services a per-node proxy serves, oldest first (they win address conflicts).
 
     A query of its own: most Service churn is of ClusterIP Services, which no
-    node serves; this list then stays the same and no node view is rebuilt.
+    node serves; this list then stays the same and no node view is rebuilt. By
+    key: a served Service changed (its nodePort moved) leaves it the same too, and
+    the node view patches that Service's share into its last join.
     """
-    return tuple(sorted((svc for svc in ctx.state.services.values() if _served(svc)), key=_age))
+    served = sorted((svc for svc in ctx.state.services.values() if _served(svc)), key=_age)
+    return tuple(svc.meta.key for svc in served)
 
 
-SERVED: Query[None, tuple[Service, ...]] = Query("served-services", _served_services)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceShare:
-    """One Service's part of a node view, translated as if no other Service claimed
-    anything: what :func:`_node_view` joins when no two Services contend."""
-
-    clusters: tuple[ir.Cluster, ...]
-    assignments: tuple[ir.LoadAssignment, ...]
-    listeners: tuple[ir.Listener, ...]
-    diagnostics: frozenset[Diagnostic]
-    claims: tuple[tuple[tuple[int, str], str], ...]
-    """The (port, protocol) and address of each place it took."""
+SERVED: Query[None, tuple[Key, ...]] = Query("served-services", _served_services)
 
 
 NODE_POLICIES: Query[None, PolicyIndex] = Query("node-policies",
@@ -123,71 +110,53 @@ SERVICE_SHARE: Query[tuple[NodeInfo, Key], ServiceShare] = Query("node-service-s
 EndpointSlices) translates that Service again, not every Service of the node."""
 
 
+def _joined(ctx: Context, node: NodeInfo) -> Joined | None:
+    shares = [(key, ctx.query(SERVICE_SHARE, (node, key))) for key in ctx.query(SERVED, None)]
+    last = ctx.previous_value()
+    return join(shares, last.ir if isinstance(last, Joined) else None)
+
+
+def _rejoined(ctx: Context, node: NodeInfo, last: Joined | None,
+              changes: Changes) -> Joined | None:
+    """The last join with the shares that changed in place (None: join again), when
+    only shares changed: the Services served, and their order, are the same."""
+    if last is None or changes.reads or any(
+            name != SERVICE_SHARE.name for name, _ in changes.queries):
+        return None
+    changed = {}
+    for _, key in changes.queries:
+        assert isinstance(key, tuple)
+        if key[1] not in last.shares:
+            return None
+        changed[key[1]] = ctx.query(SERVICE_SHARE, key)
+    return patched(last, changed)
+
+
+JOINED: Query[NodeInfo, Joined | None] = Query("node-joined", _joined, update=_rejoined)
+"""A node view's shares joined (None when two Services contend): a change of a few
+shares patches the last join (:func:`~kxds.translators.node_join.patched`)."""
+
+
 def _node_view(ctx: Context, node: NodeInfo) -> Translation:
-    served = ctx.query(SERVED, None)
-    shares = [ctx.query(SERVICE_SHARE, (node, svc.meta.key)) for svc in served]
+    joined = ctx.query(JOINED, node)
     last = ctx.previous_value()
     previous = last.ir if isinstance(last, Translation) else None
-    joined = _join(shares, previous)
-    if joined is None:
+    if joined is not None:
+        result, diagnostics = joined.ir, joined.diagnostics
+    else:
         # Two Services contend for an address, a cluster or a listener name: the
         # older one wins, which only translating them in order can tell.
         b = NodeBuilder(ctx.state, ctx.config, node, ctx.query(NODE_POLICIES, None))
-        for svc in served:
-            add_guarded(b, svc)
-        joined = (ir.IR(clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
-                        load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
-                        listeners=tuple(b.listeners[k] for k in sorted(b.listeners))),
-                  b.diagnostics)
-    result, diagnostics = joined
+        for key in ctx.query(SERVED, None):
+            add_guarded(b, ctx.state.services[key])
+        result = ir.IR(clusters=tuple(b.clusters[k] for k in sorted(b.clusters)),
+                       load_assignments=tuple(b.assignments[k] for k in sorted(b.assignments)),
+                       listeners=tuple(b.listeners[k] for k in sorted(b.listeners)))
+        diagnostics = tuple(sorted(b.diagnostics))
     problems = ir.consistency_problems(result, previous)
     if problems:
         raise TranslationBug("; ".join(problems))
-    return Translation(ir=result, diagnostics=tuple(sorted(diagnostics)))
-
-
-def _join(shares: list[ServiceShare], previous: ir.IR | None
-          ) -> tuple[ir.IR, set[Diagnostic]] | None:
-    """The node view of ``shares`` (oldest Service first), when no two of them claim an
-    overlapping address or the same name; None otherwise. Each kind keeps the very
-    tuple of ``previous`` when it holds the very same objects."""
-    slots: dict[tuple[int, str], Slot] = {}
-    clusters: dict[str, ir.Cluster] = {}
-    assignments: dict[str, ir.LoadAssignment] = {}
-    listeners: dict[str, ir.Listener] = {}
-    diagnostics: set[Diagnostic] = set()
-    for share in shares:
-        for slot_key, address in share.claims:
-            slot = slots.setdefault(slot_key, Slot())
-            if slot.holder(address) is not None:
-                return None
-            slot.take(Claim(("", ""), address))
-        for cluster in share.clusters:
-            if clusters.setdefault(cluster.name, cluster) is not cluster:
-                return None
-        for assignment in share.assignments:
-            if assignments.setdefault(assignment.cluster, assignment) is not assignment:
-                return None
-        for lis in share.listeners:
-            if listeners.setdefault(lis.name, lis) is not lis:
-                return None
-        diagnostics |= share.diagnostics
-    return ir.IR(
-        clusters=_same_or(previous.clusters if previous else None,
-                          [clusters[k] for k in sorted(clusters)]),
-        load_assignments=_same_or(previous.load_assignments if previous else None,
-                                  [assignments[k] for k in sorted(assignments)]),
-        listeners=_same_or(previous.listeners if previous else None,
-                           [listeners[k] for k in sorted(listeners)])), diagnostics
-
-
-def _same_or(old: tuple[Any, ...] | None, new: list[Any]) -> tuple[Any, ...]:
-    """``old`` when it holds the very objects of ``new`` (later stages then tell it
-    unchanged by identity), else ``new`` as a tuple."""
-    if old is not None and len(old) == len(new) and all(
-            a is b for a, b in zip(old, new, strict=True)):
-        return old
-    return tuple(new)
+    return Translation(ir=result, diagnostics=diagnostics)
 
 
 NODE: Query[NodeInfo, Translation] = Query("node", _node_view)

@@ -22,7 +22,11 @@ template with :func:`local_parts` applied (checked by tests).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kxds import ir, names
 from kxds.kube.models import ClusterState, Key, Service
@@ -35,6 +39,8 @@ SHARED_NAME = "\x00shared"
 
 LocalPart = ir.LoadAssignment | ir.HealthCheckListener
 """An IR item that depends on the node's name."""
+
+_Named = TypeVar("_Named", ir.LoadAssignment, ir.Listener)
 
 
 def node_class(node: NodeInfo) -> NodeInfo:
@@ -63,23 +69,100 @@ class TemplateParts:
     :data:`SHARED_NAME`): every node computes those parts of its own."""
     services: frozenset[Key]
     """Every Service with a local part."""
+    assignments: dict[str, ir.LoadAssignment]
+    """Every load assignment of the template, by cluster name (where a Service's
+    parts are looked up when :func:`patched_parts` looks at it again)."""
 
 
 def template_parts(template: Translation, state: ClusterState) -> TemplateParts:
     """The local parts of ``template`` (the translation of a :func:`node_class` node)."""
     assignments = {a.cluster: a for a in template.ir.load_assignments}
-    ports: dict[Key, tuple[PortPart, ...]] = {}
-    values: dict[str, LocalPart] = {}
-    nonempty: set[Key] = set()
     refs = {c.ref for c in template.ir.clusters}
     refs.update(lis.ref for lis in template.ir.listeners if isinstance(lis, ir.HealthCheckListener))
     keys = {svc.meta.ref: key for key, svc in state.services.items() if svc.meta.ref in refs}
-    for key in sorted(keys.values()):
-        svc = state.services[key]
+    health = {keys[lis.ref]: lis for lis in template.ir.listeners
+              if isinstance(lis, ir.HealthCheckListener)}
+    parts = TemplateParts({}, health, {}, frozenset(), frozenset(), assignments)
+    return _with_services(parts, state, keys.values())
+
+
+def patched_parts(parts: TemplateParts, old: ir.IR, new: ir.IR, state: ClusterState,
+                  changed: frozenset[Key]) -> tuple[TemplateParts, frozenset[Key]] | None:
+    """:func:`template_parts` of ``new``, from ``parts``, those of ``old``, and the
+    Services looked at again: those in ``changed`` (Services changed since ``parts``)
+    and those whose load assignments or health-check listeners are other objects in
+    ``new``; every other Service's parts are the same. One Service changed costs one
+    Service, not the fleet's 1,000. None when an assignment or listener was added,
+    removed or renamed: then only :func:`template_parts` tells."""
+    assignments = _moved(old.load_assignments, new.load_assignments)
+    listeners = _moved(old.listeners, new.listeners)
+    if assignments is None or listeners is None:
+        return None
+    if not (assignments or listeners or changed):
+        return parts, frozenset()
+    index = parts.assignments
+    if assignments:
+        index = {**index, **{a.cluster: a for a in assignments}}
+    health = parts.health
+    again = set(changed)
+    again.update((a.ref.namespace, a.ref.name) for a in assignments)
+    for lis in listeners:  # of the listeners, only health checks are local parts
+        if isinstance(lis, ir.HealthCheckListener):
+            again.add((lis.ref.namespace, lis.ref.name))
+            health = health if health is not parts.health else dict(health)
+            health[(lis.ref.namespace, lis.ref.name)] = lis
+    kept = dataclasses.replace(parts, health=health, assignments=index)
+    return _with_services(kept, state, again), frozenset(again)
+
+
+def _moved(old: tuple[_Named, ...], new: tuple[_Named, ...]) -> list[_Named] | None:
+    """The items of ``new`` that are other objects than ``old``'s at their place (found
+    at C speed); None unless both hold the same names in the same order."""
+    if old is new:
+        return []
+    if len(old) != len(new):
+        return None
+    pairs = itertools.compress(zip(old, new, strict=True), map(operator.is_not, old, new))
+    out = []
+    for a, b in pairs:
+        if _name(a) != _name(b):
+            return None
+        out.append(b)
+    return out
+
+
+def _name(item: ir.LoadAssignment | ir.Listener) -> str:
+    return item.cluster if isinstance(item, ir.LoadAssignment) else item.name
+
+
+def _with_services(parts: TemplateParts, state: ClusterState,
+                   keys: Iterable[Key]) -> TemplateParts:
+    """``parts`` with the ports, values and emptiness of Services ``keys`` found again
+    (from ``parts.assignments`` and ``parts.health``)."""
+    ports, values, nonempty = dict(parts.ports), dict(parts.template_values), set(parts.nonempty)
+    health = parts.health
+    for key in keys:
+        for part in ports.pop(key, ()):
+            del values[part.cluster]
+        nonempty.discard(key)
+        svc = state.services.get(key)
+        lis = health.get(key)
+        if lis is not None:
+            values.pop(lis.name, None)
+        if lis is not None and svc is None:  # not among the template's Services
+            health = health if health is not parts.health else dict(health)
+            del health[key]
+            lis = None
+        if lis is not None:
+            values[lis.name] = lis
+            if lis.local_endpoints:
+                nonempty.add(key)
+        if svc is None:
+            continue
         found = []
         for i, sp in enumerate(svc.ports):
             name = names.node_cluster(key[0], key[1], sp.port, sp.protocol, local=True)
-            assignment = assignments.get(name)
+            assignment = parts.assignments.get(name)
             if assignment is not None and assignment.ref == svc.meta.ref:
                 found.append(PortPart(name, i))
                 values[name] = assignment
@@ -87,16 +170,8 @@ def template_parts(template: Translation, state: ClusterState) -> TemplateParts:
                     nonempty.add(key)
         if found:
             ports[key] = tuple(found)
-    health = {}
-    for lis in template.ir.listeners:
-        if isinstance(lis, ir.HealthCheckListener):
-            key = keys[lis.ref]
-            health[key] = lis
-            values[lis.name] = lis
-            if lis.local_endpoints:
-                nonempty.add(key)
     return TemplateParts(ports, health, values, frozenset(nonempty),
-                         frozenset(ports.keys() | health.keys()))
+                         frozenset(ports.keys() | health.keys()), parts.assignments)
 
 
 def endpoint_nodes(state: ClusterState, key: Key) -> frozenset[str]:

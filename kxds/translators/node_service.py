@@ -76,14 +76,14 @@ class Slot:
 
     def holder(self, address: str) -> Claim | None:
         """The claim that ``address`` would overlap, if any."""
-        version, unspecified = _ip_kind(address)
+        version, unspecified = ip_kind(address)
         held = self.by_address.get(address) or self.wildcard.get(version)
         if held is None and unspecified:
             held = self.first.get(version)
         return held
 
     def take(self, claim: Claim) -> None:
-        version, unspecified = _ip_kind(claim.address)
+        version, unspecified = ip_kind(claim.address)
         self.by_address[claim.address] = claim
         self.first.setdefault(version, claim)
         if unspecified:
@@ -91,7 +91,7 @@ class Slot:
 
 
 @lru_cache(maxsize=4096)
-def _ip_kind(address: str) -> tuple[int, bool]:
+def ip_kind(address: str) -> tuple[int, bool]:
     """An address's IP version and whether it is the wildcard (memoized: a node binds
     every listener to the same few addresses, and parsing was a fifth of its translation)."""
     ip = ipaddress.ip_address(address)

@@ -379,6 +379,7 @@ class SnapshotCache:
         previous = self._views.get(group)
         types: dict[str, TypeMap] = {}
         memo: dict[str, str] = {}
+        added = 0  # resources more than the last view's: counted in the types that changed
         for type_url, by_name in resources.items():
             old = previous.resources.get(type_url) if previous is not None else None
             if old is not None and by_name is old.source:
@@ -396,10 +397,13 @@ class SnapshotCache:
                 types[type_url] = new = TypeMap(data, old, changed or frozenset(), by_name, facts)
                 if old is not None and changed is not None and len(changed) < len(new):
                     new.follow(old, changed)  # the version costs the change, not the map
+                added += len(data) - (len(old) if old is not None else 0)
+        if previous is not None:
+            added -= sum(len(m) for t, m in previous.resources.items() if t not in types)
         self._seq += 1
         view = View(MappingProxyType(types), self._seq, time.monotonic(), memo)
         self._views[group] = view
-        self._count += view.count() - (previous.count() if previous is not None else 0)
+        self._count += added
         for listener in self.view_listeners:
             listener(group, view)
         for watch in self._watches.get(group, ()):

@@ -56,6 +56,8 @@ class XdsMetrics:
                                     ["group", "type"], registry=r)
         self.view_bytes = Gauge("kxds_view_bytes", "Serialized bytes of a group's view",
                                 ["group"], registry=r)
+        self._observed: dict[str, tuple[int, ...]] = {}
+        """Each group's resource counts and bytes as last set on the gauges."""
         self.rebuilds = Counter("kxds_rebuilds", "Configuration rebuilds", registry=r)
         self.rebuild_seconds = Histogram("kxds_rebuild_duration_seconds",
                                          "Time to translate and build one configuration",
@@ -75,13 +77,19 @@ class XdsMetrics:
             self.observe_view(group, view)
 
     def observe_view(self, group: str, view: View) -> None:
-        """Record the size of a group's new view."""
-        for type_url in TYPE_ORDER:
-            self.view_resources.labels(group, short(type_url)).set(len(view.of_type(type_url)))
-        self.view_bytes.labels(group).set(view.byte_size())
+        """Record the size of a group's new view (the gauges are set only when it differs
+        from the last one's: a nodePort moved sets 500 node views of the same size)."""
+        sizes = (*(len(view.of_type(t)) for t in TYPE_ORDER), view.byte_size())
+        if self._observed.get(group) == sizes:
+            return
+        self._observed[group] = sizes
+        for type_url, count in zip(TYPE_ORDER, sizes, strict=False):
+            self.view_resources.labels(group, short(type_url)).set(count)
+        self.view_bytes.labels(group).set(sizes[-1])
 
     def forget_group(self, group: str) -> None:
         """A group's view was removed: drop its series, so label sets do not pile up."""
+        self._observed.pop(group, None)
         series: list[tuple[Gauge, tuple[str, ...]]] = [
             (self.view_resources, (group, short(t))) for t in TYPE_ORDER]
         series += [(self.view_bytes, (group,))]
