@@ -5,8 +5,9 @@ Ingress, every Service backed by one local HTTP backend), an Exact path is
 added to one Ingress at a time; the sample is the time from publishing the
 new state until a GET of that path through Envoy first answers 200 (polled
 1 ms apart by ``bench.prober``, a process of its own, as a real client is
-not inside kxds's process; a calm of ``CALM`` before each change). Then, at the middle size, routes churn (paths added to and
-removed from Ingresses several times a second) for ``--churn-seconds`` while
+not inside kxds's process; a calm of ``CALM`` before each change). Then, at
+the middle size, routes churn (paths added to and removed from Ingresses
+several times a second) for ``--churn-seconds`` while
 a load generator in another process sends steady traffic to stable routes:
 every response must be a 2xx.
 """
