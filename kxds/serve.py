@@ -228,12 +228,23 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     listens next (a proxy that connects is held until the first snapshot,
     then answered), and the controller and the rest are set up while both wait.
     """
-    from kxds.xds.cache import SnapshotCache
-    from kxds.xds.metrics import XdsMetrics
-
     security = xds_security(args)
     collector_was_on = gc.isenabled()
     gc.disable()
+    try:
+        return await _serve(args, config, security, collector_was_on)
+    finally:
+        # Also when serve stops (or fails) before the first snapshot, with the task
+        # that turns it back on cancelled before it ran.
+        if collector_was_on:
+            gc.enable()
+
+
+async def _serve(args: argparse.Namespace, config: TranslateConfig, security: XdsSecurity,
+                 collector_was_on: bool) -> int:
+    from kxds.xds.cache import SnapshotCache
+    from kxds.xds.metrics import XdsMetrics
+
     cache = SnapshotCache()
     metrics = XdsMetrics()
     metrics.attach(cache)

@@ -158,3 +158,26 @@ def test_the_collector_comes_back_after_start_up(synced: bool) -> None:
         assert (time.monotonic() - started < 0.2) is synced
     finally:
         gc.enable()
+
+
+
+@t.run_async
+async def test_the_collector_is_back_on_when_serve_fails_to_start(tmp_path: Path) -> None:
+    # The xDS port is taken: serve ends before its task that turns the collector
+    # back on has run, and must not leave the process without it.
+    api = FakeApi().start()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    args = _parser().parse_args([
+        "serve", "--kubeconfig", kubeconfig(api.url, str(tmp_path / "kubeconfig")),
+        "--xds-address", f"127.0.0.1:{taken.getsockname()[1]}",
+        "--admin-address", f"127.0.0.1:{_free_port()}", "--no-events"])
+    assert gc.isenabled()
+    try:
+        with pytest.raises((SystemExit, RuntimeError, OSError)):
+            await serve(args, config_from_args(args))
+    finally:
+        taken.close()
+        api.stop()
+    assert gc.isenabled()
