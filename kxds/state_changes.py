@@ -36,7 +36,7 @@ def changed_reads(old: ClusterState, new: ClusterState, old_config: Any,
             if a != b:
                 yield (name, WHOLE)
             continue
-        moved = _changed_in_place(a, b)
+        moved = changed_in_place(a, b)
         if moved is not None:
             keys = [key for key, x, y in moved if not _same_tuple(x, y)]
         else:
@@ -72,14 +72,14 @@ def only_slices_changed(old: ClusterState, new: ClusterState, limit: int) -> boo
             if a != b:
                 return False
             continue
-        moved = _changed_in_place(a, b)
+        moved = changed_in_place(a, b)
         if moved is None or len(moved) > (limit if name == "endpoint_slices" else 0):
             return False
     return True
 
 
-def _changed_in_place(a: Mapping[Any, Any], b: Mapping[Any, Any]
-                      ) -> list[tuple[Any, Any, Any]] | None:
+def changed_in_place(a: Mapping[Any, Any], b: Mapping[Any, Any]
+                     ) -> list[tuple[Any, Any, Any]] | None:
     """``(key, old, new)`` for every key whose value is another object, when both
     mappings have the same keys in the same order; None when they do not. At C speed:
     this runs over every object of a kind."""

@@ -304,6 +304,18 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         if problem is not None:
             self.problems[key] = problem
 
+    @rule(doc=ingress_doc())
+    def change_in_place(self, doc: dict[str, Any]) -> None:
+        """Replace an Ingress where it stands, as a source does when one changes: the
+        state's mapping keeps its keys in their order (what the memos that patch their
+        last value from the Ingresses changed in place rely on)."""
+        key = _key(doc)
+        model, problem = parse_object(doc, "test")
+        if key not in self.objects or model is None or problem is not None:
+            self.put(doc)
+        else:
+            self.objects[key] = model
+
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:
         keys = sorted(self.objects.keys() | self.problems.keys())
@@ -338,10 +350,10 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         self.shared.sweep()
         # Bounded: only what the last translation used remains: per Service its
         # clusters, its wanted ports, its names and those it keeps, per Ingress
-        # its routes and passthrough targets, per TLS Secret its check, and the
-        # few whole-view queries.
-        used = (4 * len(state.services) + 2 * len(state.ingresses) + len(state.secrets)
-                + 2 * len(state.ingresses) + 14)  # an Ingress may name missing Services
+        # its routes, passthrough targets and the passes that read it, per TLS Secret
+        # its check, and the few whole-view queries.
+        used = (4 * len(state.services) + 3 * len(state.ingresses) + len(state.secrets)
+                + 2 * len(state.ingresses) + 20)  # an Ingress may name missing Services
         assert len(self.store) <= used
         # A node view: its Services, its policy index, and per Service its share.
         assert len(self.node_store) <= 3 + len(state.services)

@@ -32,9 +32,10 @@ proportion to the Services it touches.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -42,9 +43,11 @@ from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
-from kxds.kube.ingress_class import our_ingresses, problems_of_ours
+from kxds.kube.ingress_class import age_order, is_ours, our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
-from kxds.translators import ingress, tls, tls_plan
+from kxds.recording import WHOLE
+from kxds.state_changes import changed_in_place
+from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
 from kxds.translators.auth_external import auth_clusters, auth_targets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
@@ -232,7 +235,7 @@ PASSTHROUGH: Query[Key, tuple[Target, ...]] = Query("passthrough-targets", _pass
 
 PASSTHROUGHS: Query[None, frozenset[Target]] = Query(
     "all-passthrough-targets", lambda ctx, _: frozenset(
-        t for ing in ctx.query(OURS, None) for t in ctx.query(PASSTHROUGH, ing.meta.key)))
+        t for key in ctx.query(OUR_KEYS, None) for t in ctx.query(PASSTHROUGH, key)))
 
 
 GATEWAY_TARGETS: Query[None, frozenset[Target]] = Query(
@@ -281,7 +284,68 @@ def _ours(ctx: Context, _: None) -> tuple[Ingress, ...]:
     return tuple(our_ingresses(ctx.state, ctx.config.ingress_class))
 
 
-OURS: Query[None, tuple[Ingress, ...]] = Query("our-ingresses", _ours)
+def _patch_ours(ctx: Context, _: None, old: tuple[Ingress, ...],
+                changes: Changes) -> tuple[Ingress, ...] | None:
+    """Ingresses changed in place, none added or removed: each takes the place of its
+    last version while its age and its class are the same (found by bisection, since
+    ``old`` is in age order), rather than every Ingress being sorted again."""
+    if changes.before is None or any(field != "ingresses" for field, _ in changes.reads):
+        return None
+    moved = changed_in_place(changes.before.ingresses, ctx.state.ingresses)
+    if moved is None:
+        return None
+    ours = list(old)
+    for _key, was, now in moved:
+        mine = is_ours(now, ctx.state, ctx.config.ingress_class)
+        if (age_order(was) != age_order(now)
+                or mine != is_ours(was, ctx.state, ctx.config.ingress_class)):
+            return None
+        if mine:
+            ours[bisect.bisect_left(ours, age_order(now), key=age_order)] = now
+    return tuple(ours)
+
+
+OURS: Query[None, tuple[Ingress, ...]] = Query("our-ingresses", _ours, _patch_ours)
+"""The Ingresses of our class, oldest first (it wins conflicts)."""
+
+OUR_KEYS: Query[None, tuple[Key, ...]] = Query(
+    "our-ingress-keys", lambda ctx, _: tuple(i.meta.key for i in ctx.query(OURS, None)))
+"""Their keys: unchanged while Ingresses only change in place, so that a query per
+Ingress, read through these, stops an Ingress's change where its own value is equal."""
+
+OUR_POSITIONS: Query[None, Mapping[Key, int]] = Query(
+    "our-ingress-positions",
+    lambda ctx, _: {key: i for i, key in enumerate(ctx.query(OUR_KEYS, None))})
+"""Each of our Ingresses' place in :data:`OUR_KEYS`."""
+
+_PASSES: Mapping[str, Callable[[Ingress], bool]] = {
+    "tls": tls.concerns, "host-names": host_names.asks,
+    "service-upstream": service_upstream.asks, "tracing": tracing.asks}
+"""The passes over our Ingresses, each with what tells the Ingresses it reads (few
+carry the annotations they read; the others are left out of its input)."""
+
+
+def _concerns(ctx: Context, key: Key) -> frozenset[str]:
+    ing = ctx.state.ingresses.get(key)
+    if ing is None:
+        return frozenset()
+    return frozenset(name for name, reads in _PASSES.items() if reads(ing))
+
+
+CONCERNS: Query[Key, frozenset[str]] = Query("ingress-concerns", _concerns)
+"""The passes of :data:`_PASSES` that read one Ingress."""
+
+
+def _concerned(ctx: Context, name: str) -> tuple[Ingress, ...]:
+    ingresses = ctx.state.ingresses
+    return tuple(ingresses[key] for key in ctx.query(OUR_KEYS, None)
+                 if name in ctx.query(CONCERNS, key))
+
+
+CONCERNED: Query[str, tuple[Ingress, ...]] = Query("concerned-ingresses", _concerned)
+"""The Ingresses of ours that one pass of :data:`_PASSES` reads, oldest first: the
+same while an Ingress it does not read changes (the query of that Ingress's
+:data:`CONCERNS` stops the change)."""
 
 
 def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
@@ -304,12 +368,29 @@ INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
 
 
 def _routes(ctx: Context, _: None) -> MergedRoutes:
-    ones = [ctx.query(INGRESS, ing.meta.key) for ing in ctx.query(OURS, None)]
+    ones = [ctx.query(INGRESS, key) for key in ctx.query(OUR_KEYS, None)]
     previous = ctx.previous_value()
     return merge_routes(ones, previous if isinstance(previous, MergedRoutes) else None)
 
 
-ROUTES: Query[None, MergedRoutes] = Query("routes", _routes)
+def _patch_routes(ctx: Context, _: None, old: MergedRoutes,
+                  changes: Changes) -> MergedRoutes | None:
+    """Only some Ingresses' routes changed (the same Ingresses, in the same order): put
+    the new ones where the old stood and merge again what they name."""
+    if changes.reads or any(name != INGRESS.name for name, _ in changes.queries):
+        return None
+    positions = ctx.query(OUR_POSITIONS, None)
+    ones = list(old.ones)
+    changed = []
+    for _name, key in changes.queries:
+        assert isinstance(key, tuple)
+        at = positions[key]
+        ones[at] = ctx.query(INGRESS, key)
+        changed.append(at)
+    return merge_routes(ones, old, changed)
+
+
+ROUTES: Query[None, MergedRoutes] = Query("routes", _routes, _patch_routes)
 
 
 def _gateway_api(ctx: Context, _: None) -> GatewayApi:
@@ -317,7 +398,7 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
         return name in ctx.query(CLUSTER_NAMES, key)
 
     return translate_gateway_api(
-        ctx.state, ctx.config, has, ctx.query(POLICIES, None), ctx.query(OURS, None),
+        ctx.state, ctx.config, has, ctx.query(POLICIES, None), ctx.query(CONCERNED, "tls"),
         lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
 
 
@@ -360,8 +441,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     default = merged.others.default
     defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
-    ours: tuple[Ingress, ...] = ctx.query(OURS, None)
-    table, named = apply_host_names(table, ours)
+    table, named = apply_host_names(table, ctx.query(CONCERNED, "host-names"))
     clusters = svc.clusters
     # The routes' own: DNS mirror targets, and external auth services reached by DNS.
     extra = (*merged.clusters, *auth_clusters(table.virtual_hosts))
@@ -371,16 +451,18 @@ def _edge(ctx: Context, _: None) -> EdgeView:
         table = ingress.unavailable_without(table, {c.name for c in clusters})
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
-    secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
+    secured = tls.apply_tls(base, state, config, ctx.query(CONCERNED, "tls"),
+                            ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
     secured = gateway_https(secured, state, config, gateway_api,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
-    upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
+    upstream_ir, upstream_diags = apply_service_upstream(
+        secured.ir, state, ctx.query(CONCERNED, "service-upstream"))
     secured = dataclasses.replace(secured, ir=upstream_ir)
-    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ctx.query(CONCERNED, "tracing"))
     secured = dataclasses.replace(secured, ir=traced_ir)
     last = ctx.previous_value()  # passed this check: what it shares is not checked again
     problems = consistency_problems(secured.ir, last.translation.ir
@@ -410,14 +492,34 @@ def _parse_problems(ctx: Context, _: None
                     ) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]:
     """The input's problems that are ours to report, and the Ingresses left alone as
     another controller's (valid or not): those get no diagnostic, no Event."""
-    problems, rejected = problems_of_ours(ctx.state, ctx.config.ingress_class)
-    ours = {i.meta.key for i in ctx.query(OURS, None)}
-    foreign = [i.meta.ref for key, i in ctx.state.ingresses.items() if key not in ours]
+    state, ingress_class = ctx.state, ctx.config.ingress_class
+    problems, rejected = problems_of_ours(state, ingress_class)
+    # (Read from the state, not from :data:`OURS`: this query's only inputs are
+    # reads, so that a change in place is patched, see :func:`_same_problems`.)
+    foreign = [i.meta.ref for i in state.ingresses.values()
+               if not is_ours(i, state, ingress_class)]
     return tuple(problems), tuple(sorted({*rejected, *foreign}))
 
 
+def _same_problems(ctx: Context, _: None,
+                   old: tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]],
+                   changes: Changes) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]] | None:
+    """Ingresses changed in place, none changing class: the same Ingresses are foreign."""
+    if changes.queries or changes.before is None or any(
+            read != ("ingresses", WHOLE) for read in changes.reads):
+        return None
+    moved = changed_in_place(changes.before.ingresses, ctx.state.ingresses)
+    if moved is None:
+        return None
+    state, ingress_class = ctx.state, ctx.config.ingress_class
+    if any(is_ours(was, state, ingress_class) != is_ours(now, state, ingress_class)
+           for _key, was, now in moved):
+        return None
+    return old
+
+
 PARSE_PROBLEMS: Query[None, tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]] = Query(
-    "parse-problems", _parse_problems)
+    "parse-problems", _parse_problems, _same_problems)
 
 
 def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeView | None:

@@ -47,15 +47,31 @@ from kxds import ir, names
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.kube.models import ClusterState, Ingress, Key
+from kxds.translators import client_cert
 from kxds.translators.client_cert import apply_client_certs, plan_client_certs
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.tls_plan import PASSTHROUGH, Claim, Inspect, Planner, flag, plan
-from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
+from kxds.translators.upstream_tls import (
+    apply_upstream_tls,
+    names_protocol,
+    protocol_diagnostics,
+)
 
 SSL_REDIRECT = ("kxds.io/ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect")
 FORCE_SSL_REDIRECT = ("kxds.io/force-ssl-redirect",
                       "nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+
+_FLAGS = (*PASSTHROUGH, *SSL_REDIRECT, *FORCE_SSL_REDIRECT)
+
+
+def concerns(ing: Ingress) -> bool:
+    """Whether :func:`apply_tls` reads ``ing``: it has TLS entries, or an annotation on
+    passthrough, redirects, the backend protocol or client certificates. An Ingress
+    with none of these changes nothing here, so a caller may leave it out."""
+    return (bool(ing.tls) or any(k in ing.meta.annotations for k in _FLAGS)
+            or names_protocol(ing) or client_cert.asks(ing))
 
 
 def _claim_for(claims: dict[str, Claim], host: str) -> Claim | None:
@@ -193,7 +209,8 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
               inspect: Inspect | None = None) -> TlsResult:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
-    ``ingresses`` are the Ingresses of our class that ``base`` was built from;
+    ``ingresses`` are the Ingresses of our class that ``base`` was built from (those
+    that :func:`concerns` says it does not read may be left out);
     certificates are checked at ``config.tls_now`` (None: validity is not checked);
     ``policies``: the translation's policy index (built here when needed and not given);
     ``inspect``: how a Secret's pair is inspected (a caller that keeps the result

@@ -71,6 +71,12 @@ def _ingress_want(ing: Ingress) -> _Want | None:
                  ca=ann.get(BACKEND_CA) or None)
 
 
+def names_protocol(ing: Ingress) -> bool:
+    """Whether ``ing`` has a backend-protocol annotation (:func:`protocol_diagnostics`
+    reads no other Ingress)."""
+    return any(k in ing.meta.annotations for k in BACKEND_PROTOCOL)
+
+
 def protocol_diagnostics(ingresses: Iterable[Ingress]) -> list[Diagnostic]:
     """A diagnostic for each Ingress whose backend-protocol kxds does not serve as asked.
 
