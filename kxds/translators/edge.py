@@ -313,9 +313,12 @@ OUR_KEYS: Query[None, tuple[Key, ...]] = Query(
 """Their keys: unchanged while Ingresses only change in place, so that a query per
 Ingress, read through these, stops an Ingress's change where its own value is equal."""
 
-OUR_POSITIONS: Query[None, Mapping[Key, int]] = Query(
-    "our-ingress-positions",
-    lambda ctx, _: {key: i for i, key in enumerate(ctx.query(OUR_KEYS, None))})
+def _our_positions(ctx: Context, _: None) -> Mapping[Key, int]:
+    keys: tuple[Key, ...] = ctx.query(OUR_KEYS, None)
+    return {key: i for i, key in enumerate(keys)}
+
+
+OUR_POSITIONS: Query[None, Mapping[Key, int]] = Query("our-ingress-positions", _our_positions)
 """Each of our Ingresses' place in :data:`OUR_KEYS`."""
 
 _PASSES: Mapping[str, Callable[[Ingress], bool]] = {
@@ -346,6 +349,10 @@ CONCERNED: Query[str, tuple[Ingress, ...]] = Query("concerned-ingresses", _conce
 """The Ingresses of ours that one pass of :data:`_PASSES` reads, oldest first: the
 same while an Ingress it does not read changes (the query of that Ingress's
 :data:`CONCERNS` stops the change)."""
+
+
+def _concerned_by(ctx: Context, name: str) -> tuple[Ingress, ...]:
+    return ctx.query(CONCERNED, name)
 
 
 def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
@@ -398,7 +405,7 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
         return name in ctx.query(CLUSTER_NAMES, key)
 
     return translate_gateway_api(
-        ctx.state, ctx.config, has, ctx.query(POLICIES, None), ctx.query(CONCERNED, "tls"),
+        ctx.state, ctx.config, has, ctx.query(POLICIES, None), _concerned_by(ctx, "tls"),
         lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
 
 
@@ -441,7 +448,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     default = merged.others.default
     defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
-    table, named = apply_host_names(table, ctx.query(CONCERNED, "host-names"))
+    table, named = apply_host_names(table, _concerned_by(ctx, "host-names"))
     clusters = svc.clusters
     # The routes' own: DNS mirror targets, and external auth services reached by DNS.
     extra = (*merged.clusters, *auth_clusters(table.virtual_hosts))
@@ -451,7 +458,7 @@ def _edge(ctx: Context, _: None) -> EdgeView:
         table = ingress.unavailable_without(table, {c.name for c in clusters})
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
-    secured = tls.apply_tls(base, state, config, ctx.query(CONCERNED, "tls"),
+    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
                             ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
     secured = gateway_https(secured, state, config, gateway_api,
@@ -460,9 +467,9 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = dataclasses.replace(secured, ir=l4_ir)
     secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     upstream_ir, upstream_diags = apply_service_upstream(
-        secured.ir, state, ctx.query(CONCERNED, "service-upstream"))
+        secured.ir, state, _concerned_by(ctx, "service-upstream"))
     secured = dataclasses.replace(secured, ir=upstream_ir)
-    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ctx.query(CONCERNED, "tracing"))
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, _concerned_by(ctx, "tracing"))
     secured = dataclasses.replace(secured, ir=traced_ir)
     last = ctx.previous_value()  # passed this check: what it shares is not checked again
     problems = consistency_problems(secured.ir, last.translation.ir
