@@ -32,7 +32,6 @@ proportion to the Services it touches.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping
@@ -67,6 +66,7 @@ from kxds.translators.translation import (
     sorted_diagnostics,
 )
 from kxds.translators.upstream_lb import apply_cluster_options
+from kxds.translators.upstream_tls import has_https_port
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -280,38 +280,32 @@ WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 POLICIES: Query[None, PolicyIndex] = Query("policies", lambda ctx, _: PolicyIndex.of(ctx.state))
 
 
-def _ours(ctx: Context, _: None) -> tuple[Ingress, ...]:
-    return tuple(our_ingresses(ctx.state, ctx.config.ingress_class))
+def _our_keys(ctx: Context, _: None) -> tuple[Key, ...]:
+    return tuple(i.meta.key for i in our_ingresses(ctx.state, ctx.config.ingress_class))
 
 
-def _patch_ours(ctx: Context, _: None, old: tuple[Ingress, ...],
-                changes: Changes) -> tuple[Ingress, ...] | None:
-    """Ingresses changed in place, none added or removed: each takes the place of its
-    last version while its age and its class are the same (found by bisection, since
-    ``old`` is in age order), rather than every Ingress being sorted again."""
+def _same_keys(ctx: Context, _: None, old: tuple[Key, ...],
+               changes: Changes) -> tuple[Key, ...] | None:
+    """Ingresses changed in place (none added or removed), each of the same age and
+    class as before: the same keys in the same order, found without sorting."""
     if changes.before is None or any(field != "ingresses" for field, _ in changes.reads):
         return None
     moved = changed_in_place(changes.before.ingresses, ctx.state.ingresses)
     if moved is None:
         return None
-    ours = list(old)
-    for _key, was, now in moved:
-        mine = is_ours(now, ctx.state, ctx.config.ingress_class)
-        if (age_order(was) != age_order(now)
-                or mine != is_ours(was, ctx.state, ctx.config.ingress_class)):
-            return None
-        if mine:
-            ours[bisect.bisect_left(ours, age_order(now), key=age_order)] = now
-    return tuple(ours)
+    state, ingress_class = ctx.state, ctx.config.ingress_class
+    if any(age_order(was) != age_order(now)
+           or is_ours(was, state, ingress_class) != is_ours(now, state, ingress_class)
+           for _key, was, now in moved):
+        return None
+    return old
 
 
-OURS: Query[None, tuple[Ingress, ...]] = Query("our-ingresses", _ours, _patch_ours)
-"""The Ingresses of our class, oldest first (it wins conflicts)."""
+OUR_KEYS: Query[None, tuple[Key, ...]] = Query("our-ingress-keys", _our_keys, _same_keys)
+"""The keys of the Ingresses of our class, oldest first (it wins conflicts). The same
+while Ingresses only change in place, so that a query per Ingress, read through
+these, stops an Ingress's change where its own value is equal."""
 
-OUR_KEYS: Query[None, tuple[Key, ...]] = Query(
-    "our-ingress-keys", lambda ctx, _: tuple(i.meta.key for i in ctx.query(OURS, None)))
-"""Their keys: unchanged while Ingresses only change in place, so that a query per
-Ingress, read through these, stops an Ingress's change where its own value is equal."""
 
 def _our_positions(ctx: Context, _: None) -> Mapping[Key, int]:
     keys: tuple[Key, ...] = ctx.query(OUR_KEYS, None)
@@ -416,6 +410,25 @@ GATEWAY_API: Query[None, GatewayApi] = Query("gateway-api", _gateway_api)
 # --- TLS -----------------------------------------------------------------------------
 
 
+def _https_ports(ctx: Context, _: None) -> bool:
+    return any(map(has_https_port, ctx.state.services.values()))
+
+
+def _same_https_ports(ctx: Context, _: None, old: bool, changes: Changes) -> bool | None:
+    """Services changed in place: only they can have gained or lost an https port."""
+    if changes.queries or changes.before is None or any(
+            field != "services" for field, _ in changes.reads):
+        return None
+    moved = changed_in_place(changes.before.services, ctx.state.services)
+    if moved is None or (old and any(has_https_port(was) for _key, was, _now in moved)):
+        return None  # (the port that made it true may have gone)
+    return old or any(has_https_port(now) for _key, _was, now in moved)
+
+
+HTTPS_PORTS: Query[None, bool] = Query("https-ports", _https_ports, _same_https_ports)
+"""Whether a Service port has ``appProtocol: https`` (backend TLS wanted by the port)."""
+
+
 def _certificate(ctx: Context, key: tuple[Key, bytes, bytes]) -> Inspected:
     # Keyed by the Secret and its bytes: an entry lives while a translation
     # uses it, so no key material outlives its Secret's last use.
@@ -460,7 +473,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
               listeners=(listener,), route_tables=(table,))
     secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
                             ctx.query(POLICIES, None),
-                            lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
+                            lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)),
+                            ctx.query(HTTPS_PORTS, None))
     secured = gateway_https(secured, state, config, gateway_api,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
@@ -501,7 +515,7 @@ def _parse_problems(ctx: Context, _: None
     another controller's (valid or not): those get no diagnostic, no Event."""
     state, ingress_class = ctx.state, ctx.config.ingress_class
     problems, rejected = problems_of_ours(state, ingress_class)
-    # (Read from the state, not from :data:`OURS`: this query's only inputs are
+    # (Read from the state, not from :data:`OUR_KEYS`: this query's only inputs are
     # reads, so that a change in place is patched, see :func:`_same_problems`.)
     foreign = [i.meta.ref for i in state.ingresses.values()
                if not is_ours(i, state, ingress_class)]

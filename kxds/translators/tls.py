@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from kxds import ir, names
@@ -206,7 +206,7 @@ class TlsResult:
 
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
               ingresses: Sequence[Ingress], policies: PolicyIndex | None = None,
-              inspect: Inspect | None = None) -> TlsResult:
+              inspect: Inspect | None = None, https_ports: bool | None = None) -> TlsResult:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
     ``ingresses`` are the Ingresses of our class that ``base`` was built from (those
@@ -214,12 +214,14 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     certificates are checked at ``config.tls_now`` (None: validity is not checked);
     ``policies``: the translation's policy index (built here when needed and not given);
     ``inspect``: how a Secret's pair is inspected (a caller that keeps the result
-    per Secret passes its own; by default every pair is inspected again).
+    per Secret passes its own; by default every pair is inspected again);
+    ``https_ports``: whether a Service port has ``appProtocol: https``, when the caller
+    knows (see :func:`~kxds.translators.upstream_tls.apply_upstream_tls`).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
-    base, diagnostics = apply_upstream_tls(base, state, http_names)
+    base, diagnostics = apply_upstream_tls(base, state, http_names, ingresses, https_ports)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, {c.name: c.ref for c in base.clusters}, policies,
+    p = plan(state, config, ingresses, _ClusterRefs(base.clusters), policies,
              inspect or _inspect)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
@@ -247,6 +249,29 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     secured, client_diagnostics = apply_client_certs(secured, checks, listener, http_names)
     return TlsResult(secured, diagnostics + p.diagnostics + checks.diagnostics
                      + client_diagnostics, frozenset(p.bounds))
+
+
+class _ClusterRefs(Mapping[str, ObjectRef]):
+    """Cluster name -> the ref of what it was built for, indexed when first looked at
+    (only a passthrough chain looks, and most rebuilds plan none)."""
+
+    def __init__(self, clusters: Sequence[ir.Cluster]) -> None:
+        self._clusters = clusters
+        self._index: dict[str, ObjectRef] | None = None
+
+    def _refs(self) -> dict[str, ObjectRef]:
+        if self._index is None:
+            self._index = {c.name: c.ref for c in self._clusters}
+        return self._index
+
+    def __getitem__(self, name: str) -> ObjectRef:
+        return self._refs()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs())
+
+    def __len__(self) -> int:
+        return len(self._refs())
 
 
 def _inspect(_: Key, cert_pem: bytes, key_pem: bytes) -> Inspected:

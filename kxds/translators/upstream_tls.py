@@ -297,18 +297,30 @@ def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
     return _ingress_want(ing) if ing is not None else None
 
 
-def apply_upstream_tls(base: ir.IR, state: ClusterState,
-                       tables: Iterable[str]) -> tuple[ir.IR, list[Diagnostic]]:
+def has_https_port(svc: Service) -> bool:
+    """Whether a port of ``svc`` says its backends speak TLS (``appProtocol: https``)."""
+    return any(p.app_protocol is not None and p.app_protocol.lower() == "https"
+               for p in svc.ports)
+
+
+def apply_upstream_tls(base: ir.IR, state: ClusterState, tables: Iterable[str],
+                       ingresses: Iterable[Ingress] | None = None,
+                       https_ports: bool | None = None) -> tuple[ir.IR, list[Diagnostic]]:
     """Point the routes of ``tables`` that want backend TLS at TLS twin clusters.
 
     Returns the new IR (twin clusters, their endpoints and CA secrets added)
-    and the diagnostics for unusable CA Secrets.
+    and the diagnostics for unusable CA Secrets. ``ingresses``: those whose routes
+    are in ``tables`` and have a backend-protocol annotation (:func:`names_protocol`),
+    when the caller knows them (by default, every Ingress of the state is looked
+    at); ``https_ports``: whether a Service has :func:`has_https_port`, likewise.
     """
     wanted = set(tables)
-    asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
+    asking = {ing.meta.key for ing in (state.ingresses.values() if ingresses is None
+                                       else ingresses) if _ingress_want(ing) is not None}
+    if https_ports is None:
+        https_ports = any(map(has_https_port, state.services.values()))
     if (not asking and not state.grpc_routes and not state.backend_tls_policies
-            and not any(p.app_protocol is not None and p.app_protocol.lower() == "https"
-                        for svc in state.services.values() for p in svc.ports)):
+            and not https_ports):
         # The common case, told before indexing every cluster (a route change
         # would otherwise pay for that at every rebuild): no backend speaks TLS.
         return base, []
