@@ -235,6 +235,10 @@ def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
         "nginx.ingress.kubernetes.io/server-alias": names(("bar.example.com", "x.test")),
         "nginx.ingress.kubernetes.io/service-upstream": names(("true",)),
         "nginx.ingress.kubernetes.io/auth-tls-secret": names(("a/cert0",)),
+        # The passes over the routes that carry what they act on.
+        "nginx.ingress.kubernetes.io/load-balance": names(("ewma",)),
+        "nginx.ingress.kubernetes.io/auth-url": names((
+            "http://s0.a.svc.cluster.local/check", "https://auth.example.org/check")),
     }))
     stamp = draw(names(("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")))
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",

@@ -41,13 +41,13 @@ from operator import attrgetter
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
-from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
+from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, Route, consistency_problems
 from kxds.kube.ingress_class import age_order, is_ours, our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.recording import WHOLE
 from kxds.state_changes import changed_in_place
 from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
-from kxds.translators.auth_external import auth_clusters, auth_targets
+from kxds.translators.auth_external import auth_clusters, auth_targets, checks_externally
 from kxds.translators.config import TranslateConfig
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.gateway_l4 import add_l4
@@ -65,7 +65,7 @@ from kxds.translators.translation import (
     guarded,
     sorted_diagnostics,
 )
-from kxds.translators.upstream_lb import apply_cluster_options
+from kxds.translators.upstream_lb import apply_cluster_options, asks_options
 from kxds.translators.upstream_tls import has_https_port
 
 
@@ -216,6 +216,8 @@ def _route_targets(ctx: Context, _: None) -> frozenset[Target]:
     (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), and where their
     external auth checks go."""
     merged = ctx.query(ROUTES, None)
+    if not _concerned_by(ctx, "external-auth"):
+        return merged.backends
     return merged.backends | auth_targets(merged.virtual_hosts)
 
 
@@ -322,15 +324,27 @@ _PASSES: Mapping[str, Callable[[Ingress], bool]] = {
 carry the annotations they read; the others are left out of its input)."""
 
 
+_CARRIED: Mapping[str, Callable[[Route], bool]] = {
+    "cluster-options": asks_options, "external-auth": checks_externally}
+"""The passes over every route, each with what tells the routes it acts on: only an
+Ingress's routes carry these, so with no Ingress of ours having such a route, the pass
+is skipped (a change of routes does not pay for a look at every route)."""
+
+
 def _concerns(ctx: Context, key: Key) -> frozenset[str]:
     ing = ctx.state.ingresses.get(key)
     if ing is None:
         return frozenset()
-    return frozenset(name for name, reads in _PASSES.items() if reads(ing))
+    one = ctx.query(INGRESS, key)
+    routes = [c.route for c in (*one.paths, *((one.default,) if one.default else ()))]
+    routes += [p.route for p in one.canary[1]] if one.canary is not None else []
+    return frozenset((*(name for name, reads in _PASSES.items() if reads(ing)),
+                      *(name for name, acts in _CARRIED.items() if any(map(acts, routes)))))
 
 
 CONCERNS: Query[Key, frozenset[str]] = Query("ingress-concerns", _concerns)
-"""The passes of :data:`_PASSES` that read one Ingress."""
+"""The passes of :data:`_PASSES` that read one Ingress, and those of :data:`_CARRIED`
+that its routes ask for."""
 
 
 def _concerned(ctx: Context, name: str) -> tuple[Ingress, ...]:
@@ -464,7 +478,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     table, named = apply_host_names(table, _concerned_by(ctx, "host-names"))
     clusters = svc.clusters
     # The routes' own: DNS mirror targets, and external auth services reached by DNS.
-    extra = (*merged.clusters, *auth_clusters(table.virtual_hosts))
+    extra = (*merged.clusters, *(auth_clusters(table.virtual_hosts)
+                                 if _concerned_by(ctx, "external-auth") else ()))
     if extra:
         clusters = tuple(sorted((*clusters, *extra), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
@@ -479,7 +494,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
-    secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
+    if _concerned_by(ctx, "cluster-options"):
+        secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     upstream_ir, upstream_diags = apply_service_upstream(
         secured.ir, state, _concerned_by(ctx, "service-upstream"))
     secured = dataclasses.replace(secured, ir=upstream_ir)
