@@ -362,7 +362,7 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         # its routes, passthrough targets and the passes that read it, per TLS Secret
         # its check, and the few whole-view queries.
         used = (4 * len(state.services) + 3 * len(state.ingresses) + len(state.secrets)
-                + 2 * len(state.ingresses) + 20)  # an Ingress may name missing Services
+                + 2 * len(state.ingresses) + 24)  # an Ingress may name missing Services
         assert len(self.store) <= used
         # A node view: its Services, its policy index, and per Service its share.
         assert len(self.node_store) <= 3 + len(state.services)

@@ -347,16 +347,25 @@ CONCERNS: Query[Key, frozenset[str]] = Query("ingress-concerns", _concerns)
 that its routes ask for."""
 
 
-def _concerned(ctx: Context, name: str) -> tuple[Ingress, ...]:
+def _all_concerned(ctx: Context, _: None) -> Mapping[str, tuple[Ingress, ...]]:
     ingresses = ctx.state.ingresses
-    return tuple(ingresses[key] for key in ctx.query(OUR_KEYS, None)
-                 if name in ctx.query(CONCERNS, key))
+    out: dict[str, list[Ingress]] = {name: [] for name in (*_PASSES, *_CARRIED)}
+    for key in ctx.query(OUR_KEYS, None):
+        for name in ctx.query(CONCERNS, key):
+            out[name].append(ingresses[key])
+    return {name: tuple(concerned) for name, concerned in out.items()}
 
 
-CONCERNED: Query[str, tuple[Ingress, ...]] = Query("concerned-ingresses", _concerned)
-"""The Ingresses of ours that one pass of :data:`_PASSES` reads, oldest first: the
-same while an Ingress it does not read changes (the query of that Ingress's
-:data:`CONCERNS` stops the change)."""
+ALL_CONCERNED: Query[None, Mapping[str, tuple[Ingress, ...]]] = Query(
+    "all-concerned-ingresses", _all_concerned)
+"""For each pass of :data:`_PASSES` and :data:`_CARRIED`, the Ingresses of ours it
+concerns, oldest first: the same while an Ingress that concerns none changes (the
+query of that Ingress's :data:`CONCERNS` stops the change there). One query for all
+passes: each looks at every Ingress's entry when it runs."""
+
+CONCERNED: Query[str, tuple[Ingress, ...]] = Query(
+    "concerned-ingresses", lambda ctx, name: ctx.query(ALL_CONCERNED, None)[name])
+"""Those of one pass: its readers run again only when they changed."""
 
 
 def _concerned_by(ctx: Context, name: str) -> tuple[Ingress, ...]:
