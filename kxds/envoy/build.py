@@ -271,8 +271,8 @@ def spliced_route_resource(table: ir.RouteTable,
     name = rest.name
     rest.ClearField("name")
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    body = b"".join((head, *(field for field, _ in hosts),
-                     rest.SerializeToString(deterministic=True)))
+    body = b"".join(itertools.chain((head,), map(operator.itemgetter(0), hosts),
+                                    (rest.SerializeToString(deterministic=True),)))
     return Resource.of(ROUTE, table.name, body, refs if refs is not None else _all_refs(hosts))
 
 

@@ -192,9 +192,14 @@ def _merge_changed(ones: tuple[IngressRoutes, ...], previous: MergedRoutes,
     else:
         targets = frozenset().union(*(s.targets for s in hosts.values()),
                                     previous.others.targets)
-    diagnostics = [d for one in ones for d in one.diagnostics]
-    return _assemble(ones, {h: s.routes for h, s in hosts.items()}, hosts, previous.others,
-                     diagnostics, targets, previous.clusters, previous, touched, position)
+    quiet = not any(one.diagnostics for one in changed) and not any(
+        share.diagnostics for host in touched
+        for share in (previous.hosts.get(host), hosts.get(host)) if share is not None)
+    # Quiet: no problem came or went, so the problems are the last merge's, in order.
+    diagnostics = None if quiet else [d for one in ones for d in one.diagnostics]
+    return _assemble(ones, {h: hosts[h].routes for h in (*touched, CATCH_ALL) if h in hosts},
+                     hosts, previous.others, diagnostics, targets, previous.clusters,
+                     previous, touched, position)
 
 
 def _current(ones: tuple[IngressRoutes, ...], position: Mapping[ObjectRef, int],
@@ -241,13 +246,16 @@ def _merge_host(host: str, claims: Iterable[tuple[ObjectRef, Sequence[Candidate]
 
 
 def _assemble(ones: tuple[IngressRoutes, ...], routes: Mapping[str, tuple[Route, ...]],
-              hosts: Mapping[str, HostShare], others: Others, diagnostics: list[Diagnostic],
-              targets: frozenset[Target], clusters: tuple[Cluster, ...],
-              previous: MergedRoutes | None, touched: set[str] | None = None,
+              hosts: Mapping[str, HostShare], others: Others,
+              diagnostics: list[Diagnostic] | None, targets: frozenset[Target],
+              clusters: tuple[Cluster, ...], previous: MergedRoutes | None,
+              touched: set[str] | None = None,
               positions: Mapping[ObjectRef, int] | None = None) -> MergedRoutes:
     """The virtual hosts of ``routes``, reusing ``previous``'s where their inputs are
     the same; only the ``touched`` hosts are looked at when given (the others are
-    known unchanged). ``positions``: each Ingress's place in ``ones``, when known."""
+    known unchanged, and ``routes`` need only hold the touched hosts' and the
+    catch-all's). ``positions``: each Ingress's place in ``ones``, when known;
+    ``diagnostics``: the Ingresses' own, None when the problems are ``previous``'s."""
     last = previous.inputs if previous is not None else {}
     built: dict[str, tuple[_HostInputs, VirtualHost]] = {}
     order: Iterable[str]
@@ -277,9 +285,13 @@ def _assemble(ones: tuple[IngressRoutes, ...], routes: Mapping[str, tuple[Route,
             if built[h] is not last[h]])
     else:
         vhosts = tuple(sorted((vh for _, vh in built.values()), key=lambda vh: vh.name))
-    problems = list(itertools.chain(diagnostics, *(s.diagnostics for s in hosts.values()),
-                                    others.diagnostics))
-    return MergedRoutes(vhosts, tuple(problems), built, targets, clusters, ones, hosts, others,
+    if diagnostics is None and previous is not None:
+        problems = previous.diagnostics
+    else:
+        problems = tuple(itertools.chain(diagnostics or (),
+                                         *(s.diagnostics for s in hosts.values()),
+                                         others.diagnostics))
+    return MergedRoutes(vhosts, problems, built, targets, clusters, ones, hosts, others,
                         positions if positions is not None
                         else {one.ref: i for i, one in enumerate(ones)})
 
