@@ -83,8 +83,10 @@ def changed_in_place(a: Mapping[Any, Any], b: Mapping[Any, Any]
     """``(key, old, new)`` for every key whose value is another object, when both
     mappings have the same keys in the same order; None when they do not. At C speed:
     this runs over every object of a kind."""
-    if len(a) != len(b) or not (all(map(operator.is_, a, b)) or all(map(operator.eq, a, b))):
-        return None  # (keys compared by identity first: that reads no key object)
+    if len(a) != len(b) or list(a) != list(b):
+        return None  # (a list's comparison takes the very same key as equal at once)
+    if all(map(operator.is_, a.values(), b.values())):
+        return []  # the common case (most kinds did not change), told at less cost
     return list(itertools.compress(zip(a, a.values(), b.values(), strict=True),
                                    map(operator.is_not, a.values(), b.values())))
 
