@@ -17,8 +17,16 @@ what a change reaches:
   share (a port nothing routes to gets no cluster: a Service of thousands of
   ports would otherwise cost every edge Envoy a cluster each);
 - :data:`POLICIES`: the NetworkPolicies indexed by namespace;
+- :data:`OUR_KEYS`: the Ingresses of our class, oldest first (the same while
+  Ingresses change in place, so what is read per Ingress through it stops there);
 - :data:`INGRESS` per Ingress of our class: its routes;
-  :data:`ROUTES` all of them merged into virtual hosts;
+  :data:`ROUTES` all of them merged into virtual hosts (an Ingress's changed routes
+  are put in place and only the hosts they name merged again);
+- :data:`CONCERNS` per Ingress: which passes over the Ingresses (TLS, host names,
+  service-upstream, tracing) read it, and which passes over every route (cluster
+  options, external auth) its routes ask for; :data:`CONCERNED` per pass: those
+  Ingresses. A pass is handed only those, and one over every route is skipped when
+  no Ingress asks: an Ingress changed is looked at, not every Ingress;
 - :data:`CERTIFICATE` per TLS Secret: its key pair inspected (the costly part
   of a TLS check; validity at the rebuild's instant is checked on top);
 - :data:`EDGE`: the whole IR, with TLS applied and checked for consistency.
@@ -42,13 +50,11 @@ from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
 from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, Route, consistency_problems
-from kxds.kube.ingress_class import age_order, is_ours, our_ingresses, problems_of_ours
 from kxds.kube.models import ClusterState, Ingress, Key, Service
-from kxds.recording import WHOLE
-from kxds.state_changes import changed_in_place
 from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
 from kxds.translators.auth_external import auth_clusters, auth_targets, checks_externally
 from kxds.translators.config import TranslateConfig
+from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, OUR_POSITIONS, PARSE_PROBLEMS
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
@@ -66,7 +72,6 @@ from kxds.translators.translation import (
     sorted_diagnostics,
 )
 from kxds.translators.upstream_lb import apply_cluster_options, asks_options
-from kxds.translators.upstream_tls import has_https_port
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -282,41 +287,6 @@ WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 POLICIES: Query[None, PolicyIndex] = Query("policies", lambda ctx, _: PolicyIndex.of(ctx.state))
 
 
-def _our_keys(ctx: Context, _: None) -> tuple[Key, ...]:
-    return tuple(i.meta.key for i in our_ingresses(ctx.state, ctx.config.ingress_class))
-
-
-def _same_keys(ctx: Context, _: None, old: tuple[Key, ...],
-               changes: Changes) -> tuple[Key, ...] | None:
-    """Ingresses changed in place (none added or removed), each of the same age and
-    class as before: the same keys in the same order, found without sorting."""
-    if changes.before is None or any(field != "ingresses" for field, _ in changes.reads):
-        return None
-    moved = changed_in_place(changes.before.ingresses, ctx.state.ingresses)
-    if moved is None:
-        return None
-    state, ingress_class = ctx.state, ctx.config.ingress_class
-    if any(age_order(was) != age_order(now)
-           or is_ours(was, state, ingress_class) != is_ours(now, state, ingress_class)
-           for _key, was, now in moved):
-        return None
-    return old
-
-
-OUR_KEYS: Query[None, tuple[Key, ...]] = Query("our-ingress-keys", _our_keys, _same_keys)
-"""The keys of the Ingresses of our class, oldest first (it wins conflicts). The same
-while Ingresses only change in place, so that a query per Ingress, read through
-these, stops an Ingress's change where its own value is equal."""
-
-
-def _our_positions(ctx: Context, _: None) -> Mapping[Key, int]:
-    keys: tuple[Key, ...] = ctx.query(OUR_KEYS, None)
-    return {key: i for i, key in enumerate(keys)}
-
-
-OUR_POSITIONS: Query[None, Mapping[Key, int]] = Query("our-ingress-positions", _our_positions)
-"""Each of our Ingresses' place in :data:`OUR_KEYS`."""
-
 _PASSES: Mapping[str, Callable[[Ingress], bool]] = {
     "tls": tls.concerns, "host-names": host_names.asks,
     "service-upstream": service_upstream.asks, "tracing": tracing.asks}
@@ -433,25 +403,6 @@ GATEWAY_API: Query[None, GatewayApi] = Query("gateway-api", _gateway_api)
 # --- TLS -----------------------------------------------------------------------------
 
 
-def _https_ports(ctx: Context, _: None) -> bool:
-    return any(map(has_https_port, ctx.state.services.values()))
-
-
-def _same_https_ports(ctx: Context, _: None, old: bool, changes: Changes) -> bool | None:
-    """Services changed in place: only they can have gained or lost an https port."""
-    if changes.queries or changes.before is None or any(
-            field != "services" for field, _ in changes.reads):
-        return None
-    moved = changed_in_place(changes.before.services, ctx.state.services)
-    if moved is None or (old and any(has_https_port(was) for _key, was, _now in moved)):
-        return None  # (the port that made it true may have gone)
-    return old or any(has_https_port(now) for _key, _was, now in moved)
-
-
-HTTPS_PORTS: Query[None, bool] = Query("https-ports", _https_ports, _same_https_ports)
-"""Whether a Service port has ``appProtocol: https`` (backend TLS wanted by the port)."""
-
-
 def _certificate(ctx: Context, key: tuple[Key, bytes, bytes]) -> Inspected:
     # Keyed by the Secret and its bytes: an entry lives while a translation
     # uses it, so no key material outlives its Secret's last use.
@@ -532,40 +483,6 @@ HTTP_LISTENER: Query[None, HttpListener] = Query(
     "http-listener", lambda ctx, _: ingress.http_listener(ctx.config))
 """The plain-HTTP listener: a query, so that it stays the very same object while the
 config it reads does (the build then finds it by identity, not serializing it again)."""
-
-
-def _parse_problems(ctx: Context, _: None
-                    ) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]:
-    """The input's problems that are ours to report, and the Ingresses left alone as
-    another controller's (valid or not): those get no diagnostic, no Event."""
-    state, ingress_class = ctx.state, ctx.config.ingress_class
-    problems, rejected = problems_of_ours(state, ingress_class)
-    # (Read from the state, not from :data:`OUR_KEYS`: this query's only inputs are
-    # reads, so that a change in place is patched, see :func:`_same_problems`.)
-    foreign = [i.meta.ref for i in state.ingresses.values()
-               if not is_ours(i, state, ingress_class)]
-    return tuple(problems), tuple(sorted({*rejected, *foreign}))
-
-
-def _same_problems(ctx: Context, _: None,
-                   old: tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]],
-                   changes: Changes) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]] | None:
-    """Ingresses changed in place, none changing class: the same Ingresses are foreign."""
-    if changes.queries or changes.before is None or any(
-            read != ("ingresses", WHOLE) for read in changes.reads):
-        return None
-    moved = changed_in_place(changes.before.ingresses, ctx.state.ingresses)
-    if moved is None:
-        return None
-    state, ingress_class = ctx.state, ctx.config.ingress_class
-    if any(is_ours(was, state, ingress_class) != is_ours(now, state, ingress_class)
-           for _key, was, now in moved):
-        return None
-    return old
-
-
-PARSE_PROBLEMS: Query[None, tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]] = Query(
-    "parse-problems", _parse_problems, _same_problems)
 
 
 def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeView | None:
