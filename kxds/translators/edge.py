@@ -423,6 +423,8 @@ class EdgeView:
     services: ServicesPart
     plain_assignments: bool
     """Whether the IR's load assignments are exactly the Services' (TLS adds none)."""
+    tls: tls.TlsMemo
+    """What the next TLS pass may take from this one."""
 
 
 def _edge(ctx: Context, _: None) -> EdgeView:
@@ -446,10 +448,13 @@ def _edge(ctx: Context, _: None) -> EdgeView:
         table = ingress.unavailable_without(table, {c.name for c in clusters})
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
+    last = ctx.previous_value()  # passed the checks below: what it shares is not checked again
     secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
                             ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)),
-                            ctx.query(HTTPS_PORTS, None))
+                            ctx.query(HTTPS_PORTS, None),
+                            last.tls if isinstance(last, EdgeView) else None)
+    tls_memo = secured.memo
     secured = gateway_https(secured, state, config, gateway_api,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
@@ -461,7 +466,6 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     secured = dataclasses.replace(secured, ir=upstream_ir)
     traced_ir, tracing_diags = apply_tracing(secured.ir, config, _concerned_by(ctx, "tracing"))
     secured = dataclasses.replace(secured, ir=traced_ir)
-    last = ctx.previous_value()  # passed this check: what it shares is not checked again
     problems = consistency_problems(secured.ir, last.translation.ir
                                     if isinstance(last, EdgeView) else None)
     if problems:
@@ -476,7 +480,8 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        gateway_api.routes.diagnostics, joined,
                                        gateway_api.diagnostics, named, upstream_diags,
                                        tracing_diags, l4_diags))
-    return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
+    return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments,
+                    tls_memo)
 
 
 HTTP_LISTENER: Query[None, HttpListener] = Query(
@@ -494,7 +499,8 @@ def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeV
     if svc.clusters is not old.services.clusters or svc.diagnostics != old.services.diagnostics:
         return None
     ir = dataclasses.replace(old.translation.ir, load_assignments=svc.load_assignments)
-    return EdgeView(dataclasses.replace(old.translation, ir=ir), svc, True)
+    return dataclasses.replace(old, translation=dataclasses.replace(old.translation, ir=ir),
+                               services=svc)
 
 
 EDGE: Query[None, EdgeView] = Query("edge", _edge, _patch_edge)
