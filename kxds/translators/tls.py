@@ -51,7 +51,15 @@ from kxds.translators import client_cert
 from kxds.translators.client_cert import apply_client_certs, plan_client_certs
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.tls_plan import PASSTHROUGH, Claim, Inspect, Planner, flag, plan
+from kxds.translators.tls_plan import (
+    PASSTHROUGH,
+    Claim,
+    Inspect,
+    PlanMemo,
+    Planner,
+    flag,
+    plan,
+)
 from kxds.translators.upstream_tls import (
     apply_upstream_tls,
     names_protocol,
@@ -192,6 +200,8 @@ class TlsMemo:
 
     redirected: Mapping[int, _Redirected] = dataclasses.field(default_factory=dict)
     listener: ir.TlsListener | None = None
+    plan: PlanMemo | None = None
+    """What the TLS plan may take from the last one."""
 
 
 def _redirects(table: ir.RouteTable, claims: dict[str, Claim], flags: _RedirectFlags,
@@ -257,15 +267,15 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
     base, diagnostics = apply_upstream_tls(base, state, http_names, ingresses, https_ports)
     diagnostics += protocol_diagnostics(ingresses)
+    last = last if last is not None else TlsMemo()
     p = plan(state, config, ingresses, _ClusterRefs(base.clusters), policies,
-             inspect or _inspect)
+             inspect or _inspect, last.plan)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
     chains, secrets = _chains(p, listener, listener)
     http_tables = [t for t in base.route_tables if t.name in http_names]
     redirect = ir.Redirect(https=True, status=301,
                            port=None if config.https_port == 443 else config.https_port)
-    last = last if last is not None else TlsMemo()
     redirected: dict[int, _Redirected] = {}
     tables = [_redirects(t, p.claims, flags, redirect, last.redirected, redirected)
               if t.name in http_names else t for t in base.route_tables]
@@ -291,7 +301,7 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     secured, client_diagnostics = apply_client_certs(secured, checks, listener, http_names)
     return TlsResult(secured, diagnostics + p.diagnostics + checks.diagnostics
                      + client_diagnostics, frozenset(p.bounds),
-                     TlsMemo(redirected, tls_listener))
+                     TlsMemo(redirected, tls_listener, p.memo()))
 
 
 class _ClusterRefs(Mapping[str, ObjectRef]):
