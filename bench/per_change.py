@@ -1,6 +1,6 @@
 """kxds's own time per change, in process: the M8 changes without Envoy or streams.
 
-Run alone: ``.venv/bin/python -m bench.per_change [--repeats 30] [--profile]``.
+Run alone: ``.venv/bin/python -m bench.per_change [--repeats 30] [--profile] [--tls]``.
 
 The live controller (no worker thread, so the time is this thread's own),
 its snapshot cache, and the changes of M8 (``bench/m8_scenarios.py``): an
@@ -10,7 +10,9 @@ Service's nodePort moved and a Local Service's pod moved (M9). Each sample is
 :meth:`~kxds.controller.Controller.rebuild` of the changed state, every view
 set on the cache. Printed: the median and p25 of the wall time and of the
 thread's CPU time (on a shared machine the CPU time is the steadier of the
-two); ``--profile``: a cProfile of the samples, by cumulative time.
+two); ``--profile``: a cProfile of the samples, by cumulative time; ``--tls``: the M2
+rows again with every Ingress terminating TLS for its host (one wildcard certificate
+per namespace), as most Ingresses of a real cluster do.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from bench import fleet as F
 from bench import scenario
 from bench.m2 import with_path
 from bench.m9 import CONFIG as FLEET_CONFIG
 from bench.scenario import Spec
+from kxds.certs.make import make_ca, make_leaf, tls_secret_yaml
 from kxds.controller import Controller
 from kxds.kube.models import ClusterState, EndpointSlice
 from kxds.translators.config import TranslateConfig
@@ -71,6 +76,37 @@ async def _samples(label: str, state: ClusterState, config: TranslateConfig,
     return out
 
 
+def _with_tls(doc: dict[str, Any]) -> dict[str, Any]:
+    """An Ingress document terminating TLS for its hosts with its namespace's Secret."""
+    doc["spec"]["tls"] = [{"hosts": [r["host"] for r in doc["spec"]["rules"]],
+                           "secretName": "tls"}]
+    return doc
+
+
+def _tls_state(spec: Spec) -> ClusterState:
+    pair = make_leaf(make_ca(), ["*.example.com"])
+    docs = [_with_tls(d) if d["kind"] == "Ingress" else d for d in scenario.documents(spec)]
+    namespaces = sorted({d["metadata"]["namespace"] for d in docs if d["kind"] == "Ingress"})
+    docs += [yaml.safe_load(tls_secret_yaml(ns, "tls", pair)) for ns in namespaces]
+    return ClusterState.from_objects(scenario.parse(d) for d in docs)
+
+
+async def _tls_rows(repeats: int, profile: bool) -> list[dict[str, Any]]:
+    out = []
+    for n in (100, 1000, 3000):
+        routes = Spec(services=n, endpoints=1, address=lambda i, e: ("127.0.0.1", 9))
+
+        def path_added(state: ClusterState, r: int, routes: Spec = routes) -> ClusterState:
+            j = (r * 7) % routes.ingresses
+            doc = scenario.ingress_doc(routes, j, ((f"/m8-{r}", j * routes.paths_per_ingress),))
+            return scenario.with_objects(state, scenario.parse(_with_tls(doc)))
+        out.append(await _samples(f"M2 a new path, {n:,} routes, TLS on every Ingress",
+                                  _tls_state(routes),
+                                  TranslateConfig(http_port=18080, listen_address="127.0.0.1"),
+                                  path_added, repeats, profile))
+    return out
+
+
 async def run(repeats: int, profile: bool) -> list[dict[str, Any]]:
     out = []
     spec = Spec(services=1000)
@@ -109,8 +145,10 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.per_change", description=__doc__)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--tls", action="store_true")
     args = p.parse_args()
-    asyncio.run(run(args.repeats, args.profile))
+    asyncio.run(_tls_rows(args.repeats, args.profile) if args.tls
+                else run(args.repeats, args.profile))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,13 @@ def test_what_a_change_breaks_is_found_with_or_without_the_checked_ir() -> None:
     want = ["cluster c2 has no load assignment"]
     assert ir.consistency_problems(lost) == want
     assert ir.consistency_problems(lost, checked) == want
+
+
+def test_names_are_found_whatever_the_order_of_the_clusters() -> None:
+    """Names are looked up by bisection in the clusters (the IR keeps them sorted); out of
+    order, a name bisection misses is still found, and a missing one still reported."""
+    hosts = (_host("a", "c1"), _host("b", "c3"), _host("c", "c9"))
+    for order in (("c1", "c2", "c3"), ("c3", "c2", "c1"), ("c2", "c3", "c1")):
+        model = _model(order, hosts)
+        assert ir.consistency_problems(model) == [
+            "route table http/80 names missing cluster c9"]

@@ -72,6 +72,7 @@ def service_doc(draw: st.DrawFn) -> dict[str, Any]:
         {"name": "h2", "port": 81, "appProtocol": "kubernetes.io/h2c"},
         {"name": "dns", "port": 53, "protocol": "UDP"},
         {"name": "sctp", "port": 99, "protocol": "SCTP"},
+        {"name": "tls", "port": 443, "appProtocol": "https"},
     )), min_size=1, max_size=3, unique_by=lambda p: (p["port"], p.get("protocol", "TCP"))))
     spec: dict[str, Any] = {"ports": ports}
     kind = draw(names(("ClusterIP", "ClusterIP", "ExternalName", "NodePort", "LoadBalancer")))
@@ -230,6 +231,14 @@ def ingress_doc(draw: st.DrawFn) -> dict[str, Any]:
         "nginx.ingress.kubernetes.io/permanent-redirect": names(("https://x.test/",)),
         "nginx.ingress.kubernetes.io/mirror-target": names(("http://m/",)),
         "nginx.ingress.kubernetes.io/custom-headers": names(("cm0", "b/cm1")),
+        # The passes over the Ingresses carrying their annotations (kxds.translators.edge).
+        "nginx.ingress.kubernetes.io/server-alias": names(("bar.example.com", "x.test")),
+        "nginx.ingress.kubernetes.io/service-upstream": names(("true",)),
+        "nginx.ingress.kubernetes.io/auth-tls-secret": names(("a/cert0",)),
+        # The passes over the routes that carry what they act on.
+        "nginx.ingress.kubernetes.io/load-balance": names(("ewma",)),
+        "nginx.ingress.kubernetes.io/auth-url": names((
+            "http://s0.a.svc.cluster.local/check", "https://auth.example.org/check")),
     }))
     stamp = draw(names(("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z")))
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -304,6 +313,18 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         if problem is not None:
             self.problems[key] = problem
 
+    @rule(doc=st.one_of(ingress_doc(), any_doc))  # Ingresses most: most memos are theirs
+    def change_in_place(self, doc: dict[str, Any]) -> None:
+        """Replace an object where it stands, as a source does when one changes: the
+        state's mapping keeps its keys in their order (what the memos that patch their
+        last value from the objects changed in place rely on)."""
+        key = _key(doc)
+        model, problem = parse_object(doc, "test")
+        if key not in self.objects or model is None or problem is not None:
+            self.put(doc)
+        else:
+            self.objects[key] = model
+
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:
         keys = sorted(self.objects.keys() | self.problems.keys())
@@ -338,10 +359,10 @@ class IncrementalMatchesFull(RuleBasedStateMachine):
         self.shared.sweep()
         # Bounded: only what the last translation used remains: per Service its
         # clusters, its wanted ports, its names and those it keeps, per Ingress
-        # its routes and passthrough targets, per TLS Secret its check, and the
-        # few whole-view queries.
-        used = (4 * len(state.services) + 2 * len(state.ingresses) + len(state.secrets)
-                + 2 * len(state.ingresses) + 14)  # an Ingress may name missing Services
+        # its routes, passthrough targets and the passes that read it, per TLS Secret
+        # its check, and the few whole-view queries.
+        used = (4 * len(state.services) + 3 * len(state.ingresses) + len(state.secrets)
+                + 2 * len(state.ingresses) + 24)  # an Ingress may name missing Services
         assert len(self.store) <= used
         # A node view: itself, its join, its Services, its policy index, and per
         # Service its share.

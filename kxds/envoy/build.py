@@ -87,6 +87,8 @@ class BuildCache:
         self.last: tuple[ir.IR, Resources] | None = None
         """The IR of the last build and its resources."""
         self._dns: tuple[tuple[ir.Cluster, ...], dict[str, ir.Cluster]] = ((), {})
+        self._spliced: dict[str, _Spliced] = {}
+        """Route table name -> what its last resource was spliced from."""
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._last.values())
@@ -114,6 +116,34 @@ class BuildCache:
             self._dns = (clusters, {c.name: c for c in clusters
                                     if c.kind is not ir.ClusterKind.EDS})
         return self._dns[1]
+
+    def spliced(self, table: ir.RouteTable) -> Resource:
+        """``table``'s resource spliced from its virtual hosts' fields, taking those of the
+        last table of its name where the very same virtual host stands: when only some
+        changed in place (found at C speed), time in proportion to them, not to the table."""
+        last = self._spliced.get(table.name)
+        vhosts = table.virtual_hosts
+        if last is not None and len(last.vhosts) == len(vhosts):
+            hosts = list(last.hosts)
+            moved = itertools.compress(range(len(vhosts)),
+                                       map(operator.is_not, vhosts, last.vhosts))
+            same_refs = True
+            for i in moved:
+                hosts[i] = _encoded_host(vhosts[i])
+                same_refs = same_refs and hosts[i][1].keys() == last.hosts[i][1].keys()
+            refs = last.refs if same_refs else None
+        else:
+            known = dict(zip(map(id, last.vhosts), last.hosts, strict=True)) if last else {}
+            hosts = [known.get(id(vh)) or _encoded_host(vh) for vh in vhosts]
+            refs = None
+        spliced = _Spliced(vhosts, hosts, refs if refs is not None else _all_refs(hosts))
+        self._spliced[table.name] = spliced
+        return spliced_route_resource(table, hosts, spliced.refs)
+
+    def kept_tables(self, tables: tuple[ir.RouteTable, ...]) -> None:
+        """Forget what the route tables not in ``tables`` were spliced from."""
+        self._spliced = {t.name: self._spliced[t.name] for t in tables
+                         if t.name in self._spliced}
 
     def rebuilding(self, *spaces: str) -> None:
         """These spaces are built again in full this time: what the build does not ask
@@ -220,21 +250,38 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spliced:
+    """What a route table's resource was spliced from (see :meth:`BuildCache.spliced`)."""
+
+    vhosts: tuple[ir.VirtualHost, ...]
+    hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]]
+    """Each virtual host's encoded field and refs, in order."""
+    refs: tuple[ObjectRef, ...]
+    """All their refs, each once, sorted."""
+
+
 def spliced_route_resource(table: ir.RouteTable,
-                           hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]]) -> Resource:
-    """The route table's resource from its virtual hosts' encoded fields and refs (in order)."""
+                           hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]],
+                           refs: tuple[ObjectRef, ...] | None = None) -> Resource:
+    """The route table's resource from its virtual hosts' encoded fields and refs (in order);
+    ``refs``: all of theirs (each once, sorted) when the caller knows them."""
     empty = dataclasses.replace(table, virtual_hosts=())
     rest = routes.build_route_table(empty)
     name = rest.name
     rest.ClearField("name")
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    body = b"".join((head, *(field for field, _ in hosts),
-                     rest.SerializeToString(deterministic=True)))
-    # Each ref once, sorted: keyed by plain tuples, which hash and compare in C.
+    body = b"".join(itertools.chain((head,), map(operator.itemgetter(0), hosts),
+                                    (rest.SerializeToString(deterministic=True),)))
+    return Resource.of(ROUTE, table.name, body, refs if refs is not None else _all_refs(hosts))
+
+
+def _all_refs(hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]]) -> tuple[ObjectRef, ...]:
+    """Each ref of ``hosts`` once, sorted: keyed by plain tuples, which hash and compare in C."""
     refs: dict[_RefKey, ObjectRef] = {}
     for _, host_refs in hosts:
         refs.update(host_refs)
-    return Resource.of(ROUTE, table.name, body, tuple(refs[k] for k in sorted(refs)))
+    return tuple(refs[k] for k in sorted(refs))
 
 
 def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
@@ -276,13 +323,14 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
     if built is not None and same("listeners", "route_tables"):
         out[LISTENER], out[ROUTE] = built[LISTENER], built[ROUTE]
     else:
-        view.rebuilding("listener", "route", "virtual-host", "health-check-route")
+        view.rebuilding("listener", "route", "health-check-route")
         out[LISTENER] = _mapping([view.get("listener", lis, _listener)
                                   for lis in model.listeners])
         out[ROUTE] = _mapping([*(_route_resource(t, view) for t in model.route_tables),
                                *(view.get("health-check-route", lis, health_check_route_resource)
                                  for lis in model.listeners
                                  if isinstance(lis, ir.HealthCheckListener))])
+        view.kept_tables(model.route_tables)
     if built is not None and same("secrets"):
         out[SECRET] = built[SECRET]
     else:
@@ -319,11 +367,7 @@ def _route_resource(table: ir.RouteTable, view: BuildCache) -> Resource:
     Found by identity only: hashing a large table to find an equal one would
     cost about what splicing its hosts' bytes does.
     """
-    def build(t: ir.RouteTable) -> Resource:
-        return spliced_route_resource(t, [view.get("virtual-host", v, _encoded_host,
-                                                   by_value=False) for v in t.virtual_hosts])
-
-    resource: Resource = view.get("route", table, build, by_value=False)
+    resource: Resource = view.get("route", table, view.spliced, by_value=False)
     return resource
 
 

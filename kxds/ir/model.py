@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from kxds.ir.clusters import Cluster, ClusterKind, LoadAssignment
@@ -32,11 +36,16 @@ class IR:
     secrets: tuple[Secret, ...] = ()
 
 
+_NAME = operator.attrgetter("name")
+
+
 def _route_clusters(table: RouteTable, skip: frozenset[int] = frozenset()) -> set[str]:
     """The clusters the routes of ``table`` name, but those of its virtual hosts in
     ``skip`` (by ``id``)."""
-    hosts = [vh for vh in table.virtual_hosts if id(vh) not in skip] if skip else \
-        table.virtual_hosts
+    vhosts = table.virtual_hosts
+    # (At C speed: this runs over every virtual host of a table at every check.)
+    hosts = list(itertools.compress(vhosts, map(operator.not_, map(
+        skip.__contains__, map(id, vhosts))))) if skip else vhosts
     out = {
         b.cluster
         for vh in hosts
@@ -65,19 +74,20 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     assignments when both are the very same tuples: a change of one virtual
     host is checked in time proportional to it, not to the route table.
     """
-    clusters = {c.name for c in ir.clusters}
+    clusters = _Names(ir.clusters)
     tables = {t.name for t in ir.route_tables}
     secrets = {s.name for s in ir.secrets}
     same_clusters = checked is not None and checked.clusters is ir.clusters
     problems: list[str] = []
     if not (same_clusters and checked is not None
             and checked.load_assignments is ir.load_assignments):
-        problems += _assignment_problems(ir, clusters)
-    seen = frozenset(id(vh) for t in checked.route_tables for vh in t.virtual_hosts) \
+        problems += _assignment_problems(ir, clusters.all())
+    seen = frozenset(map(id, itertools.chain.from_iterable(
+        t.virtual_hosts for t in checked.route_tables))) \
         if same_clusters and checked is not None else frozenset()
     for t in ir.route_tables:
         problems += [f"route table {t.name} names missing cluster {c}"
-                     for c in sorted(_route_clusters(t, seen) - clusters)]
+                     for c in sorted(_route_clusters(t, seen)) if c not in clusters]
     # What the checked IR named is still there: its very listeners (and clusters)
     # need no look again.
     kept = same_clusters and checked is not None and tables.issuperset(
@@ -95,6 +105,27 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
     return problems
 
 
+class _Names(Container[str]):
+    """The names of ``items`` (sorted by name, as the IR keeps every collection), looked
+    up by bisection: a check of a few new names costs no set of every cluster's name.
+    Exact whatever the order: a name not found so is looked for in the set of all."""
+
+    def __init__(self, items: Sequence[Cluster]) -> None:
+        self._items = items
+        self._all: set[str] | None = None
+
+    def all(self) -> set[str]:
+        if self._all is None:
+            self._all = set(map(_NAME, self._items))  # (at C speed)
+        return self._all
+
+    def __contains__(self, name: object) -> bool:
+        at = bisect.bisect_left(self._items, name, key=_NAME) if isinstance(name, str) else 0
+        if at < len(self._items) and self._items[at].name == name:
+            return True
+        return name in self.all()
+
+
 def _assignment_problems(ir: IR, clusters: set[str]) -> list[str]:
     """EDS clusters without a load assignment, and load assignments without a cluster."""
     assignments = {a.cluster for a in ir.load_assignments}
@@ -104,7 +135,7 @@ def _assignment_problems(ir: IR, clusters: set[str]) -> list[str]:
     return problems
 
 
-def _listener_problems(lis: Listener, clusters: set[str], tables: set[str],
+def _listener_problems(lis: Listener, clusters: Container[str], tables: set[str],
                        secrets: set[str]) -> list[str]:
     """The route tables, clusters and secrets ``lis`` names that are missing."""
     wanted_tables, wanted_clusters, wanted_secrets = _named_by(lis)

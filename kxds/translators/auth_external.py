@@ -198,6 +198,12 @@ def with_external_auth(state: ClusterState, ing: Ingress, pol: IngressPolicy,
     return dataclasses.replace(pol, diagnostics=tuple(diags)), refused
 
 
+def checks_externally(route: ir.Route) -> bool:
+    """Whether ``route`` has an external authentication check (what :func:`_checks` finds)."""
+    return (route.policy is not None and route.policy.auth is not None
+            and route.policy.auth.external is not None)
+
+
 def _checks(vhosts: Iterable[ir.VirtualHost]) -> Iterator[tuple[ir.Route, ir.ExternalAuth]]:
     for vh in vhosts:
         for route in vh.routes:

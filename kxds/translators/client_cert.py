@@ -236,6 +236,12 @@ def _load_ca(state: ClusterState, key: Key) -> ir.ValidationContext | str:
     return ir.ValidationContext(name=names.ca_secret(*key), ref=ref, trusted_ca=pem)
 
 
+def asks(ing: Ingress) -> bool:
+    """Whether ``ing`` has a client-certificate annotation (:func:`plan_client_certs`
+    reads no other Ingress)."""
+    return any(_PREFIX in k for k in ing.meta.annotations)
+
+
 def plan_client_certs(state: ClusterState, ingresses: Iterable[Ingress]) -> ClientCertPlan:
     """Each host's check, oldest Ingress first; disagreeing Ingresses fail the host."""
     diagnostics: list[Diagnostic] = []
@@ -243,7 +249,7 @@ def plan_client_certs(state: ClusterState, ingresses: Iterable[Ingress]) -> Clie
     asking: set[Key] = set()
     secrets: dict[str, ir.ValidationContext] = {}
     for ing in sorted(ingresses, key=age_order):
-        if not any(_PREFIX in k for k in ing.meta.annotations):
+        if not asks(ing):
             continue  # the common case, without parsing the annotations
         want = guarded(ing.meta.ref, partial(_read, ing, diagnostics),
                        partial(_failed, diagnostics))

@@ -17,8 +17,16 @@ what a change reaches:
   share (a port nothing routes to gets no cluster: a Service of thousands of
   ports would otherwise cost every edge Envoy a cluster each);
 - :data:`POLICIES`: the NetworkPolicies indexed by namespace;
+- :data:`OUR_KEYS`: the Ingresses of our class, oldest first (the same while
+  Ingresses change in place, so what is read per Ingress through it stops there);
 - :data:`INGRESS` per Ingress of our class: its routes;
-  :data:`ROUTES` all of them merged into virtual hosts;
+  :data:`ROUTES` all of them merged into virtual hosts (an Ingress's changed routes
+  are put in place and only the hosts they name merged again);
+- :data:`CONCERNS` per Ingress: which passes over the Ingresses (TLS, host names,
+  service-upstream, tracing) read it, and which passes over every route (cluster
+  options, external auth) its routes ask for; :data:`CONCERNED` per pass: those
+  Ingresses. A pass is handed only those, and one over every route is skipped when
+  no Ingress asks: an Ingress changed is looked at, not every Ingress;
 - :data:`CERTIFICATE` per TLS Secret: its key pair inspected (the costly part
   of a TLS check; validity at the rebuild's instant is checked on top);
 - :data:`EDGE`: the whole IR, with TLS applied and checked for consistency.
@@ -34,19 +42,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.incremental import Changes, Context, Query, Store
-from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, consistency_problems
-from kxds.kube.ingress_class import our_ingresses, problems_of_ours
+from kxds.ir import IR, Cluster, HttpListener, LoadAssignment, Route, consistency_problems
 from kxds.kube.models import ClusterState, Ingress, Key, Service
-from kxds.translators import ingress, tls, tls_plan
-from kxds.translators.auth_external import auth_clusters, auth_targets
+from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
+from kxds.translators.auth_external import auth_clusters, auth_targets, checks_externally
 from kxds.translators.config import TranslateConfig
+from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, OUR_POSITIONS, PARSE_PROBLEMS
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
@@ -63,7 +71,7 @@ from kxds.translators.translation import (
     guarded,
     sorted_diagnostics,
 )
-from kxds.translators.upstream_lb import apply_cluster_options
+from kxds.translators.upstream_lb import apply_cluster_options, asks_options
 
 
 def translate(state: ClusterState, config: TranslateConfig | None = None,
@@ -213,6 +221,8 @@ def _route_targets(ctx: Context, _: None) -> frozenset[Target]:
     (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), and where their
     external auth checks go."""
     merged = ctx.query(ROUTES, None)
+    if not _concerned_by(ctx, "external-auth"):
+        return merged.backends
     return merged.backends | auth_targets(merged.virtual_hosts)
 
 
@@ -232,7 +242,7 @@ PASSTHROUGH: Query[Key, tuple[Target, ...]] = Query("passthrough-targets", _pass
 
 PASSTHROUGHS: Query[None, frozenset[Target]] = Query(
     "all-passthrough-targets", lambda ctx, _: frozenset(
-        t for ing in ctx.query(OURS, None) for t in ctx.query(PASSTHROUGH, ing.meta.key)))
+        t for key in ctx.query(OUR_KEYS, None) for t in ctx.query(PASSTHROUGH, key)))
 
 
 GATEWAY_TARGETS: Query[None, frozenset[Target]] = Query(
@@ -277,11 +287,59 @@ WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 POLICIES: Query[None, PolicyIndex] = Query("policies", lambda ctx, _: PolicyIndex.of(ctx.state))
 
 
-def _ours(ctx: Context, _: None) -> tuple[Ingress, ...]:
-    return tuple(our_ingresses(ctx.state, ctx.config.ingress_class))
+_PASSES: Mapping[str, Callable[[Ingress], bool]] = {
+    "tls": tls.concerns, "host-names": host_names.asks,
+    "service-upstream": service_upstream.asks, "tracing": tracing.asks}
+"""The passes over our Ingresses, each with what tells the Ingresses it reads (few
+carry the annotations they read; the others are left out of its input)."""
 
 
-OURS: Query[None, tuple[Ingress, ...]] = Query("our-ingresses", _ours)
+_CARRIED: Mapping[str, Callable[[Route], bool]] = {
+    "cluster-options": asks_options, "external-auth": checks_externally}
+"""The passes over every route, each with what tells the routes it acts on: only an
+Ingress's routes carry these, so with no Ingress of ours having such a route, the pass
+is skipped (a change of routes does not pay for a look at every route)."""
+
+
+def _concerns(ctx: Context, key: Key) -> frozenset[str]:
+    ing = ctx.state.ingresses.get(key)
+    if ing is None:
+        return frozenset()
+    one = ctx.query(INGRESS, key)
+    routes = [c.route for c in (*one.paths, *((one.default,) if one.default else ()))]
+    routes += [p.route for p in one.canary[1]] if one.canary is not None else []
+    return frozenset((*(name for name, reads in _PASSES.items() if reads(ing)),
+                      *(name for name, acts in _CARRIED.items() if any(map(acts, routes)))))
+
+
+CONCERNS: Query[Key, frozenset[str]] = Query("ingress-concerns", _concerns)
+"""The passes of :data:`_PASSES` that read one Ingress, and those of :data:`_CARRIED`
+that its routes ask for."""
+
+
+def _all_concerned(ctx: Context, _: None) -> Mapping[str, tuple[Ingress, ...]]:
+    ingresses = ctx.state.ingresses
+    out: dict[str, list[Ingress]] = {name: [] for name in (*_PASSES, *_CARRIED)}
+    for key in ctx.query(OUR_KEYS, None):
+        for name in ctx.query(CONCERNS, key):
+            out[name].append(ingresses[key])
+    return {name: tuple(concerned) for name, concerned in out.items()}
+
+
+ALL_CONCERNED: Query[None, Mapping[str, tuple[Ingress, ...]]] = Query(
+    "all-concerned-ingresses", _all_concerned)
+"""For each pass of :data:`_PASSES` and :data:`_CARRIED`, the Ingresses of ours it
+concerns, oldest first: the same while an Ingress that concerns none changes (the
+query of that Ingress's :data:`CONCERNS` stops the change there). One query for all
+passes: each looks at every Ingress's entry when it runs."""
+
+CONCERNED: Query[str, tuple[Ingress, ...]] = Query(
+    "concerned-ingresses", lambda ctx, name: ctx.query(ALL_CONCERNED, None)[name])
+"""Those of one pass: its readers run again only when they changed."""
+
+
+def _concerned_by(ctx: Context, name: str) -> tuple[Ingress, ...]:
+    return ctx.query(CONCERNED, name)
 
 
 def _ingress(ctx: Context, key: Key) -> ingress.IngressRoutes:
@@ -304,12 +362,29 @@ INGRESS: Query[Key, ingress.IngressRoutes] = Query("ingress", _ingress)
 
 
 def _routes(ctx: Context, _: None) -> MergedRoutes:
-    ones = [ctx.query(INGRESS, ing.meta.key) for ing in ctx.query(OURS, None)]
+    ones = [ctx.query(INGRESS, key) for key in ctx.query(OUR_KEYS, None)]
     previous = ctx.previous_value()
     return merge_routes(ones, previous if isinstance(previous, MergedRoutes) else None)
 
 
-ROUTES: Query[None, MergedRoutes] = Query("routes", _routes)
+def _patch_routes(ctx: Context, _: None, old: MergedRoutes,
+                  changes: Changes) -> MergedRoutes | None:
+    """Only some Ingresses' routes changed (the same Ingresses, in the same order): put
+    the new ones where the old stood and merge again what they name."""
+    if changes.reads or any(name != INGRESS.name for name, _ in changes.queries):
+        return None
+    positions = ctx.query(OUR_POSITIONS, None)
+    ones = list(old.ones)
+    changed = []
+    for _name, key in changes.queries:
+        assert isinstance(key, tuple)
+        at = positions[key]
+        ones[at] = ctx.query(INGRESS, key)
+        changed.append(at)
+    return merge_routes(ones, old, changed)
+
+
+ROUTES: Query[None, MergedRoutes] = Query("routes", _routes, _patch_routes)
 
 
 def _gateway_api(ctx: Context, _: None) -> GatewayApi:
@@ -317,7 +392,7 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
         return name in ctx.query(CLUSTER_NAMES, key)
 
     return translate_gateway_api(
-        ctx.state, ctx.config, has, ctx.query(POLICIES, None), ctx.query(OURS, None),
+        ctx.state, ctx.config, has, ctx.query(POLICIES, None), _concerned_by(ctx, "tls"),
         lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
 
 
@@ -348,6 +423,8 @@ class EdgeView:
     services: ServicesPart
     plain_assignments: bool
     """Whether the IR's load assignments are exactly the Services' (TLS adds none)."""
+    tls: tls.TlsMemo
+    """What the next TLS pass may take from this one."""
 
 
 def _edge(ctx: Context, _: None) -> EdgeView:
@@ -360,29 +437,35 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     default = merged.others.default
     defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
-    ours: tuple[Ingress, ...] = ctx.query(OURS, None)
-    table, named = apply_host_names(table, ours)
+    table, named = apply_host_names(table, _concerned_by(ctx, "host-names"))
     clusters = svc.clusters
     # The routes' own: DNS mirror targets, and external auth services reached by DNS.
-    extra = (*merged.clusters, *auth_clusters(table.virtual_hosts))
+    extra = (*merged.clusters, *(auth_clusters(table.virtual_hosts)
+                                 if _concerned_by(ctx, "external-auth") else ()))
     if extra:
         clusters = tuple(sorted((*clusters, *extra), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
         table = ingress.unavailable_without(table, {c.name for c in clusters})
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
-    secured = tls.apply_tls(base, state, config, ours, ctx.query(POLICIES, None),
-                            lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
+    last = ctx.previous_value()  # passed the checks below: what it shares is not checked again
+    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
+                            ctx.query(POLICIES, None),
+                            lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)),
+                            ctx.query(HTTPS_PORTS, None),
+                            last.tls if isinstance(last, EdgeView) else None)
+    tls_memo = secured.memo
     secured = gateway_https(secured, state, config, gateway_api,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
-    secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
-    upstream_ir, upstream_diags = apply_service_upstream(secured.ir, state, ours)
+    if _concerned_by(ctx, "cluster-options"):
+        secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
+    upstream_ir, upstream_diags = apply_service_upstream(
+        secured.ir, state, _concerned_by(ctx, "service-upstream"))
     secured = dataclasses.replace(secured, ir=upstream_ir)
-    traced_ir, tracing_diags = apply_tracing(secured.ir, config, ours)
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, _concerned_by(ctx, "tracing"))
     secured = dataclasses.replace(secured, ir=traced_ir)
-    last = ctx.previous_value()  # passed this check: what it shares is not checked again
     problems = consistency_problems(secured.ir, last.translation.ir
                                     if isinstance(last, EdgeView) else None)
     if problems:
@@ -397,27 +480,14 @@ def _edge(ctx: Context, _: None) -> EdgeView:
                                        gateway_api.routes.diagnostics, joined,
                                        gateway_api.diagnostics, named, upstream_diags,
                                        tracing_diags, l4_diags))
-    return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments)
+    return EdgeView(translation, svc, secured.ir.load_assignments is svc.load_assignments,
+                    tls_memo)
 
 
 HTTP_LISTENER: Query[None, HttpListener] = Query(
     "http-listener", lambda ctx, _: ingress.http_listener(ctx.config))
 """The plain-HTTP listener: a query, so that it stays the very same object while the
 config it reads does (the build then finds it by identity, not serializing it again)."""
-
-
-def _parse_problems(ctx: Context, _: None
-                    ) -> tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]:
-    """The input's problems that are ours to report, and the Ingresses left alone as
-    another controller's (valid or not): those get no diagnostic, no Event."""
-    problems, rejected = problems_of_ours(ctx.state, ctx.config.ingress_class)
-    ours = {i.meta.key for i in ctx.query(OURS, None)}
-    foreign = [i.meta.ref for key, i in ctx.state.ingresses.items() if key not in ours]
-    return tuple(problems), tuple(sorted({*rejected, *foreign}))
-
-
-PARSE_PROBLEMS: Query[None, tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]] = Query(
-    "parse-problems", _parse_problems)
 
 
 def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeView | None:
@@ -429,7 +499,8 @@ def _patch_edge(ctx: Context, _: None, old: EdgeView, changes: Changes) -> EdgeV
     if svc.clusters is not old.services.clusters or svc.diagnostics != old.services.diagnostics:
         return None
     ir = dataclasses.replace(old.translation.ir, load_assignments=svc.load_assignments)
-    return EdgeView(dataclasses.replace(old.translation, ir=ir), svc, True)
+    return dataclasses.replace(old, translation=dataclasses.replace(old.translation, ir=ir),
+                               services=svc)
 
 
 EDGE: Query[None, EdgeView] = Query("edge", _edge, _patch_edge)

@@ -84,7 +84,8 @@ def translate_gateway_api(state: ClusterState, config: TranslateConfig,
     the caller)."""
     gateways = our_gateways(state)
     certs = resolve_certificates(state, gateways, config, inspect)
-    sni = ingress_sni_names(ingresses, config)
+    # (Only a Gateway's listeners yield to them: without one, no Ingress is looked at.)
+    sni = ingress_sni_names(ingresses, config) if gateways else frozenset()
     plans = [p if not state.gateways[p.gateway].addresses else _unaddressable(p)
              for p in plan_listeners(gateways, config, dict(certs.problems))]
     plans = [_sni_taken(p) if p.accepted and p.listener.protocol in ("HTTPS", "TLS")

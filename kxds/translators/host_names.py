@@ -36,7 +36,8 @@ from kxds.translators.annotations.spec import KXDS, NGINX
 _KEYS = tuple(p + a.name for p in (KXDS, NGINX) for a in (r.SERVER_ALIAS, r.FROM_TO_WWW))
 
 
-def _asks(ing: Ingress) -> bool:
+def asks(ing: Ingress) -> bool:
+    """Whether ``ing`` asks for more host names (:func:`apply_host_names` reads no other)."""
     return any(k in ing.meta.annotations for k in _KEYS)
 
 
@@ -111,7 +112,7 @@ def _is_dns_name(host: str) -> bool:
 def apply_host_names(table: ir.RouteTable, ingresses: Iterable[Ingress]
                      ) -> tuple[ir.RouteTable, list[Diagnostic]]:
     """``table`` with the aliases and www redirects ``ingresses`` ask for (oldest first)."""
-    asking = sorted((i for i in ingresses if _asks(i)), key=age_order)
+    asking = sorted((i for i in ingresses if asks(i)), key=age_order)
     if not asking:
         return table, []  # the common case
     n = _Names(table)

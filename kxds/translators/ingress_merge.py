@@ -16,9 +16,11 @@ every wildcard host reads) are merged in full when they change.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 
 from kxds import names
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
@@ -78,19 +80,30 @@ class MergedRoutes:
     """Each host's share (for a merge of what changed; empty when canaries apply)."""
     others: Others = field(default_factory=lambda: Others((), frozenset(), None))
     """What the default backend, the mirrors and the canaries add."""
+    positions: Mapping[ObjectRef, int] = field(default_factory=dict)
+    """Each Ingress's place in ``ones``."""
 
 
-def merge_routes(ones: Iterable[IngressRoutes],
-                 previous: MergedRoutes | None = None) -> MergedRoutes:
+def merge_routes(ones: Iterable[IngressRoutes], previous: MergedRoutes | None = None,
+                 changed: Iterable[int] | None = None) -> MergedRoutes:
     """Merge the routes of every Ingress (oldest first) into virtual hosts, sorted by name.
 
     ``previous``: the last merge. Hosts that no changed Ingress names keep their
     share of it, and virtual hosts built from the very same routes are reused
     (the very objects): the Envoy builders then find them unchanged by identity.
+    ``changed``: when the caller knows, the places in ``ones`` that changed since
+    ``previous``, whose Ingresses were the same ones in the same order (then no
+    Ingress is compared with its last version).
     """
     ones = tuple(ones)
     if previous is not None and previous.hosts:
-        merged = _merge_changed(ones, previous)
+        if changed is None:
+            merged = _merge_changed(ones, previous, _changed_ones(ones, previous),
+                                    {one.ref: i for i, one in enumerate(ones)})
+        else:
+            merged = _merge_changed(ones, previous, [
+                one for at in changed for one in (previous.ones[at], ones[at])],
+                previous.positions)
         if merged is not None:
             return merged
     return _merge_all(ones, previous)
@@ -140,29 +153,37 @@ def _merge_all(ones: tuple[IngressRoutes, ...], previous: MergedRoutes | None) -
                      tuple(own_clusters[k] for k in sorted(own_clusters)), previous)
 
 
-def _merge_changed(ones: tuple[IngressRoutes, ...],
-                   previous: MergedRoutes) -> MergedRoutes | None:
-    """The merge of ``ones`` from ``previous``, merging again only the hosts that the
-    Ingresses changed since name; None when that cannot be told so (see the module docs)."""
+def _changed_ones(ones: tuple[IngressRoutes, ...],
+                  previous: MergedRoutes) -> list[IngressRoutes]:
+    """The Ingresses' routes of ``ones`` and of ``previous`` that the other lacks."""
     before = {one.ref: one for one in previous.ones}
     now = {one.ref: one for one in ones}
     changed = [one for ref, one in now.items() if before.get(ref) is not one]
     changed += [one for ref, one in before.items() if now.get(ref) is not one]
+    return changed
+
+
+def _merge_changed(ones: tuple[IngressRoutes, ...], previous: MergedRoutes,
+                   changed: list[IngressRoutes],
+                   position: Mapping[ObjectRef, int]) -> MergedRoutes | None:
+    """The merge of ``ones`` from ``previous``, merging again only the hosts that the
+    ``changed`` Ingresses' routes (old and new) name; None when that cannot be told so
+    (see the module docs). ``position``: each Ingress's place in ``ones``."""
     if any(one.canary is not None or one.mirror is not None or one.default is not None
            for one in changed):
         return None
     touched = {c.host for one in changed for c in one.paths}
     if CATCH_ALL in touched:
         return None
-    position = {one.ref: i for i, one in enumerate(ones)}
     hosts = dict(previous.hosts)
     for host in touched:
         old = hosts.pop(host, None)
-        claimants = {ref for ref in (old.claimants if old is not None else ()) if ref in now}
-        claimants.update(one.ref for one in changed if now.get(one.ref) is one
+        claimants = {ref for ref in (old.claimants if old is not None else ())
+                     if ref in position}
+        claimants.update(one.ref for one in changed if _current(ones, position, one)
                          and any(c.host == host for c in one.paths))
         claims = [(ref, paths) for ref in sorted(claimants, key=position.__getitem__)
-                  if (paths := _paths_by_host(now[ref]).get(host))]
+                  if (paths := _paths_by_host(ones[position[ref]]).get(host))]
         if claims:  # else no Ingress names the host any more
             hosts[host] = _merge_host(host, claims)
     if all(host in previous.hosts and host in hosts
@@ -171,9 +192,21 @@ def _merge_changed(ones: tuple[IngressRoutes, ...],
     else:
         targets = frozenset().union(*(s.targets for s in hosts.values()),
                                     previous.others.targets)
-    diagnostics = [d for one in ones for d in one.diagnostics]
-    return _assemble(ones, {h: s.routes for h, s in hosts.items()}, hosts, previous.others,
-                     diagnostics, targets, previous.clusters, previous, touched)
+    quiet = not any(one.diagnostics for one in changed) and not any(
+        share.diagnostics for host in touched
+        for share in (previous.hosts.get(host), hosts.get(host)) if share is not None)
+    # Quiet: no problem came or went, so the problems are the last merge's, in order.
+    diagnostics = None if quiet else [d for one in ones for d in one.diagnostics]
+    return _assemble(ones, {h: hosts[h].routes for h in (*touched, CATCH_ALL) if h in hosts},
+                     hosts, previous.others, diagnostics, targets, previous.clusters,
+                     previous, touched, position)
+
+
+def _current(ones: tuple[IngressRoutes, ...], position: Mapping[ObjectRef, int],
+             one: IngressRoutes) -> bool:
+    """Whether ``one`` is the Ingress's routes in ``ones`` (not the version it replaced)."""
+    at = position.get(one.ref)
+    return at is not None and ones[at] is one
 
 
 def _paths_by_host(one: IngressRoutes) -> dict[str, list[Candidate]]:
@@ -213,22 +246,31 @@ def _merge_host(host: str, claims: Iterable[tuple[ObjectRef, Sequence[Candidate]
 
 
 def _assemble(ones: tuple[IngressRoutes, ...], routes: Mapping[str, tuple[Route, ...]],
-              hosts: Mapping[str, HostShare], others: Others, diagnostics: list[Diagnostic],
-              targets: frozenset[Target], clusters: tuple[Cluster, ...],
-              previous: MergedRoutes | None, touched: set[str] | None = None) -> MergedRoutes:
+              hosts: Mapping[str, HostShare], others: Others,
+              diagnostics: list[Diagnostic] | None, targets: frozenset[Target],
+              clusters: tuple[Cluster, ...], previous: MergedRoutes | None,
+              touched: set[str] | None = None,
+              positions: Mapping[ObjectRef, int] | None = None) -> MergedRoutes:
     """The virtual hosts of ``routes``, reusing ``previous``'s where their inputs are
     the same; only the ``touched`` hosts are looked at when given (the others are
-    known unchanged)."""
-    order = sorted(routes)
-    if CATCH_ALL not in routes and others.default is not None:
-        order.append(CATCH_ALL)
+    known unchanged, and ``routes`` need only hold the touched hosts' and the
+    catch-all's). ``positions``: each Ingress's place in ``ones``, when known;
+    ``diagnostics``: the Ingresses' own, None when the problems are ``previous``'s."""
     last = previous.inputs if previous is not None else {}
     built: dict[str, tuple[_HostInputs, VirtualHost]] = {}
+    order: Iterable[str]
+    if previous is not None and touched is not None:
+        built.update(last)  # the others are known unchanged
+        order = touched
+    else:
+        order = sorted(routes)
+        if CATCH_ALL not in routes and others.default is not None:
+            order = [*order, CATCH_ALL]
     for host in order:
-        old = last.get(host)
-        if old is not None and touched is not None and host not in touched:
-            built[host] = old
+        if host not in routes and (host != CATCH_ALL or others.default is None):
+            built.pop(host, None)  # a touched host that no Ingress names any more
             continue
+        old = last.get(host)
         share = hosts.get(host)
         inputs = (routes.get(host, ()),
                   routes.get(CATCH_ALL, ()) if host.startswith("*.") else (), others.default,
@@ -238,16 +280,33 @@ def _assemble(ones: tuple[IngressRoutes, ...], routes: Mapping[str, tuple[Route,
         else:
             built[host] = (inputs, _virtual_host(host, *inputs))
     if previous is not None and built.keys() == last.keys():
-        # The same hosts: each virtual host where its last one stood (they are sorted).
-        moved = {id(last[h][1]): built[h][1] for h in (touched or built)
-                 if built[h] is not last[h]}
-        vhosts = tuple(moved.get(id(vh), vh) for vh in previous.virtual_hosts) if moved \
-            else previous.virtual_hosts
+        vhosts = _in_place(previous.virtual_hosts, [
+            built[h][1] for h in (touched if touched is not None else built)
+            if built[h] is not last[h]])
     else:
         vhosts = tuple(sorted((vh for _, vh in built.values()), key=lambda vh: vh.name))
-    problems = list(itertools.chain(diagnostics, *(s.diagnostics for s in hosts.values()),
-                                    others.diagnostics))
-    return MergedRoutes(vhosts, tuple(problems), built, targets, clusters, ones, hosts, others)
+    if diagnostics is None and previous is not None:
+        problems = previous.diagnostics
+    else:
+        problems = tuple(itertools.chain(diagnostics or (),
+                                         *(s.diagnostics for s in hosts.values()),
+                                         others.diagnostics))
+    return MergedRoutes(vhosts, problems, built, targets, clusters, ones, hosts, others,
+                        positions if positions is not None
+                        else {one.ref: i for i, one in enumerate(ones)})
+
+
+def _in_place(vhosts: tuple[VirtualHost, ...], new: list[VirtualHost]
+              ) -> tuple[VirtualHost, ...]:
+    """``vhosts`` (sorted by name) with each of ``new`` where its namesake stood."""
+    if not new:
+        return vhosts
+    out = list(vhosts)
+    for vh in new:
+        at = bisect.bisect_left(out, vh.name, key=attrgetter("name"))
+        assert out[at].name == vh.name
+        out[at] = vh
+    return tuple(out)
 
 
 def _same_inputs(a: _HostInputs, b: _HostInputs) -> bool:

@@ -35,11 +35,20 @@ _NO_EFFECT = (r.AFFINITY, r.UPSTREAM_HASH_BY, r.LOAD_BALANCE)
 """What picks among endpoints: kube-proxy does, behind the cluster IP (as with nginx)."""
 
 
+_ANNOTATION = "/" + r.SERVICE_UPSTREAM.name
+
+
+def asks(ing: Ingress) -> bool:
+    """Whether ``ing`` may ask for ``service-upstream`` (:func:`apply_service_upstream`
+    reads no other Ingress)."""
+    return any(k.endswith(_ANNOTATION) for k in ing.meta.annotations)
+
+
 def _asking(ingresses: Iterable[Ingress], diags: list[Diagnostic]
             ) -> dict[ObjectRef, ann.Parsed]:
     out: dict[ObjectRef, ann.Parsed] = {}
     for ing in ingresses:
-        if not any(k.endswith("/" + r.SERVICE_UPSTREAM.name) for k in ing.meta.annotations):
+        if not asks(ing):
             continue  # parsing every Ingress again costs; few carry it
         parsed = ann.parse(ing)  # its problems are reported with the route's policies
         if parsed.get(r.SERVICE_UPSTREAM):

@@ -40,22 +40,46 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from kxds import ir, names
 from kxds.certs.check import Inspected, inspect_key_pair
 from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.kube.models import ClusterState, Ingress, Key
+from kxds.translators import client_cert
 from kxds.translators.client_cert import apply_client_certs, plan_client_certs
 from kxds.translators.config import TranslateConfig
 from kxds.translators.network_policy import PolicyIndex
-from kxds.translators.tls_plan import PASSTHROUGH, Claim, Inspect, Planner, flag, plan
-from kxds.translators.upstream_tls import apply_upstream_tls, protocol_diagnostics
+from kxds.translators.tls_plan import (
+    PASSTHROUGH,
+    Claim,
+    Inspect,
+    PlanMemo,
+    Planner,
+    flag,
+    plan,
+)
+from kxds.translators.upstream_tls import (
+    apply_upstream_tls,
+    names_protocol,
+    protocol_diagnostics,
+)
 
 SSL_REDIRECT = ("kxds.io/ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect")
 FORCE_SSL_REDIRECT = ("kxds.io/force-ssl-redirect",
                       "nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+
+_FLAGS = (*PASSTHROUGH, *SSL_REDIRECT, *FORCE_SSL_REDIRECT)
+
+
+def concerns(ing: Ingress) -> bool:
+    """Whether :func:`apply_tls` reads ``ing``: it has TLS entries, or an annotation on
+    passthrough, redirects, the backend protocol or client certificates. An Ingress
+    with none of these changes nothing here, so a caller may leave it out."""
+    return (bool(ing.tls) or any(k in ing.meta.annotations for k in _FLAGS)
+            or names_protocol(ing) or client_cert.asks(ing))
 
 
 def _claim_for(claims: dict[str, Claim], host: str) -> Claim | None:
@@ -154,9 +178,37 @@ def _redirect_route(key: Key, claim: Claim | None, flags: _RedirectFlags) -> boo
     return claim is not None and key not in flags.not_redirected
 
 
+@dataclass(frozen=True, slots=True)
+class _Redirected:
+    """A virtual host as the redirect pass left it, and what decided that."""
+
+    source: ir.VirtualHost
+    moved: tuple[bool, ...]
+    """For each of its routes, whether it redirects."""
+    redirect: ir.Redirect
+    result: ir.VirtualHost
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TlsMemo:
+    """What a call of :func:`apply_tls` may take from the last one: the virtual hosts its
+    redirect pass made, by the identity of those it was given (each kept, so that no
+    other takes its ``id``), and its listener. The same virtual host with the same
+    routes redirected gives the very same object back, so that the builds after find
+    it unchanged by identity (every virtual host of a table with TLS everywhere would
+    otherwise be copied, and encoded again, at every rebuild)."""
+
+    redirected: Mapping[int, _Redirected] = dataclasses.field(default_factory=dict)
+    listener: ir.TlsListener | None = None
+    plan: PlanMemo | None = None
+    """What the TLS plan may take from the last one."""
+
+
 def _redirects(table: ir.RouteTable, claims: dict[str, Claim], flags: _RedirectFlags,
-               redirect: ir.Redirect) -> ir.RouteTable:
-    """``table`` with HTTP -> HTTPS redirects where ingress-nginx (or fail-closed) wants them."""
+               redirect: ir.Redirect, last: Mapping[int, _Redirected],
+               done: dict[int, _Redirected]) -> ir.RouteTable:
+    """``table`` with HTTP -> HTTPS redirects where ingress-nginx (or fail-closed) wants
+    them; the virtual hosts redirected are recorded in ``done`` (``last``: the last call's)."""
     eager = flags.forced | flags.passthrough
     if not claims and not eager:
         return table  # no TLS host and no forced redirect: nothing can change
@@ -166,12 +218,18 @@ def _redirects(table: ir.RouteTable, claims: dict[str, Claim], flags: _RedirectF
         if claim is None and not any((r.ref.namespace, r.ref.name) in eager for r in vh.routes):
             vhosts.append(vh)  # the common case: nothing to change, nothing to copy
             continue
-        routes = tuple(
-            dataclasses.replace(r, action=redirect)
-            if r.ref.kind == "Ingress"
-            and _redirect_route((r.ref.namespace, r.ref.name), claim, flags) else r
-            for r in vh.routes)
-        vhosts.append(dataclasses.replace(vh, routes=routes) if routes != vh.routes else vh)
+        moved = tuple(r.ref.kind == "Ingress"
+                      and _redirect_route((r.ref.namespace, r.ref.name), claim, flags)
+                      for r in vh.routes)
+        before = last.get(id(vh))
+        if (before is None or before.source is not vh or before.moved != moved
+                or before.redirect != redirect):
+            routes = tuple(dataclasses.replace(r, action=redirect) if m else r
+                           for r, m in zip(vh.routes, moved, strict=True))
+            before = _Redirected(vh, moved, redirect, dataclasses.replace(vh, routes=routes)
+                                 if routes != vh.routes else vh)
+        done[id(vh)] = before
+        vhosts.append(before.result)
     if all(a is b for a, b in zip(vhosts, table.virtual_hosts, strict=True)):
         return table  # unchanged: the same object, so later stages can tell without comparing
     return dataclasses.replace(table, virtual_hosts=tuple(vhosts))
@@ -186,37 +244,50 @@ class TlsResult:
     bounds: frozenset[dt.datetime]
     """The ``not_before`` and ``not_after`` of every certificate checked: at each, a
     check made now may change its verdict (the caller rebuilds then)."""
+    memo: TlsMemo = dataclasses.field(default_factory=TlsMemo)
+    """What the next call may take from this one (see :class:`TlsMemo`)."""
 
 
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
               ingresses: Sequence[Ingress], policies: PolicyIndex | None = None,
-              inspect: Inspect | None = None) -> TlsResult:
+              inspect: Inspect | None = None, https_ports: bool | None = None,
+              last: TlsMemo | None = None) -> TlsResult:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
-    ``ingresses`` are the Ingresses of our class that ``base`` was built from;
+    ``ingresses`` are the Ingresses of our class that ``base`` was built from (those
+    that :func:`concerns` says it does not read may be left out);
     certificates are checked at ``config.tls_now`` (None: validity is not checked);
     ``policies``: the translation's policy index (built here when needed and not given);
     ``inspect``: how a Secret's pair is inspected (a caller that keeps the result
-    per Secret passes its own; by default every pair is inspected again).
+    per Secret passes its own; by default every pair is inspected again);
+    ``https_ports``: whether a Service port has ``appProtocol: https``, when the caller
+    knows (see :func:`~kxds.translators.upstream_tls.apply_upstream_tls`); ``last``:
+    the last result's :attr:`TlsResult.memo` (the result is the same without it).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]
-    base, diagnostics = apply_upstream_tls(base, state, http_names)
+    base, diagnostics = apply_upstream_tls(base, state, http_names, ingresses, https_ports)
     diagnostics += protocol_diagnostics(ingresses)
-    p = plan(state, config, ingresses, {c.name: c.ref for c in base.clusters}, policies,
-             inspect or _inspect)
+    last = last if last is not None else TlsMemo()
+    p = plan(state, config, ingresses, _ClusterRefs(base.clusters), policies,
+             inspect or _inspect, last.plan)
     flags = _redirect_flags(ingresses, p.diagnostics)
     listener = names.https_listener(config.https_port)
     chains, secrets = _chains(p, listener, listener)
     http_tables = [t for t in base.route_tables if t.name in http_names]
     redirect = ir.Redirect(https=True, status=301,
                            port=None if config.https_port == 443 else config.https_port)
-    tables = [_redirects(t, p.claims, flags, redirect) if t.name in http_names else t
-              for t in base.route_tables]
+    redirected: dict[int, _Redirected] = {}
+    tables = [_redirects(t, p.claims, flags, redirect, last.redirected, redirected)
+              if t.name in http_names else t for t in base.route_tables]
     listeners = list(base.listeners)
+    tls_listener = None
     if chains:
-        listeners.append(ir.TlsListener(name=listener, address=config.listen_address,
-                                        port=config.https_port, chains=tuple(chains),
-                                        client_ip=config.client_ip, http=config.http))
+        tls_listener = ir.TlsListener(name=listener, address=config.listen_address,
+                                      port=config.https_port, chains=tuple(chains),
+                                      client_ip=config.client_ip, http=config.http)
+        if last.listener is not None and tls_listener == last.listener:
+            tls_listener = last.listener  # the very object: its build is found by identity
+        listeners.append(tls_listener)
         if any(isinstance(c, ir.TerminatedChain) for c in chains):
             tables.append(_https_table(listener, http_tables, p.claims))
     all_secrets = {s.name: s for s in (*base.secrets, *secrets)}
@@ -229,7 +300,31 @@ def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
     checks = plan_client_certs(state, ingresses)
     secured, client_diagnostics = apply_client_certs(secured, checks, listener, http_names)
     return TlsResult(secured, diagnostics + p.diagnostics + checks.diagnostics
-                     + client_diagnostics, frozenset(p.bounds))
+                     + client_diagnostics, frozenset(p.bounds),
+                     TlsMemo(redirected, tls_listener, p.memo()))
+
+
+class _ClusterRefs(Mapping[str, ObjectRef]):
+    """Cluster name -> the ref of what it was built for, indexed when first looked at
+    (only a passthrough chain looks, and most rebuilds plan none)."""
+
+    def __init__(self, clusters: Sequence[ir.Cluster]) -> None:
+        self._clusters = clusters
+        self._index: dict[str, ObjectRef] | None = None
+
+    def _refs(self) -> dict[str, ObjectRef]:
+        if self._index is None:
+            self._index = {c.name: c.ref for c in self._clusters}
+        return self._index
+
+    def __getitem__(self, name: str) -> ObjectRef:
+        return self._refs()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs())
+
+    def __len__(self) -> int:
+        return len(self._refs())
 
 
 def _inspect(_: Key, cert_pem: bytes, key_pem: bytes) -> Inspected:

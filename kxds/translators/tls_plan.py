@@ -9,6 +9,7 @@ become (listener, chains, secrets, redirects) is :mod:`kxds.translators.tls`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,12 +84,51 @@ class _Loaded:
     why: str = ""
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Checked:
+    """A Secret's check, and what it was made from (reused while they are the same)."""
+
+    secret: object
+    """The Secret model (None when missing), by identity."""
+    found: Inspected | None
+    """Its pair inspected (None when it had none to inspect), by identity."""
+    now: dt.datetime | None
+    loaded: _Loaded
+
+
+_Claimed = tuple[str, Claim, str]
+"""A host claimed: the host, the claim, and the field it comes from."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Wants:
+    """What planning a terminating Ingress did, in order (diagnostics and claims made),
+    and the certificates it read: done again the same while they are the same."""
+
+    ingress: Ingress
+    default: Key | None
+    loads: tuple[tuple[Key, _Loaded], ...]
+    events: tuple[Diagnostic | _Claimed, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlanMemo:
+    """What a plan may take from the last one: each Secret's check and each terminating
+    Ingress's wants (by the identity of the Ingress, which each keeps). Settling the
+    claims (oldest Ingress first) is done again in full; reading every Ingress's TLS
+    entries and checking every certificate again is not."""
+
+    checked: Mapping[Key, _Checked] = dataclasses.field(default_factory=dict)
+    wants: Mapping[int, _Wants] = dataclasses.field(default_factory=dict)
+
+
 class Planner:
     """Decides, host by host, which chain (if any) serves it; checks each Secret once."""
 
     def __init__(self, state: ClusterState, config: TranslateConfig,
                  clusters: Mapping[str, ObjectRef],
-                 policies: PolicyIndex | None, inspect: Inspect) -> None:
+                 policies: PolicyIndex | None, inspect: Inspect,
+                 last: PlanMemo | None = None) -> None:
         self.state = state
         self.clusters = clusters
         self.policies = policies
@@ -99,6 +139,13 @@ class Planner:
         self.claims: dict[str, Claim] = {}
         self.certs: dict[Key, _Loaded] = {}
         self.diagnostics: list[Diagnostic] = []
+        self.last = last if last is not None else PlanMemo()
+        self.checked: dict[Key, _Checked] = {}
+        self.wants: dict[int, _Wants] = {}
+
+    def memo(self) -> PlanMemo:
+        """What the next plan may take from this one."""
+        return PlanMemo(self.checked, self.wants)
 
     def load(self, key: Key) -> _Loaded:
         """The certificate in Secret ``key``, or why not (checked once per Secret)."""
@@ -114,6 +161,23 @@ class Planner:
                        why=f"{problem.ref} could not be checked (an internal error)")
 
     def _load(self, key: Key) -> _Loaded:
+        secret = self.state.secrets.get(key)
+        crt, pem_key = (secret.data.get("tls.crt"), secret.data.get("tls.key")) \
+            if secret is not None and secret.type == TLS_SECRET_TYPE else (None, None)
+        found = self.inspect(key, crt, pem_key) if crt and pem_key else None
+        if found is not None:
+            self.bounds.update(b for b in (found.not_before, found.not_after) if b is not None)
+        # The clock is read only for a pair to check: a translation without
+        # certificates does not depend on the instant of its rebuild.
+        now = self.config.tls_now if found is not None else None
+        last = self.last.checked.get(key)
+        if (last is None or last.secret is not secret or last.found is not found
+                or not _same_verdict(found, last.now, now)):
+            last = _Checked(secret, found, now, self._check(key, found))
+        self.checked[key] = last
+        return last.loaded
+
+    def _check(self, key: Key, found: Inspected | None) -> _Loaded:
         ref = ObjectRef("Secret", *key)
         secret = self.state.secrets.get(key)
         if secret is None:
@@ -121,13 +185,9 @@ class Planner:
         if secret.type != TLS_SECRET_TYPE:
             return _Loaded(why=f"{ref} has type {secret.type}, not {TLS_SECRET_TYPE}")
         crt, pem_key = secret.data.get("tls.crt"), secret.data.get("tls.key")
-        if not crt or not pem_key:
+        if not crt or not pem_key or found is None:
             return _Loaded(why=f"{ref} lacks tls.crt or tls.key")
-        found = self.inspect(key, crt, pem_key)
-        self.bounds.update(b for b in (found.not_before, found.not_after) if b is not None)
         try:
-            # The clock is read only here: a translation without certificates
-            # does not depend on the instant of its rebuild.
             info = check_validity(found, self.config.tls_now)
             cert = ir.TLSCertificate(name=names.secret(*key), ref=ref,
                                      certificate_chain=crt.decode("ascii"),
@@ -135,6 +195,7 @@ class Planner:
         except (CertError, UnicodeDecodeError) as e:
             return _Loaded(why=f"{ref}: {e}")
         return _Loaded(cert=cert, info=info)
+
     def claim(self, host: str, new: Claim, field: str) -> None:
         old = self.claims.get(host)
         if old is None:
@@ -208,28 +269,51 @@ class Planner:
             self.claims.setdefault(host, Claim(ing, broken=True))
 
     def terminated(self, ing: Ingress) -> None:
+        """Claim the hosts of ``ing``'s TLS entries (done as the last plan did when the
+        Ingress and the certificates it reads are the very same)."""
+        wants = self.last.wants.get(id(ing))
+        if (wants is None or wants.ingress is not ing
+                or wants.default != self.config.default_certificate
+                or any(self.load(key) is not loaded for key, loaded in wants.loads)):
+            wants = self._wants(ing)
+        self.wants[id(ing)] = wants
+        for event in wants.events:
+            if isinstance(event, Diagnostic):
+                self.diagnostics.append(event)
+            else:
+                self.claim(*event)
+
+    def _wants(self, ing: Ingress) -> _Wants:
+        """The diagnostics and claims of ``ing``'s TLS entries, in order."""
+        events: list[Diagnostic | _Claimed] = []
+        loads: list[tuple[Key, _Loaded]] = []
         default = self.config.default_certificate
         for j, tls in enumerate(ing.tls):
             field = f"spec.tls[{j}]"
             # ingress-nginx serves a TLS entry without secretName with the default certificate.
             key = (ing.meta.namespace, tls.secret_name) if tls.secret_name else default
-            loaded = self.load(key) if key is not None else _Loaded(
-                reason=Reason.MISSING_FIELD,
-                why="no secretName and no default certificate (--default-certificate)")
+            if key is not None:
+                loaded = self.load(key)
+                loads.append((key, loaded))
+            else:
+                loaded = _Loaded(
+                    reason=Reason.MISSING_FIELD,
+                    why="no secretName and no default certificate (--default-certificate)")
             hosts = [h.lower() for h in tls.hosts] or self._rule_hosts(ing, loaded.info)
             if loaded.info is None:
-                self.diagnostics.append(Diagnostic(
+                events.append(Diagnostic(
                     ing.meta.ref, f"{field}.secretName", loaded.reason,
                     f"{loaded.why}; hosts {', '.join(hosts) or '(none)'} are not served"))
             for host in hosts:
                 ok = loaded.info is not None
                 if loaded.info is not None and not covers(loaded.info.dns_names, host):
                     ok = False
-                    self.diagnostics.append(Diagnostic(
+                    events.append(Diagnostic(
                         ing.meta.ref, f"{field}.hosts", Reason.INVALID_SECRET,
                         f"certificate of {loaded.cert.ref if loaded.cert else key} does not "
                         f"cover host {host} (it names {', '.join(loaded.info.dns_names)})"))
-                self.claim(host, Claim(ing, secret=key, broken=not ok), f"{field}.hosts")
+                events.append((host, Claim(ing, secret=key, broken=not ok), f"{field}.hosts"))
+        return _Wants(ing, default, tuple(loads), tuple(events))
 
     @staticmethod
     def _rule_hosts(ing: Ingress, info: CertInfo | None) -> list[str]:
@@ -237,6 +321,18 @@ class Planner:
         # certificate covers.
         hosts = sorted({r.host for r in ing.rules if r.host})
         return [h for h in hosts if covers(info.dns_names, h)] if info else hosts
+
+
+def _same_verdict(found: Inspected | None, before: dt.datetime | None,
+                  now: dt.datetime | None) -> bool:
+    """Whether :func:`~kxds.certs.check.check_validity` of ``found`` says the same at
+    ``before`` and ``now``: the instant matters only by the side of each bound it is on."""
+    if before is now or found is None or found.error is not None:
+        return True
+    if before is None or now is None:
+        return False
+    return all((before < b) == (now < b) and (before > b) == (now > b)
+               for b in (found.not_before, found.not_after) if b is not None)
 
 
 def _passthrough_path(paths: Sequence[IngressPath]) -> IngressPath:
@@ -274,9 +370,10 @@ def passthrough_targets(state: ClusterState, ing: Ingress) -> list[tuple[Key, st
 
 def plan(state: ClusterState, config: TranslateConfig, ingresses: Iterable[Ingress],
          clusters: Mapping[str, ObjectRef], policies: PolicyIndex | None,
-         inspect: Inspect) -> Planner:
-    """Decide every TLS host's chain, oldest Ingress first (it wins conflicts)."""
-    p = Planner(state, config, clusters, policies, inspect)
+         inspect: Inspect, last: PlanMemo | None = None) -> Planner:
+    """Decide every TLS host's chain, oldest Ingress first (it wins conflicts); ``last``:
+    the last plan's :meth:`Planner.memo` (the plan is the same without it)."""
+    p = Planner(state, config, clusters, policies, inspect, last)
     for ing in sorted(ingresses, key=age_order):
         guarded(ing.meta.ref, partial(p.plan, ing), partial(p.failed, ing))
     return p

@@ -40,6 +40,11 @@ _SUFFIXES = tuple("/" + a.name for a in (
     r.ENABLE_OPENTELEMETRY, r.OPENTELEMETRY_OPERATION_NAME, r.OPENTELEMETRY_TRUST_INCOMING_SPAN))
 
 
+def asks(ing: Ingress) -> bool:
+    """Whether ``ing`` has a tracing annotation (:func:`apply_tracing` reads no other)."""
+    return any(k.endswith(_SUFFIXES) for k in ing.meta.annotations)
+
+
 def tracer(config: TracingConfig | None) -> ir.Tracing | None:
     """The connection managers' tracer for ``config``: routes without their own tracing
     sample as ``--otel-trace-all`` says."""
@@ -98,7 +103,7 @@ def apply_tracing(base: ir.IR, config: TranslateConfig, ingresses: Iterable[Ingr
     diags: list[Diagnostic] = []
     asking: dict[ObjectRef, ir.RouteTracing] = {}
     for ing in ingresses:
-        if any(k.endswith(_SUFFIXES) for k in ing.meta.annotations):
+        if asks(ing):
             wanted = _route_tracing(ing, tracing, diags)
             if wanted is not None:
                 asking[ing.meta.ref] = wanted

@@ -139,19 +139,20 @@ class _Twins:
             action, backends=backends, cluster_options=None))
 
 
-def _asks(route: ir.Route) -> bool:
+def asks_options(route: ir.Route) -> bool:
+    """Whether ``route`` asks for cluster options (only such routes are looked at)."""
     return isinstance(route.action, ir.Forward) and route.action.cluster_options is not None
 
 
 def apply_cluster_options(base: ir.IR) -> ir.IR:
     """Point every route with ``cluster_options`` at twin clusters that have them."""
-    if not any(_asks(rt) for t in base.route_tables for vh in t.virtual_hosts
+    if not any(asks_options(rt) for t in base.route_tables for vh in t.virtual_hosts
                for rt in vh.routes):
         return base  # the common case
     twins = _Twins(base)
     tables = tuple(dataclasses.replace(t, virtual_hosts=tuple(
         dataclasses.replace(vh, routes=tuple(twins.route(rt) for rt in vh.routes))
-        if any(_asks(rt) for rt in vh.routes) else vh
+        if any(asks_options(rt) for rt in vh.routes) else vh
         for vh in t.virtual_hosts)) for t in base.route_tables)
     clusters = {c.name: c for c in base.clusters} | twins.new_clusters
     assignments = {a.cluster: a for a in base.load_assignments} | twins.new_assignments

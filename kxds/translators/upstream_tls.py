@@ -71,6 +71,12 @@ def _ingress_want(ing: Ingress) -> _Want | None:
                  ca=ann.get(BACKEND_CA) or None)
 
 
+def names_protocol(ing: Ingress) -> bool:
+    """Whether ``ing`` has a backend-protocol annotation (:func:`protocol_diagnostics`
+    reads no other Ingress)."""
+    return any(k in ing.meta.annotations for k in BACKEND_PROTOCOL)
+
+
 def protocol_diagnostics(ingresses: Iterable[Ingress]) -> list[Diagnostic]:
     """A diagnostic for each Ingress whose backend-protocol kxds does not serve as asked.
 
@@ -291,18 +297,30 @@ def _want_of(state: ClusterState, ref: ObjectRef) -> _Want | None:
     return _ingress_want(ing) if ing is not None else None
 
 
-def apply_upstream_tls(base: ir.IR, state: ClusterState,
-                       tables: Iterable[str]) -> tuple[ir.IR, list[Diagnostic]]:
+def has_https_port(svc: Service) -> bool:
+    """Whether a port of ``svc`` says its backends speak TLS (``appProtocol: https``)."""
+    return any(p.app_protocol is not None and p.app_protocol.lower() == "https"
+               for p in svc.ports)
+
+
+def apply_upstream_tls(base: ir.IR, state: ClusterState, tables: Iterable[str],
+                       ingresses: Iterable[Ingress] | None = None,
+                       https_ports: bool | None = None) -> tuple[ir.IR, list[Diagnostic]]:
     """Point the routes of ``tables`` that want backend TLS at TLS twin clusters.
 
     Returns the new IR (twin clusters, their endpoints and CA secrets added)
-    and the diagnostics for unusable CA Secrets.
+    and the diagnostics for unusable CA Secrets. ``ingresses``: those whose routes
+    are in ``tables`` and have a backend-protocol annotation (:func:`names_protocol`),
+    when the caller knows them (by default, every Ingress of the state is looked
+    at); ``https_ports``: whether a Service has :func:`has_https_port`, likewise.
     """
     wanted = set(tables)
-    asking = {key for key, ing in state.ingresses.items() if _ingress_want(ing) is not None}
+    asking = {ing.meta.key for ing in (state.ingresses.values() if ingresses is None
+                                       else ingresses) if _ingress_want(ing) is not None}
+    if https_ports is None:
+        https_ports = any(map(has_https_port, state.services.values()))
     if (not asking and not state.grpc_routes and not state.backend_tls_policies
-            and not any(p.app_protocol is not None and p.app_protocol.lower() == "https"
-                        for svc in state.services.values() for p in svc.ports)):
+            and not https_ports):
         # The common case, told before indexing every cluster (a route change
         # would otherwise pay for that at every rebuild): no backend speaks TLS.
         return base, []
