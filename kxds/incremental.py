@@ -434,5 +434,19 @@ def _in_order(some: Iterable[_Entry], deps: tuple[_Entry, ...]) -> list[_Entry]:
     chosen = list(some)
     if len(chosen) < 2:
         return chosen
+    if len(chosen) <= _FEW:
+        # Each found by an identity scan of ``deps`` at C speed: an entry that read every
+        # Ingress has hundreds of dependencies, and usually two or three suspects.
+        return sorted(chosen, key=lambda d: _place(deps, d))
     place = {id(d): i for i, d in enumerate(deps)}
     return sorted(chosen, key=lambda d: place.get(id(d), -1))
+
+
+_FEW = 8
+
+
+def _place(deps: tuple[_Entry, ...], entry: _Entry) -> int:
+    try:
+        return deps.index(entry)
+    except ValueError:
+        return -1
