@@ -43,7 +43,7 @@ class Settings:
         sizes = (100, 500, 1000, 5000) + ((10000,) if args.full else ())
         if args.quick:
             return cls(True, args.full, args.churn_seconds if args.churn_seconds is not None
-                       else 20.0, args.repeats or 3, sizes, (100, 1000, 3000), (10, 100, 1000),
+                       else 5.0, args.repeats or 3, sizes, (100, 1000, 3000), (10, 100, 1000),
                        5000)
         return cls(False, args.full, args.churn_seconds if args.churn_seconds is not None
                    else 300.0, args.repeats or 5, sizes, (100, 1000, 3000), (10, 100, 1000),
@@ -52,10 +52,10 @@ class Settings:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer repeats and a 20 s churn")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and a 5 s churn")
     p.add_argument("--full", action="store_true", help="also N=10,000")
     p.add_argument("--churn-seconds", type=float, default=None,
-                   help="M2 route churn duration (default 300, 20 with --quick)")
+                   help="M2 route churn duration (default 300, 5 with --quick)")
     p.add_argument("--repeats", type=int, default=0, help="timed repeats per measurement")
     p.add_argument("--only", default=",".join(ALL), help="comma-separated metric ids")
     p.add_argument("--results", type=Path, default=RESULTS, help="output directory")
@@ -74,7 +74,7 @@ async def run_all(s: Settings, only: set[str], results: Path) -> list[Metric]:
         "M7": lambda u: mod("m7").run_m7(u, quick=s.quick),
         "M5": lambda u: mod("m5").run_m5(s.m5_streams, u, repeats=3 if s.quick else 5),
         "M8": lambda u: mod("m8").run_m8(u, repeats=s.repeats, quick=s.quick),
-        "M6": lambda u: mod("m6").run_m6(s.m6_services, u),
+        "M6": lambda u: mod("m6").run_m6(s.m6_services, u, quick=s.quick),
         "M9": lambda u: mod("m9").run_m9(u, quick=s.quick, results=results),
         "M10": lambda u: mod("m10").run_m10(u, quick=s.quick),
         "M2": lambda u: mod("m2").run_m2(s.m2_sizes, s.churn_seconds, u,
