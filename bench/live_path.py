@@ -1,6 +1,7 @@
-"""Where the time of one endpoint change goes in the live process, stage by stage.
+"""Where the time of one change goes in the live process, stage by stage.
 
-Run alone: ``.venv/bin/python -m bench.live_path [--repeats 30] [--services 1000]``.
+Run alone: ``.venv/bin/python -m bench.live_path [--repeats 30] [--services 1000]
+[--change slice|path] [--policy-every N]``.
 
 The M1 change (one EndpointSlice at 1,000 Services) published to the live
 controller with ``kxds serve``'s defaults (leading-edge debounce, worker
@@ -28,10 +29,11 @@ from typing import Any
 from bench import scenario
 from bench.live import ControlPlane
 from bench.m1 import wait_loaded
+from bench.m2 import with_path
 from bench.procs import Envoy
 from bench.scenario import Spec
 from kxds import controller
-from kxds.kube.models import EndpointSlice
+from kxds.kube.models import ClusterState, EndpointSlice
 from kxds.xds import protocol, server
 from kxds.xds.cache import SnapshotCache
 
@@ -99,10 +101,12 @@ class Stamps:
         p.ack = self.around(p.ack, "ACK read", None)  # type: ignore
 
 
-async def run(repeats: int, services: int) -> None:
+async def run(repeats: int, services: int, change: str = "slice",
+              policy_every: int | None = None) -> None:
     stamps = Stamps()
     stamps.install()
-    spec = Spec(services=services)
+    spec = Spec(services=services) if policy_every is None else Spec(
+        services=services, policy_every=policy_every)
     state = scenario.build_state(spec)
     cp = ControlPlane()  # kxds serve's debounce defaults
     await cp.start(state)
@@ -111,10 +115,7 @@ async def run(repeats: int, services: int) -> None:
     try:
         await wait_loaded(envoy, spec.services)
         for r in range(repeats + 1):  # the first change warms up
-            new = scenario.parse(scenario.slice_doc(spec, (r * 37) % spec.services,
-                                                    generation=r + 1))
-            assert isinstance(new, EndpointSlice)
-            state = scenario.with_slice(state, new)
+            state = _changed(spec, state, change, r)
             await asyncio.sleep(0.2)
             stamps.now = {}
             t0 = time.perf_counter()
@@ -127,7 +128,11 @@ async def run(repeats: int, services: int) -> None:
     finally:
         envoy.stop()
         await cp.stop()
-    print(f"one EndpointSlice at {services:,} Services, {repeats} changes, ms after publish:")
+    what = (f"one EndpointSlice at {services:,} Services" if change == "slice"
+            else f"a path added to an Ingress at {services:,} routes")
+    policies = (f"a NetworkPolicy on every {spec.policy_every}th Service" if spec.policy_every
+                else "no NetworkPolicy")
+    print(f"{what} ({policies}), {repeats} changes, ms after publish:")
     for stage in STAGES:
         values = [row[stage] for row in rows if stage in row]
         if len(values) >= 2:
@@ -137,12 +142,28 @@ async def run(repeats: int, services: int) -> None:
     print(f"  build CPU time p50 {statistics.median(cpu) * 1e3:.2f} ms")
 
 
+def _changed(spec: Spec, state: ClusterState, change: str, r: int) -> ClusterState:
+    """M1's change (an EndpointSlice) or M2's (an Exact path added to one Ingress)."""
+    if change == "path":
+        j = (r * 7) % spec.ingresses
+        return with_path(spec, state, j, ((f"/live-{r}", j * spec.paths_per_ingress),))
+    new = scenario.parse(scenario.slice_doc(spec, (r * 37) % spec.services, generation=r + 1))
+    assert isinstance(new, EndpointSlice)
+    return scenario.with_slice(state, new)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.live_path", description=__doc__)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--services", type=int, default=1000,
+                   help="Services (and so routes: one path each)")
+    p.add_argument("--change", choices=("slice", "path"), default="slice",
+                   help="M1's change (default) or M2's")
+    p.add_argument("--policy-every", type=int, default=None,
+                   help="a NetworkPolicy on every Nth Service (the scenario's default: 10; "
+                        "0: none)")
     args = p.parse_args()
-    asyncio.run(run(args.repeats, args.services))
+    asyncio.run(run(args.repeats, args.services, args.change, args.policy_every))
 
 
 if __name__ == "__main__":
