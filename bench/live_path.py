@@ -3,7 +3,8 @@
 Run alone: ``.venv/bin/python -m bench.live_path [--repeats 30] [--services 1000]
 [--change slice|path] [--policy-every N]``.
 
-The M1 change (one EndpointSlice at 1,000 Services) published to the live
+The M1 change (one EndpointSlice at 1,000 Services; ``--change path``: M2's, an
+Exact path added to one Ingress, one route per Service) published to the live
 controller with ``kxds serve``'s defaults (leading-edge debounce, worker
 threads on), one real Envoy on SotW ADS. Each stage's instant is taken inside
 kxds, by wrapping the functions that mark it for the run (nothing is polled):
