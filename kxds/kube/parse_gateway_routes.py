@@ -8,7 +8,7 @@ rules are checked here and defaults applied as the CRD schema applies them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from kxds.diagnostics import Reason, show
@@ -166,15 +166,25 @@ def status_controllers(doc: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def parse_http_route(doc: Mapping[str, Any], limits: Limits) -> g.HTTPRoute:
-    meta = parse_meta(doc, "HTTPRoute", namespaced=True)
+    meta, parents, hostnames, rules = _l7_route(doc, "HTTPRoute", _rule)
+    return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
+                       status_controllers=status_controllers(doc))
+
+
+def _l7_route(doc: Mapping[str, Any], kind: str,
+              rule: Callable[[Mapping[str, Any], str], g.RouteRule]
+              ) -> tuple[Meta, tuple[g.ParentReference, ...], tuple[str, ...],
+                         tuple[g.RouteRule, ...]]:
+    """What HTTPRoute and GRPCRoute share: metadata, parents, hostnames and rules
+    (at most 16, named uniquely; none is one rule that matches everything)."""
+    meta = parse_meta(doc, kind, namespaced=True)
     spec = get_map(doc, "spec", "")
     parents = _route_parents(spec)
     hostnames = _route_hostnames(spec)
     check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
-    rules = items(spec, "rules", "spec", _rule) or (g.RouteRule(),)
+    rules = items(spec, "rules", "spec", rule) or (g.RouteRule(),)
     _unique_rule_names(rules)
-    return g.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
-                       status_controllers=status_controllers(doc))
+    return meta, parents, hostnames, rules
 
 
 # --- GRPCRoute --------------------------------------------------------------------------
@@ -238,13 +248,7 @@ def _grpc_rule(raw: Mapping[str, Any], path: str) -> g.RouteRule:
 
 
 def parse_grpc_route(doc: Mapping[str, Any], limits: Limits) -> g.GRPCRoute:
-    meta = parse_meta(doc, "GRPCRoute", namespaced=True)
-    spec = get_map(doc, "spec", "")
-    parents = _route_parents(spec)
-    hostnames = _route_hostnames(spec)
-    check_count(get_list(spec, "rules", "spec"), 16, "spec.rules", "the Gateway API allows 16")
-    rules = items(spec, "rules", "spec", _grpc_rule) or (g.RouteRule(),)
-    _unique_rule_names(rules)
+    meta, parents, hostnames, rules = _l7_route(doc, "GRPCRoute", _grpc_rule)
     return g.GRPCRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules,
                        status_controllers=status_controllers(doc))
 
