@@ -635,6 +635,50 @@ class LoopbackHttp:
         self.server.server_close()
 
 
+def read_head(conn: socket.socket) -> bytes:
+    """Bytes from ``conn`` up to the end of an HTTP/1.1 head (and whatever came with it),
+    or all there was when it closed first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+class RawLoopback:
+    """``serve(conn, headers)`` for each connection on a free loopback port once its
+    request head is read (lower-cased header names), a daemon thread per connection,
+    until :meth:`close`: the backends that answer below HTTP (upgrades, slow replies)."""
+
+    def __init__(self, serve: Callable[[socket.socket, dict[str, str]], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._serve = serve
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            head = read_head(conn)
+            if b"\r\n\r\n" not in head:
+                return
+            lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+            self._serve(conn, {k.strip().lower(): v.strip() for k, _, v in
+                               (line.partition(":") for line in lines[1:])})
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """RFC 6455's key suffix for ``Sec-WebSocket-Accept``."""
 

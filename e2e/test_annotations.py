@@ -11,14 +11,20 @@ import http.client
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from e2e.harness import EchoBackend, Gateway, http_get, switch_to_websocket, wait_for
+from e2e.harness import (
+    EchoBackend,
+    Gateway,
+    RawLoopback,
+    http_get,
+    switch_to_websocket,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -28,36 +34,15 @@ class RawBackend:
     """``/slow``: answers after 3 s; a WebSocket upgrade: echoes one text frame."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.server = RawLoopback(self._serve)
+        self.port = self.server.port
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (line.partition(":") for line in lines[1:])}
-            if headers.get("upgrade", "").lower() == "websocket":
-                self._websocket(conn, headers["sec-websocket-key"])
-                return
-            time.sleep(3)
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+    def _serve(self, conn: socket.socket, headers: dict[str, str]) -> None:
+        if headers.get("upgrade", "").lower() == "websocket":
+            self._websocket(conn, headers["sec-websocket-key"])
+            return
+        time.sleep(3)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
 
     @staticmethod
     def _websocket(conn: socket.socket, key: str) -> None:
@@ -69,7 +54,7 @@ class RawBackend:
         conn.sendall(bytes([0x81, len(text)]) + text)
 
     def close(self) -> None:
-        self.sock.close()
+        self.server.close()
 
 
 def _service(name: str, echoes: list[EchoBackend] | list[int]) -> str:

@@ -20,7 +20,6 @@ import json
 import os
 import socket
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,9 @@ from e2e.harness import (
     EchoBackend,
     Gateway,
     Process,
+    RawLoopback,
     gateway_manifest,
+    read_head,
     service_manifest,
     switch_to_websocket,
     wait_for,
@@ -280,39 +281,21 @@ class UpgradeEcho:
     byte back: enough to see the upgraded connection carried both ways."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.upgrades = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.server = RawLoopback(self._one)
+        self.port = self.server.port
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            headers = {k.strip().lower(): v.strip() for k, _, v in (
-                line.partition(":") for line in head.decode().split("\r\n")[1:] if line)}
-            if headers.get("upgrade", "").lower() != "websocket":
-                conn.sendall(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n")
-                return
-            self.upgrades += 1
-            switch_to_websocket(conn, headers["sec-websocket-key"])
-            while data := conn.recv(4096):
-                conn.sendall(data)
+    def _one(self, conn: socket.socket, headers: dict[str, str]) -> None:
+        if headers.get("upgrade", "").lower() != "websocket":
+            conn.sendall(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n")
+            return
+        self.upgrades += 1
+        switch_to_websocket(conn, headers["sec-websocket-key"])
+        while data := conn.recv(4096):
+            conn.sendall(data)
 
     def stop(self) -> None:
-        self.sock.close()
+        self.server.close()
 
 
 def websocket_echo(port: int, host: str, payload: bytes) -> tuple[str, bytes]:
@@ -323,12 +306,7 @@ def websocket_echo(port: int, host: str, payload: bytes) -> tuple[str, bytes]:
         s.sendall((f"GET /ws HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
                    f"connection: Upgrade\r\nsec-websocket-key: {key}\r\n"
                    "sec-websocket-version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        head = read_head(s)
         status, _, rest = head.partition(b"\r\n")
         echoed = rest.partition(b"\r\n\r\n")[2]
         if b" 101 " in status:
