@@ -222,33 +222,51 @@ async def one(scoped: bool, n: int, repeats: int, backend_port: int,
         # A host no virtual host names: 404 in both layouts here (no catch-all), but
         # the single table could hold a "*" virtual host; a scope key cannot.
         unmatched, _ = await http_get(port, "/p0-0", host="unknown.example")
-        lat, apply = [], []
-        for r in range(repeats + 2):
-            j = (r * 7) % hosts
-            path = f"/new-{r}"
-            layout.extra.setdefault(j, []).append(path)
-            status, _ = await http_get(port, path, host=host(j))
-            assert status == 404, status
-            before = await totals(envoy)
+        def change(j: int) -> Callable[[], None]:
             changed = layout.route_configs(only=j if scoped else None)
-            t0 = time.perf_counter()
-            ads.push(RDS, changed)
-            t1 = await first_200(port, host(j), path)
-            await asyncio.sleep(0.2)
-            seconds, _ = applied(before, await totals(envoy))
-            if r >= 2:
-                lat.append(t1 - t0)
-                apply.append(seconds)
-        s, a = Summary.of(lat), Summary.of(apply)
-        out = {"layout": label, "routes": n, "hosts": hosts, "first_200_p50_s": s.median,
-               "first_200_p99_s": s.p99, "envoy_apply_p50_s": a.median,
-               "envoy_apply_p99_s": a.p99, "samples": s.n, "nacks": ads.nacks[:3],
-               "unmatched_host_status": unmatched}
-        print(json.dumps(out), flush=True)
-        return out
+            return lambda: ads.push(RDS, changed)
+
+        lat, apply = await path_samples(envoy, port, hosts, repeats, layout.extra, change)
+        return result(label, n, hosts, lat, apply, ads.nacks, unmatched_host_status=unmatched)
     finally:
         envoy.stop()
         await server.stop(0)
+
+
+async def path_samples(envoy: Envoy, port: int, hosts: int, repeats: int,
+                       extra: dict[int, list[str]], change: Callable[[int], Callable[[], None]]
+                       ) -> tuple[Summary, Summary]:
+    """An Exact path added to one host at a time (two first to warm up): the time from
+    the push (``change(j)`` prepares it, untimed) to the path's first 200 through Envoy,
+    and what Envoy's ``update_duration`` histograms gained (its own apply time)."""
+    lat, apply = [], []
+    for r in range(repeats + 2):
+        j = (r * 7) % hosts
+        path = f"/new-{r}"
+        extra.setdefault(j, []).append(path)
+        status, _ = await http_get(port, path, host=host(j))
+        assert status == 404, status  # the host's own virtual host lacks it
+        push = change(j)
+        before = await totals(envoy)
+        t0 = time.perf_counter()
+        push()
+        t1 = await first_200(port, host(j), path)
+        await asyncio.sleep(0.2)
+        seconds, _ = applied(before, await totals(envoy))
+        if r >= 2:
+            lat.append(t1 - t0)
+            apply.append(seconds)
+    return Summary.of(lat), Summary.of(apply)
+
+
+def result(label: str, n: int, hosts: int, lat: Summary, apply: Summary, nacks: list[Any],
+           **more: Any) -> dict[str, Any]:
+    """One layout's figures at one size, printed as a JSON line as it comes."""
+    out = {"layout": label, "routes": n, "hosts": hosts, "first_200_p50_s": lat.median,
+           "first_200_p99_s": lat.p99, "envoy_apply_p50_s": apply.median,
+           "envoy_apply_p99_s": apply.p99, "samples": lat.n, "nacks": nacks[:3], **more}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 OneRun = Callable[[bool, int, int, int], Awaitable[dict[str, Any]]]

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -39,10 +37,20 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from bench.m2 import first_200
-from bench.m8_scenarios import applied, totals
 from bench.procs import Envoy, free_port, http_get
-from bench.proto_srds import BACKEND, PATHS, RDS, Layout, _ads, _any, cli, host, vhost
-from bench.timing import Summary
+from bench.proto_srds import (
+    BACKEND,
+    PATHS,
+    RDS,
+    Layout,
+    _ads,
+    _any,
+    cli,
+    host,
+    path_samples,
+    result,
+    vhost,
+)
 
 VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 TABLE = "all"
@@ -150,32 +158,14 @@ async def one(vhds: bool, n: int, repeats: int, backend_port: int) -> dict[str, 
         await first_200(port, host(hosts - 1), f"/p{hosts - 1}-0", timeout=120.0)
         unmatched, _ = await http_get(port, "/p0-0", host="unknown.example")
         wildcard, _ = await http_get(port, "/any", host="a.wild.example")
-        lat, apply = [], []
-        for r in range(repeats + 2):
-            j = (r * 7) % hosts
-            path = f"/new-{r}"
-            layout.extra.setdefault(j, []).append(path)
-            status, _ = await http_get(port, path, host=host(j))
-            assert status == 404, status  # the host's own virtual host lacks it
-            before = await totals(envoy)
-            t0 = time.perf_counter()
+        def change(j: int) -> Callable[[], None]:
             if vhds:
-                ads.push(VHDS, layout.virtual_hosts(only=j))
-            else:
-                ads.push(RDS, layout.table())
-            t1 = await first_200(port, host(j), path)
-            await asyncio.sleep(0.2)
-            seconds, _ = applied(before, await totals(envoy))
-            if r >= 2:
-                lat.append(t1 - t0)
-                apply.append(seconds)
-        s, a = Summary.of(lat), Summary.of(apply)
-        out = {"layout": label, "routes": n, "hosts": hosts, "first_200_p50_s": s.median,
-               "first_200_p99_s": s.p99, "envoy_apply_p50_s": a.median,
-               "envoy_apply_p99_s": a.p99, "samples": s.n, "nacks": ads.nacks[:3],
-               "unmatched_host_status": unmatched, "wildcard_host_status": wildcard}
-        print(json.dumps(out), flush=True)
-        return out
+                return lambda: ads.push(VHDS, layout.virtual_hosts(only=j))
+            return lambda: ads.push(RDS, layout.table())
+
+        lat, apply = await path_samples(envoy, port, hosts, repeats, layout.extra, change)
+        return result(label, n, hosts, lat, apply, ads.nacks, unmatched_host_status=unmatched,
+                      wildcard_host_status=wildcard)
     finally:
         envoy.stop()
         await server.stop(0)
