@@ -16,7 +16,7 @@ from kxds.gateway_status_writer import GatewayStatusWriter
 from kxds.kube.client import KubeClient
 from kxds.kube.loader import load_text
 from kxds.kube.models import Secret
-from kxds.kube.store import referenced_secrets
+from kxds.kube.store_index import referenced_secrets
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate
 

@@ -14,8 +14,9 @@ from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.models import MAX_CONFIG_MAP_BYTES, ClusterState, ConfigMap, Model
 from kxds.kube.parse import parse_object
-from kxds.kube.store import KINDS, referenced_config_maps
+from kxds.kube.store import KINDS
 from kxds.kube.store import Store as ObjectStore
+from kxds.kube.store_index import referenced_config_maps
 from kxds.translators.auth_proxy_headers import template
 from kxds.translators.config import TranslateConfig
 from kxds.translators.edge import translate

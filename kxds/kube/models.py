@@ -303,10 +303,6 @@ Model = (Service | EndpointSlice | Ingress | IngressClass | NetworkPolicy | Secr
          | UDPRoute | ConfigMap | BackendTLSPolicy)
 
 
-def _index(items: Iterable[Model]) -> Mapping[Key, Model]:
-    return {m.meta.key: m for m in items}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterState:
     """An immutable snapshot of every object kxds reads, plus the parse problems.
@@ -346,64 +342,38 @@ class ClusterState:
         cls, objects: Iterable[Model], problems: Iterable[Diagnostic] = ()
     ) -> ClusterState:
         """Index ``objects`` by kind and key. A later object with the same key wins."""
-        by_type: dict[type, list[Model]] = {}
+        indexed: dict[str, dict[Key, Model]] = {name: {} for name in FIELD_OF.values()}
         for obj in objects:
-            by_type.setdefault(type(obj), []).append(obj)
-        indexed = {kind: _index(items) for kind, items in by_type.items()}
+            indexed[FIELD_OF[type(obj)]][obj.meta.key] = obj
         slices: dict[Key, list[EndpointSlice]] = {}
         # From the index, so a slice given twice is counted once (the later one).
-        for s in indexed.get(EndpointSlice, {}).values():
+        for s in indexed["endpoint_slices"].values():
             assert isinstance(s, EndpointSlice)
             slices.setdefault((s.meta.namespace, s.service_name), []).append(s)
-
-        def view(kind: type) -> Mapping[Key, Model]:
-            return MappingProxyType(dict(indexed.get(kind, {})))
-
         return cls(
-            services=view(Service),  # type: ignore[arg-type]
-            endpoint_slices=view(EndpointSlice),  # type: ignore[arg-type]
-            ingresses=view(Ingress),  # type: ignore[arg-type]
-            ingress_classes=view(IngressClass),  # type: ignore[arg-type]
-            network_policies=view(NetworkPolicy),  # type: ignore[arg-type]
-            secrets=view(Secret),  # type: ignore[arg-type]
-            namespaces=view(Namespace),  # type: ignore[arg-type]
-            pods=view(Pod),  # type: ignore[arg-type]
-            gateway_classes=view(GatewayClass),  # type: ignore[arg-type]
-            gateways=view(Gateway),  # type: ignore[arg-type]
-            http_routes=view(HTTPRoute),  # type: ignore[arg-type]
-            grpc_routes=view(GRPCRoute),  # type: ignore[arg-type]
-            reference_grants=view(ReferenceGrant),  # type: ignore[arg-type]
-            tls_routes=view(TLSRoute),  # type: ignore[arg-type]
-            tcp_routes=view(TCPRoute),  # type: ignore[arg-type]
-            udp_routes=view(UDPRoute),  # type: ignore[arg-type]
-            config_maps=view(ConfigMap),  # type: ignore[arg-type]
-            backend_tls_policies=view(BackendTLSPolicy),  # type: ignore[arg-type]
+            **{name: MappingProxyType(by_key) for name, by_key in indexed.items()},  # type: ignore[arg-type]
             slices_by_service=MappingProxyType(
-                {k: tuple(sorted(v, key=lambda s: s.meta.name)) for k, v in slices.items()}
-            ),
+                {k: slices_in_order(v) for k, v in slices.items()}),
             problems=tuple(sorted(set(problems))),
         )
 
     def objects(self) -> Iterable[Model]:
         """Every object, in no particular order."""
-        for mapping in (
-            self.services,
-            self.endpoint_slices,
-            self.ingresses,
-            self.ingress_classes,
-            self.network_policies,
-            self.secrets,
-            self.namespaces,
-            self.pods,
-            self.gateway_classes,
-            self.gateways,
-            self.http_routes,
-            self.grpc_routes,
-            self.reference_grants,
-            self.tls_routes,
-            self.tcp_routes,
-            self.udp_routes,
-            self.config_maps,
-            self.backend_tls_policies,
-        ):
-            yield from mapping.values()
+        for name in FIELD_OF.values():
+            yield from getattr(self, name).values()
+
+
+FIELD_OF: Mapping[type, str] = MappingProxyType({
+    Service: "services", EndpointSlice: "endpoint_slices", Ingress: "ingresses",
+    IngressClass: "ingress_classes", NetworkPolicy: "network_policies", Secret: "secrets",
+    Namespace: "namespaces", Pod: "pods", GatewayClass: "gateway_classes", Gateway: "gateways",
+    HTTPRoute: "http_routes", GRPCRoute: "grpc_routes", ReferenceGrant: "reference_grants",
+    TLSRoute: "tls_routes", TCPRoute: "tcp_routes", UDPRoute: "udp_routes",
+    ConfigMap: "config_maps", BackendTLSPolicy: "backend_tls_policies",
+})
+"""The :class:`ClusterState` field that holds each kind of object."""
+
+
+def slices_in_order(slices: Iterable[EndpointSlice]) -> tuple[EndpointSlice, ...]:
+    """A Service's EndpointSlices as ``slices_by_service`` holds them: by name."""
+    return tuple(sorted(slices, key=lambda s: s.meta.name))

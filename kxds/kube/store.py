@@ -19,8 +19,7 @@ from kxds.kube import models as m
 from kxds.kube.gateway_models import GROUP
 from kxds.kube.limits import Limits
 from kxds.kube.parse import parse_object
-
-Entry = tuple[m.Model | None, Diagnostic | None]
+from kxds.kube.store_index import Entry, StateIndex
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 OPAQUE_SECRET_TYPE = "Opaque"
@@ -182,55 +181,14 @@ def _same(old: Entry | None, new: Entry) -> bool:
     return old[0] == dataclasses.replace(new[0], meta=meta) and old[1] == new[1]
 
 
-def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
-    """Secrets named by annotations such as ``kxds.io/client-ca-secret: [ns/]name``."""
-    for key, value in ing.meta.annotations.items():
-        if "secret" in key.rsplit("/", 1)[-1].lower():
-            for ref in value.split(","):
-                ns, _, name = ref.strip().rpartition("/")
-                if name:
-                    yield (ns or ing.meta.namespace, name)
-
-
-def referenced_secrets(ingresses: Iterable[m.Ingress], extra: Iterable[m.Key],
-                       gateways: Iterable[m.Gateway] = (),
-                       policies: Iterable[m.BackendTLSPolicy] = ()) -> set[m.Key]:
-    """Secrets an Ingress (of any class), a Gateway listener, a BackendTLSPolicy or the
-    configuration refers to."""
-    out = set(extra)
-    for pol in policies:
-        out.update((pol.meta.namespace, ref.name) for ref in pol.ca_refs
-                   if ref.group == "" and ref.kind == "Secret")
-    for gw in gateways:
-        out.update((ref.namespace or gw.meta.namespace, ref.name) for lis in gw.listeners
-                   if lis.tls is not None for ref in lis.tls.certificate_refs)
-    for ing in ingresses:
-        out.update((ing.meta.namespace, t.secret_name) for t in ing.tls if t.secret_name)
-        out.update(_names_in_annotations(ing))
-    return out
-
-
-CONFIG_MAP_ANNOTATIONS = ("custom-headers", "auth-proxy-set-headers")
-"""Annotations (short names, under either prefix) whose value names a ConfigMap."""
-
-
-def referenced_config_maps(ingresses: Iterable[m.Ingress],
-                           policies: Iterable[m.BackendTLSPolicy] = ()) -> set[m.Key]:
-    """ConfigMaps an Ingress (of any class) names (``[namespace/]name``), and the CA
-    bundles BackendTLSPolicies name."""
-    out: set[m.Key] = {(p.meta.namespace, r.name) for p in policies for r in p.ca_refs
-                       if r.group == "" and r.kind == "ConfigMap"}
-    for ing in ingresses:
-        for key, value in ing.meta.annotations.items():
-            if key.rsplit("/", 1)[-1] in CONFIG_MAP_ANNOTATIONS:
-                ns, _, name = value.strip().rpartition("/")
-                if name:
-                    out.add((ns or ing.meta.namespace, name))
-    return out
-
-
 class Store:
-    """Thread-safe per-kind maps of parsed objects, with a change generation."""
+    """Thread-safe per-kind maps of parsed objects, with a change generation.
+
+    An object parsed again unchanged (a relist, a status-only update) keeps its
+    model, so a snapshot hands downstream the very same object while it is the
+    same; :class:`~kxds.kube.store_index.StateIndex` patches the last snapshot
+    with the keys changed since.
+    """
 
     def __init__(self, kinds: Iterable[Kind], extra_secrets: Iterable[m.Key] = (),
                  limits: Limits | None = None) -> None:
@@ -245,8 +203,12 @@ class Store:
         self.failed_uids: dict[str, dict[m.Key, str]] = {k.slot: {} for k in self.kinds}
         """Per slot, the uid of each object that failed to parse (it is in no model), for
         Events."""
+        self._index = StateIndex({k.slot: k.kind for k in self.kinds}, self.extra_secrets)
+        self._pending: dict[str, set[m.Key]] = {}
+        """Per slot, the keys changed since the last snapshot."""
 
-    def _changed(self) -> None:
+    def _changed(self, slot: str, keys: Iterable[m.Key]) -> None:
+        self._pending.setdefault(slot, set()).update(keys)
         self.generation += 1
         self.on_change()
 
@@ -262,13 +224,14 @@ class Store:
         with self.lock:
             self.failed_uids[kind.slot] = failed
             old = self.entries[kind.slot]
-            new = {k: keep_last_good(old.get(k), e) for k, e in new.items()}
-            same = old.keys() == new.keys() and all(_same(old[k], e) for k, e in new.items())
+            new = {k: _kept(old.get(k), e) for k, e in new.items()}
+            changed = [k for k, e in new.items() if e is not old.get(k)]
+            changed += old.keys() - new.keys()
             self.entries[kind.slot] = new
             first = kind.slot not in self.synced
             self.synced.add(kind.slot)
-            if first or not same:
-                self._changed()
+            if first or changed:
+                self._changed(kind.slot, changed)
 
     def upsert(self, kind: Kind, doc: Mapping[str, Any]) -> None:
         key, entry = parse_doc(kind, doc, self.limits)
@@ -278,18 +241,17 @@ class Store:
             else:
                 self.failed_uids[kind.slot].pop(key, None)
             table = self.entries[kind.slot]
-            entry = keep_last_good(table.get(key), entry)
-            unchanged = _same(table.get(key), entry)
-            table[key] = entry
-            if not unchanged:
-                self._changed()
+            old = table.get(key)
+            table[key] = entry = _kept(old, entry)
+            if entry is not old:
+                self._changed(kind.slot, (key,))
 
     def delete(self, kind: Kind, doc: Mapping[str, Any]) -> None:
         key, _ = parse_doc(kind, doc)
         with self.lock:
             self.failed_uids[kind.slot].pop(key, None)
             if self.entries[kind.slot].pop(key, None) is not None:
-                self._changed()
+                self._changed(kind.slot, (key,))
 
     def uid(self, ref: ObjectRef) -> str:
         """The uid of an object that failed to parse ("" when unknown)."""
@@ -301,39 +263,19 @@ class Store:
         return ""
 
     def snapshot(self) -> tuple[m.ClusterState | None, int]:
-        """``(state, generation)``; the state is None until every kind has been listed."""
+        """``(state, generation)``; the state is None until every kind has been listed.
+        It costs the objects changed since the last one (the first, every object)."""
         with self.lock:
             if len(self.synced) < len(self.kinds):
                 return None, self.generation
-            tables = {k: list(v.values()) for k, v in self.entries.items()}
-            generation = self.generation
-        ingresses = [e[0] for e in tables.get("ingresses", ()) if isinstance(e[0], m.Ingress)]
-        gateways = [e[0] for e in tables.get("gateways", ()) if isinstance(e[0], m.Gateway)]
-        # (kinds watched per namespace or variant are in slots "plural#variant@ns";
-        # these two never are)
-        policies = [e[0] for e in tables.get("backendtlspolicies", ())
-                    if isinstance(e[0], m.BackendTLSPolicy)]
-        wanted = referenced_secrets(ingresses, self.extra_secrets, gateways, policies)
-        # Only ConfigMaps an annotation or a policy names are kept in the snapshot, so an
-        # unrelated ConfigMap's change rebuilds nothing.
-        wanted_maps = referenced_config_maps(ingresses, policies)
-        objects: list[m.Model] = []
-        problems: list[Diagnostic] = []
-        for slot, entries in tables.items():
-            plural = slot.partition("@")[0].partition("#")[0]
-            for model, problem in entries:
-                if plural == "secrets" and not _wanted(model, problem, wanted):
-                    continue
-                if plural == "configmaps" and not _wanted(model, problem, wanted_maps):
-                    continue
-                if model is not None:
-                    objects.append(model)
-                if problem is not None:
-                    problems.append(problem)
-        return m.ClusterState.from_objects(objects, problems), generation
+            if self._pending:
+                self._index.update(self.entries, self._pending)
+                self._pending = {}
+            return self._index.state, self.generation
 
 
-def _wanted(model: m.Model | None, problem: Diagnostic | None, wanted: set[m.Key]) -> bool:
-    if model is not None:
-        return model.meta.key in wanted
-    return problem is not None and (problem.ref.namespace, problem.ref.name) in wanted
+def _kept(old: Entry | None, new: Entry) -> Entry:
+    """The entry a key holds once ``new`` is parsed: its last good model if ``new``
+    failed (:func:`keep_last_good`), and ``old`` itself when nothing we read changed."""
+    new = keep_last_good(old, new)
+    return old if old is not None and _same(old, new) else new
