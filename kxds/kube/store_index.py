@@ -53,8 +53,6 @@ class StateIndex:
         for slot, name in self._field.items():
             self._slots_of.setdefault(name, []).append(slot)
         self._maps: dict[str, dict[m.Key, m.Model]] = {n: {} for n in m.FIELD_OF.values()}
-        self._slices_of: dict[m.Key, set[m.Key]] = {}
-        """(namespace, Service name) -> the keys of its EndpointSlices."""
         self._groups: dict[m.Key, tuple[m.EndpointSlice, ...]] = {}
         self._problems: dict[tuple[str, m.Key], Diagnostic] = {}
         self._refs: dict[tuple[str, m.Key], Refs] = {}
@@ -70,32 +68,32 @@ class StateIndex:
             if self._plural[slot] in _REFERRING:
                 for key in keys:
                     self._count_refs(entries, slot, key, todo)
-        fields: set[str] = set()
-        slices: set[m.Key] = set()
+        patched: dict[str, dict[m.Key, m.Model]] = {}  # copied on their first change
+        groups: dict[m.Key, tuple[m.EndpointSlice, ...]] | None = None
         problems = False
-        patched: dict[str, dict[m.Key, m.Model]] = {}
         for slot, keys in todo.items():
             name = self._field[slot]
-            by_key = patched.get(name)
-            if by_key is None:
-                by_key = patched[name] = dict(self._maps[name])
             for key in keys:
                 problems |= self._note_problem(entries, slot, key)
-                old, new = by_key.get(key), self._winner(entries, name, key)
+                old, new = patched.get(name, self._maps[name]).get(key), self._winner(
+                    entries, name, key)
                 if new is old:
                     continue
-                fields.add(name)
+                by_key = patched.get(name)
+                if by_key is None:
+                    by_key = patched[name] = dict(self._maps[name])
                 if new is None:
                     del by_key[key]
                 else:
                     by_key[key] = new
                 if name == "endpoint_slices":
-                    slices.update(self._move_slice(key, old, new))
-        for name in fields:
-            self._maps[name] = patched[name]
-        changes: dict[str, object] = {n: MappingProxyType(self._maps[n]) for n in fields}
-        if slices:
-            changes["slices_by_service"] = MappingProxyType(self._regroup(slices))
+                    groups = dict(self._groups) if groups is None else groups
+                    _move_slice(groups, key, old, new)
+        self._maps.update(patched)
+        changes: dict[str, object] = {n: MappingProxyType(by_key) for n, by_key in patched.items()}
+        if groups is not None:
+            self._groups = groups
+            changes["slices_by_service"] = MappingProxyType(groups)
         if problems:
             changes["problems"] = tuple(sorted(set(self._problems.values())))
         if changes:
@@ -157,32 +155,27 @@ class StateIndex:
             if p == plural:
                 todo.setdefault(slot, set()).add(key)
 
-    def _move_slice(self, key: m.Key, old: m.Model | None,
-                    new: m.Model | None) -> Iterable[m.Key]:
-        """Move the slice ``key`` between its Services' groups; the Services concerned."""
-        for model, add in ((old, False), (new, True)):
-            if isinstance(model, m.EndpointSlice):
-                service = (model.meta.namespace, model.service_name)
-                keys = self._slices_of.setdefault(service, set())
-                if add:
-                    keys.add(key)
-                else:
-                    keys.discard(key)
-                yield service
 
-    def _regroup(self, services: Iterable[m.Key]) -> dict[m.Key, tuple[m.EndpointSlice, ...]]:
-        by_key = self._maps["endpoint_slices"]
-        groups = dict(self._groups)
-        for service in services:
-            keys = self._slices_of.get(service)
-            if keys:
-                groups[service] = m.slices_in_order(
-                    s for s in map(by_key.__getitem__, keys) if isinstance(s, m.EndpointSlice))
-            else:
-                self._slices_of.pop(service, None)
-                groups.pop(service, None)
-        self._groups = groups
-        return groups
+def _move_slice(groups: dict[m.Key, tuple[m.EndpointSlice, ...]], key: m.Key,
+                old: m.Model | None, new: m.Model | None) -> None:
+    """Take the slice ``key`` out of its old Service's group and put it in its new one's
+    (a group is replaced in place, not removed and added: a mapping copied without
+    holes is copied at C speed)."""
+    moved: dict[m.Key, list[m.EndpointSlice]] = {}
+    for model in (old, new):
+        if isinstance(model, m.EndpointSlice):
+            service = (model.meta.namespace, model.service_name)
+            rest = moved.get(service)
+            if rest is None:
+                rest = moved[service] = [s for s in groups.get(service, ())
+                                         if s.meta.key != key]
+            if model is new:
+                rest.append(model)
+    for service, rest in moved.items():
+        if rest:
+            groups[service] = m.slices_in_order(rest)
+        else:
+            groups.pop(service, None)
 
 
 def _names_in_annotations(ing: m.Ingress) -> Iterable[m.Key]:
