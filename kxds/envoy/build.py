@@ -38,6 +38,7 @@ from kxds.envoy.resource import (
     TYPE_ORDER,
     Resource,
     Resources,
+    copied,
 )
 
 
@@ -351,7 +352,7 @@ def _patched_endpoints(before: ir.IR | None, model: ir.IR, built: Resources | No
     if (before is None or built is None or dns or before.clusters is not model.clusters
             or len(before.load_assignments) != len(model.load_assignments)):
         return None
-    endpoints = dict(built[ENDPOINT])
+    endpoints = copied(built[ENDPOINT])
     pairs = zip(model.load_assignments, before.load_assignments, strict=True)
     moved = map(operator.is_not, model.load_assignments, before.load_assignments)
     for new, old in itertools.compress(pairs, moved):  # the changed ones, found at C speed

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kxds.envoy.resource import Resource, Resources
+from kxds.envoy.resource import Resource, Resources, copied
 from kxds.xds.identity import NodeIdentity
 from kxds.xds.tracker import NodeTracker
 
@@ -262,7 +262,7 @@ class _SharedDiffs:
         hit = self._copies.get(id(source))
         if hit is not None and hit[0] is source:
             return hit[1], hit[2]
-        out, facts = dict(source), _Facts()
+        out, facts = copied(source), _Facts()
         _remember(self._copies, id(source), (source, out, facts))
         return out, facts
 
