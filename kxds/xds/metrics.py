@@ -58,6 +58,10 @@ class XdsMetrics:
                                 ["group"], registry=r)
         self._observed: dict[str, tuple[int, ...]] = {}
         """Each group's resource counts and bytes as last set on the gauges."""
+        # Each stream's responses and ACKs count into a few series (per type and
+        # protocol): found once, not by label on every one (3 against 1 microseconds).
+        self._sent: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
+        self._acked: dict[str, tuple[Counter, Histogram]] = {}
         self.rebuilds = Counter("kxds_rebuilds", "Configuration rebuilds", registry=r)
         self.rebuild_seconds = Histogram("kxds_rebuild_duration_seconds",
                                          "Time to translate and build one configuration",
@@ -107,10 +111,26 @@ class XdsMetrics:
 
     def observe_response(self, type_url: str, protocol: str, nbytes: int, count: int) -> None:
         """One response was written."""
-        label = short(type_url)
-        self.responses.labels(label, protocol).inc()
-        self.response_bytes.labels(label, protocol).inc(nbytes)
-        self.resources_sent.labels(label, protocol).inc(count)
+        series = self._sent.get((type_url, protocol))
+        if series is None:
+            labels = (short(type_url), protocol)
+            series = self._sent[(type_url, protocol)] = (
+                self.responses.labels(*labels), self.response_bytes.labels(*labels),
+                self.resources_sent.labels(*labels))
+        responses, sent_bytes, resources = series
+        responses.inc()
+        sent_bytes.inc(nbytes)
+        resources.inc(count)
+
+    def observe_ack(self, type_url: str, seconds: float) -> None:
+        """A proxy ACKed a response ``seconds`` after its view was set."""
+        series = self._acked.get(type_url)
+        if series is None:
+            label = short(type_url)
+            series = self._acked[type_url] = (self.acks.labels(label),
+                                              self.convergence.labels(label))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""

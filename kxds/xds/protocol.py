@@ -342,9 +342,7 @@ class ProtocolStream:
                              "attempts=%d", self.identity.node_id, short(st.type_url),
                              res.name, res.version, retry.attempts)
         if self.metrics is not None:
-            self.metrics.acks.labels(short(st.type_url)).inc()
-            self.metrics.convergence.labels(short(st.type_url)).observe(
-                max(0.0, time.monotonic() - reply.set_at))
+            self.metrics.observe_ack(st.type_url, max(0.0, time.monotonic() - reply.set_at))
 
     def nack(self, st: TypeState, reply: Reply, error: str) -> None:
         """Envoy rejected (part of) ``reply``: roll back only what it names."""
