@@ -71,7 +71,7 @@ import datetime as dt
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -119,6 +119,41 @@ def _prunable(group: str) -> bool:
     return group.startswith("node/") or (group.startswith("edge/") and group != EDGE_DEFAULT)
 
 
+class _Tally:
+    """Each group's diagnostics, and their union: node views of a class share one
+    tuple, so the union costs the distinct tuples, not the groups."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, tuple[Diagnostic, ...]] = {}
+        self._uses: dict[int, tuple[tuple[Diagnostic, ...], int]] = {}
+        """id of a tuple held -> it, and how many groups hold it."""
+
+    def put(self, group: str, diagnostics: tuple[Diagnostic, ...]) -> None:
+        old = self._of.get(group)
+        if old is diagnostics:
+            return
+        self.remove(group)
+        self._of[group] = diagnostics
+        _, uses = self._uses.get(id(diagnostics), (diagnostics, 0))
+        self._uses[id(diagnostics)] = (diagnostics, uses + 1)
+
+    def remove(self, group: str) -> None:
+        old = self._of.pop(group, None)
+        if old is None:
+            return
+        _, uses = self._uses[id(old)]
+        if uses > 1:
+            self._uses[id(old)] = (old, uses - 1)
+        else:
+            del self._uses[id(old)]
+
+    def union(self) -> set[Diagnostic]:
+        out: set[Diagnostic] = set()
+        for diagnostics, _ in self._uses.values():
+            out.update(diagnostics)
+        return out
+
+
 class RebuildObserver(Protocol):
     """What the controller reports each rebuild to (the xDS server's metrics)."""
 
@@ -149,6 +184,7 @@ class Controller:
         self._init_views()
         self._init_reporting(metrics.registry if metrics is not None else CollectorRegistry())
         cache.on_new_group = self._on_new_group
+        self._remember_watched()
 
     def _init_results(self) -> None:
         """What each rebuild leaves for others to read, and who is told of it."""
@@ -193,6 +229,8 @@ class Controller:
         self._skipped: set[ObjectRef] = set()
         self._counted: dict[str, tuple[Diagnostic, ...]] = {}
         """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
+        self._node_diagnostics = _Tally()
+        """Each node group's diagnostics as last built (rejected or not), and their union."""
         self._rejected = Counter("kxds_snapshots_rejected", "Snapshots not published "
                                  "(inconsistent, or translation failed)", ["group"],
                                  registry=registry)
@@ -297,20 +335,16 @@ class Controller:
 
     async def _publish_nodes(self, state: ClusterState, config: TranslateConfig,
                              small: bool) -> set[Diagnostic]:
-        """Build and set every node group's view; their problems."""
-        nodes = sorted(self._node_groups().items())
+        """Build every node group's view, set those that may have changed (the fleet
+        tells which: :mod:`kxds.fleet`); the problems of every node group."""
         # One worker-thread call for all of them: a hop per node cost more than
         # most node views (kxds.fleet), and let streams run between the views.
-        builts = await self._call(self._build_nodes, state, config, nodes,
-                                  inline=small and len(nodes) <= SMALL_NODES) if nodes else []
-        diagnostics: set[Diagnostic] = set()
-        told: tuple[Diagnostic, ...] | None = None
-        for (group, _), built in zip(nodes, builts, strict=True):
-            if built.diagnostics is not told:  # node views of a class share theirs
-                diagnostics.update(built.diagnostics)
-                told = built.diagnostics
-            self._set_node_view(group, built)
-        return diagnostics
+        builts = await self._call(self._build_nodes, state, config,
+                                  inline=small and len(self._nodes) <= SMALL_NODES
+                                  ) if self._nodes else {}
+        for group in sorted(builts):
+            self._set_node_view(group, builts[group])
+        return self._node_diagnostics.union()
 
     async def _end_rebuild(self) -> None:
         """Sweep what no view uses any more, end the cache's batch, count the rebuild."""
@@ -382,6 +416,7 @@ class Controller:
                     self._fleet.forget(group)
                     self._published.pop(group, None)
                     self._counted.pop(group, None)
+                    self._node_diagnostics.remove(group)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -399,10 +434,10 @@ class Controller:
         """The node groups the controller keeps state for (node info or memo)."""
         return {*self._nodes, *self._node_memos}
 
-    def _build_nodes(self, state: ClusterState, config: TranslateConfig,
-                     nodes: list[tuple[str, NodeInfo]]) -> list[Built]:
-        """Every node view of ``nodes`` (in a worker thread, under the lock)."""
-        return self._fleet.build_all(state, config, nodes, self._node_memo)
+    def _build_nodes(self, state: ClusterState, config: TranslateConfig) -> dict[str, Built]:
+        """The node views that may have changed, by group (in a worker thread, under
+        the lock)."""
+        return self._fleet.build_all(state, config, self._node_memo)
 
     def _node_memo(self, group: str) -> ViewMemo:
         memo = self._node_memos.get(group)
@@ -413,19 +448,21 @@ class Controller:
     def _edge_groups(self) -> set[str]:
         return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}
 
-    def _node_groups(self) -> Mapping[str, NodeInfo]:
-        for group in self.cache.groups():
+    def _remember_watched(self) -> None:
+        """Remember the node groups whose proxies were watching the cache before the
+        controller took it; the cache tells every later one (``on_new_group``)."""
+        for group in sorted(self.cache.groups()):
             if group.startswith("node/") and group not in self._nodes:
                 ids = self.cache.identities(group)
                 if ids:
                     self._remember(ids[0])
-        return dict(self._nodes)
 
     def _remember(self, identity: NodeIdentity) -> NodeInfo:
         node = NodeInfo(name=identity.node_name or identity.node_id, zone=identity.zone,
                         bind_address=identity.bind_address,
                         transparent=identity.source_ip_mode == "transparent")
         self._nodes[identity.group] = node
+        self._fleet.join(identity.group, node)
         return node
 
     def _log_skipped(self, skipped: tuple[ObjectRef, ...]) -> None:
@@ -484,6 +521,7 @@ class Controller:
             self._log_diagnostics(self._logged | set(built.diagnostics))
 
     def _set_node_view(self, group: str, built: Built) -> None:
+        self._node_diagnostics.put(group, built.diagnostics)
         if built.resources is None:
             self._reject(group, built)
             return
