@@ -212,6 +212,8 @@ class Controller:
         """Each edge group a Gateway is pinned to (``kxds.io/edge-group``) -> its view;
         the other edge groups serve ``_edge``."""
         self._node_memos: dict[str, ViewMemo] = {}
+        self._edge_known: set[str] = set()
+        """The edge groups whose proxies connected (and were not forgotten since)."""
         self._shared = SharedBuilds()
         """Resources equal across node views, serialized once (swept every rebuild)."""
         self._fleet = FleetMemo(self._shared)
@@ -314,7 +316,7 @@ class Controller:
                 self.metrics.observe_rebuild(seconds, self.rebuild_seq)
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
-                     len(self.cache.groups()))
+                     len(self._edge_groups()) + len(self._nodes))
 
     async def _build_edge(self, state: ClusterState, config: TranslateConfig,
                           small: bool) -> Built:
@@ -417,6 +419,7 @@ class Controller:
                     self._published.pop(group, None)
                     self._counted.pop(group, None)
                     self._node_diagnostics.remove(group)
+                    self._edge_known.discard(group)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -446,13 +449,16 @@ class Controller:
         return memo
 
     def _edge_groups(self) -> set[str]:
-        return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}
+        return {EDGE_DEFAULT} | self._edge_known
 
     def _remember_watched(self) -> None:
-        """Remember the node groups whose proxies were watching the cache before the
-        controller took it; the cache tells every later one (``on_new_group``)."""
+        """Remember the groups whose proxies were watching the cache before the
+        controller took it; the cache tells every later one (``on_new_group``), so a
+        rebuild does not look for them among all the groups."""
         for group in sorted(self.cache.groups()):
-            if group.startswith("node/") and group not in self._nodes:
+            if group.startswith("edge/"):
+                self._edge_known.add(group)
+            elif group.startswith("node/") and group not in self._nodes:
                 ids = self.cache.identities(group)
                 if ids:
                     self._remember(ids[0])
@@ -496,6 +502,7 @@ class Controller:
     def _on_new_group(self, identity: NodeIdentity) -> None:
         """A proxy of a group without a view connected: give that group its view."""
         if identity.role == "edge":
+            self._edge_known.add(identity.group)
             view = self._group_views.get(identity.group, self._edge)
             if view is not None:
                 self.cache.set_view(identity.group, view)
