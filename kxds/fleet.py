@@ -224,7 +224,7 @@ class FleetMemo:
         for cls in self._members:
             self._template(state, config, cls)
         out = {}
-        for group in self._due.copy():
+        for group in sorted(self._due):
             mine = self._nodes[group]
             out[group] = self._visit(state, config, group, mine,
                                      alone(group) if alone is not None else None)
