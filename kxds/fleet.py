@@ -46,7 +46,7 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
@@ -223,29 +223,27 @@ class FleetMemo:
         self._begin(state, config)
         for cls in self._members:
             self._template(state, config, cls)
-        out = {}
-        for group in sorted(self._due):
-            mine = self._nodes[group]
-            out[group] = self._visit(state, config, group, mine,
-                                     alone(group) if alone is not None else None)
-        return out
+        return {group: self._visit(state, config, group, alone) for group in list(self._due)}
 
-    def _visit(self, state: ClusterState, config: TranslateConfig, group: str, mine: _Node,
-               alone: ViewMemo | None) -> Built:
-        """:meth:`build` of a due node, through the cheaper paths when they apply."""
+    def _visit(self, state: ClusterState, config: TranslateConfig, group: str,
+               alone: Callable[[str], ViewMemo] | None) -> Built:
+        """:meth:`build` of a due node, through the cheaper paths when they apply (after
+        which it is no longer due)."""
+        mine = self._nodes[group]
         if self._untouched(mine):
             assert mine.built is not None and mine.source is not None
             mine.round, mine.parts = self._round, mine.source.parts
-            built = mine.built
-        elif self._only_template_moved(mine):
+            self._due.discard(group)
+            return mine.built
+        if self._only_template_moved(mine):
             assert mine.source is not None and mine.source.built is not None
             template = mine.source.built
             assert template.resources is not None
             mine.round, mine.parts = self._round, mine.source.parts
-            built = self._assembled(
+            self._due.discard(group)
+            return self._assembled(
                 mine, template, self._put_together(template.resources, mine.by_type, mine))
-        else:
-            built = self._build(state, config, mine, alone)
+        built = self._build(state, config, mine, alone(group) if alone is not None else None)
         self._settle(group, mine)
         return built
 
@@ -409,7 +407,7 @@ class FleetMemo:
                 for name in nodes:
                     self._on_node.setdefault(name, set()).add(key)
         for name in self._touched:
-            self._make_due(self._groups_of.get(name, ()))
+            self._make_due(self._groups_of.get(name, frozenset()))
         self._state, self._config = state, config
         self._round += 1
         self._history[self._round] = changed
@@ -446,7 +444,7 @@ class FleetMemo:
                 # else unchanged: the same object, so node views see it unchanged by identity.
                 self._parts(template, state, before[0] if before is not None else None)
             if not self._calm(template, last, *was):
-                self._make_due(self._members.get(cls, ()), template, was)
+                self._make_due(self._members.get(cls, frozenset()), template, was)
             template.round = self._round
             self.templates_built += 1
         return template
@@ -463,19 +461,18 @@ class FleetMemo:
                 and parts is not None and was_parts is not None
                 and changed.isdisjoint(parts.nonempty) and changed.isdisjoint(was_parts.nonempty))
 
-    def _make_due(self, groups: Iterable[str], template: _Template | None = None,
+    def _make_due(self, groups: Set[str], template: _Template | None = None,
                   was: tuple[int, TemplateParts | None] = (-1, None)) -> None:
         """Make ``groups`` due, each first given the round and parts it is current at: its
         template's (``was`` for ``template``, whose new round is being built)."""
-        for group in groups:
-            if group in self._due:
-                continue
+        fresh = groups - self._due
+        for group in fresh:
             mine = self._nodes[group]
             source = mine.source
             if source is not None:
                 mine.round, mine.parts = was if source is template else (source.round,
                                                                           source.parts)
-            self._due.add(group)
+        self._due |= fresh
 
     def _parts(self, template: _Template, state: ClusterState, before: ir.IR | None) -> None:
         """The template's local parts after a build: those of the last build patched
