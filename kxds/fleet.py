@@ -223,29 +223,27 @@ class FleetMemo:
         self._begin(state, config)
         for cls in self._members:
             self._template(state, config, cls)
-        return {group: self._visit(state, config, group, alone) for group in list(self._due)}
-
-    def _visit(self, state: ClusterState, config: TranslateConfig, group: str,
-               alone: Callable[[str], ViewMemo] | None) -> Built:
-        """:meth:`build` of a due node, through the cheaper paths when they apply (after
-        which it is no longer due)."""
-        mine = self._nodes[group]
-        if self._untouched(mine):
-            assert mine.built is not None and mine.source is not None
-            mine.round, mine.parts = self._round, mine.source.parts
-            self._due.discard(group)
-            return mine.built
-        if self._only_template_moved(mine):
-            assert mine.source is not None and mine.source.built is not None
-            template = mine.source.built
-            assert template.resources is not None
-            mine.round, mine.parts = self._round, mine.source.parts
-            self._due.discard(group)
-            return self._assembled(
-                mine, template, self._put_together(template.resources, mine.by_type, mine))
-        built = self._build(state, config, mine, alone(group) if alone is not None else None)
-        self._settle(group, mine)
-        return built
+        out = {}
+        for group in list(self._due):  # of each node, what build() would do, but cheaper
+            mine = self._nodes[group]
+            if self._untouched(mine):
+                assert mine.built is not None and mine.source is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out[group] = mine.built
+            elif self._only_template_moved(mine):
+                assert mine.source is not None and mine.source.built is not None
+                template = mine.source.built
+                assert template.resources is not None
+                mine.round, mine.parts = self._round, mine.source.parts
+                out[group] = self._assembled(
+                    mine, template, self._put_together(template.resources, mine.by_type, mine))
+            else:
+                out[group] = self._build(state, config, mine,
+                                         alone(group) if alone is not None else None)
+                self._settle(group, mine)
+                continue
+            self._due.discard(group)  # current as of this round, from its template
+        return out
 
     def _settle(self, group: str, mine: _Node) -> None:
         """After a visit: the node is no longer due when its view is current as of this
@@ -330,12 +328,11 @@ class FleetMemo:
         """The node's view of ``resources`` put together from the template ``built``:
         its last view again when it is the same."""
         if mine.built is not None and resources is mine.built.resources and (
-                dataclasses.replace(mine.built, resources=None)
-                == dataclasses.replace(built, resources=None)):
+                mine.built.with_resources(None) == built.with_resources(None)):
             mine.template = built
             return mine.built
         self.assembled += 1
-        mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
+        mine.template, mine.built = built, built.with_resources(resources)
         return mine.built
 
     def _untouched(self, mine: _Node) -> bool:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -20,13 +22,14 @@ from golden_support import case_settings, cases, load_case_objects
 from test_node_patch import CHANGES, _versions
 
 from kxds.controller import Controller
-from kxds.diagnostics import Diagnostic
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.resource import ENDPOINT, LISTENER
 from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState, EndpointSlice, Model
 from kxds.kube.parse import parse_object
 from kxds.translators.config import NodeInfo, TranslateConfig
-from kxds.views import build_node
+from kxds.translators.gateway_status import GatewayApiStatus
+from kxds.views import Built, build_node
 from kxds.xds.cache import SnapshotCache
 from kxds.xds.identity import NodeIdentity
 
@@ -211,3 +214,15 @@ def test_a_local_endpoint_change_sets_the_views_of_the_nodes_concerned_only(
         assert sorted(g for g in set_views if g.startswith("node/")) == sorted(before)
 
     asyncio.run(scenario())
+
+
+def test_a_built_with_other_resources_keeps_every_other_field() -> None:
+    # Built.with_resources names every field (dataclasses.replace at half the cost, once
+    # per node view): one added to Built must be added there too.
+    ref = ObjectRef("Service", "default", "web")
+    built = Built(None, (Diagnostic(ref, "spec", Reason.INVALID_VALUE, "bad"),), "why",
+                  frozenset({dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}), (ref,),
+                  GatewayApiStatus())
+    assert all(getattr(built, f.name) != f.default for f in dataclasses.fields(Built))
+    resources = MappingProxyType({ENDPOINT: MappingProxyType({})})
+    assert built.with_resources(resources) == dataclasses.replace(built, resources=resources)
