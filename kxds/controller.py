@@ -218,8 +218,8 @@ class Controller:
         the other edge groups serve ``_edge``."""
         self._node_memos: dict[str, ViewMemo] = {}
         self._joining: dict[str, NodeInfo] = {}
-        """Node groups remembered since the fleet was last told (:meth:`~kxds.fleet.FleetMemo.join`,
-        under the lock: a rebuild may be using the fleet in a worker thread)."""
+        """Node groups remembered since the fleet was last told of them (it is told under
+        the lock, :meth:`_publish_nodes`: a rebuild may be using it in a worker thread)."""
         self._edge_known: set[str] = set()
         """The edge groups whose proxies connected (and were not forgotten since)."""
         self._shared = SharedBuilds()

@@ -273,6 +273,7 @@ class FleetMemo:
 
     def _build(self, state: ClusterState, config: TranslateConfig, mine: _Node,
                alone: ViewMemo | None) -> Built:
+        """:meth:`build` of a joined node, in a round begun."""
         node = mine.node
         template = mine.source = self._template(state, config, mine.cls)
         if self._untouched(mine):
