@@ -4,12 +4,14 @@ The per-change memos of the node path: the join of Service shares patched
 for the shares that changed (:mod:`kxds.translators.node_join`), a template's
 local parts patched for the Services that changed
 (:func:`~kxds.translators.node_fleet.patched_parts`), and the fleet's view of
-each node, kept without a look when a round leaves the node untouched
+each node, not even visited when a round leaves the node untouched
 (:meth:`~kxds.fleet.FleetMemo.build_all`). After every step of a random
 sequence of changes (nodePorts moved, onto another Service's too, Local
 endpoints moved between nodes, a Service made Local or not, deleted and back,
-its endpoints gone), each must equal what a build from nothing gives; and a
-join tells overlapping addresses (and gives them back) as translation does.
+its endpoints gone; and nodes joining, leaving, changing zone, or built at once
+between rebuilds), each must equal what a build from nothing gives, the views
+of the nodes a round did not even visit too; and a join tells overlapping
+addresses (and gives them back) as translation does.
 """
 
 from __future__ import annotations
