@@ -1,6 +1,7 @@
 """kxds's own time per change, in process: the M8 changes without Envoy or streams.
 
-Run alone: ``.venv/bin/python -m bench.per_change [--repeats 30] [--profile] [--tls]``.
+Run alone: ``.venv/bin/python -m bench.per_change [--repeats 30] [--profile] [--tls]
+[--nodes 500]``.
 
 The live controller (no worker thread, so the time is this thread's own),
 its snapshot cache, and the changes of M8 (``bench/m8_scenarios.py``): an
@@ -12,7 +13,8 @@ set on the cache. Printed: the median and p25 of the wall time and of the
 thread's CPU time (on a shared machine the CPU time is the steadier of the
 two); ``--profile``: a cProfile of the samples, by cumulative time; ``--tls``: the M2
 rows again with every Ingress terminating TLS for its host (one wildcard certificate
-per namespace), as most Ingresses of a real cluster do.
+per namespace), as most Ingresses of a real cluster do; ``--nodes N``: the M9 rows
+with N node groups instead of 500 (how a change's cost grows with the fleet).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ async def _tls_rows(repeats: int, profile: bool) -> list[dict[str, Any]]:
     return out
 
 
-async def run(repeats: int, profile: bool) -> list[dict[str, Any]]:
+async def run(repeats: int, profile: bool, nodes: int = 500) -> list[dict[str, Any]]:
     out = []
     spec = Spec(services=1000)
 
@@ -128,14 +130,14 @@ async def run(repeats: int, profile: bool) -> list[dict[str, Any]]:
         out.append(await _samples(f"M2 a new path, {n:,} routes", scenario.build_state(routes),
                                   TranslateConfig(http_port=18080, listen_address="127.0.0.1"),
                                   path_added, repeats, profile))
-    fleet = F.Fleet(services=1000, nodes=500)
+    fleet = F.Fleet(services=1000, nodes=nodes)
     locals_ = list(range(0, fleet.services, fleet.local_every))
     out.append(await _samples(
-        "M9 a nodePort moved, 500 nodes", F.build_state(fleet), FLEET_CONFIG,
+        f"M9 a nodePort moved, {nodes:,} nodes", F.build_state(fleet), FLEET_CONFIG,
         lambda state, r: F.with_service(state, fleet, 10 * r + 1, F.FREE_PORT_BASE + r),
         repeats, profile, nodes=fleet.nodes))
     out.append(await _samples(
-        "M9 a Local pod moved, 500 nodes", F.build_state(fleet), FLEET_CONFIG,
+        f"M9 a Local pod moved, {nodes:,} nodes", F.build_state(fleet), FLEET_CONFIG,
         lambda state, r: F.with_slice(state, fleet, locals_[r % len(locals_)], r + 3),
         repeats, profile, nodes=fleet.nodes))
     return out
@@ -146,9 +148,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--tls", action="store_true")
+    p.add_argument("--nodes", type=int, default=500, help="node groups of the M9 rows")
     args = p.parse_args()
     asyncio.run(_tls_rows(args.repeats, args.profile) if args.tls
-                else run(args.repeats, args.profile))
+                else run(args.repeats, args.profile, args.nodes))
 
 
 if __name__ == "__main__":

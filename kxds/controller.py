@@ -12,8 +12,12 @@ Envoy resources and sets the view of every group:
   Gateways, and then the others share one without the pinned Gateways;
 - each ``node/<name>`` group gets its own view, built for that node (also
   as soon as a proxy of a new group connects, through ``cache.on_new_group``)
-  from what nodes of its class share (:mod:`kxds.fleet`); a node view that
-  did not change is not set again.
+  from what nodes of its class share (:mod:`kxds.fleet`); a rebuild looks only
+  at the node groups whose view it may change (an endpoint change of a Local
+  Service: the nodes of its endpoints), and a node view that did not change is
+  not set again. The node groups and edge groups are remembered as their
+  proxies connect (``cache.on_new_group``) and forgotten when pruned, not found
+  among the cache's groups at each rebuild.
 
 Building a view is :mod:`kxds.views`; a view it rejects (inconsistent, or a
 translation bug) is not published: the last good one keeps being served, and
@@ -71,7 +75,7 @@ import datetime as dt
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -108,15 +112,51 @@ SMALL_CHANGE = 8
 
 SMALL_NODES = 1024
 """The node views of such a change are built on the loop too when there are at most this
-many. A node the change leaves untouched costs a few microseconds (:mod:`kxds.fleet`): a
-Local pod moved on 500 nodes takes about 2 ms of the loop in all, less than the hop to
-a worker thread and its cold start; their number has no bound, hence one."""
+many. A node the change leaves untouched is not even looked at (:mod:`kxds.fleet`): a
+Local pod moved takes about 1.3 ms of the loop in all, at 500 nodes as at 2,000, less
+than the hop to a worker thread and its cold start; but a Cluster Service's endpoints
+change every node's view, and their number has no bound, hence one."""
 
 
 
 def _prunable(group: str) -> bool:
     """Whether a group is forgotten once it has had no stream for the grace period."""
     return group.startswith("node/") or (group.startswith("edge/") and group != EDGE_DEFAULT)
+
+
+class _Tally:
+    """Each group's diagnostics, and their union: node views of a class share one
+    tuple, so the union costs the distinct tuples, not the groups."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, tuple[Diagnostic, ...]] = {}
+        self._uses: dict[int, tuple[tuple[Diagnostic, ...], int]] = {}
+        """id of a tuple held -> it, and how many groups hold it."""
+
+    def put(self, group: str, diagnostics: tuple[Diagnostic, ...]) -> None:
+        old = self._of.get(group)
+        if old is diagnostics:
+            return
+        self.remove(group)
+        self._of[group] = diagnostics
+        _, uses = self._uses.get(id(diagnostics), (diagnostics, 0))
+        self._uses[id(diagnostics)] = (diagnostics, uses + 1)
+
+    def remove(self, group: str) -> None:
+        old = self._of.pop(group, None)
+        if old is None:
+            return
+        _, uses = self._uses[id(old)]
+        if uses > 1:
+            self._uses[id(old)] = (old, uses - 1)
+        else:
+            del self._uses[id(old)]
+
+    def union(self) -> set[Diagnostic]:
+        out: set[Diagnostic] = set()
+        for diagnostics, _ in self._uses.values():
+            out.update(diagnostics)
+        return out
 
 
 class RebuildObserver(Protocol):
@@ -149,6 +189,7 @@ class Controller:
         self._init_views()
         self._init_reporting(metrics.registry if metrics is not None else CollectorRegistry())
         cache.on_new_group = self._on_new_group
+        self._remember_watched()
 
     def _init_results(self) -> None:
         """What each rebuild leaves for others to read, and who is told of it."""
@@ -176,6 +217,11 @@ class Controller:
         """Each edge group a Gateway is pinned to (``kxds.io/edge-group``) -> its view;
         the other edge groups serve ``_edge``."""
         self._node_memos: dict[str, ViewMemo] = {}
+        self._joining: dict[str, NodeInfo] = {}
+        """Node groups remembered since the fleet was last told of them (it is told under
+        the lock, :meth:`_publish_nodes`: a rebuild may be using it in a worker thread)."""
+        self._edge_known: set[str] = set()
+        """The edge groups whose proxies connected (and were not forgotten since)."""
         self._shared = SharedBuilds()
         """Resources equal across node views, serialized once (swept every rebuild)."""
         self._fleet = FleetMemo(self._shared)
@@ -193,6 +239,8 @@ class Controller:
         self._skipped: set[ObjectRef] = set()
         self._counted: dict[str, tuple[Diagnostic, ...]] = {}
         """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
+        self._node_diagnostics = _Tally()
+        """Each node group's diagnostics as last built (rejected or not), and their union."""
         self._rejected = Counter("kxds_snapshots_rejected", "Snapshots not published "
                                  "(inconsistent, or translation failed)", ["group"],
                                  registry=registry)
@@ -276,7 +324,7 @@ class Controller:
                 self.metrics.observe_rebuild(seconds, self.rebuild_seq)
             log.info("event=rebuild seq=%d published=%s seconds=%.3f diagnostics=%d groups=%d",
                      self.rebuild_seq, published, seconds, len(diagnostics),
-                     len(self.cache.groups()))
+                     len(self._edge_groups()) + len(self._nodes))
 
     async def _build_edge(self, state: ClusterState, config: TranslateConfig,
                           small: bool) -> Built:
@@ -297,20 +345,19 @@ class Controller:
 
     async def _publish_nodes(self, state: ClusterState, config: TranslateConfig,
                              small: bool) -> set[Diagnostic]:
-        """Build and set every node group's view; their problems."""
-        nodes = sorted(self._node_groups().items())
+        """Build every node group's view, set those that may have changed (the fleet
+        tells which: :mod:`kxds.fleet`); the problems of every node group."""
+        for group, node in self._joining.items():
+            self._fleet.join(group, node)
+        self._joining.clear()
         # One worker-thread call for all of them: a hop per node cost more than
         # most node views (kxds.fleet), and let streams run between the views.
-        builts = await self._call(self._build_nodes, state, config, nodes,
-                                  inline=small and len(nodes) <= SMALL_NODES) if nodes else []
-        diagnostics: set[Diagnostic] = set()
-        told: tuple[Diagnostic, ...] | None = None
-        for (group, _), built in zip(nodes, builts, strict=True):
-            if built.diagnostics is not told:  # node views of a class share theirs
-                diagnostics.update(built.diagnostics)
-                told = built.diagnostics
-            self._set_node_view(group, built)
-        return diagnostics
+        builts = await self._call(self._build_nodes, state, config,
+                                  inline=small and len(self._nodes) <= SMALL_NODES
+                                  ) if self._nodes else {}
+        for group in sorted(builts):
+            self._set_node_view(group, builts[group])
+        return self._node_diagnostics.union()
 
     async def _end_rebuild(self) -> None:
         """Sweep what no view uses any more, end the cache's batch, count the rebuild."""
@@ -380,8 +427,11 @@ class Controller:
                     self._nodes.pop(group, None)
                     self._node_memos.pop(group, None)
                     self._fleet.forget(group)
+                    self._joining.pop(group, None)
                     self._published.pop(group, None)
                     self._counted.pop(group, None)
+                    self._node_diagnostics.remove(group)
+                    self._edge_known.discard(group)
                     self.cache.remove_view(group)
                     with contextlib.suppress(KeyError):  # never built
                         self._fallbacks.remove(group)
@@ -399,10 +449,10 @@ class Controller:
         """The node groups the controller keeps state for (node info or memo)."""
         return {*self._nodes, *self._node_memos}
 
-    def _build_nodes(self, state: ClusterState, config: TranslateConfig,
-                     nodes: list[tuple[str, NodeInfo]]) -> list[Built]:
-        """Every node view of ``nodes`` (in a worker thread, under the lock)."""
-        return self._fleet.build_all(state, config, nodes, self._node_memo)
+    def _build_nodes(self, state: ClusterState, config: TranslateConfig) -> dict[str, Built]:
+        """The node views that may have changed, by group (in a worker thread, under
+        the lock)."""
+        return self._fleet.build_all(state, config, self._node_memo)
 
     def _node_memo(self, group: str) -> ViewMemo:
         memo = self._node_memos.get(group)
@@ -411,21 +461,26 @@ class Controller:
         return memo
 
     def _edge_groups(self) -> set[str]:
-        return {EDGE_DEFAULT} | {g for g in self.cache.groups() if g.startswith("edge/")}
+        return {EDGE_DEFAULT} | self._edge_known
 
-    def _node_groups(self) -> Mapping[str, NodeInfo]:
-        for group in self.cache.groups():
-            if group.startswith("node/") and group not in self._nodes:
+    def _remember_watched(self) -> None:
+        """Remember the groups whose proxies were watching the cache before the
+        controller took it; the cache tells every later one (``on_new_group``), so a
+        rebuild does not look for them among all the groups."""
+        for group in sorted(self.cache.groups()):
+            if group.startswith("edge/"):
+                self._edge_known.add(group)
+            elif group.startswith("node/") and group not in self._nodes:
                 ids = self.cache.identities(group)
                 if ids:
                     self._remember(ids[0])
-        return dict(self._nodes)
 
     def _remember(self, identity: NodeIdentity) -> NodeInfo:
         node = NodeInfo(name=identity.node_name or identity.node_id, zone=identity.zone,
                         bind_address=identity.bind_address,
                         transparent=identity.source_ip_mode == "transparent")
         self._nodes[identity.group] = node
+        self._joining[identity.group] = node
         return node
 
     def _log_skipped(self, skipped: tuple[ObjectRef, ...]) -> None:
@@ -459,6 +514,7 @@ class Controller:
     def _on_new_group(self, identity: NodeIdentity) -> None:
         """A proxy of a group without a view connected: give that group its view."""
         if identity.role == "edge":
+            self._edge_known.add(identity.group)
             view = self._group_views.get(identity.group, self._edge)
             if view is not None:
                 self.cache.set_view(identity.group, view)
@@ -484,6 +540,7 @@ class Controller:
             self._log_diagnostics(self._logged | set(built.diagnostics))
 
     def _set_node_view(self, group: str, built: Built) -> None:
+        self._node_diagnostics.put(group, built.diagnostics)
         if built.resources is None:
             self._reject(group, built)
             return

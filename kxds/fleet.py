@@ -22,10 +22,22 @@ node view of the controller:
   last :class:`~kxds.views.Built` object again, which the controller does not
   even publish: an EndpointSlice change of a Local Service reaches the nodes
   of its endpoints (before and after) and no other;
-- in :meth:`FleetMemo.build_all`, tells the nodes a rebuild leaves untouched,
-  and those only the template's move reaches, from the round's changes and the
-  template's moved parts, without looking at their parts one by one: a rebuild
-  costs the nodes it changes, and little per other node.
+- in :meth:`FleetMemo.build_all`, looks only at the nodes a rebuild may change,
+  the *due* ones: those with an endpoint (before or after) of a changed Service,
+  those that joined or whose node info changed, those whose view is not put
+  together from their template, and every node of a class whose template moved.
+  The others are not even visited: a rebuild costs the nodes it changes, not the
+  fleet. Of the due nodes, it tells those left untouched after all, and those
+  only the template's move reaches, from the round's changes and the template's
+  moved parts, without looking at their parts one by one.
+
+A node that is not due is *current* as of its template's last round: its view
+is its last one, and its parts are the template's current ones (what visiting
+it, untouched, would have set round after round). A template's round that keeps
+its view (the same object) and changes no Service with parts every node computes
+(:attr:`~kxds.translators.node_fleet.TemplateParts.nonempty`) leaves its nodes
+current; any other round of it makes every node of its class due, each first
+given the round and parts it was current at.
 
 A view that a template cannot express (a local part under a name the
 template lacks) is built alone by :func:`kxds.views.build_node`, as before.
@@ -34,9 +46,10 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from kxds import ir
 from kxds.envoy.build import (
@@ -123,6 +136,8 @@ class _Node:
     built: Built | None = None
 
 
+_K = TypeVar("_K")
+
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
@@ -145,6 +160,14 @@ class FleetMemo:
         self._shared = shared
         self._templates: dict[NodeInfo, _Template] = {}
         self._nodes: dict[str, _Node] = {}
+        """Every node that joined (:meth:`join`) and was not forgotten, by group."""
+        self._members: dict[NodeInfo, set[str]] = {}
+        """Class (:func:`node_class`) -> the groups of its nodes."""
+        self._groups_of: dict[str, set[str]] = {}
+        """Node name -> the groups of the nodes of that name."""
+        self._due: set[str] = set()
+        """The groups the next :meth:`build_all` looks at (see the module docs); every
+        other node is current as of its template's round."""
         self._state: ClusterState | None = None
         self._config: TranslateConfig | None = None
         self._round = 0
@@ -159,9 +182,25 @@ class FleetMemo:
         self.templates_built = 0
         """Template translations and builds (cumulative)."""
 
+    def join(self, group: str, node: NodeInfo) -> None:
+        """Serve ``group`` the view of ``node`` from the next :meth:`build_all` on (its
+        proxies connected, or their node info changed); the same node again: nothing."""
+        mine = self._nodes.get(group)
+        if mine is not None and (mine.node is node or mine.node == node):
+            return
+        self.forget(group)
+        self._nodes[group] = _Node(node, node_class(node))
+        self._members.setdefault(node_class(node), set()).add(group)
+        self._groups_of.setdefault(node.name, set()).add(group)
+        self._due.add(group)
+
     def forget(self, group: str) -> None:
         """Drop the node view of ``group`` (its proxies left)."""
-        self._nodes.pop(group, None)
+        mine = self._nodes.pop(group, None)
+        self._due.discard(group)
+        if mine is not None:
+            _unlist(self._members, mine.cls, group)
+            _unlist(self._groups_of, mine.node.name, group)
 
     def sweep(self) -> None:
         """After a rebuild: drop the templates no node used in it, and the rounds that
@@ -175,30 +214,48 @@ class FleetMemo:
             self._history = {r: c for r, c in self._history.items() if len(c) <= limit}
 
     def build_all(self, state: ClusterState, config: TranslateConfig,
-                  nodes: Sequence[tuple[str, NodeInfo]],
-                  alone: Callable[[str], ViewMemo] | None = None) -> list[Built]:
-        """:meth:`build` of each (group, node) of ``nodes``, in order; a node that this
-        round leaves untouched (:meth:`_untouched`: most of them after an endpoint
-        change) costs a few comparisons. ``alone``: a group's own memo."""
+                  alone: Callable[[str], ViewMemo] | None = None) -> dict[str, Built]:
+        """The views of the joined groups that may differ from the last ones built for
+        them (:meth:`join`; a group joined since is among them), by group; every other
+        group's view is its last one. Only the due groups are looked at (see the module
+        docs), and of them, one this round leaves untouched costs a few comparisons.
+        ``alone``: a group's own memo."""
         self._begin(state, config)
-        out = []
-        for group, node in nodes:
-            mine = self._nodes.get(group)
-            if mine is not None and mine.node is node and self._untouched(mine):
+        for cls in self._members:
+            self._template(state, config, cls)
+        out = {}
+        for group in list(self._due):  # of each node, what build() would do, but cheaper
+            mine = self._nodes[group]
+            if self._untouched(mine):
                 assert mine.built is not None and mine.source is not None
                 mine.round, mine.parts = self._round, mine.source.parts
-                out.append(mine.built)
-            elif mine is not None and mine.node is node and self._only_template_moved(mine):
+                out[group] = mine.built
+            elif self._only_template_moved(mine):
                 assert mine.source is not None and mine.source.built is not None
                 template = mine.source.built
                 assert template.resources is not None
                 mine.round, mine.parts = self._round, mine.source.parts
-                out.append(self._assembled(
-                    mine, template, self._put_together(template.resources, mine.by_type, mine)))
+                out[group] = self._assembled(
+                    mine, template, self._put_together(template.resources, mine.by_type, mine))
             else:
-                out.append(self.build(state, config, group, node,
-                                      alone(group) if alone is not None else None))
+                out[group] = self._build(state, config, mine,
+                                         alone(group) if alone is not None else None)
+                self._settle(group, mine)
+                continue
+            self._due.discard(group)  # current as of this round, from its template
         return out
+
+    def _settle(self, group: str, mine: _Node) -> None:
+        """After a visit: the node is no longer due when its view is current as of this
+        round and put together from its template (a view built alone stays due)."""
+        template = mine.source
+        if (template is not None and template.round == self._round
+                and mine.round == self._round and mine.built is not None
+                and mine.template is not None and mine.template is template.built
+                and mine.parts is not None and mine.parts is template.parts):
+            self._due.discard(group)
+        else:
+            self._due.add(group)
 
     def build(self, state: ClusterState, config: TranslateConfig, group: str,
               node: NodeInfo, alone: ViewMemo | None = None) -> Built:
@@ -208,9 +265,16 @@ class FleetMemo:
         (:func:`~kxds.views.build_node`); pure but for the memos.
         """
         self._begin(state, config)
-        mine = self._nodes.get(group)
-        if mine is None or (mine.node is not node and mine.node != node):
-            mine = self._nodes[group] = _Node(node, node_class(node))
+        self.join(group, node)
+        mine = self._nodes[group]
+        built = self._build(state, config, mine, alone)
+        self._settle(group, mine)
+        return built
+
+    def _build(self, state: ClusterState, config: TranslateConfig, mine: _Node,
+               alone: ViewMemo | None) -> Built:
+        """:meth:`build` of a joined node, in a round begun."""
+        node = mine.node
         template = mine.source = self._template(state, config, mine.cls)
         if self._untouched(mine):
             assert mine.built is not None
@@ -265,12 +329,11 @@ class FleetMemo:
         """The node's view of ``resources`` put together from the template ``built``:
         its last view again when it is the same."""
         if mine.built is not None and resources is mine.built.resources and (
-                dataclasses.replace(mine.built, resources=None)
-                == dataclasses.replace(built, resources=None)):
+                mine.built.with_resources(None) == built.with_resources(None)):
             mine.template = built
             return mine.built
         self.assembled += 1
-        mine.template, mine.built = built, dataclasses.replace(built, resources=resources)
+        mine.template, mine.built = built, built.with_resources(resources)
         return mine.built
 
     def _untouched(self, mine: _Node) -> bool:
@@ -341,6 +404,8 @@ class FleetMemo:
                 self._nodes_of[key] = nodes
                 for name in nodes:
                     self._on_node.setdefault(name, set()).add(key)
+        for name in self._touched:
+            self._make_due(self._groups_of.get(name, frozenset()))
         self._state, self._config = state, config
         self._round += 1
         self._history[self._round] = changed
@@ -366,6 +431,7 @@ class FleetMemo:
             template = self._templates[cls] = _Template(ViewMemo(build=BuildCache(self._shared)))
         if template.round != self._round:
             last, before = template.built, template.memo.build.last
+            was = template.round, template.parts
             new = build_node(state, config, cls, template.memo)
             if new.resources is None:
                 template.built = new
@@ -375,9 +441,36 @@ class FleetMemo:
                     template.built = _keeping(last, new)
                 # else unchanged: the same object, so node views see it unchanged by identity.
                 self._parts(template, state, before[0] if before is not None else None)
+            if not self._calm(template, last, *was):
+                self._make_due(self._members.get(cls, frozenset()), template, was)
             template.round = self._round
             self.templates_built += 1
         return template
+
+    def _calm(self, template: _Template, last: Built | None, was_round: int,
+              was_parts: TemplateParts | None) -> bool:
+        """Whether the template's round just built leaves every node of its class that
+        is current as of its last round current (the round before): its view is the same
+        object, and no Service changed has parts every node computes."""
+        changed = self._history.get(self._round)
+        parts = template.parts
+        return (changed is not None and was_round == self._round - 1
+                and last is not None and template.built is last
+                and parts is not None and was_parts is not None
+                and changed.isdisjoint(parts.nonempty) and changed.isdisjoint(was_parts.nonempty))
+
+    def _make_due(self, groups: Set[str], template: _Template | None = None,
+                  was: tuple[int, TemplateParts | None] = (-1, None)) -> None:
+        """Make ``groups`` due, each first given the round and parts it is current at: its
+        template's (``was`` for ``template``, whose new round is being built)."""
+        fresh = groups - self._due
+        for group in fresh:
+            mine = self._nodes[group]
+            source = mine.source
+            if source is not None:
+                mine.round, mine.parts = was if source is template else (source.round,
+                                                                          source.parts)
+        self._due |= fresh
 
     def _parts(self, template: _Template, state: ClusterState, before: ir.IR | None) -> None:
         """The template's local parts after a build: those of the last build patched
@@ -440,6 +533,14 @@ class FleetMemo:
         if not by_type:
             return base
         return MappingProxyType(out)
+
+
+def _unlist(index: dict[_K, set[str]], key: _K, group: str) -> None:
+    """Take ``group`` out of ``index[key]``, and the key out when no group is left."""
+    groups = index[key]
+    groups.discard(group)
+    if not groups:
+        del index[key]
 
 
 def _keeping(last: Built | None, new: Built) -> Built:

@@ -5,24 +5,33 @@ must equal the node's own full translation (every per-node golden case, with
 EndpointSlice changes moving endpoints onto and off the node); and an
 EndpointSlice change of an ``externalTrafficPolicy: Local`` Service must
 re-assemble only the views of the nodes its endpoints were or are on, the
-others keeping the very same view object.
+others keeping the very same view object; in the controller, the fleet looks
+at those nodes only and the cache is given their changed views only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from golden_support import case_settings, cases, load_case_objects
 from test_node_patch import CHANGES, _versions
 
+from kxds.controller import Controller
+from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.resource import ENDPOINT, LISTENER
 from kxds.fleet import FleetMemo
 from kxds.kube.models import ClusterState, EndpointSlice, Model
 from kxds.kube.parse import parse_object
 from kxds.translators.config import NodeInfo, TranslateConfig
-from kxds.views import build_node
+from kxds.translators.gateway_status import GatewayApiStatus
+from kxds.views import Built, build_node
+from kxds.xds.cache import SnapshotCache
+from kxds.xds.identity import NodeIdentity
 
 NODE_CASES = [c for c in cases() if case_settings(c)[1] is not None]
 
@@ -132,3 +141,88 @@ def _endpoints(built: Any, cluster: str) -> list[Any]:
     cla = endpoint_pb2.ClusterLoadAssignment.FromString(built.resources[ENDPOINT][cluster].body)
     return [lb.endpoint.address.socket_address for loc in cla.endpoints
             for lb in loc.lb_endpoints]
+
+
+def test_a_local_endpoint_change_sets_the_views_of_the_nodes_concerned_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The controller's side: of 8 watched node groups, a Local Service's endpoint moving
+    # from n2 to n5 has the fleet look at the nodes of its endpoints (before and after)
+    # and no other, and the cache's views set for the two that changed; the problems of
+    # the node views not looked at are still told.
+    names = [f"n{i}" for i in range(8)]
+    services = [_service("web", 30080, True), _service("api", 30081, False),
+                _service("bad", 40000, False)]  # nodePort outside the range: a problem
+    fixed = [_slice("api", ["n3"]), _slice("bad", ["n4"])]
+    looked_at: list[set[str]] = []
+    build_all = FleetMemo.build_all
+
+    def counted(self: FleetMemo, *args: Any) -> dict[str, Any]:
+        out = build_all(self, *args)
+        looked_at.append(set(out))
+        return out
+    monkeypatch.setattr(FleetMemo, "build_all", counted)
+
+    parsed: dict[str, Model] = {}
+
+    def state(docs: list[dict[str, Any]]) -> ClusterState:
+        # An unchanged object is the very same model in the next state, as sources keep it.
+        for doc in docs:
+            if repr(doc) not in parsed:
+                model, problem = parse_object(doc, "test")
+                assert model is not None, problem
+                parsed[repr(doc)] = model
+        return ClusterState.from_objects(parsed[repr(doc)] for doc in docs)
+
+    async def scenario() -> None:
+        cache = SnapshotCache()
+        ctl = Controller(cache, TranslateConfig(), in_thread=False)
+        told: list[set[Diagnostic]] = []
+        ctl.on_diagnostics = told.append
+        set_views: list[str] = []
+        cache.view_listeners.append(lambda group, view: set_views.append(group))
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n2"]), *fixed]))
+        for name in names:
+            cache.watch(NodeIdentity(f"envoy-{name}", "node", f"node/{name}", name, None,
+                                     "node"))
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n2"]), *fixed]))
+        assert looked_at[-1] == {f"node/{n}" for n in names}
+        bad_port = {d for d in told[-1] if d.message.startswith("nodePort 40000")}
+        assert bad_port, told[-1]
+        before = {g: cache.view(g) for g in (f"node/{n}" for n in names)}
+
+        set_views.clear()
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n5"]), *fixed]))
+        assert looked_at[-1] == {"node/n1", "node/n2", "node/n5"}
+        assert sorted(g for g in set_views if g.startswith("node/")) == ["node/n2", "node/n5"]
+        assert all(cache.view(g) is before[g] for g in before if g not in {"node/n2", "node/n5"})
+
+        # Its endpoint moves between nodes without a proxy: no node view is looked at,
+        # and the problems of every node view are still told.
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n5", "x1"]), *fixed]))
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n5", "x2"]), *fixed]))
+        assert looked_at[-1] == {"node/n1", "node/n5"}  # the nodes of its endpoints
+        await ctl.rebuild(state([*services, _slice("web", ["x2"]), *fixed]))
+        await ctl.rebuild(state([*services, _slice("web", ["x3"]), *fixed]))
+        assert looked_at[-1] == set()
+        assert bad_port <= told[-1]
+
+        # A Cluster Service's endpoints: every node's view changes, and is set.
+        set_views.clear()
+        await ctl.rebuild(state([*services, _slice("web", ["n1", "n5"]),
+                                  _slice("api", ["n3", "n6"]), fixed[1]]))
+        assert looked_at[-1] == {f"node/{n}" for n in names}
+        assert sorted(g for g in set_views if g.startswith("node/")) == sorted(before)
+
+    asyncio.run(scenario())
+
+
+def test_a_built_with_other_resources_keeps_every_other_field() -> None:
+    # Built.with_resources names every field (dataclasses.replace at half the cost, once
+    # per node view): one added to Built must be added there too.
+    ref = ObjectRef("Service", "default", "web")
+    built = Built(None, (Diagnostic(ref, "spec", Reason.INVALID_VALUE, "bad"),), "why",
+                  frozenset({dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}), (ref,),
+                  GatewayApiStatus())
+    assert all(getattr(built, f.name) != f.default for f in dataclasses.fields(Built))
+    resources = MappingProxyType({ENDPOINT: MappingProxyType({})})
+    assert built.with_resources(resources) == dataclasses.replace(built, resources=resources)

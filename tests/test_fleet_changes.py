@@ -4,12 +4,14 @@ The per-change memos of the node path: the join of Service shares patched
 for the shares that changed (:mod:`kxds.translators.node_join`), a template's
 local parts patched for the Services that changed
 (:func:`~kxds.translators.node_fleet.patched_parts`), and the fleet's view of
-each node, kept without a look when a round leaves the node untouched
+each node, not even visited when a round leaves the node untouched
 (:meth:`~kxds.fleet.FleetMemo.build_all`). After every step of a random
 sequence of changes (nodePorts moved, onto another Service's too, Local
 endpoints moved between nodes, a Service made Local or not, deleted and back,
-its endpoints gone), each must equal what a build from nothing gives; and a
-join tells overlapping addresses (and gives them back) as translation does.
+its endpoints gone; and nodes joining, leaving, changing zone, or built at once
+between rebuilds), each must equal what a build from nothing gives, the views
+of the nodes a round did not even visit too; and a join tells overlapping
+addresses (and gives them back) as translation does.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from kxds.translators.node import JOINED, translate_node
 from kxds.translators.node_fleet import node_class, patched_parts, template_parts
 from kxds.translators.node_join import Taken
 from kxds.translators.node_service import Claim, Slot
-from kxds.views import build_node
+from kxds.views import Built, build_node
 
 NODES = [NodeInfo(name=f"n{i}") for i in range(6)]
 CONFIG = TranslateConfig(external_ip_cidrs=("198.51.100.0/24",))
@@ -135,14 +137,65 @@ def test_a_fleet_changed_step_by_step_equals_one_built_from_scratch(seed: int) -
     scenario = _Fleet(random.Random(seed))
     fleet = FleetMemo()
     groups = [(f"node/{n.name}", n) for n in NODES]
+    for group, node in groups:
+        fleet.join(group, node)
+    views: dict[str, Built] = {}
     for step in range(40):
         what = scenario.change() if step else "initial"
         state = scenario.state()
-        got = fleet.build_all(state, CONFIG, groups)
+        views.update(fleet.build_all(state, CONFIG))
         fleet.sweep()
-        for (group, node), built in zip(groups, got, strict=True):
+        for group, node in groups:
             want = build_node(state, CONFIG, node)
-            assert _versions(built) == _versions(want), f"step {step} ({what}): {group}"
+            assert _versions(views[group]) == _versions(want), f"step {step} ({what}): {group}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nodes_joining_and_leaving_mid_sequence_keep_every_view_equal_to_scratch(
+        seed: int) -> None:
+    # build_all visits only the due groups: every other view is its last one. After
+    # each step (a change of the objects, a node joining, leaving, or coming back in
+    # another zone, a new node built at once between rebuilds as the controller does),
+    # every group's latest view must equal a build from scratch, the skipped ones too.
+    rng = random.Random(seed)
+    scenario = _Fleet(rng)
+    fleet = FleetMemo()
+    pool = [*NODES, NodeInfo(name="n6"), NodeInfo(name="n7", zone="z2")]
+    joined: dict[str, NodeInfo] = {}
+    views: dict[str, Built] = {}
+    skipped = 0
+    for group, node in ((f"node/{n.name}", n) for n in NODES[:4]):
+        fleet.join(group, node)
+        joined[group] = node
+    for step in range(60):
+        what = "initial" if not step else rng.choice(["objects"] * 3 + ["join", "leave", "zone"])
+        node = rng.choice(pool)
+        group = f"node/{node.name}"
+        if what == "join" and group not in joined:
+            fleet.join(group, node)
+            joined[group] = node
+            if rng.random() < 0.5:  # built at once, from the state of the last rebuild
+                views[group] = fleet.build(scenario.state(), CONFIG, group, node)
+        elif what == "leave" and group in joined and len(joined) > 1:
+            fleet.forget(group)
+            del joined[group], views[group]
+        elif what == "zone" and group in joined:
+            zone = None if joined[group].zone else "z2"
+            joined[group] = NodeInfo(name=node.name, zone=zone)
+            fleet.join(group, joined[group])
+        elif step:
+            what = scenario.change()
+        state = scenario.state()
+        got = fleet.build_all(state, CONFIG)
+        fleet.sweep()
+        assert got.keys() <= joined.keys()
+        skipped += len(joined) - len(got)
+        views.update(got)
+        assert views.keys() == joined.keys(), f"step {step} ({what})"
+        for group, node in joined.items():
+            want = build_node(state, CONFIG, node)
+            assert _versions(views[group]) == _versions(want), f"step {step} ({what}): {group}"
+    assert skipped, "no group was skipped: the test does not test the skip path"
 
 
 @pytest.mark.parametrize("seed", range(6))
