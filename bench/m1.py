@@ -107,13 +107,17 @@ async def run_protocol(n: int, repeats: int, warmup: int, delta: bool,
 
 
 async def run_m1(n: int, repeats: int, warmup: int, unit: float,
-                 holdoff: float = HOLDOFF) -> list[Metric]:
+                 holdoff: float = HOLDOFF, through_api: bool = True) -> list[Metric]:
     results = [await run_protocol(n, repeats, warmup, delta, holdoff) for delta in (False, True)]
+    extra: dict[str, Any] = {}
+    if through_api:  # details only: the same change as a watch event (bench.m1_api)
+        from bench.m1_api import run as run_through_api
+        extra["through_api_source"] = await run_through_api(n, repeats=min(repeats, 40))
     worst_p50 = max(r["latency"].median for r in results)
     worst_p99 = max(r["latency"].p99 for r in results)
     minimal = all(r["minimal"] for r in results)
     details: dict[str, Any] = {"services": n, "holdoff_s": holdoff,
-                               "max_holdoff_s": max(holdoff * 5, MAX_HOLDOFF)}
+                               "max_holdoff_s": max(holdoff * 5, MAX_HOLDOFF), **extra}
     for r in results:
         lat, reb = r["latency"], r["rebuild"]
         details[r["protocol"]] = {

@@ -70,7 +70,8 @@ async def run_all(s: Settings, only: set[str], results: Path) -> list[Metric]:
     steps: dict[str, Callable[[float], Awaitable[list[Metric]]]] = {
         "M3": lambda u: asyncio.to_thread(mod("m3").run_m3, s.m3_sizes, 5000, 500, s.repeats,
                                           u, results),
-        "M1": lambda u: mod("m1").run_m1(1000, 30 if s.quick else 100, 5, u),
+        "M1": lambda u: mod("m1").run_m1(1000, 30 if s.quick else 100, 5, u,
+                                         through_api=not s.quick),
         "M7": lambda u: mod("m7").run_m7(u, quick=s.quick),
         "M5": lambda u: mod("m5").run_m5(s.m5_streams, u, repeats=3 if s.quick else 5),
         "M8": lambda u: mod("m8").run_m8(u, repeats=s.repeats, quick=s.quick),

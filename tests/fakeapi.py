@@ -73,6 +73,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import socket
 import ssl
@@ -594,10 +595,12 @@ class FakeApi:
                     "metadata": {"resourceVersion": str(current)}}}
 
     def _events_since(self, q: Query, since: int) -> list[Obj]:
+        # The newest changes are at the history's end: walked back to ``since`` only,
+        # so each watch's wake-up costs the new events, not the whole history (which
+        # the real server's watch cache does not pay either).
+        newer = list(itertools.takewhile(lambda c: c.rv > since, reversed(self.history)))
         out = []
-        for change in self.history:
-            if change.rv <= since:
-                continue
+        for change in reversed(newer):
             was, now = q.matches(change.key, change.prev), q.matches(change.key, change.obj)
             if now:
                 out.append({"type": "MODIFIED" if was else "ADDED",
