@@ -342,16 +342,19 @@ class ClusterState:
         cls, objects: Iterable[Model], problems: Iterable[Diagnostic] = ()
     ) -> ClusterState:
         """Index ``objects`` by kind and key. A later object with the same key wins."""
-        indexed: dict[str, dict[Key, Model]] = {name: {} for name in FIELD_OF.values()}
+        by_type: dict[type, list[Model]] = {}
         for obj in objects:
-            indexed[FIELD_OF[type(obj)]][obj.meta.key] = obj
+            by_type.setdefault(type(obj), []).append(obj)
+        indexed = {FIELD_OF[kind]: {m.meta.key: m for m in items}
+                   for kind, items in by_type.items()}
         slices: dict[Key, list[EndpointSlice]] = {}
         # From the index, so a slice given twice is counted once (the later one).
-        for s in indexed["endpoint_slices"].values():
+        for s in indexed.get("endpoint_slices", {}).values():
             assert isinstance(s, EndpointSlice)
             slices.setdefault((s.meta.namespace, s.service_name), []).append(s)
         return cls(
-            **{name: MappingProxyType(by_key) for name, by_key in indexed.items()},  # type: ignore[arg-type]
+            **{name: MappingProxyType(dict(indexed.get(name, {})))  # type: ignore[arg-type]
+               for name in FIELD_OF.values()},
             slices_by_service=MappingProxyType(
                 {k: slices_in_order(v) for k, v in slices.items()}),
             problems=tuple(sorted(set(problems))),
