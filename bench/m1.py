@@ -11,7 +11,9 @@ modified, no warming cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bench import scenario
@@ -21,8 +23,8 @@ from bench.report import Metric
 from bench.scenario import Spec
 from bench.timing import Summary
 from kxds import names
-from kxds.envoy.resource import ENDPOINT
-from kxds.kube.models import EndpointSlice
+from kxds.envoy.resource import ENDPOINT, Resource
+from kxds.kube.models import ClusterState, EndpointSlice
 
 HOLDOFF = 0.05
 """``kxds serve``'s default (``--holdoff-ms 50``, ``--max-holdoff-ms 250``): what users get.
@@ -50,60 +52,81 @@ async def wait_loaded(envoy: Envoy, clusters: int, timeout: float = 120.0) -> No
     await envoy.wait_until(loaded, timeout, interval=0.05)
 
 
+@contextlib.asynccontextmanager
+async def one_envoy(name: str, port: int, **options: Any) -> AsyncIterator[Envoy]:
+    """A real Envoy for one run: the tail of its log printed if the run fails; stopped."""
+    envoy = Envoy(name, port, **options)
+    try:
+        yield envoy
+    except Exception:
+        print(log_tail(envoy.name))
+        raise
+    finally:
+        envoy.stop()
+
+
+async def acked_change(cp: ControlPlane, node: str, name: str, old: Resource | None
+                       ) -> tuple[float, float]:
+    """Once ``name``'s endpoints were changed (they were ``old``): the instants the view
+    held another resource and ``node`` ACKed it (``time.perf_counter()``)."""
+    tv = await poll(cp.replaced(ENDPOINT, name, old), 10.0, what=f"view of {name}")
+    res = cp.resource(ENDPOINT, name)
+    assert res is not None, name
+    t1 = await poll(cp.acked(node, ENDPOINT, name, res.version), 10.0, what=f"ACK of {name}")
+    return tv, t1
+
+
 async def run_protocol(n: int, repeats: int, warmup: int, delta: bool,
                        holdoff: float) -> dict[str, Any]:
     spec = Spec(services=n)
     state = scenario.build_state(spec)
     cp = ControlPlane(holdoff=holdoff, max_holdoff=max(holdoff * 5, MAX_HOLDOFF))
-    envoy: Envoy | None = None
+    protocol = "delta" if delta else "sotw"
+    node = f"m1-{protocol}"
     try:
         await cp.start(state)
-        node = f"m1-{'delta' if delta else 'sotw'}"
-        envoy = Envoy(node, cp.port, delta=delta, node_id=node)
-        await wait_loaded(envoy, n)
-        before = await envoy.stats("cluster_manager|listener_manager")
-        samples: list[float] = []
-        build: list[float] = []
-        warming_seen = 0
-        for r in range(warmup + repeats):
-            i = (r * 37) % n
-            new = scenario.parse(scenario.slice_doc(spec, i, generation=r + 1))
-            assert isinstance(new, EndpointSlice)
-            state = scenario.with_slice(state, new)
-            name = names.service_cluster(new.meta.namespace, new.service_name,
-                                         scenario.SERVICE_PORT)
-            old = cp.resource(ENDPOINT, name)
-            t0 = time.perf_counter()
-            cp.publish(state)
-            tv = await poll(cp.replaced(ENDPOINT, name, old), 10.0, what=f"view of {name}")
-            res = cp.resource(ENDPOINT, name)
-            assert res is not None, name
-            t1 = await poll(cp.acked(node, ENDPOINT, name, res.version), 10.0,
-                            what=f"ACK of {name}")
-            if r >= warmup:
-                samples.append(t1 - t0)
-                build.append(tv - t0)
-            s = await envoy.stats("cluster_manager\\.warming_clusters")
-            warming_seen = max(warming_seen, s.get("cluster_manager.warming_clusters", 0))
-            # A calm between changes: this metric is one change after a quiet time
-            # (a burst is coalesced by the holdoff instead, and measured by M7).
-            await asyncio.sleep(holdoff + 0.01)
-        after = await envoy.stats("cluster_manager|listener_manager")
-        moved = {k: after.get(k, 0) - before.get(k, 0) for k in WATCHED
-                 if after.get(k, 0) != before.get(k, 0)}
-        total = Summary.of(samples)
-        return {"protocol": "delta" if delta else "sotw", "latency": total,
-                "rebuild": Summary.of(build), "envoy_counters_moved": moved,
-                "max_warming_clusters": warming_seen,
-                "minimal": not moved and warming_seen == 0}
-    except Exception:
-        if envoy is not None:
-            print(log_tail(envoy.name))
-        raise
+        async with one_envoy(node, cp.port, delta=delta, node_id=node) as envoy:
+            return {"protocol": protocol, **await _changes(cp, envoy, node, spec, state,
+                                                           repeats, warmup, holdoff)}
     finally:
-        if envoy is not None:
-            envoy.stop()
         await cp.stop()
+
+
+async def _changes(cp: ControlPlane, envoy: Envoy, node: str, spec: Spec,
+                   state: ClusterState, repeats: int, warmup: int,
+                   holdoff: float) -> dict[str, Any]:
+    n = spec.services
+    await wait_loaded(envoy, n)
+    before = await envoy.stats("cluster_manager|listener_manager")
+    samples: list[float] = []
+    build: list[float] = []
+    warming_seen = 0
+    for r in range(warmup + repeats):
+        i = (r * 37) % n
+        new = scenario.parse(scenario.slice_doc(spec, i, generation=r + 1))
+        assert isinstance(new, EndpointSlice)
+        state = scenario.with_slice(state, new)
+        name = names.service_cluster(new.meta.namespace, new.service_name,
+                                     scenario.SERVICE_PORT)
+        old = cp.resource(ENDPOINT, name)
+        t0 = time.perf_counter()
+        cp.publish(state)
+        tv, t1 = await acked_change(cp, node, name, old)
+        if r >= warmup:
+            samples.append(t1 - t0)
+            build.append(tv - t0)
+        s = await envoy.stats("cluster_manager\\.warming_clusters")
+        warming_seen = max(warming_seen, s.get("cluster_manager.warming_clusters", 0))
+        # A calm between changes: this metric is one change after a quiet time
+        # (a burst is coalesced by the holdoff instead, and measured by M7).
+        await asyncio.sleep(holdoff + 0.01)
+    after = await envoy.stats("cluster_manager|listener_manager")
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in WATCHED
+             if after.get(k, 0) != before.get(k, 0)}
+    return {"latency": Summary.of(samples), "rebuild": Summary.of(build),
+            "envoy_counters_moved": moved,
+            "max_warming_clusters": warming_seen,
+            "minimal": not moved and warming_seen == 0}
 
 
 async def run_m1(n: int, repeats: int, warmup: int, unit: float,

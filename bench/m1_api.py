@@ -25,10 +25,10 @@ import time
 from typing import Any
 
 from bench import scenario
-from bench.live import ControlPlane, poll
-from bench.m1 import HOLDOFF, MAX_HOLDOFF, wait_loaded
+from bench.live import ControlPlane
+from bench.m1 import HOLDOFF, MAX_HOLDOFF, acked_change, one_envoy, wait_loaded
 from bench.m10 import fake_api
-from bench.procs import WORKDIR, Envoy, close_child, log_tail
+from bench.procs import WORKDIR, close_child
 from bench.scenario import Spec
 from kxds import names
 from kxds.envoy.resource import ENDPOINT
@@ -82,7 +82,6 @@ async def run(services: int, repeats: int, warmup: int = 3) -> dict[str, Any]:
         published.append(time.perf_counter())
         cp.publish(state)
 
-    envoy: Envoy | None = None
     task: asyncio.Task[None] | None = None
     try:
         url = await api.start(services)
@@ -90,50 +89,39 @@ async def run(services: int, repeats: int, warmup: int = 3) -> dict[str, Any]:
         source = ApiSource(KubeClient.from_config(kubeconfig, in_cluster=False), ApiOptions())
         task = asyncio.get_running_loop().create_task(source.run(publish))
         await cp.start(await asyncio.wait_for(first, 300.0))
-        envoy = Envoy("m1-api", cp.port, node_id="m1-api")
-        await wait_loaded(envoy, services)
-        acked: list[float] = []
-        to_source: list[float] = []
-        for r in range(warmup + repeats):
-            i = (r * 37) % services
-            doc = scenario.slice_doc(spec, i, generation=r + 1)
-            name = names.service_cluster(scenario.namespace_of(spec, i),
-                                         scenario.service_name(i), scenario.SERVICE_PORT)
-            old = cp.resource(ENDPOINT, name)
-            published.clear()
-            t0 = time.perf_counter()
-            api.apply(doc)
-            await poll(cp.replaced(ENDPOINT, name, old), 10.0, what=f"view of {name}")
-            res = cp.resource(ENDPOINT, name)
-            assert res is not None, name
-            t1 = await poll(cp.acked("m1-api", ENDPOINT, name, res.version), 10.0,
-                            what=f"ACK of {name}")
-            await api.applied()
-            if r >= warmup:
-                acked.append(t1 - t0)
-                to_source.append(published[0] - t0)
-            await asyncio.sleep(0.2)
-        out = {"services": services, "samples": len(acked),
-               "event_to_ack_p50_ms": statistics.median(acked) * 1e3,
-               "event_to_ack_max_ms": max(acked) * 1e3,
-               "event_to_published_p50_ms": statistics.median(to_source) * 1e3}
-        print(f"{services:,} Services, {len(acked)} EndpointSlice changes through the API "
-              f"source: event to Envoy's ACK p50 {out['event_to_ack_p50_ms']:.2f} ms (max "
-              f"{out['event_to_ack_max_ms']:.2f}), of which event to the source's publish "
-              f"{out['event_to_published_p50_ms']:.2f} ms", flush=True)
-        return out
-    except Exception:
-        if envoy is not None:
-            print(log_tail(envoy.name))
-        raise
+        async with one_envoy("m1-api", cp.port, node_id="m1-api") as envoy:
+            await wait_loaded(envoy, services)
+            acked: list[float] = []
+            to_source: list[float] = []
+            for r in range(warmup + repeats):
+                i = (r * 37) % services
+                name = names.service_cluster(scenario.namespace_of(spec, i),
+                                             scenario.service_name(i), scenario.SERVICE_PORT)
+                old = cp.resource(ENDPOINT, name)
+                published.clear()
+                t0 = time.perf_counter()
+                api.apply(scenario.slice_doc(spec, i, generation=r + 1))
+                _, t1 = await acked_change(cp, "m1-api", name, old)
+                await api.applied()
+                if r >= warmup:
+                    acked.append(t1 - t0)
+                    to_source.append(published[0] - t0)
+                await asyncio.sleep(0.2)
     finally:
-        if envoy is not None:
-            envoy.stop()
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await cp.stop()
         await api.stop()
+    out = {"services": services, "samples": len(acked),
+           "event_to_ack_p50_ms": statistics.median(acked) * 1e3,
+           "event_to_ack_max_ms": max(acked) * 1e3,
+           "event_to_published_p50_ms": statistics.median(to_source) * 1e3}
+    print(f"{services:,} Services, {len(acked)} EndpointSlice changes through the API "
+          f"source: event to Envoy's ACK p50 {out['event_to_ack_p50_ms']:.2f} ms (max "
+          f"{out['event_to_ack_max_ms']:.2f}), of which event to the source's publish "
+          f"{out['event_to_published_p50_ms']:.2f} ms", flush=True)
+    return out
 
 
 def main() -> None:
