@@ -11,9 +11,9 @@ state lands in some rebuild); pausing the collector during every rebuild gave
 36/41 ms, but also paused it for everything the event loop serves meanwhile.
 Frozen objects that become cyclic garbage (a closed stream's) are collected
 after the next :data:`UNFREEZE_INTERVAL`, when the state is thawed again
-(:class:`PeriodicThaw`). Only the first rebuild, before anything is served,
-runs with the collector paused (:data:`gc_paused`; 5,000 Services cold: 0.40 s
-paused, 0.74 s not).
+(:class:`PeriodicThaw`). Only start-up, until the first snapshot is served,
+runs with the collector paused (:data:`gc_paused`, held by :mod:`kxds.serve` and
+around the first rebuild; 5,000 Services cold: 0.40 s paused, 0.74 s not).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class GcPause:
 
 
 gc_paused = GcPause()
-"""Held around the first rebuild, before anything is served (also by the benchmark's
-cold translation, to measure the same)."""
+"""Held by start-up until the first snapshot is served and around the first rebuild
+(also by the benchmark's cold translation, to measure the same)."""
 
 
 class PeriodicThaw:

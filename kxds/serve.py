@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kxds.diagnostics import Diagnostic
 from kxds.gateway_status_writer import GatewayStatusWriter
+from kxds.gc_policy import gc_paused
 from kxds.kube.api import ApiOptions, ApiSource
 from kxds.kube.client import KubeClient
 from kxds.kube.events import EventRecorder
@@ -229,19 +230,15 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     then answered), and the controller and the rest are set up while both wait.
     """
     security = xds_security(args)
-    collector_was_on = gc.isenabled()
-    gc.disable()
-    try:
-        return await _serve(args, config, security, collector_was_on)
-    finally:
-        # Also when serve stops (or fails) before the first snapshot, with the task
-        # that turns it back on cancelled before it ran.
-        if collector_was_on:
-            gc.enable()
+    with ExitStack() as startup:
+        # Released at the first snapshot (or the limit), or here when serve stops or
+        # fails before: see _collector_back_on.
+        startup.enter_context(gc_paused)
+        return await _serve(args, config, security, startup)
 
 
 async def _serve(args: argparse.Namespace, config: TranslateConfig, security: XdsSecurity,
-                 collector_was_on: bool) -> int:
+                 startup: ExitStack) -> int:
     from kxds.xds.cache import SnapshotCache
     from kxds.xds.metrics import XdsMetrics
 
@@ -253,7 +250,7 @@ async def _serve(args: argparse.Namespace, config: TranslateConfig, security: Xd
         source.start()
     server = await start_xds(args, cache, metrics, security)
     collector = asyncio.create_task(
-        _collector_back_on(cache, STARTUP_COLLECTOR_LIMIT, collector_was_on))
+        _collector_back_on(cache, STARTUP_COLLECTOR_LIMIT, startup))
 
     controller = _controller(args, config, cache, metrics)
     # A manifest source holding back a mass removal makes /readyz say so (503).
@@ -347,9 +344,10 @@ async def start_xds(args: argparse.Namespace, cache: SnapshotCache, metrics: Xds
     return server
 
 
-async def _collector_back_on(cache: SnapshotCache, limit: float, was_on: bool) -> None:
-    """Turn the cyclic garbage collector back on once the first snapshot is served, or
-    after ``limit`` seconds (an API that never answers must not leave it off).
+async def _collector_back_on(cache: SnapshotCache, limit: float, startup: ExitStack) -> None:
+    """Release start-up's pause of the cyclic garbage collector (:data:`gc_paused`,
+    held in ``startup``) once the first snapshot is served, or after ``limit``
+    seconds (an API that never answers must not leave it off).
 
     Start-up allocates the parsed cluster and the first views, nearly all of it
     long-lived and little of it cyclic garbage: collections meanwhile rescan the
@@ -362,8 +360,7 @@ async def _collector_back_on(cache: SnapshotCache, limit: float, was_on: bool) -
         while not cache.synced and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
-        if was_on:
-            gc.enable()
+        startup.close()
 
 
 async def start_extra_servers(args: argparse.Namespace, cache: SnapshotCache,

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from test_api_source import OTHERS, eps, svc
 from kxds import names
 from kxds.cli import _parser, config_from_args
 from kxds.envoy.resource import CLUSTER, ENDPOINT
+from kxds.gc_policy import gc_paused
 from kxds.serve import _collector_back_on, serve
 from kxds.xds.cache import SnapshotCache
 
@@ -150,14 +152,14 @@ def test_the_collector_comes_back_after_start_up(synced: bool) -> None:
     cache = SnapshotCache()
     if synced:
         cache.mark_synced()
-    gc.disable()
-    try:
+    with ExitStack() as startup:
+        startup.enter_context(gc_paused)
+        assert not gc.isenabled()
         started = time.monotonic()
-        asyncio.run(_collector_back_on(cache, 0.3, was_on=True))
+        asyncio.run(_collector_back_on(cache, 0.3, startup))
         assert gc.isenabled()
         assert (time.monotonic() - started < 0.2) is synced
-    finally:
-        gc.enable()
+    assert gc.isenabled()
 
 
 
