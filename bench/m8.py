@@ -17,13 +17,12 @@ the issue's definition of M8; the cold cases are in the details.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 from bench import scenario
 from bench.live import ControlPlane
-from bench.m8_scenarios import totals
+from bench.m8_scenarios import settled_totals
 from bench.procs import Envoy
 from bench.report import Metric
 from bench.scenario import Spec
@@ -65,8 +64,7 @@ async def one_case(label: str, spec: Spec, pattern: str, repeats: int) -> dict[s
             assert rebuild is not None
             envoy = Envoy(f"m8-{label}-{r}", cp.port, flush_on_admin=True)
             envoy_ms = await envoy_apply_ms(envoy, pattern)
-            await asyncio.sleep(0.5)  # the rest of the snapshot applied
-            whole_ms = sum(ms for ms, _ in (await totals(envoy)).values())
+            whole_ms = sum(ms for ms, _ in (await settled_totals(envoy)).values())
             cp_s.append(rebuild)
             envoy_s.append(envoy_ms / 1e3)
             whole_s.append(whole_ms / 1e3)

@@ -50,6 +50,19 @@ async def totals(envoy: Envoy) -> dict[str, tuple[float, int]]:
     return await envoy.histogram_totals(HIST)
 
 
+async def settled_totals(envoy: Envoy, timeout: float = 30.0) -> dict[str, tuple[float, int]]:
+    """:func:`totals` read again until two reads agree: whatever Envoy was still
+    applying is in them."""
+    last = await totals(envoy)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = await totals(envoy)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"Envoy's {HIST} histograms still moving after {timeout} s")
+
+
 def applied(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]]
             ) -> tuple[float, list[str]]:
     """Seconds Envoy spent applying between the two reads, and the series that moved."""

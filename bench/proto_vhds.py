@@ -159,9 +159,9 @@ async def one(vhds: bool, n: int, repeats: int, backend_port: int) -> dict[str, 
         unmatched, _ = await http_get(port, "/p0-0", host="unknown.example")
         wildcard, _ = await http_get(port, "/any", host="a.wild.example")
         def change(j: int) -> Callable[[], None]:
-            if vhds:
-                return lambda: ads.push(VHDS, layout.virtual_hosts(only=j))
-            return lambda: ads.push(RDS, layout.table())
+            type_url = VHDS if vhds else RDS
+            changed = layout.virtual_hosts(only=j) if vhds else layout.table()
+            return lambda: ads.push(type_url, changed)
 
         lat, apply = await path_samples(envoy, port, hosts, repeats, layout.extra, change)
         return result(label, n, hosts, lat, apply, ads.nacks, unmatched_host_status=unmatched,
