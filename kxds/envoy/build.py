@@ -119,30 +119,38 @@ class BuildCache:
         return self._dns[1]
 
     def spliced(self, table: ir.RouteTable) -> Resource:
-        """``table``'s resource spliced from its virtual hosts' fields, taking those of the
-        last table of its name where the very same virtual host stands: when only some
-        changed in place (found at C speed), time in proportion to them, not to the table."""
+        """``table``'s resource: the last one when this is the very same table, else
+        spliced from its virtual hosts' fields, taking those of the last table of its
+        name where the very same virtual host stands: when only some changed in place
+        (found at C speed), time in proportion to them, not to the table. Found by
+        identity only: hashing a large table to find an equal one would cost about
+        what splicing its hosts' bytes does."""
         last = self._spliced.get(table.name)
+        if last is not None and last.table is table:
+            return last.resource
         vhosts = table.virtual_hosts
-        if last is not None and len(last.vhosts) == len(vhosts):
+        if last is not None and len(last.table.virtual_hosts) == len(vhosts):
             hosts = list(last.hosts)
             moved = itertools.compress(range(len(vhosts)),
-                                       map(operator.is_not, vhosts, last.vhosts))
+                                       map(operator.is_not, vhosts, last.table.virtual_hosts))
             same_refs = True
             for i in moved:
                 hosts[i] = _encoded_host(vhosts[i])
                 same_refs = same_refs and hosts[i][1].keys() == last.hosts[i][1].keys()
             refs = last.refs if same_refs else None
         else:
-            known = dict(zip(map(id, last.vhosts), last.hosts, strict=True)) if last else {}
+            known = (dict(zip(map(id, last.table.virtual_hosts), last.hosts, strict=True))
+                     if last else {})
             hosts = [known.get(id(vh)) or _encoded_host(vh) for vh in vhosts]
             refs = None
-        spliced = _Spliced(vhosts, hosts, refs if refs is not None else _all_refs(hosts))
-        self._spliced[table.name] = spliced
-        return spliced_route_resource(table, hosts, spliced.refs)
+        if refs is None:
+            refs = _all_refs(hosts)
+        resource = spliced_route_resource(table, hosts, refs)
+        self._spliced[table.name] = _Spliced(table, hosts, refs, resource)
+        return resource
 
     def kept_tables(self, tables: tuple[ir.RouteTable, ...]) -> None:
-        """Forget what the route tables not in ``tables`` were spliced from."""
+        """Forget the route tables not in ``tables`` (what they were spliced from)."""
         self._spliced = {t.name: self._spliced[t.name] for t in tables
                          if t.name in self._spliced}
 
@@ -236,7 +244,7 @@ _RefKey = tuple[str, str, str]
 
 def _encoded_host(vhost: ir.VirtualHost) -> tuple[bytes, dict[_RefKey, ObjectRef]]:
     """A virtual host's encoded field and the objects it came from (each once): what a
-    route table takes from it, kept per virtual host (see :func:`_route_resource`)."""
+    route table takes from it, kept per virtual host (see :meth:`BuildCache.spliced`)."""
     refs = {(r.kind, r.namespace, r.name): r
             for r in itertools.chain(vhost.refs, (route.ref for route in vhost.routes))}
     return encode_virtual_host(vhost), refs
@@ -253,13 +261,14 @@ def _varint(n: int) -> bytes:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Spliced:
-    """What a route table's resource was spliced from (see :meth:`BuildCache.spliced`)."""
+    """A route table's resource and what it was spliced from (see :meth:`BuildCache.spliced`)."""
 
-    vhosts: tuple[ir.VirtualHost, ...]
+    table: ir.RouteTable
     hosts: list[tuple[bytes, dict[_RefKey, ObjectRef]]]
     """Each virtual host's encoded field and refs, in order."""
     refs: tuple[ObjectRef, ...]
     """All their refs, each once, sorted."""
+    resource: Resource
 
 
 def spliced_route_resource(table: ir.RouteTable,
@@ -324,10 +333,10 @@ def build_resources(model: ir.IR, cache: BuildCache | None = None) -> Resources:
     if built is not None and same("listeners", "route_tables"):
         out[LISTENER], out[ROUTE] = built[LISTENER], built[ROUTE]
     else:
-        view.rebuilding("listener", "route", "health-check-route")
+        view.rebuilding("listener", "health-check-route")
         out[LISTENER] = _mapping([view.get("listener", lis, _listener)
                                   for lis in model.listeners])
-        out[ROUTE] = _mapping([*(_route_resource(t, view) for t in model.route_tables),
+        out[ROUTE] = _mapping([*map(view.spliced, model.route_tables),
                                *(view.get("health-check-route", lis, health_check_route_resource)
                                  for lis in model.listeners
                                  if isinstance(lis, ir.HealthCheckListener))])
@@ -360,16 +369,6 @@ def _patched_endpoints(before: ir.IR | None, model: ir.IR, built: Resources | No
             return None
         endpoints[new.cluster] = endpoint_resource(new)
     return MappingProxyType(endpoints)
-
-
-def _route_resource(table: ir.RouteTable, view: BuildCache) -> Resource:
-    """A route table, from its virtual hosts' bytes (built once per virtual host).
-
-    Found by identity only: hashing a large table to find an equal one would
-    cost about what splicing its hosts' bytes does.
-    """
-    resource: Resource = view.get("route", table, view.spliced, by_value=False)
-    return resource
 
 
 def _mapping(rs: list[Resource]) -> Mapping[str, Resource]:
