@@ -254,6 +254,25 @@ def test_allocation_avoids_ports_other_services_name(tmp_path: Path) -> None:
     assert state.services[("default", "fixed")].ports[0].node_port == taken
 
 
+def test_an_allocated_service_stays_the_same_model_while_its_ports_do(tmp_path: Path) -> None:
+    # Incremental translation knows an unchanged object by identity: filling in the
+    # nodePorts again on every change must not make every such Service look changed.
+    write(tmp_path / "a.yaml", node_port_services(["n0", "n1"]))
+    source = ManifestSource(tmp_path)
+    first = refresh(source)
+    write(tmp_path / "b.yaml", svc("other"))
+    second = refresh(source)
+    for key in (("default", "n0"), ("default", "n1")):
+        assert second.services[key] is first.services[key]
+    # A Service that now names n0's port itself moves n0 to another port: a new model.
+    taken = first.services[("default", "n0")].ports[0].node_port
+    write(tmp_path / "b.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: fixed}\n"
+          f"spec:\n  type: NodePort\n  ports: [{{port: 80, nodePort: {taken}}}]\n")
+    third = refresh(source)
+    assert third.services[("default", "n0")].ports[0].node_port not in (None, taken)
+    assert third.services[("default", "n1")] is first.services[("default", "n1")]
+
+
 def test_load_balancers_opting_out_get_no_node_port(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", svc("lb", extra="  type: LoadBalancer\n"
                                               "  allocateLoadBalancerNodePorts: false\n")

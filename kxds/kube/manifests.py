@@ -34,14 +34,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kxds.diagnostics import Diagnostic, ObjectRef, escape
 from kxds.kube.limits import LimitCounter, Limits
 from kxds.kube.loader import SUFFIXES, first_by_path, load_file
-from kxds.kube.models import ClusterState, Model
+from kxds.kube.models import ClusterState, Key, Model, Service
 from kxds.kube.nodeports import allocate_node_ports
 
 log = logging.getLogger("kxds.kube.manifests")
@@ -168,6 +168,8 @@ class ManifestSource:
         self._published: frozenset[tuple[str, str, str]] | None = None
         self.held: str | None = None
         """Why the directory's current content is not published (None: it is)."""
+        self._services: Mapping[Key, Service] = {}
+        """The last published Services (their allocated nodePorts kept as the same models)."""
 
     def refresh(self) -> ClusterState | None:
         """Scan once; the new state when anything changed (always on the first call)."""
@@ -215,7 +217,8 @@ class ManifestSource:
             [(str(path), p.objects) for path, p in sorted(files.items())])
         problems += [d for p in files.values() for d in p.problems]
         if self.options.node_port_range is not None:
-            objects, allocated = allocate_node_ports(objects, self.options.node_port_range)
+            objects, allocated = allocate_node_ports(objects, self.options.node_port_range,
+                                                     self._services)
             problems += allocated
         keys = frozenset(_ident(o.meta.ref) for o in objects)
         reason = self._hold_reason(keys)
@@ -230,7 +233,9 @@ class ManifestSource:
         self.held = None
         self._published = keys
         self.generation += 1
-        return ClusterState.from_objects(objects, problems)
+        state = ClusterState.from_objects(objects, problems)
+        self._services = state.services
+        return state
 
     def _hold_reason(self, keys: frozenset[tuple[str, str, str]]) -> str | None:
         before = self._published

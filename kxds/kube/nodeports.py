@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kxds.diagnostics import Diagnostic, Reason
-from kxds.kube.models import Model, Service, ServicePort
+from kxds.kube.models import Key, Model, Service, ServicePort
 
 
 def _wants_node_port(svc: Service) -> bool:
@@ -43,9 +43,17 @@ def _candidates(key: str, lo: int, hi: int) -> Iterable[int]:
             yield first + (start + i) % width
 
 
-def allocate_node_ports(objects: list[Model], port_range: tuple[int, int]
+def allocate_node_ports(objects: list[Model], port_range: tuple[int, int],
+                        last: Mapping[Key, Service] | None = None,
                         ) -> tuple[list[Model], list[Diagnostic]]:
-    """``objects`` with nodePorts filled in, and one ``Allocated`` diagnostic per port."""
+    """``objects`` with nodePorts filled in, and one ``Allocated`` diagnostic per port.
+
+    ``last``: the Services of the previous call's result, by key. A Service given
+    the same ports as then is that very object again: an unchanged Service stays
+    the same model, by which incremental translation (:mod:`kxds.state_changes`)
+    knows it unchanged.
+    """
+    last = last or {}
     lo, hi = port_range
     taken = {(p.node_port, p.protocol) for o in objects if isinstance(o, Service)
              for p in o.ports if p.node_port is not None}
@@ -75,5 +83,7 @@ def allocate_node_ports(objects: list[Model], port_range: tuple[int, int]
                         f"not set: {port} allocated from {lo}-{hi}, as the API server "
                         "would (set it to keep it stable when other Services change)"))
             ports.append(p)
-        replaced[id(svc)] = dataclasses.replace(svc, ports=tuple(ports))
+        filled = dataclasses.replace(svc, ports=tuple(ports))
+        before = last.get(svc.meta.key)
+        replaced[id(svc)] = before if before is not None and before == filled else filled
     return [replaced.get(id(o), o) for o in objects], problems
