@@ -497,15 +497,20 @@ class Controller:
                   group, built.rejected)
 
     def _log_diagnostics(self, diagnostics: set[Diagnostic]) -> None:
-        """Log each problem once, when it first appears; count the current ones."""
-        for d in sorted(diagnostics - self._logged):
-            log.warning("event=diagnostic %s", d)
-        for d in sorted(self._logged - diagnostics):
-            log.info("event=diagnostic_resolved %s", d)
-        self._logged = diagnostics
-        self._diagnostics.clear()
-        for d in diagnostics:
-            self._diagnostics.labels(d.reason.value).inc()
+        """Log each problem once, when it first appears; count the current ones (again
+        only when they changed: a rebuild may carry thousands)."""
+        if diagnostics != self._logged:
+            for d in sorted(diagnostics - self._logged):
+                log.warning("event=diagnostic %s", d)
+            for d in sorted(self._logged - diagnostics):
+                log.info("event=diagnostic_resolved %s", d)
+            self._logged = diagnostics
+            by_reason: dict[str, int] = {}
+            for d in diagnostics:
+                by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
+            self._diagnostics.clear()
+            for reason, count in by_reason.items():
+                self._diagnostics.labels(reason).set(count)
         if self.on_diagnostics is not None:
             self.on_diagnostics(diagnostics)
 

@@ -254,16 +254,25 @@ def test_node_groups_get_their_own_view() -> None:
     run(scenario)
 
 
-def test_diagnostics_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_diagnostics_are_logged_once_and_counted_while_current(
+        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="kxds.controller")
+
+    def counted(ctl: Controller) -> dict[str, float]:
+        assert ctl.metrics is not None
+        return {s.labels["reason"]: s.value for m in ctl.metrics.registry.collect()
+                if m.name == "kxds_diagnostics" for s in m.samples}
 
     async def scenario(ctl: Controller, cache: SnapshotCache) -> None:
         ctl.publish(state("a", bad_ingress=True))
         await wait_seq(ctl, 1)
+        assert list(counted(ctl).values()) == [1.0]
         ctl.publish(state("a", "b", bad_ingress=True))
         await wait_seq(ctl, 2)
+        assert list(counted(ctl).values()) == [1.0]
         ctl.publish(state("a"))
         await wait_seq(ctl, 3)
+        assert counted(ctl) == {}
 
     run(scenario)
     new = [r.getMessage() for r in caplog.records if "event=diagnostic " in r.getMessage()]
