@@ -65,6 +65,18 @@ def test_publishes_only_on_change(tmp_path: Path) -> None:
     assert source.generation == 4
 
 
+def test_a_file_saved_again_with_the_same_objects_publishes_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", svc("a") + "---\n" + svc("b"))
+    source = ManifestSource(tmp_path)
+    assert source.refresh() is not None
+    write(tmp_path / "a.yaml", "# a comment\n" + svc("a") + "---\n" + svc("b"))
+    assert source.refresh() is None  # read again (new inode), nothing to publish
+    write(tmp_path / "a.yaml", svc("b") + "---\n" + svc("a", port=81))
+    changed = source.refresh()
+    assert changed is not None and changed.services[("default", "a")].ports[0].port == 81
+    assert source.generation == 2
+
+
 def test_an_empty_directory_is_a_first_state(tmp_path: Path) -> None:
     state = ManifestSource(tmp_path).refresh()
     assert state is not None and list(state.objects()) == []

@@ -4,7 +4,8 @@
 below the directory (hidden files and directories skipped, as
 :func:`kxds.kube.loader.manifest_files` does) and then polls it: a file that is
 added, removed or changed (modification time, size or inode) causes one new
-:class:`ClusterState` to be published. Only changed files are parsed again.
+:class:`ClusterState` to be published, unless a changed file yields the very
+same objects again (a touch, a comment). Only changed files are parsed again.
 
 Polling, not inotify: it needs no dependency, works on every filesystem
 (bind mounts, network filesystems, Kubernetes ConfigMap volumes, whose atomic
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -99,6 +101,14 @@ def scan(directory: Path) -> dict[Path, FileKey]:
             except OSError:
                 continue
     return found
+
+
+def _same_content(old: _Parsed | None, new: _Parsed) -> bool:
+    """Whether a file saved again yields the very same objects (:func:`_reuse`) and
+    problems: a touch, a comment or a rewrite of the same content changes nothing."""
+    return (old is not None and len(old.objects) == len(new.objects)
+            and all(map(operator.is_, old.objects, new.objects))
+            and old.problems == new.problems)
 
 
 def _keeps_last_good(old: _Parsed | None, new: _Parsed) -> bool:
@@ -193,8 +203,8 @@ class ManifestSource:
             if old is not None and old.key == seen[path]:
                 files[path] = old
                 continue
-            changed = True
             files[path] = self._load(path, seen[path], old)
+            changed = changed or not _same_content(old, files[path])
         self._files = files
         if not changed:
             return None
