@@ -168,21 +168,30 @@ def test_the_changes_a_view_remembers_are_the_names_whose_resource_changed(
 
 @given(st.lists(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 3)), min_size=1,
                 max_size=8),
+       st.lists(st.booleans(), min_size=8, max_size=8),
        st.lists(st.booleans(), min_size=8, max_size=8))
 def test_a_type_version_followed_across_views_is_the_one_computed_whole(
-        steps: list[dict[str, int]], asked: list[bool]) -> None:
-    """Each view's version is taken from the last one's when it was asked for (a
-    stream did), patched with the change: it must equal the version of the whole."""
+        steps: list[dict[str, int]], asked: list[bool], sized: list[bool]) -> None:
+    """Each view's version and size are taken from the last one's when they were
+    asked for (a stream, the metrics), patched with the change: they must equal
+    those of the whole."""
     cache = SnapshotCache()
     cache.mark_synced()
-    for step, ask in zip(steps, asked, strict=False):
+
+    def whole_size() -> int:
+        return sum(len(r.body) for m in view.resources.values() for r in m.values())
+
+    for step, ask, size in zip(steps, asked, sized, strict=False):
         endpoints = [t.endpoints(n, range(port)) for n, port in sorted(step.items())]
         cache.set_view("g", t.resources(t.cluster("a"), *endpoints))
         view = cache.view("g")
         assert view is not None
         if ask:
             assert view.type_version(ENDPOINT) == type_version(view.of_type(ENDPOINT).values())
+        if size:
+            assert view.byte_size() == whole_size()
     assert view.type_version(ENDPOINT) == type_version(view.of_type(ENDPOINT).values())
+    assert view.byte_size() == whole_size()
 
 
 @pytest.mark.parametrize(("error", "expected"), [

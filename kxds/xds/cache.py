@@ -197,21 +197,21 @@ class TypeMap(Mapping[str, Resource]):
 
     def follow(self, prev: TypeMap, changed: frozenset[str]) -> None:
         """Take the version's sum and the size from ``prev``'s, whose resources differ
-        from these only in ``changed`` (when ``prev``'s sum is known and not already
-        this map's)."""
+        from these only in ``changed`` (each when ``prev``'s is known and this map's
+        is not yet)."""
         facts, before = self._facts, prev._facts
-        if facts.total is not None or before.total is None:
+        total = before.total if facts.total is None else None
+        size = before.size if facts.size is None else None
+        if total is None and size is None:
             return
-        total, size = before.total, before.size
         for name in changed:
-            if (old := prev._data.get(name)) is not None:
-                total -= _term(old)
-                size = None if size is None else size - len(old.body)
-            if (new := self._data.get(name)) is not None:
-                total += _term(new)
-                size = None if size is None else size + len(new.body)
-        facts.total = total % _SUM_MODULUS
-        if facts.size is None:
+            for res, sign in ((prev._data.get(name), -1), (self._data.get(name), 1)):
+                if res is not None:
+                    total = None if total is None else total + sign * _term(res)
+                    size = None if size is None else size + sign * len(res.body)
+        if total is not None:
+            facts.total = total % _SUM_MODULUS
+        if size is not None:
             facts.size = size
 
     def changes_since(self, older: Mapping[str, Resource] | None) -> set[str] | None:
