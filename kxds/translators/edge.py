@@ -449,13 +449,13 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
     last = ctx.previous_value()  # passed the checks below: what it shares is not checked again
-    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
+    https_ports = ctx.query(HTTPS_PORTS, None)
+    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"), https_ports,
                             ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)),
-                            ctx.query(HTTPS_PORTS, None),
                             last.tls if isinstance(last, EdgeView) else None)
     tls_memo = secured.memo
-    secured = gateway_https(secured, state, config, gateway_api,
+    secured = gateway_https(secured, state, config, gateway_api, https_ports,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
