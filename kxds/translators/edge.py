@@ -54,7 +54,7 @@ from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
 from kxds.translators.auth_external import auth_clusters, auth_targets, checks_externally
 from kxds.translators.config import TranslateConfig
-from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, OUR_POSITIONS, PARSE_PROBLEMS
+from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, PARSE_PROBLEMS
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
@@ -373,12 +373,11 @@ def _patch_routes(ctx: Context, _: None, old: MergedRoutes,
     the new ones where the old stood and merge again what they name."""
     if changes.reads or any(name != INGRESS.name for name, _ in changes.queries):
         return None
-    positions = ctx.query(OUR_POSITIONS, None)
     ones = list(old.ones)
     changed = []
     for _name, key in changes.queries:
         assert isinstance(key, tuple)
-        at = positions[key]
+        at = old.positions[ObjectRef("Ingress", *key)]
         ones[at] = ctx.query(INGRESS, key)
         changed.append(at)
     return merge_routes(ones, old, changed)
