@@ -106,7 +106,9 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
 class _Names(Container[str]):
     """The names of ``items`` (sorted by name, as the IR keeps every collection), looked
     up by bisection: a check of a few new names costs no set of every cluster's name.
-    Exact whatever the order: a name not found so is looked for in the set of all."""
+    Exact whatever the order: a name not found so is looked for in the set of all
+    (built at the first miss, one per :func:`consistency_problems` call, which makes
+    and drops the index)."""
 
     def __init__(self, items: Sequence[Cluster]) -> None:
         self._items = items
