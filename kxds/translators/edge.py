@@ -60,7 +60,7 @@ from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.ingress import Target
-from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table
+from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table, told_apart
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
@@ -382,7 +382,8 @@ def _patch_routes(ctx: Context, _: None, old: MergedRoutes,
                   changes: Changes) -> MergedRoutes | None:
     """Only some Ingresses' routes changed (the same Ingresses, in the same order): put
     the new ones where the old stood and merge again what they name."""
-    if changes.reads or any(name != INGRESS.name for name, _ in changes.queries):
+    if (changes.reads or any(name != INGRESS.name for name, _ in changes.queries)
+            or not told_apart(old)):
         return None
     ones = list(old.ones)
     changed = []
