@@ -478,3 +478,33 @@ def test_a_cached_answer_still_records_what_it_was_computed_from() -> None:
     full = translate(after, config)
     assert full != translate(before, config)  # the client's address is in both routes' rules
     assert translate(after, config, store) == full
+
+
+def test_ingresses_sharing_a_ref_are_merged_in_full() -> None:
+    """Two Ingresses whose names differ only past the characters a ref keeps
+    (:class:`~kxds.diagnostics.ObjectRef`) cannot be told apart by their ref: a change
+    of either merges every Ingress again, and no path of the other is lost."""
+    stem = ".".join(["a" * 60] * 3) + "." + "a" * 17  # 200 characters, then "x1" or "x2"
+
+    def ingress_doc(suffix: str, path: str, created: str) -> dict[str, Any]:
+        backend = {"service": {"name": "web", "port": {"number": 80}}}
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": _meta(stem + suffix, "a", creationTimestamp=created),
+                "spec": {"ingressClassName": "kxds", "rules": [{"host": "h.example.com", "http": {
+                    "paths": [{"path": path, "pathType": "Prefix", "backend": backend}]}}]}}
+
+    def state_of(first: str, second: str) -> ClusterState:
+        docs = [{"apiVersion": "v1", "kind": "Service", "metadata": _meta("web", "a"),
+                 "spec": {"ports": [{"name": "http", "port": 80}]}},
+                ingress_doc("x1", first, "2024-01-01T00:00:00Z"),
+                ingress_doc("x2", second, "2024-02-01T00:00:00Z")]
+        models = [parse_object(d)[0] for d in docs]
+        return ClusterState.from_objects([m for m in models if m is not None])
+
+    store, build, config = Store(), BuildCache(), TranslateConfig()
+    for first, second in (("/one", "/two"), ("/one", "/three"), ("/four", "/three")):
+        state = state_of(first, second)
+        assert len({i.meta.ref for i in state.ingresses.values()}) == 1
+        assert_same(state, config, store, build)
+        vhosts = translate(state, config).ir.route_tables[0].virtual_hosts
+        assert sorted(r.match.path for r in vhosts[0].routes) == sorted((first, second))

@@ -43,9 +43,7 @@ def _route_clusters(table: RouteTable, skip: frozenset[int] = frozenset()) -> se
     """The clusters the routes of ``table`` name, but those of its virtual hosts in
     ``skip`` (by ``id``)."""
     vhosts = table.virtual_hosts
-    # (At C speed: this runs over every virtual host of a table at every check.)
-    hosts = list(itertools.compress(vhosts, map(operator.not_, map(
-        skip.__contains__, map(id, vhosts))))) if skip else vhosts
+    hosts = [vh for vh in vhosts if id(vh) not in skip] if skip else vhosts
     out = {
         b.cluster
         for vh in hosts
@@ -108,7 +106,9 @@ def consistency_problems(ir: IR, checked: IR | None = None) -> list[str]:
 class _Names(Container[str]):
     """The names of ``items`` (sorted by name, as the IR keeps every collection), looked
     up by bisection: a check of a few new names costs no set of every cluster's name.
-    Exact whatever the order: a name not found so is looked for in the set of all."""
+    Exact whatever the order: a name not found so is looked for in the set of all
+    (built at the first miss, one per :func:`consistency_problems` call, which makes
+    and drops the index)."""
 
     def __init__(self, items: Sequence[Cluster]) -> None:
         self._items = items

@@ -54,13 +54,13 @@ from kxds.kube.models import ClusterState, Ingress, Key, Service
 from kxds.translators import host_names, ingress, service_upstream, tls, tls_plan, tracing
 from kxds.translators.auth_external import auth_clusters, auth_targets, checks_externally
 from kxds.translators.config import TranslateConfig
-from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, OUR_POSITIONS, PARSE_PROBLEMS
+from kxds.translators.edge_inputs import HTTPS_PORTS, OUR_KEYS, PARSE_PROBLEMS
 from kxds.translators.gateway_edge import GatewayApi, merge_into, translate_gateway_api
 from kxds.translators.gateway_l4 import add_l4
 from kxds.translators.gateway_tls import gateway_https
 from kxds.translators.host_names import apply_host_names
 from kxds.translators.ingress import Target
-from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table
+from kxds.translators.ingress_merge import MergedRoutes, merge_routes, route_table, told_apart
 from kxds.translators.network_policy import PolicyIndex
 from kxds.translators.service_upstream import apply_service_upstream
 from kxds.translators.services import OneService, cluster_names, translate_service
@@ -221,7 +221,7 @@ def _route_targets(ctx: Context, _: None) -> frozenset[Target]:
     (:attr:`~kxds.translators.ingress_merge.MergedRoutes.backends`), and where their
     external auth checks go."""
     merged = ctx.query(ROUTES, None)
-    if not _concerned_by(ctx, "external-auth"):
+    if not _concerned_by(ctx, _EXTERNAL_AUTH_PASS):
         return merged.backends
     return merged.backends | auth_targets(merged.virtual_hosts)
 
@@ -287,15 +287,23 @@ WANTED: Query[Key, frozenset[str]] = Query("wanted", _wanted)
 POLICIES: Query[None, PolicyIndex] = Query("policies", lambda ctx, _: PolicyIndex.of(ctx.state))
 
 
+# The passes' names: the keys of :data:`CONCERNED`.
+_TLS_PASS = "tls"
+_HOST_NAMES_PASS = "host-names"
+_SERVICE_UPSTREAM_PASS = "service-upstream"
+_TRACING_PASS = "tracing"
+_CLUSTER_OPTIONS_PASS = "cluster-options"
+_EXTERNAL_AUTH_PASS = "external-auth"
+
 _PASSES: Mapping[str, Callable[[Ingress], bool]] = {
-    "tls": tls.concerns, "host-names": host_names.asks,
-    "service-upstream": service_upstream.asks, "tracing": tracing.asks}
+    _TLS_PASS: tls.concerns, _HOST_NAMES_PASS: host_names.asks,
+    _SERVICE_UPSTREAM_PASS: service_upstream.asks, _TRACING_PASS: tracing.asks}
 """The passes over our Ingresses, each with what tells the Ingresses it reads (few
 carry the annotations they read; the others are left out of its input)."""
 
 
 _CARRIED: Mapping[str, Callable[[Route], bool]] = {
-    "cluster-options": asks_options, "external-auth": checks_externally}
+    _CLUSTER_OPTIONS_PASS: asks_options, _EXTERNAL_AUTH_PASS: checks_externally}
 """The passes over every route, each with what tells the routes it acts on: only an
 Ingress's routes carry these, so with no Ingress of ours having such a route, the pass
 is skipped (a change of routes does not pay for a look at every route)."""
@@ -339,6 +347,9 @@ CONCERNED: Query[str, tuple[Ingress, ...]] = Query(
 
 
 def _concerned_by(ctx: Context, name: str) -> tuple[Ingress, ...]:
+    """:data:`CONCERNED` of the pass ``name``, typed as the tuple it is: passed straight
+    to a function, the query's value type (invariant) would be taken from the
+    function's parameter (an ``Iterable``) and not match."""
     return ctx.query(CONCERNED, name)
 
 
@@ -371,14 +382,14 @@ def _patch_routes(ctx: Context, _: None, old: MergedRoutes,
                   changes: Changes) -> MergedRoutes | None:
     """Only some Ingresses' routes changed (the same Ingresses, in the same order): put
     the new ones where the old stood and merge again what they name."""
-    if changes.reads or any(name != INGRESS.name for name, _ in changes.queries):
+    if (changes.reads or any(name != INGRESS.name for name, _ in changes.queries)
+            or not told_apart(old)):
         return None
-    positions = ctx.query(OUR_POSITIONS, None)
     ones = list(old.ones)
     changed = []
     for _name, key in changes.queries:
         assert isinstance(key, tuple)
-        at = positions[key]
+        at = old.positions[ObjectRef("Ingress", *key)]
         ones[at] = ctx.query(INGRESS, key)
         changed.append(at)
     return merge_routes(ones, old, changed)
@@ -392,7 +403,7 @@ def _gateway_api(ctx: Context, _: None) -> GatewayApi:
         return name in ctx.query(CLUSTER_NAMES, key)
 
     return translate_gateway_api(
-        ctx.state, ctx.config, has, ctx.query(POLICIES, None), _concerned_by(ctx, "tls"),
+        ctx.state, ctx.config, has, ctx.query(POLICIES, None), _concerned_by(ctx, _TLS_PASS),
         lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)))
 
 
@@ -437,11 +448,11 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     default = merged.others.default
     defaults = frozenset((default.name,)) if default is not None else frozenset()
     table, joined = merge_into(table, gateway_api.routes, defaults)
-    table, named = apply_host_names(table, _concerned_by(ctx, "host-names"))
+    table, named = apply_host_names(table, _concerned_by(ctx, _HOST_NAMES_PASS))
     clusters = svc.clusters
     # The routes' own: DNS mirror targets, and external auth services reached by DNS.
     extra = (*merged.clusters, *(auth_clusters(table.virtual_hosts)
-                                 if _concerned_by(ctx, "external-auth") else ()))
+                                 if _concerned_by(ctx, _EXTERNAL_AUTH_PASS) else ()))
     if extra:
         clusters = tuple(sorted((*clusters, *extra), key=attrgetter("name")))
     if svc.failed:  # fail closed: routes to a Service left out answer 503
@@ -449,22 +460,22 @@ def _edge(ctx: Context, _: None) -> EdgeView:
     base = IR(clusters=clusters, load_assignments=svc.load_assignments,
               listeners=(listener,), route_tables=(table,))
     last = ctx.previous_value()  # passed the checks below: what it shares is not checked again
-    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, "tls"),
+    https_ports = ctx.query(HTTPS_PORTS, None)
+    secured = tls.apply_tls(base, state, config, _concerned_by(ctx, _TLS_PASS), https_ports,
                             ctx.query(POLICIES, None),
                             lambda key, crt, pem: ctx.query(CERTIFICATE, (key, crt, pem)),
-                            ctx.query(HTTPS_PORTS, None),
                             last.tls if isinstance(last, EdgeView) else None)
     tls_memo = secured.memo
-    secured = gateway_https(secured, state, config, gateway_api,
+    secured = gateway_https(secured, state, config, gateway_api, https_ports,
                             frozenset(c.name for c in clusters) if svc.failed else None)
     l4_ir, l4_diags = add_l4(secured.ir, gateway_api.l4, config)
     secured = dataclasses.replace(secured, ir=l4_ir)
-    if _concerned_by(ctx, "cluster-options"):
+    if _concerned_by(ctx, _CLUSTER_OPTIONS_PASS):
         secured = dataclasses.replace(secured, ir=apply_cluster_options(secured.ir))
     upstream_ir, upstream_diags = apply_service_upstream(
-        secured.ir, state, _concerned_by(ctx, "service-upstream"))
+        secured.ir, state, _concerned_by(ctx, _SERVICE_UPSTREAM_PASS))
     secured = dataclasses.replace(secured, ir=upstream_ir)
-    traced_ir, tracing_diags = apply_tracing(secured.ir, config, _concerned_by(ctx, "tracing"))
+    traced_ir, tracing_diags = apply_tracing(secured.ir, config, _concerned_by(ctx, _TRACING_PASS))
     secured = dataclasses.replace(secured, ir=traced_ir)
     problems = consistency_problems(secured.ir, last.translation.ir
                                     if isinstance(last, EdgeView) else None)

@@ -12,8 +12,6 @@ controllers; whether a Service port asks for backend TLS).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from kxds.diagnostics import Diagnostic, ObjectRef
 from kxds.incremental import Changes, Context, Query
 from kxds.kube.ingress_class import age_order, is_ours, our_ingresses, problems_of_ours
@@ -48,15 +46,6 @@ OUR_KEYS: Query[None, tuple[Key, ...]] = Query("our-ingress-keys", _our_keys, _s
 """The keys of the Ingresses of our class, oldest first (it wins conflicts). The same
 while Ingresses only change in place, so that a query per Ingress, read through
 these, stops an Ingress's change where its own value is equal."""
-
-
-def _our_positions(ctx: Context, _: None) -> Mapping[Key, int]:
-    keys: tuple[Key, ...] = ctx.query(OUR_KEYS, None)
-    return {key: i for i, key in enumerate(keys)}
-
-
-OUR_POSITIONS: Query[None, Mapping[Key, int]] = Query("our-ingress-positions", _our_positions)
-"""Each of our Ingresses' place in :data:`OUR_KEYS`."""
 
 
 _Problems = tuple[tuple[Diagnostic, ...], tuple[ObjectRef, ...]]

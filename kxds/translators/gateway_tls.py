@@ -273,14 +273,17 @@ class _Served(Protocol):
 
 
 def gateway_https(secured: TlsResult, state: ClusterState, config: TranslateConfig,
-                  served: _Served, clusters: frozenset[str] | None = None) -> TlsResult:
+                  served: _Served, https_ports: bool,
+                  clusters: frozenset[str] | None = None) -> TlsResult:
     """The edge IR after Ingress TLS, with the Gateways' own listeners added: the HTTPS
     listeners' chains (on the edge TLS listener or their port's) and the HTTP
     listeners on ports of their own, their GRPCRoute and TLS backends moved to their
     twin clusters, as on the edge HTTP table.
 
-    ``clusters``: when some Service's translation failed, the clusters that exist
-    (routes of the new tables to others answer 503, as on the edge table)."""
+    ``https_ports``: whether a Service port has ``appProtocol: https`` (see
+    :func:`~kxds.translators.upstream_tls.apply_upstream_tls`); ``clusters``: when
+    some Service's translation failed, the clusters that exist (routes of the new
+    tables to others answer 503, as on the edge table)."""
     if not served.chains and not served.http_ports:
         return secured
     base, tables = add_chains(secured.ir, served.chains, config)
@@ -290,7 +293,8 @@ def gateway_https(secured: TlsResult, state: ClusterState, config: TranslateConf
         base = dataclasses.replace(base, route_tables=tuple(
             unavailable_without(t, clusters) if t.name in tables else t
             for t in base.route_tables))
-    base, diagnostics = apply_upstream_tls(base, state, tables)
+    # The new tables hold Gateway API routes only: no Ingress asks anything of them.
+    base, diagnostics = apply_upstream_tls(base, state, tables, (), https_ports)
     seen: dict[str, ir.LoadAssignment] = {}
     for a in base.load_assignments:
         seen.setdefault(a.cluster, a)  # the twins the HTTP tables already made come twice

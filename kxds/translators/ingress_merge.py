@@ -11,7 +11,8 @@ merges again only the hosts they name, old or new, and keeps every other
 host's share as it was: time in proportion to the change, not to every
 Ingress. Canary Ingresses (which put their paths beside other Ingresses'
 routes), mirrors, the default backend and the rules without a host (which
-every wildcard host reads) are merged in full when they change.
+every wildcard host reads) are merged in full when they change, as is every
+change while two Ingresses share a ref (:func:`told_apart`).
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def merge_routes(ones: Iterable[IngressRoutes], previous: MergedRoutes | None = 
     Ingress is compared with its last version).
     """
     ones = tuple(ones)
-    if previous is not None and previous.hosts:
+    if previous is not None and previous.hosts and told_apart(previous):
         if changed is None:
+            position = {one.ref: i for i, one in enumerate(ones)}
             merged = _merge_changed(ones, previous, _changed_ones(ones, previous),
-                                    {one.ref: i for i, one in enumerate(ones)})
+                                    position) if len(position) == len(ones) else None
         else:
             merged = _merge_changed(ones, previous, [
                 one for at in changed for one in (previous.ones[at], ones[at])],
@@ -107,6 +109,13 @@ def merge_routes(ones: Iterable[IngressRoutes], previous: MergedRoutes | None = 
         if merged is not None:
             return merged
     return _merge_all(ones, previous)
+
+
+def told_apart(merged: MergedRoutes) -> bool:
+    """Whether the Ingresses of ``merged`` have a ref each: two whose names are cut to
+    the same text (:class:`~kxds.diagnostics.ObjectRef`) cannot be told apart by it,
+    and only a merge of every Ingress is then right."""
+    return len(merged.positions) == len(merged.ones)
 
 
 def _merge_all(ones: tuple[IngressRoutes, ...], previous: MergedRoutes | None) -> MergedRoutes:

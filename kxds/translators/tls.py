@@ -249,19 +249,19 @@ class TlsResult:
 
 
 def apply_tls(base: ir.IR, state: ClusterState, config: TranslateConfig,
-              ingresses: Sequence[Ingress], policies: PolicyIndex | None = None,
-              inspect: Inspect | None = None, https_ports: bool | None = None,
+              ingresses: Sequence[Ingress], https_ports: bool,
+              policies: PolicyIndex | None = None, inspect: Inspect | None = None,
               last: TlsMemo | None = None) -> TlsResult:
     """Add TLS (listener, chains, secrets, HTTPS routes, redirects, backend TLS) to ``base``.
 
     ``ingresses`` are the Ingresses of our class that ``base`` was built from (those
     that :func:`concerns` says it does not read may be left out);
+    ``https_ports``: whether a Service port has ``appProtocol: https`` (see
+    :func:`~kxds.translators.upstream_tls.apply_upstream_tls`);
     certificates are checked at ``config.tls_now`` (None: validity is not checked);
     ``policies``: the translation's policy index (built here when needed and not given);
     ``inspect``: how a Secret's pair is inspected (a caller that keeps the result
-    per Secret passes its own; by default every pair is inspected again);
-    ``https_ports``: whether a Service port has ``appProtocol: https``, when the caller
-    knows (see :func:`~kxds.translators.upstream_tls.apply_upstream_tls`); ``last``:
+    per Secret passes its own; by default every pair is inspected again); ``last``:
     the last result's :attr:`TlsResult.memo` (the result is the same without it).
     """
     http_names = [lis.route_table for lis in base.listeners if isinstance(lis, ir.HttpListener)]

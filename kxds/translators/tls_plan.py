@@ -19,7 +19,15 @@ from kxds import ir, names
 from kxds.certs.check import CertError, CertInfo, Inspected, check_validity, covers
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.kube.ingress_class import age_order
-from kxds.kube.models import ClusterState, Ingress, IngressPath, Key, Service, ServicePort
+from kxds.kube.models import (
+    ClusterState,
+    Ingress,
+    IngressPath,
+    Key,
+    Secret,
+    Service,
+    ServicePort,
+)
 from kxds.translators.access import route_access
 from kxds.translators.annotations import parse as parse_annotations
 from kxds.translators.auth_basic import passthrough_problem
@@ -173,18 +181,18 @@ class Planner:
         last = self.last.checked.get(key)
         if (last is None or last.secret is not secret or last.found is not found
                 or not _same_verdict(found, last.now, now)):
-            last = _Checked(secret, found, now, self._check(key, found))
+            last = _Checked(secret, found, now, self._check(key, secret, crt, pem_key, found))
         self.checked[key] = last
         return last.loaded
 
-    def _check(self, key: Key, found: Inspected | None) -> _Loaded:
+    def _check(self, key: Key, secret: Secret | None, crt: bytes | None,
+               pem_key: bytes | None, found: Inspected | None) -> _Loaded:
+        """The verdict on Secret ``key``, from what :meth:`_load` read of it."""
         ref = ObjectRef("Secret", *key)
-        secret = self.state.secrets.get(key)
         if secret is None:
             return _Loaded(reason=Reason.SECRET_NOT_FOUND, why=f"{ref} not found")
         if secret.type != TLS_SECRET_TYPE:
             return _Loaded(why=f"{ref} has type {secret.type}, not {TLS_SECRET_TYPE}")
-        crt, pem_key = secret.data.get("tls.crt"), secret.data.get("tls.key")
         if not crt or not pem_key or found is None:
             return _Loaded(why=f"{ref} lacks tls.crt or tls.key")
         try:

@@ -304,21 +304,18 @@ def has_https_port(svc: Service) -> bool:
 
 
 def apply_upstream_tls(base: ir.IR, state: ClusterState, tables: Iterable[str],
-                       ingresses: Iterable[Ingress] | None = None,
-                       https_ports: bool | None = None) -> tuple[ir.IR, list[Diagnostic]]:
+                       ingresses: Iterable[Ingress], https_ports: bool
+                       ) -> tuple[ir.IR, list[Diagnostic]]:
     """Point the routes of ``tables`` that want backend TLS at TLS twin clusters.
 
     Returns the new IR (twin clusters, their endpoints and CA secrets added)
     and the diagnostics for unusable CA Secrets. ``ingresses``: those whose routes
-    are in ``tables`` and have a backend-protocol annotation (:func:`names_protocol`),
-    when the caller knows them (by default, every Ingress of the state is looked
-    at); ``https_ports``: whether a Service has :func:`has_https_port`, likewise.
+    are in ``tables`` and have a backend-protocol annotation (:func:`names_protocol`;
+    others may be among them); ``https_ports``: whether a Service has
+    :func:`has_https_port`.
     """
     wanted = set(tables)
-    asking = {ing.meta.key for ing in (state.ingresses.values() if ingresses is None
-                                       else ingresses) if _ingress_want(ing) is not None}
-    if https_ports is None:
-        https_ports = any(map(has_https_port, state.services.values()))
+    asking = {ing.meta.key for ing in ingresses if _ingress_want(ing) is not None}
     if (not asking and not state.grpc_routes and not state.backend_tls_policies
             and not https_ports):
         # The common case, told before indexing every cluster (a route change
