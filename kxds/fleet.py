@@ -23,9 +23,10 @@ node view of the controller:
   even publish: an EndpointSlice change of a Local Service reaches the nodes
   of its endpoints (before and after) and no other;
 - in :meth:`FleetMemo.build_all`, looks only at the nodes a rebuild may change,
-  the *due* ones: those with an endpoint (before or after) of a changed Service,
-  those that joined or whose node info changed, those whose view is not put
-  together from their template, and every node of a class whose template moved.
+  the *due* ones: those with an endpoint (before or after) of a changed Service
+  with local parts (not a ClusterIP Service), those that joined or whose node
+  info changed, those whose view is not put together from their template, and
+  every node of a class whose template moved.
   The others are not even visited: a rebuild costs the nodes it changes, not the
   fleet. Of the due nodes, it tells those left untouched after all, and those
   only the template's move reaches, from the round's changes and the template's
@@ -176,7 +177,8 @@ class FleetMemo:
         self._nodes_of: dict[Key, frozenset[str]] = {}
         self._on_node: dict[str, set[Key]] = {}
         self._touched: set[str] = set()
-        """The nodes with an endpoint (before or after) of a Service changed this round."""
+        """The nodes with an endpoint (before or after) of a Service changed this round
+        that has local parts (:meth:`_served`)."""
         self.assembled = 0
         """Node views put together from a template (cumulative; for tests and profiling)."""
         self.templates_built = 0
@@ -392,24 +394,34 @@ class FleetMemo:
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
         self._touched = set()
         for key in changed:
-            for name in self._nodes_of.pop(key, ()):
-                self._touched.add(name)
+            gone = self._nodes_of.pop(key, frozenset())
+            for name in gone:
                 keys = self._on_node[name]
                 keys.discard(key)
                 if not keys:  # a node with no endpoint left (maybe gone) is not kept
                     del self._on_node[name]
             nodes = endpoint_nodes(state, key)
-            self._touched.update(nodes)
             if nodes:
                 self._nodes_of[key] = nodes
                 for name in nodes:
                     self._on_node.setdefault(name, set()).add(key)
+            if self._served(key):
+                self._touched.update(gone)
+                self._touched.update(nodes)
         for name in self._touched:
             self._make_due(self._groups_of.get(name, frozenset()))
         self._state, self._config = state, config
         self._round += 1
         self._history[self._round] = changed
         self._history.pop(self._round - _HISTORY, None)
+
+    def _served(self, key: Key) -> bool:
+        """Whether Service ``key`` has local parts in a template as of its last round.
+        One with none (a ClusterIP Service) concerns no node's own parts: a node view
+        changes with it only when its template's view does, which then makes its whole
+        class due (a Service gaining local parts adds them to the template's view)."""
+        return any(t.parts is not None and key in t.parts.services
+                   for t in self._templates.values())
 
     def _changes_since(self, round_: int) -> frozenset[Key] | None:
         """The Services changed after round ``round_`` up to now; None when not known."""
