@@ -139,6 +139,8 @@ class _Node:
 
 _K = TypeVar("_K")
 
+_NO_KEYS: frozenset[Key] = frozenset()
+
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
@@ -226,25 +228,11 @@ class FleetMemo:
         for cls in self._members:
             self._template(state, config, cls)
         out = {}
-        for group in list(self._due):  # of each node, what build() would do, but cheaper
+        for group in list(self._due):  # what build() does, its template built already
             mine = self._nodes[group]
-            if self._untouched(mine):
-                assert mine.built is not None and mine.source is not None
-                mine.round, mine.parts = self._round, mine.source.parts
-                out[group] = mine.built
-            elif self._only_template_moved(mine):
-                assert mine.source is not None and mine.source.built is not None
-                template = mine.source.built
-                assert template.resources is not None
-                mine.round, mine.parts = self._round, mine.source.parts
-                out[group] = self._assembled(
-                    mine, template, self._put_together(template.resources, mine.by_type, mine))
-            else:
-                out[group] = self._build(state, config, mine,
-                                         alone(group) if alone is not None else None)
-                self._settle(group, mine)
-                continue
-            self._due.discard(group)  # current as of this round, from its template
+            out[group] = self._build(state, config, mine,
+                                     alone(group) if alone is not None else None)
+            self._settle(group, mine)
         return out
 
     def _settle(self, group: str, mine: _Node) -> None:
@@ -277,7 +265,9 @@ class FleetMemo:
                alone: ViewMemo | None) -> Built:
         """:meth:`build` of a joined node, in a round begun."""
         node = mine.node
-        template = mine.source = self._template(state, config, mine.cls)
+        template = mine.source
+        if template is None or template.round != self._round:  # (one swept is of a past round)
+            template = mine.source = self._template(state, config, mine.cls)
         if self._untouched(mine):
             assert mine.built is not None
             mine.round, mine.parts = self._round, template.parts
@@ -290,17 +280,11 @@ class FleetMemo:
             return built
         known = changed is not None and mine.built is not None and mine.parts is not None
         same = known and mine.template is built
-        concerned = (self._on_node.get(node.name, set()) & template.parts.services
-                     ) | template.parts.nonempty
         if known:
-            assert changed is not None and mine.parts is not None
-            todo = (concerned | mine.by_service.keys()) & changed
-            if not same:
-                # The template moved (a Service of it changed): a Service's parts stay
-                # valid while it, its slices and its share of the template are the same.
-                todo |= self._moved_parts(template, mine, concerned | mine.by_service.keys())
+            assert changed is not None
+            todo = self._todo(mine, template, changed, same)
         else:
-            todo, mine.by_service = concerned, {}
+            todo, mine.by_service = self._concerned(mine, template), {}
         mine.parts = template.parts
         for key in todo:
             found = local_parts(state, template.parts, key, node)
@@ -353,35 +337,32 @@ class FleetMemo:
                 and changed.isdisjoint(template.parts.nonempty)
                 and changed.isdisjoint(mine.parts.nonempty))
 
-    def _only_template_moved(self, mine: _Node) -> bool:
-        """Whether the node's view is its last one put together again from the template
-        (which moved): what :meth:`build` finds when no Service the node has parts of,
-        or may have, changed or moved in the template (a nodePort moved elsewhere);
-        told from the round's changes and the template's moved parts at once."""
-        changed = self._history.get(self._round)
-        template = mine.source
-        if (changed is None or template is None or template.round != self._round
-                or mine.round != self._round - 1 or mine.template is None
-                or mine.parts is None or template.parts is None
-                or template.built is None or template.built.resources is None
-                or mine.node.name in self._touched):
-            return False
-        moved = template.moved_since(mine.parts)
-        if moved is None:
-            return False
-        keys = changed | moved
-        return (keys.isdisjoint(template.parts.nonempty) and keys.isdisjoint(mine.by_service)
-                and keys.isdisjoint(self._on_node.get(mine.node.name, ())))
+    def _concerned(self, mine: _Node, template: _Template) -> Set[Key]:
+        """The Services the node may have parts of: those with an endpoint on it, and
+        those with parts every node computes."""
+        parts = template.parts
+        assert parts is not None
+        return (self._on_node.get(mine.node.name, _NO_KEYS) & parts.services) | parts.nonempty
 
-    @staticmethod
-    def _moved_parts(template: _Template, mine: _Node, keys: Set[Key]) -> set[Key]:
-        """Of ``keys``, the Services whose template parts moved since the node's view
-        was built (known once per template change, else compared one by one)."""
-        assert mine.parts is not None and template.parts is not None
-        moved = template.moved_since(mine.parts)
-        if moved is not None:
-            return set(keys & moved)
-        return {key for key in keys if not _same_parts(mine.parts, template.parts, key)}
+    def _todo(self, mine: _Node, template: _Template, changed: Set[Key],
+              same: bool) -> Set[Key]:
+        """The Services whose parts of the node may differ from those of its last view:
+        of those it has or may have parts of, those ``changed`` since and, unless the
+        template's view is the ``same``, those whose template parts moved (a Service's
+        parts stay valid while it, its slices and its share of the template are the
+        same). Told from the template's moved parts, else compared one by one."""
+        parts = template.parts
+        assert mine.parts is not None and parts is not None
+        moved = frozenset() if same else template.moved_since(mine.parts)
+        if moved is None:
+            keys = self._concerned(mine, template) | mine.by_service.keys()
+            return (keys & changed) | {key for key in keys
+                                       if not _same_parts(mine.parts, parts, key)}
+        may = changed | moved
+        if (may.isdisjoint(mine.by_service) and may.isdisjoint(parts.nonempty)
+                and may.isdisjoint(self._on_node.get(mine.node.name, _NO_KEYS))):
+            return _NO_KEYS  # most nodes: told without gathering the node's Services
+        return (self._concerned(mine, template) | mine.by_service.keys()) & may
 
     def _begin(self, state: ClusterState, config: TranslateConfig) -> None:
         """Start a round when the state or config is new: what changed since the last."""
@@ -427,6 +408,8 @@ class FleetMemo:
         """The Services changed after round ``round_`` up to now; None when not known."""
         if round_ < 0 or round_ > self._round:
             return None
+        if round_ == self._round - 1:  # the common case: this round's, not copied
+            return self._history.get(self._round)
         out: set[Key] = set()
         for r in range(round_ + 1, self._round + 1):
             found = self._history.get(r)
