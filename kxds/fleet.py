@@ -178,9 +178,6 @@ class FleetMemo:
         """Round -> the Services changed since the round before (the last few)."""
         self._nodes_of: dict[Key, frozenset[str]] = {}
         self._on_node: dict[str, set[Key]] = {}
-        self._touched: set[str] = set()
-        """The nodes with an endpoint (before or after) of a Service changed this round
-        that has local parts (:meth:`_served`)."""
         self.assembled = 0
         """Node views put together from a template (cumulative; for tests and profiling)."""
         self.templates_built = 0
@@ -268,10 +265,6 @@ class FleetMemo:
         template = mine.source
         if template is None or template.round != self._round:  # (one swept is of a past round)
             template = mine.source = self._template(state, config, mine.cls)
-        if self._untouched(mine):
-            assert mine.built is not None
-            mine.round, mine.parts = self._round, template.parts
-            return mine.built
         changed = self._changes_since(mine.round)
         built = template.built
         assert built is not None
@@ -322,21 +315,6 @@ class FleetMemo:
         mine.template, mine.built = built, built.with_resources(resources)
         return mine.built
 
-    def _untouched(self, mine: _Node) -> bool:
-        """Whether the node's view is the one it had last round: the template's view is
-        the same, and no Service changed in this round has an endpoint on the node
-        (before or after) or parts that every node computes. Most nodes, after an
-        endpoint change elsewhere: told without looking at any of their parts."""
-        changed = self._history.get(self._round)
-        template = mine.source
-        return (changed is not None and template is not None and template.round == self._round
-                and mine.round == self._round - 1
-                and mine.built is not None and mine.template is template.built
-                and mine.parts is not None and template.parts is not None
-                and mine.node.name not in self._touched
-                and changed.isdisjoint(template.parts.nonempty)
-                and changed.isdisjoint(mine.parts.nonempty))
-
     def _concerned(self, mine: _Node, template: _Template) -> Set[Key]:
         """The Services the node may have parts of: those with an endpoint on it, and
         those with parts every node computes."""
@@ -365,7 +343,9 @@ class FleetMemo:
         return (self._concerned(mine, template) | mine.by_service.keys()) & may
 
     def _begin(self, state: ClusterState, config: TranslateConfig) -> None:
-        """Start a round when the state or config is new: what changed since the last."""
+        """Start a round when the state or config is new: what changed since the last,
+        and the nodes with an endpoint (before or after) of a changed Service that has
+        local parts (:meth:`_served`) made due."""
         if state is self._state and (config is self._config or config == self._config):
             return
         before = self._state
@@ -373,7 +353,7 @@ class FleetMemo:
         if changed is None:
             self._nodes_of, self._on_node = {}, {}
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
-        self._touched = set()
+        touched: set[str] = set()
         for key in changed:
             gone = self._nodes_of.pop(key, frozenset())
             for name in gone:
@@ -387,9 +367,9 @@ class FleetMemo:
                 for name in nodes:
                     self._on_node.setdefault(name, set()).add(key)
             if self._served(key):
-                self._touched.update(gone)
-                self._touched.update(nodes)
-        for name in self._touched:
+                touched.update(gone)
+                touched.update(nodes)
+        for name in touched:
             self._make_due(self._groups_of.get(name, frozenset()))
         self._state, self._config = state, config
         self._round += 1
