@@ -151,6 +151,10 @@ every node view is built each round, so the last one or two are all that is aske
 _SERVICE_FIELDS = frozenset({"services", "slices_by_service"})
 """The fields of a state by Service key that a node view's parts read."""
 
+_COMPARED = ("services", "endpoint_slices", "slices_by_service")
+"""The fields compared to find their changes (those of ``slices_by_service`` are told
+from the changed ``endpoint_slices``, compared before it)."""
+
 _CHANGE_SLACK = 64
 """A round may change this many more Services than the state has and be kept."""
 
@@ -558,5 +562,5 @@ def _resources(value: LocalPart) -> tuple[Resource, ...]:
 def _changed_services(before: ClusterState, after: ClusterState) -> frozenset[Key]:
     """The Services whose object or EndpointSlices differ between the two states, found
     as the incremental store finds its changed reads: in proportion to the change."""
-    return frozenset(key for name, key in changed_reads(before, after, None, None)
+    return frozenset(key for name, key in changed_reads(before, after, None, None, _COMPARED)
                      if name in _SERVICE_FIELDS and isinstance(key, tuple))  # not WHOLE
