@@ -32,6 +32,7 @@ from kxds import ir, names
 from kxds.kube.models import ClusterState, Key, Service
 from kxds.translators.config import NodeInfo
 from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
+from kxds.translators.node_join import item_name
 from kxds.translators.translation import Translation
 
 SHARED_NAME = "\x00shared"
@@ -125,14 +126,10 @@ def _moved(old: tuple[_Named, ...], new: tuple[_Named, ...]) -> list[_Named] | N
     pairs = itertools.compress(zip(old, new, strict=True), map(operator.is_not, old, new))
     out = []
     for a, b in pairs:
-        if _name(a) != _name(b):
+        if item_name(a) != item_name(b):
             return None
         out.append(b)
     return out
-
-
-def _name(item: ir.LoadAssignment | ir.Listener) -> str:
-    return item.cluster if isinstance(item, ir.LoadAssignment) else item.name
 
 
 def _with_services(parts: TemplateParts, state: ClusterState,
