@@ -237,13 +237,11 @@ class FleetMemo:
         return out
 
     def _settle(self, group: str, mine: _Node) -> None:
-        """After a visit: the node is no longer due when its view is current as of this
-        round and put together from its template (a view built alone stays due)."""
+        """After a visit (:meth:`_build`, which leaves the node current as of this round):
+        the node is no longer due when its view is put together from its template's
+        (a view built alone stays due)."""
         template = mine.source
-        if (template is not None and template.round == self._round
-                and mine.round == self._round and mine.built is not None
-                and mine.template is not None and mine.template is template.built
-                and mine.parts is not None and mine.parts is template.parts):
+        if template is not None and mine.template is not None and mine.template is template.built:
             self._due.discard(group)
         else:
             self._due.add(group)
@@ -282,21 +280,19 @@ class FleetMemo:
             todo = self._todo(mine, template, changed, same)
         else:
             todo, mine.by_service = self._concerned(mine, template), {}
-        mine.parts = template.parts
+        mine.parts, mine.round = template.parts, self._round
+        if known and not todo and mine.template is not None:
+            # Its parts are those of its last view: that view, or the moved template's
+            # with them in place.
+            assert mine.built is not None
+            return mine.built if same else self._assembled(
+                mine, built, self._put_together(built.resources, mine.by_type, mine))
         for key in todo:
             found = local_parts(state, template.parts, key, node)
             if found:
                 mine.by_service[key] = found
             else:
                 mine.by_service.pop(key, None)
-        mine.round = self._round
-        if same and not todo:
-            assert mine.built is not None
-            return mine.built
-        if known and not todo and mine.template is not None:
-            # Its parts are those of its last view: only the template moved.
-            return self._assembled(mine, built,
-                                   self._put_together(built.resources, mine.by_type, mine))
         overrides = {n: v for parts in mine.by_service.values() for n, v in parts.items()}
         if same and overrides == {n: v for n, (v, _) in mine.resources.items()}:
             assert mine.built is not None
@@ -335,7 +331,7 @@ class FleetMemo:
         same). Told from the template's moved parts, else compared one by one."""
         parts = template.parts
         assert mine.parts is not None and parts is not None
-        moved = frozenset() if same else template.moved_since(mine.parts)
+        moved = _NO_KEYS if same else template.moved_since(mine.parts)
         if moved is None:
             keys = self._concerned(mine, template) | mine.by_service.keys()
             return (keys & changed) | {key for key in keys
