@@ -231,8 +231,7 @@ class FleetMemo:
         out = {}
         for group in list(self._due):  # what build() does, its template built already
             mine = self._nodes[group]
-            out[group] = self._build(state, config, mine,
-                                     alone(group) if alone is not None else None)
+            out[group] = self._build(state, config, group, mine, alone)
             self._settle(group, mine)
         return out
 
@@ -256,13 +255,14 @@ class FleetMemo:
         self._begin(state, config)
         self.join(group, node)
         mine = self._nodes[group]
-        built = self._build(state, config, mine, alone)
+        built = self._build(state, config, group, mine, lambda _: alone)
         self._settle(group, mine)
         return built
 
-    def _build(self, state: ClusterState, config: TranslateConfig, mine: _Node,
-               alone: ViewMemo | None) -> Built:
-        """:meth:`build` of a joined node, in a round begun."""
+    def _build(self, state: ClusterState, config: TranslateConfig, group: str, mine: _Node,
+               alone: Callable[[str], ViewMemo | None] | None) -> Built:
+        """:meth:`build` of the joined node of ``group``, in a round begun; ``alone``
+        gives the group's own memo (asked for only when the view is built alone)."""
         node = mine.node
         template = mine.source
         if template is None or template.round != self._round:  # (one swept is of a past round)
@@ -299,8 +299,9 @@ class FleetMemo:
             return mine.built
         resources = self._assemble(built.resources, overrides, mine)
         if resources is None:
+            memo = alone(group) if alone is not None else None
             mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
-                                                                           alone)
+                                                                           memo)
             return mine.built
         return self._assembled(mine, built, resources)
 
