@@ -23,9 +23,10 @@ node view of the controller:
   even publish: an EndpointSlice change of a Local Service reaches the nodes
   of its endpoints (before and after) and no other;
 - in :meth:`FleetMemo.build_all`, looks only at the nodes a rebuild may change,
-  the *due* ones: those with an endpoint (before or after) of a changed Service,
-  those that joined or whose node info changed, those whose view is not put
-  together from their template, and every node of a class whose template moved.
+  the *due* ones: those with an endpoint (before or after) of a changed Service
+  with local parts (not a ClusterIP Service), those that joined or whose node
+  info changed, those whose view is not put together from their template, and
+  every node of a class whose template moved.
   The others are not even visited: a rebuild costs the nodes it changes, not the
   fleet. Of the due nodes, it tells those left untouched after all, and those
   only the template's move reaches, from the round's changes and the template's
@@ -138,6 +139,8 @@ class _Node:
 
 _K = TypeVar("_K")
 
+_NO_KEYS: frozenset[Key] = frozenset()
+
 _HISTORY = 8
 """Rounds of changes kept: a node view built a few rounds ago is still patched."""
 
@@ -147,6 +150,10 @@ every node view is built each round, so the last one or two are all that is aske
 
 _SERVICE_FIELDS = frozenset({"services", "slices_by_service"})
 """The fields of a state by Service key that a node view's parts read."""
+
+_COMPARED = ("services", "endpoint_slices", "slices_by_service")
+"""The fields compared to find their changes (those of ``slices_by_service`` are told
+from the changed ``endpoint_slices``, compared before it)."""
 
 _CHANGE_SLACK = 64
 """A round may change this many more Services than the state has and be kept."""
@@ -175,8 +182,6 @@ class FleetMemo:
         """Round -> the Services changed since the round before (the last few)."""
         self._nodes_of: dict[Key, frozenset[str]] = {}
         self._on_node: dict[str, set[Key]] = {}
-        self._touched: set[str] = set()
-        """The nodes with an endpoint (before or after) of a Service changed this round."""
         self.assembled = 0
         """Node views put together from a template (cumulative; for tests and profiling)."""
         self.templates_built = 0
@@ -224,35 +229,18 @@ class FleetMemo:
         for cls in self._members:
             self._template(state, config, cls)
         out = {}
-        for group in list(self._due):  # of each node, what build() would do, but cheaper
+        for group in list(self._due):  # what build() does, its template built already
             mine = self._nodes[group]
-            if self._untouched(mine):
-                assert mine.built is not None and mine.source is not None
-                mine.round, mine.parts = self._round, mine.source.parts
-                out[group] = mine.built
-            elif self._only_template_moved(mine):
-                assert mine.source is not None and mine.source.built is not None
-                template = mine.source.built
-                assert template.resources is not None
-                mine.round, mine.parts = self._round, mine.source.parts
-                out[group] = self._assembled(
-                    mine, template, self._put_together(template.resources, mine.by_type, mine))
-            else:
-                out[group] = self._build(state, config, mine,
-                                         alone(group) if alone is not None else None)
-                self._settle(group, mine)
-                continue
-            self._due.discard(group)  # current as of this round, from its template
+            out[group] = self._build(state, config, group, mine, alone)
+            self._settle(group, mine)
         return out
 
     def _settle(self, group: str, mine: _Node) -> None:
-        """After a visit: the node is no longer due when its view is current as of this
-        round and put together from its template (a view built alone stays due)."""
+        """After a visit (:meth:`_build`, which leaves the node current as of this round):
+        the node is no longer due when its view is put together from its template's
+        (a view built alone stays due)."""
         template = mine.source
-        if (template is not None and template.round == self._round
-                and mine.round == self._round and mine.built is not None
-                and mine.template is not None and mine.template is template.built
-                and mine.parts is not None and mine.parts is template.parts):
+        if template is not None and mine.template is not None and mine.template is template.built:
             self._due.discard(group)
         else:
             self._due.add(group)
@@ -267,19 +255,18 @@ class FleetMemo:
         self._begin(state, config)
         self.join(group, node)
         mine = self._nodes[group]
-        built = self._build(state, config, mine, alone)
+        built = self._build(state, config, group, mine, lambda _: alone)
         self._settle(group, mine)
         return built
 
-    def _build(self, state: ClusterState, config: TranslateConfig, mine: _Node,
-               alone: ViewMemo | None) -> Built:
-        """:meth:`build` of a joined node, in a round begun."""
+    def _build(self, state: ClusterState, config: TranslateConfig, group: str, mine: _Node,
+               alone: Callable[[str], ViewMemo | None] | None) -> Built:
+        """:meth:`build` of the joined node of ``group``, in a round begun; ``alone``
+        gives the group's own memo (asked for only when the view is built alone)."""
         node = mine.node
-        template = mine.source = self._template(state, config, mine.cls)
-        if self._untouched(mine):
-            assert mine.built is not None
-            mine.round, mine.parts = self._round, template.parts
-            return mine.built
+        template = mine.source
+        if template is None or template.round != self._round:  # (one swept is of a past round)
+            template = mine.source = self._template(state, config, mine.cls)
         changed = self._changes_since(mine.round)
         built = template.built
         assert built is not None
@@ -288,40 +275,33 @@ class FleetMemo:
             return built
         known = changed is not None and mine.built is not None and mine.parts is not None
         same = known and mine.template is built
-        concerned = (self._on_node.get(node.name, set()) & template.parts.services
-                     ) | template.parts.nonempty
         if known:
-            assert changed is not None and mine.parts is not None
-            todo = (concerned | mine.by_service.keys()) & changed
-            if not same:
-                # The template moved (a Service of it changed): a Service's parts stay
-                # valid while it, its slices and its share of the template are the same.
-                todo |= self._moved_parts(template, mine, concerned | mine.by_service.keys())
+            assert changed is not None
+            todo = self._todo(mine, template, changed, same)
         else:
-            todo, mine.by_service = concerned, {}
-        mine.parts = template.parts
+            todo, mine.by_service = self._concerned(mine, template), {}
+        mine.parts, mine.round = template.parts, self._round
+        if known and not todo and mine.template is not None:
+            # Its parts are those of its last view: that view, or the moved template's
+            # with them in place.
+            assert mine.built is not None
+            return mine.built if same else self._assembled(
+                mine, built, self._put_together(built.resources, mine.by_type, mine))
         for key in todo:
             found = local_parts(state, template.parts, key, node)
             if found:
                 mine.by_service[key] = found
             else:
                 mine.by_service.pop(key, None)
-        mine.round = self._round
-        if same and not todo:
-            assert mine.built is not None
-            return mine.built
-        if known and not todo and mine.template is not None:
-            # Its parts are those of its last view: only the template moved.
-            return self._assembled(mine, built,
-                                   self._put_together(built.resources, mine.by_type, mine))
         overrides = {n: v for parts in mine.by_service.values() for n, v in parts.items()}
         if same and overrides == {n: v for n, (v, _) in mine.resources.items()}:
             assert mine.built is not None
             return mine.built
         resources = self._assemble(built.resources, overrides, mine)
         if resources is None:
+            memo = alone(group) if alone is not None else None
             mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
-                                                                           alone)
+                                                                           memo)
             return mine.built
         return self._assembled(mine, built, resources)
 
@@ -336,53 +316,37 @@ class FleetMemo:
         mine.template, mine.built = built, built.with_resources(resources)
         return mine.built
 
-    def _untouched(self, mine: _Node) -> bool:
-        """Whether the node's view is the one it had last round: the template's view is
-        the same, and no Service changed in this round has an endpoint on the node
-        (before or after) or parts that every node computes. Most nodes, after an
-        endpoint change elsewhere: told without looking at any of their parts."""
-        changed = self._history.get(self._round)
-        template = mine.source
-        return (changed is not None and template is not None and template.round == self._round
-                and mine.round == self._round - 1
-                and mine.built is not None and mine.template is template.built
-                and mine.parts is not None and template.parts is not None
-                and mine.node.name not in self._touched
-                and changed.isdisjoint(template.parts.nonempty)
-                and changed.isdisjoint(mine.parts.nonempty))
+    def _concerned(self, mine: _Node, template: _Template) -> Set[Key]:
+        """The Services the node may have parts of: those with an endpoint on it, and
+        those with parts every node computes."""
+        parts = template.parts
+        assert parts is not None
+        return (self._on_node.get(mine.node.name, _NO_KEYS) & parts.services) | parts.nonempty
 
-    def _only_template_moved(self, mine: _Node) -> bool:
-        """Whether the node's view is its last one put together again from the template
-        (which moved): what :meth:`build` finds when no Service the node has parts of,
-        or may have, changed or moved in the template (a nodePort moved elsewhere);
-        told from the round's changes and the template's moved parts at once."""
-        changed = self._history.get(self._round)
-        template = mine.source
-        if (changed is None or template is None or template.round != self._round
-                or mine.round != self._round - 1 or mine.template is None
-                or mine.parts is None or template.parts is None
-                or template.built is None or template.built.resources is None
-                or mine.node.name in self._touched):
-            return False
-        moved = template.moved_since(mine.parts)
+    def _todo(self, mine: _Node, template: _Template, changed: Set[Key],
+              same: bool) -> Set[Key]:
+        """The Services whose parts of the node may differ from those of its last view:
+        of those it has or may have parts of, those ``changed`` since and, unless the
+        template's view is the ``same``, those whose template parts moved (a Service's
+        parts stay valid while it, its slices and its share of the template are the
+        same). Told from the template's moved parts, else compared one by one."""
+        parts = template.parts
+        assert mine.parts is not None and parts is not None
+        moved = _NO_KEYS if same else template.moved_since(mine.parts)
         if moved is None:
-            return False
-        keys = changed | moved
-        return (keys.isdisjoint(template.parts.nonempty) and keys.isdisjoint(mine.by_service)
-                and keys.isdisjoint(self._on_node.get(mine.node.name, ())))
-
-    @staticmethod
-    def _moved_parts(template: _Template, mine: _Node, keys: Set[Key]) -> set[Key]:
-        """Of ``keys``, the Services whose template parts moved since the node's view
-        was built (known once per template change, else compared one by one)."""
-        assert mine.parts is not None and template.parts is not None
-        moved = template.moved_since(mine.parts)
-        if moved is not None:
-            return set(keys & moved)
-        return {key for key in keys if not _same_parts(mine.parts, template.parts, key)}
+            keys = self._concerned(mine, template) | mine.by_service.keys()
+            return (keys & changed) | {key for key in keys
+                                       if not _same_parts(mine.parts, parts, key)}
+        may = changed | moved
+        if (may.isdisjoint(mine.by_service) and may.isdisjoint(parts.nonempty)
+                and may.isdisjoint(self._on_node.get(mine.node.name, _NO_KEYS))):
+            return _NO_KEYS  # most nodes: told without gathering the node's Services
+        return (self._concerned(mine, template) | mine.by_service.keys()) & may
 
     def _begin(self, state: ClusterState, config: TranslateConfig) -> None:
-        """Start a round when the state or config is new: what changed since the last."""
+        """Start a round when the state or config is new: what changed since the last,
+        and the nodes with an endpoint (before or after) of a changed Service that has
+        local parts (:meth:`_served`) made due."""
         if state is self._state and (config is self._config or config == self._config):
             return
         before = self._state
@@ -390,31 +354,43 @@ class FleetMemo:
         if changed is None:
             self._nodes_of, self._on_node = {}, {}
             changed = frozenset(state.slices_by_service.keys() | state.services.keys())
-        self._touched = set()
+        touched: set[str] = set()
         for key in changed:
-            for name in self._nodes_of.pop(key, ()):
-                self._touched.add(name)
+            gone = self._nodes_of.pop(key, frozenset())
+            for name in gone:
                 keys = self._on_node[name]
                 keys.discard(key)
                 if not keys:  # a node with no endpoint left (maybe gone) is not kept
                     del self._on_node[name]
             nodes = endpoint_nodes(state, key)
-            self._touched.update(nodes)
             if nodes:
                 self._nodes_of[key] = nodes
                 for name in nodes:
                     self._on_node.setdefault(name, set()).add(key)
-        for name in self._touched:
+            if self._served(key):
+                touched.update(gone)
+                touched.update(nodes)
+        for name in touched:
             self._make_due(self._groups_of.get(name, frozenset()))
         self._state, self._config = state, config
         self._round += 1
         self._history[self._round] = changed
         self._history.pop(self._round - _HISTORY, None)
 
+    def _served(self, key: Key) -> bool:
+        """Whether Service ``key`` has local parts in a template as of its last round.
+        One with none (a ClusterIP Service) concerns no node's own parts: a node view
+        changes with it only when its template's view does, which then makes its whole
+        class due (a Service gaining local parts adds them to the template's view)."""
+        return any(t.parts is not None and key in t.parts.services
+                   for t in self._templates.values())
+
     def _changes_since(self, round_: int) -> frozenset[Key] | None:
         """The Services changed after round ``round_`` up to now; None when not known."""
         if round_ < 0 or round_ > self._round:
             return None
+        if round_ == self._round - 1:  # the common case: this round's, not copied
+            return self._history.get(self._round)
         out: set[Key] = set()
         for r in range(round_ + 1, self._round + 1):
             found = self._history.get(r)
@@ -583,5 +559,5 @@ def _resources(value: LocalPart) -> tuple[Resource, ...]:
 def _changed_services(before: ClusterState, after: ClusterState) -> frozenset[Key]:
     """The Services whose object or EndpointSlices differ between the two states, found
     as the incremental store finds its changed reads: in proportion to the change."""
-    return frozenset(key for name, key in changed_reads(before, after, None, None)
+    return frozenset(key for name, key in changed_reads(before, after, None, None, _COMPARED)
                      if name in _SERVICE_FIELDS and isinstance(key, tuple))  # not WHOLE

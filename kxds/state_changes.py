@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kxds.kube.models import ClusterState
@@ -22,19 +22,17 @@ _MISSING = object()
 
 
 def changed_reads(old: ClusterState, new: ClusterState, old_config: Any,
-                  new_config: Any) -> Iterator[Read]:
-    """Every read that gives another object in ``new`` than in ``old``."""
+                  new_config: Any, fields: Iterable[str] = STATE_FIELDS) -> Iterator[Read]:
+    """Every read that gives another object in ``new`` than in ``old``: of ``fields``
+    only (in :data:`STATE_FIELDS` order: ``slices_by_service`` is told from the
+    ``endpoint_slices`` before it), and of the config."""
     changed_slices: list[Hashable] = []
-    for name in STATE_FIELDS:
-        a, b = getattr(old, name), getattr(new, name)
-        if a is b:
-            continue
+    for name, a, b in _moved_fields(old, new, fields):
         if name == "slices_by_service" and old.endpoint_slices is not new.endpoint_slices:
             yield from _changed_groups(old, new, changed_slices)
             continue
         if isinstance(a, tuple):
-            if a != b:
-                yield (name, WHOLE)
+            yield (name, WHOLE)
             continue
         moved = changed_in_place(a, b)
         if moved is not None:
@@ -63,19 +61,23 @@ def only_slices_changed(old: ClusterState, new: ClusterState, limit: int) -> boo
     rebuild their mappings, but keep each unchanged object and its place). A false "no"
     only costs the caller its slower path. ``slices_by_service`` follows the slices, as
     in :func:`_changed_groups`."""
-    for name in STATE_FIELDS:
-        a, b = getattr(old, name), getattr(new, name)
-        if a is b or (name == "slices_by_service"
-                      and old.endpoint_slices is not new.endpoint_slices):
+    for name, a, b in _moved_fields(old, new, STATE_FIELDS):
+        if name == "slices_by_service" and old.endpoint_slices is not new.endpoint_slices:
             continue
-        if isinstance(a, tuple):
-            if a != b:
-                return False
-            continue
-        moved = changed_in_place(a, b)
+        moved = None if isinstance(a, tuple) else changed_in_place(a, b)
         if moved is None or len(moved) > (limit if name == "endpoint_slices" else 0):
             return False
     return True
+
+
+def _moved_fields(old: ClusterState, new: ClusterState, fields: Iterable[str]
+                  ) -> Iterator[tuple[str, Any, Any]]:
+    """``(name, old value, new value)`` of each of ``fields`` whose value in ``new`` is
+    another object than in ``old``, but for a tuple (the problems) equal in both."""
+    for name in fields:
+        a, b = getattr(old, name), getattr(new, name)
+        if a is not b and not (isinstance(a, tuple) and a == b):
+            yield name, a, b
 
 
 def changed_in_place(a: Mapping[Any, Any], b: Mapping[Any, Any]

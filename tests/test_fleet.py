@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -89,6 +90,21 @@ def _state(docs: list[dict[str, Any]]) -> ClusterState:
     return ClusterState.from_objects(models)
 
 
+def _kept_states() -> Callable[[list[dict[str, Any]]], ClusterState]:
+    """States of documents in which an unchanged object is the very same model as in the
+    last state, as sources keep it (what the memos tell changes by)."""
+    parsed: dict[str, Model] = {}
+
+    def state(docs: list[dict[str, Any]]) -> ClusterState:
+        for doc in docs:
+            if repr(doc) not in parsed:
+                model, problem = parse_object(doc, "test")
+                assert model is not None, problem
+                parsed[repr(doc)] = model
+        return ClusterState.from_objects(parsed[repr(doc)] for doc in docs)
+    return state
+
+
 def test_a_local_endpoint_change_reassembles_only_the_nodes_concerned() -> None:
     nodes = {f"node/n{i}": NodeInfo(name=f"n{i}") for i in range(8)}
     services = [_service("web", 30080, True), _service("api", 30081, False),
@@ -162,16 +178,7 @@ def test_a_local_endpoint_change_sets_the_views_of_the_nodes_concerned_only(
         return out
     monkeypatch.setattr(FleetMemo, "build_all", counted)
 
-    parsed: dict[str, Model] = {}
-
-    def state(docs: list[dict[str, Any]]) -> ClusterState:
-        # An unchanged object is the very same model in the next state, as sources keep it.
-        for doc in docs:
-            if repr(doc) not in parsed:
-                model, problem = parse_object(doc, "test")
-                assert model is not None, problem
-                parsed[repr(doc)] = model
-        return ClusterState.from_objects(parsed[repr(doc)] for doc in docs)
+    state = _kept_states()
 
     async def scenario() -> None:
         cache = SnapshotCache()
@@ -226,3 +233,43 @@ def test_a_built_with_other_resources_keeps_every_other_field() -> None:
     assert all(getattr(built, f.name) != f.default for f in dataclasses.fields(Built))
     resources = MappingProxyType({ENDPOINT: MappingProxyType({})})
     assert built.with_resources(resources) == dataclasses.replace(built, resources=resources)
+
+
+def _cluster_ip(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+def test_a_cluster_ip_endpoint_change_visits_no_node() -> None:
+    # A ClusterIP Service has no part in any node view: its endpoints moving between
+    # nodes with a proxy makes no node due, and every view (its last one) still equals
+    # a build from scratch; made Local on a nodePort, it reaches the nodes of its
+    # endpoints again.
+    nodes = {f"node/n{i}": NodeInfo(name=f"n{i}") for i in range(6)}
+    services = [_service("web", 30080, True), _service("api", 30081, False)]
+    fixed = [_slice("web", ["n1"]), _slice("api", ["n4"])]
+    config, fleet = TranslateConfig(), FleetMemo()
+    for group, node in nodes.items():
+        fleet.join(group, node)
+    views: dict[str, Built] = {}
+    state = _kept_states()
+
+    def build_all(docs: list[dict[str, Any]]) -> set[str]:
+        state_now = state(docs)
+        got = fleet.build_all(state_now, config)
+        fleet.sweep()
+        views.update(got)
+        for group, node in nodes.items():
+            want = build_node(state_now, config, node)
+            assert _versions(views[group]) == _versions(want), group
+        return set(got)
+
+    assert build_all([*services, _cluster_ip("db"), *fixed, _slice("db", ["n2", "n3"])]) == set(
+        nodes)
+    for db in (["n3", "n5"], ["n1"], []):
+        assert build_all([*services, _cluster_ip("db"), *fixed, _slice("db", db)]) == set()
+    assert build_all([*services, _service("db", 30082, True), *fixed,
+                      _slice("db", ["n3"])]) == set(nodes)  # a Service more: every node
+    assert build_all([*services, _service("db", 30082, True), *fixed,
+                      _slice("db", ["n2"])]) == {"node/n2", "node/n3"}

@@ -26,7 +26,7 @@ from kxds.controller import EDGE_DEFAULT, SMALL_CHANGE, Controller
 from kxds.diagnostics import Diagnostic, ObjectRef, Reason
 from kxds.envoy.resource import CLUSTER, ENDPOINT, Resources
 from kxds.kube.models import ClusterState, EndpointSlice, Service
-from kxds.state_changes import only_slices_changed
+from kxds.state_changes import changed_reads, only_slices_changed
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.views import build_edge, build_node
 from kxds.xds.cache import SnapshotCache
@@ -79,22 +79,36 @@ def _added(state: ClusterState) -> ClusterState:
     return scenario.with_slice(state, new)
 
 
-@pytest.mark.parametrize(("change", "small"), [
-    (lambda s: s, True),
-    (lambda s: _slices(s, 0, 1, 7), True),
-    (lambda s: _slices(s, 3, SMALL_CHANGE, 7), True),
-    (lambda s: _slices(s, 3, SMALL_CHANGE + 1, 7), False),
-    (lambda s: _service(s, 4), False),
-    (lambda s: _service(_slices(s, 0, 1, 7), 4), False),
-    (_problem, False),
-    (_added, False),
+CHANGES: dict[str, tuple[Callable[[ClusterState], ClusterState], bool]] = {
+    "same": (lambda s: s, True),
+    "one-slice": (lambda s: _slices(s, 0, 1, 7), True),
+    "limit-slices": (lambda s: _slices(s, 3, SMALL_CHANGE, 7), True),
+    "over-limit": (lambda s: _slices(s, 3, SMALL_CHANGE + 1, 7), False),
+    "a-service": (lambda s: _service(s, 4), False),
+    "slice-and-service": (lambda s: _service(_slices(s, 0, 1, 7), 4), False),
+    "a-problem": (_problem, False),
+    "slice-added": (_added, False),
     # The same slices in another order: not told apart from a change of each.
-    (_reordered, False),
-], ids=["same", "one-slice", "limit-slices", "over-limit", "a-service", "slice-and-service",
-        "a-problem", "slice-added", "reordered"])
+    "reordered": (_reordered, False),
+}
+"""Changes of BASE, and whether only_slices_changed calls each small."""
+
+
+@pytest.mark.parametrize(("change", "small"), CHANGES.values(), ids=CHANGES.keys())
 def test_only_slices_changed(change: Callable[[ClusterState], ClusterState],
                              small: bool) -> None:
     assert only_slices_changed(BASE, change(BASE), SMALL_CHANGE) is small
+
+
+@pytest.mark.parametrize("fields", [("services", "endpoint_slices", "slices_by_service"),
+                                    ("endpoint_slices", "slices_by_service"), ("problems",)])
+@pytest.mark.parametrize(("change", "small"), CHANGES.values(), ids=CHANGES.keys())
+def test_changed_reads_of_some_fields_are_those_of_every_field(
+        change: Callable[[ClusterState], ClusterState], small: bool,
+        fields: tuple[str, ...]) -> None:
+    new = change(BASE)
+    every = [read for read in changed_reads(BASE, new, None, None) if read[0] in fields]
+    assert list(changed_reads(BASE, new, None, None, fields)) == every
 
 
 def _versions(resources: Resources | None) -> dict[str, dict[str, str]]:

@@ -32,6 +32,7 @@ from kxds import ir, names
 from kxds.kube.models import ClusterState, Key, Service
 from kxds.translators.config import NodeInfo
 from kxds.translators.node_endpoints import ServiceSlices, local_endpoint_count, port_endpoints
+from kxds.translators.node_join import item_name
 from kxds.translators.translation import Translation
 
 SHARED_NAME = "\x00shared"
@@ -91,9 +92,12 @@ def patched_parts(parts: TemplateParts, old: ir.IR, new: ir.IR, state: ClusterSt
     """:func:`template_parts` of ``new``, from ``parts``, those of ``old``, and the
     Services looked at again: those in ``changed`` (Services changed since ``parts``)
     and those whose load assignments or health-check listeners are other objects in
-    ``new``; every other Service's parts are the same. One Service changed costs one
-    Service, not the fleet's 1,000. None when an assignment or listener was added,
-    removed or renamed: then only :func:`template_parts` tells."""
+    ``new``; every other Service's parts are the same. One Service changed is looked
+    at again alone, not the fleet's 1,000; as ``parts`` must stay as it was (node
+    views are compared against it), its indexes are copied whole (at C speed) when
+    that Service's parts moved, and its index of load assignments when one of them
+    is another object. None when an assignment or listener was added, removed or
+    renamed: then only :func:`template_parts` tells."""
     assignments = _moved(old.load_assignments, new.load_assignments)
     listeners = _moved(old.listeners, new.listeners)
     if assignments is None or listeners is None:
@@ -125,53 +129,72 @@ def _moved(old: tuple[_Named, ...], new: tuple[_Named, ...]) -> list[_Named] | N
     pairs = itertools.compress(zip(old, new, strict=True), map(operator.is_not, old, new))
     out = []
     for a, b in pairs:
-        if _name(a) != _name(b):
+        if item_name(a) != item_name(b):
             return None
         out.append(b)
     return out
 
 
-def _name(item: ir.LoadAssignment | ir.Listener) -> str:
-    return item.cluster if isinstance(item, ir.LoadAssignment) else item.name
+_ServiceParts = tuple[tuple[PortPart, ...], dict[str, LocalPart], bool,
+                      ir.HealthCheckListener | None]
+"""One Service's ports, values by name, emptiness and health-check listener."""
 
 
 def _with_services(parts: TemplateParts, state: ClusterState,
                    keys: Iterable[Key]) -> TemplateParts:
     """``parts`` with the ports, values and emptiness of Services ``keys`` found again
-    (from ``parts.assignments`` and ``parts.health``)."""
+    (from ``parts.assignments`` and ``parts.health``); ``parts`` itself when they are
+    the same (a Service without local parts, a Local Service whose endpoints moved:
+    the template's parts of it stay empty), else its indexes copied once."""
+    moved = {key: found for key in keys
+             if (found := _service_parts(parts, state, key)) != _held_parts(parts, key)}
+    if not moved:
+        return parts
     ports, values, nonempty = dict(parts.ports), dict(parts.template_values), set(parts.nonempty)
-    health = parts.health
-    for key in keys:
-        for part in ports.pop(key, ()):
-            del values[part.cluster]
+    health = dict(parts.health)
+    for key, (key_ports, key_values, key_nonempty, lis) in moved.items():
+        for name in _held_parts(parts, key)[1]:
+            del values[name]
+        ports.pop(key, None)
         nonempty.discard(key)
-        svc = state.services.get(key)
-        lis = health.get(key)
-        if lis is not None:
-            values.pop(lis.name, None)
-        if lis is not None and svc is None:  # not among the template's Services
-            health = health if health is not parts.health else dict(health)
-            del health[key]
-            lis = None
-        if lis is not None:
-            values[lis.name] = lis
-            if lis.local_endpoints:
-                nonempty.add(key)
-        if svc is None:
-            continue
-        found = []
-        for i, sp in enumerate(svc.ports):
-            name = names.node_cluster(key[0], key[1], sp.port, sp.protocol, local=True)
-            assignment = parts.assignments.get(name)
-            if assignment is not None and assignment.ref == svc.meta.ref:
-                found.append(PortPart(name, i))
-                values[name] = assignment
-                if assignment.endpoints:
-                    nonempty.add(key)
-        if found:
-            ports[key] = tuple(found)
+        if lis is None:
+            health.pop(key, None)
+        if key_ports:
+            ports[key] = key_ports
+        values.update(key_values)
+        if key_nonempty:
+            nonempty.add(key)
     return TemplateParts(ports, health, values, frozenset(nonempty),
                          frozenset(ports.keys() | health.keys()), parts.assignments)
+
+
+def _service_parts(parts: TemplateParts, state: ClusterState, key: Key) -> _ServiceParts:
+    """Service ``key``'s parts in the template, found again."""
+    svc = state.services.get(key)
+    if svc is None:  # not among the template's Services
+        return (), {}, False, None
+    lis = parts.health.get(key)
+    values: dict[str, LocalPart] = {lis.name: lis} if lis is not None else {}
+    nonempty = lis is not None and lis.local_endpoints > 0
+    found = []
+    for i, sp in enumerate(svc.ports):
+        name = names.node_cluster(key[0], key[1], sp.port, sp.protocol, local=True)
+        assignment = parts.assignments.get(name)
+        if assignment is not None and assignment.ref == svc.meta.ref:
+            found.append(PortPart(name, i))
+            values[name] = assignment
+            nonempty = nonempty or bool(assignment.endpoints)
+    return tuple(found), values, nonempty, lis
+
+
+def _held_parts(parts: TemplateParts, key: Key) -> _ServiceParts:
+    """Service ``key``'s parts as ``parts`` holds them (its health-check listener
+    maybe already replaced)."""
+    held = parts.ports.get(key, ())
+    lis = parts.health.get(key)
+    wanted = [p.cluster for p in held] + ([lis.name] if lis is not None else [])
+    values = {n: parts.template_values[n] for n in wanted if n in parts.template_values}
+    return held, values, key in parts.nonempty, lis
 
 
 def endpoint_nodes(state: ClusterState, key: Key) -> frozenset[str]:

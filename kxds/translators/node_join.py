@@ -111,7 +111,8 @@ class Joined:
     """How many shares report each problem."""
 
 
-def _name(item: _Item) -> str:
+def item_name(item: _Item) -> str:
+    """The name of a node view's item (a load assignment's is its cluster's)."""
     return item.cluster if isinstance(item, ir.LoadAssignment) else item.name
 
 
@@ -142,7 +143,7 @@ def join(shares: Iterable[tuple[Key, ServiceShare]], previous: ir.IR | None) -> 
                 return None
         for kind, by_name, owner in zip(_kinds(share), items, owners, strict=True):
             for item in kind:
-                name = _name(item)
+                name = item_name(item)
                 if by_name.setdefault(name, item) is not item:
                     return None
                 owner[name] = key
@@ -177,13 +178,13 @@ def patched(last: Joined, changed: Mapping[Key, ServiceShare]) -> Joined | None:
     owners = (dict(last.owners[0]), dict(last.owners[1]), dict(last.owners[2]))
     tuples = []
     for i, (old, owner) in enumerate(zip(_tuples(last.ir), owners, strict=True)):
-        gone = {_name(item) for key in changed for item in _kinds(last.shares[key])[i]}
+        gone = {item_name(item) for key in changed for item in _kinds(last.shares[key])[i]}
         for name in gone:
             del owner[name]
         new: dict[str, _Item] = {}
         for key, share in changed.items():
             for item in _kinds(share)[i]:
-                name = _name(item)
+                name = item_name(item)
                 if owner.setdefault(name, key) != key:
                     return None
                 new[name] = item
@@ -235,7 +236,7 @@ def _replaced(old: tuple[_Item, ...], gone: Iterable[str], new: Mapping[str, _It
     place (by name); ``old`` itself when that changes nothing, and an item equal to
     the one it replaces stays the old object."""
     items = list(old)
-    name = _name
+    name = item_name
     moved = False
     for n in gone:
         i = bisect.bisect_left(items, n, key=name)
