@@ -230,15 +230,17 @@ async def serve(args: argparse.Namespace, config: TranslateConfig) -> int:
     then answered), and the controller and the rest are set up while both wait.
     """
     security = xds_security(args)
-    with ExitStack() as startup:
+    with ExitStack() as startup, ExitStack() as on_exit:
         # Released at the first snapshot (or the limit), or here when serve stops or
         # fails before: see _collector_back_on.
         startup.enter_context(gc_paused)
-        return await _serve(args, config, security, startup)
+        return await _serve(args, config, security, startup, on_exit)
 
 
 async def _serve(args: argparse.Namespace, config: TranslateConfig, security: XdsSecurity,
-                 startup: ExitStack) -> int:
+                 startup: ExitStack, on_exit: ExitStack) -> int:
+    """:func:`serve`; ``on_exit`` undoes what must not outlive it however it ends (the
+    API source's watches, started before a set-up that may fail: the xDS port taken)."""
     from kxds.xds.cache import SnapshotCache
     from kxds.xds.metrics import XdsMetrics
 
@@ -248,6 +250,7 @@ async def _serve(args: argparse.Namespace, config: TranslateConfig, security: Xd
     source = make_source(args, config, LimitCounter(metrics.registry))
     if isinstance(source, ApiSource):
         source.start()
+        on_exit.callback(source.stop)
     server = await start_xds(args, cache, metrics, security)
     collector = asyncio.create_task(
         _collector_back_on(cache, STARTUP_COLLECTOR_LIMIT, startup))

@@ -164,9 +164,12 @@ def test_the_collector_comes_back_after_start_up(synced: bool) -> None:
 
 
 @t.run_async
-async def test_the_collector_is_back_on_when_serve_fails_to_start(tmp_path: Path) -> None:
+async def test_the_collector_is_back_on_and_the_watches_end_when_serve_fails_to_start(
+        tmp_path: Path) -> None:
     # The xDS port is taken: serve ends before its task that turns the collector
-    # back on has run, and must not leave the process without it.
+    # back on has run, and must not leave the process without it, nor with the
+    # API source's watches running.
+    before = set(threading.enumerate())
     api = FakeApi().start()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -179,6 +182,8 @@ async def test_the_collector_is_back_on_when_serve_fails_to_start(tmp_path: Path
     try:
         with pytest.raises((SystemExit, RuntimeError, OSError)):
             await serve(args, config_from_args(args))
+        await _until(lambda: not [t for t in set(threading.enumerate()) - before
+                                  if t.name.startswith("watch-")], "the watches to end")
     finally:
         taken.close()
         api.stop()

@@ -295,6 +295,13 @@ class ApiSource:
         for r in self.reflectors:
             r.start()
 
+    def stop(self) -> None:
+        """Stop the watches :meth:`start` started (:meth:`run` stops its own when it
+        ends: this is for a process whose set-up failed before it ran)."""
+        reflectors, self.reflectors = self.reflectors, []
+        for r in reflectors:
+            r.stop()
+
     async def run(self, publish: Publish) -> None:
         """Watch until cancelled; publish after the first complete sync and on changes."""
         loop = asyncio.get_running_loop()
