@@ -46,21 +46,14 @@ template lacks) is built alone by :func:`kxds.views.build_node`, as before.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TypeVar
 
 from kxds import ir
-from kxds.envoy.build import (
-    BuildCache,
-    SharedBuilds,
-    build_listener,
-    endpoint_resource,
-    health_check_route_resource,
-)
-from kxds.envoy.resource import LISTENER, Resource, Resources
+from kxds.envoy.build import BuildCache, SharedBuilds
+from kxds.envoy.resource import Resources
+from kxds.fleet_assembly import Assembly, keeping, same_parts, same_view
 from kxds.kube.models import ClusterState, Key
 from kxds.state_changes import changed_reads
 from kxds.translators.config import NodeInfo, TranslateConfig
@@ -127,14 +120,15 @@ class _Node:
     source: _Template | None = None
     """The template of its class, as of its last view."""
     by_service: dict[Key, dict[str, LocalPart]] = field(default_factory=dict)
-    resources: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = field(default_factory=dict)
-    base: Resources | None = None
-    """The template's resources the view was last put together from."""
     parts: TemplateParts | None = None
     """The template's local parts that ``by_service`` was computed against."""
-    by_type: dict[str, dict[str, Resource]] = field(default_factory=dict)
-    """The resources of the local parts that differ from the template's, by type."""
+    assembly: Assembly = field(default_factory=Assembly)
     built: Built | None = None
+
+    @property
+    def last(self) -> Resources | None:
+        """The resources of its last view."""
+        return self.built.resources if self.built is not None else None
 
 
 _K = TypeVar("_K")
@@ -285,8 +279,8 @@ class FleetMemo:
             # Its parts are those of its last view: that view, or the moved template's
             # with them in place.
             assert mine.built is not None
-            return mine.built if same else self._assembled(
-                mine, built, self._put_together(built.resources, mine.by_type, mine))
+            return mine.built if same else self._assembled(mine, built, mine.assembly.put_together(
+                built.resources, mine.assembly.by_type, mine.last))
         for key in todo:
             found = local_parts(state, template.parts, key, node)
             if found:
@@ -294,14 +288,14 @@ class FleetMemo:
             else:
                 mine.by_service.pop(key, None)
         overrides = {n: v for parts in mine.by_service.values() for n, v in parts.items()}
-        if same and overrides == {n: v for n, (v, _) in mine.resources.items()}:
+        if same and mine.assembly.same_parts_in_place(overrides):
             assert mine.built is not None
             return mine.built
-        resources = self._assemble(built.resources, overrides, mine)
+        resources = mine.assembly.assemble(built.resources, overrides, mine.last)
         if resources is None:
             memo = alone(group) if alone is not None else None
-            mine.template, mine.base, mine.built = None, None, build_node(state, config, node,
-                                                                           memo)
+            mine.assembly.base = None
+            mine.template, mine.built = None, build_node(state, config, node, memo)
             return mine.built
         return self._assembled(mine, built, resources)
 
@@ -336,7 +330,7 @@ class FleetMemo:
         if moved is None:
             keys = self._concerned(mine, template) | mine.by_service.keys()
             return (keys & changed) | {key for key in keys
-                                       if not _same_parts(mine.parts, parts, key)}
+                                       if not same_parts(mine.parts, parts, key)}
         may = changed | moved
         if (may.isdisjoint(mine.by_service) and may.isdisjoint(parts.nonempty)
                 and may.isdisjoint(self._on_node.get(mine.node.name, _NO_KEYS))):
@@ -413,8 +407,8 @@ class FleetMemo:
                 template.built = new
                 template.set_parts(None, None)
             else:
-                if last is None or template.parts is None or not _same_view(last, new):
-                    template.built = _keeping(last, new)
+                if last is None or template.parts is None or not same_view(last, new):
+                    template.built = keeping(last, new)
                 # else unchanged: the same object, so node views see it unchanged by identity.
                 self._parts(template, state, before[0] if before is not None else None)
             if not self._calm(template, last, *was):
@@ -462,54 +456,6 @@ class FleetMemo:
                 return
         template.set_parts(template_parts(Translation(ir=last[0]), state), None)
 
-    def _assemble(self, base: Resources, overrides: dict[str, LocalPart],
-                  mine: _Node) -> Resources | None:
-        """``base`` with ``overrides`` in place; None when one has no place in it.
-
-        A type whose base and overrides are those of the node's last view keeps
-        that view's mapping; a type without overrides is the base's very mapping.
-        """
-        kept: dict[str, tuple[LocalPart, tuple[Resource, ...]]] = {}
-        by_type: dict[str, dict[str, Resource]] = {}
-        for name, value in overrides.items():
-            hit = mine.resources.get(name)
-            built = hit[1] if hit is not None and hit[0] == value else _resources(value)
-            kept[name] = (value, built)
-            for r in built:
-                there = base.get(r.type_url, {}).get(r.name)
-                if there is None:
-                    return None
-                if there.version != r.version:  # a health check's listener does not move
-                    by_type.setdefault(r.type_url, {})[r.name] = r
-        mine.resources = kept
-        return self._put_together(base, by_type, mine)
-
-    @staticmethod
-    def _put_together(base: Resources, by_type: dict[str, dict[str, Resource]],
-                      mine: _Node) -> Resources:
-        """``base`` with the node's own resources ``by_type`` in place.
-
-        A type whose base and own resources are those of the node's last view keeps
-        that view's mapping; a type without its own is the base's very mapping.
-        """
-        last = mine.built.resources if mine.built is not None else None
-        out: dict[str, Mapping[str, Resource]] = {}
-        for t, mapping in base.items():
-            mine_t = by_type.get(t)
-            if not mine_t:
-                out[t] = mapping
-            elif (last is not None and mine.base is not None and mine.base.get(t) is mapping
-                  and mine.by_type.get(t) == mine_t):
-                out[t] = last[t]
-            else:
-                out[t] = MappingProxyType({**mapping, **mine_t})
-        mine.by_type, mine.base = by_type, base
-        if last is not None and all(out[t] is last.get(t) for t in out):
-            return last
-        if not by_type:
-            return base
-        return MappingProxyType(out)
-
 
 def _unlist(index: dict[_K, set[str]], key: _K, group: str) -> None:
     """Take ``group`` out of ``index[key]``, and the key out when no group is left."""
@@ -517,43 +463,6 @@ def _unlist(index: dict[_K, set[str]], key: _K, group: str) -> None:
     groups.discard(group)
     if not groups:
         del index[key]
-
-
-def _keeping(last: Built | None, new: Built) -> Built:
-    """``new``, with each type's mapping of ``last`` where it is equal (kept by identity)."""
-    if last is None or last.resources is None or new.resources is None:
-        return new
-    old = last.resources
-    out = {t: old[t] if t in old and (old[t] is m or old[t] == m) else m
-           for t, m in new.resources.items()}
-    return dataclasses.replace(new, resources=MappingProxyType(out))
-
-
-def _same_view(old: Built, new: Built) -> bool:
-    """Whether ``new`` serves what ``old`` does (by identity where it can)."""
-    a, b = old.resources, new.resources
-    if a is None or b is None or old.diagnostics != new.diagnostics:
-        return False
-    return a.keys() == b.keys() and all(a[t] is b[t] or a[t] == b[t] for t in a)
-
-
-def _same_parts(a: TemplateParts, b: TemplateParts, key: Key) -> bool:
-    """Whether Service ``key`` has the same local parts in both templates."""
-    if a is b:
-        return True
-    ports = a.ports.get(key, ())
-    return (ports == b.ports.get(key, ()) and a.health.get(key) == b.health.get(key)
-            and (key in a.nonempty) == (key in b.nonempty)
-            and all(a.template_values.get(p.cluster) == b.template_values.get(p.cluster)
-                    for p in ports))
-
-
-def _resources(value: LocalPart) -> tuple[Resource, ...]:
-    if isinstance(value, ir.LoadAssignment):
-        return (endpoint_resource(value),)
-    body = build_listener(value).SerializeToString(deterministic=True)
-    return (Resource.of(LISTENER, value.name, body, (value.ref,)),
-            health_check_route_resource(value))
 
 
 def _changed_services(before: ClusterState, after: ClusterState) -> frozenset[Key]:
