@@ -676,6 +676,9 @@ class RawLoopback:
                                (line.partition(":") for line in lines[1:])})
 
     def close(self) -> None:
+        # A close alone leaves the accepting thread blocked in accept() on Linux.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
