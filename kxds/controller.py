@@ -21,7 +21,8 @@ Envoy resources and sets the view of every group:
 
 Building a view is :mod:`kxds.views`; a view it rejects (inconsistent, or a
 translation bug) is not published: the last good one keeps being served, and
-the failure is logged and counted.
+the failure is logged and counted (:mod:`kxds.rebuild_report`, with the problems
+found in the input).
 
 Translation and building run in a worker thread, and the views are set from
 the event loop (the cache is not thread-safe). Measured on a 2-core machine
@@ -70,7 +71,6 @@ the state deleted), freed heap memory is given back to the system
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import gc
 import logging
@@ -78,17 +78,18 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from kxds.cert_recheck import config_at_now, due, next_recheck, seconds_until
 from kxds.debounce import Debounce
-from kxds.diagnostics import Diagnostic, ObjectRef, Reason
+from kxds.diagnostics import Diagnostic
 from kxds.envoy.build import BuildCache, SharedBuilds
 from kxds.envoy.resource import Resources
 from kxds.fleet import FleetMemo
 from kxds.gc_policy import PeriodicThaw, gc_paused
 from kxds.kube.models import ClusterState
 from kxds.memory import ShrinkWatch, release_free_memory
+from kxds.rebuild_report import RebuildReport
 from kxds.state_changes import only_slices_changed
 from kxds.translators.config import NodeInfo, TranslateConfig
 from kxds.translators.gateway_groups import pinned_groups, state_for_group
@@ -124,41 +125,6 @@ def _prunable(group: str) -> bool:
     return group.startswith("node/") or (group.startswith("edge/") and group != EDGE_DEFAULT)
 
 
-class _Tally:
-    """Each group's diagnostics, and their union: node views of a class share one
-    tuple, so the union costs the distinct tuples, not the groups."""
-
-    def __init__(self) -> None:
-        self._of: dict[str, tuple[Diagnostic, ...]] = {}
-        self._uses: dict[int, tuple[tuple[Diagnostic, ...], int]] = {}
-        """id of a tuple held -> it, and how many groups hold it."""
-
-    def put(self, group: str, diagnostics: tuple[Diagnostic, ...]) -> None:
-        old = self._of.get(group)
-        if old is diagnostics:
-            return
-        self.remove(group)
-        self._of[group] = diagnostics
-        _, uses = self._uses.get(id(diagnostics), (diagnostics, 0))
-        self._uses[id(diagnostics)] = (diagnostics, uses + 1)
-
-    def remove(self, group: str) -> None:
-        old = self._of.pop(group, None)
-        if old is None:
-            return
-        _, uses = self._uses[id(old)]
-        if uses > 1:
-            self._uses[id(old)] = (old, uses - 1)
-        else:
-            del self._uses[id(old)]
-
-    def union(self) -> set[Diagnostic]:
-        out: set[Diagnostic] = set()
-        for diagnostics, _ in self._uses.values():
-            out.update(diagnostics)
-        return out
-
-
 class RebuildObserver(Protocol):
     """What the controller reports each rebuild to (the xDS server's metrics)."""
 
@@ -187,7 +153,8 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         self._init_results()
         self._init_views()
-        self._init_reporting(metrics.registry if metrics is not None else CollectorRegistry())
+        self._report = RebuildReport(metrics.registry if metrics is not None
+                                     else CollectorRegistry())
         cache.on_new_group = self._on_new_group
         self._remember_watched()
 
@@ -232,24 +199,6 @@ class Controller:
         """When a certificate check of the served edge view may change its verdict."""
         self._shrink = ShrinkWatch()
         """When the served state shrank enough to give freed memory back (kxds.memory)."""
-
-    def _init_reporting(self, registry: CollectorRegistry) -> None:
-        """What has been logged (each problem once), and the controller's metrics."""
-        self._logged: set[Diagnostic] = set()
-        self._skipped: set[ObjectRef] = set()
-        self._counted: dict[str, tuple[Diagnostic, ...]] = {}
-        """Each node group's diagnostics as last counted in ``kxds_source_ip_fallbacks``."""
-        self._node_diagnostics = _Tally()
-        """Each node group's diagnostics as last built (rejected or not), and their union."""
-        self._rejected = Counter("kxds_snapshots_rejected", "Snapshots not published "
-                                 "(inconsistent, or translation failed)", ["group"],
-                                 registry=registry)
-        self._diagnostics = Gauge("kxds_diagnostics", "Problems found in the input, by reason",
-                                  ["reason"], registry=registry)
-        self._fallbacks = Gauge("kxds_source_ip_fallbacks", "Service ports whose backends "
-                                "see the node's address instead of the client's they were "
-                                "to see, by node group (Fallback diagnostics say why)",
-                                ["group"], registry=registry)
 
     # -- the source's side ----------------------------------------------------
 
@@ -310,7 +259,7 @@ class Controller:
                 self._serve_edge(edge)
                 await self._publish_edge(state, config, edge.resources, small)
             else:
-                self._reject(EDGE_DEFAULT, edge)
+                self._report.rejected(EDGE_DEFAULT, edge)
             diagnostics |= await self._publish_nodes(state, config, small)
             self.state = state
             self._recheck_at = next_recheck(self.config, config, self._bounds)
@@ -341,7 +290,7 @@ class Controller:
         self.gateway_status = edge.gateway_status
         if self.on_gateway_status is not None and edge.gateway_status is not None:
             self.on_gateway_status(edge.gateway_status)
-        self._log_skipped(edge.skipped)
+        self._report.skipped(edge.skipped)
 
     async def _publish_nodes(self, state: ClusterState, config: TranslateConfig,
                              small: bool) -> set[Diagnostic]:
@@ -357,7 +306,7 @@ class Controller:
                                   ) if self._nodes else {}
         for group in sorted(builts):
             self._set_node_view(group, builts[group])
-        return self._node_diagnostics.union()
+        return self._report.node_diagnostics()
 
     async def _end_rebuild(self) -> None:
         """Sweep what no view uses any more, end the cache's batch, count the rebuild."""
@@ -388,7 +337,7 @@ class Controller:
             if others.resources is not None:
                 self._edge = others.resources
             else:
-                self._reject(EDGE_DEFAULT, others)
+                self._report.rejected(EDGE_DEFAULT, others)
             for group in sorted(pins):
                 memo = self._group_memos.setdefault(group, ViewMemo())
                 built = await self._call(build_edge, state_for_group(state, group), config,
@@ -396,7 +345,7 @@ class Controller:
                 if built.resources is not None:
                     self._group_views[group] = built.resources
                 else:
-                    self._reject(group, built)
+                    self._report.rejected(group, built)
         for group in self._edge_groups():
             view = self._group_views.get(group, self._edge)
             if view is not None:
@@ -429,14 +378,9 @@ class Controller:
                     self._fleet.forget(group)
                     self._joining.pop(group, None)
                     self._published.pop(group, None)
-                    self._counted.pop(group, None)
-                    self._node_diagnostics.remove(group)
+                    self._report.forget(group)
                     self._edge_known.discard(group)
                     self.cache.remove_view(group)
-                    with contextlib.suppress(KeyError):  # never built
-                        self._fallbacks.remove(group)
-                    with contextlib.suppress(KeyError):  # never rejected
-                        self._rejected.remove(group)
                     gone.append(group)
             if gone:
                 log.info("event=groups_pruned count=%d groups=%s idle_seconds=%.0f",
@@ -483,34 +427,9 @@ class Controller:
         self._joining[identity.group] = node
         return node
 
-    def _log_skipped(self, skipped: tuple[ObjectRef, ...]) -> None:
-        """One debug line per object left alone as another controller's, when it
-        first is (not every rebuild)."""
-        now = set(skipped)
-        for ref in sorted(now - self._skipped):
-            log.debug("event=skipped_not_ours object=%s reason=another_ingress_class", ref)
-        self._skipped = now
-
-    def _reject(self, group: str, built: Built) -> None:
-        self._rejected.labels(group).inc()
-        log.error("event=snapshot_rejected group=%s reason=%r keeping=last_good",
-                  group, built.rejected)
-
     def _log_diagnostics(self, diagnostics: set[Diagnostic]) -> None:
-        """Log each problem once, when it first appears; count the current ones (again
-        only when they changed: a rebuild may carry thousands)."""
-        if diagnostics != self._logged:
-            for d in sorted(diagnostics - self._logged):
-                log.warning("event=diagnostic %s", d)
-            for d in sorted(self._logged - diagnostics):
-                log.info("event=diagnostic_resolved %s", d)
-            self._logged = diagnostics
-            by_reason: dict[str, int] = {}
-            for d in diagnostics:
-                by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
-            self._diagnostics.clear()
-            for reason, count in by_reason.items():
-                self._diagnostics.labels(reason).set(count)
+        """Report the current problems, and tell them (:attr:`on_diagnostics`)."""
+        self._report.diagnostics(diagnostics)
         if self.on_diagnostics is not None:
             self.on_diagnostics(diagnostics)
 
@@ -542,17 +461,12 @@ class Controller:
             self._set_node_view(group, built)
             # Its problems are told now, not at the next rebuild (a node without the
             # set-up for transparent source addresses reports its fallbacks at once).
-            self._log_diagnostics(self._logged | set(built.diagnostics))
+            self._log_diagnostics(self._report.logged | set(built.diagnostics))
 
     def _set_node_view(self, group: str, built: Built) -> None:
-        self._node_diagnostics.put(group, built.diagnostics)
+        self._report.node_built(group, built)
         if built.resources is None:
-            self._reject(group, built)
             return
-        if self._counted.get(group) is not built.diagnostics:  # node views share theirs
-            self._counted[group] = built.diagnostics
-            self._fallbacks.labels(group).set(
-                sum(1 for d in built.diagnostics if d.reason is Reason.FALLBACK))
         if self._published.get(group) is built.resources:
             return  # the very view of last time (kxds.fleet): nothing to tell its proxies
         self._published[group] = built.resources
