@@ -146,14 +146,14 @@ def _with_services(parts: TemplateParts, state: ClusterState,
     (from ``parts.assignments`` and ``parts.health``); ``parts`` itself when they are
     the same (a Service without local parts, a Local Service whose endpoints moved:
     the template's parts of it stay empty), else its indexes copied once."""
-    moved = {key: found for key in keys
-             if (found := _service_parts(parts, state, key)) != _held_parts(parts, key)}
+    moved = {key: (found, held) for key in keys
+             if (found := _service_parts(parts, state, key)) != (held := _held_parts(parts, key))}
     if not moved:
         return parts
     ports, values, nonempty = dict(parts.ports), dict(parts.template_values), set(parts.nonempty)
     health = dict(parts.health)
-    for key, (key_ports, key_values, key_nonempty, lis) in moved.items():
-        for name in _held_parts(parts, key)[1]:
+    for key, ((key_ports, key_values, key_nonempty, lis), held) in moved.items():
+        for name in held[1]:
             del values[name]
         ports.pop(key, None)
         nonempty.discard(key)
